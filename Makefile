@@ -1,0 +1,16 @@
+# The two commands of the README: `make demo` runs the whole pipeline on bundled inputs, `make test` the tests.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: install install-dev test demo
+
+# torch first, pinned: that takes the CPU build already on disk instead of several GB of CUDA packages.
+install:
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -r requirements.txt
+
+install-dev: install
+	$(PIP) install -q -r requirements-dev.txt
+
+test: install-dev
+	$(PYTHON) -m pytest

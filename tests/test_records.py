@@ -1,0 +1,118 @@
+"""The record type and its JSONL files."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from scraper.records import (
+    KernelRecord,
+    append_jsonl,
+    atomic_write_text,
+    kernel_id,
+    normalize_source,
+    read_records,
+    write_jsonl,
+)
+from scraper.stats import Rejects, Stats, error_group_key
+
+KERNEL = textwrap.dedent(
+    '''
+    @triton.jit
+    def triton_poi_fused_relu_0(in_ptr0, out_ptr0, xnumel, XBLOCK: tl.constexpr):
+        # load
+        x = tl.load(in_ptr0 + tl.arange(0, XBLOCK))
+        tl.store(out_ptr0 + tl.arange(0, XBLOCK), x)
+    '''
+)
+
+
+def test_id_ignores_comments_whitespace_and_inductor_numbers():
+    renumbered = KERNEL.replace("_relu_0", "_relu_7").replace("# load", "# another comment")
+    reindented = renumbered.replace("    x = ", "    x  =  ")
+    assert kernel_id(KERNEL) == kernel_id(reindented)
+    normalized = normalize_source(KERNEL)
+    assert "triton_poi_fused_relu_N" in normalized and "#" not in normalized and "\n" not in normalized
+
+
+def test_id_changes_with_code():
+    assert kernel_id(KERNEL) != kernel_id(KERNEL.replace("in_ptr0 +", "in_ptr0 + 1 +"))
+
+
+def test_id_of_untokenizable_code_still_works():
+    broken = 'def f(:\n    s = """unterminated\n'
+    assert len(kernel_id(broken)) == 16
+
+
+def test_record_fills_id_and_rejects_unknown_source():
+    record = KernelRecord(name="k", code=KERNEL, source="github")
+    assert record.id == kernel_id(KERNEL)
+    with pytest.raises(ValueError):
+        KernelRecord(name="k", code=KERNEL, source="gitlab")
+
+
+def test_round_trip_keeps_every_field_and_unknown_keys(tmp_path):
+    record = KernelRecord(name="k", code=KERNEL, source="inductor", model="resnet18", aten_ops=["aten.relu"],
+                          signature={"in_ptr0": "*fp32"}, extra={"note": "x"})
+    data = record.to_dict() | {"future_field": 3}
+    path = tmp_path / "k.jsonl"
+    write_jsonl(path, [KernelRecord.from_dict(data), record])
+    first, second = read_records(path)
+    assert second == record
+    assert first.extra == {"note": "x", "future_field": 3}
+
+
+def test_torn_last_line_is_skipped_and_reported(tmp_path):
+    path = tmp_path / "k.jsonl"
+    append_jsonl(path, KernelRecord(name="a", code="x = 1", source="github"))
+    with open(path, "a") as handle:
+        handle.write('{"name": "b", "code": "y')  # what a crash mid-write leaves
+    problems = []
+    records = read_records(path, on_error=lambda n, m: problems.append(n))
+    assert [r.name for r in records] == ["a"]
+    assert problems == [2]
+
+
+def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    # A child process that dies in the middle of writing (os._exit skips every cleanup).
+    script = (
+        "import os, scraper.records as r\n"
+        "class Boom:\n"
+        "    def __str__(self): os._exit(3)\n"
+        f"r.atomic_write_text({str(target)!r}, 'new' + str(Boom()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert result.returncode == 3
+    assert target.read_text() == "old"
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_stats_groups_errors_and_saves(tmp_path):
+    stats = Stats("demo")
+    stats.inc("parsed", 2)
+    stats.error("parse", "a.py", SyntaxError("invalid syntax at line 3"))
+    stats.error("parse", "b.py", SyntaxError("invalid syntax at line 9"))
+    stats.error("download", "x/y", "HTTP 502")
+    data = stats.to_dict()
+    assert data["counts"]["errors_parse"] == 2
+    assert data["errors"]["parse"][0]["count"] == 2  # one group: the line numbers are folded
+    assert "a.py" in stats.summary()
+    stats.save(tmp_path / "stats.json")
+    assert json.loads((tmp_path / "stats.json").read_text())["counts"]["parsed"] == 2
+    assert error_group_key("No such file '/a/b/c.py' 12") == error_group_key("No such file '/d.py' 7")
+
+
+def test_rejects_file_and_counter(tmp_path):
+    stats = Stats("demo")
+    rejects = Rejects(tmp_path / "rejects.jsonl", stats)
+    rejects.add("duplicate", id="abc", duplicate_of="def")
+    lines = (tmp_path / "rejects.jsonl").read_text().splitlines()
+    assert json.loads(lines[0]) == {"reason": "duplicate", "id": "abc", "duplicate_of": "def"}
+    assert stats.counts["dropped_duplicate"] == 1
