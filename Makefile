@@ -14,3 +14,7 @@ install-dev: install
 
 test: install-dev
 	$(PYTHON) -m pytest
+
+# The whole pipeline on bundled inputs (no token, no GPU, no network): see demo.sh.
+demo: install
+	PYTHON=$(PYTHON) bash demo.sh
