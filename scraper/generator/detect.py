@@ -1,0 +1,193 @@
+"""Find `@triton.jit` functions in Python source, whatever the spelling. The one implementation of the test.
+
+A function is a jit kernel when one of its decorators resolves, through the module's own imports, to triton's
+`jit`: `@triton.jit`, `@triton.jit(...)`, `import triton as tr` + `@tr.jit`, `from triton import jit [as j]`,
+`from triton.runtime.jit import jit`, `jit = triton.jit`, `from triton import *`. A `@jit` from numba or jax does
+not count. Kernels under `@triton.autotune(...)`, `@triton.heuristics(...)` or a project's own decorator
+(`@libentry()`) are found the same way, and so are methods and nested functions (`nested=True`). The module-level
+call form `kernel = triton.jit(fn)` marks `fn` too. Source is parsed with `ast` (salvaging top-level blocks of
+files the running Python cannot parse) and never executed.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from typing import Optional
+
+from scraper.generator.parse import ParsedModule, parse_source
+
+# Fully qualified names that are triton's decorators (re-exports included).
+JIT_NAMES = frozenset({"triton.jit", "triton.runtime.jit", "triton.runtime.jit.jit", "triton.runtime.jit.JITFunction"})
+AUTOTUNE_NAMES = frozenset({"triton.autotune", "triton.runtime.autotune", "triton.runtime.autotuner.autotune"})
+HEURISTICS_NAMES = frozenset({"triton.heuristics", "triton.runtime.heuristics", "triton.runtime.autotuner.heuristics"})
+_EXPORTED = {"jit": "triton.jit", "autotune": "triton.autotune", "heuristics": "triton.heuristics"}
+
+
+@dataclass
+class JitFunction:
+    """One jit function found in a file."""
+
+    name: str
+    qualname: str  # "kernel", "Class.kernel", "outer.<locals>.kernel"
+    lineno: int  # first line, decorators included
+    end_lineno: int
+    decorators: list  # source text of each decorator, outermost first
+    source: str  # exact text, decorators included (from the first decorator's column)
+    nested: bool  # inside a class or a function
+    kind: str = "jit"  # outermost triton decorator: "jit" | "autotune" | "heuristics"
+    path: str = ""
+    parent: str = "module"  # "module" | "class" | "function"
+    via_call: bool = False  # marked by `x = triton.jit(fn)`, not by a decorator
+    node: Optional[ast.AST] = field(default=None, repr=False, compare=False)
+
+
+class TritonNames:
+    """What each name bound by a module's imports means, as a dotted triton name (or nothing)."""
+
+    def __init__(self, tree: ast.AST) -> None:
+        self.names: dict[str, str] = {}  # local name -> fully qualified name
+        self.star_triton = False
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                self._add_import(node)
+            elif isinstance(node, ast.ImportFrom):
+                self._add_import_from(node)
+        for node in getattr(tree, "body", []):
+            self._add_assignment_alias(node)
+
+    def _add_import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            if alias.asname:
+                self.names[alias.asname] = alias.name
+            else:  # `import triton.language` binds `triton`
+                top = alias.name.split(".")[0]
+                self.names.setdefault(top, top)
+
+    def _add_import_from(self, node: ast.ImportFrom) -> None:
+        if node.level or not node.module:
+            return
+        for alias in node.names:
+            if alias.name == "*":
+                self.star_triton |= node.module.split(".")[0] == "triton"
+                continue
+            self.names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+
+    def _add_assignment_alias(self, node: ast.AST) -> None:
+        # `jit = triton.jit` / `autotune = triton.autotune` at module level
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            resolved = self.resolve(node.value)
+            if resolved in JIT_NAMES | AUTOTUNE_NAMES | HEURISTICS_NAMES:
+                self.names[node.targets[0].id] = resolved
+
+    def resolve(self, expr: ast.AST) -> Optional[str]:
+        """Dotted fully qualified name of a Name/Attribute chain (a call's callee for a Call), else None."""
+        if isinstance(expr, ast.Call):
+            expr = expr.func
+        parts = []
+        while isinstance(expr, ast.Attribute):
+            parts.append(expr.attr)
+            expr = expr.value
+        if not isinstance(expr, ast.Name):
+            return None
+        base = self.names.get(expr.id)
+        if base is None:
+            if self.star_triton and expr.id in _EXPORTED:
+                base = _EXPORTED[expr.id]
+            elif expr.id == "triton":  # used without a visible import (star import from a sibling module)
+                base = "triton"
+            else:
+                return None
+        return ".".join([base] + parts[::-1])
+
+    def triton_role(self, decorator: ast.AST) -> Optional[str]:
+        """"jit", "autotune", "heuristics" when `decorator` is that triton decorator, else None."""
+        resolved = self.resolve(decorator)
+        if resolved in JIT_NAMES:
+            return "jit"
+        if resolved in AUTOTUNE_NAMES:
+            return "autotune"
+        if resolved in HEURISTICS_NAMES:
+            return "heuristics"
+        return None
+
+
+def decorator_roles(func: ast.AST, names: TritonNames) -> list[Optional[str]]:
+    """The triton role of each decorator of `func` (None for others), outermost first."""
+    return [names.triton_role(d) for d in getattr(func, "decorator_list", [])]
+
+
+def is_jit_function(func: ast.AST, names: TritonNames) -> bool:
+    """True when a decorator of `func` resolves to triton's jit."""
+    return "jit" in decorator_roles(func, names)
+
+
+def first_line(func: ast.AST) -> int:
+    """First line of a def including its decorators."""
+    return min([func.lineno] + [d.lineno for d in func.decorator_list])
+
+
+def function_source(text: str, func: ast.AST) -> str:
+    """Exact source of a def/class with its decorators (ast.get_source_segment from the first decorator's `@`)."""
+    if not func.decorator_list:
+        return ast.get_source_segment(text, func) or ""
+    first = func.decorator_list[0]
+    span = ast.Module(body=[], type_ignores=[])
+    # The `@` sits one column left of the decorator expression.
+    span.lineno, span.col_offset = first.lineno, max(first.col_offset - 1, 0)
+    span.end_lineno, span.end_col_offset = func.end_lineno, func.end_col_offset
+    return ast.get_source_segment(text, span) or ""
+
+
+def _walk_defs(body, prefix="", parent="module"):
+    """Yield (function node, qualname, parent kind) for every def in `body`, nested ones included."""
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            qualname = f"{prefix}{node.name}"
+            yield node, qualname, parent
+            yield from _walk_defs(node.body, f"{qualname}.<locals>.", "function")
+        elif isinstance(node, ast.ClassDef):
+            yield from _walk_defs(node.body, f"{prefix}{node.name}.", "class")
+        elif isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)) or type(node).__name__ == "TryStar":
+            # defs under `if HAS_TRITON:` / `try:` are still at this scope
+            for child in ("body", "orelse", "finalbody"):
+                yield from _walk_defs(getattr(node, child, []), prefix, parent)
+            for handler in getattr(node, "handlers", []):
+                yield from _walk_defs(handler.body, prefix, parent)
+
+
+def _called_by_jit(tree: ast.Module, names: TritonNames) -> set[str]:
+    """Names of module-level functions wrapped as `x = triton.jit(fn)` (or `triton.jit(...)(fn)`)."""
+    marked = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not node.args or not isinstance(node.args[0], ast.Name):
+            continue
+        callee = node.func.func if isinstance(node.func, ast.Call) else node.func
+        if names.triton_role(callee) == "jit":
+            marked.add(node.args[0].id)
+    return marked
+
+
+def find_kernels_in_tree(parsed: ParsedModule, path: str = "") -> list[JitFunction]:
+    """Every jit function of an already parsed module, in source order."""
+    names = TritonNames(parsed.tree)
+    via_call = _called_by_jit(parsed.tree, names)
+    found = []
+    for func, qualname, parent in _walk_defs(parsed.tree.body):
+        roles = decorator_roles(func, names)
+        called = parent == "module" and func.name in via_call
+        if "jit" not in roles and not called:
+            continue
+        kind = next((role for role in roles if role), "jit")
+        found.append(JitFunction(
+            name=func.name, qualname=qualname, lineno=first_line(func), end_lineno=func.end_lineno,
+            decorators=[ast.get_source_segment(parsed.text, d) or "" for d in func.decorator_list],
+            source=function_source(parsed.text, func), nested=parent != "module", kind=kind, path=path,
+            parent=parent, via_call="jit" not in roles, node=func,
+        ))
+    return found
+
+
+def find_kernels_in_source(text: str, path: str = "") -> list[JitFunction]:
+    """Every jit function defined in `text` (a Python file's content), in source order. Never executes it."""
+    return find_kernels_in_tree(parse_source(text, path), path)
