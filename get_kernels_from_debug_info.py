@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Extract every Triton kernel from PyTorch Inductor debug folders (TORCH_COMPILE_DEBUG=1) into inductor_kernels/."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from scraper.cli import add_logging_args, setup_logging
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__ + " Reads the kernel text embedded in each output_code.py (the Inductor cache files "
+        "named in '# kernel path:' comments are only a fallback), writes <out>/<model>/<graph>/ with output_code.py, "
+        "fx_graph_readable.py and kernels/<name>.py (clean: no @triton_heuristics decorator, no GPU-only statements, "
+        "imports on a CPU-only machine), plus kernels.jsonl, stats.json and rejects.jsonl. Nothing is executed, no "
+        "network is used, and token counts are not computed here (create_json.py counts tokens). Rerunning on the "
+        "same input gives the same output; graphs of the same name from different runs both survive "
+        "(<graph>-<hash>).",
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="torch_compile_debug",
+                        help="debug folder(s) or output_code.py file(s); every output_code.py below is read")
+    parser.add_argument("-o", "--output", type=Path, default=Path("inductor_kernels"),
+                        help="output folder (default: inductor_kernels)")
+    add_logging_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging(args)
+    from scraper.inductor import extract_kernels
+
+    stats = extract_kernels(args.inputs, args.output)
+    print(stats.summary(), file=sys.stderr)
+    return 0 if stats.counts["graphs"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The Inductor stage: torch_compile_debug folders -> inductor_kernels/ (files, kernels.jsonl, stats.json).
+
+For each graph (one output_code.py): every embedded Triton kernel becomes a KernelRecord (clean code + original
+text + provenance) and a file `<model>/<graph>/kernels/<name>.py`; the graph's output_code.py and
+fx_graph_readable.py are copied beside them. Nothing is executed.
+
+Reruns: the manifest is keyed by graph folder. A rerun re-extracts the graphs it is given, replaces their
+records and leaves the records of other graphs (from earlier runs on other inputs) alone, so the same input
+always gives the same kernels.jsonl, and several debug folders can be added one run at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+from tqdm import tqdm
+
+from scraper.inductor.kernel import KernelModuleError, clean_kernel
+from scraper.inductor.layout import (
+    FX_GRAPH,
+    OUTPUT_CODE,
+    PROVENANCE,
+    FolderAllocator,
+    Graph,
+    describe_graph,
+    find_output_codes,
+    safe_name,
+)
+from scraper.inductor.output_code import EmbeddedKernel, parse_comment, read_fallback_source, read_output_code
+from scraper.records import KernelRecord, append_jsonl, atomic_write_bytes, atomic_write_json, read_records
+from scraper.records import write_jsonl
+from scraper.stats import Rejects, Stats
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "kernels.jsonl"
+STATS = "stats.json"
+REJECTS = "rejects.jsonl"
+# An output_code.py larger than this is not one Inductor wrote (the largest real ones are a few MB).
+MAX_OUTPUT_CODE_BYTES = 256 * 1024 * 1024
+
+
+def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = None) -> Stats:
+    """Extract every Triton kernel below `inputs` into `out_dir`; returns the run's Stats (also saved as
+    stats.json). Bad inputs are reported, counted and skipped; the run goes on."""
+    stats = stats or Stats("inductor")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rejects = Rejects(out_dir / REJECTS, stats)
+    rejects.reset()
+    paths, problems = find_output_codes(inputs)
+    for root, reason in problems:
+        log.error("input %s %s", root, reason)
+        stats.error("input", str(root), f"input {reason}")
+    manifest = Manifest(out_dir / MANIFEST, stats)
+    allocator = FolderAllocator(out_dir)
+    for path in tqdm(paths, desc="graphs", unit="graph", disable=None):
+        extracted = extract_graph(path, out_dir, allocator, stats, rejects)
+        if extracted is not None:
+            manifest.update(*extracted)
+    manifest.save()
+    stats.inc("manifest_records", len(manifest.records))
+    stats.save(out_dir / STATS)
+    return stats
+
+
+def extract_graph(
+    path: Path, out_dir: Path, allocator: FolderAllocator, stats: Stats, rejects: Rejects
+) -> Optional[tuple[str, list[KernelRecord]]]:
+    """Extract one output_code.py into its graph folder; returns the folder (relative to `out_dir`) and the
+    graph's records, or None when the file could not be read."""
+    text, content = read_text(path, stats, rejects)
+    if text is None:
+        return None
+    stats.inc("graphs")
+    graph = describe_graph(path, content)
+    folder = allocator.folder_for(graph)
+    if folder != f"{safe_name(graph.model)}/{graph.graph}":
+        stats.inc("graphs_renamed_same_name_other_run")
+    target = out_dir / folder
+    atomic_write_json(target / PROVENANCE, allocator.mark(folder, graph))  # first: claims the folder
+    atomic_write_bytes(target / OUTPUT_CODE, content)
+    has_fx = copy_fx_graph(graph, target, stats)
+    embedded = read_output_code(text, str(path))
+    report_damage(path, embedded, stats, rejects)
+    records = []
+    for kernel in embedded.kernels:
+        record = kernel_record(kernel, graph, folder, has_fx, stats, rejects)
+        if record is not None:
+            records.append(record)
+    records = unique_files(records, stats)
+    write_kernel_files(target, folder, records)
+    stats.inc("kernels", len(records))
+    for record in records:
+        stats.inc(f"kernels_{record.kind}")
+    return folder, records
+
+
+def read_text(path: Path, stats: Stats, rejects: Rejects) -> tuple[Optional[str], bytes]:
+    """The file's bytes and text; non-UTF-8 bytes are replaced (and counted) so the rest can still be read."""
+    try:
+        if path.stat().st_size > MAX_OUTPUT_CODE_BYTES:
+            raise OSError(f"larger than {MAX_OUTPUT_CODE_BYTES} bytes")
+        content = path.read_bytes()
+    except OSError as exc:
+        log.error("cannot read %s: %s", path, exc)
+        stats.error("read", str(path), exc)
+        rejects.add("unreadable", output_code=str(path), error=str(exc))
+        return None, b""
+    try:
+        return content.decode("utf-8"), content
+    except UnicodeDecodeError as exc:
+        log.warning("%s is not UTF-8 (%s); reading it with the bad bytes replaced", path, exc)
+        stats.error("decode", str(path), f"not UTF-8: {exc.reason} at byte {exc.start}")
+        return content.decode("utf-8", errors="replace"), content
+
+
+def copy_fx_graph(graph: Graph, target: Path, stats: Stats) -> bool:
+    """Copy the graph's fx_graph_readable.py beside its kernels; False (counted) when there is none."""
+    try:
+        atomic_write_bytes(target / FX_GRAPH, graph.fx_graph.read_bytes())
+        return True
+    except OSError:
+        stats.inc("graphs_without_fx_graph")
+        return False
+
+
+def report_damage(path: Path, embedded, stats: Stats, rejects: Rejects) -> None:
+    """Count what a damaged or kernel-less output_code.py lost or lacked."""
+    if embedded.salvaged:
+        message = f"does not parse ({embedded.parse_error}); kept the {len(embedded.kernels)} kernels before the damage"
+        log.error("%s %s, lost %d", path, message, embedded.lost_kernels)
+        stats.error("parse", str(path), message)
+        stats.inc("kernels_lost_in_damaged_files", embedded.lost_kernels)
+        rejects.add("output_code_does_not_parse", output_code=str(path), error=embedded.parse_error,
+                    kernels_kept=len(embedded.kernels), kernels_lost=embedded.lost_kernels)
+    if embedded.kernels:
+        stats.inc("graphs_with_triton_kernels")
+    elif embedded.other_kernels:
+        log.info("%s has no Triton kernels (%d C++/other kernels): a CPU graph", path, embedded.other_kernels)
+        stats.inc("graphs_cpu_only")
+    elif not embedded.salvaged:
+        stats.inc("graphs_without_kernels")
+    stats.inc("non_triton_kernels_skipped", embedded.other_kernels)
+
+
+def kernel_record(
+    kernel: EmbeddedKernel, graph: Graph, folder: str, has_fx: bool, stats: Stats, rejects: Rejects
+) -> Optional[KernelRecord]:
+    """The record of one embedded kernel, or None (rejected with its reason)."""
+    where = f"{graph.output_code}:{kernel.lineno}"
+    source = kernel.source
+    if source is None:
+        source = read_fallback_source(kernel)
+        kernel.source_from = "kernel_path" if source is not None else "missing"
+        stats.inc(f"kernels_source_{kernel.source_from}")
+    if source is None:
+        return _reject(rejects, stats, "no_source", where, kernel, "no embedded source and no kernel path file")
+    if "\ufffd" in source:
+        return _reject(rejects, stats, "not_utf8", where, kernel, "kernel text holds bytes that are not UTF-8")
+    try:
+        clean = clean_kernel(source, kernel.name)
+    except KernelModuleError as exc:
+        return _reject(rejects, stats, "kernel_does_not_parse", where, kernel, str(exc))
+    info = parse_comment(kernel.comment)
+    name = safe_name(kernel.name).replace(".", "_").replace("-", "_")
+    return KernelRecord(
+        name=kernel.name,
+        code=clean.code,
+        source="inductor",
+        kind=clean.kind,
+        original=source,
+        file=f"{folder}/kernels/{name}.py",
+        model=graph.model,
+        graph=graph.graph,
+        run_dir=graph.run_dir,
+        output_code=f"{folder}/{OUTPUT_CODE}",
+        fx_graph=f"{folder}/{FX_GRAPH}" if has_fx else None,
+        comment=kernel.comment,
+        aten_ops=info.get("aten_ops", []),
+        source_nodes=info.get("source_nodes", []),
+        graph_fragment=info.get("graph_fragment"),
+        signature=clean.signature,
+        constants=clean.constants,
+        launch=clean.launch,
+        extra=_extra(kernel, graph, info, clean.dropped_statements),
+    )
+
+
+def _extra(kernel: EmbeddedKernel, graph: Graph, info: dict, dropped: list) -> dict:
+    extra = {
+        "graph_kind": graph.graph_kind,
+        "variable": kernel.variable,
+        "lineno": kernel.lineno,
+        "source_from": kernel.source_from,
+        "kernel_path": info.get("kernel_path"),
+        "source_node_mapping": info.get("source_node_mapping"),
+        "dropped_statements": dropped,
+        "input_output_code": str(graph.output_code),
+    }
+    if "original_path" in info:
+        extra["original_path"] = info["original_path"]
+    return extra
+
+
+def _reject(rejects: Rejects, stats: Stats, reason: str, where: str, kernel: EmbeddedKernel, message: str) -> None:
+    log.warning("%s: kernel %s skipped: %s", where, kernel.name, message)
+    stats.error("extract", where, message)
+    rejects.add(reason, where=where, name=kernel.name, error=message)
+    return None
+
+
+def unique_files(records: list[KernelRecord], stats: Stats) -> list[KernelRecord]:
+    """Give two kernels of one graph that map to the same file name distinct files (`<name>__2.py`)."""
+    seen: dict[str, int] = defaultdict(int)
+    for record in records:
+        seen[record.file] += 1
+        if seen[record.file] > 1:
+            stats.inc("kernels_same_name_in_graph")
+            record.file = record.file.removesuffix(".py") + f"__{seen[record.file]}.py"
+    return records
+
+
+def write_kernel_files(target: Path, folder: str, records: list[KernelRecord]) -> None:
+    """Write each record's clean code to its file; remove kernel files a previous run left that are gone now."""
+    kernels_dir = target / "kernels"
+    wanted = {Path(record.file).name for record in records}
+    if kernels_dir.is_dir():
+        for stale in kernels_dir.glob("*.py"):
+            if stale.name not in wanted:
+                stale.unlink()
+    for record in records:
+        path = target.parent.parent / record.file
+        if not path.is_file() or path.read_bytes() != record.code.encode("utf-8"):
+            atomic_write_bytes(path, record.code.encode("utf-8"))
+
+
+class Manifest:
+    """kernels.jsonl: the records of every graph folder ever extracted into this output folder.
+
+    Records of a graph this run extracts replace those from earlier runs; while the run goes on, changed
+    records are appended (a crash loses at most one line), and `save` rewrites the file atomically in a
+    stable order (by graph folder, then position in output_code.py), so reruns give the same bytes.
+    """
+
+    def __init__(self, path: Path, stats: Stats) -> None:
+        self.path = path
+        self.by_folder: dict[str, list[dict]] = {}
+        latest: dict[str, dict] = {}  # file -> record; a line appended later (same file) wins
+        if path.exists():
+            for record in read_records(path, on_error=lambda n, m: stats.error("manifest", str(path), m)):
+                latest[record.file] = record.to_dict()
+        for row in latest.values():
+            self.by_folder.setdefault(graph_folder(row["file"]), []).append(row)
+
+    @property
+    def records(self) -> list[dict]:
+        return [record for folder in sorted(self.by_folder) for record in self.by_folder[folder]]
+
+    def update(self, folder: str, records: list[KernelRecord]) -> None:
+        """Replace the records of graph folder `folder` (relative to the output folder) with `records`."""
+        rows = [record.to_dict() for record in records]
+        if self.by_folder.get(folder) != rows:
+            for row in rows:
+                append_jsonl(self.path, row)
+        self.by_folder[folder] = rows
+
+    def save(self) -> None:
+        """Rewrite kernels.jsonl atomically, in stable order."""
+        write_jsonl(self.path, self.records)
+
+
+def graph_folder(file: Optional[str]) -> str:
+    """`<model>/<graph>` of a record's `<model>/<graph>/kernels/<name>.py`."""
+    return str(Path(file or "").parent.parent.as_posix())
