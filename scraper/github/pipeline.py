@@ -1,0 +1,276 @@
+"""The GitHub stage end to end: pick repositories (search, --repos, or --local), download them in parallel,
+keep the manifest, count everything, print the summary."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from scraper.github.client import GitHubClient, GitHubError, RateLimitTooLong
+from scraper.github.download import (
+    RepoInfo, Skip, count_triton_files, download_archive, fetch_commit, fetch_info, manifest_entry,
+)
+from scraper.github.local import LocalError, ingest
+from scraper.github.manifest import (
+    FULL_NAME, NO_TRITON, append_entry, is_finished, read_latest, read_manifest, remove_partials, utc_now,
+)
+from scraper.github.search import SearchReport, search_code_repositories, search_repositories
+from scraper.records import atomic_write_text
+from scraper.stats import Rejects, Stats
+
+log = logging.getLogger(__name__)
+
+NO_TOKEN_WARNING = (
+    "GITHUB_TOKEN is not set (environment or .env): unauthenticated clients get 60 API calls per hour and "
+    "10 searches per minute, and code search is not available"
+)
+
+
+@dataclass
+class Options:
+    """Everything the stage needs besides the client (the CLI fills it from argparse)."""
+
+    download_dir: Path
+    query: str = "triton in:name,description,topics,readme language:python"
+    code_query: str = "triton.jit language:python"
+    min_stars: int = 100
+    search: str = "both"  # repo | code | both
+    repos_file: Optional[Path] = None
+    local: list = field(default_factory=list)
+    max_size_mb: Optional[float] = 500.0
+    max_repos: Optional[int] = None
+    jobs: int = 4
+    refresh: bool = False
+    confirm: bool = True
+    discover_only: bool = False
+
+    @property
+    def max_bytes(self) -> Optional[int]:
+        return int(self.max_size_mb * 2**20) if self.max_size_mb else None
+
+
+@dataclass
+class Candidate:
+    """A repository to fetch: its name, the metadata a search item already gave, whether --min-stars applies."""
+
+    full_name: str
+    info: Optional[RepoInfo] = None
+    check_stars: bool = False
+
+
+class Stage:
+    """One run: shared state of the workers (manifest snapshot, stats, stop flag)."""
+
+    def __init__(self, options: Options, client: GitHubClient) -> None:
+        self.options = options
+        self.client = client
+        self.dir = Path(options.download_dir)
+        self.stats = Stats("github")
+        self.rejects = Rejects(self.dir / "rejects.jsonl", self.stats)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.manifest: dict[str, dict] = {}
+        self.no_triton: dict[str, dict] = {}
+
+    # ---------------------------------------------------------------------------------------- whole run
+
+    def run(self) -> int:
+        """Run the stage; returns the process exit code (0 ok, 1 stopped early or discovery failed)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.rejects.reset()
+        if remove_partials(self.dir):
+            self.stats.inc("partial_downloads_removed")
+        status = self.run_local() if self.options.local else self.run_remote()
+        self.finish()
+        return status
+
+    def run_local(self) -> int:
+        """--local: ingest each path; no network."""
+        for arg in tqdm(self.options.local, desc="local", unit="repo", disable=None):
+            try:
+                status, entry = ingest(arg, self.dir, self.options.max_bytes)
+            except (LocalError, OSError) as exc:
+                self.stats.error("local", arg, exc)
+                continue
+            self.stats.inc(f"local_{status}")
+            if entry.get("triton_files"):
+                self.stats.inc("confirmed")
+        return 0
+
+    def run_remote(self) -> int:
+        if not self.client.has_token:
+            log.warning(NO_TOKEN_WARNING)
+        try:
+            candidates = self.read_repos_file() if self.options.repos_file else self.discover()
+        except GitHubError as exc:
+            self.stats.error("search", "discovery", exc)
+            log.error("discovery failed: %s", exc)
+            return 1
+        if self.options.max_repos is not None:
+            candidates = candidates[: self.options.max_repos]
+        atomic_write_text(self.dir / "candidates.txt", "".join(f"{c.full_name}\n" for c in candidates))
+        self.stats.inc("candidates", len(candidates))
+        if self.options.discover_only:
+            return 0
+        self.download_all(candidates)
+        return 1 if self.stop.is_set() else 0
+
+    def finish(self) -> None:
+        """Copy the client's counters into the stats, save stats.json / errors.csv, print the summary."""
+        counts = self.client.counts
+        self.stats.counts["api_calls"] = counts.api_calls
+        self.stats.counts["http_retries"] = counts.retries
+        self.stats.counts["rate_limit_waits"] = counts.rate_limit_waits
+        self.stats.counts["rate_limit_wait_seconds"] = round(counts.rate_limit_wait_seconds, 1)
+        self.stats.save(self.dir / "stats.json")
+        self.stats.save_errors_csv(self.dir / "errors.csv")
+        log.info("%s", self.stats.summary())
+
+    # ---------------------------------------------------------------------------------------- discovery
+
+    def read_repos_file(self) -> list[Candidate]:
+        """`--repos FILE`: one `owner/name` (or github.com URL) per line; `#` comments and blank lines skipped."""
+        names: dict[str, Candidate] = {}
+        text = Path(self.options.repos_file).read_text(encoding="utf-8")
+        for number, line in enumerate(text.splitlines(), start=1):
+            name = line.split("#", 1)[0].strip().removesuffix("/").removesuffix(".git")
+            name = name.split("github.com/", 1)[-1]
+            if not name:
+                continue
+            if not FULL_NAME.match(name):
+                self.stats.error("input", f"{self.options.repos_file}:{number}", f"not an owner/name: {line!r}")
+                continue
+            names.setdefault(name.lower(), Candidate(name))
+        return list(names.values())
+
+    def discover(self) -> list[Candidate]:
+        """Repository search and/or code search, merged (repository search first: its items carry metadata)."""
+        found: dict[str, Candidate] = {}
+        if self.options.search in ("repo", "both"):
+            report = SearchReport()
+            for item in tqdm(search_repositories(self.client, self.options.query, self.options.min_stars, report),
+                             desc="repo search", unit="repo", disable=None):
+                found.setdefault(item["full_name"].lower(), Candidate(item["full_name"], RepoInfo.from_api(item)))
+                self.stats.inc("found_repo_search")
+            self.note_search(report, "repo_search")
+        if self.options.search in ("code", "both"):
+            if self.client.has_token:
+                self.code_search(found)
+            else:
+                log.warning("code search skipped: it needs a token (set GITHUB_TOKEN)")
+                self.stats.inc("code_search_skipped_no_token")
+        return list(found.values())
+
+    def code_search(self, found: dict[str, Candidate]) -> None:
+        report = SearchReport()
+        for repo in tqdm(search_code_repositories(self.client, self.options.code_query, report),
+                         desc="code search", unit="repo", disable=None):
+            self.stats.inc("found_code_search")
+            if repo["full_name"].lower() not in found:
+                self.stats.inc("found_code_search_only")
+                found[repo["full_name"].lower()] = Candidate(repo["full_name"], check_stars=True)
+        self.note_search(report, "code_search")
+
+    def note_search(self, report: SearchReport, prefix: str) -> None:
+        self.stats.inc(f"{prefix}_queries", report.queries)
+        self.stats.inc(f"{prefix}_parts", report.parts)
+        if report.truncated_parts:
+            self.stats.inc(f"{prefix}_truncated_parts", report.truncated_parts)
+        if report.incomplete_results:
+            self.stats.inc(f"{prefix}_incomplete_pages", report.incomplete_results)
+
+    # ---------------------------------------------------------------------------------------- downloads
+
+    def download_all(self, candidates: Iterable[Candidate]) -> None:
+        """Fetch every candidate with `jobs` threads and one progress bar."""
+        candidates = list(candidates)
+        self.manifest = read_manifest(self.dir)
+        self.no_triton = read_latest(self.dir / NO_TRITON)
+        with logging_redirect_tqdm(), tqdm(total=len(candidates), desc="download", unit="repo",
+                                           disable=None) as bar, \
+                ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
+            futures = [pool.submit(self.fetch_one, candidate) for candidate in candidates]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+                    bar.update(1)
+            except KeyboardInterrupt:
+                self.stop.set()
+                pool.shutdown(cancel_futures=True)
+                raise
+
+    def fetch_one(self, candidate: Candidate) -> None:
+        """Fetch one repository; every outcome is counted, none raises."""
+        name = candidate.full_name
+        if self.stop.is_set():
+            self.rejects.add("stopped", full_name=name, message="run stopped by a rate limit wait over --max-wait")
+            return
+        try:
+            self.stats_inc(self.fetch(candidate))
+        except Skip as skip:
+            with self.lock:
+                self.rejects.add(skip.reason, full_name=name, message=str(skip))
+        except RateLimitTooLong as exc:
+            self.stop.set()
+            with self.lock:
+                self.stats.error("download", name, exc)
+            log.error("%s: %s; stopping (rerun later to resume)", name, exc)
+        except GitHubError as exc:
+            with self.lock:
+                self.stats.error("download", name, exc)
+        except Exception as exc:  # one bad repository must not end the run; the error is grouped in the summary
+            with self.lock:
+                self.stats.error("download", name, exc)
+            log.debug("unexpected error for %s", name, exc_info=True)
+
+    def stats_inc(self, *keys: str) -> None:
+        with self.lock:
+            for key in keys:
+                self.stats.inc(key)
+
+    def fetch(self, candidate: Candidate) -> str:
+        """Download one repository unless it is done; returns the counter to increment, raises Skip."""
+        key = candidate.full_name.lower()
+        done = is_finished(self.dir, self.manifest.get(key))
+        if done and not self.options.refresh:
+            return "skipped_already_downloaded"
+        if key in self.no_triton and not self.options.refresh:
+            return "skipped_known_no_triton"
+        info = candidate.info if candidate.info and candidate.info.complete else fetch_info(self.client, candidate.full_name)
+        self.check_limits(candidate, info)
+        sha = fetch_commit(self.client, info.full_name, info.default_branch)
+        if done and self.manifest[key].get("commit_sha") == sha:
+            return "unchanged"
+        path, digest, size = download_archive(self.client, info.full_name, sha, self.dir, self.options.max_bytes)
+        triton_files = count_triton_files(path)
+        if triton_files == 0 and self.options.confirm:
+            path.unlink(missing_ok=True)
+            append_entry(self.dir, {"full_name": info.full_name, "commit_sha": sha, "fetched_at": utc_now()},
+                         NO_TRITON)
+            raise Skip("no_triton", f"no .py file mentions triton and jit at {sha[:7]}")
+        append_entry(self.dir, manifest_entry(info, sha, path, digest, size, triton_files))
+        if triton_files:
+            self.stats_inc("confirmed")
+        return "downloaded"
+
+    def check_limits(self, candidate: Candidate, info: RepoInfo) -> None:
+        """Skip repositories below --min-stars (when found by code search) or over --max-size-mb (GitHub's size,
+        which includes history, so this is conservative; the archive is capped again while downloading)."""
+        if candidate.check_stars and (info.stars or 0) < self.options.min_stars:
+            raise Skip("below_min_stars", f"{info.stars} stars < --min-stars {self.options.min_stars}")
+        if self.options.max_bytes and info.size_kb and info.size_kb * 1024 > self.options.max_bytes:
+            raise Skip("too_large", f"repository is {info.size_kb / 1024:.0f} MiB on GitHub, over --max-size-mb")
+        if not info.default_branch:
+            raise Skip("empty", "repository has no default branch")
+
+
+def run(options: Options, client: GitHubClient) -> int:
+    """Run the GitHub stage; returns the exit code."""
+    return Stage(options, client).run()

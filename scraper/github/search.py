@@ -1,0 +1,164 @@
+"""Partitioned GitHub search: every result, not only the first 1000.
+
+The search API returns at most 1000 results per query. A query whose `total_count` is above that is split on a
+qualifier range and each half searched again, until every part has <= 1000 results; pages of a part are followed
+through `Link` headers. Repository search splits on `stars:` ranges, then on `created:` dates when one star
+count alone has more than 1000 repositories; code search splits on file `size:` ranges (bytes). Results are
+de-duplicated by full name, since live star counts can move a repository across a boundary between queries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+from scraper.github.client import GitHubClient
+
+log = logging.getLogger(__name__)
+
+SEARCH_CAP = 1000
+PER_PAGE = 100
+FIRST_DAY = dt.date(2007, 10, 1)  # GitHub's first repositories
+MAX_CODE_FILE_SIZE = 400_000  # code search indexes files under 384 KB
+
+
+@dataclass(frozen=True)
+class Part:
+    """One range of a qualifier: `stars:10..20`, `created:2020-01-01..2020-06-30`, `size:0..1000`.
+    `high` None means unbounded (`stars:>=10`)."""
+
+    qualifier: str
+    low: object
+    high: object = None
+
+    def text(self) -> str:
+        if self.high is None:
+            return f"{self.qualifier}:>={self.low}"
+        return f"{self.qualifier}:{self.low}..{self.high}"
+
+    def splittable(self) -> bool:
+        return self.high is not None and self.low < self.high
+
+    def halves(self) -> tuple["Part", "Part"]:
+        """Two parts covering this one without overlap."""
+        if isinstance(self.low, dt.date):
+            mid = self.low + (self.high - self.low) // 2
+            return Part(self.qualifier, self.low, mid), Part(self.qualifier, mid + dt.timedelta(days=1), self.high)
+        mid = (self.low + self.high) // 2
+        return Part(self.qualifier, self.low, mid), Part(self.qualifier, mid + 1, self.high)
+
+
+@dataclass
+class SearchReport:
+    """What a partitioned search did: queries sent, parts it was split into, parts it could not get whole."""
+
+    queries: int = 0
+    parts: int = 0
+    truncated_parts: int = 0
+    incomplete_results: int = 0
+
+
+def search_pages(client: GitHubClient, endpoint: str, query: str, report: SearchReport,
+                 sort: Optional[str] = None) -> tuple[int, Iterator[list]]:
+    """First page's `total_count`, and an iterator over every page's items (first page included)."""
+    params = {"q": query, "per_page": PER_PAGE}
+    if sort:
+        params.update(sort=sort, order="desc")
+    pages = client.paginate(endpoint, params)
+    first = next(pages)
+    report.queries += 1
+    data = first.json()
+
+    def items() -> Iterator[list]:
+        page = data
+        while True:
+            if page.get("incomplete_results"):
+                report.incomplete_results += 1
+            yield page.get("items", [])
+            response = next(pages, None)
+            if response is None:
+                return
+            report.queries += 1
+            page = response.json()
+
+    return int(data.get("total_count", 0)), items()
+
+
+def partitioned_search(client: GitHubClient, endpoint: str, query: str, first: Part,
+                       refine: Callable[[Part, dict], Optional[Part]], report: SearchReport,
+                       sort: Optional[str] = None) -> Iterator[dict]:
+    """Every item of `query` over `first`, splitting parts with more than SEARCH_CAP results.
+
+    `refine(part, first_item)` turns an unbounded part into a bounded one (or a part that cannot be split on its
+    own qualifier into one on another qualifier); it returns None when there is nothing finer to try.
+    """
+    stack = [(first, "")]
+    while stack:
+        part, outer = stack.pop()
+        text = f"{query} {outer} {part.text()}".replace("  ", " ").strip()
+        total, pages = search_pages(client, endpoint, text, report, sort)
+        if total > SEARCH_CAP:
+            finer = _finer(part, outer, pages, refine)
+            if finer:
+                log.debug("%s: %d results, split", text, total)
+                stack.extend(reversed(finer))
+                continue
+            report.truncated_parts += 1
+            log.warning("search %r has %d results and cannot be split further; only the first %d are reachable",
+                        text, total, SEARCH_CAP)
+        report.parts += 1
+        for items in pages:
+            yield from items
+
+
+def _finer(part: Part, outer: str, pages: Iterator[list], refine) -> list[tuple[Part, str]]:
+    if part.splittable():
+        return [(half, outer) for half in part.halves()]
+    first_items = next(pages, [])
+    finer = refine(part, first_items[0] if first_items else {})
+    if finer is None:
+        return []
+    if finer.qualifier == part.qualifier:
+        return [(finer, outer)]
+    return [(finer, f"{outer} {part.text()}".strip())]
+
+
+def _refine_stars(part: Part, top_item: dict) -> Optional[Part]:
+    if part.qualifier == "stars" and part.high is None:
+        # sorted by stars, descending: the first item carries the highest count
+        return Part("stars", part.low, max(part.low, int(top_item.get("stargazers_count", part.low))))
+    if part.qualifier == "stars":
+        return Part("created", FIRST_DAY, dt.date.today())
+    return None
+
+
+def search_repositories(client: GitHubClient, query: str, min_stars: int,
+                        report: Optional[SearchReport] = None) -> Iterator[dict]:
+    """Every repository (GitHub's search item: full_name, stargazers_count, default_branch, license, size, ...)
+    matching `query` with at least `min_stars` stars, each once."""
+    report = report if report is not None else SearchReport()
+    seen: set[str] = set()
+    for item in partitioned_search(client, "/search/repositories", query, Part("stars", min_stars),
+                                   _refine_stars, report, sort="stars"):
+        key = item.get("full_name", "").lower()
+        if key and key not in seen:
+            seen.add(key)
+            yield item
+
+
+def search_code_repositories(client: GitHubClient, query: str,
+                             report: Optional[SearchReport] = None) -> Iterator[dict]:
+    """Repositories (code search's short repository objects) holding a file that matches `query`, each once.
+
+    Code search needs a token; the caller checks `client.has_token` first."""
+    report = report if report is not None else SearchReport()
+    seen: set[str] = set()
+    for item in partitioned_search(client, "/search/code", query, Part("size", 0, MAX_CODE_FILE_SIZE),
+                                   lambda part, item: None, report):
+        repo = item.get("repository") or {}
+        key = repo.get("full_name", "").lower()
+        if key and key not in seen:
+            seen.add(key)
+            yield repo
