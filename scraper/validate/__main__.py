@@ -1,0 +1,90 @@
+"""`python -m scraper.validate path/to/kernels.jsonl`: validate a manifest and rewrite it atomically.
+
+Beside the manifest it writes validate_stats.json (counters, grouped errors, fractions per source),
+validate_rejects.jsonl (lines of the manifest that are not records; they are kept there, not lost) and, by
+default, validate_cache.jsonl (results by record id, so a rerun only checks what changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from scraper.cli import add_logging_args, setup_logging
+from scraper.records import read_records, write_jsonl
+from scraper.stats import Rejects, Stats
+from scraper.validate.api import (DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LEVELS, level_fractions,
+                                  validate_records)
+
+log = logging.getLogger("scraper.validate")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m scraper.validate",
+        description="Check every kernel of a kernels.jsonl manifest: parses (ast), imports (runs the module in a "
+                    "sandboxed process, TRITON_INTERPRET=1, time/memory limits, no network, scratch dir) and "
+                    "compiles (triton.compile to PTX for sm_90 on the CPU, for kernels with a known signature). "
+                    "Fills parses/imports/compiles/validation and rewrites the manifest atomically.")
+    parser.add_argument("manifest", type=Path, help="a kernels.jsonl written by one of the stages")
+    parser.add_argument("--level", choices=LEVELS, default="compiles",
+                        help="highest level to check (default: compiles)")
+    parser.add_argument("--jobs", "-j", type=int, default=None, help="sandbox workers (default: cores)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help=f"seconds per check before it is killed (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
+                        help=f"memory a module may allocate, RLIMIT_AS on top of the worker (default "
+                             f"{DEFAULT_MEMORY_MB})")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="result cache (default: validate_cache.jsonl beside the manifest)")
+    parser.add_argument("--no-cache", action="store_true", help="check everything again, write no cache")
+    add_logging_args(parser)
+    return parser.parse_args(argv)
+
+
+def read_manifest(path: Path, rejects: Rejects, stats: Stats):
+    """Records of the manifest; lines that are not records go to rejects with their text, so none is lost."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+    def on_error(number: int, message: str) -> None:
+        stats.error("read", str(path), message)
+        rejects.add("not_a_record", line=number, message=message, text=lines[number - 1] if number <= len(lines)
+                    else None)
+
+    return read_records(path, on_error=on_error)
+
+
+def main(argv=None) -> int:
+    """Validate one manifest in place. Exit status 0 when it was processed (failed kernels are results), 2 when
+    the manifest cannot be read."""
+    args = parse_args(argv)
+    setup_logging(args)
+    if not args.manifest.is_file():
+        log.error("no such manifest: %s", args.manifest)
+        return 2
+    folder = args.manifest.parent
+    stats = Stats("validate")
+    rejects = Rejects(folder / "validate_rejects.jsonl", stats)
+    rejects.reset()
+    records = read_manifest(args.manifest, rejects, stats)
+    stats.inc("records", len(records))
+    cache = None if args.no_cache else (args.cache or folder / "validate_cache.jsonl")
+    validate_records(records, levels=(args.level,), jobs=args.jobs, timeout=args.timeout,
+                     memory_mb=args.memory_mb, cache_path=cache, stats=stats)
+    write_jsonl(args.manifest, records)
+    fractions = level_fractions(records)
+    summary = stats.to_dict()
+    summary["fractions"] = fractions
+    from scraper.records import atomic_write_json
+    atomic_write_json(folder / "validate_stats.json", summary)
+    print(stats.summary(), file=sys.stderr)
+    print("fractions by source: " + json.dumps(fractions), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

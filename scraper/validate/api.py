@@ -1,0 +1,196 @@
+"""The functions the stage CLIs call: add_validate_args, validate_records, validate_from_args, meets,
+level_fractions.
+
+Levels build on each other: `parses` (ast.parse, here, safe: nothing runs) -> `imports` (sandboxed worker,
+TRITON_INTERPRET=1) -> `compiles` (sandboxed worker, triton.compile to PTX; only records with a known
+signature). A record that fails a level is False at every level above it that was asked for; a level not
+checked stays None (`compiles` for records without a signature).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
+from collections import defaultdict
+from typing import Iterable, Optional
+
+from tqdm import tqdm
+
+from scraper.cli import default_jobs
+from scraper.records import KernelRecord
+from scraper.stats import Stats
+from scraper.validate.cache import ResultCache, cache_key
+from scraper.validate.compiles import target_text
+from scraper.validate.pool import WorkerPool
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("parses", "imports", "compiles")
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MEMORY_MB = 2048
+
+
+def triton_version() -> str:
+    """The installed Triton's version, without importing it into the pipeline process."""
+    try:
+        return importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
+
+
+def add_validate_args(parser: argparse.ArgumentParser) -> None:
+    """Add --validate [LEVEL], --validate-jobs, --validate-timeout, --validate-memory-mb, --validate-cache."""
+    group = parser.add_argument_group("verification (scraper.validate)")
+    group.add_argument("--validate", nargs="?", const="compiles", default=None, choices=LEVELS, metavar="LEVEL",
+                       help="check every kernel up to LEVEL: parses, imports (runs the module in a sandboxed "
+                            "process with TRITON_INTERPRET=1) or compiles (triton.compile to PTX for kernels with "
+                            "a known signature); --validate alone means compiles")
+    group.add_argument("--validate-jobs", type=int, default=None, metavar="N",
+                       help="sandbox worker processes (default: the number of cores)")
+    group.add_argument("--validate-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                       help=f"seconds one check may run before it is killed (default {DEFAULT_TIMEOUT:g})")
+    group.add_argument("--validate-memory-mb", type=int, default=DEFAULT_MEMORY_MB, metavar="MB",
+                       help="memory a kernel module may allocate on top of the preloaded worker "
+                            f"(RLIMIT_AS; default {DEFAULT_MEMORY_MB})")
+    group.add_argument("--validate-cache", default=None, metavar="PATH",
+                       help="JSONL cache of results by record id, level and Triton version (default: "
+                            "validate_cache.jsonl in the output folder)")
+
+
+def validate_from_args(records: list[KernelRecord], args: argparse.Namespace, *, stats: Optional[Stats] = None,
+                       default_cache: Optional[str] = None) -> None:
+    """validate_records with the options of add_validate_args; does nothing when --validate was not given."""
+    if not getattr(args, "validate", None):
+        return
+    validate_records(records, levels=LEVELS[: LEVELS.index(args.validate) + 1], jobs=args.validate_jobs,
+                     timeout=args.validate_timeout, memory_mb=args.validate_memory_mb,
+                     cache_path=args.validate_cache or default_cache, stats=stats)
+
+
+def check_parses(record: KernelRecord) -> dict:
+    """The `parses` level: compile the module to an AST (nothing is executed)."""
+    try:
+        compile(record.code, record.file or record.name, "exec", flags=0x400, dont_inherit=True)  # PyCF_ONLY_AST
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return {"ok": False, "error_class": type(exc).__name__, "error": f"{type(exc).__name__}: {text}"[:500]}
+    return {"ok": True}
+
+
+def _set_level(record: KernelRecord, level: str, result: dict, stats: Optional[Stats]) -> None:
+    setattr(record, level, bool(result.get("ok")))
+    record.validation = {**(record.validation or {}), level: result}
+    if stats is not None:
+        stats.inc(f"validate_{level}_{'ok' if result.get('ok') else 'failed'}")
+        if not result.get("ok"):
+            where = f"{record.name} ({record.id}{', ' + record.file if record.file else ''})"
+            stats.error("validate", where, f"{level}: {result.get('error')}")
+
+
+def _needed_levels(levels: Iterable[str]) -> tuple[str, ...]:
+    unknown = [level for level in levels if level not in LEVELS]
+    if unknown:
+        raise ValueError(f"unknown validation level(s) {unknown}; known: {LEVELS}")
+    top = max((LEVELS.index(level) for level in levels), default=-1)
+    return LEVELS[: top + 1]
+
+
+def _job(record: KernelRecord, level: str, timeout: float, memory_mb: int) -> dict:
+    return {"level": level, "name": record.name, "code": record.code, "signature": record.signature,
+            "constants": record.constants, "launch": record.launch, "timeout": timeout, "memory_mb": memory_mb}
+
+
+def _run_level(records, level, pool, cache, version, timeout, memory_mb, stats) -> None:
+    """Run one sandboxed level over `records` (cache first), filling the records in place."""
+    pending = []
+    for record in records:
+        cached = cache.get(cache_key(record, level, version), timeout)
+        if cached is not None:
+            _set_level(record, level, cached, stats)
+            stats and stats.inc("validate_cached")
+        else:
+            pending.append(record)
+    if not pending:
+        return
+    by_job = {}
+    jobs = []
+    for record in pending:
+        job = _job(record, level, timeout, memory_mb)
+        by_job[id(job)] = record
+        jobs.append(job)
+    with tqdm(total=len(jobs), desc=f"validate {level}", unit="kernel", disable=None) as bar:
+        def on_result(job: dict, result: dict) -> None:
+            record = by_job[id(job)]
+            cache.put(cache_key(record, level, version), result, timeout)
+            _set_level(record, level, result, stats)
+            stats and stats.inc("validate_jobs_run")
+            bar.update()
+        pool.run(jobs, on_result)
+
+
+def _fail_above(record: KernelRecord, level: str, below: str, stats: Optional[Stats]) -> None:
+    """Mark `level` failed because `below` failed (not run)."""
+    setattr(record, level, False)
+    record.validation = {**(record.validation or {}), level: {"ok": False, "error_class": "NotRun",
+                                                              "error": f"NotRun: {below} failed"}}
+    stats and stats.inc(f"validate_{level}_failed")
+
+
+def validate_records(records: list[KernelRecord], *, levels: Iterable[str] = LEVELS, jobs: Optional[int] = None,
+                     timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB,
+                     cache_path: Optional[str] = None, stats: Optional[Stats] = None) -> None:
+    """Fill records' parses / imports / compiles / validation in place, up to the highest level in `levels`.
+
+    Kernel code only ever runs in sandboxed worker processes (`jobs` of them, default: cores). Results are
+    cached in `cache_path` (JSONL) by record id + level + Triton version. Counters `validate_<level>_ok/failed`,
+    `validate_compiles_skipped` (no signature), `validate_cached` and `validate_jobs_run` go to `stats`, failures
+    to its "validate" error phase.
+    """
+    needed = _needed_levels(levels)
+    version = triton_version()
+    cache = ResultCache(cache_path)
+    for record in tqdm(records, desc="validate parses", unit="kernel", disable=None):
+        _set_level(record, "parses", check_parses(record), stats)
+        record.validation["triton"] = version
+    with WorkerPool(jobs or default_jobs()) as pool:
+        below = "parses"
+        for level in needed[1:]:
+            ready = []
+            for record in records:
+                if not getattr(record, below):
+                    _fail_above(record, level, below, stats)
+                elif level == "compiles" and not record.signature:
+                    record.compiles = None
+                    record.validation["compiles"] = {"ok": None, "skipped": "no known signature"}
+                    stats and stats.inc("validate_compiles_skipped")
+                else:
+                    ready.append(record)
+            _run_level(ready, level, pool, cache, version, timeout, memory_mb, stats)
+            below = level
+    if "compiles" in needed:
+        for record in records:
+            record.validation.setdefault("target", target_text())
+
+
+def meets(record: KernelRecord, level: str) -> bool:
+    """True when the record passed `level` and every level below it (for create_json.py --require)."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown validation level {level!r}; known: {LEVELS}")
+    return all(getattr(record, lower) is True for lower in LEVELS[: LEVELS.index(level) + 1])
+
+
+def level_fractions(records: Iterable[KernelRecord]) -> dict:
+    """Per source: {"records": n, "<level>": fraction passed of all n, "checked": {"<level>": count checked}}."""
+    totals: dict = defaultdict(int)
+    passed: dict = defaultdict(lambda: defaultdict(int))
+    checked: dict = defaultdict(lambda: defaultdict(int))
+    for record in records:
+        totals[record.source] += 1
+        for level in LEVELS:
+            value = getattr(record, level)
+            checked[record.source][level] += value is not None
+            passed[record.source][level] += value is True
+    return {source: {"records": n, **{level: round(passed[source][level] / n, 4) for level in LEVELS},
+                     "checked": dict(checked[source])}
+            for source, n in sorted(totals.items())}

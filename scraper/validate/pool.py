@@ -1,0 +1,144 @@
+"""Parent side: a pool of long-lived worker processes (scraper.validate.worker), one thread feeding each.
+
+The pipeline process never executes kernel code: it sends jobs as JSON lines to workers and reads results back.
+A worker that dies or stops answering is killed (by its pid) and replaced; its job is reported as failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import select
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Callable, Iterable
+
+from scraper.cli import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+STARTUP_ALLOWANCE = 180.0  # seconds a fresh worker may take to import torch/triton (and warm the compiler)
+REPLY_ALLOWANCE = 30.0  # beyond the job's own timeout, before a worker counts as hung
+
+
+class Worker:
+    """One `python -m scraper.validate.worker` process."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.buffer = b""
+        self.fresh = True
+        self.compiled = False
+
+    def start(self) -> None:
+        """Start the process (it imports torch/triton while the caller goes on)."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env.pop("TRITON_INTERPRET", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "scraper.validate.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env, cwd=str(REPO_ROOT))
+        self.buffer, self.fresh, self.compiled = b"", True, False
+
+    def stop(self) -> None:
+        """Close stdin (the worker exits when it sees EOF); kill it if it does not."""
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def run(self, job: dict) -> dict:
+        """Send one job, wait for its answer; a dead or hung worker is replaced and the job reported failed."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        allowance = REPLY_ALLOWANCE + float(job["timeout"])
+        if self.fresh or (job["level"] == "compiles" and not self.compiled):
+            allowance += STARTUP_ALLOWANCE
+        try:
+            self.proc.stdin.write((json.dumps(job, default=str) + "\n").encode())
+            self.proc.stdin.flush()
+            line = self._read_line(time.monotonic() + allowance)
+        except (OSError, ValueError) as exc:
+            line, reason = None, f"{type(exc).__name__}: {exc}"
+        else:
+            reason = "worker did not answer in time" if line is None else ""
+        if line is None:
+            self._kill()
+            return {"ok": False, "error_class": "SandboxError", "error": f"SandboxError: {reason}",
+                    "infrastructure": True}
+        self.fresh = False
+        self.compiled = self.compiled or job["level"] == "compiles"
+        return json.loads(line)
+
+    def _read_line(self, deadline: float) -> bytes | None:
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise OSError("worker exited")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+class WorkerPool:
+    """`jobs` workers, started on first use; use as a context manager so they are always stopped."""
+
+    def __init__(self, jobs: int) -> None:
+        self.size = max(1, jobs)
+        self.idle: queue.Queue[Worker] = queue.Queue()
+        self.workers: list[Worker] = []
+
+    def __enter__(self) -> "WorkerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _ensure_started(self) -> None:
+        while len(self.workers) < self.size:
+            worker = Worker()
+            worker.start()
+            self.workers.append(worker)
+            self.idle.put(worker)
+
+    def _run_one(self, job: dict) -> dict:
+        worker = self.idle.get()
+        try:
+            return worker.run(job)
+        finally:
+            self.idle.put(worker)
+
+    def run(self, jobs: Iterable[dict], on_result: Callable[[dict, dict], None]) -> None:
+        """Run every job; call on_result(job, result) in this thread as each finishes (in completion order)."""
+        jobs = list(jobs)
+        if not jobs:
+            return
+        self._ensure_started()
+        with ThreadPoolExecutor(max_workers=self.size) as executor:
+            futures = {executor.submit(self._run_one, job): job for job in jobs}
+            for future in as_completed(futures):
+                on_result(futures[future], future.result())
+
+    def close(self) -> None:
+        """Stop every worker."""
+        for worker in self.workers:
+            worker.stop()
+        self.workers.clear()

@@ -1,0 +1,230 @@
+"""Confinement for untrusted kernel modules: fork a child per check, limit it, kill it on timeout.
+
+Runs inside a worker process (scraper.validate.worker), never in the pipeline's own process. The worker has
+imported torch and triton once; `run_confined` forks a child (a few ms, the imports are shared), and the child,
+before it touches the kernel, applies every limit it can:
+
+- a new user + network namespace (`unshare`), so there is no network at all, when the kernel allows it;
+- rlimits: address space (RLIMIT_AS = what the worker already maps + `memory_mb`), CPU seconds, file size,
+  core dumps off;
+- its working directory, TMPDIR and TRITON_CACHE_DIR in a fresh scratch directory, stdout/stderr to a file there;
+- an audit hook (PEP 578) that refuses writes, deletes and renames outside the scratch directory, starting
+  processes, sockets and ctypes calls.
+
+Audit hooks are not a security boundary against code written to escape them (they are a tripwire for the
+accidental and the careless); the namespace and the rlimits are the harder walls. The parent side kills the
+child's process group with SIGKILL when the time limit passes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import select
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from typing import Callable
+
+MIB = 1024 * 1024
+FILE_SIZE_LIMIT = 64 * MIB  # no single file the child writes may grow past this
+RESULT_LIMIT = 1 * MIB  # the most a child may report back
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+
+# Audit events refused outright, whatever their arguments.
+REFUSED_EVENTS = frozenset({
+    "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
+    "pty.spawn", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo",
+    "socket.gethostbyname", "socket.gethostbyaddr", "socket.__new__", "ctypes.dlopen", "ctypes.call_function",
+    "os.setuid", "os.setgid", "os.chroot", "resource.setrlimit", "resource.prlimit", "sys.addaudithook",
+    "webbrowser.open", "urllib.Request", "http.client.connect", "ftplib.connect", "smtplib.connect",
+})
+# Audit events whose path arguments must lie inside the scratch directory.
+PATH_EVENTS = {
+    "os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1), "os.link": (0, 1),
+    "os.symlink": (1,), "os.truncate": (0,), "os.chmod": (0,), "os.chown": (0,), "os.utime": (0,),
+    "shutil.rmtree": (0,), "shutil.copyfile": (1,), "shutil.move": (0, 1), "os.mkfifo": (0,), "os.mknod": (0,),
+}
+
+
+class SandboxRefused(PermissionError):
+    """Raised inside the child when the audit hook refuses an operation."""
+
+
+def _inside(path, root: str) -> bool:
+    if isinstance(path, int):  # an already-open descriptor: its opening was checked
+        return True
+    path = os.fsdecode(path)
+    if path in (os.devnull, "/dev/stdout", "/dev/stderr"):
+        return True
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root + os.sep)
+
+
+def make_audit_hook(scratch: str) -> Callable:
+    """The hook that refuses what a kernel module must not do (see REFUSED_EVENTS / PATH_EVENTS)."""
+    root = os.path.realpath(scratch)
+
+    def hook(event: str, args: tuple) -> None:
+        if event in REFUSED_EVENTS:
+            if event == "socket.__new__" and args and args[1] == getattr(__import__("socket"), "AF_UNIX", 1):
+                return  # local socketpair()s (multiprocessing internals) reach no network
+            raise SandboxRefused(f"sandbox refused {event}")
+        if event == "open" and len(args) >= 3:
+            path, mode, flags = args[0], args[1] or "", args[2] or 0
+            writing = any(c in str(mode) for c in "wax+") or (flags & _WRITE_FLAGS)
+            if writing and not _inside(path, root):
+                raise SandboxRefused(f"sandbox refused writing {os.fsdecode(path)!r} outside the scratch dir")
+        elif event in PATH_EVENTS:
+            for index in PATH_EVENTS[event]:
+                if index < len(args) and args[index] is not None and not _inside(args[index], root):
+                    raise SandboxRefused(f"sandbox refused {event} on {os.fsdecode(args[index])!r}")
+        elif event in ("os.kill", "os.killpg") and args and args[0] not in (0, os.getpid()):
+            raise SandboxRefused(f"sandbox refused {event} {args[0]}")
+
+    return hook
+
+
+def isolate_network() -> bool:
+    """Move this process into its own user + network namespace (no interfaces up). False when not allowed."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _address_space_now() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def set_limits(memory_mb: int, timeout: float) -> None:
+    """rlimits for the child: address space, CPU time (a backstop for the parent's kill), file size, no cores."""
+    address_space = _address_space_now() + memory_mb * MIB
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    cpu = int(timeout) + 2
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def confine(scratch: str, memory_mb: int, timeout: float) -> dict:
+    """Everything the child does to itself before running untrusted code. Returns what was applied."""
+    os.setpgid(0, 0)
+    network = "namespace" if isolate_network() else "audit-hook only"
+    log_fd = os.open(os.path.join(scratch, "output.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    os.chdir(scratch)
+    for var in ("TMPDIR", "TEMP", "TMP", "HOME"):
+        os.environ[var] = scratch
+    os.environ["TRITON_CACHE_DIR"] = os.path.join(scratch, "triton_cache")
+    tempfile.tempdir = scratch
+    set_limits(memory_mb, timeout)
+    sys.addaudithook(make_audit_hook(scratch))
+    return {"network": network, "memory_mb": memory_mb, "timeout_s": timeout}
+
+
+def describe_error(exc: BaseException, module_file: str | None = None) -> dict:
+    """{"error_class", "error": "<Class>: <first line>", "where": "<module line>"} for a failure in the child."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    info = {"error_class": type(exc).__name__, "error": f"{type(exc).__name__}: {first}"[:500]}
+    if module_file:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == module_file]
+        if frames:
+            info["where"] = f"line {frames[-1].lineno}"
+        elif isinstance(exc, SyntaxError) and exc.lineno:
+            info["where"] = f"line {exc.lineno}"
+    return info
+
+
+def _child(check: Callable[[str], dict], scratch: str, memory_mb: int, timeout: float, write_fd: int) -> None:
+    """Body of the forked child; never returns."""
+    try:
+        try:
+            sandbox = confine(scratch, memory_mb, timeout)
+            result = check(scratch)
+            result["sandbox"] = sandbox
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and friends are results here
+            result = {"ok": False, **describe_error(exc)}
+        payload = json.dumps(result, default=str).encode()[:RESULT_LIMIT]
+        while payload:
+            payload = payload[os.write(write_fd, payload):]
+    finally:
+        os._exit(0)
+
+
+def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
+    """Everything written to `fd` until its writer closes it; (data, timed_out)."""
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return b"".join(chunks), True
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks), False
+            chunks.append(chunk)
+
+
+def _kill_group(pid: int) -> None:
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def run_confined(check: Callable[[str], dict], scratch: str, *, timeout: float, memory_mb: int) -> dict:
+    """Fork, confine the child to `scratch`, run `check(scratch)` there and return its result dict.
+
+    A child that outlives `timeout` seconds is killed; one that dies or exits without a result (os._exit, a
+    signal, the memory limit) is reported as a failure with the reason.
+    """
+    read_fd, write_fd = os.pipe()
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _child(check, scratch, memory_mb, timeout, write_fd)
+    os.close(write_fd)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass  # the child already did it, or is gone
+    data, timed_out = _read_until(read_fd, started + timeout)
+    os.close(read_fd)
+    if timed_out:
+        _kill_group(pid)
+    _, status = os.waitpid(pid, 0)
+    seconds = round(time.monotonic() - started, 3)
+    if timed_out:
+        return {"ok": False, "error_class": "Timeout", "seconds": seconds,
+                "error": f"Timeout: killed after {timeout:g} s"}
+    try:
+        result = json.loads(data)
+    except ValueError:
+        return {"ok": False, "error_class": "SandboxExit", "seconds": seconds, "error": _exit_reason(status)}
+    result["seconds"] = seconds
+    return result
+
+
+def _exit_reason(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        hint = " (CPU limit)" if name == "SIGXCPU" else " (memory limit?)" if name in ("SIGKILL", "SIGSEGV") else ""
+        return f"SandboxExit: killed by {name}{hint} before reporting a result"
+    return f"SandboxExit: exited with status {os.waitstatus_to_exitcode(status)} before reporting a result"
