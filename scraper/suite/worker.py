@@ -1,0 +1,371 @@
+"""The per-model worker: ONE model per process, started by the orchestrator with TORCH_COMPILE_DEBUG=1.
+
+    python -m scraper.suite.worker --suite timm --model resnet18 --out DEBUG_ROOT \\
+        --program PROGRAM.py --result RESULT.json [--mode inference|training] [--dtype float32] ...
+
+It writes the model's standalone program (scraper.suite.programs), builds the model BY RUNNING that program,
+names the graphs after the model (`torch._functorch.aot_autograd.set_model_name`, as PyTorch's
+benchmarks/dynamo runner does), compiles and runs it once, and writes RESULT.json: success, the phase that failed
+(program / import / init / inputs / build / compile), the error, timings, versions, the debug run folder and its
+graphs and kernel count. Scraped code (--suite modules) is executed here, in this throw-away process, never in
+the orchestrator. The exit status is 0 on success, 1 on a recorded failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+if __package__ in (None, ""):  # run as a file path: make `scraper` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from scraper.records import atomic_write_json, atomic_write_text  # noqa: E402
+from scraper.suite import programs  # noqa: E402
+
+log = logging.getLogger("scraper.suite.worker")
+
+# paritybench-style guesses, tried in order: the first that runs in eager mode wins.
+INPUT_SHAPE_CANDIDATES = [(4, 3, 64, 64), (4, 4), (4, 16), (4, 4, 4, 4), (4, 4, 4), (4, 64), (4, 3, 32, 32),
+                          (4, 1, 28, 28), (4, 16, 16), (4, 3, 224, 224), (4, 8, 32), (4, 1, 64, 64)]
+INIT_INT_GUESSES = (4, 16, 1, 64)
+FLOAT_PARAM_HINTS = ("drop", "eps", "rate", "ratio", "prob", "alpha", "beta", "gamma", "scale", "temperature")
+
+
+class PhaseError(Exception):
+    """A failure in a named phase of the worker."""
+
+    def __init__(self, phase: str, error: BaseException | str) -> None:
+        super().__init__(str(error))
+        self.phase = phase
+        self.error = error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the worker (set by the orchestrator; see scraper.suite.orchestrate.worker_argv)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", required=True, choices=("timm", "huggingface", "modules"))
+    parser.add_argument("--model", required=True, help="timm name, transformers class, or module id")
+    parser.add_argument("--graph-name", help="name given to the graphs (default: --model)")
+    parser.add_argument("--out", required=True, help="debug root: run_*/ folders are created here")
+    parser.add_argument("--program", required=True, help="where to write the model's standalone program")
+    parser.add_argument("--result", required=True, help="where to write the result JSON")
+    parser.add_argument("--mode", choices=("inference", "training"), default="inference")
+    parser.add_argument("--dtype", choices=programs.DTYPES, default="float32")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=512, help="huggingface: tokens per sequence (capped by "
+                        "the config's max_position_embeddings)")
+    parser.add_argument("--hf-layers", type=int, default=2, help="huggingface: max layers per stack; 0 = all")
+    parser.add_argument("--max-autotune", action="store_true", help="mode='max-autotune-no-cudagraphs'")
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend (eager: no kernels)")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--cache", action="store_true", help="keep Inductor's FX-graph/autograd caches on "
+                        "(off by default: a cache hit can skip writing the debug files)")
+    parser.add_argument("--source", help="modules: the module's source file (its dependency closure)")
+    parser.add_argument("--class-name", help="modules: the nn.Module class to build")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run one model; always writes --result (unless killed), returns 0 on success."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s worker: %(message)s")
+    os.environ.setdefault("TORCH_COMPILE_DEBUG", "1")  # read by torch at import: set before importing it
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    result: dict[str, Any] = {"suite": args.suite, "model": args.model, "success": False, "phase": None,
+                              "error": None, "pid": os.getpid()}
+    started = time.monotonic()
+    try:
+        result.update(run(args))
+        result["success"] = True
+    except PhaseError as exc:
+        result["phase"], result["error"] = exc.phase, describe(exc.error)
+        traceback.print_exception(exc.error if isinstance(exc.error, BaseException) else exc, file=sys.stderr)
+    except Exception as exc:  # anything unforeseen is still a recorded failure, not a lost model
+        result["phase"], result["error"] = "worker", describe(exc)
+        traceback.print_exc()
+    finally:
+        result["seconds"] = round(time.monotonic() - started, 3)
+        result.update(collect_debug_output(args.out))
+        result["versions"] = versions(args.suite)
+        atomic_write_json(args.result, result)
+    return 0 if result["success"] else 1
+
+
+def describe(error: BaseException | str) -> str:
+    """`Type: first line of the message` (the full traceback goes to the log)."""
+    if not isinstance(error, BaseException):
+        return str(error)
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:500] if text else ''}".rstrip(": ")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Write the program, build the model from it, compile and run once. Returns result fields."""
+    import torch
+
+    configure_torch(args)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    training = args.mode == "training"
+    info: dict[str, Any] = {"device": device}
+    started = time.monotonic()
+    text, extra = program_text(args, device, training)
+    info.update(extra)
+    atomic_write_text(args.program, text)
+    model, call_args, call_kwargs = phase("build", lambda: load_program(args.program).build(device))
+    info["build_seconds"] = round(time.monotonic() - started, 3)
+    info["parameters"] = sum(p.numel() for p in model.parameters())
+    started = time.monotonic()
+    phase("compile", lambda: compile_and_run(model, call_args, call_kwargs, training, args))
+    info["compile_seconds"] = round(time.monotonic() - started, 3)
+    return info
+
+
+def phase(name: str, step):
+    """Run `step()`; any exception becomes a PhaseError of `name`."""
+    try:
+        return step()
+    except Exception as exc:
+        raise PhaseError(name, exc) from exc
+
+
+def configure_torch(args: argparse.Namespace) -> None:
+    """Debug root, graph names, and no caches that could hide the debug output."""
+    import torch
+    import torch._dynamo.config
+    import torch._functorch.aot_autograd
+
+    torch._dynamo.config.debug_dir_root = str(Path(args.out).resolve())
+    torch._functorch.aot_autograd.set_model_name(args.graph_name or args.model)
+    if not args.cache:
+        for module, flag in ((torch._inductor.config, "fx_graph_cache"),
+                             (torch._functorch.config, "enable_autograd_cache")):
+            if hasattr(module, flag):
+                setattr(module, flag, False)
+
+
+def program_text(args: argparse.Namespace, device: str, training: bool) -> tuple[str, dict]:
+    """The standalone program of this model, and what was inferred to write it."""
+    if args.suite == "timm":
+        return programs.timm_program(args.model, args.batch_size, args.dtype, training), {}
+    if args.suite == "huggingface":
+        return programs.huggingface_program(args.model, args.batch_size, args.dtype, training, args.seq_len,
+                                            args.hf_layers), {}
+    return module_program(args, device, training)
+
+
+def load_program(path: str):
+    """Import the program file as a fresh module (in this worker process only)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"suite_program_{os.getpid()}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compile_and_run(model, call_args, call_kwargs, training: bool, args: argparse.Namespace) -> None:
+    """torch.compile the model and run it once: forward (inference) or forward + backward (training)."""
+    import torch
+
+    mode = "max-autotune-no-cudagraphs" if args.max_autotune else None
+    compiled = torch.compile(model, backend=args.backend, mode=mode)
+    if training:
+        loss_of(compiled(*call_args, **call_kwargs)).backward()
+    else:
+        with torch.no_grad():
+            compiled(*call_args, **call_kwargs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def loss_of(output):
+    """A scalar to call backward() on: the model's own `.loss` when it computed one, else the sum of the
+    means of every floating-point tensor in the output (as PyTorch's reduce_to_scalar_loss)."""
+    loss = getattr(output, "loss", None)
+    if loss is not None:
+        return loss
+    tensors = list(float_tensors(output))
+    if not tensors:
+        raise ValueError(f"no floating-point tensor in the output ({type(output).__name__}) to train on")
+    return sum(t.float().mean() for t in tensors)
+
+
+def float_tensors(value):
+    """Every floating-point tensor inside nested tuples/lists/dicts/ModelOutputs."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() and value.requires_grad:
+            yield value
+    elif isinstance(value, dict) or hasattr(value, "to_tuple"):
+        for item in (value.values() if isinstance(value, dict) else value.to_tuple()):
+            yield from float_tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from float_tensors(item)
+
+
+# ------------------------------------------------------------------------------------------ modules suite
+
+
+def module_program(args: argparse.Namespace, device: str, training: bool) -> tuple[str, dict]:
+    """Load a scraped module's source, infer constructor arguments and inputs by trial, and return its program
+    (the source plus a build() holding what was inferred)."""
+    import torch
+
+    if not args.source or not args.class_name:
+        raise PhaseError("program", "--suite modules needs --source and --class-name")
+    source = Path(args.source).read_text(encoding="utf-8")
+    namespace = phase("import", lambda: exec_source(source, args.source))
+    cls = namespace.get(args.class_name)
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise PhaseError("import", f"{args.class_name} is not an nn.Module class of {args.source}")
+    dtype = getattr(torch, args.dtype)
+    model, init_args, init_kwargs = phase("init", lambda: instantiate(cls))
+    model = model.to(device=device, dtype=dtype).eval()
+    shapes = phase("inputs", lambda: infer_input_shapes(model, device, dtype))
+    text = programs.module_program(source, args.class_name, init_args, init_kwargs, shapes, args.dtype, training)
+    return text, {"init_args": init_args, "init_kwargs": init_kwargs, "input_shapes": shapes}
+
+
+def exec_source(source: str, filename: str) -> dict:
+    """Execute module source in a fresh namespace (this worker process only)."""
+    namespace: dict[str, Any] = {"__name__": "suite_module", "__file__": filename}
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - scraped code, isolated worker process
+    return namespace
+
+
+def instantiate(cls) -> tuple[Any, list, dict]:
+    """Build `cls` with no arguments, else with guesses for its required parameters (ints by name, floats for
+    names like dropout/eps); returns (model, args, kwargs) of the first guess that constructs."""
+    required = required_params(cls.__init__)
+    errors = []
+    for guess in INIT_INT_GUESSES:
+        kwargs = {name: guess_value(name, guess) for name in required}
+        try:
+            return cls(**kwargs), [], kwargs
+        except Exception as exc:
+            errors.append(describe(exc))
+            if not required:
+                break
+    raise RuntimeError(f"could not construct {cls.__name__}({', '.join(required)}): {errors[0]}")
+
+
+def required_params(function) -> list[str]:
+    """Names of the parameters without a default (self, *args and **kwargs excluded)."""
+    try:
+        params = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+             inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params[1:] if p.kind in kinds and p.default is inspect.Parameter.empty]
+
+
+def guess_value(name: str, integer: int):
+    """A plausible value for a constructor parameter called `name`."""
+    lowered = name.lower()
+    if any(hint in lowered for hint in FLOAT_PARAM_HINTS):
+        return 0.1
+    if lowered.startswith(("use_", "is_", "with_", "has_")) or lowered in ("bias", "inplace", "affine"):
+        return False
+    return integer
+
+
+def infer_input_shapes(model, device: str, dtype) -> list[list[int]]:
+    """The first candidate shape that the model's forward accepts in eager mode, one tensor per required
+    positional argument (paritybench's trial), as a list of shapes."""
+    import torch
+
+    count = max(1, len(required_params(model.forward.__func__ if hasattr(model.forward, "__func__")
+                                        else model.forward)))
+    errors = []
+    for shape in INPUT_SHAPE_CANDIDATES:
+        inputs = tuple(torch.rand(shape, device=device, dtype=dtype) for _ in range(count))
+        try:
+            with torch.no_grad():
+                output = model(*inputs)
+            if any(True for _ in all_tensors(output)):
+                return [list(shape)] * count
+            errors.append(f"{shape}: output has no tensor")
+        except Exception as exc:
+            errors.append(f"{shape}: {describe(exc)}")
+    raise RuntimeError(f"no input shape worked for {count} input(s); first: {errors[0]}")
+
+
+def all_tensors(value):
+    """Every tensor inside nested containers."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from all_tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from all_tensors(item)
+
+
+# ------------------------------------------------------------------------------------------ what was written
+
+
+def collect_debug_output(out: str) -> dict:
+    """This process's debug run folder (relative to --out), its graph folders and Triton kernel count."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {"run_dir": None, "graphs": [], "kernels": 0}
+    try:
+        run_dir = Path(torch._dynamo.utils.get_debug_dir())
+    except Exception:  # torch half-imported or too old: nothing to report
+        return {"run_dir": None, "graphs": [], "kernels": 0}
+    graph_root = run_dir / "torchinductor"
+    graphs = sorted(p for p in graph_root.iterdir() if p.is_dir()) if graph_root.is_dir() else []
+    kernels = sum(count_kernels(g / "output_code.py") for g in graphs)
+    rel = os.path.relpath(run_dir, Path(out).resolve()) if run_dir.exists() else None
+    return {"run_dir": rel, "graphs": [g.name for g in graphs], "kernels": kernels}
+
+
+def count_kernels(path: Path) -> int:
+    """Triton kernels defined in one output_code.py (its `async_compile.triton(` calls)."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").count("async_compile.triton(")
+    except OSError:
+        return 0
+
+
+def versions(suite: str) -> dict:
+    """torch, triton, CUDA, GPU, Python and the suite library's versions (those already imported)."""
+    found: dict[str, Any] = {"python": sys.version.split()[0]}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        found["torch"] = getattr(torch, "__version__", None)
+        found["cuda"] = getattr(getattr(torch, "version", None), "cuda", None)
+        try:
+            found["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        except Exception:
+            found["gpu"] = None
+    for name in ("triton", {"timm": "timm", "huggingface": "transformers"}.get(suite)):
+        module = sys.modules.get(name) if name else None
+        if module is not None:
+            found[name] = getattr(module, "__version__", None)
+    if "triton" not in found:
+        try:
+            import triton
+
+            found["triton"] = triton.__version__
+        except Exception:
+            found["triton"] = None
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())
