@@ -56,6 +56,11 @@ OUTPUTS=(inductor_kernels datasets scraper/generator/generated scraper/generator
 DEMO_WORK=.cache/demo
 TCD="$DEMO_WORK/torch_compile_debug"
 REPOS=(examples/repos/*/*)
+# PATH=OWNER/NAME: each bundled folder is ingested under its owner/name (else it would be local/<folder name>).
+LOCAL_ARGS=()
+for repo in "${REPOS[@]}"; do
+    LOCAL_ARGS+=("$repo=${repo#examples/repos/}")
+done
 FIXTURES=(tests/fixtures/torch_compile_debug/*.tar.gz)
 [ -d "${REPOS[0]}" ] || die "no bundled repositories under $ROOT/examples/repos"
 [ -f "${FIXTURES[0]}" ] || die "no torch_compile_debug archives under $ROOT/tests/fixtures/torch_compile_debug"
@@ -69,7 +74,13 @@ if [ "$CLEAN" = 1 ]; then
     done
     rm -rf "$DEMO_WORK"
 else
-    earlier=$(find scraper/generator/paritybench_download -maxdepth 1 -name '*.zip' ! -name 'local__*' 2>/dev/null | wc -l)
+    # Archives other than the bundled repositories' own come from an earlier real scrape.
+    earlier=0
+    for archive in scraper/generator/paritybench_download/*.zip; do
+        [ -f "$archive" ] || continue
+        name="$(basename "$archive" .zip)"
+        [ -d "examples/repos/${name/__//}" ] || earlier=$((earlier + 1))
+    done
     if [ "$earlier" -gt 0 ]; then
         echo "demo.sh: note: scraper/generator/paritybench_download already holds $earlier archives of an" \
              "earlier run; they take part in this one (use --clean to start empty)" >&2
@@ -90,8 +101,8 @@ EOF
 step "1/3  Inductor: python get_kernels_from_debug_info.py $TCD"
 "$PYTHON" get_kernels_from_debug_info.py "$TCD"
 
-step "2/3  GitHub, offline: python scrape_github.py --local ${REPOS[*]}"
-"$PYTHON" scrape_github.py --local "${REPOS[@]}"
+step "2/3  GitHub, offline: python scrape_github.py --local ${LOCAL_ARGS[*]}"
+"$PYTHON" scrape_github.py --local "${LOCAL_ARGS[@]}"
 
 step "2/3  Generator: cd scraper/generator && python main.py --generate-all"
 (cd scraper/generator && "$PYTHON" main.py --generate-all)
