@@ -55,14 +55,13 @@ cd "$ROOT"
 OUTPUTS=(inductor_kernels datasets scraper/generator/generated scraper/generator/paritybench_download)
 DEMO_WORK=.cache/demo
 TCD="$DEMO_WORK/torch_compile_debug"
-REPOS=(examples/repos/*/*)
 # PATH=OWNER/NAME: each bundled folder is ingested under its owner/name (else it would be local/<folder name>).
 LOCAL_ARGS=()
-for repo in "${REPOS[@]}"; do
-    LOCAL_ARGS+=("$repo=${repo#examples/repos/}")
+for repo in examples/repos/*/*; do
+    if [ -d "$repo" ]; then LOCAL_ARGS+=("$repo=${repo#examples/repos/}"); fi
 done
 FIXTURES=(tests/fixtures/torch_compile_debug/*.tar.gz)
-[ -d "${REPOS[0]}" ] || die "no bundled repositories under $ROOT/examples/repos"
+[ "${#LOCAL_ARGS[@]}" -gt 0 ] || die "no bundled repositories under $ROOT/examples/repos/<owner>/<name>"
 [ -f "${FIXTURES[0]}" ] || die "no torch_compile_debug archives under $ROOT/tests/fixtures/torch_compile_debug"
 
 if [ "$CLEAN" = 1 ]; then
