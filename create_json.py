@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Merge kernel manifests into a deduplicated torchtune text-completion dataset (stage 3).
+
+    python create_json.py inductor_kernels scraper/generator/generated   # -> datasets/triton_functions.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from scraper.cli import add_logging_args, setup_logging
+from scraper.dataset import decontam, dedup, write
+from scraper.dataset.pipeline import Options, build_dataset, torchtune_snippet
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Writes beside the output: <name>.train.<ext> and <name>.validation.<ext> (one file per split), "
+               "kernels.jsonl (kept records with full provenance), stats.json, rejects.jsonl (every dropped "
+               "kernel with its reason, duplicates with the id they duplicate), README.md (dataset card) and "
+               "token_lengths.png.")
+    parser.add_argument("inputs", nargs="*", default=["inductor_kernels", "scraper/generator/generated"],
+                        help="folders with a kernels.jsonl (or kernels.jsonl files); a folder without one is "
+                             "scanned for @triton.jit kernels in its .py files "
+                             "(default: inductor_kernels scraper/generator/generated)")
+    parser.add_argument("-o", "--output", type=Path,
+                        help="output file (default: datasets/triton_functions.<format>); its folder is created")
+    parser.add_argument("--format", dest="fmt", choices=write.FORMATS, default="json",
+                        help="json: one JSON array (torchtune's local-file example, default); jsonl: one row per "
+                             "line (for large sets: the JSON loader reads a whole array into memory); parquet")
+    parser.add_argument("--column", default="text", help="name of the text column (e.g. 'input'; default: text)")
+    parser.add_argument("--no-fence", dest="fenced", action="store_false",
+                        help="write the bare code instead of wrapping it in ```python ... ```")
+    parser.add_argument("--near-threshold", type=float, default=dedup.DEFAULT_THRESHOLD,
+                        help="Jaccard similarity (5-token shingles, MinHash LSH) at which two kernels are near "
+                             f"duplicates; 0 turns near dedup off (default: {dedup.DEFAULT_THRESHOLD})")
+    parser.add_argument("--license", default="any",
+                        help="'any' (default), 'permissive' (an SPDX allowlist; unknown license is not "
+                             "permissive) or a comma-separated list of SPDX ids")
+    parser.add_argument("--max-tokens", type=int, help="drop kernels whose row text has more tokens than this")
+    parser.add_argument("--min-lines", type=int, help="drop kernels with fewer non-blank lines than this")
+    parser.add_argument("--tokenizer", help="tokenizer.json (Hugging Face tokenizers) for token counts; "
+                                            "default: an estimate of one token per 4 characters")
+    parser.add_argument("--val-fraction", type=float, default=0.05,
+                        help="share of groups (repositories / models) in the validation split (default: 0.05)")
+    parser.add_argument("--decontaminate", nargs="+", default=[], metavar="PATH",
+                        help="evaluation-set files or folders (.py, kernels.jsonl): drop kernels matching them")
+    parser.add_argument("--decontaminate-threshold", type=float, default=decontam.DEFAULT_THRESHOLD,
+                        help=f"Jaccard similarity for a near match (default: {decontam.DEFAULT_THRESHOLD})")
+    parser.add_argument("--no-card", dest="card", action="store_false",
+                        help="do not write README.md and token_lengths.png")
+    add_logging_args(parser)
+    args = parser.parse_args(argv)
+    if not 0 <= args.val_fraction <= 1:
+        parser.error("--val-fraction must be between 0 and 1")
+    if not 0 <= args.near_threshold <= 1 or not 0 < args.decontaminate_threshold <= 1:
+        parser.error("thresholds must be between 0 and 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    setup_logging(args)
+    options = Options(**{k: v for k, v in vars(args).items() if k not in ("verbose", "quiet")})
+    try:
+        result = build_dataset(options)
+    except FileNotFoundError as exc:  # e.g. a --tokenizer path that does not exist
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.stats.summary(), file=sys.stderr)
+    print(f"wrote {len(result.rows)} rows to {result.output}", file=sys.stderr)
+    print("\n# torchtune config for the training split:", file=sys.stderr)
+    print(torchtune_snippet(result.split_files["train"], args.fmt, args.column))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The dataset card beside the output: README.md in Hugging Face's format and a token-length histogram PNG.
+
+The card's YAML header names the data files per split (`configs: data_files`) and the licenses; the body gives
+counts by split, source, kind and license, the dedup and filter figures, and shows the histogram.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+
+from scraper.records import atomic_write_bytes, atomic_write_text
+
+HISTOGRAM = "token_lengths.png"
+
+
+def hf_license(spdx) -> str:
+    """Hugging Face's license id for an SPDX id (they are the lower-cased SPDX ids); unknown -> "unknown"."""
+    return spdx.lower() if spdx else "unknown"
+
+
+def _table(title: str, counts: Counter) -> list:
+    lines = [f"| {title} | rows |", "|---|---:|"]
+    lines += [f"| {key} | {value} |" for key, value in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))]
+    return lines + [""]
+
+
+def card_text(rows: list, split_files: dict, stats: dict, token_counter: str, histogram: str | None) -> str:
+    """README.md text. `split_files`: {split: file name relative to the card}; `stats`: Stats.to_dict()."""
+    licenses = sorted({hf_license(row["license"]) for row in rows}) or ["unknown"]
+    header = ["---", "license:"] + [f"- {name}" for name in licenses]
+    header += ["pretty_name: Triton kernels", "task_categories:", "- text-generation", "tags:", "- code",
+               "- triton", "- gpu-kernels", "size_categories:", f"- {_size_category(len(rows))}",
+               "configs:", "- config_name: default", "  data_files:"]
+    header += [f"  - split: {split}\n    path: {name}" for split, name in split_files.items()]
+    header += ["---", ""]
+    counts = stats.get("counts", {})
+    body = ["# Triton kernels", "",
+            "Triton GPU kernels for fine-tuning language models: kernels PyTorch Inductor generated for a set of "
+            "models and `@triton.jit` kernels from GitHub repositories, each as a self-contained module, "
+            "deduplicated (exact and MinHash near-duplicates) and split by repository / model.", "",
+            f"Rows: {len(rows)}. Token counts: `{token_counter}`.", ""]
+    body += _table("split", Counter(row["split"] for row in rows))
+    body += _table("source", Counter(row["source"] for row in rows))
+    body += _table("kind", Counter(row["kind"] or "unknown" for row in rows))
+    body += _table("license", Counter(row["license"] or "unknown" for row in rows))
+    body += ["## Processing", "", "| step | count |", "|---|---:|"]
+    body += [f"| {key} | {value} |" for key, value in sorted(counts.items())] + [""]
+    if histogram:
+        body += ["## Token lengths", "", f"![token lengths per source]({histogram})", ""]
+    return "\n".join(header + body)
+
+
+def _size_category(count: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if count < limit:
+            return name
+    return "n>1M"
+
+
+def histogram_png(rows: list, token_counter: str) -> bytes:
+    """PNG bytes of a histogram of `n_tokens` per source (log-spaced bins)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must precede pyplot
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    by_source: dict = {}
+    for row in rows:
+        by_source.setdefault(row["source"], []).append(max(1, row["n_tokens"] or 1))
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    if by_source:
+        top = max(max(values) for values in by_source.values())
+        bins = np.logspace(0, np.log10(max(top, 10)) + 0.05, 40)
+        for source, values in sorted(by_source.items()):
+            axes.hist(values, bins=bins, alpha=0.6, label=f"{source} ({len(values)})")
+        axes.set_xscale("log")
+        axes.legend()
+    axes.set_xlabel(f"tokens per row ({token_counter})")
+    axes.set_ylabel("rows")
+    axes.set_title("Token lengths per source")
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_card(folder: Path, rows: list, split_files: dict, stats: dict, token_counter: str) -> Path:
+    """Write README.md and the histogram PNG into `folder`; returns the README path."""
+    atomic_write_bytes(folder / HISTOGRAM, histogram_png(rows, token_counter))
+    readme = folder / "README.md"
+    atomic_write_text(readme, card_text(rows, split_files, stats, token_counter, HISTOGRAM))
+    return readme

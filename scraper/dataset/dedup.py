@@ -1,0 +1,246 @@
+"""Exact and near deduplication, keeping the copy with the best provenance.
+
+Exact: records with the same `KernelRecord.id` (sha256 of `scraper.records.normalize_source`: comments and
+whitespace folded, Inductor's kernel numbers folded) are one kernel.
+
+Near: MinHash signatures over 5-token shingles, candidate pairs from datasketch's `MinHashLSH` (banding tuned by
+datasketch for the threshold), each candidate pair confirmed by its estimated Jaccard similarity, clusters as
+connected components. Signatures use one-permutation hashing with rotation densification (Li, Owen & Zhang 2012;
+Shrivastava & Li 2014) computed with numpy over all documents at once: one 64-bit hash per shingle instead of
+one per shingle and permutation. Classic 128-permutation MinHash measured ~80 s for 50,000 kernels here, this
+~1 s. The similarity it estimates is the same Jaccard similarity of shingle sets.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+from datasketch import MinHashLSH
+
+from scraper.records import KernelRecord
+
+log = logging.getLogger(__name__)
+
+NUM_PERM = 128
+SHINGLE = 5  # tokens per shingle, as BigCode's near-dedup uses 5-grams
+DEFAULT_THRESHOLD = 0.85
+
+# Near-dedup only needs a rough normal form, so regexes instead of the slower `tokenize` of normalize_source.
+_COMMENT = re.compile(r"#[^\n]*")
+_INDUCTOR_NUMBER = re.compile(r"\b(triton_[A-Za-z0-9_]*?)_\d+\b")
+_TOKEN = re.compile(r"[A-Za-z0-9_]+|[^A-Za-z0-9_\s]")  # ASCII classes: ~1.5x faster than \\w
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_VALUE_BITS = np.uint64(57)  # low 7 bits of a shingle hash pick one of 128 bins, the other 57 are its value
+_EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@dataclass
+class Signature:
+    """A MinHash signature as datasketch's MinHashLSH wants it: `hashvalues` and a length."""
+
+    hashvalues: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.hashvalues)
+
+
+@dataclass
+class DedupResult:
+    """What a dedup step kept, what it dropped (record, the kept id it duplicates) and the cluster sizes."""
+
+    kept: list
+    dropped: list  # (KernelRecord, duplicate_of id)
+    cluster_sizes: Counter  # size -> number of clusters of that size (size 1 = unique)
+
+
+def provenance_rank(record: KernelRecord) -> tuple:
+    """Sort key, best copy first: license known, more stars, then a deterministic tie-break."""
+    return (
+        record.license is None,
+        -(record.stars or 0),
+        record.source,
+        record.repo or "",
+        record.path or "",
+        record.model or "",
+        record.graph or "",
+        record.name,
+        record.id,
+    )
+
+
+def _resolve_clusters(records: list, clusters: Iterable[list]) -> DedupResult:
+    """Keep the best-ranked record of each cluster (lists of indices into `records`), in input order."""
+    keep_flags = [False] * len(records)
+    dropped, sizes = [], Counter()
+    for members in clusters:
+        best = min(members, key=lambda i: provenance_rank(records[i]))
+        keep_flags[best] = True
+        sizes[len(members)] += 1
+        records[best].extra["cluster_size"] = records[best].extra.get("cluster_size", 1) + sum(
+            records[i].extra.get("cluster_size", 1) for i in members if i != best)
+        dropped += [(records[i], records[best].id) for i in members if i != best]
+    kept = [record for record, flag in zip(records, keep_flags) if flag]
+    return DedupResult(kept, dropped, sizes)
+
+
+def exact_dedup(records: list) -> DedupResult:
+    """Collapse records with equal ids."""
+    groups: dict[str, list] = defaultdict(list)
+    for index, record in enumerate(records):
+        groups[record.id].append(index)
+    return _resolve_clusters(records, groups.values())
+
+
+# ------------------------------------------------------------------------------------------------ signatures
+
+
+def shingle_tokens(code: str) -> list:
+    """Tokens of `code` for shingling: comments dropped, Inductor numbers folded, words and single symbols."""
+    text = _INDUCTOR_NUMBER.sub(r"\1_N", _COMMENT.sub("", code))
+    return _TOKEN.findall(text)
+
+
+def _mix64(values: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: spreads every input bit over the whole 64-bit word (uint64 arrays, wrapping)."""
+    values = values.copy()
+    values ^= values >> np.uint64(30)
+    values *= np.uint64(0xBF58476D1CE4E5B9)
+    values ^= values >> np.uint64(27)
+    values *= np.uint64(0x94D049BB133111EB)
+    values ^= values >> np.uint64(31)
+    return values
+
+
+class _TokenHasher:
+    """crc32 of each distinct token, cached: deterministic across runs and processes (unlike `hash`)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[str, int] = {}
+
+    def __call__(self, tokens: list) -> list:
+        cache = self.cache
+        try:
+            return list(map(cache.__getitem__, tokens))
+        except KeyError:
+            for token in set(tokens).difference(cache):
+                cache[token] = zlib.crc32(token.encode("utf-8"))
+            return list(map(cache.__getitem__, tokens))
+
+
+def _shingle_hashes(token_hashes: np.ndarray) -> np.ndarray:
+    """64-bit hash of every window of SHINGLE tokens (the whole text as one shingle when shorter)."""
+    width = min(SHINGLE, len(token_hashes))
+    count = len(token_hashes) - width + 1
+    combined = np.zeros(count, dtype=np.uint64)
+    for offset in range(width):
+        combined = combined * np.uint64(0x100000001B3) + token_hashes[offset:offset + count]
+    return _mix64(combined)
+
+
+def signatures(codes: list, num_perm: int = NUM_PERM) -> tuple[np.ndarray, np.ndarray]:
+    """MinHash signatures (n x num_perm uint64) of `codes` and a mask of the codes that had any token."""
+    hasher = _TokenHasher()
+    parts, owners = [], []
+    for index, code in enumerate(codes):
+        tokens = hasher(shingle_tokens(code))
+        if tokens:
+            hashed = _shingle_hashes(np.asarray(tokens, dtype=np.uint64))
+            parts.append(hashed)
+            owners.append(np.full(len(hashed), index, dtype=np.int64))
+    has_tokens = np.zeros(len(codes), dtype=bool)
+    table = np.full((len(codes), num_perm), _EMPTY, dtype=np.uint64)
+    if parts:
+        hashes, owner = np.concatenate(parts), np.concatenate(owners)
+        has_tokens[np.unique(owner)] = True
+        bins = (hashes % np.uint64(num_perm)).astype(np.int64)
+        np.minimum.at(table.reshape(-1), owner * num_perm + bins, hashes >> np.uint64(7))
+    return _densify(table, has_tokens), has_tokens
+
+
+def _densify(table: np.ndarray, has_tokens: np.ndarray) -> np.ndarray:
+    """Fill empty bins from the next non-empty bin to the right (circular), offset by the distance, so that two
+    documents agree on a filled bin exactly when they agree on its source bin (rotation densification)."""
+    filled = table.copy()
+    rows = np.flatnonzero(has_tokens & (table == _EMPTY).any(axis=1))
+    source = table[rows]
+    result = filled[rows]
+    for distance in range(1, table.shape[1]):
+        empty = result == _EMPTY
+        if not empty.any():
+            break
+        shifted = np.roll(source, -distance, axis=1)
+        take = empty & (shifted != _EMPTY)
+        result[take] = shifted[take] + (np.uint64(distance) << _VALUE_BITS)
+    filled[rows] = result
+    return filled
+
+
+def estimated_jaccard(first: np.ndarray, second: np.ndarray) -> float:
+    """Share of equal signature entries: the MinHash estimate of the Jaccard similarity."""
+    return float(np.count_nonzero(first == second)) / len(first)
+
+
+# --------------------------------------------------------------------------------------------------- clusters
+
+
+class _UnionFind:
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+
+    def find(self, item: int) -> int:
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def union(self, first: int, second: int) -> None:
+        self.parent[self.find(first)] = self.find(second)
+
+
+def build_lsh(table: np.ndarray, rows: Iterable[int], threshold: float) -> MinHashLSH:
+    """A datasketch MinHashLSH holding the signatures `table[row]` under the key `row`."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=table.shape[1])
+    with lsh.insertion_session() as session:
+        for row in rows:
+            session.insert(int(row), Signature(table[row]), check_duplication=False)
+    return lsh
+
+
+def link_similar(table: np.ndarray, usable: np.ndarray, threshold: float, forest: "_UnionFind",
+                 progress: Optional[Callable] = None) -> int:
+    """Union every LSH candidate whose estimated Jaccard with its bucket's first member reaches `threshold`.
+
+    Walking the band buckets (instead of one `query` per document) keeps the work linear when a kernel has
+    thousands of near copies. Returns the number of confirmed links."""
+    lsh = build_lsh(table, np.flatnonzero(usable), threshold)
+    links = 0
+    for hashtable in (progress(lsh.hashtables) if progress else lsh.hashtables):
+        for band_key in hashtable.keys():
+            members = hashtable.get(band_key)
+            if len(members) < 2:
+                continue
+            members = sorted(members)
+            first, others = members[0], np.asarray(members[1:])
+            agreement = np.count_nonzero(table[others] == table[first], axis=1) / table.shape[1]
+            for other in others[agreement >= threshold]:
+                forest.union(int(other), first)
+                links += 1
+    return links
+
+
+def near_dedup(records: list, threshold: float = DEFAULT_THRESHOLD, num_perm: int = NUM_PERM,
+               progress: Optional[Callable] = None) -> DedupResult:
+    """Collapse clusters of records whose shingle sets are at least `threshold` similar (Jaccard)."""
+    table, usable = signatures([record.code for record in records], num_perm)
+    forest = _UnionFind(len(records))
+    link_similar(table, usable, threshold, forest, progress)
+    clusters: dict[int, list] = defaultdict(list)
+    for index in range(len(records)):
+        clusters[forest.find(index)].append(index)
+    return _resolve_clusters(records, clusters.values())

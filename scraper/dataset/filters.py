@@ -1,0 +1,97 @@
+"""Record filters: license, token length, line count, and the place where validation requirements plug in.
+
+Each filter is a function `(record) -> reason or None`; `apply_filters` runs them in order, drops a record at
+the first reason, writes it to rejects.jsonl and counts `dropped_<reason>`. The lead wires `--require
+imports|compiles` (scraper.validate) by passing more checks in `extra_checks`: see `requirement_check`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Optional
+
+from scraper.records import KernelRecord
+from scraper.stats import Rejects
+
+Check = Callable[[KernelRecord], Optional[str]]
+
+# SPDX ids of permissive licenses (OSI-approved, no copyleft). Anything else, and an unknown license, is not.
+PERMISSIVE = frozenset({
+    "MIT", "MIT-0", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "BSD-3-Clause-Clear", "BSD-4-Clause", "0BSD",
+    "ISC", "Unlicense", "Zlib", "BSL-1.0", "CC0-1.0", "PSF-2.0", "Python-2.0", "UPL-1.0", "NCSA", "X11",
+    "MIT-CMU", "PostgreSQL", "Artistic-2.0", "WTFPL",
+})
+
+
+def license_allowlist(spec: str) -> Optional[frozenset]:
+    """`--license` value to an SPDX allowlist: "any" -> None (no filter), "permissive", or "MIT,Apache-2.0"."""
+    if spec in ("", "any"):
+        return None
+    if spec == "permissive":
+        return PERMISSIVE
+    return frozenset(part.strip() for part in spec.split(",") if part.strip())
+
+
+def license_check(allowed: frozenset) -> Check:
+    """Drop records whose license is unknown or not in `allowed` (SPDX ids, compared case-insensitively)."""
+    lowered = {spdx.lower() for spdx in allowed}
+
+    def check(record: KernelRecord) -> Optional[str]:
+        return None if record.license and record.license.lower() in lowered else "license"
+
+    return check
+
+
+def max_tokens_check(limit: int) -> Check:
+    """Drop records whose `extra["n_tokens"]` exceeds `limit`."""
+    return lambda record: "too_many_tokens" if record.extra.get("n_tokens", 0) > limit else None
+
+
+def min_lines_check(limit: int) -> Check:
+    """Drop records whose code has fewer than `limit` non-blank lines."""
+    return lambda record: "too_few_lines" if count_lines(record.code) < limit else None
+
+
+def requirement_check(level: str, is_met: Callable[[KernelRecord, str], bool]) -> Check:
+    """The hook for `--require imports|compiles`: `is_met(record, level)` comes from scraper.validate."""
+    return lambda record: None if is_met(record, level) else f"not_{level}"
+
+
+def count_lines(code: str) -> int:
+    """Non-blank lines of `code`."""
+    return sum(1 for line in code.splitlines() if line.strip())
+
+
+def build_checks(license: str = "any", max_tokens: Optional[int] = None, min_lines: Optional[int] = None,
+                 extra_checks: Iterable[Check] = ()) -> list:
+    """The checks the options ask for, cheapest first."""
+    checks = []
+    allowed = license_allowlist(license)
+    if allowed is not None:
+        checks.append(license_check(allowed))
+    if min_lines:
+        checks.append(min_lines_check(min_lines))
+    if max_tokens:
+        checks.append(max_tokens_check(max_tokens))
+    return checks + list(extra_checks)
+
+
+def apply_filters(records: list, checks: list, rejects: Rejects) -> list:
+    """The records that pass every check; the others go to `rejects` with the first failing reason."""
+    kept = []
+    for record in records:
+        reason = next((r for r in (check(record) for check in checks) if r), None)
+        if reason is None:
+            kept.append(record)
+        else:
+            rejects.add(reason, **reject_details(record))
+    return kept
+
+
+def reject_details(record: KernelRecord) -> dict:
+    """What rejects.jsonl keeps about a dropped record: enough to find it again."""
+    details = {"id": record.id, "name": record.name, "source": record.source}
+    for key in ("repo", "path", "license", "stars", "model", "graph", "file"):
+        value = getattr(record, key)
+        if value is not None:
+            details[key] = value
+    return details

@@ -1,0 +1,181 @@
+"""The dataset build, step by step: load, count tokens, filter, decontaminate, dedup, check, split, write.
+
+Filters that are properties of one copy (license, length) run before dedup, so that dedup picks the best copy
+among those that can stay; the expensive `--require` checks (wired by the lead, see filters.requirement_check)
+run after it, on fewer records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from tqdm import tqdm
+
+from scraper.dataset import card, decontam, dedup, filters, load, split, tokens, write
+from scraper.records import atomic_write_json, write_jsonl
+from scraper.stats import Rejects, Stats
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_DIR = Path("datasets")
+DEFAULT_STEM = "triton_functions"
+
+
+@dataclass
+class Options:
+    """Everything `create_json.py` can ask for (see its --help)."""
+
+    inputs: list
+    output: Optional[Path] = None  # default datasets/triton_functions.<format>
+    fmt: str = "json"
+    column: str = "text"
+    fenced: bool = True
+    near_threshold: float = dedup.DEFAULT_THRESHOLD  # 0 turns near dedup off
+    license: str = "any"
+    max_tokens: Optional[int] = None
+    min_lines: Optional[int] = None
+    tokenizer: Optional[str] = None
+    val_fraction: float = 0.05
+    decontaminate: list = field(default_factory=list)
+    decontaminate_threshold: float = decontam.DEFAULT_THRESHOLD
+    card: bool = True
+    require_checks: list = field(default_factory=list)  # filters.Check run after dedup (--require)
+
+    def output_path(self) -> Path:
+        """The main output file."""
+        return Path(self.output) if self.output else DEFAULT_OUTPUT_DIR / f"{DEFAULT_STEM}.{self.fmt}"
+
+
+@dataclass
+class BuildResult:
+    """What a build wrote: the rows, the files per split and the stats."""
+
+    rows: list
+    output: Path
+    split_files: dict
+    stats: Stats
+    cluster_sizes: dict
+
+
+def build_dataset(options: Options) -> BuildResult:
+    """Run every step and write the dataset, its per-split files, kernels.jsonl, stats.json, rejects.jsonl and
+    the card into the output's folder."""
+    output = options.output_path()
+    folder = output.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    counter = tokens.TokenCounter(options.tokenizer)  # first: a bad tokenizer path fails before any work
+    stats = Stats("create_json")
+    rejects = Rejects(folder / "rejects.jsonl", stats)
+    rejects.reset()
+
+    records = load.load_inputs(options.inputs, stats, rejects)
+    count_tokens(records, counter, options.fenced)
+    records = filters.apply_filters(records, filters.build_checks(
+        options.license, options.max_tokens, options.min_lines), rejects)
+    records = drop_contaminated(records, options, stats, rejects)
+    records, clusters = deduplicate(records, options.near_threshold, rejects)
+    records = filters.apply_filters(records, options.require_checks, rejects)
+    groups = split.assign_splits(records, options.val_fraction)
+    stats.counts.update({f"groups_{name}": count for name, count in groups.items()})
+
+    rows = [write.to_row(r, options.column, options.fenced) for r in sorted(records, key=_row_order)]
+    split_files = write_outputs(output, rows, records, options.fmt)
+    count_outputs(rows, stats)
+    save_stats(folder, stats, clusters, counter.name)
+    if options.card:
+        card.write_card(folder, rows, {s: p.name for s, p in split_files.items()}, stats.to_dict(), counter.name)
+    return BuildResult(rows, output, split_files, stats, clusters)
+
+
+def count_tokens(records: list, counter: tokens.TokenCounter, fenced: bool) -> None:
+    """Store each record's token count (of the text it will train on) in `extra["n_tokens"]`."""
+    counts = counter.count([write.row_text(r, fenced) for r in records])
+    for record, count in zip(records, counts):
+        record.extra["n_tokens"] = count
+
+
+def drop_contaminated(records: list, options: Options, stats: Stats, rejects: Rejects) -> list:
+    """Records that match no evaluation file (a no-op without --decontaminate)."""
+    if not options.decontaminate:
+        return records
+    eval_texts = decontam.load_eval_texts(options.decontaminate, stats)
+    matches = decontam.find_contaminated(records, eval_texts, options.decontaminate_threshold)
+    for index, (label, how, similarity) in sorted(matches.items()):
+        rejects.add("contaminated", **filters.reject_details(records[index]), matches=label, match=how,
+                    similarity=similarity)
+    log.info("decontamination: %d of %d kernels match the evaluation set", len(matches), len(records))
+    return [record for index, record in enumerate(records) if index not in matches]
+
+
+def deduplicate(records: list, near_threshold: float, rejects: Rejects) -> tuple[list, dict]:
+    """Exact then near dedup; dropped copies go to rejects with the id they duplicate. Returns the kept records
+    and {"exact"|"near": {cluster size: number of clusters}}."""
+    for record in records:
+        record.extra["cluster_size"] = 1
+    result = dedup.exact_dedup(records)
+    _reject_duplicates(result, "exact_duplicate", rejects)
+    clusters = {"exact": _sizes(result.cluster_sizes)}
+    if near_threshold and near_threshold > 0:
+        progress = lambda items: tqdm(items, desc="near dedup (LSH bands)", unit="band", disable=None)
+        result = dedup.near_dedup(result.kept, near_threshold, progress=progress)
+        _reject_duplicates(result, "near_duplicate", rejects)
+        clusters["near"] = _sizes(result.cluster_sizes)
+    return result.kept, clusters
+
+
+def _reject_duplicates(result: dedup.DedupResult, reason: str, rejects: Rejects) -> None:
+    for record, kept_id in result.dropped:
+        rejects.add(reason, **filters.reject_details(record), duplicate_of=kept_id)
+
+
+def _sizes(counter: Counter) -> dict:
+    return {str(size): count for size, count in sorted(counter.items())}
+
+
+def _row_order(record) -> tuple:
+    return (record.extra["split"] != split.TRAIN, record.extra["group"], record.source, record.name, record.id)
+
+
+def write_outputs(output: Path, rows: list, records: list, fmt: str) -> dict:
+    """The main file (every row), one file per split, and kernels.jsonl (the kept records with provenance).
+    Returns {split: path}."""
+    write.write_rows(output, rows, fmt)
+    split_files = {}
+    for name in (split.TRAIN, split.VALIDATION):
+        split_files[name] = write.split_path(output, name)
+        write.write_rows(split_files[name], [row for row in rows if row["split"] == name], fmt)
+    write_jsonl(output.parent / load.MANIFEST, sorted(records, key=_row_order))
+    return split_files
+
+
+def count_outputs(rows: list, stats: Stats) -> None:
+    """Counters `out_rows`, `out_<split>` and `out_<split>_<source>`."""
+    stats.inc("out_rows", len(rows))
+    for row in rows:
+        stats.inc(f"out_{row['split']}")
+        stats.inc(f"out_{row['split']}_{row['source']}")
+
+
+def save_stats(folder: Path, stats: Stats, clusters: dict, token_counter: str) -> None:
+    """stats.json: the Stats counters and errors, the dedup cluster sizes and the token counter used."""
+    data = stats.to_dict()
+    data["clusters"] = clusters
+    data["token_counter"] = token_counter
+    atomic_write_json(folder / "stats.json", data)
+
+
+def torchtune_snippet(train_file: Path, fmt: str, column: str) -> str:
+    """The torchtune YAML that loads the training split."""
+    source = "parquet" if fmt == "parquet" else "json"
+    return "\n".join([
+        "dataset:",
+        "  _component_: torchtune.datasets.text_completion_dataset",
+        f"  source: {source}",
+        f"  data_files: {train_file}",
+        f"  column: {column}",
+        "  split: train",
+    ])

@@ -1,0 +1,48 @@
+"""Deterministic train/validation split by group: a repository or a model never straddles the two splits.
+
+A group goes to validation when the hash of its key, read as a number in [0, 1), is below `val_fraction`. The
+decision depends only on the key, so a rerun with more data keeps every old group where it was. One exception:
+when hashing leaves validation empty although there are two or more groups and `val_fraction > 0`, the group with
+the smallest hash goes to validation, so a small dataset still gets a held-out split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+
+from scraper.records import KernelRecord
+
+TRAIN, VALIDATION = "train", "validation"
+
+
+def group_key(record: KernelRecord) -> str:
+    """The unit that must not straddle splits: the repository, else the model, else the scanned folder/path."""
+    if record.repo:
+        return f"repo:{record.repo}"
+    if record.model:
+        return f"model:{record.model}"
+    scanned = record.extra.get("scanned_from") or record.extra.get("input")
+    if scanned:
+        return f"folder:{scanned}"
+    return f"kernel:{record.id}"
+
+
+def group_position(key: str) -> float:
+    """A stable number in [0, 1) for `key` (first 8 bytes of its sha256)."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
+
+
+def assign_splits(records: list, val_fraction: float) -> dict:
+    """Set `record.extra["split"]` on every record; returns {split: number of groups}."""
+    groups: dict[str, list] = defaultdict(list)
+    for record in records:
+        groups[group_key(record)].append(record)
+    chosen = {key for key in groups if group_position(key) < val_fraction}
+    if not chosen and len(groups) >= 2 and val_fraction > 0:
+        chosen = {min(groups, key=group_position)}
+    for key, members in groups.items():
+        for record in members:
+            record.extra["split"] = VALIDATION if key in chosen else TRAIN
+            record.extra["group"] = key
+    return {TRAIN: len(groups) - len(chosen), VALIDATION: len(chosen)}

@@ -1,0 +1,71 @@
+"""Dataset rows and their files: a JSON array (torchtune's local-file example), JSON Lines, or Parquet.
+
+Every file is written whole to a temporary name and renamed over the target (scraper.records.atomic_write_*),
+so a crash leaves the previous dataset, never half of a new one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from scraper.records import KernelRecord, atomic_write_bytes, atomic_write_text
+
+FORMATS = ("json", "jsonl", "parquet")
+# Metadata columns after the text column, in this order; every row has all of them (None where they do not
+# apply), so the JSON loader infers one schema.
+METADATA = ("id", "source", "kernel_name", "kind", "repo", "commit", "path", "license", "stars", "model",
+            "graph", "aten_ops", "n_tokens", "cluster_size", "split")
+
+
+def fence(code: str) -> str:
+    """`code` as a Markdown python block, the format of the seed's changelog."""
+    return f"```python\n{code.strip(chr(10))}\n```"
+
+
+def row_text(record: KernelRecord, fenced: bool = True) -> str:
+    """The training text of a record: its self-contained code, fenced unless `fenced` is False."""
+    return fence(record.code) if fenced else record.code
+
+
+def to_row(record: KernelRecord, column: str = "text", fenced: bool = True) -> dict:
+    """One dataset row: the text column, then the METADATA columns."""
+    row = {column: row_text(record, fenced)}
+    row.update({
+        "id": record.id, "source": record.source, "kernel_name": record.name, "kind": record.kind,
+        "repo": record.repo, "commit": record.commit, "path": record.path, "license": record.license,
+        "stars": record.stars, "model": record.model, "graph": record.graph,
+        "aten_ops": [str(op) for op in record.aten_ops] if record.aten_ops is not None else None,
+        "n_tokens": record.extra.get("n_tokens"), "cluster_size": record.extra.get("cluster_size", 1),
+        "split": record.extra.get("split"),
+    })
+    return row
+
+
+def write_rows(path: str | Path, rows: list, fmt: str) -> None:
+    """Write `rows` (dicts) to `path` in `fmt` ("json" array, "jsonl", "parquet"), atomically."""
+    if fmt == "json":
+        atomic_write_text(path, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+    elif fmt == "jsonl":
+        atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    elif fmt == "parquet":
+        atomic_write_bytes(path, parquet_bytes(rows))
+    else:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+
+
+def parquet_bytes(rows: list) -> bytes:
+    """`rows` as a Parquet file in memory (pyarrow infers the schema; an empty list gives an empty table)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(rows) if rows else pa.table({})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def split_path(path: Path, split: str) -> Path:
+    """`datasets/triton_functions.json` -> `datasets/triton_functions.train.json` for split "train"."""
+    return path.with_name(f"{path.stem}.{split}{path.suffix}")
