@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 
 from scraper.validate.imports import MODULE_FILE, find_kernel, load_module
 from scraper.validate.sandbox import describe_error
@@ -166,4 +167,7 @@ def check_compiles(job: dict, scratch: str) -> dict:
     except BaseException as exc:  # noqa: BLE001
         return {"ok": False, **info, **describe_error(exc, path)}
     stages = [s for s in compiled.asm if s not in ("source", "cubin")]
-    return {"ok": True, **info, "stages": stages, "ptx_lines": compiled.asm.get("ptx", "").count("\n")}
+    ptx = compiled.asm.get("ptx", "")
+    target = re.search(r"^\.target\s+(\S+)", ptx, re.MULTILINE)
+    return {"ok": True, **info, "stages": stages, "ptx_lines": ptx.count("\n"),
+            "ptx_target": target.group(1) if target else None}

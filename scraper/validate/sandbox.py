@@ -213,13 +213,26 @@ def run_confined(check: Callable[[str], dict], scratch: str, *, timeout: float, 
     seconds = round(time.monotonic() - started, 3)
     if timed_out:
         return {"ok": False, "error_class": "Timeout", "seconds": seconds,
-                "error": f"Timeout: killed after {timeout:g} s"}
+                "error": f"Timeout: killed after {timeout:g} s", "output_tail": _output_tail(scratch)}
     try:
         result = json.loads(data)
     except ValueError:
-        return {"ok": False, "error_class": "SandboxExit", "seconds": seconds, "error": _exit_reason(status)}
+        result = {"ok": False, "error_class": "SandboxExit", "error": _exit_reason(status)}
     result["seconds"] = seconds
+    if not result.get("ok"):
+        result.setdefault("output_tail", _output_tail(scratch))
     return result
+
+
+def _output_tail(scratch: str, size: int = 400) -> str:
+    """The end of what the child printed (its stdout/stderr went to output.log in the scratch dir)."""
+    try:
+        with open(os.path.join(scratch, "output.log"), "rb") as log_file:
+            log_file.seek(0, os.SEEK_END)
+            log_file.seek(max(0, log_file.tell() - size))
+            return log_file.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
 
 
 def _exit_reason(status: int) -> str:
