@@ -106,7 +106,8 @@ class GitHubClient:
 
     `api_url`: the API base (GitHub Enterprise `https://host/api/v3`, or a local test server); `token`: a personal
     access token or None; `max_wait`: the longest single rate-limit wait (seconds) before `RateLimitTooLong`;
-    `clock`: object with time()/sleep(); `retries`/`backoff`: urllib3 Retry settings for 5xx and network errors.
+    `clock`: object with time()/sleep(); `retries`/`backoff`: urllib3 Retry settings for 5xx and network errors;
+    `reset_margin`: seconds added to GitHub's reset time against clock skew.
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class GitHubClient:
         backoff: float = 0.5,
         max_wait: float = 3700.0,
         max_rate_retries: int = 8,
+        reset_margin: float = 1.0,
         clock: Optional[Clock] = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
@@ -127,6 +129,7 @@ class GitHubClient:
         self.retry = make_retry(retries, backoff)
         self.max_wait = max_wait
         self.max_rate_retries = max_rate_retries
+        self.reset_margin = reset_margin  # seconds added to X-RateLimit-Reset for clock skew
         self.clock = clock or Clock()
         self.counts = CallCounts()
         self._blocked_until: dict[str, float] = {}  # resource -> epoch seconds when its quota resets
@@ -217,9 +220,11 @@ class GitHubClient:
         return response
 
     def _count_retries(self, response: requests.Response) -> None:
-        retries = getattr(getattr(response, "raw", None), "retries", None)
-        history = getattr(retries, "history", ()) or ()
-        extra = sum(1 for item in history if item.redirect_location is None)
+        """Add the attempts urllib3 repeated (on this response and on the redirects before it)."""
+        extra = 0
+        for hop in [*response.history, response]:
+            history = getattr(getattr(hop.raw, "retries", None), "history", ()) or ()
+            extra += sum(1 for item in history if item.redirect_location is None)
         if extra:
             with self.counts.lock:
                 self.counts.retries += extra
@@ -235,7 +240,7 @@ class GitHubClient:
         if retry_after is not None and retry_after.strip().isdigit():
             return float(retry_after)
         if headers.get("X-RateLimit-Remaining") == "0" and headers.get("X-RateLimit-Reset", "").isdigit():
-            return max(0.0, float(headers["X-RateLimit-Reset"]) - self.clock.time()) + 1.0  # 1 s for clock skew
+            return max(0.0, float(headers["X-RateLimit-Reset"]) - self.clock.time()) + self.reset_margin
         if response.status_code == 429 or "rate limit" in _message(response).lower():
             return SECONDARY_LIMIT_WAIT * (2 ** attempt)
         return None  # a plain 403: forbidden, blocked repository, bad token ...
@@ -248,7 +253,7 @@ class GitHubClient:
             if reset.isdigit():
                 bucket = headers.get("X-RateLimit-Resource", resource)
                 with self._block_lock:
-                    self._blocked_until[bucket] = float(reset) + 1.0
+                    self._blocked_until[bucket] = float(reset) + self.reset_margin
 
     def _wait_if_blocked(self, resource: str) -> None:
         with self._block_lock:

@@ -1,8 +1,9 @@
 """`--local PATH[=owner/name]`: ingest git clones, plain folders and zip archives as if downloaded.
 
 A folder becomes a zip in GitHub's zipball layout (one top folder `<owner>-<name>-<sha7>/`): for a git clone the
-files `git ls-files` lists (what a zipball of HEAD would hold, minus uncommitted deletions) and the commit from
-`git rev-parse HEAD`; for a plain folder every regular file except `.git/`. Symbolic links are left out (they
+committed files (`git ls-files`, what a zipball of HEAD holds) and the commit from `git rev-parse HEAD`; for a
+folder inside another git work tree its files that git does not ignore; for a plain folder every regular file
+except `.git/`, `__pycache__/` and other caches. Symbolic links are left out (they
 could point outside the tree). Members get a fixed timestamp so the same tree gives the same bytes and sha256,
 which keeps reruns idempotent. A zip is copied when it already has one top folder and safe member names, and
 re-packed under one otherwise. The name is `local/<folder or zip stem>` unless `=owner/name` is given.
@@ -84,30 +85,49 @@ def git_branch(folder: Path) -> Optional[str]:
     return out.stdout.strip() or None
 
 
-def tree_files(folder: Path, tracked: bool) -> Iterator[str]:
-    """Relative POSIX paths of the regular files to pack, sorted (git's tracked files for a clone)."""
-    names: list[str] = []
-    if tracked:
-        out = subprocess.run(["git", "-C", str(folder), "ls-files", "-z"], capture_output=True, timeout=300,
-                             check=True)
-        names = [n for n in out.stdout.decode("utf-8", "surrogateescape").split("\0") if n]
-    else:
-        for root, dirs, files in os.walk(folder):
-            dirs[:] = [d for d in dirs if d != ".git"]
-            rel = Path(root).relative_to(folder)
-            names += [(rel / f).as_posix() for f in files]
-    for name in sorted(names):
+_JUNK_DIRS = {".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ipynb_checkpoints", ".venv", "venv"}
+
+
+def _git_files(folder: Path, committed_only: bool) -> Optional[list[str]]:
+    """Files git knows under `folder` (committed ones for a clone; else also untracked, not ignored), or None
+    when `folder` is not inside a git work tree."""
+    command = ["git", "-C", str(folder), "ls-files", "-z", "--cached"]
+    if not committed_only:
+        command += ["--others", "--exclude-standard"]
+    try:
+        out = subprocess.run(command, capture_output=True, timeout=300, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [n for n in out.stdout.decode("utf-8", "surrogateescape").split("\0") if n]
+
+
+def _walk_files(folder: Path) -> list[str]:
+    names = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d not in _JUNK_DIRS and not d.endswith(".egg-info")]
+        rel = Path(root).relative_to(folder)
+        names += [(rel / f).as_posix() for f in files if not f.endswith((".pyc", ".pyo"))]
+    return names
+
+
+def tree_files(folder: Path, is_clone: bool) -> Iterator[str]:
+    """Relative POSIX paths of the regular files to pack, sorted: a clone's committed files; for a folder inside
+    a git work tree its tracked and untracked-but-not-ignored files; else every file but caches and `.git/`."""
+    names = _git_files(folder, committed_only=is_clone)
+    if names is None:
+        names = _walk_files(folder)
+    for name in sorted(set(names)):
         path = folder / name
         if path.is_file() and not path.is_symlink():
             yield name
 
 
-def pack_folder(folder: Path, top: str, target: Path, max_bytes: Optional[int], tracked: bool) -> None:
+def pack_folder(folder: Path, top: str, target: Path, max_bytes: Optional[int], is_clone: bool) -> None:
     """Zip `folder`'s files under `top/` into `target` (deterministic bytes)."""
     total = 0
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(zipfile.ZipInfo(f"{top}/", FIXED_TIME), b"")
-        for name in tree_files(folder, tracked):
+        for name in tree_files(folder, is_clone):
             data = (folder / name).read_bytes()
             total += len(data)
             if max_bytes is not None and total > max_bytes:
@@ -172,7 +192,7 @@ def ingest(arg: str, download_dir: Path, max_bytes: Optional[int]) -> tuple[str,
     part = target.with_name(f".{target.name}{PART_SUFFIX}")
     try:
         if path.is_dir():
-            pack_folder(path, top_folder(full_name, sha), part, max_bytes, tracked=sha is not None)
+            pack_folder(path, top_folder(full_name, sha), part, max_bytes, is_clone=sha is not None)
         else:
             copy_zip(path, top_folder(full_name, sha), part, max_bytes)
         return _finish(path, full_name, sha, part, target, download_dir)

@@ -42,9 +42,9 @@ def full_name_of_archive(file_name: str) -> str:
 
 
 def top_folder(full_name: str, commit_sha: Optional[str]) -> str:
-    """The single top folder of a GitHub zipball: `<owner>-<name>-<sha7>`."""
+    """The single top folder of a GitHub zipball: `<owner>-<name>-<sha7>` (`0000000` when the commit is unknown)."""
     owner, name = full_name.split("/", 1)
-    return f"{owner}-{name}-{(commit_sha or 'nocommit')[:7]}"
+    return f"{owner}-{name}-{(commit_sha or '0' * 7)[:7]}"
 
 
 def utc_now() -> str:

@@ -4,6 +4,7 @@ keep the manifest, count everything, print the summary."""
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -131,7 +132,7 @@ class Stage:
         self.stats.counts["rate_limit_wait_seconds"] = round(counts.rate_limit_wait_seconds, 1)
         self.stats.save(self.dir / "stats.json")
         self.stats.save_errors_csv(self.dir / "errors.csv")
-        log.info("%s", self.stats.summary())
+        print(self.stats.summary(), file=sys.stderr)
 
     # ---------------------------------------------------------------------------------------- discovery
 
