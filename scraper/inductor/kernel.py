@@ -76,12 +76,13 @@ def clean_kernel(module_text: str, name: str) -> CleanKernel:
     function = find_kernel_function(tree, name)
     heuristic = find_heuristics_decorator(function)
     gpu_only = [stmt for stmt in tree.body if is_gpu_only_statement(stmt)]
-    cuts = [_span(module_text, node) for node in gpu_only]
+    lines = split_lines(module_text)
+    cuts = [_span(lines, node) for node in gpu_only]
     launch = None
     if heuristic is not None:
-        cuts.append(_span(module_text, heuristic, decorator=True))
-        launch = launch_metadata(module_text, heuristic)
-    code = remove_spans(module_text, cuts).lstrip("\n")
+        cuts.append(_span(lines, heuristic, decorator=True))
+        launch = launch_metadata(segment(lines, cuts[-1]), heuristic)
+    code = remove_spans(lines, cuts).lstrip("\n")
     triton_meta = (launch or {}).get("triton_meta") or {}
     return CleanKernel(
         code=code,
@@ -89,7 +90,7 @@ def clean_kernel(module_text: str, name: str) -> CleanKernel:
         launch=launch,
         signature=triton_meta.get("signature"),
         constants=triton_meta.get("constants"),
-        dropped_statements=[ast.get_source_segment(module_text, node) for node in gpu_only],
+        dropped_statements=[segment(lines, span) for span in cuts[: len(gpu_only)]],
     )
 
 
@@ -131,11 +132,12 @@ def is_gpu_only_statement(stmt: ast.stmt) -> bool:
     return _dotted(stmt.value.func).rsplit(".", 1)[-1] in GPU_ONLY_CALLS
 
 
-def launch_metadata(module_text: str, decorator: ast.expr) -> dict:
-    """The heuristics decorator as JSON: heuristic name, exact decorator text and its keyword arguments."""
+def launch_metadata(decorator_text: str, decorator: ast.expr) -> dict:
+    """The heuristics decorator as JSON: heuristic name, exact decorator text (from its `@`) and its keyword
+    arguments."""
     launch: dict = {
         "heuristic": _dotted(_callee(decorator)).rsplit(".", 1)[-1],
-        "decorator": "@" + (ast.get_source_segment(module_text, decorator) or ast.unparse(decorator)),
+        "decorator": decorator_text,
         "size_hints": None,
     }
     if isinstance(decorator, ast.Call):
@@ -194,24 +196,31 @@ def _dotted(node: ast.expr) -> str:
     return ""
 
 
-def _span(text: str, node: ast.AST, decorator: bool = False) -> tuple[int, int, int, int]:
+def _span(lines: list[str], node: ast.AST, decorator: bool = False) -> tuple[int, int, int, int]:
     """(first line, first col, last line, end col): 1-based lines, columns in characters (ast counts UTF-8
     bytes); a decorator's span starts at its `@`."""
-    lines = split_lines(text)
     col = _char_col(lines[node.lineno - 1], node.col_offset)
     if decorator:
         col = lines[node.lineno - 1][:col].rfind("@")
     return node.lineno, col, node.end_lineno, _char_col(lines[node.end_lineno - 1], node.end_col_offset)
 
 
+def segment(lines: list[str], span: tuple[int, int, int, int]) -> str:
+    """The exact text of a span (as ast.get_source_segment, without re-splitting the text every time)."""
+    first, col, last, end_col = span
+    if first == last:
+        return lines[first - 1][col:end_col]
+    return lines[first - 1][col:] + "".join(lines[first : last - 1]) + lines[last - 1][:end_col]
+
+
 def _char_col(line: str, byte_col: int) -> int:
     return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
 
 
-def remove_spans(text: str, spans: list[tuple[int, int, int, int]]) -> str:
-    """`text` without the given spans. A span alone on its lines takes those whole lines with it; one sharing a
+def remove_spans(lines: list[str], spans: list[tuple[int, int, int, int]]) -> str:
+    """The text of `lines` without the given spans. A span alone on its lines takes those whole lines with it; one sharing a
     line with other code (`a; b`) is replaced by `pass` so the code around it stays valid."""
-    lines = split_lines(text)
+    lines = list(lines)
     for first, col, last, end_col in sorted(spans, reverse=True):
         head, tail = lines[first - 1][:col], lines[last - 1][end_col:]
         if not head.strip() and (not tail.strip() or tail.strip().startswith("#")):

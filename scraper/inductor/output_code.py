@@ -13,6 +13,7 @@ parser chokes on until the rest parses, and the kernels in the lost tail are cou
 from __future__ import annotations
 
 import ast
+import bisect
 import logging
 import re
 from dataclasses import dataclass, field
@@ -24,8 +25,8 @@ log = logging.getLogger(__name__)
 # At most this many cuts when salvaging a file that does not parse (each cut drops at least one line).
 MAX_SALVAGE_CUTS = 50
 # Counted independently of the parser, to report how many kernels a damaged file lost.
-_TRITON_CALL = re.compile(r"\basync_compile\.triton\(")
-_OTHER_COMPILE_CALL = re.compile(r"\basync_compile\.(cpp_pybinding|cpp|cuda|rocm|halide|mps|submit)\(")
+_TRITON_CALL = re.compile(r"async_compile\.triton\(")
+_OTHER_COMPILE_CALL = re.compile(r"async_compile\.(cpp_pybinding|cpp|cuda|rocm|halide|mps|submit)\(")
 _SOURCE_NODES = re.compile(
     r"^#\s*(?:Topologically Sorted|Unsorted) Source Nodes:\s*\[(?P<nodes>.*?)\],\s*Original ATen:\s*\[(?P<aten>.*?)\]\s*$"
 )
@@ -63,9 +64,14 @@ def read_output_code(text: str, filename: str = "<output_code>") -> OutputCode:
         result.salvaged = True
         result.lost_kernels = len(_TRITON_CALL.findall(text[kept:]))
     lines = [line.rstrip("\r\n") for line in split_lines(text[:kept])]
+    call_lines = _lines_of(_TRITON_CALL, text, kept)
     for statement in tree.body:
-        for call in _triton_calls(statement):
-            result.kernels.append(_embedded_kernel(call, statement, lines))
+        # Only statements that span a line holding `async_compile.triton(` are walked (the wrapper's big
+        # `call` function would otherwise cost more than everything else together).
+        first = bisect.bisect_left(call_lines, statement.lineno)
+        if first < len(call_lines) and call_lines[first] <= statement.end_lineno:
+            for call in _triton_calls(statement):
+                result.kernels.append(_embedded_kernel(call, statement, lines))
     return result
 
 
@@ -99,6 +105,16 @@ def _cut_before_error(text: str, kept: int, exc: Exception) -> int:
     if cut >= kept:  # the error is on the last line: drop that line
         cut = text.rfind("\n", 0, max(0, kept - 1)) + 1
     return cut
+
+
+def _lines_of(pattern: re.Pattern, text: str, end: int) -> list[int]:
+    """1-based line numbers of the matches of `pattern` in text[:end], ascending."""
+    numbers, line, position = [], 1, 0
+    for match in pattern.finditer(text, 0, end):
+        line += text.count("\n", position, match.start())
+        position = match.start()
+        numbers.append(line)
+    return numbers
 
 
 def split_lines(text: str) -> list[str]:

@@ -11,6 +11,8 @@ always gives the same kernels.jsonl, and several debug folders can be added one 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -30,8 +32,7 @@ from scraper.inductor.layout import (
     safe_name,
 )
 from scraper.inductor.output_code import EmbeddedKernel, parse_comment, read_fallback_source, read_output_code
-from scraper.records import KernelRecord, append_jsonl, atomic_write_bytes, atomic_write_json, read_records
-from scraper.records import write_jsonl
+from scraper.records import KernelRecord, append_jsonl, atomic_write_bytes, iter_jsonl, write_jsonl
 from scraper.stats import Rejects, Stats
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,9 @@ def extract_graph(
     if folder != f"{safe_name(graph.model)}/{graph.graph}":
         stats.inc("graphs_renamed_same_name_other_run")
     target = out_dir / folder
-    atomic_write_json(target / PROVENANCE, allocator.mark(folder, graph))  # first: claims the folder
-    atomic_write_bytes(target / OUTPUT_CODE, content)
+    # provenance.json first: it claims the folder for this run before anything else lands there.
+    write_if_changed(target / PROVENANCE, json.dumps(allocator.mark(folder, graph), indent=2, sort_keys=True).encode() + b"\n")
+    write_if_changed(target / OUTPUT_CODE, content)
     has_fx = copy_fx_graph(graph, target, stats)
     embedded = read_output_code(text, str(path))
     report_damage(path, embedded, stats, rejects)
@@ -120,11 +122,12 @@ def read_text(path: Path, stats: Stats, rejects: Rejects) -> tuple[Optional[str]
 def copy_fx_graph(graph: Graph, target: Path, stats: Stats) -> bool:
     """Copy the graph's fx_graph_readable.py beside its kernels; False (counted) when there is none."""
     try:
-        atomic_write_bytes(target / FX_GRAPH, graph.fx_graph.read_bytes())
-        return True
+        content = graph.fx_graph.read_bytes()
     except OSError:
         stats.inc("graphs_without_fx_graph")
         return False
+    write_if_changed(target / FX_GRAPH, content)
+    return True
 
 
 def report_damage(path: Path, embedded, stats: Stats, rejects: Rejects) -> None:
@@ -232,9 +235,17 @@ def write_kernel_files(target: Path, folder: str, records: list[KernelRecord]) -
             if stale.name not in wanted:
                 stale.unlink()
     for record in records:
-        path = target.parent.parent / record.file
-        if not path.is_file() or path.read_bytes() != record.code.encode("utf-8"):
-            atomic_write_bytes(path, record.code.encode("utf-8"))
+        write_if_changed(target.parent.parent / record.file, record.code.encode("utf-8"))
+
+
+def write_if_changed(path: Path, content: bytes) -> None:
+    """Write `content` atomically unless the file already holds exactly that (reruns then write nothing)."""
+    try:
+        if path.stat().st_size == len(content) and path.read_bytes() == content:
+            return
+    except OSError:
+        pass
+    atomic_write_bytes(path, content)
 
 
 class Manifest:
@@ -250,10 +261,14 @@ class Manifest:
         self.by_folder: dict[str, list[dict]] = {}
         latest: dict[str, dict] = {}  # file -> record; a line appended later (same file) wins
         if path.exists():
-            for record in read_records(path, on_error=lambda n, m: stats.error("manifest", str(path), m)):
-                latest[record.file] = record.to_dict()
+            for row in iter_jsonl(path, on_error=lambda n, m: stats.error("manifest", str(path), m)):
+                if isinstance(row.get("file"), str) and row.get("source") == "inductor":
+                    latest[row["file"]] = row
+                else:
+                    stats.error("manifest", str(path), "line is not an Inductor kernel record")
         for row in latest.values():
             self.by_folder.setdefault(graph_folder(row["file"]), []).append(row)
+        self.stats = stats
 
     @property
     def records(self) -> list[dict]:
@@ -261,15 +276,21 @@ class Manifest:
 
     def update(self, folder: str, records: list[KernelRecord]) -> None:
         """Replace the records of graph folder `folder` (relative to the output folder) with `records`."""
-        rows = [record.to_dict() for record in records]
+        rows = [plain_dict(record) for record in records]
         if self.by_folder.get(folder) != rows:
             for row in rows:
                 append_jsonl(self.path, row)
+            self.stats.inc("manifest_lines_appended", len(rows))
         self.by_folder[folder] = rows
 
     def save(self) -> None:
         """Rewrite kernels.jsonl atomically, in stable order."""
         write_jsonl(self.path, self.records)
+
+
+def plain_dict(record: KernelRecord) -> dict:
+    """record.to_dict() without its deep copy (the values are this run's own fresh objects)."""
+    return {field.name: getattr(record, field.name) for field in dataclasses.fields(record)}
 
 
 def graph_folder(file: Optional[str]) -> str:
