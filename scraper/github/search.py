@@ -61,8 +61,8 @@ class SearchReport:
 
 
 def search_pages(client: GitHubClient, endpoint: str, query: str, report: SearchReport,
-                 sort: Optional[str] = None) -> tuple[int, Iterator[list]]:
-    """First page's `total_count`, and an iterator over every page's items (first page included)."""
+                 sort: Optional[str] = None) -> tuple[int, list, Iterator[list]]:
+    """First page's `total_count` and items, and an iterator over every page's items (first page included)."""
     params = {"q": query, "per_page": PER_PAGE}
     if sort:
         params.update(sort=sort, order="desc")
@@ -83,7 +83,7 @@ def search_pages(client: GitHubClient, endpoint: str, query: str, report: Search
             report.queries += 1
             page = response.json()
 
-    return int(data.get("total_count", 0)), items()
+    return int(data.get("total_count", 0)), list(data.get("items", [])), items()
 
 
 def partitioned_search(client: GitHubClient, endpoint: str, query: str, first: Part,
@@ -98,9 +98,9 @@ def partitioned_search(client: GitHubClient, endpoint: str, query: str, first: P
     while stack:
         part, outer = stack.pop()
         text = f"{query} {outer} {part.text()}".replace("  ", " ").strip()
-        total, pages = search_pages(client, endpoint, text, report, sort)
+        total, first_items, pages = search_pages(client, endpoint, text, report, sort)
         if total > SEARCH_CAP:
-            finer = _finer(part, outer, pages, refine)
+            finer = _finer(part, outer, first_items, refine)
             if finer:
                 log.debug("%s: %d results, split", text, total)
                 stack.extend(reversed(finer))
@@ -113,10 +113,10 @@ def partitioned_search(client: GitHubClient, endpoint: str, query: str, first: P
             yield from items
 
 
-def _finer(part: Part, outer: str, pages: Iterator[list], refine) -> list[tuple[Part, str]]:
+def _finer(part: Part, outer: str, first_items: list, refine) -> list[tuple[Part, str]]:
+    """The parts to search instead of `part` ([] when it cannot be split)."""
     if part.splittable():
         return [(half, outer) for half in part.halves()]
-    first_items = next(pages, [])
     finer = refine(part, first_items[0] if first_items else {})
     if finer is None:
         return []
