@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import resource
 import select
 import signal
@@ -35,6 +36,7 @@ FILE_SIZE_LIMIT = 64 * MIB  # no single file the child writes may grow past this
 RESULT_LIMIT = 1 * MIB  # the most a child may report back
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+_KERNEL_LOCATION = re.compile(r"^at (\d+):(\d+):$")
 
 # Audit events refused outright, whatever their arguments.
 REFUSED_EVENTS = frozenset({
@@ -139,6 +141,9 @@ def describe_error(exc: BaseException, module_file: str | None = None) -> dict:
     """{"error_class", "error": "<Class>: <first line>", "where": "<module line>"} for a failure in the child."""
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
+    location = _KERNEL_LOCATION.match(first)
+    if location and len(text) > 1:  # triton's CompilationError: "at L:C:", the source, a caret, the reason
+        first = f"{text[-1].strip()} (kernel line {location.group(1)})"
     info = {"error_class": type(exc).__name__, "error": f"{type(exc).__name__}: {first}"[:500]}
     if module_file:
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == module_file]
