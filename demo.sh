@@ -130,10 +130,15 @@ for label, rel in stages:
     shown = ", ".join(f"{k}={v}" for k, v in counts.items() if isinstance(v, (int, float)))
     print(f"{label:<13} {rel}: {shown}")
 
-data = root / "datasets" / "triton_functions.json"
-rows = json.loads(data.read_text()) if data.is_file() and data.read_text().lstrip().startswith("[") else None
-count = f"{len(rows)} rows" if rows is not None else "not a JSON array"
-print(f"\nDataset: {data} ({count})")
+print()
+for data in sorted((root / "datasets").glob("triton_functions*.json")):
+    text = data.read_text()
+    count = f"{len(json.loads(text))} rows" if text.lstrip().startswith("[") else "not a JSON array"
+    print(f"Dataset: {data} ({count})")
+
+# The training split file when create_json.py wrote one (as its own snippet names), else the whole set.
+train = root / "datasets" / "triton_functions.train.json"
+data = train if train.is_file() else root / "datasets" / "triton_functions.json"
 print(f"""
 torchtune config (text-completion):
   dataset:

@@ -251,6 +251,21 @@ def test_demo_dataset_loads_with_every_row_fenced(dataset):
 
 
 @pytest.mark.slow
+def test_demo_snippet_file_loads_as_the_training_split(demo, dataset):
+    """The file the printed torchtune snippet names loads too, and holds the full set's train rows."""
+    import datasets
+
+    root, result = demo
+    named = re.findall(r"data_files: (\S+)", result.stdout)
+    assert named, "no torchtune snippet at the end of the demo's output"
+    train = datasets.load_dataset("json", data_files=named[-1], split="train", cache_dir=str(root / ".cache" / "hf"))
+    if Path(named[-1]).name == "triton_functions.train.json":
+        assert sorted(train["id"]) == sorted(row["id"] for row in dataset if row["split"] == "train")
+    else:
+        assert train.num_rows == dataset.num_rows
+
+
+@pytest.mark.slow
 def test_demo_dataset_has_every_bundled_kernel_with_its_exact_source(dataset):
     github = rows_by_name(dataset, "github")
     for repo, kernels in example_kernel_sources().items():
@@ -305,3 +320,21 @@ def test_demo_dataset_rows_run_on_cpu(dataset, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("OK"), result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_demo_rerun_gives_the_same_outputs(demo):
+    """Run last: a second run over the same outputs changes nothing (every stage is idempotent)."""
+    root, _ = demo
+    outputs = [
+        "inductor_kernels/kernels.jsonl",
+        "scraper/generator/paritybench_download/manifest.jsonl",
+        "scraper/generator/generated/kernels.jsonl",
+        *[str(p.relative_to(root)) for p in sorted((root / "datasets").glob("triton_functions*.json"))],
+    ]
+    before = {rel: (root / rel).read_bytes() for rel in outputs}
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run(["bash", "demo.sh"], cwd=root, env=env, capture_output=True, text=True, timeout=540)
+    assert result.returncode == 0, result.stderr[-4000:]
+    for rel, data in before.items():
+        assert (root / rel).read_bytes() == data, f"{rel} changed on a rerun"
