@@ -1,0 +1,155 @@
+"""--local: the bundled example repositories, a real git clone, and zip archives (safe, flat, hostile)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO_ROOT
+from scraper.github.local import parse_local_arg, safe_member
+from scraper.github.manifest import archive_name, full_name_of_archive
+
+import scrape_github
+
+EXAMPLES = REPO_ROOT / "examples" / "repos"
+# From examples/README.md: each repository's license and the kernels it defines.
+EXAMPLE_TABLE = {
+    "kernelsmith/softmax-triton": ("MIT", ["softmax_kernel", "softmax_looped_kernel", "exp_shifted"]),
+    "lumen-ai/fastnorm": ("Apache-2.0", ["_layer_norm_fwd_kernel", "_layer_norm_bwd_kernel", "_rms_norm_fwd_kernel"]),
+    "matmul-lab/autotuned-gemm": ("MIT", ["matmul_kernel", "leaky_relu", "fast_gelu"]),
+    "tinyllm-org/llm-kernels": ("Apache-2.0", ["_swiglu_fwd_kernel", "_rotary_kernel"]),
+}
+
+
+def manifest(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
+
+
+def stats(folder: Path) -> dict:
+    return json.loads((folder / "stats.json").read_text())["counts"]
+
+
+def source_files(folder: Path) -> set[str]:
+    """Every file of a plain folder, caches aside (oracle for the archive's member list)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+
+
+def kernel_files(folder: Path, kernels: list[str]) -> int:
+    """Files that define one of the kernels named in the examples README."""
+    pattern = re.compile(r"def (%s)\(" % "|".join(map(re.escape, kernels)))
+    return sum(1 for p in folder.rglob("*.py") if "__pycache__" not in p.parts and pattern.search(p.read_text()))
+
+
+def members(archive: Path) -> list[str]:
+    with zipfile.ZipFile(archive) as zf:
+        return zf.namelist()
+
+
+def test_bundled_examples_ingest_and_rerun(tmp_path):
+    out = tmp_path / "dl"
+    folders = [str(EXAMPLES / name) for name in EXAMPLE_TABLE]
+    assert scrape_github.main(["--local", *folders, "--download-dir", str(out), "-q"]) == 0
+    entries = {e["full_name"]: e for e in manifest(out)}
+    for name, (license_id, kernels) in EXAMPLE_TABLE.items():
+        folder, entry = EXAMPLES / name, entries["local/" + name.split("/")[1]]
+        archive = out / entry["archive"]
+        assert entry["archive"] == f"local__{name.split('/')[1]}.zip"
+        assert entry["license"] == license_id and entry["origin"] == "local"
+        assert entry["commit_sha"] is None and entry["stars"] is None
+        assert entry["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+        assert entry["triton_files"] == kernel_files(folder, kernels)
+        top = f"local-{name.split('/')[1]}-0000000/"
+        names = members(archive)
+        assert names[0] == top and all(n.startswith(top) for n in names)
+        assert {n[len(top):] for n in names[1:]} == source_files(folder)
+        with zipfile.ZipFile(archive) as zf:  # exact bytes of a kernel file
+            some_py = next(n for n in names if n.endswith(".py"))
+            assert zf.read(some_py) == (folder / some_py[len(top):]).read_bytes()
+    assert stats(out)["local_ingested"] == 4
+
+    before = (out / "manifest.jsonl").read_text()
+    assert scrape_github.main(["--local", *folders, "--download-dir", str(out), "-q"]) == 0
+    assert (out / "manifest.jsonl").read_text() == before  # same bytes: nothing appended
+    assert stats(out)["local_unchanged"] == 4
+
+
+def git(folder: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@e", "GIT_CONFIG_GLOBAL": os.devnull}
+    return subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+def test_git_clone_gets_commit_branch_and_committed_files_only(tmp_path):
+    clone = tmp_path / "kernels-clone"
+    (clone / "pkg").mkdir(parents=True)
+    source = EXAMPLES / "kernelsmith/softmax-triton"
+    (clone / "pkg" / "softmax.py").write_bytes((source / "softmax_triton" / "softmax.py").read_bytes())
+    (clone / "LICENSE").write_bytes((EXAMPLES / "lumen-ai/fastnorm/LICENSE").read_bytes())
+    (clone / ".gitignore").write_text("*.log\n")
+    git(clone, "init", "-q", "-b", "trunk")
+    git(clone, "add", ".")
+    git(clone, "commit", "-q", "-m", "first")
+    (clone / "scratch.py").write_text("import triton\n@triton.jit\ndef uncommitted(): pass\n")  # not in HEAD
+    (clone / "run.log").write_text("ignored\n")
+    head = git(clone, "rev-parse", "HEAD")
+
+    out = tmp_path / "dl"
+    assert scrape_github.main(["--local", f"{clone}=acme/kernels", "--download-dir", str(out), "-q"]) == 0
+    [entry] = manifest(out)
+    assert entry["full_name"] == "acme/kernels" and entry["archive"] == "acme__kernels.zip"
+    assert entry["commit_sha"] == head and entry["default_branch"] == "trunk"
+    assert entry["license"] == "Apache-2.0" and entry["triton_files"] == 1
+    top = f"acme-kernels-{head[:7]}/"
+    assert members(out / "acme__kernels.zip") == [top, f"{top}.gitignore", f"{top}LICENSE", f"{top}pkg/softmax.py"]
+
+
+def make_zip(path: Path, files: dict) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return path
+
+
+def test_zip_inputs_copied_repacked_or_refused(tmp_path, capsys):
+    kernel = (EXAMPLES / "lumen-ai/fastnorm/fastnorm/rms_norm.py").read_text()
+    ball = make_zip(tmp_path / "ball.zip", {"me-ball-abc1234/": "", "me-ball-abc1234/k.py": kernel})
+    flat = make_zip(tmp_path / "flat.zip", {"k.py": kernel, "sub/u.py": "x = 1\n"})
+    evil = make_zip(tmp_path / "evil.zip", {"ok/k.py": kernel, "ok/../../evil.py": "boom"})
+    out = tmp_path / "dl"
+    argv = ["--local", str(ball), str(flat), str(evil), str(tmp_path / "missing"), "--download-dir", str(out)]
+    assert scrape_github.main(argv) == 0
+    entries = {e["full_name"]: e for e in manifest(out)}
+    assert set(entries) == {"local/ball", "local/flat"}
+    assert (out / "local__ball.zip").read_bytes() == ball.read_bytes()  # already zipball layout: copied
+    assert members(out / "local__flat.zip") == ["local-flat-0000000/k.py", "local-flat-0000000/sub/u.py"]
+    assert entries["local/flat"]["triton_files"] == 1
+    assert not (out / "local__evil.zip").exists()
+    counts = stats(out)
+    assert counts["errors_local"] == 2 and counts["local_ingested"] == 2
+    err = capsys.readouterr().err
+    assert "unsafe member name" in err and "no such file or folder" in err
+    assert not list(out.glob(".*.part"))
+
+
+def test_names_cannot_collide_and_round_trip():
+    names = ["a-b/c", "a/b-c", "a/b__c", "x-y-z/w_v.w"]
+    files = [archive_name(n) for n in names]
+    assert len(set(files)) == len(names)
+    assert [full_name_of_archive(f) for f in files] == names
+    assert parse_local_arg("/x/y=z/clone=acme/k") == (Path("/x/y=z/clone"), "acme/k")
+    assert parse_local_arg("/x/a=b") == (Path("/x/a=b"), None)
+
+
+@pytest.mark.parametrize("name,ok", [("a/b.py", True), ("../x", False), ("/etc/passwd", False),
+                                      ("a/../../x", False), ("C:/x", False), ("a\\..\\..\\x", False)])
+def test_safe_member(name, ok):
+    assert safe_member(name) is ok
