@@ -44,11 +44,11 @@ def run_extraction(inputs: list[Path], out: Path, *extra: str) -> int:
     return get_kernels_from_debug_info.main([*map(str, inputs), "-o", str(out), "-q", *extra])
 
 
-def run_interpreted(script: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run `script` in a fresh Python with TRITON_INTERPRET=1 (Triton on CPU tensors)."""
+def run_interpreted(script: str, cwd: Path, stdin: str = "", timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `script` in a fresh Python with TRITON_INTERPRET=1 (Triton on CPU tensors), `stdin` as its input."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO_ROOT))
-    return subprocess.run([sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-c", script], input=stdin, cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

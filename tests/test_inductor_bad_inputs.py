@@ -1,0 +1,241 @@
+"""Bad and unusual inputs: each gets a clear message, is counted, and the run goes on."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from inductor_helpers import load_manifest, run_extraction
+
+from scraper.inductor import clean_kernel, read_output_code
+from scraper.inductor.kernel import to_json
+
+KERNEL = textwrap.dedent(
+    """
+    import triton
+    import triton.language as tl
+
+    from torch._inductor.runtime import triton_helpers, triton_heuristics
+    triton_helpers.set_driver_to_gpu()
+
+    @triton_heuristics.pointwise(
+        size_hints={'x': 1024}, filename=__file__,
+        triton_meta={'signature': {'in_ptr0': '*fp32', 'out_ptr0': '*fp32', 'xnumel': 'i32', 'XBLOCK': 'constexpr'}, 'constants': {}},
+        inductor_meta={'kernel_name': 'NAME'},
+    )
+    @triton.jit
+    def NAME(in_ptr0, out_ptr0, xnumel, XBLOCK : tl.constexpr):
+        x0 = tl.program_id(0) * XBLOCK + tl.arange(0, XBLOCK)
+        tl.store(out_ptr0 + x0, tl.load(in_ptr0 + x0, x0 < xnumel), x0 < xnumel)
+    """
+)
+
+
+def output_code(*kernels: str, tail: str = "async_compile.wait(globals())\ndel async_compile\n") -> str:
+    """A small output_code.py in Inductor's shape, with the given `name = async_compile.triton(...)` blocks."""
+    head = "from torch._inductor.async_compile import AsyncCompile\nasync_compile = AsyncCompile()\n\n\n"
+    return head + "\n\n".join(kernels) + "\n\n" + tail
+
+
+def triton_block(name: str, text: str | None = None, comment: str = "") -> str:
+    text = KERNEL.replace("NAME", name) if text is None else text
+    return f"{comment}{name} = async_compile.triton('{name}', '''{text}''', device_str='cuda')\n"
+
+
+def graph(root: Path, name: str, content: str | bytes) -> Path:
+    """Write root/run_x/torchinductor/<name>/output_code.py."""
+    path = root / "run_2026_01_01_00_00_00_000000-pid_1" / "torchinductor" / name / "output_code.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def stats_of(out: Path) -> dict:
+    return json.loads((out / "stats.json").read_text())
+
+
+def rejects_of(out: Path) -> list[dict]:
+    path = out / "rejects.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_missing_path_and_folder_without_output_code_are_reported_and_the_run_goes_on(tmp_path, capfd):
+    good = tmp_path / "good"
+    graph(good, "m__0_inference_0.0", output_code(triton_block("triton_poi_fused_a_0")))
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    assert run_extraction([tmp_path / "nope", tmp_path / "empty", good], out) == 0
+    messages = capfd.readouterr().err
+    assert "nope does not exist" in messages and "empty has no output_code.py below it" in messages
+    stats = stats_of(out)
+    assert stats["counts"]["errors_input"] == 2 and stats["counts"]["kernels"] == 1
+    assert [row["name"] for row in load_manifest(out)] == ["triton_poi_fused_a_0"]
+
+
+def test_nothing_found_exits_nonzero_with_stats(tmp_path):
+    out = tmp_path / "out"
+    assert run_extraction([tmp_path / "nope"], out) == 1
+    assert stats_of(out)["counts"]["errors_input"] == 1
+    assert (out / "kernels.jsonl").read_text() == ""
+
+
+def test_truncated_inside_a_kernel_keeps_the_kernels_before_it(tcd_roots, tmp_path):
+    source = next(tcd_roots["tcd_userkernel"].rglob("output_code.py")).read_text()
+    cut = source.index("tmp2 = triton_helpers.maximum")  # inside the second (last) kernel's string
+    path = graph(tmp_path / "in", "ScaledAdd__0_inference_0.0", source[:cut])
+    out = tmp_path / "out"
+    assert run_extraction([path.parent], out) == 0  # an output_code.py can be the input too
+    assert [row["name"] for row in load_manifest(out)] == ["scaled_add"]
+    stats = stats_of(out)
+    assert stats["counts"]["errors_parse"] == 1 and stats["counts"]["kernels_lost_in_damaged_files"] == 1
+    (reject,) = rejects_of(out)
+    assert reject["reason"] == "output_code_does_not_parse" and reject["kernels_lost"] == 1
+    assert "unterminated triple-quoted string" in reject["error"]
+
+
+def test_truncated_in_the_wrapper_keeps_every_kernel_and_says_so(tcd_roots, tmp_path):
+    source = next(tcd_roots["tcd_userkernel"].rglob("output_code.py")).read_text()
+    cut = source.index("stream0 = get_raw_stream(0)") + 10  # mid-statement, inside Runner.call
+    out = tmp_path / "out"
+    assert run_extraction([graph(tmp_path / "in", "ScaledAdd__0_inference_0.0", source[:cut])], out) == 0
+    assert [row["name"] for row in load_manifest(out)] == ["scaled_add", "triton_poi_fused_mul_relu_0"]
+    assert stats_of(out)["counts"]["errors_parse"] == 1
+    assert rejects_of(out)[0]["kernels_lost"] == 0
+
+
+def test_cpu_only_graph_is_counted_not_an_error(tmp_path):
+    cpp = (
+        "cpp_fused_relu_0 = async_compile.cpp_pybinding(['const float*', 'float*'], r'''\n"
+        '#include "/tmp/torchinductor_root/pi/cpicxudqmdsjh5cm4klbtbrvy2cxwr7whxl3md2zzdjdf3orvfdf.h"\n'
+        'extern "C" void kernel(const float* in_ptr0, float* out_ptr0) {}\n'
+        "''')\n"
+    )
+    out = tmp_path / "out"
+    assert run_extraction([graph(tmp_path / "in", "cpu_model__0_inference_0.0", output_code(cpp))], out) == 0
+    counts = stats_of(out)["counts"]
+    assert counts["graphs_cpu_only"] == 1 and counts["non_triton_kernels_skipped"] == 1
+    assert counts.get("kernels", 0) == 0 and not [key for key in counts if key.startswith("errors")]
+
+
+def test_non_utf8_bytes(tmp_path):
+    blocks = [
+        triton_block("triton_poi_fused_a_0", comment="# Original path: caf\xe9.py\n"),
+        triton_block("triton_poi_fused_b_1", text=KERNEL.replace("NAME", "triton_poi_fused_b_1") + "# \xe9\n"),
+    ]
+    content = output_code(*blocks).encode("latin-1")  # é as the single byte 0xE9: not UTF-8
+    out = tmp_path / "out"
+    assert run_extraction([graph(tmp_path / "in", "m__0_inference_0.0", content)], out) == 0
+    # The bad byte in the comment: the kernel is kept; in the kernel text: that kernel is rejected.
+    assert [row["name"] for row in load_manifest(out)] == ["triton_poi_fused_a_0"]
+    counts = stats_of(out)["counts"]
+    assert counts["errors_decode"] == 1 and counts["dropped_not_utf8"] == 1
+    assert (out / "m" / "m__0_inference_0.0" / "output_code.py").read_bytes() == content
+
+
+def test_kernel_text_that_does_not_parse_is_rejected(tmp_path):
+    blocks = [triton_block("triton_poi_fused_bad_0", text="\ndef triton_poi_fused_bad_0(:\n"),
+              triton_block("triton_poi_fused_good_1")]
+    out = tmp_path / "out"
+    assert run_extraction([graph(tmp_path / "in", "m__0_inference_0.0", output_code(*blocks))], out) == 0
+    assert [row["name"] for row in load_manifest(out)] == ["triton_poi_fused_good_1"]
+    assert [r["reason"] for r in rejects_of(out)] == ["kernel_does_not_parse"]
+
+
+def test_kernel_path_file_is_the_fallback_when_the_text_is_not_embedded(tmp_path):
+    cache = tmp_path / "cache" / "cabc.py"
+    cache.parent.mkdir()
+    cache.write_text(KERNEL.replace("NAME", "triton_poi_fused_a_0"))
+    blocks = [
+        f"# kernel path: {cache}\ntriton_poi_fused_a_0 = async_compile.triton('triton_poi_fused_a_0', source_a)\n",
+        f"# kernel path: {tmp_path / 'gone.py'}\ntriton_poi_fused_b_1 = async_compile.triton('triton_poi_fused_b_1', source_b)\n",
+    ]
+    out = tmp_path / "out"
+    assert run_extraction([graph(tmp_path / "in", "m__0_inference_0.0", output_code(*blocks))], out) == 0
+    (row,) = load_manifest(out)
+    assert row["name"] == "triton_poi_fused_a_0" and row["extra"]["source_from"] == "kernel_path"
+    assert row["original"] == cache.read_text() and row["kind"] == "pointwise"
+    assert [r["reason"] for r in rejects_of(out)] == ["no_source"]
+
+
+def test_hostile_names_stay_inside_the_output_folder(tmp_path):
+    block = triton_block("triton_poi_fused_a_0").replace("('triton_poi_fused_a_0'", "('../../../evil'", 1)
+    out = tmp_path / "out"
+    assert run_extraction([graph(tmp_path / "in", "..", output_code(block))], out) == 0
+    (row,) = load_manifest(out)
+    assert row["name"] == "../../../evil"
+    target = (out / row["file"]).resolve()
+    assert target.is_file() and out.resolve() in target.parents
+    assert not list(tmp_path.glob("evil*")) and not (tmp_path / "in" / "evil.py").exists()
+
+
+def test_graph_folder_without_run_folder_or_fx_graph(tmp_path):
+    path = tmp_path / "in" / "plain" / "output_code.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(output_code(triton_block("triton_red_fused_sum_0")))
+    out = tmp_path / "out"
+    assert run_extraction([tmp_path / "in"], out) == 0
+    (row,) = load_manifest(out)
+    assert row["model"] == "plain" and row["graph"] == "plain" and row["run_dir"] is None
+    assert row["fx_graph"] is None and stats_of(out)["counts"]["graphs_without_fx_graph"] == 1
+    assert row["kind"] == "pointwise"  # the decorator wins over the name prefix
+
+
+def test_help_explains_and_mentions_token_counts(capsys):
+    import get_kernels_from_debug_info
+
+    with pytest.raises(SystemExit) as exit_info:
+        get_kernels_from_debug_info.main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "token counts are not computed here" in text and "--output" in text
+
+
+# ------------------------------------------------------------------------------------------------ small units
+
+
+def test_to_json_keeps_what_the_decorator_says():
+    node = ast.parse(
+        "{(0,): [['tt.divisibility', 16]], 'device': DeviceProperties(type='cuda', cc=90), 'h': set(),"
+        " 'r': ReductionHint.INNER, 'n': -1, 's': {'b', 'a'}}",
+        mode="eval",
+    ).body
+    assert to_json(node) == {"(0,)": [["tt.divisibility", 16]], "device": {"type": "cuda", "cc": 90}, "h": [],
+                             "r": "ReductionHint.INNER", "n": -1, "s": ["a", "b"]}
+
+
+def test_clean_kernel_keeps_everything_else_byte_for_byte():
+    text = KERNEL.replace("NAME", "k").replace("x0 = tl", "# café ünïcode\n    x0 = tl")
+    clean = clean_kernel(text, "k")
+    lines = text.splitlines(keepends=True)
+    decorator_start = next(i for i, line in enumerate(lines) if line.startswith("@triton_heuristics"))
+    decorator_end = next(i for i, line in enumerate(lines) if line.startswith(")"))
+    expected = lines[:decorator_start] + lines[decorator_end + 1 :]
+    expected.remove("triton_helpers.set_driver_to_gpu()\n")
+    assert clean.code == "".join(expected).lstrip("\n")
+    assert clean.launch["size_hints"] == {"x": 1024} and "filename" not in clean.launch
+    assert clean.dropped_statements == ["triton_helpers.set_driver_to_gpu()"]
+
+
+def test_statement_sharing_a_line_is_replaced_by_pass():
+    text = "import triton\nx = 1; triton_helpers.set_driver_to_gpu()\n@triton.jit\ndef k(a):\n    pass\n"
+    clean = clean_kernel(text, "k")
+    assert clean.code.splitlines()[1] == "x = 1; pass" and clean.kind == "user_defined" and clean.launch is None
+
+
+def test_read_output_code_counts_the_kernels_lost_to_damage():
+    text = output_code(triton_block("triton_poi_fused_a_0"), triton_block("triton_poi_fused_b_1"))
+    damaged = text[: text.index("triton_poi_fused_b_1 = ") + 60]
+    result = read_output_code(damaged)
+    assert [k.name for k in result.kernels] == ["triton_poi_fused_a_0"]
+    assert result.salvaged and result.lost_kernels == 1 and result.parse_error
+
+
+@pytest.mark.parametrize("name,kind", [("triton_for_fused_0", "foreach"), ("triton_spl_fused_1", "split_scan"),
+                                       ("triton_tem_fused_mm_2", "template"), ("my_kernel", "user_defined")])
+def test_kind_from_the_name_when_there_is_no_decorator(name, kind):
+    text = f"import triton\n@triton.jit\ndef {name}(a):\n    pass\n"
+    assert clean_kernel(text, name).kind == kind
