@@ -41,7 +41,9 @@ while [ $# -gt 0 ]; do
 done
 
 die() { echo "demo.sh: $*" >&2; exit 1; }
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+CURRENT_STEP="setup"
+step() { CURRENT_STEP="$*"; printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+trap 'status=$?; echo "demo.sh: stopped: \"$CURRENT_STEP\" failed (exit $status)" >&2; exit $status' ERR
 
 [ -d "$ROOT" ] || die "--root $ROOT is not a folder"
 ROOT="$(cd "$ROOT" && pwd)"
