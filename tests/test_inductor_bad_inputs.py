@@ -239,3 +239,25 @@ def test_read_output_code_counts_the_kernels_lost_to_damage():
 def test_kind_from_the_name_when_there_is_no_decorator(name, kind):
     text = f"import triton\n@triton.jit\ndef {name}(a):\n    pass\n"
     assert clean_kernel(text, name).kind == kind
+
+
+def test_output_folder_inside_the_input_is_not_read_back(tmp_path):
+    graph(tmp_path, "m__0_inference_0.0", output_code(triton_block("triton_poi_fused_a_0")))
+    out = tmp_path / "inductor_kernels"
+    for _ in range(2):
+        assert run_extraction([tmp_path], out) == 0
+        assert stats_of(out)["counts"]["graphs"] == 1
+    assert [row["file"] for row in load_manifest(out)] == ["m/m__0_inference_0.0/kernels/triton_poi_fused_a_0.py"]
+
+
+def test_torn_manifest_line_from_a_crash_is_repaired_by_a_rerun(tmp_path):
+    inputs = graph(tmp_path / "in", "m__0_inference_0.0",
+                   output_code(triton_block("triton_poi_fused_a_0"), triton_block("triton_poi_fused_b_1")))
+    out = tmp_path / "out"
+    assert run_extraction([inputs], out) == 0
+    good = (out / "kernels.jsonl").read_bytes()
+    with open(out / "kernels.jsonl", "ab") as handle:
+        handle.write(good.splitlines(keepends=True)[0][:50])  # what a crash in the middle of a line leaves
+    assert run_extraction([inputs], out) == 0
+    assert (out / "kernels.jsonl").read_bytes() == good
+    assert stats_of(out)["counts"]["errors_manifest"] == 1

@@ -44,10 +44,14 @@ class Graph:
         return self.output_code.parent / FX_GRAPH
 
 
-def find_output_codes(inputs: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+def find_output_codes(
+    inputs: list[Path], skip: Optional[Path] = None
+) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Every output_code.py under the inputs (sorted per input, duplicates dropped), and the inputs that gave
-    none, each with the reason (does not exist / no output_code.py / not a folder)."""
+    none, each with the reason (does not exist / no output_code.py / not a folder). Files below `skip` (the
+    output folder, which holds copies of output_code.py) are left out."""
     found: dict[Path, None] = {}
+    skipped = skip.resolve() if skip is not None else None
     problems = []
     for root in inputs:
         if not root.exists():
@@ -58,12 +62,16 @@ def find_output_codes(inputs: list[Path]) -> tuple[list[Path], list[tuple[Path, 
             else:
                 problems.append((root, f"is a file, not a folder or an {OUTPUT_CODE}"))
         else:
-            paths = sorted(root.rglob(OUTPUT_CODE))
+            paths = [p for p in sorted(root.rglob(OUTPUT_CODE)) if not _below(p, skipped)]
             if not paths:
                 problems.append((root, f"has no {OUTPUT_CODE} below it"))
             for path in paths:
                 found.setdefault(path, None)
     return list(found), problems
+
+
+def _below(path: Path, folder: Optional[Path]) -> bool:
+    return folder is not None and (path.resolve() == folder or folder in path.resolve().parents)
 
 
 def describe_graph(output_code: Path, content: bytes) -> Graph:

@@ -51,7 +51,7 @@ def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = 
     out_dir.mkdir(parents=True, exist_ok=True)
     rejects = Rejects(out_dir / REJECTS, stats)
     rejects.reset()
-    paths, problems = find_output_codes(inputs)
+    paths, problems = find_output_codes(inputs, skip=out_dir)
     for root, reason in problems:
         log.error("input %s %s", root, reason)
         stats.error("input", str(root), f"input {reason}")
