@@ -118,7 +118,7 @@ class Seen:
 class FakeGitHub:
     """The server. Use as a context manager; `url` is the API base to put in GITHUB_API_URL."""
 
-    def __init__(self, repos=(), code_hits=(), codeload_host: str = "localhost") -> None:
+    def __init__(self, repos=(), code_hits=(), codeload_host: str = "localhost", latency: float = 0.0) -> None:
         self.repos: dict[str, FakeRepo] = {r.full_name.lower(): r for r in repos}
         self.code_hits: list[CodeHit] = list(code_hits)
         self.faults: list[Fault] = []
@@ -126,6 +126,7 @@ class FakeGitHub:
         self.release = threading.Event()
         self.stalled = threading.Event()
         self.codeload_host = codeload_host
+        self.latency = latency  # seconds added before every answer (benchmarks: a network round trip)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
@@ -200,6 +201,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         self.fake.requests.append(Seen("GET", parts.path, query, dict(self.headers.items())))
+        if self.fake.latency:
+            time.sleep(self.fake.latency)
         fault = self.fake.take_fault(parts.path)
         if fault and fault.kind not in ("quota_spent", "cut", "stall"):
             return self.send_fault(fault)

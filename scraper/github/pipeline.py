@@ -88,7 +88,11 @@ class Stage:
         self.rejects.reset()
         if remove_partials(self.dir):
             self.stats.inc("partial_downloads_removed")
-        status = self.run_local() if self.options.local else self.run_remote()
+        try:
+            status = self.run_local() if self.options.local else self.run_remote()
+        except KeyboardInterrupt:
+            log.error("interrupted: finished archives and manifest lines are kept; rerun to resume")
+            status = 130
         self.finish()
         return status
 
