@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Benchmark scraper.validate on the 312 real Inductor kernels of tests/fixtures.
+
+Prints, for `imports`: kernels/s of the worker pool (end to end, and after worker start-up) against a baseline
+measured in the same run, a fresh `python` that imports triton + Inductor's runtime and runs one module (the
+obvious implementation), on a sample of kernels with the same number of parallel jobs. For `compiles`: how many
+of the kernels compile with the installed Triton, kernels/s, and the failures grouped by reason.
+
+    python benchmarks/bench_validate.py --jobs 2            # both levels, all 312 kernels
+    python benchmarks/bench_validate.py --levels imports    # imports only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from scraper.cli import add_logging_args, setup_logging  # noqa: E402
+from scraper.records import KernelRecord, read_records  # noqa: E402
+from scraper.stats import Stats, error_group_key  # noqa: E402
+from scraper.validate import level_fractions, validate_records  # noqa: E402
+
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "torch_compile_debug"
+
+# The baseline: one fresh interpreter per kernel, as a naive sandbox would do it.
+NAIVE = """
+import os, sys, importlib.util
+os.environ["TRITON_INTERPRET"] = "1"
+import triton
+from torch._inductor.runtime import triton_helpers, triton_heuristics
+path, name = sys.argv[1], sys.argv[2]
+spec = importlib.util.spec_from_file_location("kernel_module", path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(type(getattr(module, name)).__name__)
+"""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=2, help="sandbox workers (default 2)")
+    parser.add_argument("--levels", nargs="+", choices=("imports", "compiles"), default=["imports", "compiles"])
+    parser.add_argument("--limit", type=int, default=None, help="only the first N kernels")
+    parser.add_argument("--baseline-sample", type=int, default=8, help="kernels run by the naive baseline")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    add_logging_args(parser)
+    return parser.parse_args(argv)
+
+
+def fixture_records(work: Path) -> list[KernelRecord]:
+    """Unpack the fixtures and run the real Inductor stage over them."""
+    from scraper.inductor import extract_kernels
+
+    roots = []
+    for archive in sorted(FIXTURES.glob("tcd_*.tar.gz")):
+        target = work / archive.name.removesuffix(".tar.gz")
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+        roots.append(target / "torch_compile_debug")
+    extract_kernels(roots, work / "inductor_kernels", Stats("inductor"))
+    return read_records(work / "inductor_kernels" / "kernels.jsonl")
+
+
+def naive_rate(records: list[KernelRecord], jobs: int, work: Path) -> float:
+    """Kernels/s of a fresh interpreter per kernel, `jobs` at a time."""
+    paths = []
+    for number, record in enumerate(records):
+        path = work / f"naive_{number}.py"
+        path.write_text(record.code)
+        paths.append((path, record.name))
+
+    def run(item):
+        subprocess.run([sys.executable, "-c", NAIVE, str(item[0]), item[1]], check=True, capture_output=True)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(run, paths))
+    return len(paths) / (time.perf_counter() - started)
+
+
+def timed_validate(records: list[KernelRecord], level: str, jobs: int) -> tuple[float, Stats]:
+    """Seconds for validate_records up to `level`, no cache."""
+    stats = Stats("validate")
+    started = time.perf_counter()
+    validate_records(records, levels=(level,), jobs=jobs, stats=stats)
+    return time.perf_counter() - started, stats
+
+
+def copies(records: list[KernelRecord]) -> list[KernelRecord]:
+    return [KernelRecord.from_dict(r.to_dict()) for r in records]
+
+
+def bench_imports(records, jobs, sample, work) -> dict:
+    """Pool vs naive baseline for the imports level."""
+    baseline = naive_rate(records[:sample], jobs, work)
+    startup, _ = timed_validate(copies(records[:1]), "imports", jobs)
+    total, stats = timed_validate(copies(records), "imports", jobs)
+    end_to_end = len(records) / total
+    steady = (len(records) - 1) / max(total - startup, 1e-9)
+    print(f"imports: {stats.counts['validate_imports_ok']}/{len(records)} pass; {total:.2f} s with {jobs} jobs = "
+          f"{end_to_end:.1f} kernels/s end to end ({steady:.1f} kernels/s after a {startup:.2f} s worker start-up)")
+    print(f"imports baseline (fresh python + import triton per kernel, {sample} kernels, {jobs} jobs): "
+          f"{baseline:.2f} kernels/s -> ratio {end_to_end / baseline:.1f}x end to end, "
+          f"{steady / baseline:.1f}x after start-up")
+    return {"kernels": len(records), "passed": stats.counts["validate_imports_ok"], "seconds": round(total, 2),
+            "kernels_per_s": round(end_to_end, 1), "kernels_per_s_after_startup": round(steady, 1),
+            "startup_s": round(startup, 2), "baseline_kernels_per_s": round(baseline, 2)}
+
+
+def bench_compiles(records, jobs) -> dict:
+    """Compile every kernel; group the failures."""
+    records = copies(records)
+    total, stats = timed_validate(records, "compiles", jobs)
+    passed = [r for r in records if r.compiles]
+    failed = [r for r in records if not r.compiles]
+    reasons = Counter(error_group_key(r.validation["compiles"].get("error", "")) for r in failed)
+    by_kind = Counter((r.kind, bool(r.compiles)) for r in records)
+    sources = Counter(r.validation["compiles"].get("config_source") for r in records if r.compiles is not None)
+    seconds = [r.validation["compiles"].get("seconds", 0) for r in records if r.compiles is not None]
+    print(f"compiles: {len(passed)}/{len(records)} pass (triton {records[0].validation['triton']}, target "
+          f"{records[0].validation.get('target')}); {total:.1f} s with {jobs} jobs = {len(records) / total:.2f} "
+          f"kernels/s; per kernel {sum(seconds) / max(len(seconds), 1):.2f} s mean, {max(seconds):.2f} s max")
+    print("compiles by kind (kind, passed): " + json.dumps({f"{k}/{ok}": n for (k, ok), n in sorted(by_kind.items())}))
+    print("config chosen from: " + json.dumps(dict(sources)))
+    for reason, count in reasons.most_common(10):
+        print(f"  {count:>4} x {reason}")
+    return {"kernels": len(records), "passed": len(passed), "seconds": round(total, 1),
+            "kernels_per_s": round(len(records) / total, 2), "failures": dict(reasons), "config_sources": dict(sources),
+            "fractions": level_fractions(records)}
+
+
+def main(argv=None) -> int:
+    """Run the benchmark and print the figures."""
+    args = parse_args(argv)
+    setup_logging(args)
+    figures = {"jobs": args.jobs}
+    with tempfile.TemporaryDirectory(prefix="bench-validate-") as tmp:
+        work = Path(tmp)
+        records = fixture_records(work)[: args.limit]
+        print(f"{len(records)} Inductor kernels from {FIXTURES.relative_to(REPO_ROOT)}")
+        if "imports" in args.levels:
+            figures["imports"] = bench_imports(records, args.jobs, args.baseline_sample, work)
+        if "compiles" in args.levels:
+            figures["compiles"] = bench_compiles(records, args.jobs)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""`python -m scraper.validate` on a manifest, the result cache, and the small API helpers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+from scraper.cli import REPO_ROOT
+from scraper.records import KernelRecord, iter_jsonl, write_jsonl
+from scraper.validate import add_validate_args, level_fractions, meets
+from scraper.validate.__main__ import main
+from scraper.validate.cache import ResultCache
+
+GOOD = '''import triton
+import triton.language as tl
+
+
+@triton.jit
+def copy(src, dst, n, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(dst + offsets, tl.load(src + offsets, mask=offsets < n), mask=offsets < n)
+'''
+
+
+def write_manifest(path) -> list[KernelRecord]:
+    records = [
+        KernelRecord(name="copy", code=GOOD, source="github", repo="a/b"),
+        KernelRecord(name="copy", code=GOOD.replace("import triton\n", "import triton\nimport nope_missing\n"),
+                     source="github", repo="a/b"),
+        KernelRecord(name="copy", code=GOOD + "\n# sig\n", source="inductor",
+                     signature={"src": "*fp32", "dst": "*fp32", "n": "i32", "BLOCK": "constexpr"},
+                     constants={"BLOCK": 128}),
+    ]
+    write_jsonl(path, records)
+    with open(path, "a") as handle:
+        handle.write('{"torn": \n')  # a damaged line the rewrite must not silently lose
+    return records
+
+
+def test_cli_validates_rewrites_and_caches(tmp_path):
+    manifest = tmp_path / "kernels.jsonl"
+    write_manifest(manifest)
+    assert main([str(manifest), "--jobs", "2"]) == 0
+    rows = list(iter_jsonl(manifest))
+    assert [(r["parses"], r["imports"], r["compiles"]) for r in rows] == [
+        (True, True, None), (True, False, False), (True, True, True)]
+    assert rows[1]["validation"]["imports"]["error"] == "ModuleNotFoundError: No module named 'nope_missing'"
+    assert rows[2]["validation"]["compiles"]["config"] == {"BLOCK": 128}
+    rejects = list(iter_jsonl(tmp_path / "validate_rejects.jsonl"))
+    assert [(r["reason"], r["line"], r["text"]) for r in rejects] == [("not_a_record", 4, '{"torn": ')]
+    stats = json.loads((tmp_path / "validate_stats.json").read_text())
+    assert stats["counts"]["validate_jobs_run"] == 3 + 1  # three imports, one compile (the only signature)
+    first = manifest.read_text()
+
+    assert main([str(manifest), "--jobs", "2"]) == 0  # rerun: everything from the cache
+    stats = json.loads((tmp_path / "validate_stats.json").read_text())
+    assert "validate_jobs_run" not in stats["counts"] and stats["counts"]["validate_cached"] == 3 + 1
+    assert manifest.read_text() == first
+    assert stats["fractions"] == {
+        "github": {"records": 2, "parses": 1.0, "imports": 0.5, "compiles": 0.0,
+                   "checked": {"parses": 2, "imports": 2, "compiles": 1}},
+        "inductor": {"records": 1, "parses": 1.0, "imports": 1.0, "compiles": 1.0,
+                     "checked": {"parses": 1, "imports": 1, "compiles": 1}}}
+
+
+def test_cli_help_and_missing_manifest(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "scraper.validate", "--help"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, check=True)
+    assert "--jobs" in done.stdout and "compiles" in done.stdout
+    assert main([str(tmp_path / "absent.jsonl")]) == 2
+
+
+def test_cache_reuses_timeouts_only_under_a_longer_limit(tmp_path):
+    cache = ResultCache(tmp_path / "cache.jsonl")
+    cache.put("k1", {"ok": False, "error_class": "Timeout"}, timeout=5)
+    cache.put("k2", {"ok": True}, timeout=5)
+    cache.put("k3", {"ok": False, "error_class": "SandboxError", "infrastructure": True}, timeout=5)
+    reread = ResultCache(tmp_path / "cache.jsonl")
+    assert reread.get("k1", timeout=5) == {"ok": False, "error_class": "Timeout"}
+    assert reread.get("k1", timeout=60) is None  # a longer limit might let it finish
+    assert reread.get("k2", timeout=60) == {"ok": True}
+    assert reread.get("k3", timeout=5) is None  # a dead worker says nothing about the kernel
+    assert len((tmp_path / "cache.jsonl").read_text().splitlines()) == 2
+
+
+def test_add_validate_args_defaults():
+    parser = argparse.ArgumentParser()
+    add_validate_args(parser)
+    assert parser.parse_args([]).validate is None
+    args = parser.parse_args(["--validate"])
+    assert (args.validate, args.validate_jobs, args.validate_cache) == ("compiles", None, None)
+    args = parser.parse_args(["--validate", "imports", "--validate-jobs", "3", "--validate-timeout", "5",
+                              "--validate-memory-mb", "256", "--validate-cache", "c.jsonl"])
+    assert (args.validate, args.validate_jobs, args.validate_timeout, args.validate_memory_mb,
+            args.validate_cache) == ("imports", 3, 5.0, 256, "c.jsonl")
+
+
+def test_meets_and_level_fractions_on_hand_made_records():
+    def rec(source, parses, imports, compiles):
+        return KernelRecord(name="k", code=f"# {source}{parses}{imports}{compiles}", source=source,
+                            parses=parses, imports=imports, compiles=compiles)
+
+    records = [rec("github", True, True, None), rec("github", True, False, False), rec("github", None, None, None),
+               rec("inductor", True, True, True)]
+    assert [meets(r, "imports") for r in records] == [True, False, False, True]
+    assert [meets(r, "compiles") for r in records] == [False, False, False, True]
+    assert level_fractions(records) == {
+        "github": {"records": 3, "parses": 0.6667, "imports": 0.3333, "compiles": 0.0,
+                   "checked": {"parses": 2, "imports": 2, "compiles": 1}},
+        "inductor": {"records": 1, "parses": 1.0, "imports": 1.0, "compiles": 1.0,
+                     "checked": {"parses": 1, "imports": 1, "compiles": 1}}}
