@@ -9,10 +9,12 @@ each block is parsed on its own, its line numbers shifted back to the file's. No
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import re
 import warnings
 from dataclasses import dataclass, field
+from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +100,35 @@ def _parse_block(lines, starts, index, path):
         ast.increment_lineno(module, begin)
         return module, used
     return None, first_error
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+
+
+@functools.lru_cache(maxsize=64)
+def line_table(text: str) -> list[str]:
+    """The lines of `text` split as `ast` counts them (\\r\\n, \\r, \\n; form feeds kept), cached per text."""
+    return _LINE.findall(text)
+
+
+def source_segment(text: str, node: ast.AST) -> Optional[str]:
+    """`ast.get_source_segment(text, node)` over a cached line table (the stdlib one re-splits the whole file
+    on every call, which dominates the generator's time on large files)."""
+    end_lineno, end_col = getattr(node, "end_lineno", None), getattr(node, "end_col_offset", None)
+    if end_lineno is None or end_col is None:
+        return None
+    lines = line_table(text)
+    lineno, col = node.lineno - 1, node.col_offset
+    if end_lineno - 1 >= len(lines):
+        return None
+    if end_lineno - 1 == lineno:
+        return lines[lineno].encode()[col:end_col].decode("utf-8", "replace")
+    first = lines[lineno].encode()[col:].decode("utf-8", "replace")
+    last = lines[end_lineno - 1].encode()[:end_col].decode("utf-8", "replace")
+    return "".join([first] + lines[lineno + 1:end_lineno - 1] + [last])
+
+
+def line_bytes(text: str, lineno: int) -> bytes:
+    """Line `lineno` (1-based) of `text` as UTF-8 bytes, without its line ending (ast columns are byte offsets)."""
+    lines = line_table(text)
+    return lines[lineno - 1].rstrip("\r\n").encode() if 0 < lineno <= len(lines) else b""

@@ -1,0 +1,1 @@
+"""Stage 2b: cut every Triton jit kernel out of downloaded repositories with its static dependency closure."""

@@ -1,0 +1,482 @@
+"""Static dependency closure: cut a definition out of a repository with everything it reads.
+
+`RepoIndex` holds a repository's Python files (parsed lazily, cached); `extract_closure(index, path, qualname)`
+returns a self-contained module for any def or class of the repository (jit kernels, helpers, nn.Module
+classes): the definitions it reads, transitively, across files through absolute and relative imports; module
+constants and `tl.constexpr` globals; what its decorators read (autotune config lists, `get_configs()` helpers,
+heuristics lambdas); statements that fill a config list at module level; and imports of allow-listed libraries.
+Source text comes from `ast.get_source_segment` and is never rewritten (nested definitions are only dedented).
+Names that cannot be resolved are reported with a reason, never silently dropped. Nothing is executed.
+"""
+
+from __future__ import annotations
+
+import ast
+import posixpath
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from scraper.generator.detect import _at_column, function_source
+from scraper.generator.parse import ParsedModule, line_bytes, parse_source, source_segment
+from scraper.generator.scopes import BUILTINS, bound_names, free_names
+from scraper.generator.selfcheck import check_module
+
+# Libraries a generated module may import: the standard library plus what a Triton kernel runs with.
+DEFAULT_ALLOWED_IMPORTS = frozenset(sys.stdlib_module_names) | {"torch", "triton", "numpy", "typing_extensions"}
+_MUTATING_METHODS = {"append", "extend", "insert", "update", "add", "setdefault", "__setitem__"}
+_COMPOUND = (ast.If, ast.Try, ast.With, ast.For, ast.While)
+# Decorators that only make sense inside a class; a method lifted to module level goes without them.
+_CLASS_ONLY_DECORATORS = {"staticmethod", "classmethod"}
+
+
+@dataclass
+class Binding:
+    """A top-level statement binding a name; for imports, the one alias that binds it."""
+
+    node: ast.stmt
+    alias: Optional[ast.alias] = None
+
+
+@dataclass
+class ModuleIndex:
+    """One parsed file of a repository with its top-level bindings."""
+
+    path: str
+    parsed: ParsedModule
+    bindings: dict = field(default_factory=dict)  # name -> [Binding] in source order
+    mutators: dict = field(default_factory=dict)  # name -> [top-level statements that fill it]
+    star_imports: list = field(default_factory=list)  # ImportFrom nodes with `*`
+    future: list = field(default_factory=list)  # `from __future__ import ...` nodes
+
+    @property
+    def text(self) -> str:
+        return self.parsed.text
+
+
+def index_module(path: str, parsed: ParsedModule) -> ModuleIndex:
+    """Bindings, mutators, star and __future__ imports of a parsed file's top level (through if/try/with)."""
+    module = ModuleIndex(path, parsed)
+    for statement in parsed.tree.body:
+        _index_statement(module, statement)
+        for name in _mutated_names(statement):
+            module.mutators.setdefault(name, []).append(statement)
+    return module
+
+
+def _bind(module: ModuleIndex, name: str, binding: Binding) -> None:
+    module.bindings.setdefault(name, []).append(binding)
+
+
+def _index_statement(module: ModuleIndex, node: ast.stmt) -> None:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        _bind(module, node.name, Binding(node))
+    elif isinstance(node, ast.ImportFrom) and node.module == "__future__":
+        module.future.append(node)
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+        for alias in node.names:
+            if alias.name == "*":
+                module.star_imports.append(node)
+            else:
+                _bind(module, alias.asname or alias.name.split(".")[0], Binding(node, alias))
+    elif isinstance(node, (ast.Assign, ast.AnnAssign)) and getattr(node, "value", None) is not None:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        for name in sorted(bound_names(targets)):
+            _bind(module, name, Binding(node))
+    elif isinstance(node, _COMPOUND) or type(node).__name__ == "TryStar":
+        _index_compound(module, node)
+
+
+def _index_compound(module: ModuleIndex, node: ast.stmt) -> None:
+    if isinstance(node, (ast.For, ast.With)):  # loop / with targets bind to the whole statement
+        heads = [node.target] if isinstance(node, ast.For) else [i.optional_vars for i in node.items if i.optional_vars]
+        for name in sorted(bound_names(heads)):
+            _bind(module, name, Binding(node))
+    bodies = [getattr(node, name, []) for name in ("body", "orelse", "finalbody")]
+    bodies += [handler.body for handler in getattr(node, "handlers", [])]
+    for body in bodies:
+        for child in body:
+            _index_statement(module, child)
+
+
+def _mutated_names(statement: ast.stmt) -> set[str]:
+    """Names a top-level statement fills in place: `X.append(...)`, `X += ...`, `X[k] = ...`."""
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
+        return set()
+    names = set()
+    for node in ast.walk(statement):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
+            if node.func.attr in _MUTATING_METHODS:
+                names.add(node.func.value.id)
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name):
+            names.add(node.value.id)
+    return names
+
+
+def module_dotted_name(path: str) -> str:
+    """`pkg/sub/mod.py` -> `pkg.sub.mod`; `pkg/__init__.py` -> `pkg`."""
+    stem = path[:-3] if path.endswith(".py") else path
+    parts = stem.split("/")
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+class RepoIndex:
+    """The Python files of one repository, parsed on demand (each at most once), with module lookup."""
+
+    def __init__(self, files: dict[str, str], name: str = "", allowed_imports: Iterable[str] = DEFAULT_ALLOWED_IMPORTS):
+        self.name = name
+        self.texts = dict(files)  # path in repo -> text
+        self.allowed_imports = frozenset(allowed_imports)
+        self._modules: dict[str, ModuleIndex] = {}
+        self._by_dotted: dict[str, list[str]] = {}
+        for path in self.texts:
+            parts = module_dotted_name(path).split(".")
+            for start in range(len(parts)):  # every suffix: repos keep packages under src/, python/, ...
+                self._by_dotted.setdefault(".".join(parts[start:]), []).append(path)
+
+    @classmethod
+    def from_source(cls, source, **kwargs) -> "RepoIndex":
+        """Index of an `archives.RepoSource`."""
+        return cls({f.path: f.text for f in source.files}, name=source.name, **kwargs)
+
+    @classmethod
+    def from_location(cls, location, **kwargs) -> "RepoIndex":
+        """Index of a zip archive (GitHub zipball layout or not) or a directory."""
+        from scraper.generator.archives import read_repository
+
+        return cls.from_source(read_repository(location), **kwargs)
+
+    def module(self, path: str) -> Optional[ModuleIndex]:
+        """The indexed module at `path` (parsed on first use), or None when the repository has no such file."""
+        if path not in self._modules:
+            if path not in self.texts:
+                return None
+            self._modules[path] = index_module(path, parse_source(self.texts[path], path))
+        return self._modules[path]
+
+    def add_parsed(self, path: str, parsed: ParsedModule) -> ModuleIndex:
+        """Register a module already parsed by the caller (saves parsing it twice)."""
+        self._modules[path] = index_module(path, parsed)
+        return self._modules[path]
+
+    def is_allowed(self, module_name: str) -> bool:
+        """True when `module_name` is an allow-listed library (never looked up in the repository)."""
+        return module_name.split(".")[0] in self.allowed_imports
+
+    def find_module(self, importer: str, module_name: Optional[str], level: int) -> Optional[str]:
+        """Path of the repository file that `from <level dots><module_name> import ...` in `importer` names."""
+        if level:
+            package = posixpath.dirname(importer)
+            for _ in range(level - 1):
+                package = posixpath.dirname(package)
+            base = posixpath.join(package, *module_name.split(".")) if module_name else package
+            for candidate in (base + ".py", posixpath.join(base, "__init__.py")):
+                if candidate in self.texts:
+                    return candidate.lstrip("/")
+            return None
+        if not module_name or self.is_allowed(module_name):
+            return None
+        candidates = self._by_dotted.get(module_name, [])
+        # the copy nearest to the importer wins (longest shared directory prefix), then the shortest path
+        return min(candidates, key=lambda p: (-_shared_prefix(p, importer), len(p), p), default=None)
+
+    def submodule(self, package_path: str, name: str) -> Optional[str]:
+        """Path of `name` as a submodule of the package whose __init__ (or module) is `package_path`."""
+        base = posixpath.join(posixpath.dirname(package_path), name)
+        for candidate in (base + ".py", posixpath.join(base, "__init__.py")):
+            if candidate in self.texts:
+                return candidate
+        return None
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    count = 0
+    for x, y in zip(a.split("/")[:-1], b.split("/")[:-1]):
+        if x != y:
+            break
+        count += 1
+    return count
+
+
+@dataclass
+class ClosureResult:
+    """A definition cut out with its dependency closure."""
+
+    code: str
+    name: str
+    qualname: str
+    path: str
+    unresolved: list  # names read but not resolvable (sorted)
+    reasons: dict  # unresolved name -> reason (undefined, external:<module>, module_object, enclosing_scope, ...)
+    self_contained: bool
+    dependencies: list  # "path:name" of every copied definition, in output order
+    conflicts: list  # names two different copied statements both bind
+    dropped_decorators: list = field(default_factory=list)
+
+    @property
+    def imports(self) -> list:
+        return [line for line in self.code.splitlines() if line.startswith(("import ", "from "))]
+
+
+class _Closure:
+    """Accumulates the statements, imports and aliases of one closure."""
+
+    def __init__(self, index: RepoIndex, max_depth: int = 60) -> None:
+        self.index = index
+        self.max_depth = max_depth
+        self.future: dict[str, None] = {}
+        self.imports: dict[str, None] = {}
+        self.blocks: list[str] = []
+        self.done_statements: set = set()
+        self.visited: set = set()
+        self.bound_by: dict[str, tuple] = {}  # output name -> statement key that binds it
+        self.reasons: dict[str, str] = {}
+        self.conflicts: set[str] = set()
+        self.dependencies: list[str] = []
+
+    def need_names(self, module: ModuleIndex, names: Iterable[str], depth: int, skip=frozenset()) -> None:
+        for name in sorted(names):
+            if name not in skip:
+                self.need(module, name, depth)
+
+    def need(self, module: ModuleIndex, name: str, depth: int) -> None:
+        """Make `name`, as `module` sees it at top level, available in the output."""
+        key = (module.path, name)
+        if key in self.visited:
+            return
+        self.visited.add(key)
+        if depth > self.max_depth:
+            self.reasons.setdefault(name, "too_deep")
+            return
+        bindings = module.bindings.get(name)
+        if bindings:
+            self._use_binding(module, name, bindings, depth)
+        elif not self._from_star_imports(module, name, depth) and name not in BUILTINS:
+            self.reasons.setdefault(name, "undefined")
+
+    def _use_binding(self, module: ModuleIndex, name: str, bindings: list, depth: int) -> None:
+        first = bindings[0]
+        if first.alias is None:
+            self.add_statement(module, first.node, depth)
+            return
+        if isinstance(first.node, ast.Import) and first.alias.asname is None:
+            # `import torch` and `import torch.nn.functional` both bind `torch`: keep every one of them
+            for binding in bindings:
+                if binding.alias is not None and isinstance(binding.node, ast.Import):
+                    self._use_import(module, name, binding, depth)
+            return
+        self._use_import(module, name, first, depth)
+
+    def _use_import(self, module: ModuleIndex, name: str, binding: Binding, depth: int) -> None:
+        node, alias = binding.node, binding.alias
+        if isinstance(node, ast.Import):
+            if self.index.is_allowed(alias.name):
+                self.imports[_import_line(alias)] = None
+            elif self.index.find_module(module.path, alias.name, 0):
+                self.reasons.setdefault(name, "module_object")
+            else:
+                self.reasons.setdefault(name, f"external:{alias.name.split('.')[0]}")
+            return
+        if node.level == 0 and self.index.is_allowed(node.module or ""):
+            self.imports[f"from {node.module} import {_alias_text(alias)}"] = None
+            return
+        target_path = self.index.find_module(module.path, node.module, node.level)
+        if target_path is None:
+            where = ("." * node.level) + (node.module or "")
+            self.reasons.setdefault(name, f"external:{where.split('.')[0] or where}" if not node.level else f"missing_module:{where}")
+            return
+        self._import_from_repo(target_path, alias, name, depth)
+
+    def _import_from_repo(self, target_path: str, alias: ast.alias, local: str, depth: int) -> None:
+        target = self.index.module(target_path)
+        if alias.name not in target.bindings and self.index.submodule(target_path, alias.name):
+            self.reasons.setdefault(local, "module_object")
+            return
+        self.need(target, alias.name, depth + 1)
+        if alias.name in self.reasons:
+            self.reasons.setdefault(local, self.reasons[alias.name])
+        elif local != alias.name:
+            self._add_block(f"{local} = {alias.name}", ("alias", local, alias.name), {local})
+
+    def _from_star_imports(self, module: ModuleIndex, name: str, depth: int) -> bool:
+        for node in module.star_imports:
+            if node.level == 0 and self.index.is_allowed(node.module or ""):
+                continue  # names of an allowed library's star import cannot be listed statically
+            target_path = self.index.find_module(module.path, node.module, node.level)
+            target = self.index.module(target_path) if target_path else None
+            if target is not None and (name in target.bindings or target.star_imports):
+                self.need(target, name, depth + 1)
+                if name not in self.reasons:
+                    return True
+        for node in module.star_imports:
+            if node.level == 0 and self.index.is_allowed(node.module or "") and name not in BUILTINS:
+                self.imports[f"from {node.module} import *"] = None
+                return True
+        return False
+
+    def add_statement(self, module: ModuleIndex, node: ast.stmt, depth: int, skip=frozenset()) -> None:
+        """Copy a top-level statement after everything it reads, then the statements that fill what it binds."""
+        key = (module.path, node.lineno, node.col_offset)
+        if key in self.done_statements:
+            return
+        self.done_statements.add(key)
+        for future in module.future:
+            self.future[_statement_text(module.text, future)] = None
+        binds = _statement_binds(node)
+        self.need_names(module, free_names(node) - binds, depth + 1, skip)
+        self._add_block(_statement_text(module.text, node), key, binds)
+        self.dependencies.append(f"{module.path}:{','.join(sorted(binds)) or node.lineno}")
+        for name in sorted(binds):
+            for mutator in module.mutators.get(name, []):
+                self.add_statement(module, mutator, depth + 1)
+
+    def _add_block(self, text: str, key, binds: set) -> None:
+        for name in binds:
+            previous = self.bound_by.setdefault(name, key)
+            if previous != key:
+                self.conflicts.add(name)
+        self.blocks.append(text)
+
+    def render(self) -> str:
+        """The module: __future__ imports, allowed imports, then the copied statements in dependency order."""
+        heads = []
+        if self.future:
+            heads.append("\n".join(self.future))
+        if self.imports:
+            heads.append("\n".join(sorted(self.imports, key=lambda line: (not line.startswith("import "), line))))
+        out = "\n\n".join(heads)
+        previous_simple = False
+        for block in self.blocks:
+            simple = not block.lstrip().startswith(("def ", "async def ", "class ", "@"))
+            separator = "\n" if simple and previous_simple else "\n\n\n"
+            out = f"{out}{separator}{block.rstrip()}" if out else block.rstrip()
+            previous_simple = simple
+        return out + "\n"
+
+
+def _alias_text(alias: ast.alias) -> str:
+    return f"{alias.name} as {alias.asname}" if alias.asname else alias.name
+
+
+def _import_line(alias: ast.alias) -> str:
+    return f"import {_alias_text(alias)}"
+
+
+def _statement_binds(node: ast.stmt) -> set[str]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    return bound_names([node])
+
+
+def _statement_text(text: str, node: ast.AST) -> str:
+    """Exact source of a statement (decorators included), dedented when it sits inside a block."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        segment = function_source(text, node)
+        start = (node.decorator_list[0].lineno, _at_column(text, node.decorator_list[0])) if node.decorator_list \
+            else (node.lineno, node.col_offset)
+    else:
+        segment, start = source_segment(text, node) or "", (node.lineno, node.col_offset)
+    return _dedent(text, start, segment)
+
+
+def _dedent(text: str, start: tuple, segment: str) -> str:
+    """Dedent a segment that starts at byte column start[1] of line start[0] (its first line lacks the indent)."""
+    if start[1] <= 0:
+        return segment
+    prefix = line_bytes(text, start[0])[: start[1]].decode("utf-8", "replace")
+    if prefix.strip():  # `if x: y = 1` on one line: the indent of what follows is unknown, use spaces
+        prefix = " " * len(prefix)
+    return textwrap.dedent(prefix + segment)
+
+
+def walk_definitions(body, prefix="", parent=None):
+    """Yield (node, qualname, enclosing function or None) for every def and class, nested ones included."""
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            qualname = f"{prefix}{node.name}"
+            yield node, qualname, parent
+            is_class = isinstance(node, ast.ClassDef)
+            inner_prefix = f"{qualname}." if is_class else f"{qualname}.<locals>."
+            yield from walk_definitions(node.body, inner_prefix, parent if is_class else node)
+        elif isinstance(node, _COMPOUND) or type(node).__name__ == "TryStar":
+            for child in ("body", "orelse", "finalbody"):
+                yield from walk_definitions(getattr(node, child, []), prefix, parent)
+            for handler in getattr(node, "handlers", []):
+                yield from walk_definitions(handler.body, prefix, parent)
+
+
+def find_definition(module: ModuleIndex, qualname: str, lineno: Optional[int] = None):
+    """(node, enclosing function or None) of the def/class `qualname` (the one starting at `lineno` if given)."""
+    for node, name, enclosing in walk_definitions(module.parsed.tree.body):
+        if name == qualname and (lineno is None or lineno in (node.lineno, _first_line(node))):
+            return node, enclosing
+    return None, None
+
+
+def _first_line(node) -> int:
+    return min([node.lineno] + [d.lineno for d in node.decorator_list])
+
+
+def _lifted_source(module: ModuleIndex, node, nested: bool) -> tuple[str, list]:
+    """Source of the target; a nested one is dedented and loses leading @staticmethod/@classmethod."""
+    dropped = []
+    for decorator in node.decorator_list if nested else []:
+        if not (isinstance(decorator, ast.Name) and decorator.id in _CLASS_ONLY_DECORATORS):
+            break
+        dropped.append(decorator.id)
+    if not dropped:
+        return _statement_text(module.text, node), dropped
+    segment = function_source(module.text, node, first_decorator=len(dropped))
+    remaining = node.decorator_list[len(dropped):]
+    start = (remaining[0].lineno, _at_column(module.text, remaining[0])) if remaining else (node.lineno, node.col_offset)
+    return _dedent(module.text, start, segment), dropped
+
+
+def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional[int] = None) -> ClosureResult:
+    """Cut the def or class `qualname` of file `path` out of the repository with its static dependency closure.
+
+    Works for any definition (jit kernels, helpers, torch.nn.Module classes). Raises KeyError when the file or
+    the definition is not in the index."""
+    module = index.module(path)
+    if module is None:
+        raise KeyError(f"no file {path!r} in {index.name or 'the repository'}")
+    node, enclosing = find_definition(module, qualname, lineno)
+    if node is None:
+        raise KeyError(f"no definition {qualname!r} in {path}")
+    closure = _Closure(index)
+    nested = "." in qualname
+    enclosing_locals = _enclosing_locals(enclosing)
+    for future in module.future:
+        closure.future[_statement_text(module.text, future)] = None
+    own = {node.name}
+    closure.need_names(module, free_names(node) - own - enclosing_locals, 1)
+    for name in sorted((free_names(node) - BUILTINS) & enclosing_locals):
+        closure.reasons.setdefault(name, "enclosing_scope")
+    text, dropped = _lifted_source(module, node, nested)
+    closure._add_block(text, ("target", path, qualname), own)
+    code = closure.render()
+    check = check_module(code, f"{path}:{qualname}")
+    reasons = dict(closure.reasons)
+    for name in check.missing:
+        reasons.setdefault(name, "undefined")
+    if not check.compiles:
+        reasons.setdefault("<compile>", check.error or "does not compile")
+    return ClosureResult(
+        code=code, name=node.name, qualname=qualname, path=path, unresolved=sorted(reasons), reasons=reasons,
+        self_contained=check.self_contained, dependencies=closure.dependencies, conflicts=sorted(closure.conflicts),
+        dropped_decorators=dropped,
+    )
+
+
+def _enclosing_locals(enclosing) -> set[str]:
+    """Names local to the enclosing function(s) of a nested definition (closure variables)."""
+    if enclosing is None:
+        return set()
+    params = enclosing.args
+    every = params.posonlyargs + params.args + params.kwonlyargs + [a for a in (params.vararg, params.kwarg) if a]
+    return {a.arg for a in every} | bound_names(enclosing.body)

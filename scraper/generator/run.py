@@ -1,0 +1,258 @@
+"""The --generate-all / --generate-one loop: one repository per task, in parallel worker processes.
+
+Each worker reads one archive or directory, finds the jit kernels, cuts each out with its closure, writes the
+modules and returns the records, its Stats and its rejects; the parent appends them to kernels.jsonl /
+rejects.jsonl and marks the archive done in archives.jsonl, so a rerun skips finished archives (unchanged size
+and mtime) and a crash loses at most the archive in progress (its partial records are dropped on the next run).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from tqdm import tqdm
+
+from scraper.generator.archives import ArchiveError, read_repository
+from scraper.generator.closure import DEFAULT_ALLOWED_IMPORTS, RepoIndex, extract_closure
+from scraper.generator.detect import find_kernels_in_tree
+from scraper.generator.parse import parse_source
+from scraper.generator.provenance import Provenance, load_manifest, provenance_for
+from scraper.generator.write import duplicate_qualnames, module_relpath, write_module
+from scraper.records import KernelRecord, append_jsonl, iter_jsonl, write_jsonl
+from scraper.stats import Rejects, Stats
+
+log = logging.getLogger(__name__)
+
+STAGE = "generator"
+DONE_NAME = "archives.jsonl"
+
+
+@dataclass
+class Task:
+    """One repository to process."""
+
+    location: str
+    out_dir: str
+    manifest: dict = field(default_factory=dict)
+    allowed_imports: frozenset = DEFAULT_ALLOWED_IMPORTS
+
+
+@dataclass
+class RepoResult:
+    """What one worker sends back."""
+
+    location: str
+    archive: str
+    records: list = field(default_factory=list)  # KernelRecord dicts
+    rejects: list = field(default_factory=list)  # {"reason": ..., ...}
+    stats: Stats = field(default_factory=lambda: Stats(STAGE))
+    ok: bool = True
+
+
+def list_archives(download_dir: Path) -> list[Path]:
+    """Zip archives and directories (local clones) in the download folder, sorted by name."""
+    found = []
+    for entry in sorted(Path(download_dir).iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if (entry.is_file() and entry.suffix == ".zip") or entry.is_dir():
+            found.append(entry)
+    return found
+
+
+def process_repository(task: Task) -> RepoResult:
+    """Read one repository and extract every kernel of it (runs in a worker; never raises for bad input)."""
+    result = RepoResult(task.location, Path(task.location).name)
+    stats = result.stats
+    try:
+        source = read_repository(task.location)
+    except ArchiveError as exc:
+        stats.error("archive", result.archive, exc)
+        result.rejects.append({"reason": "bad_archive", "archive": result.archive, "message": str(exc)})
+        result.ok = False
+        return result
+    stats.inc("repositories")
+    provenance = provenance_for(source, task.manifest)
+    for problem in source.problems:
+        stats.error("read", f"{result.archive}:{problem.path}", f"{problem.reason}: {problem.message}")
+        result.rejects.append({"reason": problem.reason, "archive": result.archive, "path": problem.path})
+    index = RepoIndex.from_source(source, allowed_imports=task.allowed_imports)
+    for file in source.files:
+        _process_file(file, index, provenance, Path(task.out_dir), result)
+    return result
+
+
+def _process_file(file, index: RepoIndex, provenance: Provenance, out_dir: Path, result: RepoResult) -> None:
+    stats = result.stats
+    stats.inc("files_read")
+    where = f"{result.archive}:{file.path}"
+    if file.decode_error:
+        stats.error("decode", where, file.decode_error)
+    if "triton" not in file.text:
+        return
+    stats.inc("files_mention_triton")
+    parsed = parse_source(file.text, file.path)
+    if parsed.salvaged:
+        stats.inc("files_salvaged")
+        stats.inc("blocks_lost", parsed.blocks_lost)
+        stats.error("parse", where, parsed.errors[0])
+    index.add_parsed(file.path, parsed)
+    kernels = find_kernels_in_tree(parsed, file.path)
+    stats.inc("kernels_found", len(kernels))
+    duplicates = duplicate_qualnames(kernels)
+    for kernel in kernels:
+        _extract_kernel(kernel, index, provenance, out_dir, result, kernel.qualname in duplicates)
+
+
+def _extract_kernel(kernel, index, provenance: Provenance, out_dir: Path, result: RepoResult, duplicate: bool) -> None:
+    stats = result.stats
+    where = f"{result.archive}:{kernel.path}:{kernel.lineno}:{kernel.qualname}"
+    if kernel.nested:
+        stats.inc(f"kernels_nested_in_{kernel.parent}")
+    try:
+        closure = extract_closure(index, kernel.path, kernel.qualname, kernel.lineno)
+    except (KeyError, RecursionError, ValueError, SyntaxError) as exc:
+        stats.error("extract", where, exc)
+        result.rejects.append({"reason": "extract_failed", "archive": result.archive, "path": kernel.path,
+                               "name": kernel.qualname, "lineno": kernel.lineno, "message": str(exc)})
+        return
+    relpath = module_relpath(provenance.slug, kernel.path, kernel.qualname, kernel.lineno, duplicate)
+    write_module(out_dir, relpath, closure.code)
+    record = _record(kernel, closure, provenance, relpath, result.archive)
+    result.records.append(record.to_dict())
+    stats.inc("kernels_extracted")
+    _count_self_contained(stats, closure, where)
+
+
+def _count_self_contained(stats: Stats, closure, where: str) -> None:
+    if closure.self_contained:
+        stats.inc("kernels_self_contained")
+        return
+    stats.inc("kernels_not_self_contained")
+    for reason in sorted({reason.split(":")[0] for reason in closure.reasons.values()}):
+        stats.inc(f"not_self_contained_{reason}")
+    detail = ", ".join(f"{name} ({reason})" for name, reason in sorted(closure.reasons.items()))
+    stats.error("deps", where, f"unresolved: {detail}")
+
+
+def _record(kernel, closure, provenance: Provenance, relpath: str, archive: str) -> KernelRecord:
+    return KernelRecord(
+        name=kernel.name, code=closure.code, source="github", kind=kernel.kind, file=relpath, original=kernel.source,
+        repo=provenance.repo, commit=provenance.commit, path=kernel.path, license=provenance.license,
+        stars=provenance.stars, lineno=kernel.lineno, end_lineno=kernel.end_lineno,
+        decorators=list(kernel.decorators), unresolved=closure.unresolved, self_contained=closure.self_contained,
+        extra={
+            "qualname": kernel.qualname, "nested": kernel.nested, "via_call": kernel.via_call,
+            "unresolved_reasons": closure.reasons, "dependencies": closure.dependencies,
+            "conflicts": closure.conflicts, "dropped_decorators": closure.dropped_decorators,
+            "archive": archive, "provenance": provenance.origin, "html_url": provenance.html_url,
+        },
+    )
+
+
+# ------------------------------------------------------------------------------------------ the parent side
+
+
+def archive_fingerprint(location: Path) -> dict:
+    """Size and mtime of an archive (for a directory: of the directory entry) to tell a changed one."""
+    info = location.stat()
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
+def load_done(out_dir: Path) -> dict[str, dict]:
+    """archives.jsonl entries by archive name (latest wins)."""
+    path = out_dir / DONE_NAME
+    return {entry["archive"]: entry for entry in iter_jsonl(path)} if path.is_file() else {}
+
+
+def drop_records_of(out_dir: Path, keep_archives: set[str], stale: set[str]) -> int:
+    """Rewrite kernels.jsonl without the records of unfinished or stale archives (and delete their modules)."""
+    path = out_dir / "kernels.jsonl"
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for data in iter_jsonl(path):
+        archive = (data.get("extra") or {}).get("archive")
+        if archive in keep_archives and archive not in stale:
+            kept.append(data)
+            continue
+        dropped += 1
+        if data.get("file"):
+            (out_dir / data["file"]).unlink(missing_ok=True)
+    if dropped:
+        write_jsonl(path, kept)
+    return dropped
+
+
+def plan(locations: Iterable[Path], out_dir: Path, force: bool, stats: Stats) -> list[Path]:
+    """The archives still to process; records of unfinished or changed ones are removed first."""
+    done = load_done(out_dir)
+    todo, stale = [], set()
+    for location in locations:
+        entry = done.get(location.name)
+        if entry and not force and all(entry.get(k) == v for k, v in archive_fingerprint(location).items()):
+            stats.inc("repositories_skipped_done")
+            continue
+        todo.append(location)
+        if entry:
+            stale.add(location.name)
+    dropped = drop_records_of(out_dir, set(done), stale)
+    if dropped:
+        log.info("dropped %d records of unfinished or changed archives", dropped)
+    return todo
+
+
+def run(locations: list[Path], out_dir: Path, manifest: dict, jobs: int, force: bool = False,
+        allowed_imports: frozenset = DEFAULT_ALLOWED_IMPORTS) -> Stats:
+    """Process every location into out_dir; returns the merged Stats (also saved as stats.json, errors.csv)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stats = Stats(STAGE)
+    rejects = Rejects(out_dir / "rejects.jsonl", stats)
+    rejects.reset()
+    todo = plan(locations, out_dir, force, stats)
+    tasks = [Task(str(location), str(out_dir), manifest, allowed_imports) for location in todo]
+    with tqdm(total=len(tasks), unit="repo", desc="repositories", disable=None) as bar:
+        for result in _results(tasks, jobs):
+            _collect(result, out_dir, stats, rejects)
+            bar.update(1)
+    stats.save(out_dir / "stats.json")
+    stats.save_errors_csv(out_dir / "errors.csv")
+    return stats
+
+
+def _results(tasks: list[Task], jobs: int):
+    if jobs <= 1 or len(tasks) <= 1:
+        yield from map(process_repository, tasks)
+        return
+    # fork: workers inherit the imported modules (no torch here), so start-up costs milliseconds
+    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    with context.Pool(min(jobs, len(tasks))) as pool:
+        yield from pool.imap_unordered(process_repository, tasks, chunksize=1)
+
+
+def _collect(result: RepoResult, out_dir: Path, stats: Stats, rejects: Rejects) -> None:
+    """Append one repository's records and rejects, then mark it done (in that order: crash-safe)."""
+    stats.merge(result.stats)
+    for record in result.records:
+        append_jsonl(out_dir / "kernels.jsonl", record)
+    for reject in result.rejects:
+        rejects.add(reject.pop("reason"), **reject)
+    location = Path(result.location)
+    if location.exists():
+        entry = {"archive": result.archive, "location": str(location), "kernels": len(result.records),
+                 "ok": result.ok, **archive_fingerprint(location)}
+        append_jsonl(out_dir / DONE_NAME, entry)
+
+
+def clean_output(out_dir: Path) -> None:
+    """Remove what earlier runs wrote (everything but README.md) for --clean."""
+    for entry in Path(out_dir).iterdir() if Path(out_dir).is_dir() else []:
+        if entry.name == "README.md":
+            continue
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
