@@ -37,9 +37,9 @@ ADD_KERNEL = textwrap.dedent('''\
         tl.store(out_ptr + offsets, output, mask=mask)
 ''')
 
-# The same kernel as a near copy: one extra statement and a scaled output (what a fork typically changes).
-ADD_KERNEL_NEAR = ADD_KERNEL.replace(
-    "    output = x + y\n", "    output = x + y\n    output = output * 1.0\n")
+# The same kernel as a near copy: another docstring (what a fork typically changes).
+ADD_KERNEL_NEAR = ADD_KERNEL.replace('"""out = x + y over a flat range of n_elements."""',
+                                     '"""Elementwise sum of two vectors."""')
 
 SOFTMAX_KERNEL = textwrap.dedent('''\
     import triton

@@ -30,12 +30,20 @@ log = logging.getLogger(__name__)
 NUM_PERM = 128
 SHINGLE = 5  # tokens per shingle, as BigCode's near-dedup uses 5-grams
 DEFAULT_THRESHOLD = 0.85
+MAX_BANDING_THRESHOLD = 0.9
 
 # Near-dedup only needs a rough normal form, so regexes instead of the slower `tokenize` of normalize_source.
 _COMMENT = re.compile(r"#[^\n]*")
 _INDUCTOR_NUMBER = re.compile(r"\b(triton_[A-Za-z0-9_]*?)_\d+\b")
-_TOKEN = re.compile(r"[A-Za-z0-9_]+|[^A-Za-z0-9_\s]")  # ASCII classes: ~1.5x faster than \\w
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+# Python's tokens, closely enough: strings (triple-quoted first), names, numbers, multi-character operators.
+_TOKEN = re.compile("|".join([
+    r'"""[\s\S]*?"""', r"'''[\s\S]*?'''",  # strings are one token each, as for Python
+    r'"(?:[^"\\\n]|\\.)*"', r"'(?:[^'\\\n]|\\.)*'",
+    r"[A-Za-z_][A-Za-z0-9_]*",
+    r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[jJ]?",
+    r"\*\*=?|//=?|>>=?|<<=?|->|[-+*/%&|^<>=!:@]=",
+    r"[^\sA-Za-z0-9_]",
+]))
 _VALUE_BITS = np.uint64(57)  # low 7 bits of a shingle hash pick one of 128 bins, the other 57 are its value
 _EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -205,7 +213,9 @@ class _UnionFind:
 
 def build_lsh(table: np.ndarray, rows: Iterable[int], threshold: float) -> MinHashLSH:
     """A datasketch MinHashLSH holding the signatures `table[row]` under the key `row`."""
-    lsh = MinHashLSH(threshold=threshold, num_perm=table.shape[1])
+    # datasketch cannot band for thresholds near 1 (fewer than 2 bands); a lower banding threshold only finds more
+    # candidates, and every candidate is confirmed against the real threshold afterwards.
+    lsh = MinHashLSH(threshold=min(threshold, MAX_BANDING_THRESHOLD), num_perm=table.shape[1])
     with lsh.insertion_session() as session:
         for row in rows:
             session.insert(int(row), Signature(table[row]), check_duplication=False)
