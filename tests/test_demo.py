@@ -34,6 +34,14 @@ EXPECTED_KERNELS = {
     "tinyllm-org/llm-kernels": {"_swiglu_fwd_kernel", "_rotary_kernel"},
 }
 
+# The license each bundled repository's LICENSE file holds (SPDX ids).
+EXPECTED_LICENSES = {
+    "kernelsmith/softmax-triton": "MIT",
+    "lumen-ai/fastnorm": "Apache-2.0",
+    "matmul-lab/autotuned-gemm": "MIT",
+    "tinyllm-org/llm-kernels": "Apache-2.0",
+}
+
 # Each repository's torch wrappers against PyTorch, run under TRITON_INTERPRET=1 with the repository on sys.path.
 CORRECTNESS_CHECKS = {
     "kernelsmith/softmax-triton": """
@@ -150,7 +158,8 @@ def test_every_example_repository_has_a_license_and_a_package():
     for repo in EXPECTED_KERNELS:
         repo_dir = EXAMPLES / repo
         license_text = (repo_dir / "LICENSE").read_text()
-        assert "MIT License" in license_text or "Apache License" in license_text, repo
+        marker = {"MIT": "MIT License", "Apache-2.0": "Apache License\n                           Version 2.0"}
+        assert marker[EXPECTED_LICENSES[repo]] in license_text, repo
         assert list(repo_dir.glob("*/__init__.py")), f"{repo} has no Python package"
 
 
@@ -209,6 +218,10 @@ def dataset(demo):
     return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(root / ".cache" / "hf"))
 
 
+def json_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def unfenced(text: str) -> str:
     """The code inside a ```python ... ``` fence."""
     assert text.startswith("```python\n") and text.rstrip().endswith("```"), text[:80]
@@ -237,9 +250,23 @@ def test_demo_writes_stats_for_every_stage(demo):
 @pytest.mark.slow
 def test_demo_extracts_every_inductor_kernel_of_the_fixtures(demo):
     root, _ = demo
-    manifest = (root / "inductor_kernels" / "kernels.jsonl").read_text().splitlines()
-    names = sorted(json.loads(line)["name"] for line in manifest if line.strip())
-    assert names == sorted(fixture_inductor_kernel_names())  # 312 kernels, as the fixtures' README counts
+    names = sorted(record["name"] for record in json_lines(root / "inductor_kernels" / "kernels.jsonl"))
+    expected = sorted(fixture_inductor_kernel_names())
+    assert len(expected) == 312  # the fixtures' README
+    assert names == expected
+
+
+@pytest.mark.slow
+def test_demo_ingests_and_generates_every_bundled_kernel(demo):
+    root, _ = demo
+    manifest = json_lines(root / "scraper" / "generator" / "paritybench_download" / "manifest.jsonl")
+    assert {row["full_name"]: row["license"] for row in manifest} == EXPECTED_LICENSES
+    generated = json_lines(root / "scraper" / "generator" / "generated" / "kernels.jsonl")
+    by_repo = {}
+    for record in generated:
+        by_repo.setdefault(record["repo"], set()).add(record["name"])
+    assert by_repo == EXPECTED_KERNELS
+    assert all(record["self_contained"] for record in generated), [r["name"] for r in generated]
 
 
 @pytest.mark.slow
@@ -272,7 +299,7 @@ def test_demo_dataset_has_every_bundled_kernel_with_its_exact_source(dataset):
         for name, source in kernels.items():
             assert name in github, f"{repo}: {name} missing from the dataset"
             assert source in unfenced(github[name]["text"]), f"{repo}: {name} is not the exact source"
-            assert github[name]["license"] in ("MIT", "Apache-2.0"), (name, github[name]["license"])
+            assert (github[name]["repo"], github[name]["license"]) == (repo, EXPECTED_LICENSES[repo]), name
 
 
 @pytest.mark.slow
