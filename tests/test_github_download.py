@@ -12,9 +12,7 @@ import time
 import zipfile
 from pathlib import Path
 
-import pytest
-
-from fake_github import KERNEL, FakeClock, FakeGitHub, FakeRepo, kernel_repo
+from fake_github import FakeClock, FakeGitHub, FakeRepo, kernel_repo
 from scraper.github.client import GitHubClient
 from scraper.github.pipeline import Options, run
 
@@ -254,3 +252,24 @@ def test_resume_after_kill_mid_download(tmp_path):
     for text in (killed_out, killed_err, done.stdout, done.stderr,
                  *(p.read_text(errors="replace") for p in out.iterdir() if p.suffix != ".zip")):
         assert TOKEN not in text
+
+
+def test_a_failing_search_keeps_what_the_other_found(monkeypatch, tmp_path):
+    out = tmp_path / "dl"
+    with FakeGitHub([kernel_repo("alpha/fa"), kernel_repo("beta/kern", files={"README.md": "fast"})]) as fake:
+        fake.fault("^/search/code$", "forbidden")
+        assert run_main(monkeypatch, tmp_path, fake, "--download-dir", str(out)) == 1
+    assert [e["full_name"] for e in manifest(out)] == ["alpha/fa"]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["counts"]["errors_search"] == 1
+    assert "Repository access blocked" in stats["errors"]["search"][0]["example"]
+
+
+def test_discover_only_downloads_nothing(monkeypatch, tmp_path):
+    out = tmp_path / "dl"
+    with FakeGitHub([kernel_repo("alpha/fa"), kernel_repo("beta/kern")]) as fake:
+        assert run_main(monkeypatch, tmp_path, fake, "--discover-only", "--search", "repo",
+                        "--download-dir", str(out)) == 0
+        assert fake.paths() == ["/search/repositories"]
+    assert (out / "candidates.txt").read_text() == "alpha/fa\nbeta/kern\n"
+    assert not (out / "manifest.jsonl").exists()

@@ -257,7 +257,7 @@ class GitHubClient:
 
     def _wait_if_blocked(self, resource: str) -> None:
         with self._block_lock:
-            until = self._blocked_until.pop(resource, None)
+            until = self._blocked_until.get(resource)  # kept: every thread waits, not only the first
         if until is not None:
             wait = until - self.clock.time()
             if wait > 0:

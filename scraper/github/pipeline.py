@@ -79,6 +79,7 @@ class Stage:
         self.stop = threading.Event()
         self.manifest: dict[str, dict] = {}
         self.no_triton: dict[str, dict] = {}
+        self.search_failed = False
 
     # ---------------------------------------------------------------------------------------- whole run
 
@@ -112,12 +113,8 @@ class Stage:
     def run_remote(self) -> int:
         if not self.client.has_token:
             log.warning(NO_TOKEN_WARNING)
-        try:
-            candidates = self.read_repos_file() if self.options.repos_file else self.discover()
-        except GitHubError as exc:
-            self.stats.error("search", "discovery", exc)
-            log.error("discovery failed: %s", exc)
-            return 1
+        self.search_failed = False
+        candidates = self.read_repos_file() if self.options.repos_file else self.discover()
         if self.options.max_repos is not None:
             candidates = candidates[: self.options.max_repos]
         atomic_write_text(self.dir / "candidates.txt", "".join(f"{c.full_name}\n" for c in candidates))
@@ -125,7 +122,7 @@ class Stage:
         if self.options.discover_only:
             return 0
         self.download_all(candidates)
-        return 1 if self.stop.is_set() else 0
+        return 1 if self.stop.is_set() or self.search_failed else 0
 
     def finish(self) -> None:
         """Copy the client's counters into the stats, save stats.json / errors.csv, print the summary."""
@@ -156,32 +153,42 @@ class Stage:
         return list(names.values())
 
     def discover(self) -> list[Candidate]:
-        """Repository search and/or code search, merged (repository search first: its items carry metadata)."""
+        """Repository search and/or code search, merged (repository search first: its items carry metadata).
+        A search that fails part-way keeps what it found; the error is counted and the exit status is 1."""
         found: dict[str, Candidate] = {}
         if self.options.search in ("repo", "both"):
-            report = SearchReport()
-            for item in tqdm(search_repositories(self.client, self.options.query, self.options.min_stars, report),
-                             desc="repo search", unit="repo", disable=None):
-                found.setdefault(item["full_name"].lower(), Candidate(item["full_name"], RepoInfo.from_api(item)))
-                self.stats.inc("found_repo_search")
-            self.note_search(report, "repo_search")
+            self.guarded_search("repo_search", self.repo_search, found)
         if self.options.search in ("code", "both"):
             if self.client.has_token:
-                self.code_search(found)
+                self.guarded_search("code_search", self.code_search, found)
             else:
                 log.warning("code search skipped: it needs a token (set GITHUB_TOKEN)")
                 self.stats.inc("code_search_skipped_no_token")
         return list(found.values())
 
-    def code_search(self, found: dict[str, Candidate]) -> None:
+    def guarded_search(self, prefix: str, search, found: dict[str, Candidate]) -> None:
         report = SearchReport()
-        for repo in tqdm(search_code_repositories(self.client, self.options.code_query, report),
-                         desc="code search", unit="repo", disable=None):
+        try:
+            search(found, report)
+        except GitHubError as exc:
+            self.search_failed = True
+            self.stats.error("search", prefix, exc)
+            log.error("%s failed, going on with the %d repositories found so far: %s", prefix, len(found), exc)
+        self.note_search(report, prefix)
+
+    def repo_search(self, found: dict[str, Candidate], report: SearchReport) -> None:
+        items = search_repositories(self.client, self.options.query, self.options.min_stars, report)
+        for item in tqdm(items, desc="repo search", unit="repo", disable=None):
+            found.setdefault(item["full_name"].lower(), Candidate(item["full_name"], RepoInfo.from_api(item)))
+            self.stats.inc("found_repo_search")
+
+    def code_search(self, found: dict[str, Candidate], report: SearchReport) -> None:
+        items = search_code_repositories(self.client, self.options.code_query, report)
+        for repo in tqdm(items, desc="code search", unit="repo", disable=None):
             self.stats.inc("found_code_search")
             if repo["full_name"].lower() not in found:
                 self.stats.inc("found_code_search_only")
                 found[repo["full_name"].lower()] = Candidate(repo["full_name"], check_stars=True)
-        self.note_search(report, "code_search")
 
     def note_search(self, report: SearchReport, prefix: str) -> None:
         self.stats.inc(f"{prefix}_queries", report.queries)

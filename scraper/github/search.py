@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
-from scraper.github.client import GitHubClient
+from scraper.github.client import GitHubClient, GitHubError
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,8 @@ def search_pages(client: GitHubClient, endpoint: str, query: str, report: Search
     if sort:
         params.update(sort=sort, order="desc")
     pages = client.paginate(endpoint, params)
-    first = next(pages)
     report.queries += 1
-    data = first.json()
+    data = _decode(next(pages))
 
     def items() -> Iterator[list]:
         page = data
@@ -81,9 +80,19 @@ def search_pages(client: GitHubClient, endpoint: str, query: str, report: Search
             if response is None:
                 return
             report.queries += 1
-            page = response.json()
+            page = _decode(response)
 
     return int(data.get("total_count", 0)), list(data.get("items", [])), items()
+
+
+def _decode(response) -> dict:
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise GitHubError(f"search answer is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise GitHubError("search answer is not a JSON object")
+    return data
 
 
 def partitioned_search(client: GitHubClient, endpoint: str, query: str, first: Part,
