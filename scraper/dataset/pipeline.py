@@ -16,7 +16,7 @@ from typing import Optional
 from tqdm import tqdm
 
 from scraper.dataset import card, decontam, dedup, filters, load, split, tokens, write
-from scraper.records import atomic_write_json, write_jsonl
+from scraper.records import atomic_write_json, atomic_write_text, write_jsonl
 from scraper.stats import Rejects, Stats
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ def build_dataset(options: Options) -> BuildResult:
     stats = Stats("create_json")
     rejects = Rejects(folder / "rejects.jsonl", stats)
     rejects.reset()
+    atomic_write_text(rejects.path, "")  # present even when nothing is dropped
 
     records = load.load_inputs(options.inputs, stats, rejects)
     count_tokens(records, counter, options.fenced)

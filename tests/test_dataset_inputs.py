@@ -1,0 +1,74 @@
+"""Inputs of create_json.py: manifests, folders scanned for jit kernels, and bad input that must not stop a run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import create_json
+from dataset_helpers import ADD_KERNEL, EXAMPLES, SOFTMAX_KERNEL, github_record
+
+
+def write_manifest(folder: Path, items: list) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "kernels.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    return path
+
+
+def build(tmp_path: Path, *inputs, extra=()) -> tuple[list, dict, list]:
+    out = tmp_path / "not" / "yet" / "there" / "ds.json"
+    assert create_json.main([str(i) for i in inputs] + ["-o", str(out), "-q", *extra]) == 0
+    stats = json.loads((out.parent / "stats.json").read_text())
+    rejects = [json.loads(line) for line in (out.parent / "rejects.jsonl").read_text().splitlines()]
+    return json.loads(out.read_text()), stats, rejects
+
+
+def test_bad_inputs_are_counted_and_the_run_goes_on(tmp_path):
+    good = write_manifest(tmp_path / "good", [github_record("add_kernel", ADD_KERNEL, "a/a", license="MIT")])
+    with open(good, "a") as handle:
+        handle.write('{"name": "torn", "code": "x\n')  # malformed line
+        handle.write(json.dumps(github_record("empty", "   \n", "a/a")) + "\n")  # no source text
+        handle.write(json.dumps({"name": "no_code_key", "source": "github"}) + "\n")  # not a record
+        handle.write(json.dumps(github_record("softmax_kernel", SOFTMAX_KERNEL, "b/b")) + "\n")
+    (tmp_path / "empty").mkdir()
+    rows, stats, rejects = build(tmp_path, good, tmp_path / "missing", tmp_path / "empty")
+    assert sorted(row["kernel_name"] for row in rows) == ["add_kernel", "softmax_kernel"]
+    assert stats["counts"]["errors_load"] == 4  # torn line, record without code key, missing, empty
+    assert stats["counts"]["dropped_no_code"] == 1
+    assert [r["name"] for r in rejects if r["reason"] == "no_code"] == ["empty"]
+    messages = " ".join(e["example"] for e in stats["errors"]["load"])
+    assert "does not exist" in messages and "malformed JSON line" in messages and "no kernels.jsonl" in messages
+
+
+def test_no_input_at_all_still_writes_an_empty_dataset(tmp_path):
+    rows, stats, _ = build(tmp_path, tmp_path / "missing")
+    assert rows == [] and stats["counts"]["out_rows"] == 0
+
+
+def test_folder_without_manifest_is_scanned_with_the_generator_detector(tmp_path):
+    # the bundled example repositories as plain folders: every @triton.jit function becomes a row
+    repos = tmp_path / "repos"
+    shutil.copytree(EXAMPLES, repos)
+    (repos / "broken.py").write_text("import triton\n@triton.jit\ndef half(:\n")  # does not parse: counted, skipped
+    rows, stats, _ = build(tmp_path, repos, extra=["--near-threshold", "0"])
+    expected = {}
+    for file in EXAMPLES.rglob("*.py"):  # oracle: the decorator text, read here with plain string tests
+        lines = file.read_text().splitlines()
+        for before, line in zip(lines, lines[1:]):
+            if before.strip().startswith("@triton.jit") and line.lstrip().startswith("def "):
+                expected[line.split("def ")[1].split("(")[0]] = file
+    names = {row["kernel_name"] for row in rows}
+    assert set(expected) <= names
+    for row in rows:
+        assert row["source"] == "github" and row["path"].endswith(".py")
+        assert row["text"].removeprefix("```python\n").removesuffix("\n```") in (repos / row["path"]).read_text()
+    assert stats["counts"]["scanned_kernels"] >= len(expected)
+
+
+def test_single_manifest_file_and_output_folder_created(tmp_path):
+    manifest = write_manifest(tmp_path / "in", [github_record("add_kernel", ADD_KERNEL, "a/a")])
+    rows, stats, _ = build(tmp_path, manifest)
+    assert [row["kernel_name"] for row in rows] == ["add_kernel"]
+    assert stats["counts"]["in_github"] == 1

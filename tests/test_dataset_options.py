@@ -1,0 +1,150 @@
+"""create_json.py options: filters, tokenizer, text column, formats, decontamination, split determinism."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import create_json
+from dataset_helpers import ADD_KERNEL, ADD_KERNEL_NEAR, SOFTMAX_KERNEL, github_record
+from scraper.dataset import split as split_module
+
+MUL_KERNEL = ADD_KERNEL.replace("add_kernel", "mul_kernel").replace("x + y", "x * y").replace(
+    "offsets < n_elements", "offsets < n_elements  # bound")
+
+
+def kernels_folder(tmp_path: Path) -> Path:
+    """Three distinct kernels from three repositories with different licenses."""
+    folder = tmp_path / "in"
+    folder.mkdir(parents=True)
+    items = [github_record("add_kernel", ADD_KERNEL, "a/add", license="MIT", stars=10),
+             github_record("softmax_kernel", SOFTMAX_KERNEL, "b/softmax", license="GPL-3.0-only", stars=900),
+             github_record("mul_kernel", MUL_KERNEL, "c/mul", license=None)]
+    (folder / "kernels.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    return folder
+
+
+def build(tmp_path: Path, *args, name="ds.json") -> tuple[list, Path]:
+    out = tmp_path / "out" / name
+    assert create_json.main([str(a) for a in args] + ["-o", str(out), "-q", "--no-card"]) == 0
+    return (json.loads(out.read_text()) if out.suffix == ".json" else None), out
+
+
+def rejects_of(out: Path) -> list:
+    return [json.loads(line) for line in (out.parent / "rejects.jsonl").read_text().splitlines()]
+
+
+def test_license_permissive_drops_copyleft_and_unknown(tmp_path):
+    rows, out = build(tmp_path, kernels_folder(tmp_path), "--license", "permissive")
+    assert [row["kernel_name"] for row in rows] == ["add_kernel"]
+    assert sorted(r["name"] for r in rejects_of(out) if r["reason"] == "license") == ["mul_kernel", "softmax_kernel"]
+    rows, _ = build(tmp_path, kernels_folder(tmp_path / "2"), "--license", "GPL-3.0-only,MIT")
+    assert sorted(row["kernel_name"] for row in rows) == ["add_kernel", "softmax_kernel"]
+
+
+def test_permissive_copy_is_kept_over_a_starred_copyleft_one(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    items = [github_record("add_kernel", ADD_KERNEL, "big/gpl", license="GPL-3.0-only", stars=5000),
+             github_record("add_kernel", ADD_KERNEL, "small/mit", license="MIT", stars=3)]
+    (folder / "kernels.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    rows, _ = build(tmp_path, folder, "--license", "permissive")
+    assert [row["repo"] for row in rows] == ["small/mit"]
+    rows, _ = build(tmp_path / "2", folder)  # without the filter the better-known copy wins
+    assert [row["repo"] for row in rows] == ["big/gpl"]
+
+
+def test_min_lines_and_max_tokens(tmp_path):
+    folder = kernels_folder(tmp_path)
+    lines = {"add_kernel": ADD_KERNEL, "softmax_kernel": SOFTMAX_KERNEL}
+    counts = {name: sum(1 for line in code.splitlines() if line.strip()) for name, code in lines.items()}
+    assert counts["softmax_kernel"] < counts["add_kernel"]
+    rows, out = build(tmp_path, folder, "--min-lines", counts["add_kernel"])
+    assert "softmax_kernel" not in {row["kernel_name"] for row in rows}
+    assert "add_kernel" in {row["kernel_name"] for row in rows}
+    rows, out = build(tmp_path, folder)
+    tokens = {row["kernel_name"]: row["n_tokens"] for row in rows}
+    for row in rows:  # the default estimate: ceil(chars / 4) of the row text
+        assert row["n_tokens"] == -(-len(row["text"]) // 4)
+    limit = min(tokens.values())
+    rows, out = build(tmp_path, folder, "--max-tokens", limit)
+    assert [row["n_tokens"] for row in rows] == [limit]
+    assert {r["reason"] for r in rejects_of(out)} == {"too_many_tokens"}
+
+
+def test_tokenizer_file_gives_exact_counts(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    tokenizer = tokenizers.Tokenizer(WordLevel({"[UNK]": 0, "tl": 1, "x": 2}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()  # splits on \w+|[^\w\s]+
+    path = tmp_path / "tokenizer.json"
+    tokenizer.save(str(path))
+    rows, out = build(tmp_path, kernels_folder(tmp_path), "--tokenizer", path)
+    for row in rows:
+        assert row["n_tokens"] == len(re.findall(r"\w+|[^\w\s]+", row["text"]))
+    assert json.loads((out.parent / "stats.json").read_text())["token_counter"] == "tokenizer:tokenizer.json"
+
+
+def test_missing_tokenizer_is_a_clear_error(tmp_path, capsys):
+    code = create_json.main([str(kernels_folder(tmp_path)), "-o", str(tmp_path / "o.json"), "--tokenizer",
+                             str(tmp_path / "nope.json"), "-q"])
+    assert code == 2
+    assert "tokenizer file not found" in capsys.readouterr().err
+
+
+def test_column_and_no_fence(tmp_path):
+    rows, _ = build(tmp_path, kernels_folder(tmp_path), "--column", "input", "--no-fence")
+    by_name = {row["kernel_name"]: row for row in rows}
+    assert "text" not in by_name["add_kernel"]
+    assert by_name["add_kernel"]["input"] == ADD_KERNEL
+
+
+def test_parquet_output(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    _, out = build(tmp_path, kernels_folder(tmp_path), "--format", "parquet", name="ds.parquet")
+    table = pq.read_table(out)
+    assert sorted(table.column("kernel_name").to_pylist()) == ["add_kernel", "mul_kernel", "softmax_kernel"]
+    assert all(text.startswith("```python\n") for text in table.column("text").to_pylist())
+    assert out.with_name("ds.train.parquet").is_file()
+
+
+def test_decontaminate_drops_exact_and_near_matches(tmp_path):
+    evaluation = tmp_path / "eval"
+    evaluation.mkdir()
+    # KernelBench-like: the add kernel (another docstring) inside a file with a test harness
+    (evaluation / "level1_add.py").write_text(ADD_KERNEL_NEAR + "\n\ndef test():\n    pass\n")
+    (evaluation / "softmax.py").write_text(SOFTMAX_KERNEL)  # an exact copy
+    rows, out = build(tmp_path, kernels_folder(tmp_path), "--decontaminate", evaluation)
+    assert [row["kernel_name"] for row in rows] == ["mul_kernel"]
+    dropped = {r["name"]: r for r in rejects_of(out) if r["reason"] == "contaminated"}
+    assert dropped["softmax_kernel"]["match"] == "exact"
+    assert dropped["add_kernel"]["match"] == "near" and dropped["add_kernel"]["matches"].startswith("level1_add.py")
+    stats = json.loads((out.parent / "stats.json").read_text())
+    assert stats["counts"]["dropped_contaminated"] == 2
+
+
+def test_split_is_deterministic_and_by_group(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    items = []
+    for repo in range(40):  # 40 repositories of 3 distinct kernels each
+        for k in range(3):
+            code = SOFTMAX_KERNEL.replace("softmax_kernel", f"k_{repo}_{k}").replace(
+                "row * in_stride", f"row * in_stride * {repo * 3 + k + 2}")
+            items.append(github_record(f"k_{repo}_{k}", code, f"owner/repo{repo}"))
+    (folder / "kernels.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    first, _ = build(tmp_path, folder, "--val-fraction", "0.25", "--near-threshold", "0")
+    second, _ = build(tmp_path / "again", folder, "--val-fraction", "0.25", "--near-threshold", "0")
+    assert [(r["id"], r["split"]) for r in first] == [(r["id"], r["split"]) for r in second]
+    val_repos = {r["repo"] for r in first if r["split"] == "validation"}
+    assert val_repos and not val_repos & {r["repo"] for r in first if r["split"] == "train"}
+    # the decision depends only on the repository name
+    for repo in {r["repo"] for r in first}:
+        expected = split_module.group_position(f"repo:{repo}") < 0.25
+        assert (repo in val_repos) == expected
+    assert 3 <= len(val_repos) <= 18  # 40 groups at 25%: far from none or all
