@@ -92,11 +92,25 @@ step "0/3  Unpacking ${#FIXTURES[@]} real torch_compile_debug archives into $TCD
 rm -rf "$TCD"
 "$PYTHON" - "$DEMO_WORK" "${FIXTURES[@]}" <<'EOF'
 import sys, tarfile
+from pathlib import PurePosixPath
+
+
+def check_members(tar):
+    """For a Python without tarfile's extraction filters (PEP 706): refuse what the "data" filter refuses."""
+    for member in tar.getmembers():
+        parts = PurePosixPath(member.name).parts
+        if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
+            sys.exit(f"demo.sh: refusing {tar.name}: unsafe member {member.name!r}")
+
 
 # Every archive holds torch_compile_debug/run_<time>-pid_<pid>/...; the run folders differ, so they merge.
 for archive in sys.argv[2:]:
     with tarfile.open(archive) as tar:
-        tar.extractall(sys.argv[1], filter="data")  # "data": no absolute paths, no `..`, no devices
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(sys.argv[1], filter="data")  # no absolute paths, no `..`, no links out, no devices
+        else:
+            check_members(tar)
+            tar.extractall(sys.argv[1])
 EOF
 
 step "1/3  Inductor: python get_kernels_from_debug_info.py $TCD"
