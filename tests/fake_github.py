@@ -274,7 +274,16 @@ class _Handler(BaseHTTPRequestHandler):
         if match[4] not in (repo.default_branch, repo.sha):
             return self.send_json(422, {"message": f"No commit found for SHA: {match[4]}"}, rate)
         if match[3] == "commits":
-            return self.send_json(200, {"sha": repo.sha, "commit": {"message": "head"}}, rate)
+            if self.headers.get("Accept") == "application/vnd.github.sha":  # GitHub: the bare SHA as text
+                body = repo.sha.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/vnd.github.sha; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                for key, value in rate.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                return self.wfile.write(body)
+            return self.send_json(200, {"sha": repo.sha, "commit": {"message": "head"}, "files": []}, rate)
         self.send_response(302)
         self.send_header("Location", f"http://{self.fake.codeload_host}:{self.fake.port}/_codeload/"
                                      f"{repo.full_name}/legacy.zip/{repo.sha}")

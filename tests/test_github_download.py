@@ -86,6 +86,8 @@ def test_repos_file_pinned_downloads_and_rerun(monkeypatch, tmp_path):
     for seen in first:  # the token goes to the API only, never to the archive host
         expected = None if seen.path.startswith("/_codeload/") else f"Bearer {TOKEN}"
         assert seen.headers.get("Authorization") == expected
+        if "/commits/" in seen.path:  # the bare SHA, not a commit JSON with its diff
+            assert seen.headers["Accept"] == "application/vnd.github.sha"
 
     assert second == []  # rerun: everything is finished or known to have no Triton code
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()] \

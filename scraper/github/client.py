@@ -173,14 +173,14 @@ class GitHubClient:
     # ------------------------------------------------------------------------------------------ requests
 
     def get(self, path_or_url: str, params: Optional[dict] = None, *, stream: bool = False,
-            ok: tuple[int, ...] = (200,)) -> requests.Response:
+            ok: tuple[int, ...] = (200,), headers: Optional[dict] = None) -> requests.Response:
         """GET an API path, waiting out rate limits; returns a response whose status is in `ok`, else raises
-        GitHubError (RateLimitTooLong when a wait would exceed max_wait)."""
+        GitHubError (RateLimitTooLong when a wait would exceed max_wait). `headers` add to the session's."""
         url = self.url(path_or_url)
         resource = resource_of(self._path(url))
         for attempt in range(self.max_rate_retries + 1):
             self._wait_if_blocked(resource)
-            response = self._send(url, params, stream)
+            response = self._send(url, params, stream, headers)
             self._note_quota(resource, response)
             if response.status_code in ok:
                 return response
@@ -207,8 +207,10 @@ class GitHubClient:
             response = self.get(response.links["next"]["url"])
             yield response
 
-    def _send(self, url: str, params: Optional[dict], stream: bool) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+    def _send(self, url: str, params: Optional[dict], stream: bool, extra: Optional[dict]) -> requests.Response:
+        headers = dict(extra or {})
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
         with self.counts.lock:
             self.counts.api_calls += 1
         try:

@@ -32,6 +32,7 @@ CHUNK = 1 << 16
 MAX_SCAN_BYTES = 2 << 20  # .py members above 2 MiB are generated data, not kernels: not scanned
 _TRITON = re.compile(rb"\btriton\b")
 _JIT = re.compile(rb"\bjit\b")
+_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 class Skip(Exception):
@@ -89,16 +90,23 @@ def fetch_info(client: GitHubClient, full_name: str) -> RepoInfo:
 
 
 def fetch_commit(client: GitHubClient, full_name: str, branch: str) -> str:
-    """SHA of the head commit of `branch`; Skip('empty') for a repository without commits (409)."""
+    """SHA of the head commit of `branch`, asked with GitHub's `application/vnd.github.sha` media type (the bare
+    SHA instead of a commit JSON with its whole diff); Skip('empty') for a repository without commits (409)."""
+    path = f"{repo_path(full_name)}/commits/{quote(branch, safe='')}"
     try:
-        data = client.get_json(f"{repo_path(full_name)}/commits/{quote(branch, safe='')}")
+        response = client.get(path, headers={"Accept": "application/vnd.github.sha"})
     except GitHubError as exc:
         if exc.status == 409:
             raise Skip("empty", str(exc)) from None
         if exc.status in (404, 422):
             raise Skip("not_found", str(exc)) from None
         raise
-    return data["sha"]
+    text = response.text.strip()
+    if "json" in response.headers.get("Content-Type", ""):  # a server that ignores the media type
+        text = str(response.json().get("sha", ""))
+    if not _SHA.fullmatch(text):
+        raise GitHubError(f"{path}: not a commit SHA: {text[:80]!r}")
+    return text
 
 
 def download_archive(client: GitHubClient, full_name: str, sha: str, download_dir: Path,

@@ -127,10 +127,11 @@ class Stage:
     def finish(self) -> None:
         """Copy the client's counters into the stats, save stats.json / errors.csv, print the summary."""
         counts = self.client.counts
-        self.stats.counts["api_calls"] = counts.api_calls
-        self.stats.counts["http_retries"] = counts.retries
-        self.stats.counts["rate_limit_waits"] = counts.rate_limit_waits
-        self.stats.counts["rate_limit_wait_seconds"] = round(counts.rate_limit_wait_seconds, 1)
+        if not self.options.local:  # an offline run has no network counters to report
+            self.stats.counts["api_calls"] = counts.api_calls
+            self.stats.counts["http_retries"] = counts.retries
+            self.stats.counts["rate_limit_waits"] = counts.rate_limit_waits
+            self.stats.counts["rate_limit_wait_seconds"] = round(counts.rate_limit_wait_seconds, 1)
         self.stats.save(self.dir / "stats.json")
         self.stats.save_errors_csv(self.dir / "errors.csv")
         print(self.stats.summary(), file=sys.stderr)
