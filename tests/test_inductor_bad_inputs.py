@@ -149,16 +149,19 @@ def test_kernel_path_file_is_the_fallback_when_the_text_is_not_embedded(tmp_path
     cache = tmp_path / "cache" / "cabc.py"
     cache.parent.mkdir()
     cache.write_text(KERNEL.replace("NAME", "triton_poi_fused_a_0"))
+    not_python = tmp_path / "cache" / "secret.txt"  # a path in the (untrusted) comment that is no kernel file
+    not_python.write_text(KERNEL.replace("NAME", "triton_poi_fused_c_2"))
     blocks = [
         f"# kernel path: {cache}\ntriton_poi_fused_a_0 = async_compile.triton('triton_poi_fused_a_0', source_a)\n",
         f"# kernel path: {tmp_path / 'gone.py'}\ntriton_poi_fused_b_1 = async_compile.triton('triton_poi_fused_b_1', source_b)\n",
+        f"# kernel path: {not_python}\ntriton_poi_fused_c_2 = async_compile.triton('triton_poi_fused_c_2', source_c)\n",
     ]
     out = tmp_path / "out"
     assert run_extraction([graph(tmp_path / "in", "m__0_inference_0.0", output_code(*blocks))], out) == 0
     (row,) = load_manifest(out)
     assert row["name"] == "triton_poi_fused_a_0" and row["extra"]["source_from"] == "kernel_path"
     assert row["original"] == cache.read_text() and row["kind"] == "pointwise"
-    assert [r["reason"] for r in rejects_of(out)] == ["no_source"]
+    assert [r["reason"] for r in rejects_of(out)] == ["no_source", "no_source"]
 
 
 def test_hostile_names_stay_inside_the_output_folder(tmp_path):

@@ -97,6 +97,12 @@ def safe_name(name: str) -> str:
     return cleaned or "_"
 
 
+def module_name(name: str) -> str:
+    """A Python identifier for a kernel's file name (`kernels/<module_name>.py`)."""
+    cleaned = re.sub(r"\W", "_", name, flags=re.ASCII) or "_"
+    return "_" + cleaned if cleaned[0].isdigit() else cleaned
+
+
 class FolderAllocator:
     """Gives each graph its `<model>/<graph>[-<hash>]` folder under `out_dir`, never one another run holds."""
 

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # At most this many cuts when salvaging a file that does not parse (each cut drops at least one line).
 MAX_SALVAGE_CUTS = 50
+# A `# kernel path:` file (one kernel module) larger than this is not one Inductor wrote.
+MAX_KERNEL_FILE_BYTES = 4 * 1024 * 1024
 # Counted independently of the parser, to report how many kernels a damaged file lost.
 _TRITON_CALL = re.compile(r"async_compile\.triton\(")
 _OTHER_COMPILE_CALL = re.compile(r"async_compile\.(cpp_pybinding|cpp|cuda|rocm|halide|mps|submit)\(")
@@ -185,12 +187,14 @@ def comment_above(lines: list[str], lineno: int) -> str:
 
 
 def read_fallback_source(kernel: EmbeddedKernel) -> Optional[str]:
-    """The kernel's module text from the file named in its `# kernel path:` comment, if that file exists."""
-    path = parse_comment(kernel.comment).get("kernel_path")
-    if not path:
-        return None
+    """The kernel's module text from the file named in its `# kernel path:` comment, if that file exists.
+
+    The comment is input like the rest, so only a `.py` file of at most MAX_KERNEL_FILE_BYTES is read."""
+    path = Path(parse_comment(kernel.comment).get("kernel_path") or "")
     try:
-        return Path(path).read_text(encoding="utf-8")
+        if path.suffix != ".py" or not path.is_file() or path.stat().st_size > MAX_KERNEL_FILE_BYTES:
+            return None
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
 

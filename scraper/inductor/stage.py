@@ -29,6 +29,7 @@ from scraper.inductor.layout import (
     Graph,
     describe_graph,
     find_output_codes,
+    module_name,
     safe_name,
 )
 from scraper.inductor.output_code import EmbeddedKernel, parse_comment, read_fallback_source, read_output_code
@@ -82,7 +83,8 @@ def extract_graph(
         stats.inc("graphs_renamed_same_name_other_run")
     target = out_dir / folder
     # provenance.json first: it claims the folder for this run before anything else lands there.
-    write_if_changed(target / PROVENANCE, json.dumps(allocator.mark(folder, graph), indent=2, sort_keys=True).encode() + b"\n")
+    mark = json.dumps(allocator.mark(folder, graph), indent=2, sort_keys=True) + "\n"
+    write_if_changed(target / PROVENANCE, mark.encode("utf-8"))
     write_if_changed(target / OUTPUT_CODE, content)
     has_fx = copy_fx_graph(graph, target, stats)
     embedded = read_output_code(text, str(path))
@@ -168,7 +170,7 @@ def kernel_record(
     except KernelModuleError as exc:
         return _reject(rejects, stats, "kernel_does_not_parse", where, kernel, str(exc))
     info = parse_comment(kernel.comment)
-    name = safe_name(kernel.name).replace(".", "_").replace("-", "_")
+    name = module_name(kernel.name)
     return KernelRecord(
         name=kernel.name,
         code=clean.code,
