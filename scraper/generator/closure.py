@@ -23,8 +23,10 @@ from scraper.generator.parse import ParsedModule, line_bytes, parse_source, sour
 from scraper.generator.scopes import BUILTINS, bound_names, free_names
 from scraper.generator.selfcheck import check_module
 
-# Libraries a generated module may import: the standard library plus what a Triton kernel runs with.
-DEFAULT_ALLOWED_IMPORTS = frozenset(sys.stdlib_module_names) | {"torch", "triton", "numpy", "typing_extensions"}
+# Libraries a generated module may import: the standard library plus what a Triton kernel runs with
+# (`packaging`: kernels pick code paths by `version.parse(triton.__version__)`; it is in every pip environment).
+DEFAULT_ALLOWED_IMPORTS = frozenset(sys.stdlib_module_names) | {"torch", "triton", "numpy", "typing_extensions",
+                                                                 "packaging"}
 _MUTATING_METHODS = {"append", "extend", "insert", "update", "add", "setdefault", "__setitem__"}
 _COMPOUND = (ast.If, ast.Try, ast.With, ast.For, ast.While)
 # Decorators that only make sense inside a class; a method lifted to module level goes without them.
@@ -49,6 +51,8 @@ class ModuleIndex:
     mutators: dict = field(default_factory=dict)  # name -> [top-level statements that fill it]
     star_imports: list = field(default_factory=list)  # ImportFrom nodes with `*`
     future: list = field(default_factory=list)  # `from __future__ import ...` nodes
+    parent: Optional["ModuleIndex"] = None  # for a function body seen as a scope: the module around it
+    params: set = field(default_factory=set)  # for a function body: its parameters (not resolvable statically)
 
     @property
     def text(self) -> str:
@@ -63,6 +67,19 @@ def index_module(path: str, parsed: ParsedModule) -> ModuleIndex:
         for name in _mutated_names(statement):
             module.mutators.setdefault(name, []).append(statement)
     return module
+
+
+def index_function_scope(module: ModuleIndex, function: ast.AST) -> ModuleIndex:
+    """A function's body indexed like a module (its local imports, helpers and constants), falling back to
+    `module` for the rest: what a kernel defined inside a function reads from around it."""
+    scope = ModuleIndex(f"{module.path}::{function.name}", module.parsed, parent=module)
+    args = function.args
+    scope.params = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg] if a}
+    for statement in function.body:
+        _index_statement(scope, statement)
+        for name in _mutated_names(statement):
+            scope.mutators.setdefault(name, []).append(statement)
+    return scope
 
 
 def _bind(module: ModuleIndex, name: str, binding: Binding) -> None:
@@ -256,6 +273,11 @@ class _Closure:
         bindings = module.bindings.get(name)
         if bindings:
             self._use_binding(module, name, bindings, depth)
+        elif module.parent is not None:
+            if name in module.params:
+                self.reasons.setdefault(name, "enclosing_scope")
+            else:
+                self.need(module.parent, name, depth)
         elif not self._from_star_imports(module, name, depth) and name not in BUILTINS:
             self.reasons.setdefault(name, "undefined")
 
@@ -450,15 +472,15 @@ def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional
         raise KeyError(f"no definition {qualname!r} in {path}")
     closure = _Closure(index)
     nested = "." in qualname
-    enclosing_locals = _enclosing_locals(enclosing)
     for future in module.future:
         closure.future[_statement_text(module.text, future)] = None
-    own = {node.name}
-    closure.need_names(module, free_names(node) - own - enclosing_locals, 1)
-    for name in sorted((free_names(node) - BUILTINS) & enclosing_locals):
-        closure.reasons.setdefault(name, "enclosing_scope")
+    scope = index_function_scope(module, enclosing) if enclosing is not None else module
+    if scope is module:  # a helper that calls back into the target must not copy it a second time
+        closure.visited.add((module.path, node.name))
+        closure.done_statements.add((module.path, node.lineno, node.col_offset))
+    closure.need_names(scope, free_names(node) - {node.name}, 1)
     text, dropped = _lifted_source(module, node, nested)
-    closure._add_block(text, ("target", path, qualname), own)
+    closure._add_block(text, ("target", path, qualname), {node.name})
     code = closure.render()
     check = check_module(code, f"{path}:{qualname}")
     reasons = dict(closure.reasons)
@@ -471,12 +493,3 @@ def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional
         self_contained=check.self_contained, dependencies=closure.dependencies, conflicts=sorted(closure.conflicts),
         dropped_decorators=dropped,
     )
-
-
-def _enclosing_locals(enclosing) -> set[str]:
-    """Names local to the enclosing function(s) of a nested definition (closure variables)."""
-    if enclosing is None:
-        return set()
-    params = enclosing.args
-    every = params.posonlyargs + params.args + params.kwonlyargs + [a for a in (params.vararg, params.kwarg) if a]
-    return {a.arg for a in every} | bound_names(enclosing.body)

@@ -1,0 +1,135 @@
+"""Static dependency closure (scraper.generator.closure) and the self-contained check (selfcheck)."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from scraper.generator.closure import RepoIndex, extract_closure
+from scraper.generator.selfcheck import check_module
+from tests.generator_helpers import FIXTURE_REPO, coarse_unbound_names, make_zipball
+
+
+@pytest.fixture(scope="module")
+def index():
+    return RepoIndex.from_location(FIXTURE_REPO)
+
+
+def original(relative: str, name: str) -> str:
+    """Oracle: the stdlib's ast.get_source_segment of top-level `name` in a fixture file (decorators included)."""
+    text = (FIXTURE_REPO / relative).read_text()
+    lines = text.splitlines(keepends=True)
+    for node in ast.parse(text).body:
+        targets = [getattr(t, "id", None) for t in getattr(node, "targets", [getattr(node, "target", None)])]
+        if getattr(node, "name", None) == name or name in targets:
+            start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+            return "".join(lines[start - 1:node.end_lineno]).rstrip("\n")
+    raise AssertionError(f"{name} not in {relative}")
+
+
+def assert_self_contained(result):
+    assert result.self_contained and result.unresolved == []
+    compile(result.code, "<test>", "exec")
+    assert coarse_unbound_names(result.code) == set()
+
+
+def test_cross_file_helpers_through_relative_and_absolute_imports(index):
+    result = extract_closure(index, "acme/ops/add.py", "add_kernel")
+    assert_self_contained(result)
+    for relative, name in [("acme/ops/add.py", "add_kernel"), ("acme/utils.py", "_helper"),
+                           ("acme/utils.py", "_twice"), ("acme/utils.py", "SCALE"), ("acme/ops/add.py", "OFFSET")]:
+        assert original(relative, name) in result.code
+    assert "get_configs" not in result.code and "import torch" not in result.code  # only what it reads
+    assert result.imports == ["import triton", "import triton.language as tl"]
+    # definition order: a helper before the kernel that calls it
+    assert result.code.index("def _twice") < result.code.index("def _helper") < result.code.index("def add_kernel")
+
+
+def test_autotune_configs_from_a_helper_function(index):
+    result = extract_closure(index, "acme/ops/add.py", "scale_kernel")
+    assert_self_contained(result)
+    for name in ["get_configs", "BLOCK_SIZES", "SCALE", "EPS"]:
+        relative = "acme/ops/add.py" if name == "EPS" else "acme/utils.py"
+        assert original(relative, name) in result.code
+    assert result.code.index("BLOCK_SIZES =") < result.code.index("@triton.autotune")
+
+
+def test_config_list_filled_by_a_module_level_loop(index):
+    result = extract_closure(index, "acme/ops/configs.py", "k_loop_configs")
+    assert_self_contained(result)
+    text = (FIXTURE_REPO / "acme/ops/configs.py").read_text()
+    loop = text[text.index("CONFIGS = []"):text.index("\n\n\n@triton.autotune")]
+    assert loop in result.code
+
+
+def test_star_import_from_the_repository(index):
+    result = extract_closure(index, "acme/ops/plain_jit.py", "k_from_import")
+    assert_self_contained(result)
+    assert original("acme/utils.py", "_twice") in result.code and not any("*" in i for i in result.imports)
+
+
+def test_unresolved_names_are_reported_with_reasons(index):
+    result = extract_closure(index, "acme/ops/external.py", "k_external")
+    assert not result.self_contained
+    assert result.reasons == {"rearrange": "external:einops", "not_there": "missing_module:.missing_module",
+                              "undefined_name": "undefined"}
+    assert check_module(result.code).missing == ["not_there", "rearrange", "undefined_name"]
+
+
+def test_nested_kernels(index):
+    method = extract_closure(index, "acme/ops/nested.py", "Ops.k_static_method")
+    assert_self_contained(method)
+    assert method.dropped_decorators == ["staticmethod"] and "staticmethod" not in method.code
+    assert "@triton.jit\ndef k_static_method(x_ptr, BLOCK: tl.constexpr):\n    x = tl.load(" in method.code
+    inner = extract_closure(index, "acme/ops/nested.py", "make_kernel.<locals>.k_in_function")
+    assert inner.reasons == {"scale": "enclosing_scope"}
+    assert "import triton as tt" in inner.code and "LOCAL_BLOCK = 16" in inner.code
+
+
+def test_any_definition_for_example_an_nn_module(index):
+    result = extract_closure(index, "acme/layers.py", "Block")
+    assert_self_contained(result)
+    for relative, name in [("acme/layers.py", "Block"), ("acme/layers.py", "HIDDEN"), ("acme/ops/add.py", "add"),
+                           ("acme/ops/add.py", "add_kernel"), ("acme/utils.py", "_helper")]:
+        assert original(relative, name) in result.code
+    assert "from torch import nn" in result.imports and "import torch" in result.imports
+
+
+def test_zip_index_gives_the_same_closure(index, tmp_path):
+    from_zip = RepoIndex.from_location(make_zipball(FIXTURE_REPO, tmp_path / "acme__kernels.zip"))
+    for path, name in [("acme/ops/add.py", "scale_kernel"), ("acme/layers.py", "Block")]:
+        assert extract_closure(from_zip, path, name).code == extract_closure(index, path, name).code
+
+
+def test_aliases_conflicts_and_module_objects():
+    files = {
+        "pkg/a.py": "import triton\nBLOCK = 1\nfrom .b import helper as h\nfrom . import b\nimport pkg.b as pb\n"
+                    "@triton.jit\ndef k(x):\n    return h(x) + BLOCK\n@triton.jit\ndef m(x):\n    return b.helper(x)\n",
+        "pkg/b.py": "import triton\nBLOCK = 2\n@triton.jit\ndef helper(x):\n    return x * BLOCK\n",
+        "pkg/__init__.py": "",
+    }
+    index = RepoIndex(files)
+    result = extract_closure(index, "pkg/a.py", "k")
+    assert "h = helper" in result.code and result.conflicts == ["BLOCK"]
+    assert extract_closure(index, "pkg/a.py", "m").reasons == {"b": "module_object"}
+    with pytest.raises(KeyError):
+        extract_closure(index, "pkg/a.py", "nope")
+    with pytest.raises(KeyError):
+        extract_closure(index, "pkg/zzz.py", "k")
+
+
+def test_import_cycle_terminates():
+    files = {"a.py": "from b import g\nimport triton\n@triton.jit\ndef f(x):\n    return g(x)\n",
+             "b.py": "from a import f\nimport triton\n@triton.jit\ndef g(x):\n    return f(x)\n"}
+    result = extract_closure(RepoIndex(files), "a.py", "f")
+    assert_self_contained(result)
+    assert result.code.count("def f(") == 1 and result.code.count("def g(") == 1
+
+
+def test_selfcheck_scoping():
+    code = "import triton\nX = 1\nclass C:\n    q = 1\n    def m(self):\n        return q + X\n" \
+           "def f(a):\n    return [z for z in a] + [len(b) for b in W]\n"
+    check = check_module(code)
+    assert check.compiles and check.missing == ["W", "q"]
+    assert not check_module("def f(:\n").compiles
