@@ -12,8 +12,9 @@ import time
 import zipfile
 from pathlib import Path
 
-from fake_github import FakeClock, FakeGitHub, FakeRepo, kernel_repo
+from fake_github import KERNEL, FakeClock, FakeGitHub, FakeRepo, kernel_repo
 from scraper.github.client import GitHubClient
+from scraper.github.manifest import read_manifest
 from scraper.github.pipeline import Options, run
 
 import scrape_github
@@ -275,3 +276,24 @@ def test_discover_only_downloads_nothing(monkeypatch, tmp_path):
         assert fake.paths() == ["/search/repositories"]
     assert (out / "candidates.txt").read_text() == "alpha/fa\nbeta/kern\n"
     assert not (out / "manifest.jsonl").exists()
+
+
+def test_refresh_fetches_only_moved_heads(tmp_path):
+    r1, r2 = kernel_repo("o/r1"), kernel_repo("o/r2")
+    listing = write_list(tmp_path / "repos.txt", "o/r1", "o/r2")
+    out = tmp_path / "dl"
+    with FakeGitHub([r1, r2]) as fake:
+        client = GitHubClient(fake.url, TOKEN, clock=FakeClock())
+        assert run(Options(out, repos_file=listing, jobs=1), client) == 0
+        old_sha = r2.sha
+        r2.files["pkg/more.py"] = KERNEL  # a new commit on o/r2's default branch
+        fake.requests.clear()
+        assert run(Options(out, repos_file=listing, jobs=1, refresh=True), client) == 0
+        paths = fake.paths()
+    assert r2.sha != old_sha
+    assert paths == ["/repos/o/r1", "/repos/o/r1/commits/main", "/repos/o/r2", "/repos/o/r2/commits/main",
+                     f"/repos/o/r2/zipball/{r2.sha}", f"/_codeload/o/r2/legacy.zip/{r2.sha}"]
+    assert [e["full_name"] for e in manifest(out)] == ["o/r1", "o/r2", "o/r2"]
+    latest = read_manifest(out)["o/r2"]
+    assert latest["commit_sha"] == r2.sha and latest["triton_files"] == 2
+    assert (out / "o__r2.zip").read_bytes() == r2.zip_bytes()

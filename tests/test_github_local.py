@@ -124,19 +124,27 @@ def test_zip_inputs_copied_repacked_or_refused(tmp_path, capsys):
     ball = make_zip(tmp_path / "ball.zip", {"me-ball-abc1234/": "", "me-ball-abc1234/k.py": kernel})
     flat = make_zip(tmp_path / "flat.zip", {"k.py": kernel, "sub/u.py": "x = 1\n"})
     evil = make_zip(tmp_path / "evil.zip", {"ok/k.py": kernel, "ok/../../evil.py": "boom"})
+    link = tmp_path / "link.zip"
+    with zipfile.ZipFile(link, "w") as zf:
+        zf.writestr("ok/k.py", kernel)
+        member = zipfile.ZipInfo("ok/passwd")
+        member.external_attr = 0o120777 << 16  # a symbolic link
+        zf.writestr(member, "/etc/passwd")
     out = tmp_path / "dl"
-    argv = ["--local", str(ball), str(flat), str(evil), str(tmp_path / "missing"), "--download-dir", str(out)]
+    argv = ["--local", str(ball), str(flat), str(evil), str(link), str(tmp_path / "missing"),
+            "--download-dir", str(out)]
     assert scrape_github.main(argv) == 0
     entries = {e["full_name"]: e for e in manifest(out)}
     assert set(entries) == {"local/ball", "local/flat"}
     assert (out / "local__ball.zip").read_bytes() == ball.read_bytes()  # already zipball layout: copied
     assert members(out / "local__flat.zip") == ["local-flat-0000000/k.py", "local-flat-0000000/sub/u.py"]
     assert entries["local/flat"]["triton_files"] == 1
-    assert not (out / "local__evil.zip").exists()
+    assert not (out / "local__evil.zip").exists() and not (out / "local__link.zip").exists()
     counts = stats(out)
-    assert counts["errors_local"] == 2 and counts["local_ingested"] == 2
+    assert counts["errors_local"] == 3 and counts["local_ingested"] == 2
     err = capsys.readouterr().err
-    assert "unsafe member name" in err and "no such file or folder" in err
+    assert "unsafe member name 'ok/../../evil.py'" in err and "unsafe member name 'ok/passwd'" in err
+    assert "no such file or folder" in err
     assert not list(out.glob(".*.part"))
 
 

@@ -172,8 +172,11 @@ def count_triton_files(path: Path) -> int:
         for info in archive.infolist():
             if info.is_dir() or not info.filename.endswith(".py") or info.file_size > MAX_SCAN_BYTES:
                 continue
-            with archive.open(info) as member:
-                text = member.read(MAX_SCAN_BYTES + 1)
+            try:
+                with archive.open(info) as member:
+                    text = member.read(MAX_SCAN_BYTES + 1)
+            except (RuntimeError, NotImplementedError, zipfile.BadZipFile, OSError):  # encrypted, odd compression
+                continue
             if _TRITON.search(text) and _JIT.search(text):
                 count += 1
     return count

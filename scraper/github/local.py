@@ -144,12 +144,16 @@ def safe_member(name: str) -> bool:
     return not posix.is_absolute() and ".." not in posix.parts and not re.match(r"^[A-Za-z]:", name)
 
 
+def _is_symlink(info: zipfile.ZipInfo) -> bool:
+    return (info.external_attr >> 16) & 0o170000 == 0o120000
+
+
 def copy_zip(source: Path, top: str, target: Path, max_bytes: Optional[int]) -> None:
     """Copy a zip that is already in zipball layout; re-pack one that is not. Refuses unsafe member names."""
     try:
         with zipfile.ZipFile(source) as archive:
             infos = archive.infolist()
-            unsafe = [i.filename for i in infos if not safe_member(i.filename)]
+            unsafe = [i.filename for i in infos if not safe_member(i.filename) or _is_symlink(i)]
             if unsafe:
                 raise LocalError(f"{source}: unsafe member name {unsafe[0]!r}")
             total = sum(i.file_size for i in infos)

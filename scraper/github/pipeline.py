@@ -103,6 +103,7 @@ class Stage:
             try:
                 status, entry = ingest(arg, self.dir, self.options.max_bytes)
             except (LocalError, OSError) as exc:
+                log.warning("skipped: %s", exc)
                 self.stats.error("local", arg, exc)
                 continue
             self.stats.inc(f"local_{status}")
@@ -236,6 +237,7 @@ class Stage:
                 self.stats.error("download", name, exc)
             log.error("%s: %s; stopping (rerun later to resume)", name, exc)
         except GitHubError as exc:
+            log.warning("%s: %s", name, exc)
             with self.lock:
                 self.stats.error("download", name, exc)
         except Exception as exc:  # one bad repository must not end the run; the error is grouped in the summary
@@ -261,6 +263,8 @@ class Stage:
         sha = fetch_commit(self.client, info.full_name, info.default_branch)
         if done and self.manifest[key].get("commit_sha") == sha:
             return "unchanged"
+        if key in self.no_triton and self.no_triton[key].get("commit_sha") == sha:
+            return "unchanged_no_triton"
         path, digest, size = download_archive(self.client, info.full_name, sha, self.dir, self.options.max_bytes)
         triton_files = count_triton_files(path)
         if triton_files == 0 and self.options.confirm:
