@@ -47,7 +47,8 @@ def test_403_retry_after_waits_that_long(fake):
     assert client.get_json("/repos/octo/kern")["full_name"] == "octo/kern"
     assert clock.sleeps == [30.0]
     assert fake.paths() == ["/repos/octo/kern"] * 2
-    assert (client.counts.api_calls, client.counts.rate_limit_waits, client.counts.rate_limit_wait_seconds) == (2, 1, 30)
+    counts = client.counts
+    assert (counts.api_calls, counts.rate_limit_waits, counts.rate_limit_wait_seconds) == (2, 1, 30)
 
 
 def test_429_retry_after(fake):

@@ -224,7 +224,8 @@ class Stage:
         """Fetch one repository; every outcome is counted, none raises."""
         name = candidate.full_name
         if self.stop.is_set():
-            self.rejects.add("stopped", full_name=name, message="run stopped by a rate limit wait over --max-wait")
+            with self.lock:
+                self.rejects.add("stopped", full_name=name, message="run stopped by a rate-limit wait over --max-wait")
             return
         try:
             self.stats_inc(self.fetch(candidate))
@@ -241,9 +242,10 @@ class Stage:
             with self.lock:
                 self.stats.error("download", name, exc)
         except Exception as exc:  # one bad repository must not end the run; the error is grouped in the summary
+            log.warning("%s: unexpected %s: %s", name, type(exc).__name__, exc)
+            log.debug("traceback for %s", name, exc_info=True)
             with self.lock:
                 self.stats.error("download", name, exc)
-            log.debug("unexpected error for %s", name, exc_info=True)
 
     def stats_inc(self, *keys: str) -> None:
         with self.lock:
@@ -256,14 +258,17 @@ class Stage:
         done = is_finished(self.dir, self.manifest.get(key))
         if done and not self.options.refresh:
             return "skipped_already_downloaded"
-        if key in self.no_triton and not self.options.refresh:
+        known_empty = key in self.no_triton and self.options.confirm
+        if known_empty and not self.options.refresh:
             return "skipped_known_no_triton"
-        info = candidate.info if candidate.info and candidate.info.complete else fetch_info(self.client, candidate.full_name)
+        info = candidate.info
+        if info is None or not info.complete:
+            info = fetch_info(self.client, candidate.full_name)
         self.check_limits(candidate, info)
         sha = fetch_commit(self.client, info.full_name, info.default_branch)
         if done and self.manifest[key].get("commit_sha") == sha:
             return "unchanged"
-        if key in self.no_triton and self.no_triton[key].get("commit_sha") == sha:
+        if known_empty and self.no_triton[key].get("commit_sha") == sha:
             return "unchanged_no_triton"
         path, digest, size = download_archive(self.client, info.full_name, sha, self.dir, self.options.max_bytes)
         triton_files = count_triton_files(path)
