@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     """The command line of run_inductor_suite.py (`description`: the script's docstring)."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="run_inductor_suite.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_argument_group("what to compile")
     what.add_argument("--suite", required=True, choices=lists.SUITES,
                       help="timm (timm.create_model, pretrained=False), huggingface (transformers classes built "

@@ -3,7 +3,8 @@
 Layout of --out (the debug root, `torch_compile_debug` by default):
     run_<date>-pid_<pid>/torchinductor/<model>__0_inference_0.0/...   what TORCH_COMPILE_DEBUG=1 writes,
                                                                     one run_ folder per worker process
-    suite/manifest.jsonl            one line per model attempt (the latest line of a model wins)
+    suite/manifest.jsonl            one line per model attempt (the latest line of a model wins; the fields
+                                    are listed in scraper/suite/manifest.py)
     suite/stats.json, errors.csv    counts and failures of the last invocation
     suite/programs/<suite>/<model>.py   the standalone PyTorch program of each model
     suite/logs/<suite>/<model>.log      the worker's stdout + stderr
@@ -29,15 +30,14 @@ from typing import Callable, Optional, Sequence
 from tqdm import tqdm
 
 from scraper.cli import REPO_ROOT
-from scraper.records import append_jsonl, iter_jsonl
+from scraper.records import append_jsonl
 from scraper.stats import Stats
 from scraper.suite.lists import ModelSpec, safe_name
+from scraper.suite.manifest import RESUME_KEYS, latest_entries, resume_key
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = {"timm": 8, "huggingface": 8, "modules": 4}
-# What identifies "the same run" of a model for resuming: a model compiled in another mode is a new job.
-RESUME_KEYS = ("suite", "model", "mode", "dtype", "max_autotune")
 
 
 @dataclass
@@ -140,7 +140,7 @@ def worker_argv(settings: Settings, job: Job, paths: dict[str, Path]) -> list[st
             "--graph-name", safe_name(job.name), "--out", str(settings.out.resolve()),
             "--program", str(paths["program"].resolve()), "--result", str(paths["result"].resolve()),
             "--mode", settings.mode, "--dtype", settings.dtype,
-            "--batch-size", str(job.spec.batch_size or DEFAULT_BATCH.get(settings.suite, 8)),
+            "--batch-size", str(batch_size(settings, job)),
             "--seq-len", str(settings.seq_len), "--hf-layers", str(settings.hf_layers),
             "--backend", settings.backend]
     if settings.max_autotune:
@@ -150,6 +150,11 @@ def worker_argv(settings: Settings, job: Job, paths: dict[str, Path]) -> list[st
     if job.source is not None:
         argv += ["--source", str(Path(job.source).resolve()), "--class-name", job.class_name or job.name]
     return argv
+
+
+def batch_size(settings: Settings, job: Job) -> int:
+    """The model's batch size: from its list entry, else the suite's default."""
+    return job.spec.batch_size or DEFAULT_BATCH.get(settings.suite, 8)
 
 
 def worker_env(gpu: Optional[str]) -> dict[str, str]:
@@ -223,7 +228,7 @@ def base_entry(settings, job, gpu, started_at, seconds, returncode, paths) -> di
     """The manifest fields the orchestrator knows without the worker's result."""
     rel = lambda path: os.path.relpath(path, settings.out)  # noqa: E731
     entry = {"suite": settings.suite, "model": job.name, "mode": settings.mode, "dtype": settings.dtype,
-             "max_autotune": settings.max_autotune, "batch_size": job.spec.batch_size, "gpu": gpu,
+             "max_autotune": settings.max_autotune, "batch_size": batch_size(settings, job), "gpu": gpu,
              "started_at": started_at, "seconds": round(seconds, 3), "returncode": returncode,
              "program": rel(paths["program"]) if paths["program"].exists() else None, "log": rel(paths["log"]),
              "shard": "/".join(map(str, settings.shard)) if settings.shard else None}
@@ -279,26 +284,12 @@ def last_line(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------------- resume
 
 
-def resume_key(entry: dict) -> tuple:
-    """The identity of a model run in the manifest (see RESUME_KEYS)."""
-    return tuple(entry.get(key) for key in RESUME_KEYS)
-
-
-def previous_results(settings: Settings) -> dict[tuple, dict]:
-    """Latest manifest entry per resume key, over every manifest*.jsonl of the suite folder."""
-    latest: dict[tuple, dict] = {}
-    for path in sorted(settings.suite_dir.glob("manifest*.jsonl")):
-        for entry in iter_jsonl(path):
-            latest[resume_key(entry)] = entry
-    return latest
-
-
 def jobs_to_run(settings: Settings, jobs: Sequence[Job], redo: str, stats: Stats) -> list[Job]:
     """The jobs not done yet. redo: "none" skips every model already in the manifest, "failed" reruns the
     ones that failed or timed out, "all" reruns everything."""
     if redo == "all":
         return list(jobs)
-    done = previous_results(settings)
+    done = latest_entries(settings.out)
     todo = []
     for job in jobs:
         entry = done.get(resume_key(job_identity(settings, job)))
@@ -331,7 +322,7 @@ def run_suite(settings: Settings, jobs: Sequence[Job], slots: Sequence[Optional[
     entries: list[dict] = []
     lock = threading.Lock()
     stop = threading.Event()
-    deadline = time.monotonic() + budget if budget else None
+    deadline = time.monotonic() + budget if budget is not None else None
     bar = tqdm(total=len(jobs), desc=f"{settings.suite} models", unit="model", disable=None)
 
     def drive(slot: Optional[str]) -> None:

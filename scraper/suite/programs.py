@@ -93,7 +93,8 @@ def make_inputs(model, config, device):
     if model.main_input_name == "pixel_values":
         size = config.image_size
         return {{"pixel_values": torch.randn(batch, config.num_channels, size, size, device=device, dtype=DTYPE)}}
-    seq_len = min(SEQ_LEN, getattr(config, "max_position_embeddings", None) or SEQ_LEN)
+    limit = getattr(config, "max_position_embeddings", None)  # XLNet says -1: no limit
+    seq_len = min(SEQ_LEN, limit) if isinstance(limit, int) and limit > 0 else SEQ_LEN
     ids = torch.randint(0, config.vocab_size, (batch, seq_len), device=device)
     if "Bart" in MODEL and config.eos_token_id is not None:
         ids[:, -1] = config.eos_token_id

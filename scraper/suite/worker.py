@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> dict:
     text, extra = program_text(args, device, training)
     info.update(extra)
     atomic_write_text(args.program, text)
+    os.chmod(args.program, 0o644)  # a script for people to read and run (the atomic write makes it 0600)
     model, call_args, call_kwargs = phase("build", lambda: load_program(args.program).build(device))
     info["build_seconds"] = round(time.monotonic() - started, 3)
     info["parameters"] = sum(p.numel() for p in model.parameters())

@@ -1,0 +1,72 @@
+"""The suite's manifest: one JSON line per model attempt in <debug root>/suite/manifest*.jsonl.
+
+Each line: suite, model, mode, dtype, max_autotune, batch_size, gpu, started_at, seconds (wall, orchestrator),
+status ("ok" | "failed" | "timeout" | "crashed"), success, phase (which step failed: program, import, init,
+inputs, build, compile, worker), error (`Type: first line`), returncode, run_dir (the run_<date>-pid_<pid>/ folder
+of the worker, relative to the debug root), graphs (graph folder names under run_dir/torchinductor/), kernels
+(Triton kernels in their output_code.py), program and log (paths relative to the debug root), versions (torch,
+triton, cuda, gpu, python, timm/transformers), build_seconds, compile_seconds, worker_seconds, parameters,
+device, shard; for --suite modules also module (repo, path, commit, license, class_name), init_args,
+init_kwargs, input_shapes. The latest line of a (suite, model, mode, dtype, max_autotune) wins.
+
+`graph_index` / `pytorch_side` join the kernels that get_kernels_from_debug_info.py extracts (their `run_dir` and
+`graph` fields) back to the model and the PyTorch program that produced them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from scraper.records import iter_jsonl
+
+# What identifies "the same run" of a model: a model compiled in another mode or dtype is another job.
+RESUME_KEYS = ("suite", "model", "mode", "dtype", "max_autotune")
+
+
+def resume_key(entry: dict) -> tuple:
+    """The identity of a model run in the manifest (see RESUME_KEYS)."""
+    return tuple(entry.get(key) for key in RESUME_KEYS)
+
+
+def manifest_files(debug_root: str | os.PathLike) -> list[Path]:
+    """suite/manifest.jsonl and the shards' suite/manifest-<i>-of-<N>.jsonl under a debug root."""
+    return sorted((Path(debug_root) / "suite").glob("manifest*.jsonl"))
+
+
+def latest_entries(debug_root: str | os.PathLike) -> dict[tuple, dict]:
+    """The latest manifest entry per resume key, over every manifest file of the debug root."""
+    latest: dict[tuple, dict] = {}
+    for path in manifest_files(debug_root):
+        for entry in iter_jsonl(path):
+            latest[resume_key(entry)] = entry
+    return latest
+
+
+def graph_index(debug_root: str | os.PathLike) -> dict[tuple[str, str], dict]:
+    """(run_dir folder name, graph folder name) -> the manifest entry of the model that produced that graph."""
+    index = {}
+    for entry in latest_entries(debug_root).values():
+        run_dir = entry.get("run_dir")
+        for graph in entry.get("graphs") or []:
+            if run_dir:
+                index[(Path(run_dir).name, graph)] = entry
+    return index
+
+
+def pytorch_side(record: Any, index: dict[tuple[str, str], dict], debug_root: str | os.PathLike,
+                 with_source: bool = True) -> Optional[dict]:
+    """The PyTorch side of one extracted kernel (a KernelRecord or its dict): suite, model, the program's path
+    and (with_source) its text, and for scraped modules their provenance; None when the kernel's graph is not
+    in the index (a debug folder the suite did not make)."""
+    get = record.get if isinstance(record, dict) else lambda key: getattr(record, key, None)
+    entry = index.get((Path(get("run_dir") or "").name, get("graph") or ""))
+    if entry is None:
+        return None
+    side = {"suite": entry.get("suite"), "model": entry.get("model"), "mode": entry.get("mode"),
+            "dtype": entry.get("dtype"), "program_file": entry.get("program"), "module": entry.get("module")}
+    if with_source and entry.get("program"):
+        program = Path(debug_root) / entry["program"]
+        side["program"] = program.read_text(encoding="utf-8") if program.is_file() else None
+    return side
