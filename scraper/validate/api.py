@@ -96,7 +96,8 @@ def _needed_levels(levels: Iterable[str]) -> tuple[str, ...]:
     return LEVELS[: top + 1]
 
 
-def _job(record: KernelRecord, level: str, timeout: float, memory_mb: int) -> dict:
+def make_job(record: KernelRecord, level: str, timeout: float, memory_mb: int) -> dict:
+    """The JSON job a worker runs for one record and level (scraper.validate.worker)."""
     return {"level": level, "name": record.name, "code": record.code, "signature": record.signature,
             "constants": record.constants, "launch": record.launch, "timeout": timeout, "memory_mb": memory_mb}
 
@@ -116,7 +117,7 @@ def _run_level(records, level, pool, cache, version, timeout, memory_mb, stats) 
     by_job = {}
     jobs = []
     for record in pending:
-        job = _job(record, level, timeout, memory_mb)
+        job = make_job(record, level, timeout, memory_mb)
         by_job[id(job)] = record
         jobs.append(job)
     with tqdm(total=len(jobs), desc=f"validate {level}", unit="kernel", disable=None) as bar:
@@ -150,10 +151,12 @@ def validate_records(records: list[KernelRecord], *, levels: Iterable[str] = LEV
     needed = _needed_levels(levels)
     version = triton_version()
     cache = ResultCache(cache_path)
-    for record in tqdm(records, desc="validate parses", unit="kernel", disable=None):
-        _set_level(record, "parses", check_parses(record), stats)
-        record.validation["triton"] = version
     with WorkerPool(jobs or default_jobs()) as pool:
+        if len(needed) > 1 and any(cache.get(cache_key(r, "imports", version), timeout) is None for r in records):
+            pool.start()  # workers import torch/triton while this process parses
+        for record in tqdm(records, desc="validate parses", unit="kernel", disable=None):
+            _set_level(record, "parses", check_parses(record), stats)
+            record.validation["triton"] = version
         below = "parses"
         for level in needed[1:]:
             ready = []

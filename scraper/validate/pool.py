@@ -112,6 +112,10 @@ class WorkerPool:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def start(self) -> None:
+        """Start the workers now (they import torch/triton while the caller does other work)."""
+        self._ensure_started()
+
     def _ensure_started(self) -> None:
         while len(self.workers) < self.size:
             worker = Worker()
