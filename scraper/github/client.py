@@ -188,6 +188,7 @@ class GitHubClient:
             if wait is None:
                 raise GitHubError(_describe(response, url), response.status_code)
             response.close()
+            self._block(resource, wait)  # the other threads wait too instead of hammering a limited server
             self._sleep(wait, f"rate limited ({response.status_code}) on {self._path(url)}")
         raise GitHubError(f"still rate limited after {self.max_rate_retries} waits: {self._path(url)}", 429)
 
@@ -256,6 +257,11 @@ class GitHubClient:
                 bucket = headers.get("X-RateLimit-Resource", resource)
                 with self._block_lock:
                     self._blocked_until[bucket] = float(reset) + self.reset_margin
+
+    def _block(self, resource: str, seconds: float) -> None:
+        with self._block_lock:
+            until = self.clock.time() + seconds
+            self._blocked_until[resource] = max(until, self._blocked_until.get(resource, 0.0))
 
     def _wait_if_blocked(self, resource: str) -> None:
         with self._block_lock:
