@@ -10,6 +10,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -68,6 +69,8 @@ def main(argv=None) -> int:
     """Parse arguments, build the client from the environment, run the stage."""
     args = build_parser().parse_args(argv)
     setup_logging(args)
+    if not args.verbose:  # urllib3 logs each retry; the summary counts them (http_retries)
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
     load_dotenv(find_dotenv(usecwd=True), override=False)  # the environment wins over .env
     client = GitHubClient(os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL, os.environ.get("GITHUB_TOKEN"),
                           timeout=args.timeout, retries=args.retries, max_wait=args.max_wait)

@@ -297,5 +297,8 @@ def _describe(response: requests.Response, url: str) -> str:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 300 else text[:300] + "…"
+    """The underlying reason of a requests error (MaxRetryError's last cause), without the long retry preamble."""
+    reason = exc.args[0] if exc.args else exc
+    reason = getattr(reason, "reason", None) or reason
+    text = str(reason)
+    return text if len(text) < 200 else text[:200] + "…"
