@@ -66,7 +66,7 @@ def test_bundled_examples_ingest_and_rerun(tmp_path):
         assert entry["commit_sha"] is None and entry["stars"] is None
         assert entry["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
         assert entry["triton_files"] == kernel_files(folder, kernels)
-        top = f"local-{name.split('/')[1]}-0000000/"
+        top = f"local-{name.split('/')[1]}-nocommit/"
         names = members(archive)
         assert names[0] == top and all(n.startswith(top) for n in names)
         assert {n[len(top):] for n in names[1:]} == source_files(folder)
@@ -137,7 +137,7 @@ def test_zip_inputs_copied_repacked_or_refused(tmp_path, capsys):
     entries = {e["full_name"]: e for e in manifest(out)}
     assert set(entries) == {"local/ball", "local/flat"}
     assert (out / "local__ball.zip").read_bytes() == ball.read_bytes()  # already zipball layout: copied
-    assert members(out / "local__flat.zip") == ["local-flat-0000000/k.py", "local-flat-0000000/sub/u.py"]
+    assert members(out / "local__flat.zip") == ["local-flat-nocommit/k.py", "local-flat-nocommit/sub/u.py"]
     assert entries["local/flat"]["triton_files"] == 1
     assert not (out / "local__evil.zip").exists() and not (out / "local__link.zip").exists()
     counts = stats(out)

@@ -42,9 +42,10 @@ def full_name_of_archive(file_name: str) -> str:
 
 
 def top_folder(full_name: str, commit_sha: Optional[str]) -> str:
-    """The single top folder of a GitHub zipball: `<owner>-<name>-<sha7>` (`0000000` when the commit is unknown)."""
+    """The single top folder of a GitHub zipball: `<owner>-<name>-<sha7>`; `<owner>-<name>-nocommit` when the commit
+    is unknown (not hex, so nothing reads it as a commit)."""
     owner, name = full_name.split("/", 1)
-    return f"{owner}-{name}-{(commit_sha or '0' * 7)[:7]}"
+    return f"{owner}-{name}-{commit_sha[:7] if commit_sha else 'nocommit'}"
 
 
 def utc_now() -> str:
