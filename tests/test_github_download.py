@@ -297,3 +297,16 @@ def test_refresh_fetches_only_moved_heads(tmp_path):
     latest = read_manifest(out)["o/r2"]
     assert latest["commit_sha"] == r2.sha and latest["triton_files"] == 2
     assert (out / "o__r2.zip").read_bytes() == r2.zip_bytes()
+
+
+def test_token_from_dotenv_and_environment_wins(monkeypatch, tmp_path):
+    (tmp_path / ".env").write_text("GITHUB_TOKEN=ghp_fromdotenv\n")
+    monkeypatch.setenv("GITHUB_TOKEN", "placeholder")  # recorded, so whatever load_dotenv sets is undone
+    listing = write_list(tmp_path / "repos.txt", "alpha/fa")
+    with FakeGitHub([kernel_repo("alpha/fa")]) as fake:
+        run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "--download-dir", str(tmp_path / "a"),
+                 token=None)
+        run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "--download-dir", str(tmp_path / "b"),
+                 token="ghp_fromenv")
+        tokens = [r.headers.get("Authorization") for r in fake.requests if r.path == "/repos/alpha/fa"]
+    assert tokens == ["Bearer ghp_fromdotenv", "Bearer ghp_fromenv"]
