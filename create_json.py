@@ -18,10 +18,10 @@ from scraper.dataset.pipeline import Options, build_dataset, torchtune_snippet
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Writes beside the output: <name>.train.<ext> and <name>.validation.<ext> (one file per split), "
-               "kernels.jsonl (kept records with full provenance), stats.json, rejects.jsonl (every dropped "
-               "kernel with its reason, duplicates with the id they duplicate), README.md (dataset card) and "
-               "token_lengths.png.")
+        epilog="Writes beside the output: <name>.train.<ext> and <name>.validation.<ext> (one file per split),\n"
+               "kernels.jsonl (kept records with full provenance), stats.json, rejects.jsonl (every dropped kernel\n"
+               "with its reason; duplicates with the id they duplicate), README.md (dataset card), token_lengths.png.\n"
+               "Counts go to stderr; the torchtune config for the training split to stdout. See docs/dataset.md.")
     parser.add_argument("inputs", nargs="*", default=["inductor_kernels", "scraper/generator/generated"],
                         help="folders with a kernels.jsonl (or kernels.jsonl files); a folder without one is "
                              "scanned for @triton.jit kernels in its .py files "
@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=0.05,
                         help="share of groups (repositories / models) in the validation split (default: 0.05)")
     parser.add_argument("--decontaminate", nargs="+", default=[], metavar="PATH",
-                        help="evaluation-set files or folders (.py, kernels.jsonl): drop kernels matching them")
+                        help="evaluation-set files or folders (.py, kernels.jsonl): drop kernels matching them "
+                             "(give it after the input folders, it takes every path that follows)")
     parser.add_argument("--decontaminate-threshold", type=float, default=decontam.DEFAULT_THRESHOLD,
                         help=f"Jaccard similarity for a near match (default: {decontam.DEFAULT_THRESHOLD})")
     parser.add_argument("--no-card", dest="card", action="store_false",
@@ -61,6 +62,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def headline(counts: dict) -> str:
+    """One line: in, duplicates, filtered, out per split and source."""
+    duplicates = counts.get("dropped_exact_duplicate", 0) + counts.get("dropped_near_duplicate", 0)
+    filtered = sum(v for k, v in counts.items() if k.startswith("dropped_")) - duplicates
+    per_split = []
+    for split in ("train", "validation"):
+        sources = ", ".join(f"{k.split('_', 2)[2]} {v}" for k, v in sorted(counts.items())
+                            if k.startswith(f"out_{split}_"))
+        per_split.append(f"{split} {counts.get(f'out_{split}', 0)}" + (f" ({sources})" if sources else ""))
+    return (f"in {counts.get('in_records', 0)}, duplicates {duplicates} (exact "
+            f"{counts.get('dropped_exact_duplicate', 0)}, near {counts.get('dropped_near_duplicate', 0)}), "
+            f"filtered {filtered}, out {counts.get('out_rows', 0)}: " + "; ".join(per_split))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args)
@@ -71,6 +86,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(result.stats.summary(), file=sys.stderr)
+    print(headline(result.stats.counts), file=sys.stderr)
     print(f"wrote {len(result.rows)} rows to {result.output}", file=sys.stderr)
     print("\n# torchtune config for the training split:", file=sys.stderr)
     print(torchtune_snippet(result.split_files["train"], args.fmt, args.column))

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import create_json
-from dataset_helpers import (build_stage_outputs, embedded_inductor_kernels, simple_kernel_key, true_jaccard)
+from dataset_helpers import (build_stage_outputs, embedded_inductor_kernels, run_script, simple_kernel_key,
+                             true_jaccard)
 
 FENCE_OPEN, FENCE_CLOSE = "```python\n", "\n```"
 
@@ -141,7 +142,8 @@ def test_card_and_histogram(stage_outputs, tmp_path):
     card = (out.parent / "README.md").read_text()
     header = card.split("---\n")[1]
     assert "path: triton_functions.train.json" in header and "path: triton_functions.validation.json" in header
-    assert "- mit" in header and "- unknown" in header  # licenses of the example repos; Inductor's unknown
+    # licenses of the example repositories (MIT, Apache-2.0), and Inductor kernels have none
+    assert {"- mit", "- apache-2.0", "- unknown"} <= set(header.splitlines())
     rows = read_json(out)
     assert f"| inductor | {sum(r['source'] == 'inductor' for r in rows)} |" in card
     assert (out.parent / "token_lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -154,3 +156,18 @@ def test_rerun_is_idempotent(stage_outputs, tmp_path):
     first = (out.read_bytes(), (out.parent / "rejects.jsonl").read_bytes())
     run([inductor, generated, "-o", out])
     assert (out.read_bytes(), (out.parent / "rejects.jsonl").read_bytes()) == first
+
+
+def test_cli_as_a_script_data_to_stdout_messages_to_stderr(stage_outputs, tmp_path):
+    inductor, generated = stage_outputs
+    out = tmp_path / "ds.jsonl"
+    done = run_script("create_json.py", inductor, generated, "-o", out, "--format", "jsonl")
+    assert done.stdout.splitlines() == [
+        "dataset:", "  _component_: torchtune.datasets.text_completion_dataset", "  source: json",
+        f"  data_files: {tmp_path / 'ds.train.jsonl'}", "  column: text", "  split: train"]
+    counts = read_json(tmp_path / "stats.json")["counts"]
+    assert "== create_json summary ==" in done.stderr
+    assert f"in {counts['in_records']}, duplicates " in done.stderr
+    assert f"out {counts['out_rows']}: train {counts['out_train']} " in done.stderr
+    assert len(out.read_text().splitlines()) == counts["out_rows"]
+    assert "--decontaminate" in run_script("create_json.py", "--help").stdout

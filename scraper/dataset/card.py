@@ -15,9 +15,22 @@ from scraper.records import atomic_write_bytes, atomic_write_text
 HISTOGRAM = "token_lengths.png"
 
 
+# License ids the Hugging Face Hub knows that differ from the lower-cased SPDX id only by SPDX's -only suffix,
+# plus those equal to it. Anything else is "other"; no license at all is "unknown".
+_HF_LICENSES = frozenset({
+    "apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "bsd-3-clause-clear", "cc0-1.0", "isc", "unlicense",
+    "bsl-1.0", "wtfpl", "artistic-2.0", "postgresql", "zlib", "ncsa", "mpl-2.0", "epl-2.0", "gpl-2.0", "gpl-3.0",
+    "lgpl-2.1", "lgpl-3.0", "agpl-3.0", "cc-by-4.0", "cc-by-sa-4.0", "afl-3.0", "ecl-2.0", "osl-3.0", "0bsd",
+})
+
+
 def hf_license(spdx) -> str:
-    """Hugging Face's license id for an SPDX id (they are the lower-cased SPDX ids); unknown -> "unknown"."""
-    return spdx.lower() if spdx else "unknown"
+    """Hugging Face's license id for an SPDX id: "MIT" -> "mit", "GPL-3.0-only" -> "gpl-3.0"; None -> "unknown",
+    an id the Hub does not list -> "other"."""
+    if not spdx:
+        return "unknown"
+    name = spdx.lower().removesuffix("-only")
+    return name if name in _HF_LICENSES else "other"
 
 
 def _table(title: str, counts: Counter) -> list:

@@ -51,7 +51,7 @@ def _file_texts(file: Path, label: str, stats: Stats) -> list:
             raise ValueError(f"file larger than {MAX_SCAN_BYTES} bytes")
         text = file.read_text(encoding="utf-8", errors="replace")
         kernels = find_kernels_in_source(text, label)
-    except (OSError, SyntaxError, ValueError, RecursionError) as exc:
+    except Exception as exc:  # untrusted file: count it and go on
         stats.error("decontaminate", str(file), exc)
         return []
     return [(label, text)] + [(f"{label}::{k.qualname}", k.source) for k in kernels if k.source.strip()]

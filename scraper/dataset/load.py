@@ -107,7 +107,7 @@ def scan_file(file: Path, root: Path, stats: Stats) -> list[KernelRecord]:
             return []
         text = file.read_text(encoding="utf-8", errors="replace")
         kernels = find_kernels_in_source(text, relative)
-    except (OSError, SyntaxError, ValueError, RecursionError) as exc:
+    except Exception as exc:  # untrusted file: whatever the parser trips on, count it and go on
         stats.error("load", str(file), exc)
         return []
     stats.inc("scanned_files")
