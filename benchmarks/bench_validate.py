@@ -49,6 +49,30 @@ print(type(getattr(module, name)).__name__)
 """
 
 
+# The compiles baseline: the same check_compiles, serially in ONE plain process (no fork, no sandbox), so the
+# difference is what the sandbox costs per kernel and the rest is the compiler's own time.
+RAW_COMPILE = """
+import json, os, sys, tempfile, time
+from scraper.validate.worker import preload, warm_compiler
+from scraper.validate.compiles import check_compiles
+from scraper.validate.imports import write_module
+preload()
+base = tempfile.mkdtemp()
+warm_compiler(base)
+jobs = json.load(open(sys.argv[1]))
+started = time.perf_counter()
+ok = 0
+for number, job in enumerate(jobs):
+    scratch = os.path.join(base, str(number))
+    os.makedirs(scratch)
+    os.environ["TRITON_CACHE_DIR"] = os.path.join(scratch, "cache")
+    write_module(scratch, job["code"])
+    ok += bool(check_compiles(job, scratch).get("ok"))
+    sys.modules.pop("kernel_module", None)
+print(json.dumps({"seconds": time.perf_counter() - started, "ok": ok}))
+"""
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--levels", nargs="+", choices=("imports", "compiles"), default=["imports", "compiles"])
     parser.add_argument("--limit", type=int, default=None, help="only the first N kernels")
     parser.add_argument("--baseline-sample", type=int, default=8, help="kernels run by the naive baseline")
+    parser.add_argument("--compile-sample", type=int, default=24, help="kernels compiled by the raw baseline")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     add_logging_args(parser)
     return parser.parse_args(argv)
@@ -132,8 +157,18 @@ def bench_imports(records, jobs, sample, work) -> dict:
             "startup_s": round(startup, 2), "baseline_kernels_per_s": round(baseline, 2)}
 
 
-def bench_compiles(records, jobs) -> dict:
-    """Compile every kernel; group the failures."""
+def raw_compile_seconds(records: list[KernelRecord], work: Path) -> float:
+    """Mean seconds per kernel of check_compiles in one plain process, no sandbox (the compiler's own time)."""
+    jobs_file = work / "raw_jobs.json"
+    jobs_file.write_text(json.dumps([make_job(r, "compiles", DEFAULT_TIMEOUT, DEFAULT_MEMORY_MB) for r in records]))
+    done = subprocess.run([sys.executable, "-c", RAW_COMPILE, str(jobs_file)], check=True, capture_output=True,
+                          text=True, cwd=REPO_ROOT)
+    return json.loads(done.stdout.strip().splitlines()[-1])["seconds"] / len(records)
+
+
+def bench_compiles(records, jobs, sample, work) -> dict:
+    """Compile every kernel; group the failures; compare with the compiler alone on a sample."""
+    raw = raw_compile_seconds(records[:sample], work)
     records = copies(records)
     total, stats = timed_validate(records, "compiles", jobs)
     passed = [r for r in records if r.compiles]
@@ -145,12 +180,16 @@ def bench_compiles(records, jobs) -> dict:
     print(f"compiles: {len(passed)}/{len(records)} pass (triton {records[0].validation['triton']}, target "
           f"{records[0].validation.get('target')}); {total:.1f} s with {jobs} jobs = {len(records) / total:.2f} "
           f"kernels/s; per kernel {sum(seconds) / max(len(seconds), 1):.2f} s mean, {max(seconds):.2f} s max")
+    sandboxed = sum(seconds[:sample]) / max(len(seconds[:sample]), 1)
+    print(f"compiles baseline (the same first {sample} kernels, one plain process, no sandbox): {raw:.3f} s/kernel "
+          f"vs {sandboxed:.3f} s/kernel sandboxed (fork + module run included) -> ratio {sandboxed / raw:.2f}x; "
+          f"ideal for {jobs} jobs: {jobs / raw:.2f} kernels/s")
     print("compiles by kind (kind, passed): " + json.dumps({f"{k}/{ok}": n for (k, ok), n in sorted(by_kind.items())}))
     print("config chosen from: " + json.dumps(dict(sources)))
     for reason, count in reasons.most_common(10):
         print(f"  {count:>4} x {reason}")
     return {"kernels": len(records), "passed": len(passed), "seconds": round(total, 1),
-            "kernels_per_s": round(len(records) / total, 2), "failures": dict(reasons), "config_sources": dict(sources),
+            "kernels_per_s": round(len(records) / total, 2), "raw_s_per_kernel": round(raw, 3), "failures": dict(reasons), "config_sources": dict(sources),
             "fractions": level_fractions(records)}
 
 
@@ -166,7 +205,7 @@ def main(argv=None) -> int:
         if "imports" in args.levels:
             figures["imports"] = bench_imports(records, args.jobs, args.baseline_sample, work)
         if "compiles" in args.levels:
-            figures["compiles"] = bench_compiles(records, args.jobs)
+            figures["compiles"] = bench_compiles(records, args.jobs, args.compile_sample, work)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
