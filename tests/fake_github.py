@@ -99,7 +99,8 @@ class Fault:
     kind: retry_after (403 + Retry-After: value) | too_many (429 + Retry-After: value) | reset (403,
     X-RateLimit-Remaining: 0, reset `value` s ahead) | secondary (403 "secondary rate limit", no headers) |
     quota_spent (normal 200 answer saying Remaining: 0, reset `value` s ahead) | bad_gateway (502) |
-    cut (archive: half the body, then the connection closes) | stall (half the body, then wait for release)."""
+    cut (archive: half the body, then the connection closes) | stall (half the body, then wait for release) |
+    corrupt (archive of the right length with damaged member bytes) | forbidden (a plain 403, not a limit)."""
 
     path: str
     kind: str
@@ -204,7 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.fake.latency:
             time.sleep(self.fake.latency)
         fault = self.fake.take_fault(parts.path)
-        if fault and fault.kind not in ("quota_spent", "cut", "stall"):
+        if fault and fault.kind not in ("quota_spent", "cut", "stall", "corrupt"):
             return self.send_fault(fault)
         try:
             self.route(parts.path, query, fault)
@@ -298,6 +299,9 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None or repo.sha != match[2]:
             return self.not_found()
         body = repo.zip_bytes()
+        if fault and fault.kind == "corrupt":  # right length, damaged member data: only a CRC check notices
+            start = len(repo.top) + 80
+            body = body[:start] + bytes(b ^ 0xFF for b in body[start:start + 16]) + body[start + 16:]
         self.send_response(200)
         self.send_header("Content-Type", "application/zip")
         self.send_header("Content-Disposition", f"attachment; filename={repo.top}.zip")

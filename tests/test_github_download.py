@@ -310,3 +310,20 @@ def test_token_from_dotenv_and_environment_wins(monkeypatch, tmp_path):
                  token="ghp_fromenv")
         tokens = [r.headers.get("Authorization") for r in fake.requests if r.path == "/repos/alpha/fa"]
     assert tokens == ["Bearer ghp_fromdotenv", "Bearer ghp_fromenv"]
+
+
+def test_corrupt_archive_is_fetched_again_then_given_up(tmp_path):
+    repos = [kernel_repo("o/flaky", files={"pkg/big.py": KERNEL * 20}), kernel_repo("o/broken")]
+    listing = write_list(tmp_path / "repos.txt", "o/flaky", "o/broken")
+    out = tmp_path / "dl"
+    with FakeGitHub(repos) as fake:
+        fake.fault("^/_codeload/o/flaky/", "corrupt", times=1)
+        fake.fault("^/_codeload/o/broken/", "corrupt", times=5)
+        run(Options(out, repos_file=listing, jobs=1), GitHubClient(fake.url, TOKEN, clock=FakeClock()))
+        codeload = collections.Counter(p.split("/")[3] for p in fake.paths("^/_codeload/"))
+    assert codeload == {"flaky": 2, "broken": 3}  # three attempts per archive
+    assert [e["full_name"] for e in manifest(out)] == ["o/flaky"]
+    assert (out / "o__flaky.zip").read_bytes() == repos[0].zip_bytes()
+    assert sorted(p.name for p in out.iterdir() if "broken" in p.name) == []
+    [reject] = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    assert reject["reason"] == "bad_archive" and reject["full_name"] == "o/broken"

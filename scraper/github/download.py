@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -32,6 +33,8 @@ CHUNK = 1 << 16
 MAX_SCAN_BYTES = 2 << 20  # .py members above 2 MiB are generated data, not kernels: not scanned
 _TRITON = re.compile(rb"\btriton\b")
 _JIT = re.compile(rb"\bjit\b")
+# What reading a damaged or odd zip can raise: truncated deflate data, encrypted or unknown-compression members.
+ZIP_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, RuntimeError, NotImplementedError)
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
@@ -121,7 +124,7 @@ def download_archive(client: GitHubClient, full_name: str, sha: str, download_di
         try:
             digest, size = _stream_to(client, f"{repo_path(full_name)}/zipball/{sha}", part, max_bytes)
             check_zip(part)
-        except (requests.RequestException, GitHubError, zipfile.BadZipFile, OSError) as exc:
+        except (requests.RequestException, GitHubError, OSError, *ZIP_ERRORS) as exc:
             part.unlink(missing_ok=True)
             if isinstance(exc, GitHubError) and exc.status is not None:
                 raise
@@ -175,7 +178,7 @@ def count_triton_files(path: Path) -> int:
             try:
                 with archive.open(info) as member:
                     text = member.read(MAX_SCAN_BYTES + 1)
-            except (RuntimeError, NotImplementedError, zipfile.BadZipFile, OSError):  # encrypted, odd compression
+            except (*ZIP_ERRORS, OSError):
                 continue
             if _TRITON.search(text) and _JIT.search(text):
                 count += 1
