@@ -6,7 +6,7 @@ and the suite goes on; a rerun skips the models already in the manifest (see --r
 examples:
   python run_inductor_suite.py --suite timm             # the list in scraper/suite/models/timm.txt
   python run_inductor_suite.py --suite huggingface --models BertForMaskedLM,GPT2LMHeadModel --mode training
-  python run_inductor_suite.py --suite modules          # nn.Modules from scraper/generator/generated/
+  python run_inductor_suite.py --suite modules          # nn.Modules of scraper/generator/paritybench_download/
   python run_inductor_suite.py --suite timm --shard 0/4 --out tcd_0   # job 0 of 4 (a Slurm array: see docs)
   python get_kernels_from_debug_info.py torch_compile_debug     # then extract the kernels
 """
@@ -38,11 +38,12 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     what.add_argument("--models", help="comma-separated names (name or name:batch_size) instead of the list file")
     what.add_argument("--models-file", type=Path, help="a list file (`name [batch_size]` per line, # comments); "
                       "default: scraper/suite/models/<suite>.txt")
-    what.add_argument("--modules-file", type=Path, help="modules: JSONL of modules to compile (see docs/suite.md); "
-                      "default: built from --generated")
-    what.add_argument("--generated", type=Path, default=modules.DEFAULT_GENERATED,
-                      help="modules: the generator's output folder to take nn.Module classes from "
-                           "(default: %(default)s)")
+    what.add_argument("--modules-file", type=Path, help="modules: JSONL of modules to compile (class_name and "
+                      "source_file or code per line; see docs/suite.md); default: found in --repos")
+    what.add_argument("--repos", type=Path, default=modules.DEFAULT_REPOS,
+                      help="modules: folder of downloaded repositories (zips or folders) to take nn.Module classes "
+                           "from, each with its dependency closure (default: %(default)s)")
+    what.add_argument("--per-repo", type=int, help="modules: at most this many classes per repository")
     what.add_argument("--limit", type=int, help="only the first N models (after sharding)")
     what.add_argument("--shard", help="i/N: run only shard i (0-based) of N; the N shards split the list "
                       "deterministically (round robin), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
@@ -56,7 +57,8 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
                      "capped by the config's max_position_embeddings)")
     how.add_argument("--hf-layers", type=int, default=2, help="huggingface: at most this many layers per stack "
                      "(repeated layers give the same kernels; 0 = the config's own; default: 2)")
-    how.add_argument("--backend", default="inductor", help="torch.compile backend (default: inductor)")
+    how.add_argument("--backend", default="inductor", help="torch.compile backend (default: inductor); 'none' "
+                     "runs each model eagerly without torch.compile: a dry run of the programs and inputs")
     how.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when the worker sees a GPU")
     run = parser.add_argument_group("running")
     run.add_argument("--out", type=Path, default=Path("torch_compile_debug"),
@@ -108,7 +110,8 @@ def make_settings(args: argparse.Namespace) -> Settings:
 def load_jobs(args: argparse.Namespace, settings: Settings) -> list[Job]:
     """The jobs named by --models / --models-file / the default list (timm, huggingface), or the modules."""
     if args.suite == "modules":
-        return modules.load_module_jobs(args.modules_file, args.generated, settings.suite_dir, args.models)
+        return modules.load_module_jobs(args.modules_file, args.repos, settings.suite_dir, args.models,
+                                        args.per_repo)
     if args.models:
         specs = lists.parse_models_arg(args.models)
     else:

@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 from tqdm import tqdm
 
 from scraper.cli import REPO_ROOT
-from scraper.records import append_jsonl
+from scraper.records import append_jsonl, atomic_write_text
 from scraper.stats import Stats
 from scraper.suite.lists import ModelSpec, safe_name
 from scraper.suite.manifest import RESUME_KEYS, latest_entries, resume_key
@@ -74,9 +74,10 @@ class Job:
     """One model to compile; `source`/`class_name`/`meta` only for --suite modules."""
 
     spec: ModelSpec
-    source: Optional[Path] = None
+    source: Optional[Path] = None  # a module's source file, or where `code` is written before the run
     class_name: Optional[str] = None
     meta: dict = field(default_factory=dict)
+    code: Optional[str] = None  # a module's source text (its closure), written to `source` by run_job
 
     @property
     def name(self) -> str:
@@ -174,6 +175,8 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
     for path in paths.values():
         path.parent.mkdir(parents=True, exist_ok=True)
     paths["result"].unlink(missing_ok=True)
+    if job.code is not None and job.source is not None:
+        atomic_write_text(job.source, job.code)
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     started = time.monotonic()
     with open(paths["log"], "wb") as log_file:

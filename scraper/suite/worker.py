@@ -17,6 +17,7 @@ import argparse
 import inspect
 import logging
 import os
+import re
 import sys
 import time
 import traceback
@@ -35,6 +36,7 @@ log = logging.getLogger("scraper.suite.worker")
 INPUT_SHAPE_CANDIDATES = [(4, 3, 64, 64), (4, 4), (4, 16), (4, 4, 4, 4), (4, 4, 4), (4, 64), (4, 3, 32, 32),
                           (4, 1, 28, 28), (4, 16, 16), (4, 3, 224, 224), (4, 8, 32), (4, 1, 64, 64)]
 INIT_INT_GUESSES = (4, 16, 1, 64)
+MAX_INPUT_TRIALS = 40
 FLOAT_PARAM_HINTS = ("drop", "eps", "rate", "ratio", "prob", "alpha", "beta", "gamma", "scale", "temperature")
 
 
@@ -63,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the config's max_position_embeddings)")
     parser.add_argument("--hf-layers", type=int, default=2, help="huggingface: max layers per stack; 0 = all")
     parser.add_argument("--max-autotune", action="store_true", help="mode='max-autotune-no-cudagraphs'")
-    parser.add_argument("--backend", default="inductor", help="torch.compile backend (eager: no kernels)")
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend; none = run eagerly, "
+                        "without torch.compile (a dry run of the program)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--cache", action="store_true", help="keep Inductor's FX-graph/autograd caches on "
                         "(off by default: a cache hit can skip writing the debug files)")
@@ -83,7 +86,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                               "error": None, "pid": os.getpid()}
     started = time.monotonic()
     try:
-        result.update(run(args))
+        run(args, result)
         result["success"] = True
     except PhaseError as exc:
         result["phase"], result["error"] = exc.phase, describe(exc.error)
@@ -107,14 +110,15 @@ def describe(error: BaseException | str) -> str:
     return f"{type(error).__name__}: {text[0][:500] if text else ''}".rstrip(": ")
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Write the program, build the model from it, compile and run once. Returns result fields."""
+def run(args: argparse.Namespace, info: dict) -> None:
+    """Write the program, build the model from it, compile and run once; fills `info` as it goes (so a
+    failure still reports what was inferred before it)."""
     import torch
 
     configure_torch(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     training = args.mode == "training"
-    info: dict[str, Any] = {"device": device}
+    info["device"] = device
     started = time.monotonic()
     text, extra = program_text(args, device, training)
     info.update(extra)
@@ -126,7 +130,6 @@ def run(args: argparse.Namespace) -> dict:
     started = time.monotonic()
     phase("compile", lambda: compile_and_run(model, call_args, call_kwargs, training, args))
     info["compile_seconds"] = round(time.monotonic() - started, 3)
-    return info
 
 
 def phase(name: str, step):
@@ -177,7 +180,8 @@ def compile_and_run(model, call_args, call_kwargs, training: bool, args: argpars
     import torch
 
     mode = "max-autotune-no-cudagraphs" if args.max_autotune else None
-    compiled = torch.compile(model, backend=args.backend, mode=mode)
+    # backend "none": no torch.compile at all, a dry run of the program and its inputs
+    compiled = model if args.backend == "none" else torch.compile(model, backend=args.backend, mode=mode)
     if training:
         loss_of(compiled(*call_args, **call_kwargs)).backward()
     else:
@@ -282,24 +286,44 @@ def guess_value(name: str, integer: int):
 
 
 def infer_input_shapes(model, device: str, dtype) -> list[list[int]]:
-    """The first candidate shape that the model's forward accepts in eager mode, one tensor per required
-    positional argument (paritybench's trial), as a list of shapes."""
+    """The first shape that the model's forward accepts in eager mode, one tensor per required positional
+    argument (paritybench's trial): the candidates in order, plus shapes suggested by the errors (a Linear's
+    in_features, a convolution's channels). Returns a list of shapes."""
     import torch
 
-    count = max(1, len(required_params(model.forward.__func__ if hasattr(model.forward, "__func__")
-                                        else model.forward)))
-    errors = []
-    for shape in INPUT_SHAPE_CANDIDATES:
-        inputs = tuple(torch.rand(shape, device=device, dtype=dtype) for _ in range(count))
+    forward = model.forward.__func__ if hasattr(model.forward, "__func__") else model.forward
+    count = max(1, len(required_params(forward)))
+    candidates, tried, errors = list(INPUT_SHAPE_CANDIDATES), set(), []
+    while candidates and len(tried) < MAX_INPUT_TRIALS:
+        shape = tuple(candidates.pop(0))
+        if shape in tried:
+            continue
+        tried.add(shape)
         try:
             with torch.no_grad():
-                output = model(*inputs)
-            if any(True for _ in all_tensors(output)):
-                return [list(shape)] * count
-            errors.append(f"{shape}: output has no tensor")
+                output = model(*(torch.rand(shape, device=device, dtype=dtype) for _ in range(count)))
         except Exception as exc:
             errors.append(f"{shape}: {describe(exc)}")
-    raise RuntimeError(f"no input shape worked for {count} input(s); first: {errors[0]}")
+            candidates[:0] = suggested_shapes(shape, str(exc))  # try what the error asks for next
+            continue
+        if any(True for _ in all_tensors(output)):
+            return [list(shape)] * count
+        errors.append(f"{shape}: output has no tensor")
+    raise RuntimeError(f"no input shape worked for {count} input(s) after {len(tried)} tries; first: {errors[0]}")
+
+
+def suggested_shapes(shape: tuple, message: str) -> list[tuple]:
+    """Shapes an error message points to: `mat1 and mat2 shapes cannot be multiplied (AxB and CxD)` -> last
+    dimension C; `expected input[...] to have C channels` -> C channels."""
+    found = []
+    matmul = re.search(r"cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)", message)
+    if matmul:
+        features = int(matmul.group(3))
+        found += [shape[:-1] + (features,), (4, features)]
+    channels = re.search(r"to have (\d+) channels", message)
+    if channels and len(shape) >= 2:
+        found += [(shape[0], int(channels.group(1))) + shape[2:]]
+    return found
 
 
 def all_tensors(value):
