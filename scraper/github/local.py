@@ -6,7 +6,7 @@ folder inside another git work tree its files that git does not ignore; for a pl
 except `.git/`, `__pycache__/` and other caches. Symbolic links are left out (they
 could point outside the tree). Members get a fixed timestamp so the same tree gives the same bytes and sha256,
 which keeps reruns idempotent. A zip is copied when it already has one top folder and safe member names, and
-re-packed under one otherwise. The name is `local/<folder or zip stem>` unless `=owner/name` is given.
+re-packed under one otherwise. The name is `local/<folder or zip stem>` unless `=owner/name` is given; the license is guessed from a LICENSE-like file by the generator's `license_from_text`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional
 
+from scraper.generator.archives import LICENSE_NAMES, license_from_text
 from scraper.github.download import RepoInfo, count_triton_files, manifest_entry
 from scraper.github.manifest import (
     FULL_NAME, PART_SUFFIX, append_entry, archive_name, is_finished, read_manifest, sha256_file, top_folder,
@@ -28,19 +29,6 @@ from scraper.github.manifest import (
 log = logging.getLogger(__name__)
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
-_LICENSE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "COPYING", "LICENCE")
-# First matching pattern wins; checked against the first 2000 characters of the license file.
-_LICENSE_PATTERNS = [
-    ("Apache-2.0", r"Apache License,?\s+Version 2\.0"),
-    ("MIT", r"\bMIT License\b|Permission is hereby granted, free of charge"),
-    ("BSD-3-Clause", r"Neither the name of .{0,200}? nor the names"),
-    ("BSD-2-Clause", r"Redistributions in binary form must reproduce"),
-    ("GPL-3.0", r"GNU GENERAL PUBLIC LICENSE\s+Version 3"),
-    ("GPL-2.0", r"GNU GENERAL PUBLIC LICENSE\s+Version 2"),
-    ("MPL-2.0", r"Mozilla Public License,? (?:Version|v\.) ?2\.0"),
-]
-
-
 class LocalError(Exception):
     """A --local path that cannot be ingested (missing, not a zip, unsafe member names ...)."""
 
@@ -51,15 +39,6 @@ def parse_local_arg(arg: str) -> tuple[Path, Optional[str]]:
     if sep and FULL_NAME.match(name) and path:
         return Path(path), name
     return Path(arg), None
-
-
-def guess_license(text: str) -> Optional[str]:
-    """SPDX id of a license text by a few well-known phrases; None when none matches."""
-    head = text[:2000]
-    for spdx, pattern in _LICENSE_PATTERNS:
-        if re.search(pattern, head, re.IGNORECASE | re.DOTALL):
-            return spdx
-    return None
 
 
 def git_head(folder: Path) -> Optional[str]:
@@ -175,11 +154,11 @@ def copy_zip(source: Path, top: str, target: Path, max_bytes: Optional[int]) -> 
 
 
 def license_of_folder(folder: Path) -> Optional[str]:
-    """SPDX id guessed from the folder's LICENSE-like file."""
-    for name in _LICENSE_FILES:
+    """SPDX id guessed from the folder's LICENSE-like file (the generator's guesser: one place for that fact)."""
+    for name in LICENSE_NAMES:
         path = folder / name
         if path.is_file():
-            return guess_license(path.read_text("utf-8", errors="replace"))
+            return license_from_text(path.read_text("utf-8", errors="replace"))
     return None
 
 
