@@ -3,10 +3,11 @@
 A folder becomes a zip in GitHub's zipball layout (one top folder `<owner>-<name>-<sha7>/`): for a git clone the
 committed files (`git ls-files`, what a zipball of HEAD holds) and the commit from `git rev-parse HEAD`; for a
 folder inside another git work tree its files that git does not ignore; for a plain folder every regular file
-except `.git/`, `__pycache__/` and other caches. Symbolic links are left out (they
-could point outside the tree). Members get a fixed timestamp so the same tree gives the same bytes and sha256,
-which keeps reruns idempotent. A zip is copied when it already has one top folder and safe member names, and
-re-packed under one otherwise. The name is `local/<folder or zip stem>` unless `=owner/name` is given; the license is guessed from a LICENSE-like file by the generator's `license_from_text`.
+except `.git/`, `__pycache__/` and other caches. Symbolic links are left out (they could point outside the tree).
+Members get a fixed timestamp so the same tree gives the same bytes and sha256, which keeps reruns idempotent.
+A zip is copied when it already has one top folder and safe member names, and re-packed under one otherwise.
+The name is `local/<folder or zip stem>` unless `=owner/name` is given; the license is guessed from a
+LICENSE-like file by the generator's `license_from_text`.
 """
 
 from __future__ import annotations
