@@ -43,13 +43,15 @@ def test_exact_dedup_keeps_best_provenance():
         record(renamed_comment, "mit_few_stars", repo="y/y", license="MIT", stars=10),
         record(ADD_KERNEL, "mit_more_stars", repo="x/x", license="MIT", stars=50),
         record(ADD_KERNEL, "mit_more_stars_b", repo="w/w", license="Apache-2.0", stars=50),
+        record(ADD_KERNEL, "noassertion", repo="v/v", license="NOASSERTION", stars=9000),  # GitHub: unrecognised
     ]
     assert len({c.id for c in copies}) == 1  # a comment does not change identity
     result = dedup.exact_dedup(copies)
     # license known, then stars, then repo name (w/w < x/x) as the deterministic tie-break
     assert [r.name for r in result.kept] == ["mit_more_stars_b"]
-    assert {r.name for r, _ in result.dropped} == {"no_license_many_stars", "mit_few_stars", "mit_more_stars"}
-    assert result.cluster_sizes == {4: 1}
+    assert {r.name for r, _ in result.dropped} == {"no_license_many_stars", "mit_few_stars", "mit_more_stars",
+                                                   "noassertion"}
+    assert result.cluster_sizes == {5: 1}
     shuffled = dedup.exact_dedup(list(reversed(copies)))
     assert [r.name for r in shuffled.kept] == ["mit_more_stars_b"]
 

@@ -58,11 +58,23 @@ def card_text(rows: list, split_files: dict, stats: dict, token_counter: str, hi
     body += _table("source", Counter(row["source"] for row in rows))
     body += _table("kind", Counter(row["kind"] or "unknown" for row in rows))
     body += _table("license", Counter(row["license"] or "unknown" for row in rows))
+    body += _token_table(rows, token_counter)
     body += ["## Processing", "", "| step | count |", "|---|---:|"]
     body += [f"| {key} | {value} |" for key, value in sorted(counts.items())] + [""]
     if histogram:
         body += ["## Token lengths", "", f"![token lengths per source]({histogram})", ""]
     return "\n".join(header + body)
+
+
+def _token_table(rows: list, token_counter: str) -> list:
+    by_source: dict = {}
+    for row in rows:
+        by_source.setdefault(row["source"], []).append(row["n_tokens"] or 0)
+    lines = [f"| tokens ({token_counter}) | rows | median | max | total |", "|---|---:|---:|---:|---:|"]
+    for source, values in sorted(by_source.items()):
+        values.sort()
+        lines.append(f"| {source} | {len(values)} | {values[len(values) // 2]} | {values[-1]} | {sum(values)} |")
+    return lines + [""]
 
 
 def _size_category(count: int) -> str:
@@ -85,8 +97,9 @@ def histogram_png(rows: list, token_counter: str) -> bytes:
         by_source.setdefault(row["source"], []).append(max(1, row["n_tokens"] or 1))
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
     if by_source:
+        low = min(min(values) for values in by_source.values())
         top = max(max(values) for values in by_source.values())
-        bins = np.logspace(0, np.log10(max(top, 10)) + 0.05, 40)
+        bins = np.logspace(np.log10(low) - 0.05, np.log10(max(top, low * 10)) + 0.05, 40)
         for source, values in sorted(by_source.items()):
             axes.hist(values, bins=bins, alpha=0.6, label=f"{source} ({len(values)})")
         axes.set_xscale("log")

@@ -27,7 +27,7 @@ from scraper.records import KernelRecord
 
 log = logging.getLogger(__name__)
 
-NUM_PERM = 128
+NUM_PERM = 128  # bins of the signature; a power of two (the low bits of a shingle hash pick the bin)
 SHINGLE = 5  # tokens per shingle, as BigCode's near-dedup uses 5-grams
 DEFAULT_THRESHOLD = 0.85
 MAX_BANDING_THRESHOLD = 0.9
@@ -44,7 +44,8 @@ _TOKEN = re.compile("|".join([
     r"\*\*=?|//=?|>>=?|<<=?|->|[-+*/%&|^<>=!:@]=",
     r"[^\sA-Za-z0-9_]",
 ]))
-_VALUE_BITS = np.uint64(57)  # low 7 bits of a shingle hash pick one of 128 bins, the other 57 are its value
+_BIN_BITS = np.uint64(7)  # log2(NUM_PERM): the low 7 bits of a shingle hash pick its bin, the rest is its value
+_VALUE_BITS = np.uint64(57)  # densification adds distance << 57 (distance < 128, so no overflow)
 _EMPTY = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -67,19 +68,19 @@ class DedupResult:
     cluster_sizes: Counter  # size -> number of clusters of that size (size 1 = unique)
 
 
+UNKNOWN_LICENSES = {"", "NOASSERTION", "NONE", "OTHER"}  # GitHub reports unrecognised licenses as NOASSERTION
+
+
+def license_known(record: KernelRecord) -> bool:
+    """True when the record names an actual SPDX license."""
+    return str(record.license or "").upper() not in UNKNOWN_LICENSES
+
+
 def provenance_rank(record: KernelRecord) -> tuple:
     """Sort key, best copy first: license known, more stars, then a deterministic tie-break."""
-    return (
-        record.license is None,
-        -(record.stars or 0),
-        record.source,
-        record.repo or "",
-        record.path or "",
-        record.model or "",
-        record.graph or "",
-        record.name,
-        record.id,
-    )
+    stars = record.stars if isinstance(record.stars, int) else 0
+    tie_break = (record.source, record.repo, record.path, record.model, record.graph, record.name, record.id)
+    return (not license_known(record), -stars) + tuple(str(value or "") for value in tie_break)
 
 
 def _resolve_clusters(records: list, clusters: Iterable[list]) -> DedupResult:
@@ -109,7 +110,7 @@ def exact_dedup(records: list) -> DedupResult:
 
 
 def shingle_tokens(code: str) -> list:
-    """Tokens of `code` for shingling: comments dropped, Inductor numbers folded, words and single symbols."""
+    """Tokens of `code` for shingling (close to Python's): comments dropped, Inductor numbers folded."""
     text = _INDUCTOR_NUMBER.sub(r"\1_N", _COMMENT.sub("", code))
     return _TOKEN.findall(text)
 
@@ -151,8 +152,9 @@ def _shingle_hashes(token_hashes: np.ndarray) -> np.ndarray:
     return _mix64(combined)
 
 
-def signatures(codes: list, num_perm: int = NUM_PERM) -> tuple[np.ndarray, np.ndarray]:
-    """MinHash signatures (n x num_perm uint64) of `codes` and a mask of the codes that had any token."""
+def signatures(codes: list) -> tuple[np.ndarray, np.ndarray]:
+    """MinHash signatures (n x NUM_PERM uint64) of `codes` and a mask of the codes that had any token."""
+    num_perm = NUM_PERM
     hasher = _TokenHasher()
     parts, owners = [], []
     for index, code in enumerate(codes):
@@ -166,8 +168,8 @@ def signatures(codes: list, num_perm: int = NUM_PERM) -> tuple[np.ndarray, np.nd
     if parts:
         hashes, owner = np.concatenate(parts), np.concatenate(owners)
         has_tokens[np.unique(owner)] = True
-        bins = (hashes % np.uint64(num_perm)).astype(np.int64)
-        np.minimum.at(table.reshape(-1), owner * num_perm + bins, hashes >> np.uint64(7))
+        bins = (hashes & np.uint64(num_perm - 1)).astype(np.int64)
+        np.minimum.at(table.reshape(-1), owner * num_perm + bins, hashes >> _BIN_BITS)
     return _densify(table, has_tokens), has_tokens
 
 
@@ -244,10 +246,10 @@ def link_similar(table: np.ndarray, usable: np.ndarray, threshold: float, forest
     return links
 
 
-def near_dedup(records: list, threshold: float = DEFAULT_THRESHOLD, num_perm: int = NUM_PERM,
+def near_dedup(records: list, threshold: float = DEFAULT_THRESHOLD,
                progress: Optional[Callable] = None) -> DedupResult:
     """Collapse clusters of records whose shingle sets are at least `threshold` similar (Jaccard)."""
-    table, usable = signatures([record.code for record in records], num_perm)
+    table, usable = signatures([record.code for record in records])
     forest = _UnionFind(len(records))
     link_similar(table, usable, threshold, forest, progress)
     clusters: dict[int, list] = defaultdict(list)

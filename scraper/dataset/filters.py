@@ -36,7 +36,7 @@ def license_check(allowed: frozenset) -> Check:
     lowered = {spdx.lower() for spdx in allowed}
 
     def check(record: KernelRecord) -> Optional[str]:
-        return None if record.license and record.license.lower() in lowered else "license"
+        return None if record.license and str(record.license).lower() in lowered else "license"
 
     return check
 
