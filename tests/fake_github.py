@@ -123,6 +123,7 @@ class FakeGitHub:
         self.repos: dict[str, FakeRepo] = {r.full_name.lower(): r for r in repos}
         self.code_hits: list[CodeHit] = list(code_hits)
         self.faults: list[Fault] = []
+        self.renamed: dict[str, str] = {}  # old full_name (lower case) -> new full_name
         self.requests: list[Seen] = []
         self.release = threading.Event()
         self.stalled = threading.Event()
@@ -267,6 +268,14 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_codeload/"):
             return self.archive(path, fault)
         match = re.fullmatch(r"/repos/([^/]+)/([^/]+)(?:/(commits|zipball)/(.+))?", path)
+        moved = self.fake.renamed.get(f"{match[1]}/{match[2]}".lower()) if match else None
+        if moved:  # GitHub answers an old name with 301 to the repository's new URL
+            self.send_response(301)
+            rest = f"/{match[3]}/{match[4]}" if match[3] else ""
+            self.send_header("Location", f"{self.fake.url}/repos/{moved}{rest}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         repo = self.fake.repos.get(f"{match[1]}/{match[2]}".lower()) if match else None
         if repo is None:
             return self.not_found()

@@ -327,3 +327,20 @@ def test_corrupt_archive_is_fetched_again_then_given_up(tmp_path):
     assert sorted(p.name for p in out.iterdir() if "broken" in p.name) == []
     [reject] = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
     assert reject["reason"] == "bad_archive" and reject["full_name"] == "o/broken"
+
+
+def test_renamed_repository_is_followed_and_not_fetched_twice(tmp_path):
+    repo = kernel_repo("neworg/kern")
+    listing = write_list(tmp_path / "repos.txt", "oldorg/kern")
+    out = tmp_path / "dl"
+    with FakeGitHub([repo]) as fake:
+        fake.renamed["oldorg/kern"] = "neworg/kern"
+        client = GitHubClient(fake.url, TOKEN, clock=FakeClock())
+        run(Options(out, repos_file=listing, jobs=1), client)
+        fake.requests.clear()
+        run(Options(out, repos_file=listing, jobs=1), client)
+        second = fake.paths()
+    [entry] = manifest(out)
+    assert entry["full_name"] == "neworg/kern" and entry["archive"] == "neworg__kern.zip"
+    assert (out / "neworg__kern.zip").read_bytes() == repo.zip_bytes()
+    assert second == ["/repos/oldorg/kern", "/repos/neworg/kern"]  # the redirect, then skipped: no download

@@ -264,6 +264,11 @@ class Stage:
         info = candidate.info
         if info is None or not info.complete:
             info = fetch_info(self.client, candidate.full_name)
+            if info.full_name.lower() != key:  # renamed or transferred: GitHub redirected to the new name
+                key = info.full_name.lower()
+                done = is_finished(self.dir, self.manifest.get(key))
+                if done and not self.options.refresh:
+                    return "skipped_already_downloaded"
         self.check_limits(candidate, info)
         sha = fetch_commit(self.client, info.full_name, info.default_branch)
         if done and self.manifest[key].get("commit_sha") == sha:
