@@ -264,3 +264,11 @@ def test_torn_manifest_line_from_a_crash_is_repaired_by_a_rerun(tmp_path):
     assert run_extraction([inputs], out) == 0
     assert (out / "kernels.jsonl").read_bytes() == good
     assert stats_of(out)["counts"]["errors_manifest"] == 1
+
+
+def test_kernels_after_the_wrapper_starts_are_found_too():
+    text = output_code(triton_block("triton_poi_fused_a_0"),
+                       tail="async_compile.wait(globals())\n\n" + triton_block("triton_poi_fused_b_1"))
+    result = read_output_code(text)
+    assert [k.name for k in result.kernels] == ["triton_poi_fused_a_0", "triton_poi_fused_b_1"]
+    assert not result.salvaged and result.parse_error is None

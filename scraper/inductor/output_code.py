@@ -16,6 +16,7 @@ import ast
 import bisect
 import logging
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -27,6 +28,7 @@ MAX_SALVAGE_CUTS = 50
 # A `# kernel path:` file (one kernel module) larger than this is not one Inductor wrote.
 MAX_KERNEL_FILE_BYTES = 4 * 1024 * 1024
 # Counted independently of the parser, to report how many kernels a damaged file lost.
+_WRAPPER_START = re.compile(r"^async_compile\.wait\(", re.MULTILINE)
 _TRITON_CALL = re.compile(r"async_compile\.triton\(")
 _OTHER_COMPILE_CALL = re.compile(r"async_compile\.(cpp_pybinding|cpp|cuda|rocm|halide|mps|submit)\(")
 _SOURCE_NODES = re.compile(
@@ -61,7 +63,7 @@ class OutputCode:
 def read_output_code(text: str, filename: str = "<output_code>") -> OutputCode:
     """Every Triton kernel embedded in the text of an output_code.py (see module docstring)."""
     result = OutputCode(other_kernels=len(_OTHER_COMPILE_CALL.findall(text)))
-    tree, kept, result.parse_error = parse_salvaging(text, filename)
+    tree, kept, result.parse_error = parse_output_code(text, filename)
     if kept < len(text):
         result.salvaged = True
         result.lost_kernels = len(_TRITON_CALL.findall(text[kept:]))
@@ -77,6 +79,38 @@ def read_output_code(text: str, filename: str = "<output_code>") -> OutputCode:
     return result
 
 
+def parse_output_code(text: str, filename: str = "<output_code>") -> tuple[ast.Module, int, Optional[str]]:
+    """The ast of the part of an output_code.py that holds the kernels, how many characters of `text` it
+    covers, and the first parse error (None when there was none).
+
+    Inductor writes the kernels first, then `async_compile.wait(globals())`, then the wrapper code that calls
+    them. Only the kernel part is needed as a tree; the wrapper (most of the parse time) is only compiled, so
+    damage there is still reported. When the kernel part does not parse, `parse_salvaging` takes over.
+    """
+    wrapper = _WRAPPER_START.search(text)
+    if wrapper and not _TRITON_CALL.search(text, wrapper.start()):  # every kernel is before the wrapper
+        try:
+            tree = ast.parse(text[: wrapper.start()], filename=filename)
+        except (SyntaxError, ValueError, RecursionError):
+            pass  # damage in the kernel part (or a `wait` line inside a string): the careful path below
+        else:
+            error = compile_error(text, wrapper.start(), filename)
+            return tree, len(text) if error is None else wrapper.start(), error
+    return parse_salvaging(text, filename)
+
+
+def compile_error(text: str, start: int, filename: str) -> Optional[str]:
+    """Why text[start:] (whole lines, at module level) does not compile, or None. Compiling runs nothing."""
+    padding = "\n" * text.count("\n", 0, start)  # so that error line numbers are those of the file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SyntaxWarning about escapes and the like in code we only check
+        try:
+            compile(padding + text[start:], filename, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+            return _describe(exc)
+    return None
+
+
 def parse_salvaging(text: str, filename: str = "<output_code>") -> tuple[ast.Module, int, Optional[str]]:
     """Parse `text`; if it does not parse, cut it before the offending line until it does.
 
@@ -87,7 +121,7 @@ def parse_salvaging(text: str, filename: str = "<output_code>") -> tuple[ast.Mod
     for _ in range(MAX_SALVAGE_CUTS):
         try:
             return ast.parse(text[:kept], filename=filename), kept, first_error
-        except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes (Python < 3.12)
+        except (SyntaxError, ValueError, RecursionError) as exc:  # ValueError: NUL bytes (Python < 3.12)
             first_error = first_error or _describe(exc)
             kept = _cut_before_error(text, kept, exc)
     return ast.parse(""), 0, first_error
