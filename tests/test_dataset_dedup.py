@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 
 import numpy as np
 import pytest
 
-from dataset_helpers import (ADD_KERNEL, ADD_KERNEL_NEAR, SOFTMAX_KERNEL, embedded_inductor_kernels,
+from dataset_helpers import (ADD_KERNEL, ADD_KERNEL_NEAR, SOFTMAX_KERNEL, embedded_inductor_kernels, run_script,
                              true_jaccard)
 from scraper.dataset import dedup
 from scraper.records import KernelRecord
@@ -106,3 +107,11 @@ def test_near_dedup_threshold_is_respected_for_direct_pairs(threshold):
             continue
         merged = len(dedup.near_dedup([record(ADD_KERNEL), record(near)], threshold).kept) == 1
         assert merged == (similarity >= threshold), (extra, similarity)
+
+
+def test_benchmark_script_runs_and_its_counts_add_up():
+    done = run_script("benchmarks/bench_dedup.py", "-n", "400")
+    result = re.search(r"(\d+) in, (\d+) exact duplicates, (\d+) near duplicates, (\d+) kept", done.stdout)
+    total, exact, near, kept = map(int, result.groups())
+    assert total == 400 and exact + near + kept == total and exact > 0 and near > 0
+    assert "ratio     dedup / baseline = " in done.stdout

@@ -31,11 +31,13 @@ def test_bad_inputs_are_counted_and_the_run_goes_on(tmp_path):
         handle.write('{"name": "torn", "code": "x\n')  # malformed line
         handle.write(json.dumps(github_record("empty", "   \n", "a/a")) + "\n")  # no source text
         handle.write(json.dumps({"name": "no_code_key", "source": "github"}) + "\n")  # not a record
+        handle.write(json.dumps(github_record("surrogate", "x = '\ud800'\n", "a/a")) + "\n")  # cannot be UTF-8
         handle.write(json.dumps(github_record("softmax_kernel", SOFTMAX_KERNEL, "b/b")) + "\n")
     (tmp_path / "empty").mkdir()
     rows, stats, rejects = build(tmp_path, good, tmp_path / "missing", tmp_path / "empty")
     assert sorted(row["kernel_name"] for row in rows) == ["add_kernel", "softmax_kernel"]
-    assert stats["counts"]["errors_load"] == 4  # torn line, record without code key, missing, empty
+    # torn line, record without code key, code that cannot be UTF-8 (no id), missing folder, empty folder
+    assert stats["counts"]["errors_load"] == 5
     assert stats["counts"]["dropped_no_code"] == 1
     assert [r["name"] for r in rejects if r["reason"] == "no_code"] == ["empty"]
     messages = " ".join(e["example"] for e in stats["errors"]["load"])

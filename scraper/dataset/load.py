@@ -38,7 +38,7 @@ def load_inputs(paths: list, stats: Stats, rejects: Rejects) -> list[KernelRecor
             stats.inc("inputs_empty")
         for record in found:
             record.extra.setdefault("input", str(path))
-            if record.code and record.code.strip():
+            if isinstance(record.code, str) and record.code.strip():
                 records.append(record)
             else:
                 rejects.add("no_code", id=record.id, name=record.name, source=record.source, input=str(path))

@@ -35,7 +35,8 @@ def to_row(record: KernelRecord, column: str = "text", fenced: bool = True) -> d
     row.update({
         "id": record.id, "source": record.source, "kernel_name": record.name, "kind": record.kind,
         "repo": record.repo, "commit": record.commit, "path": record.path, "license": record.license,
-        "stars": record.stars, "model": record.model, "graph": record.graph,
+        "stars": record.stars if isinstance(record.stars, int) else None,  # one column type for the loaders
+        "model": record.model, "graph": record.graph,
         "aten_ops": [str(op) for op in record.aten_ops] if record.aten_ops is not None else None,
         "n_tokens": record.extra.get("n_tokens"), "cluster_size": record.extra.get("cluster_size", 1),
         "split": record.extra.get("split"),
