@@ -272,3 +272,27 @@ def test_kernels_after_the_wrapper_starts_are_found_too():
     result = read_output_code(text)
     assert [k.name for k in result.kernels] == ["triton_poi_fused_a_0", "triton_poi_fused_b_1"]
     assert not result.salvaged and result.parse_error is None
+
+
+def test_deleted_graph_folder_leaves_the_manifest_and_crash_leftover_folder_is_reused(tmp_path):
+    first = graph(tmp_path / "a", "m__0_inference_0.0", output_code(triton_block("triton_poi_fused_a_0")))
+    second = graph(tmp_path / "b", "n__0_inference_0.0", output_code(triton_block("triton_poi_fused_b_0")))
+    out = tmp_path / "out"
+    assert run_extraction([first, second], out) == 0
+    shutil.rmtree(out / "n")
+    (out / "n" / "n__0_inference_0.0").mkdir(parents=True)  # as a crash right after mkdir leaves it
+    assert run_extraction([first], out) == 0
+    assert [row["name"] for row in load_manifest(out)] == ["triton_poi_fused_a_0"]
+    assert stats_of(out)["counts"]["manifest_records_dropped_folder_gone"] == 1
+    assert run_extraction([second], out) == 0
+    assert [row["file"] for row in load_manifest(out)] == [
+        "m/m__0_inference_0.0/kernels/triton_poi_fused_a_0.py",
+        "n/n__0_inference_0.0/kernels/triton_poi_fused_b_0.py",
+    ]
+
+
+def test_the_same_file_through_two_inputs_is_read_once(tmp_path):
+    path = graph(tmp_path / "in", "m__0_inference_0.0", output_code(triton_block("triton_poi_fused_a_0")))
+    out = tmp_path / "out"
+    assert run_extraction([tmp_path / "in", path, path.parent], out) == 0
+    assert stats_of(out)["counts"]["graphs"] == 1 and len(load_manifest(out)) == 1

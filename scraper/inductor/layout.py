@@ -50,7 +50,7 @@ def find_output_codes(
     """Every output_code.py under the inputs (sorted per input, duplicates dropped), and the inputs that gave
     none, each with the reason (does not exist / no output_code.py / not a folder). Files below `skip` (the
     output folder, which holds copies of output_code.py) are left out."""
-    found: dict[Path, None] = {}
+    found: dict[Path, Path] = {}  # resolved path -> path as reached from the input
     skipped = skip.resolve() if skip is not None else None
     problems = []
     for root in inputs:
@@ -58,7 +58,7 @@ def find_output_codes(
             problems.append((root, "does not exist"))
         elif root.is_file():
             if root.name == OUTPUT_CODE:
-                found.setdefault(root, None)
+                found.setdefault(root.resolve(), root)
             else:
                 problems.append((root, f"is a file, not a folder or an {OUTPUT_CODE}"))
         else:
@@ -66,8 +66,8 @@ def find_output_codes(
             if not paths:
                 problems.append((root, f"has no {OUTPUT_CODE} below it"))
             for path in paths:
-                found.setdefault(path, None)
-    return list(found), problems
+                found.setdefault(path.resolve(), path)  # the same file reached through two inputs: once
+    return list(found.values()), problems
 
 
 def _below(path: Path, folder: Optional[Path]) -> bool:
@@ -127,7 +127,8 @@ class FolderAllocator:
         if folder in self.claimed:
             return self.claimed[folder] == identity
         target = self.out_dir / folder
-        if not target.exists():
+        # An empty folder is what a crash right after creating it leaves: nobody owns it yet.
+        if not target.exists() or not any(target.iterdir()):
             return True
         return read_identity(target) == identity
 

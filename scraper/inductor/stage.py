@@ -270,6 +270,9 @@ class Manifest:
                     stats.error("manifest", str(path), "line is not an Inductor kernel record")
         for row in latest.values():
             self.by_folder.setdefault(graph_folder(row["file"]), []).append(row)
+        # Records of graph folders someone deleted since would point at nothing: they go too.
+        for folder in [f for f in self.by_folder if not (path.parent / f / PROVENANCE).is_file()]:
+            stats.inc("manifest_records_dropped_folder_gone", len(self.by_folder.pop(folder)))
         self.stats = stats
 
     @property
