@@ -92,6 +92,13 @@ def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):
     atomic_write_text(target, "new")
     assert target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    assert target.stat().st_mode & 0o777 == 0o666 & ~current_umask()
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_stats_groups_errors_and_saves(tmp_path):
