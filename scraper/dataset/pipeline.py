@@ -121,11 +121,14 @@ def deduplicate(records: list, near_threshold: float, rejects: Rejects) -> tuple
     _reject_duplicates(result, "exact_duplicate", rejects)
     clusters = {"exact": _sizes(result.cluster_sizes)}
     if near_threshold and near_threshold > 0:
-        progress = lambda items: tqdm(items, desc="near dedup (LSH bands)", unit="band", disable=None)
-        result = dedup.near_dedup(result.kept, near_threshold, progress=progress)
+        result = dedup.near_dedup(result.kept, near_threshold, progress=_band_progress)
         _reject_duplicates(result, "near_duplicate", rejects)
         clusters["near"] = _sizes(result.cluster_sizes)
     return result.kept, clusters
+
+
+def _band_progress(bands):
+    return tqdm(bands, desc="near dedup (LSH bands)", unit="band", disable=None)
 
 
 def _reject_duplicates(result: dedup.DedupResult, reason: str, rejects: Rejects) -> None:
