@@ -203,11 +203,12 @@ def test_help_explains_and_mentions_token_counts(capsys):
 def test_to_json_keeps_what_the_decorator_says():
     node = ast.parse(
         "{(0,): [['tt.divisibility', 16]], 'device': DeviceProperties(type='cuda', cc=90), 'h': set(),"
-        " 'r': ReductionHint.INNER, 'n': -1, 's': {'b', 'a'}}",
+        " 'r': ReductionHint.INNER, 'n': -1, 's': {'b', 'a'}, 'e': ..., 'b': b'x', 'm': -'a', 'f': -2.5}",
         mode="eval",
     ).body
     assert to_json(node) == {"(0,)": [["tt.divisibility", 16]], "device": {"type": "cuda", "cc": 90}, "h": [],
-                             "r": "ReductionHint.INNER", "n": -1, "s": ["a", "b"]}
+                             "r": "ReductionHint.INNER", "n": -1, "s": ["a", "b"], "e": "...", "b": "b'x'",
+                             "m": "-'a'", "f": -2.5}
 
 
 def test_clean_kernel_keeps_everything_else_byte_for_byte():

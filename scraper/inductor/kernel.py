@@ -71,7 +71,7 @@ def clean_kernel(module_text: str, name: str) -> CleanKernel:
     """
     try:
         tree = ast.parse(module_text)
-    except (SyntaxError, ValueError) as exc:
+    except (SyntaxError, ValueError, RecursionError) as exc:
         raise KernelModuleError(f"kernel module does not parse: {exc}") from exc
     function = find_kernel_function(tree, name)
     heuristic = find_heuristics_decorator(function)
@@ -95,8 +95,8 @@ def clean_kernel(module_text: str, name: str) -> CleanKernel:
 
 
 def classify(heuristic: Optional[str], name: str) -> str:
-    """Kernel kind from the heuristics decorator's name, else from Inductor's name prefix, else user_defined
-    (a plain @triton.jit kernel) when there was no decorator at all, else "unknown"."""
+    """Kernel kind from the heuristics decorator's name (one this table does not know gives its own name),
+    else from Inductor's name prefix, else "user_defined" (a plain @triton.jit kernel without a decorator)."""
     if heuristic in HEURISTIC_KINDS:
         return HEURISTIC_KINDS[heuristic]
     for prefix, kind in NAME_PREFIX_KINDS.items():
@@ -158,7 +158,8 @@ def to_json(node: ast.expr) -> Any:
     (`ReductionHint.INNER`, names) becomes its source text.
     """
     if isinstance(node, ast.Constant):
-        return node.value if not isinstance(node.value, (bytes, complex)) else repr(node.value)
+        plain = node.value is None or isinstance(node.value, (str, int, float, bool))
+        return node.value if plain else ast.unparse(node)  # bytes, complex, ...: their source text
     if isinstance(node, ast.Dict):
         return {_json_key(k): to_json(v) for k, v in zip(node.keys, node.values) if k is not None}
     if isinstance(node, (ast.List, ast.Tuple)):
@@ -170,7 +171,8 @@ def to_json(node: ast.expr) -> Any:
             return []
         return {kw.arg: to_json(kw.value) for kw in node.keywords}
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
-        return -node.operand.value
+        if isinstance(node.operand.value, (int, float)) and not isinstance(node.operand.value, bool):
+            return -node.operand.value
     return ast.unparse(node)
 
 
@@ -218,8 +220,8 @@ def _char_col(line: str, byte_col: int) -> int:
 
 
 def remove_spans(lines: list[str], spans: list[tuple[int, int, int, int]]) -> str:
-    """The text of `lines` without the given spans. A span alone on its lines takes those whole lines with it; one sharing a
-    line with other code (`a; b`) is replaced by `pass` so the code around it stays valid."""
+    """The text of `lines` without the given spans. A span alone on its lines takes those whole lines with it;
+    one sharing a line with other code (`a; b`) is replaced by `pass` so the code around it stays valid."""
     lines = list(lines)
     for first, col, last, end_col in sorted(spans, reverse=True):
         head, tail = lines[first - 1][:col], lines[last - 1][end_col:]
