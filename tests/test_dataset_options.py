@@ -148,3 +148,26 @@ def test_split_is_deterministic_and_by_group(tmp_path):
         expected = split_module.group_position(f"repo:{repo}") < 0.25
         assert (repo in val_repos) == expected
     assert 3 <= len(val_repos) <= 18  # 40 groups at 25%: far from none or all
+
+
+def test_require_hook_runs_after_dedup_and_drops_failures(tmp_path):
+    # The place the lead wires --require: a validate step on the deduplicated records, then requirement checks.
+    from scraper.dataset import filters
+    from scraper.dataset.pipeline import Options, build_dataset
+
+    folder = kernels_folder(tmp_path)
+    with open(folder / "kernels.jsonl", "a") as handle:  # an exact copy: validation must not see it
+        handle.write(json.dumps(github_record("add_kernel", ADD_KERNEL, "z/copy")) + "\n")
+    seen = []
+
+    def validate(records, stats):
+        seen.extend(r.name for r in records)
+        for record in records:
+            record.compiles = record.name != "softmax_kernel"
+
+    options = Options(inputs=[folder], output=tmp_path / "o" / "d.json", card=False, validate=validate,
+                      require_checks=[filters.requirement_check("compiles", lambda r, level: r.compiles)])
+    result = build_dataset(options)
+    assert sorted(seen) == ["add_kernel", "mul_kernel", "softmax_kernel"]
+    assert sorted(row["kernel_name"] for row in result.rows) == ["add_kernel", "mul_kernel"]
+    assert result.stats.counts["dropped_not_compiles"] == 1

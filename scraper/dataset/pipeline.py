@@ -11,7 +11,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from tqdm import tqdm
 
@@ -43,7 +43,10 @@ class Options:
     decontaminate: list = field(default_factory=list)
     decontaminate_threshold: float = decontam.DEFAULT_THRESHOLD
     card: bool = True
-    require_checks: list = field(default_factory=list)  # filters.Check run after dedup (--require)
+    # --require (wired by the lead): `validate(records, stats)` fills parses/imports/compiles on the deduplicated
+    # records, then `require_checks` (e.g. filters.requirement_check("compiles", scraper.validate.meets)) drop.
+    validate: Optional[Callable[[list, Stats], None]] = None
+    require_checks: list = field(default_factory=list)
 
     def output_path(self) -> Path:
         """The main output file."""
@@ -79,6 +82,8 @@ def build_dataset(options: Options) -> BuildResult:
         options.license, options.max_tokens, options.min_lines), rejects)
     records = drop_contaminated(records, options, stats, rejects)
     records, clusters = deduplicate(records, options.near_threshold, rejects)
+    if options.validate is not None:
+        options.validate(records, stats)
     records = filters.apply_filters(records, options.require_checks, rejects)
     groups = split.assign_splits(records, options.val_fraction)
     stats.counts.update({f"groups_{name}": count for name, count in groups.items()})
