@@ -6,8 +6,10 @@ parsed with `ast`; the kernel text is the string constant itself, so nothing dep
 named in `# kernel path:` comments (those exist only on the machine that compiled the model, at that moment);
 such a file is read only as a fallback when the embedded text is missing.
 
-A file that does not parse (typically truncated by a crash or a copy) is salvaged: it is cut before the line the
-parser chokes on until the rest parses, and the kernels in the lost tail are counted.
+Only the part before the wrapper code (`async_compile.wait(globals())`) becomes a tree; the wrapper, which is
+most of the parse time, is only compiled to check it. A file that does not parse (typically truncated by a
+crash or a copy) is salvaged: it is cut before the line the parser chokes on until the rest parses, and the
+kernels in the lost tail are counted.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ log = logging.getLogger(__name__)
 MAX_SALVAGE_CUTS = 50
 # A `# kernel path:` file (one kernel module) larger than this is not one Inductor wrote.
 MAX_KERNEL_FILE_BYTES = 4 * 1024 * 1024
-# Counted independently of the parser, to report how many kernels a damaged file lost.
+# Where the wrapper code starts, after the kernels (`async_compile.wait(globals())`).
 _WRAPPER_START = re.compile(r"^async_compile\.wait\(", re.MULTILINE)
+# Counted in the text, independently of the parser: kernels a damaged file lost, C++/other kernels skipped,
+# and the lines worth walking in the tree.
 _TRITON_CALL = re.compile(r"async_compile\.triton\(")
 _OTHER_COMPILE_CALL = re.compile(r"async_compile\.(cpp_pybinding|cpp|cuda|rocm|halide|mps|submit)\(")
 _SOURCE_NODES = re.compile(
