@@ -135,7 +135,8 @@ def copy_fx_graph(graph: Graph, target: Path, stats: Stats) -> bool:
 def report_damage(path: Path, embedded, stats: Stats, rejects: Rejects) -> None:
     """Count what a damaged or kernel-less output_code.py lost or lacked."""
     if embedded.salvaged:
-        message = f"does not parse ({embedded.parse_error}); kept the {len(embedded.kernels)} kernels before the damage"
+        kept = len(embedded.kernels)
+        message = f"does not parse ({embedded.parse_error}); kept the {kept} kernels before the damage"
         log.error("%s %s, lost %d", path, message, embedded.lost_kernels)
         stats.error("parse", str(path), message)
         stats.inc("kernels_lost_in_damaged_files", embedded.lost_kernels)
