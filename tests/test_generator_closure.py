@@ -133,3 +133,34 @@ def test_selfcheck_scoping():
     check = check_module(code)
     assert check.compiles and check.missing == ["W", "q"]
     assert not check_module("def f(:\n").compiles
+
+
+def test_alternatives_stay_alternatives_and_every_binding_is_kept():
+    text = ("import triton\n"
+            "try:\n    from triton.language.extra import libdevice\nexcept ImportError:\n"
+            "    from triton.language import math as libdevice\n"
+            "BLOCK = 16\n"
+            "if triton.__version__ > '3':\n    BLOCK = 32\n"
+            "def _impl(x):\n    return libdevice.exp(x) + BLOCK\n"
+            "_impl = triton.jit(_impl)\n")
+    result = extract_closure(RepoIndex({"m.py": text}), "m.py", "_impl")
+    assert_self_contained(result)
+    try_block = text[text.index("try:"):text.index("BLOCK = 16")].rstrip("\n")
+    if_block = text[text.index("if triton"):text.index("def _impl")].rstrip("\n")
+    assert try_block in result.code and if_block in result.code
+    assert result.code.index("BLOCK = 16") < result.code.index("if triton") < result.code.index("def _impl")
+    assert result.code.rstrip().endswith("_impl = triton.jit(_impl)")  # the hand-applied decorator follows
+
+
+def test_main_path_of_an_if_else_with_stand_ins_wins():
+    # the shape of torch/_inductor/runtime/triton_compat.py: real imports on the main path, stand-ins in `else`
+    compat = ("try:\n    import triton\nexcept ImportError:\n    triton = None\n"
+              "if triton is not None:\n    import triton.language as tl\n    def helper():\n        return 1\n"
+              "else:\n    class tl:\n        constexpr = None\n    def helper():\n        return 0\n    ONLY_ELSE = 2\n")
+    user = ("from .compat import tl, triton, helper, ONLY_ELSE\n"
+            "@triton.jit\ndef k(x, B: tl.constexpr):\n    return helper() + ONLY_ELSE\n")
+    result = extract_closure(RepoIndex({"p/compat.py": compat, "p/user.py": user, "p/__init__.py": ""}), "p/user.py", "k")
+    assert_self_contained(result)
+    assert "class tl" not in result.code and "return 0" not in result.code
+    assert "import triton.language as tl" in result.code and "ONLY_ELSE = 2" in result.code
+    assert "try:\n    import triton\nexcept ImportError:\n    triton = None" in result.code

@@ -16,7 +16,7 @@ import posixpath
 import sys
 import textwrap
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from scraper.generator.detect import _at_column, function_source
 from scraper.generator.parse import ParsedModule, line_bytes, parse_source, source_segment
@@ -51,6 +51,7 @@ class ModuleIndex:
     mutators: dict = field(default_factory=dict)  # name -> [top-level statements that fill it]
     star_imports: list = field(default_factory=list)  # ImportFrom nodes with `*`
     future: list = field(default_factory=list)  # `from __future__ import ...` nodes
+    in_repo: Optional[Callable] = None  # (path, import node) -> bool, see index_module
     parent: Optional["ModuleIndex"] = None  # for a function body seen as a scope: the module around it
     params: set = field(default_factory=set)  # for a function body: its parameters (not resolvable statically)
 
@@ -59,9 +60,14 @@ class ModuleIndex:
         return self.parsed.text
 
 
-def index_module(path: str, parsed: ParsedModule) -> ModuleIndex:
-    """Bindings, mutators, star and __future__ imports of a parsed file's top level (through if/try/with)."""
+def index_module(path: str, parsed: ParsedModule, in_repo: Optional[Callable] = None) -> ModuleIndex:
+    """Bindings, mutators, star and __future__ imports of a parsed file's top level (through if/try/with).
+
+    `in_repo(path, import_node)` tells whether an import names a module of the repository (relative imports
+    always do); an if/try block with such an import or with a def/class is indexed statement by statement,
+    a smaller one (`try: from x import f` / `except ImportError: f = None`) is kept whole."""
     module = ModuleIndex(path, parsed)
+    module.in_repo = in_repo
     for statement in parsed.tree.body:
         _index_statement(module, statement)
         for name in _mutated_names(statement):
@@ -72,7 +78,7 @@ def index_module(path: str, parsed: ParsedModule) -> ModuleIndex:
 def index_function_scope(module: ModuleIndex, function: ast.AST) -> ModuleIndex:
     """A function's body indexed like a module (its local imports, helpers and constants), falling back to
     `module` for the rest: what a kernel defined inside a function reads from around it."""
-    scope = ModuleIndex(f"{module.path}::{function.name}", module.parsed, parent=module)
+    scope = ModuleIndex(f"{module.path}::{function.name}", module.parsed, parent=module, in_repo=module.in_repo)
     args = function.args
     scope.params = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg] if a}
     for statement in function.body:
@@ -110,11 +116,49 @@ def _index_compound(module: ModuleIndex, node: ast.stmt) -> None:
         heads = [node.target] if isinstance(node, ast.For) else [i.optional_vars for i in node.items if i.optional_vars]
         for name in sorted(bound_names(heads)):
             _bind(module, name, Binding(node))
-    bodies = [getattr(node, name, []) for name in ("body", "orelse", "finalbody")]
-    bodies += [handler.body for handler in getattr(node, "handlers", [])]
-    for body in bodies:
-        for child in body:
-            _index_statement(module, child)
+    elif _keep_whole(module, node):
+        for name in sorted(bound_names([node])):
+            _bind(module, name, Binding(node))
+        return
+    primary, alternatives = _branches(node)
+    for child in primary:
+        _index_statement(module, child)
+    # A name the main path binds is taken from the main path only (`if triton is not None: import triton.language
+    # as tl` / `else: class tl: ...` must not end with the stand-in); the other branches add only new names.
+    taken = bound_names(primary)
+    side = ModuleIndex(module.path, module.parsed, in_repo=module.in_repo)
+    for child in alternatives:
+        _index_statement(side, child)
+    for name, bindings in side.bindings.items():
+        if name not in taken:
+            module.bindings.setdefault(name, []).extend(bindings)
+
+
+def _branches(node: ast.stmt) -> tuple[list, list]:
+    """(statements of the main path, statements of the alternatives) of a compound statement."""
+    if isinstance(node, ast.If):
+        return node.body, node.orelse
+    if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+        return node.body + node.orelse + node.finalbody, [s for h in node.handlers for s in h.body]
+    return node.body + getattr(node, "orelse", []), []
+
+
+def _keep_whole(module: ModuleIndex, node: ast.stmt) -> bool:
+    """An if/try block without defs, classes or repository imports: copied whole so that its alternatives
+    (`try: ... except ImportError: ...`, `if IS_HIP: ... else: ...`) keep choosing at run time."""
+    if not isinstance(node, (ast.If, ast.Try)) and type(node).__name__ != "TryStar":
+        return False
+    # `try: import triton.language as tl` / `except ImportError: class tl: ...`: a stand-in defined for a
+    # failed import stays with the import, or the copy would always use the stand-in
+    import_fallback = isinstance(node, ast.Try) and any(isinstance(s, (ast.Import, ast.ImportFrom)) for s in node.body)
+    for child in ast.walk(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and not import_fallback:
+            return False
+        if isinstance(child, ast.ImportFrom) and (child.level or child.module == "__future__"):
+            return False
+        if isinstance(child, (ast.Import, ast.ImportFrom)) and module.in_repo and module.in_repo(module.path, child):
+            return False
+    return True
 
 
 def _mutated_names(statement: ast.stmt) -> set[str]:
@@ -130,7 +174,20 @@ def _mutated_names(statement: ast.stmt) -> set[str]:
             names.add(node.target.id)
         elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name):
             names.add(node.value.id)
+    wrapped = _rewrapped_name(statement)
+    if wrapped:
+        names.add(wrapped)
     return names
+
+
+def _rewrapped_name(statement: ast.stmt) -> Optional[str]:
+    """`f = triton.jit(f)` (a decorator applied by hand, as unsloth does): the name it re-binds, else None."""
+    if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.value, ast.Call)):
+        return None
+    target, call = statement.targets[0], statement.value
+    if isinstance(target, ast.Name) and call.args and isinstance(call.args[0], ast.Name) and call.args[0].id == target.id:
+        return target.id
+    return None
 
 
 def module_dotted_name(path: str) -> str:
@@ -173,13 +230,19 @@ class RepoIndex:
         if path not in self._modules:
             if path not in self.texts:
                 return None
-            self._modules[path] = index_module(path, parse_source(self.texts[path], path))
+            self._modules[path] = index_module(path, parse_source(self.texts[path], path), self.imports_from_repo)
         return self._modules[path]
 
     def add_parsed(self, path: str, parsed: ParsedModule) -> ModuleIndex:
         """Register a module already parsed by the caller (saves parsing it twice)."""
-        self._modules[path] = index_module(path, parsed)
+        self._modules[path] = index_module(path, parsed, self.imports_from_repo)
         return self._modules[path]
+
+    def imports_from_repo(self, importer: str, node: ast.stmt) -> bool:
+        """True when an import statement in `importer` names a module of this repository."""
+        if isinstance(node, ast.ImportFrom):
+            return bool(node.level) or self.find_module(importer, node.module, 0) is not None
+        return any(self.find_module(importer, alias.name, 0) for alias in node.names)
 
     def is_allowed(self, module_name: str) -> bool:
         """True when `module_name` is an allow-listed library (never looked up in the repository)."""
@@ -282,17 +345,12 @@ class _Closure:
             self.reasons.setdefault(name, "undefined")
 
     def _use_binding(self, module: ModuleIndex, name: str, bindings: list, depth: int) -> None:
-        first = bindings[0]
-        if first.alias is None:
-            self.add_statement(module, first.node, depth)
-            return
-        if isinstance(first.node, ast.Import) and first.alias.asname is None:
-            # `import torch` and `import torch.nn.functional` both bind `torch`: keep every one of them
-            for binding in bindings:
-                if binding.alias is not None and isinstance(binding.node, ast.Import):
-                    self._use_import(module, name, binding, depth)
-            return
-        self._use_import(module, name, first, depth)
+        # every top-level statement binding `name`, in file order: `X = a` then `if c: X = b` works as in the file
+        for binding in bindings:
+            if binding.alias is None:
+                self.add_statement(module, binding.node, depth)
+            else:
+                self._use_import(module, name, binding, depth)
 
     def _use_import(self, module: ModuleIndex, name: str, binding: Binding, depth: int) -> None:
         node, alias = binding.node, binding.alias
@@ -481,6 +539,9 @@ def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional
     closure.need_names(scope, free_names(node) - {node.name}, 1)
     text, dropped = _lifted_source(module, node, nested)
     closure._add_block(text, ("target", path, qualname), {node.name})
+    if scope is module:  # `kernel = triton.jit(kernel)` after the def
+        for statement in module.mutators.get(node.name, []):
+            closure.add_statement(module, statement, 1, skip={node.name})
     code = closure.render()
     check = check_module(code, f"{path}:{qualname}")
     reasons = dict(closure.reasons)

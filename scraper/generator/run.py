@@ -8,6 +8,7 @@ and mtime) and a crash loses at most the archive in progress (its partial record
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -68,6 +69,18 @@ def list_archives(download_dir: Path) -> list[Path]:
 
 def process_repository(task: Task) -> RepoResult:
     """Read one repository and extract every kernel of it (runs in a worker; never raises for bad input)."""
+    # The index keeps every parsed file alive; with the cyclic GC on, each allocation burst re-scans those
+    # millions of AST nodes and parsing gets ~4x slower. ASTs hold no reference cycles: refcounting frees them.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _process_repository(task)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _process_repository(task: Task) -> RepoResult:
     result = RepoResult(task.location, Path(task.location).name)
     stats = result.stats
     try:

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Rebuild benchmarks/corpus/ from the PyPI wheels of three real Triton projects (see README.md here).
+
+    pip download --no-deps -d /tmp/wheels liger-kernel==0.8.5 fla-core==0.6.0 unsloth==2026.10.9
+    python benchmarks/corpus/build_corpus.py /tmp/wheels
+
+Copies the selected .py files (paths kept, under <owner>__<repo>/) and each project's LICENSE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# wheel file -> (folder, top-level prefixes kept, license entry in the wheel)
+SELECTION = {
+    "liger_kernel-0.8.5-py3-none-any.whl": (
+        "linkedin__Liger-Kernel", ["liger_kernel/ops/*.py", "liger_kernel/utils.py", "liger_kernel/__init__.py"],
+        "liger_kernel-0.8.5.dist-info/licenses/LICENSE"),
+    "fla_core-0.6.0-py3-none-any.whl": (
+        "fla-org__flash-linear-attention",
+        ["fla/ops/utils/", "fla/ops/common/", "fla/ops/gla/", "fla/ops/delta_rule/", "fla/ops/simple_gla/",
+         "fla/ops/based/", "fla/ops/retention/", "fla/modules/", "fla/utils/"],
+        "fla_core-0.6.0.dist-info/licenses/LICENSE"),
+    "unsloth-2026.10.9-py3-none-any.whl": (
+        "unslothai__unsloth", ["unsloth/kernels/", "unsloth/device_type.py"], "unsloth-2026.10.9.dist-info/licenses/LICENSE"),
+}
+
+
+def selected(name: str, patterns: list[str]) -> bool:
+    """True when a wheel entry matches one of the patterns (`dir/` prefix, `dir/*.py` one level, exact file)."""
+    for pattern in patterns:
+        if pattern.endswith("/*.py"):
+            folder = pattern[:-4]
+            if name.startswith(folder) and "/" not in name[len(folder):] and name.endswith(".py"):
+                return True
+        elif pattern.endswith("/") and name.startswith(pattern) and name.endswith(".py"):
+            return True
+        elif name == pattern:
+            return True
+    return False
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("wheels", type=Path, help="folder with the three wheels")
+    args = parser.parse_args(argv)
+    for wheel, (folder, patterns, license_entry) in SELECTION.items():
+        with zipfile.ZipFile(args.wheels / wheel) as archive:
+            for name in archive.namelist():
+                if selected(name, patterns) and ".." not in name.split("/"):
+                    target = HERE / folder / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(archive.read(name))
+            (HERE / folder / "LICENSE").write_bytes(archive.read(license_entry))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
