@@ -4,7 +4,8 @@
     pip download --no-deps -d /tmp/wheels liger-kernel==0.8.5 fla-core==0.6.0 unsloth==2026.10.9
     python benchmarks/corpus/build_corpus.py /tmp/wheels
 
-Copies the selected .py files (paths kept, under <owner>__<repo>/) and each project's LICENSE.
+Copies the selected .py files (paths kept, under <owner>__<repo>/) and each project's LICENSE; files whose
+header names a copyleft license (AGPL/GPL) are left out.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def selected(name: str, patterns: list[str]) -> bool:
     return False
 
 
+def permissive(data: bytes) -> bool:
+    """False for files whose header says they are under a copyleft license (unsloth has AGPL-3.0 files)."""
+    head = data[:3000].decode("utf-8", "replace")
+    return not any(marker in head for marker in ("Affero", "AGPL", "GNU General Public", "GPL-"))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("wheels", type=Path, help="folder with the three wheels")
@@ -51,7 +58,7 @@ def main(argv=None) -> int:
     for wheel, (folder, patterns, license_entry) in SELECTION.items():
         with zipfile.ZipFile(args.wheels / wheel) as archive:
             for name in archive.namelist():
-                if selected(name, patterns) and ".." not in name.split("/"):
+                if selected(name, patterns) and ".." not in name.split("/") and permissive(archive.read(name)):
                     target = HERE / folder / name
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(archive.read(name))
