@@ -27,7 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "scanned for @triton.jit kernels in its .py files "
                              "(default: inductor_kernels scraper/generator/generated)")
     parser.add_argument("-o", "--output", type=Path,
-                        help="output file (default: datasets/triton_functions.<format>); its folder is created")
+                        help="output file, or an existing folder to write triton_functions.<format> into "
+                             "(default: datasets/triton_functions.<format>); its folder is created")
     parser.add_argument("--format", dest="fmt", choices=write.FORMATS, default="json",
                         help="json: one JSON array (torchtune's local-file example, default); jsonl: one row per "
                              "line (for large sets: the JSON loader reads a whole array into memory); parquet")

@@ -74,3 +74,11 @@ def test_single_manifest_file_and_output_folder_created(tmp_path):
     rows, stats, _ = build(tmp_path, manifest)
     assert [row["kernel_name"] for row in rows] == ["add_kernel"]
     assert stats["counts"]["in_github"] == 1
+
+
+def test_output_may_be_an_existing_folder(tmp_path):
+    manifest = write_manifest(tmp_path / "in", [github_record("add_kernel", ADD_KERNEL, "a/a")])
+    (tmp_path / "out").mkdir()
+    assert create_json.main([str(manifest), "-o", str(tmp_path / "out"), "--format", "jsonl", "-q"]) == 0
+    lines = (tmp_path / "out" / "triton_functions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["kernel_name"] for line in lines] == ["add_kernel"]

@@ -49,8 +49,12 @@ class Options:
     require_checks: list = field(default_factory=list)
 
     def output_path(self) -> Path:
-        """The main output file."""
-        return Path(self.output) if self.output else DEFAULT_OUTPUT_DIR / f"{DEFAULT_STEM}.{self.fmt}"
+        """The main output file (an existing folder given as output gets the default file name inside)."""
+        default_name = f"{DEFAULT_STEM}.{self.fmt}"
+        if not self.output:
+            return DEFAULT_OUTPUT_DIR / default_name
+        output = Path(self.output)
+        return output / default_name if output.is_dir() else output
 
 
 @dataclass
