@@ -297,3 +297,50 @@ def test_the_same_file_through_two_inputs_is_read_once(tmp_path):
     out = tmp_path / "out"
     assert run_extraction([tmp_path / "in", path, path.parent], out) == 0
     assert stats_of(out)["counts"]["graphs"] == 1 and len(load_manifest(out)) == 1
+
+
+# The shape of a PyTorch 2.0 output_code.py (torch_compile_debug/run_*/aot_torchinductor/<graph>/): no kernel
+# name, a bare @pointwise decorator from torch._inductor.triton_ops.autotune, `meta=` and `def triton_`.
+OLD_KERNEL = '''
+import triton
+import triton.language as tl
+from torch._inductor.ir import ReductionHint
+from torch._inductor.ir import TileHint
+from torch._inductor.triton_ops.autotune import pointwise
+from torch._inductor.utils import instance_descriptor
+
+@pointwise(size_hints=[16384], filename=__file__, meta={'signature': {0: '*fp32', 1: '*fp32', 2: '*fp32', 3: 'i32'}, 'device': 0, 'constants': {}, 'mutated_arg_names': [], 'configs': [instance_descriptor(divisible_by_16=(0, 1, 2, 3), equal_to_1=())]})
+@triton.jit
+def triton_(in_ptr0, in_ptr1, out_ptr0, xnumel, XBLOCK : tl.constexpr):
+    xnumel = 10000
+    xoffset = tl.program_id(0) * XBLOCK
+    xindex = xoffset + tl.arange(0, XBLOCK)[:]
+    xmask = xindex < xnumel
+    x0 = xindex
+    tmp0 = tl.load(in_ptr0 + (x0), xmask)
+    tmp2 = tl.load(in_ptr1 + (x0), xmask)
+    tmp1 = tl.sin(tmp0)
+    tmp3 = tl.sin(tmp2)
+    tmp4 = tmp1 + tmp3
+    tl.store(out_ptr0 + (x0 + tl.zeros([XBLOCK], tl.int32)), tmp4, xmask)
+'''
+
+
+def test_pytorch_2_0_output_code(tmp_path):
+    blocks = [f"triton__0 = async_compile.triton('''{OLD_KERNEL}''')\n",
+              f"triton__1 = async_compile.triton('triton_', '''{OLD_KERNEL}''')\n"]
+    path = tmp_path / "run_2024_01_02_14_44_21_028356-pid_9378" / "aot_torchinductor" / "model__0_inference_0.0"
+    path.mkdir(parents=True)
+    (path / "output_code.py").write_text(output_code(*blocks))
+    out = tmp_path / "out"
+    assert run_extraction([tmp_path], out) == 0
+    rows = load_manifest(out)
+    assert [(row["name"], row["extra"]["name_passed"]) for row in rows] == [("triton__0", None),
+                                                                          ("triton__1", "triton_")]
+    for row in rows:
+        assert row["original"] == OLD_KERNEL and row["kind"] == "pointwise"
+        assert row["launch"]["heuristic"] == "pointwise" and row["launch"]["size_hints"] == [16384]
+        assert row["signature"] == {"0": "*fp32", "1": "*fp32", "2": "*fp32", "3": "i32"}
+        assert row["code"] == OLD_KERNEL.replace(OLD_KERNEL.splitlines()[8] + "\n", "").lstrip("\n")
+        assert row["model"] == "model" and row["graph"] == "model__0_inference_0.0"
+    assert [Path(row["file"]).name for row in rows] == ["triton__0.py", "triton__1.py"]

@@ -83,7 +83,10 @@ def clean_kernel(module_text: str, name: str) -> CleanKernel:
         cuts.append(_span(lines, heuristic, decorator=True))
         launch = launch_metadata(segment(lines, cuts[-1]), heuristic)
     code = remove_spans(lines, cuts).lstrip("\n")
-    triton_meta = (launch or {}).get("triton_meta") or {}
+    # `meta=` is what PyTorch 2.0/2.1 called triton_meta.
+    triton_meta = (launch or {}).get("triton_meta") or (launch or {}).get("meta") or {}
+    if not isinstance(triton_meta, dict):  # not a literal dict: nothing to read from it
+        triton_meta = {}
     return CleanKernel(
         code=code,
         kind=classify(launch["heuristic"] if launch else None, name),
@@ -118,9 +121,11 @@ def find_kernel_function(tree: ast.Module, name: str) -> ast.FunctionDef:
 
 
 def find_heuristics_decorator(function: ast.FunctionDef) -> Optional[ast.expr]:
-    """The `@triton_heuristics.<name>(...)` decorator of `function`, if any."""
+    """The `@triton_heuristics.<name>(...)` decorator of `function` (or, as PyTorch 2.0/2.1 wrote it, a bare
+    `@pointwise(...)`, `@reduction(...)`, ... imported from Inductor), if any."""
     for decorator in function.decorator_list:
-        if _dotted(_callee(decorator)).split(".")[0] == "triton_heuristics":
+        callee = _dotted(_callee(decorator))
+        if callee.split(".")[0] == "triton_heuristics" or callee in HEURISTIC_KINDS:
             return decorator
     return None
 

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 MAX_SALVAGE_CUTS = 50
 # A `# kernel path:` file (one kernel module) larger than this is not one Inductor wrote.
 MAX_KERNEL_FILE_BYTES = 4 * 1024 * 1024
+# The kernel name old Inductor versions passed for every kernel.
+PLACEHOLDER_NAME = "triton_"
 # Where the wrapper code starts, after the kernels (`async_compile.wait(globals())`).
 _WRAPPER_START = re.compile(r"^async_compile\.wait\(", re.MULTILINE)
 # Counted in the text, independently of the parser: kernels a damaged file lost, C++/other kernels skipped,
@@ -51,6 +53,7 @@ class EmbeddedKernel:
     lineno: int  # line of the statement in output_code.py
     comment: str = ""  # the comment block right above the statement, as written
     source_from: str = "embedded"  # "embedded" | "kernel_path" (fallback file) | "missing"
+    name_passed: Optional[str] = None  # the name argument as written (None: there was none)
 
 
 @dataclass
@@ -199,17 +202,23 @@ def _string(node: Optional[ast.expr]) -> Optional[str]:
 
 
 def _embedded_kernel(call: ast.Call, statement: ast.stmt, lines: list[str]) -> EmbeddedKernel:
-    name = _string(_argument(call, 0, "kernel_name"))
-    source = _string(_argument(call, 1, "source_code"))
+    name_node, source_node = _argument(call, 0, "kernel_name"), _argument(call, 1, "source_code")
+    if source_node is None and len(call.args) == 1 and not call.keywords:
+        name_node, source_node = None, call.args[0]  # PyTorch 2.0: async_compile.triton(source) only
+    passed, source = _string(name_node), _string(source_node)
     variable = None
     if isinstance(statement, ast.Assign) and isinstance(statement.targets[0], ast.Name):
         variable = statement.targets[0].id
+    # Old Inductor passed no name, or the placeholder "triton_" (its kernels were all `def triton_`): the
+    # variable (`triton__0`, `triton_poi_fused_add_0`) is the name that tells them apart.
+    name = passed if passed and passed != PLACEHOLDER_NAME else variable or passed
     kernel = EmbeddedKernel(
-        name=name or variable or f"kernel_line_{call.lineno}",
+        name=name or f"kernel_line_{call.lineno}",
         source=source,
         variable=variable,
         lineno=statement.lineno,
         comment=comment_above(lines, statement.lineno),
+        name_passed=passed,
     )
     if source is None:
         kernel.source_from = "missing"

@@ -199,6 +199,7 @@ def _extra(kernel: EmbeddedKernel, graph: Graph, info: dict, dropped: list) -> d
     extra = {
         "graph_kind": graph.graph_kind,
         "variable": kernel.variable,
+        "name_passed": kernel.name_passed,
         "lineno": kernel.lineno,
         "source_from": kernel.source_from,
         "kernel_path": info.get("kernel_path"),
