@@ -344,3 +344,16 @@ def test_pytorch_2_0_output_code(tmp_path):
         assert row["code"] == OLD_KERNEL.replace(OLD_KERNEL.splitlines()[8] + "\n", "").lstrip("\n")
         assert row["model"] == "model" and row["graph"] == "model__0_inference_0.0"
     assert [Path(row["file"]).name for row in rows] == ["triton__0.py", "triton__1.py"]
+
+
+def test_byte_order_mark_and_windows_line_ends(tmp_path):
+    text = output_code(triton_block("triton_poi_fused_a_0", comment="# Original path: x.py\n"))
+    content = b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode()
+    out = tmp_path / "out"
+    assert run_extraction([graph(tmp_path / "in", "m__0_inference_0.0", content)], out) == 0
+    (row,) = load_manifest(out)
+    assert row["comment"] == "# Original path: x.py" and row["extra"]["original_path"] == "x.py"
+    # Python reads \r\n inside a string literal as \n: the kernel is the string's value.
+    assert row["original"] == KERNEL.replace("NAME", "triton_poi_fused_a_0")
+    assert "@triton_heuristics" not in row["code"] and "\n@triton.jit\ndef triton_poi_fused_a_0(" in row["code"]
+    assert not [key for key in stats_of(out)["counts"] if key.startswith("errors")]

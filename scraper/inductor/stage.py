@@ -114,7 +114,7 @@ def read_text(path: Path, stats: Stats, rejects: Rejects) -> tuple[Optional[str]
         rejects.add("unreadable", output_code=str(path), error=str(exc))
         return None, b""
     try:
-        return content.decode("utf-8"), content
+        return content.decode("utf-8-sig"), content  # -sig: an editor's byte-order mark is not code
     except UnicodeDecodeError as exc:
         log.warning("%s is not UTF-8 (%s); reading it with the bad bytes replaced", path, exc)
         stats.error("decode", str(path), f"not UTF-8: {exc.reason} at byte {exc.start}")
