@@ -49,6 +49,8 @@ def test_stats_and_errors_by_phase(dir_run):
     assert counts["kernels_found"] == counts["kernels_extracted"] == EXPECTED_COUNT
     assert counts["kernels_self_contained"] == EXPECTED_COUNT - len(NOT_SELF_CONTAINED)
     assert counts["files_salvaged"] == 3 and counts["repositories"] == 1
+    assert (counts["files_salvaged_python2"], counts["files_salvaged_newer_python"], counts["files_salvaged_other"]) \
+        == (1, 1, 1)
     with open(dir_run / "errors.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     by_phase = {}

@@ -113,6 +113,7 @@ def _process_file(file, index: RepoIndex, provenance: Provenance, out_dir: Path,
     parsed = parse_source(file.text, file.path)
     if parsed.salvaged:
         stats.inc("files_salvaged")
+        stats.inc(f"files_salvaged_{parse_failure_kind(parsed.errors[0])}")
         stats.inc("blocks_lost", parsed.blocks_lost)
         stats.error("parse", where, parsed.errors[0])
     index.add_parsed(file.path, parsed)
@@ -121,6 +122,18 @@ def _process_file(file, index: RepoIndex, provenance: Provenance, out_dir: Path,
     duplicates = duplicate_qualnames(kernels)
     for kernel in kernels:
         _extract_kernel(kernel, index, provenance, out_dir, result, kernel.qualname in duplicates)
+
+
+def parse_failure_kind(message: str) -> str:
+    """Why a file did not parse as a whole: python2 (print/exec statements), newer_python (3.12 f-strings,
+    PEP 695 `type`), nul_bytes, or other."""
+    if "Missing parentheses in call to" in message or "print " in message:
+        return "python2"
+    if "f-string" in message or "type parameter" in message:
+        return "newer_python"
+    if "null bytes" in message:
+        return "nul_bytes"
+    return "other"
 
 
 def _extract_kernel(kernel, index, provenance: Provenance, out_dir: Path, result: RepoResult, duplicate: bool) -> None:
