@@ -171,3 +171,20 @@ def test_require_hook_runs_after_dedup_and_drops_failures(tmp_path):
     assert sorted(seen) == ["add_kernel", "mul_kernel", "softmax_kernel"]
     assert sorted(row["kernel_name"] for row in result.rows) == ["add_kernel", "mul_kernel"]
     assert result.stats.counts["dropped_not_compiles"] == 1
+
+
+def test_few_groups_get_a_validation_split_within_the_fraction():
+    from scraper.records import KernelRecord
+
+    sizes = {"big/a": 100, "small/b": 4, "mid/c": 50, "tiny/d": 3}  # no key hashes below 0.05
+    assert all(split_module.group_position(f"repo:{repo}") >= 0.05 for repo in sizes)
+    records = [KernelRecord(name=f"{repo}{i}", code=f"x = {i}", source="github", repo=repo)
+               for repo, size in sizes.items() for i in range(size)]
+    split_module.assign_splits(records, 0.05)
+    validation = {r.repo for r in records if r.extra["split"] == "validation"}
+    rows = sum(r.extra["split"] == "validation" for r in records)
+    assert validation and rows <= 0.05 * len(records)  # 157 rows: at most 7, so only the small groups
+    assert validation <= {"small/b", "tiny/d"}
+    large = [r for r in records if r.repo in ("big/a", "mid/c")]  # both too large: no validation
+    split_module.assign_splits(large, 0.05)
+    assert {r.extra["split"] for r in large} == {"train"}

@@ -2,16 +2,20 @@
 
 A group goes to validation when the hash of its key, read as a number in [0, 1), is below `val_fraction`. The
 decision depends only on the key, so a rerun with more data keeps every old group where it was. One exception:
-when hashing leaves validation empty although there are two or more groups and `val_fraction > 0`, the group with
-the smallest hash goes to validation, so a small dataset still gets a held-out split.
+when hashing leaves validation empty although there are two or more groups and `val_fraction > 0`, the groups with
+the smallest hashes that fit within `val_fraction` of the rows go to validation (see `fill_validation`), so a small
+dataset still gets a held-out split of about the asked size when some group is small enough.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import defaultdict
 
 from scraper.records import KernelRecord
+
+log = logging.getLogger(__name__)
 
 TRAIN, VALIDATION = "train", "validation"
 
@@ -40,9 +44,24 @@ def assign_splits(records: list, val_fraction: float) -> dict:
         groups[group_key(record)].append(record)
     chosen = {key for key in groups if group_position(key) < val_fraction}
     if not chosen and len(groups) >= 2 and val_fraction > 0:
-        chosen = {min(groups, key=group_position)}
+        chosen = fill_validation(groups, val_fraction)
+    if not chosen and val_fraction > 0 and records:
+        log.warning("no validation split: no group (repository / model) is small enough for --val-fraction %s",
+                    val_fraction)
     for key, members in groups.items():
         for record in members:
             record.extra["split"] = VALIDATION if key in chosen else TRAIN
             record.extra["group"] = key
     return {TRAIN: len(groups) - len(chosen), VALIDATION: len(chosen)}
+
+
+def fill_validation(groups: dict, val_fraction: float) -> set:
+    """Fallback for sets with few groups: take groups in hash order while the validation rows stay within
+    `val_fraction` of all rows (a group too large is passed over); empty when every group is too large."""
+    budget = val_fraction * sum(len(members) for members in groups.values())
+    chosen, taken = set(), 0
+    for key in sorted(groups, key=group_position):
+        if taken + len(groups[key]) <= budget:
+            chosen.add(key)
+            taken += len(groups[key])
+    return chosen
