@@ -31,7 +31,11 @@ def main(argv=None) -> int:
     setup_logging(args)
     from scraper.inductor import extract_kernels
 
-    stats = extract_kernels(args.inputs, args.output)
+    try:
+        stats = extract_kernels(args.inputs, args.output)
+    except OSError as exc:  # the output folder cannot be made or written
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(stats.summary(), file=sys.stderr)
     return 0 if stats.counts["graphs"] else 1
 

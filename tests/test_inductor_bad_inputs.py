@@ -357,3 +357,21 @@ def test_byte_order_mark_and_windows_line_ends(tmp_path):
     assert row["original"] == KERNEL.replace("NAME", "triton_poi_fused_a_0")
     assert "@triton_heuristics" not in row["code"] and "\n@triton.jit\ndef triton_poi_fused_a_0(" in row["code"]
     assert not [key for key in stats_of(out)["counts"] if key.startswith("errors")]
+
+
+def test_output_that_is_a_file_is_a_clear_error(tmp_path, capfd):
+    (tmp_path / "out").write_text("not a folder")
+    assert run_extraction([tmp_path], tmp_path / "out") == 2
+    assert "is not a folder" in capfd.readouterr().err
+
+
+def test_two_graphs_of_one_name_in_one_run_both_survive(tmp_path):
+    run = tmp_path / "run_2026_01_01_00_00_00_000000-pid_1"
+    for index, where in enumerate(["torchinductor", "nested/torchinductor"]):
+        path = run / where / "m__0_inference_0.0" / "output_code.py"
+        path.parent.mkdir(parents=True)
+        path.write_text(output_code(triton_block(f"triton_poi_fused_k_{index}")))
+    out = tmp_path / "out"
+    assert run_extraction([tmp_path], out) == 0
+    files = sorted(row["file"] for row in load_manifest(out))
+    assert len(files) == 2 and len({Path(f).parent.parent for f in files}) == 2

@@ -49,6 +49,8 @@ def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = 
     """Extract every Triton kernel below `inputs` into `out_dir`; returns the run's Stats (also saved as
     stats.json). Bad inputs are reported, counted and skipped; the run goes on."""
     stats = stats or Stats("inductor")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     rejects = Rejects(out_dir / REJECTS, stats)
     rejects.reset()
