@@ -82,3 +82,24 @@ def test_output_may_be_an_existing_folder(tmp_path):
     assert create_json.main([str(manifest), "-o", str(tmp_path / "out"), "--format", "jsonl", "-q"]) == 0
     lines = (tmp_path / "out" / "triton_functions.jsonl").read_text().splitlines()
     assert [json.loads(line)["kernel_name"] for line in lines] == ["add_kernel"]
+
+
+def test_scan_of_real_repository_code(tmp_path):
+    # benchmarks/corpus: real Triton code from PyPI wheels (Liger-Kernel), a folder without kernels.jsonl
+    corpus = Path(__file__).resolve().parent.parent / "benchmarks" / "corpus" / "linkedin__Liger-Kernel"
+    rows, stats, rejects = build(tmp_path, corpus, extra=["--near-threshold", "0"])
+    decorated = set()  # oracle: `@triton.jit` line, then (after other decorators) the def it decorates
+    for file in corpus.rglob("*.py"):
+        lines = file.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if line.strip().startswith("@triton.jit"):
+                following = next(l for l in lines[number + 1:] if not l.strip().startswith("@"))
+                decorated.add((file.relative_to(corpus).as_posix(), following.split("def ")[1].split("(")[0]))
+    assert len(decorated) > 20
+    found = {(row["path"], row["kernel_name"]) for row in rows}
+    exact_copies = stats["counts"].get("dropped_exact_duplicate", 0)
+    assert decorated <= found | {(r["path"], r["name"]) for r in rejects}
+    assert len(rows) + exact_copies == stats["counts"]["scanned_kernels"]
+    for row in rows:  # each row is the kernel's exact text in its file
+        assert row["text"].removeprefix("```python\n").removesuffix("\n```") in (corpus / row["path"]).read_text()
+
