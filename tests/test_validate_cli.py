@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 from scraper.cli import REPO_ROOT
 from scraper.records import KernelRecord, iter_jsonl, write_jsonl
@@ -111,3 +115,49 @@ def test_meets_and_level_fractions_on_hand_made_records():
                    "checked": {"parses": 2, "imports": 2, "compiles": 1}},
         "inductor": {"records": 1, "parses": 1.0, "imports": 1.0, "compiles": 1.0,
                      "checked": {"parses": 1, "imports": 1, "compiles": 1}}}
+
+
+def _alive(pid: int) -> bool:
+    """True while /proc/<pid> is a process that is not a zombie."""
+    try:
+        status = open(f"/proc/{pid}/status").read()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_a_dead_worker_is_replaced_and_its_child_dies_with_it():
+    from scraper.validate.pool import Worker
+
+    def job(code):
+        return {"level": "imports", "name": "copy", "code": code, "timeout": 60, "memory_mb": 512}
+
+    worker = Worker()
+    worker.start()
+    try:
+        assert worker.run(job(GOOD))["ok"] is True
+        answer = {}
+        thread = threading.Thread(target=lambda: answer.update(worker.run(job(GOOD + "\nimport time\n"
+                                                                                   "time.sleep(600)\n"))))
+        thread.start()
+        pid = worker.proc.pid
+        children_file = f"/proc/{pid}/task/{pid}/children"
+        deadline = time.monotonic() + 30
+        children = []
+        while not children and time.monotonic() < deadline:
+            children = [int(c) for c in open(children_file).read().split()]
+            time.sleep(0.05)
+        assert children, "the worker never forked a child for the job"
+        scratch_root = worker.base
+        assert os.path.isdir(scratch_root)
+        os.kill(pid, signal.SIGKILL)
+        thread.join(timeout=30)
+        assert answer["error_class"] == "SandboxError" and answer["infrastructure"] is True
+        assert not os.path.exists(scratch_root)  # removed by the parent, since the worker could not
+        deadline = time.monotonic() + 10
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(c) for c in children)  # PR_SET_PDEATHSIG: no orphan sleeps on
+        assert worker.run(job(GOOD))["ok"] is True  # a fresh worker took over
+    finally:
+        worker.stop()

@@ -104,28 +104,25 @@ def make_job(record: KernelRecord, level: str, timeout: float, memory_mb: int) -
 
 def _run_level(records, level, pool, cache, version, timeout, memory_mb, stats) -> None:
     """Run one sandboxed level over `records` (cache first), filling the records in place."""
-    pending = []
+    pending: dict[str, list[KernelRecord]] = {}  # cache key -> records with exactly these inputs
     for record in records:
-        cached = cache.get(cache_key(record, level, version), timeout)
+        key = cache_key(record, level, version)
+        cached = cache.get(key, timeout)
         if cached is not None:
             _set_level(record, level, cached, stats)
             stats and stats.inc("validate_cached")
         else:
-            pending.append(record)
+            pending.setdefault(key, []).append(record)
     if not pending:
         return
-    by_job = {}
-    jobs = []
-    for record in pending:
-        job = make_job(record, level, timeout, memory_mb)
-        by_job[id(job)] = record
-        jobs.append(job)
+    jobs = [dict(make_job(same[0], level, timeout, memory_mb), key=key) for key, same in pending.items()]
     with tqdm(total=len(jobs), desc=f"validate {level}", unit="kernel", disable=None) as bar:
         def on_result(job: dict, result: dict) -> None:
-            record = by_job[id(job)]
-            cache.put(cache_key(record, level, version), result, timeout)
-            _set_level(record, level, result, stats)
+            cache.put(job["key"], result, timeout)
+            for record in pending[job["key"]]:  # duplicates share one check
+                _set_level(record, level, result, stats)
             stats and stats.inc("validate_jobs_run")
+            stats and stats.inc("validate_duplicates_shared", len(pending[job["key"]]) - 1)
             bar.update()
         pool.run(jobs, on_result)
 

@@ -11,8 +11,10 @@ import logging
 import os
 import queue
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Callable, Iterable
@@ -30,6 +32,7 @@ class Worker:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
+        self.base: str | None = None
         self.buffer = b""
         self.fresh = True
         self.compiled = False
@@ -39,6 +42,9 @@ class Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env.pop("TRITON_INTERPRET", None)
+        # The scratch root is made (and removed) here, so that a worker killed with SIGKILL leaves nothing behind.
+        self.base = tempfile.mkdtemp(prefix="triton-validate-")
+        env["TRITON_VALIDATE_SCRATCH"] = self.base
         self.proc = subprocess.Popen([sys.executable, "-m", "scraper.validate.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env, cwd=str(REPO_ROOT))
         self.buffer, self.fresh, self.compiled = b"", True, False
@@ -54,10 +60,17 @@ class Worker:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+        self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        if self.base:
+            shutil.rmtree(self.base, ignore_errors=True)
+            self.base = None
 
     def run(self, job: dict) -> dict:
         """Send one job, wait for its answer; a dead or hung worker is replaced and the job reported failed."""
         if self.proc is None or self.proc.poll() is not None:
+            self._kill()
             self.start()
         allowance = REPLY_ALLOWANCE + float(job["timeout"])
         if self.fresh or (job["level"] == "compiles" and not self.compiled):
@@ -76,7 +89,12 @@ class Worker:
                     "infrastructure": True}
         self.fresh = False
         self.compiled = self.compiled or job["level"] == "compiles"
-        return json.loads(line)
+        try:
+            return json.loads(line)
+        except ValueError:
+            self._kill()
+            return {"ok": False, "error_class": "SandboxError", "infrastructure": True,
+                    "error": f"SandboxError: unreadable worker answer {line[:80]!r}"}
 
     def _read_line(self, deadline: float) -> bytes | None:
         fd = self.proc.stdout.fileno()
@@ -96,6 +114,7 @@ class Worker:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+        self._remove_scratch()
 
 
 class WorkerPool:

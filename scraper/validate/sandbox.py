@@ -36,6 +36,7 @@ FILE_SIZE_LIMIT = 64 * MIB  # no single file the child writes may grow past this
 RESULT_LIMIT = 1 * MIB  # the most a child may report back
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+_PR_SET_PDEATHSIG = 1
 _KERNEL_LOCATION = re.compile(r"^at (\d+):(\d+):$")
 
 # Audit events refused outright, whatever their arguments.
@@ -92,6 +93,14 @@ def make_audit_hook(scratch: str) -> Callable:
     return hook
 
 
+def die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: the kernel sends this child SIGKILL if its worker dies (no orphans left running)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 def isolate_network() -> bool:
     """Move this process into its own user + network namespace (no interfaces up). False when not allowed."""
     try:
@@ -122,6 +131,7 @@ def set_limits(memory_mb: int, timeout: float) -> None:
 def confine(scratch: str, memory_mb: int, timeout: float) -> dict:
     """Everything the child does to itself before running untrusted code. Returns what was applied."""
     os.setpgid(0, 0)
+    die_with_parent()
     network = "namespace" if isolate_network() else "audit-hook only"
     log_fd = os.open(os.path.join(scratch, "output.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log_fd, 1)

@@ -90,7 +90,7 @@ def main() -> int:
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     preload()
-    base = tempfile.mkdtemp(prefix="triton-validate-")
+    base = os.environ.get("TRITON_VALIDATE_SCRATCH") or tempfile.mkdtemp(prefix="triton-validate-")
     warmed = False
     try:
         for line in sys.stdin:
@@ -104,7 +104,8 @@ def main() -> int:
             answers.write(json.dumps(run_job(job, base), default=str) + "\n")
             answers.flush()
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        if not os.environ.get("TRITON_VALIDATE_SCRATCH"):
+            shutil.rmtree(base, ignore_errors=True)
     return 0
 
 
