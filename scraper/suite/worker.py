@@ -34,7 +34,8 @@ log = logging.getLogger("scraper.suite.worker")
 
 # paritybench-style guesses, tried in order: the first that runs in eager mode wins.
 INPUT_SHAPE_CANDIDATES = [(4, 3, 64, 64), (4, 4), (4, 16), (4, 4, 4, 4), (4, 4, 4), (4, 64), (4, 3, 32, 32),
-                          (4, 1, 28, 28), (4, 16, 16), (4, 3, 224, 224), (4, 8, 32), (4, 1, 64, 64)]
+                          (4, 1, 28, 28), (4, 16, 16), (4, 64, 16, 16), (4, 3, 224, 224), (4, 8, 32),
+                          (4, 1, 64, 64), (4, 16, 64)]
 INIT_INT_GUESSES = (4, 16, 1, 64)
 MAX_INPUT_TRIALS = 40
 FLOAT_PARAM_HINTS = ("drop", "eps", "rate", "ratio", "prob", "alpha", "beta", "gamma", "scale", "temperature")
@@ -309,7 +310,8 @@ def infer_input_shapes(model, device: str, dtype) -> list[list[int]]:
         if any(True for _ in all_tensors(output)):
             return [list(shape)] * count
         errors.append(f"{shape}: output has no tensor")
-    raise RuntimeError(f"no input shape worked for {count} input(s) after {len(tried)} tries; first: {errors[0]}")
+    raise RuntimeError(f"no input shape worked for {count} input(s) after {len(tried)} tries; "
+                       f"last: {errors[-1][:300]}")
 
 
 def suggested_shapes(shape: tuple, message: str) -> list[tuple]:
@@ -323,6 +325,9 @@ def suggested_shapes(shape: tuple, message: str) -> list[tuple]:
     channels = re.search(r"to have (\d+) channels", message)
     if channels and len(shape) >= 2:
         found += [(shape[0], int(channels.group(1))) + shape[2:]]
+    groups = re.search(r"divisible by num_groups.*?num_groups=(\d+)", message)
+    if groups and len(shape) >= 2:
+        found += [(shape[0], 2 * int(groups.group(1))) + shape[2:]]
     return found
 
 
