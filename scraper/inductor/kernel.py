@@ -89,7 +89,7 @@ def clean_kernel(module_text: str, name: str) -> CleanKernel:
         triton_meta = {}
     return CleanKernel(
         code=code,
-        kind=classify(launch["heuristic"] if launch else None, name),
+        kind=classify(launch["heuristic"] if launch else None, name, launch),
         launch=launch,
         signature=triton_meta.get("signature"),
         constants=triton_meta.get("constants"),
@@ -97,9 +97,14 @@ def clean_kernel(module_text: str, name: str) -> CleanKernel:
     )
 
 
-def classify(heuristic: Optional[str], name: str) -> str:
+def classify(heuristic: Optional[str], name: str, launch: Optional[dict] = None) -> str:
     """Kernel kind from the heuristics decorator's name (one this table does not know gives its own name),
-    else from Inductor's name prefix, else "user_defined" (a plain @triton.jit kernel without a decorator)."""
+    "combo" for Inductor's combo kernels (several fused kernels in one; `combo_grid_meta` in inductor_meta)
+    unless they are foreach kernels, else from Inductor's name prefix, else "user_defined" (a plain
+    @triton.jit kernel without a decorator)."""
+    inductor_meta = (launch or {}).get("inductor_meta")
+    if heuristic != "foreach" and isinstance(inductor_meta, dict) and "combo_grid_meta" in inductor_meta:
+        return "combo"
     if heuristic in HEURISTIC_KINDS:
         return HEURISTIC_KINDS[heuristic]
     for prefix, kind in NAME_PREFIX_KINDS.items():
