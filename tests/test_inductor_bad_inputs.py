@@ -383,9 +383,11 @@ def test_two_graphs_of_one_name_in_one_run_both_survive(tmp_path):
     ("@triton_heuristics.foreach(inductor_meta={'combo_grid_meta': {'num_kernels': 2}})", "foreach"),
     ("@triton_heuristics.split_scan(size_hints={'x': 64, 'r0_': 64})", "split_scan"),
     ("@triton_heuristics.cooperative_reduction(size_hints={'x': 64, 'r0_': 64})", "cooperative_reduction"),
-    ("@triton_heuristics.mix_order_reduction(size_hints={'x': 64})", "mix_order_reduction"),
+    ("@triton_heuristics.mix_order_reduction(size_hints={'x': 64})", "pointwise"),  # unknown: the name decides
 ])
 def test_kind_from_the_decorator(decorator, kind):
     text = f"import triton\n{decorator}\n@triton.jit\ndef triton_poi_fused_0(a):\n    pass\n"
     clean = clean_kernel(text, "triton_poi_fused_0")
     assert clean.kind == kind and clean.code == "import triton\n@triton.jit\ndef triton_poi_fused_0(a):\n    pass\n"
+    unnamed = clean_kernel(text.replace("triton_poi_fused_0", "k"), "k")
+    assert unnamed.kind == ("mix_order_reduction" if kind == "pointwise" else kind)

@@ -98,9 +98,9 @@ def clean_kernel(module_text: str, name: str) -> CleanKernel:
 
 
 def classify(heuristic: Optional[str], name: str, launch: Optional[dict] = None) -> str:
-    """Kernel kind from the heuristics decorator's name (one this table does not know gives its own name),
-    "combo" for Inductor's combo kernels (several fused kernels in one; `combo_grid_meta` in inductor_meta)
-    unless they are foreach kernels, else from Inductor's name prefix, else "user_defined" (a plain
+    """Kernel kind: "combo" for Inductor's combo kernels (several fused kernels in one: `combo_grid_meta` in
+    inductor_meta) unless they are foreach kernels; else from a known heuristics decorator; else from Inductor's
+    name prefix (triton_poi_ ...); else the name of an unknown heuristics decorator; else "user_defined" (a plain
     @triton.jit kernel without a decorator)."""
     inductor_meta = (launch or {}).get("inductor_meta")
     if heuristic != "foreach" and isinstance(inductor_meta, dict) and "combo_grid_meta" in inductor_meta:
