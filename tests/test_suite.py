@@ -113,6 +113,14 @@ def test_default_lists_are_readable_and_useful(suite):
     assert all(spec.batch_size and spec.batch_size > 0 for spec in specs)
 
 
+def test_safe_names():
+    assert lists.safe_name("owner/repo/pkg/mod.py:Block") == "owner_repo_pkg_mod_py_Block"
+    assert lists.safe_name("convnextv2_nano.fcmae_ft_in22k_in1k") == "convnextv2_nano_fcmae_ft_in22k_in1k"
+    long_a, long_b = "a/" * 100 + "X", "a/" * 100 + "Y"
+    cut_a, cut_b = lists.safe_name(long_a), lists.safe_name(long_b)
+    assert len(cut_a) == len(cut_b) == 120 and cut_a != cut_b
+
+
 def test_list_lines_and_models_argument():
     assert lists.parse_list_line("  resnet18 16  # a comment") == lists.ModelSpec("resnet18", 16)
     assert lists.parse_list_line("# only a comment") is None

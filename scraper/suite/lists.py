@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,14 @@ class ModelSpec:
     batch_size: Optional[int] = None
 
 
-def safe_name(name: str) -> str:
+def safe_name(name: str, max_length: int = 120) -> str:
     """`name` as a file/graph-folder name: runs of characters other than letters, digits, `_-` become `_`
-    (no dots: Inductor's graph folders are `<name>__<n>_inference_<a>.<b>`, parsed from the right)."""
-    return _SAFE.sub("_", name).strip("_") or "model"
+    (no dots: Inductor's graph folders are `<name>__<n>_inference_<a>.<b>`, parsed from the right). Longer
+    than `max_length`: cut, and 8 hex digits of the name's sha256 appended so that cut names stay distinct."""
+    safe = _SAFE.sub("_", name).strip("_") or "model"
+    if len(safe) <= max_length:
+        return safe
+    return f"{safe[: max_length - 9]}_{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
 
 
 def default_list_path(suite: str) -> Path:
