@@ -391,3 +391,12 @@ def test_kind_from_the_decorator(decorator, kind):
     assert clean.kind == kind and clean.code == "import triton\n@triton.jit\ndef triton_poi_fused_0(a):\n    pass\n"
     unnamed = clean_kernel(text.replace("triton_poi_fused_0", "k"), "k")
     assert unnamed.kind == ("mix_order_reduction" if kind == "pointwise" else kind)
+
+
+def test_a_real_replacement_character_in_utf8_text_is_kept(tmp_path):
+    text = KERNEL.replace("NAME", "triton_poi_fused_a_0") + "# \ufffd is a character like any other\n"
+    out = tmp_path / "out"
+    content = output_code(triton_block("triton_poi_fused_a_0", text=text))
+    assert run_extraction([graph(tmp_path / "in", "m__0_inference_0.0", content)], out) == 0
+    (row,) = load_manifest(out)
+    assert row["original"] == text

@@ -38,6 +38,7 @@ class Graph:
     graph_kind: Optional[str]  # inference | forward | backward (None when the folder name has another shape)
     run_dir: Optional[str]  # name of the enclosing run_* folder, if any
     identity: str  # what tells this graph apart from another of the same name: its run (or content) hash
+    lossy_text: bool = False  # output_code.py was not UTF-8: its text has U+FFFD where the bad bytes were
 
     @property
     def fx_graph(self) -> Path:

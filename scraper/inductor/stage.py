@@ -75,11 +75,12 @@ def extract_graph(
 ) -> Optional[tuple[str, list[KernelRecord]]]:
     """Extract one output_code.py into its graph folder; returns the folder (relative to `out_dir`) and the
     graph's records, or None when the file could not be read."""
-    text, content = read_text(path, stats, rejects)
+    text, content, lossy = read_text(path, stats, rejects)
     if text is None:
         return None
     stats.inc("graphs")
     graph = describe_graph(path, content)
+    graph.lossy_text = lossy
     folder = allocator.folder_for(graph)
     if folder != f"{safe_name(graph.model)}/{graph.graph}":
         stats.inc("graphs_renamed_same_name_other_run")
@@ -104,8 +105,9 @@ def extract_graph(
     return folder, records
 
 
-def read_text(path: Path, stats: Stats, rejects: Rejects) -> tuple[Optional[str], bytes]:
-    """The file's bytes and text; non-UTF-8 bytes are replaced (and counted) so the rest can still be read."""
+def read_text(path: Path, stats: Stats, rejects: Rejects) -> tuple[Optional[str], bytes, bool]:
+    """The file's text, its bytes, and whether the text is lossy: non-UTF-8 bytes are replaced by U+FFFD (and
+    counted) so the rest can still be read. The text is None when the file cannot be read."""
     try:
         if path.stat().st_size > MAX_OUTPUT_CODE_BYTES:
             raise OSError(f"larger than {MAX_OUTPUT_CODE_BYTES} bytes")
@@ -114,13 +116,13 @@ def read_text(path: Path, stats: Stats, rejects: Rejects) -> tuple[Optional[str]
         log.error("cannot read %s: %s", path, exc)
         stats.error("read", str(path), exc)
         rejects.add("unreadable", output_code=str(path), error=str(exc))
-        return None, b""
+        return None, b"", False
     try:
-        return content.decode("utf-8-sig"), content  # -sig: an editor's byte-order mark is not code
+        return content.decode("utf-8-sig"), content, False  # -sig: an editor's byte-order mark is not code
     except UnicodeDecodeError as exc:
         log.warning("%s is not UTF-8 (%s); reading it with the bad bytes replaced", path, exc)
         stats.error("decode", str(path), f"not UTF-8: {exc.reason} at byte {exc.start}")
-        return content.decode("utf-8", errors="replace"), content
+        return content.decode("utf-8-sig", errors="replace"), content, True
 
 
 def copy_fx_graph(graph: Graph, target: Path, stats: Stats) -> bool:
@@ -166,7 +168,7 @@ def kernel_record(
         stats.inc(f"kernels_source_{kernel.source_from}")
     if source is None:
         return _reject(rejects, stats, "no_source", where, kernel, "no embedded source and no kernel path file")
-    if "\ufffd" in source:
+    if graph.lossy_text and "\ufffd" in source:
         return _reject(rejects, stats, "not_utf8", where, kernel, "kernel text holds bytes that are not UTF-8")
     try:
         clean = clean_kernel(source, kernel.name)
