@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Time exact + near dedup of N kernels (default 50,000) made by varying the real fixture kernels.
+"""Time exact + near dedup of N kernels (default 50,000) made by varying real ones: the Inductor kernels of the
+test fixtures and the jit kernels of the real repository code in benchmarks/corpus.
 
 Baseline, measured in the same run: `scraper.records.kernel_id` over every kernel (normalize + sha256), the work
 every stage already does once per kernel to give it its id. The dedup step (what create_json.py runs:
@@ -30,6 +31,7 @@ from scraper.records import KernelRecord, kernel_id  # noqa: E402
 from scraper.stats import Rejects, Stats  # noqa: E402
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "torch_compile_debug"
+CORPUS = REPO_ROOT / "benchmarks" / "corpus"
 NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
 TMP = re.compile(r"\btmp(\d+)\b")
 
@@ -46,6 +48,16 @@ def fixture_kernels() -> list[str]:
     return kernels
 
 
+def corpus_kernels() -> list[str]:
+    """Every jit kernel of the real repository code in benchmarks/corpus (found by the generator's detector)."""
+    from scraper.generator.detect import find_kernels_in_source
+
+    kernels = []
+    for file in sorted(CORPUS.rglob("*.py")):
+        kernels += [k.source for k in find_kernels_in_source(file.read_text(errors="replace"), str(file))]
+    return kernels
+
+
 def embedded_kernels(output_code: str) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(output_code)):
@@ -57,8 +69,9 @@ def embedded_kernels(output_code: str) -> list[str]:
 
 
 def vary(base: str, index: int, rng: random.Random) -> str:
-    """A variant of `base`: an exact copy under another kernel number with a comment (exact duplicate), a copy
-    with one constant changed (near duplicate), or a copy with renamed temporaries (a different document)."""
+    """A variant of `base`: an exact copy (Inductor: under another kernel number) with a comment (exact
+    duplicate), a copy with one constant changed (near duplicate), or a copy with renamed temporaries (Inductor's
+    tmpN; a different document)."""
     roll = rng.random()
     if roll < 0.25:
         return re.sub(r"(def triton_\w+?)_\d+\(", rf"\1_{index}(", base, count=1) + f"# copy {index}\n"
@@ -72,10 +85,12 @@ def vary(base: str, index: int, rng: random.Random) -> str:
     return TMP.sub(lambda m: f"{prefix}{m.group(1)}", base) + f"\nCONSTANT_{index} = {index}\n"
 
 
-def make_codes(count: int, seed: int) -> list[str]:
+def make_codes(count: int, seed: int) -> tuple[list, str]:
     rng = random.Random(seed)
-    bases = fixture_kernels()
-    return [vary(rng.choice(bases), index, rng) for index in range(count)], len(bases)
+    inductor, github = fixture_kernels(), corpus_kernels()
+    bases = inductor + github
+    described = f"{len(inductor)} Inductor fixture kernels + {len(github)} kernels of benchmarks/corpus"
+    return [vary(rng.choice(bases), index, rng) for index in range(count)], described
 
 
 def main(argv=None) -> int:
@@ -85,8 +100,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    codes, n_bases = make_codes(args.count, args.seed)
-    print(f"{len(codes)} kernels varied from {n_bases} real fixture kernels, "
+    codes, described = make_codes(args.count, args.seed)
+    print(f"{len(codes)} kernels varied from {described}, "
           f"{sum(map(len, codes)) / len(codes):.0f} characters on average", file=sys.stderr)
 
     start = time.perf_counter()
