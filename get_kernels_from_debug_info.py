@@ -1,5 +1,16 @@
 #!/usr/bin/env python3
-"""Extract every Triton kernel from PyTorch Inductor debug folders (TORCH_COMPILE_DEBUG=1) into inductor_kernels/."""
+"""Extract every Triton kernel from PyTorch Inductor debug folders (TORCH_COMPILE_DEBUG=1).
+
+Reads the kernel text embedded in each output_code.py (the Inductor cache files named in '# kernel path:'
+comments are only a fallback) and writes <output>/<model>/<graph>/ with output_code.py, fx_graph_readable.py
+and kernels/<name>.py (clean: no @triton_heuristics decorator, no GPU-only statements, so it imports on a
+CPU-only machine), plus kernels.jsonl (one record per kernel), stats.json and rejects.jsonl.
+
+Nothing is executed and no network is used. Token counts are not computed here (create_json.py counts them).
+Rerunning on the same input gives the same output; a graph whose name another run already holds goes to
+<graph>-<hash>. Exit status: 0, 1 when no output_code.py was found, 2 when the output cannot be written.
+See docs/inductor.md.
+"""
 
 import argparse
 import sys
@@ -9,15 +20,7 @@ from scraper.cli import add_logging_args, setup_logging
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__ + " Reads the kernel text embedded in each output_code.py (the Inductor cache files "
-        "named in '# kernel path:' comments are only a fallback), writes <out>/<model>/<graph>/ with output_code.py, "
-        "fx_graph_readable.py and kernels/<name>.py (clean: no @triton_heuristics decorator, no GPU-only statements, "
-        "imports on a CPU-only machine), plus kernels.jsonl, stats.json and rejects.jsonl. Nothing is executed, no "
-        "network is used, and token counts are not computed here (create_json.py counts tokens). Rerunning on the "
-        "same input gives the same output; graphs of the same name from different runs both survive "
-        "(<graph>-<hash>).",
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", type=Path, metavar="torch_compile_debug",
                         help="debug folder(s) or output_code.py file(s); every output_code.py below is read")
     parser.add_argument("-o", "--output", type=Path, default=Path("inductor_kernels"),
