@@ -42,7 +42,8 @@ def result(**fields):
         json.dump(fields, f)
 open(a.program, "w").write("# program of %s\n" % a.model)
 name = a.model
-if name.startswith("ok"):
+def debug_folder():
+    """What TORCH_COMPILE_DEBUG would leave: run_<...>-pid_<pid>/torchinductor/<graph>/output_code.py."""
     run_dir = "run_fake-pid_%d" % os.getpid()
     graph = "%s__0_%s_0.0" % (a.graph_name, a.mode)
     folder = os.path.join(a.out, run_dir, "torchinductor", graph)
@@ -50,6 +51,9 @@ if name.startswith("ok"):
     kernels = int(re.sub(r"\D", "", name) or 0)
     with open(os.path.join(folder, "output_code.py"), "w") as f:
         f.write("".join("k%d = async_compile.triton('k%d', 'src')\n" % (i, i) for i in range(kernels)))
+    return run_dir, graph, kernels
+if name.startswith("ok"):
+    run_dir, graph, kernels = debug_folder()
     result(success=True, phase=None, error=None, run_dir=run_dir, graphs=[graph], kernels=kernels)
 elif name.startswith("fail"):
     result(success=False, phase="compile", error="RuntimeError: boom in " + name, graphs=[], kernels=0)
@@ -60,6 +64,7 @@ elif name.startswith("crash"):
 elif name.startswith("kill"):
     os.kill(os.getpid(), signal.SIGKILL)
 elif name.startswith("sleep"):
+    debug_folder()  # one graph done before hanging
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     with open(os.path.join(a.out, name + ".pids"), "w") as f:
         f.write("%d %d" % (os.getpid(), child.pid))
@@ -178,6 +183,9 @@ def test_failures_crashes_and_timeouts_are_recorded_and_the_suite_goes_on(tmp_pa
     assert "status 3" in rows["crash1"]["error"] and "Segmentation fault (fake)" in rows["crash1"]["error"]
     assert "signal 9" in rows["kill1"]["error"]
     assert rows["sleep1"]["error"] == "timed out after 3 s" and rows["sleep1"]["returncode"] is None
+    # What the killed worker finished is still found (by its pid) and joins back to it.
+    assert rows["sleep1"]["graphs"] == ["sleep1__0_inference_0.0"] and rows["sleep1"]["kernels"] == 1
+    assert rows["crash1"]["graphs"] == [] and rows["crash1"]["run_dir"] is None
     # The hung worker AND its child were killed (the whole process group).
     for pid in map(int, (out / "sleep1.pids").read_text().split()):
         assert not alive(pid)
@@ -192,7 +200,7 @@ def test_failures_crashes_and_timeouts_are_recorded_and_the_suite_goes_on(tmp_pa
     assert "Segmentation fault (fake)" in (out / rows["crash1"]["log"]).read_text()
     stats = json.loads((out / "suite" / "stats.json").read_text())
     assert stats["counts"]["models"] == 6 and stats["counts"]["models_ok"] == 2
-    assert stats["counts"]["kernels"] == 15 and stats["counts"]["graphs"] == 2
+    assert stats["counts"]["kernels"] == 16 and stats["counts"]["graphs"] == 3
     assert stats["counts"]["errors_timeout"] == 1 and stats["counts"]["errors_compile"] == 1
     assert (out / "suite" / "errors.csv").read_text().count("\n") == 1 + 4
 
@@ -214,6 +222,8 @@ def test_rerun_skips_done_models_and_redo_reruns_failures(tmp_path, fake_worker)
     last = manifest(out)[-1]
     assert (last["mode"], last["mode_seen"], last["max_autotune_seen"]) == ("training", "training", True)
     assert last["graphs"] == ["ok1__0_training_0.0"]
+    assert last["program"] == "suite/programs/timm/training-float32-max_autotune/ok1.py"
+    assert (out / "suite/programs/timm/inference-float32/ok1.py").is_file()  # the other variant is kept
     assert run_suite_cli(out, fake_worker, "--suite", "timm", "--models", "ok1", "--redo", "all") == 0
     assert len(manifest(out)) == 7
 

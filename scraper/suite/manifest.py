@@ -70,3 +70,26 @@ def pytorch_side(record: Any, index: dict[tuple[str, str], dict], debug_root: st
         program = Path(debug_root) / entry["program"]
         side["program"] = program.read_text(encoding="utf-8") if program.is_file() else None
     return side
+
+
+def run_dir_contents(run_dir: str | os.PathLike) -> dict:
+    """The graph folders under `run_dir`/torchinductor/ and the Triton kernels in their output_code.py (counted
+    as `async_compile.triton(` calls)."""
+    graph_root = Path(run_dir) / "torchinductor"
+    graphs = sorted(p for p in graph_root.iterdir() if p.is_dir()) if graph_root.is_dir() else []
+    return {"graphs": [g.name for g in graphs], "kernels": sum(count_kernels(g / "output_code.py") for g in graphs)}
+
+
+def count_kernels(path: Path) -> int:
+    """Triton kernels defined in one output_code.py (its `async_compile.triton(` calls); 0 when absent."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").count("async_compile.triton(")
+    except OSError:
+        return 0
+
+
+def find_run_dir(debug_root: str | os.PathLike, pid: int) -> Optional[Path]:
+    """The run_<date>-pid_<pid> folder a worker process made (for workers that died without reporting it)."""
+    found = sorted(Path(debug_root).glob(f"run_*-pid_{pid}"))
+    return found[-1] if found else None
+

@@ -6,8 +6,8 @@ Layout of --out (the debug root, `torch_compile_debug` by default):
     suite/manifest.jsonl            one line per model attempt (the latest line of a model wins; the fields
                                     are listed in scraper/suite/manifest.py)
     suite/stats.json, errors.csv    counts and failures of the last invocation
-    suite/programs/<suite>/<model>.py   the standalone PyTorch program of each model
-    suite/logs/<suite>/<model>.log      the worker's stdout + stderr
+    suite/programs/<suite>/<mode>-<dtype>/<model>.py   the standalone PyTorch program of each model
+    suite/logs/<suite>/<mode>-<dtype>/<model>.log      the worker's stdout + stderr
 This process never imports torch nor the scraped code: everything model-related happens in the worker.
 """
 
@@ -33,7 +33,7 @@ from scraper.cli import REPO_ROOT
 from scraper.records import append_jsonl, atomic_write_text
 from scraper.stats import Stats
 from scraper.suite.lists import ModelSpec, safe_name
-from scraper.suite.manifest import RESUME_KEYS, latest_entries, resume_key
+from scraper.suite.manifest import RESUME_KEYS, find_run_dir, latest_entries, resume_key, run_dir_contents
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +124,15 @@ def worker_slots(gpus: Sequence[str], per_gpu: int) -> list[Optional[str]]:
 
 
 def job_paths(settings: Settings, job: Job) -> dict[str, Path]:
-    """Where the worker of `job` writes its program, log and result."""
+    """Where the worker of `job` writes its program, log and result: under <suite>/<variant>/, the variant
+    being mode-dtype[-max_autotune], so that compiling a model two ways keeps both programs."""
     stem = safe_name(job.name)
+    variant = f"{settings.mode}-{settings.dtype}" + ("-max_autotune" if settings.max_autotune else "")
     base = settings.suite_dir
     return {
-        "program": base / "programs" / settings.suite / f"{stem}.py",
-        "log": base / "logs" / settings.suite / f"{stem}.log",
-        "result": base / "results" / settings.suite / f"{stem}.json",
+        "program": base / "programs" / settings.suite / variant / f"{stem}.py",
+        "log": base / "logs" / settings.suite / variant / f"{stem}.log",
+        "result": base / "results" / settings.suite / variant / f"{stem}.json",
     }
 
 
@@ -175,32 +177,45 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
     for path in paths.values():
         path.parent.mkdir(parents=True, exist_ok=True)
     paths["result"].unlink(missing_ok=True)
+    paths["program"].unlink(missing_ok=True)  # a program left by an earlier attempt is not this run's
     if job.code is not None and job.source is not None:
         atomic_write_text(job.source, job.code)
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     started = time.monotonic()
     with open(paths["log"], "wb") as log_file:
-        returncode = run_with_timeout(worker_argv(settings, job, paths), worker_env(gpu), log_file, settings.timeout)
+        returncode, pid = run_with_timeout(worker_argv(settings, job, paths), worker_env(gpu), log_file,
+                                           settings.timeout)
     entry = base_entry(settings, job, gpu, started_at, time.monotonic() - started, returncode, paths)
     entry.update(result_fields(paths, returncode, settings.timeout))
+    if entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
+        entry.update(leftover_output(settings.out, pid))
     return entry
+
+
+def leftover_output(debug_root: Path, pid: int) -> dict:
+    """run_dir, graphs and kernels of a worker that was killed or crashed (found by its pid), so that the graphs
+    it finished still join back to their model."""
+    run_dir = find_run_dir(debug_root, pid)
+    if run_dir is None:
+        return {"run_dir": None, "graphs": [], "kernels": 0}
+    return {"run_dir": run_dir.name, **run_dir_contents(run_dir)}
 
 
 _RUNNING: set = set()  # worker processes alive now, killed by stop_all() on Ctrl-C / SIGTERM
 _RUNNING_LOCK = threading.Lock()
 
 
-def run_with_timeout(argv: list[str], env: dict, log_file, timeout: float) -> Optional[int]:
+def run_with_timeout(argv: list[str], env: dict, log_file, timeout: float) -> tuple[Optional[int], int]:
     """Run `argv` in its own process group, output to `log_file`; on timeout kill the whole group (Inductor's
-    compile workers included) and return None."""
+    compile workers included). Returns (exit status or None after a timeout, pid)."""
     process = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     with _RUNNING_LOCK:
         _RUNNING.add(process)
     try:
-        return process.wait(timeout=timeout)
+        return process.wait(timeout=timeout), process.pid
     except subprocess.TimeoutExpired:
         kill_group(process)
-        return None
+        return None, process.pid
     finally:
         with _RUNNING_LOCK:
             _RUNNING.discard(process)

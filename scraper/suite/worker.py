@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a file path: make `scraper` importable
 
 from scraper.records import atomic_write_json, atomic_write_text  # noqa: E402
 from scraper.suite import programs  # noqa: E402
+from scraper.suite.manifest import run_dir_contents  # noqa: E402
 
 log = logging.getLogger("scraper.suite.worker")
 
@@ -357,19 +358,8 @@ def collect_debug_output(out: str) -> dict:
         run_dir = Path(torch._dynamo.utils.get_debug_dir())
     except Exception:  # torch half-imported or too old: nothing to report
         return {"run_dir": None, "graphs": [], "kernels": 0}
-    graph_root = run_dir / "torchinductor"
-    graphs = sorted(p for p in graph_root.iterdir() if p.is_dir()) if graph_root.is_dir() else []
-    kernels = sum(count_kernels(g / "output_code.py") for g in graphs)
     rel = os.path.relpath(run_dir, Path(out).resolve()) if run_dir.exists() else None
-    return {"run_dir": rel, "graphs": [g.name for g in graphs], "kernels": kernels}
-
-
-def count_kernels(path: Path) -> int:
-    """Triton kernels defined in one output_code.py (its `async_compile.triton(` calls)."""
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").count("async_compile.triton(")
-    except OSError:
-        return 0
+    return {"run_dir": rel, **run_dir_contents(run_dir)}
 
 
 def versions(suite: str) -> dict:
