@@ -10,6 +10,7 @@ checked stays None (`compiles` for records without a signature).
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.metadata
 import logging
 from collections import defaultdict
@@ -71,7 +72,7 @@ def validate_from_args(records: list[KernelRecord], args: argparse.Namespace, *,
 def check_parses(record: KernelRecord) -> dict:
     """The `parses` level: compile the module to an AST (nothing is executed)."""
     try:
-        compile(record.code, record.file or record.name, "exec", flags=0x400, dont_inherit=True)  # PyCF_ONLY_AST
+        compile(record.code, record.file or record.name, "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else ""
         return {"ok": False, "error_class": type(exc).__name__, "error": f"{type(exc).__name__}: {text}"[:500]}
