@@ -17,12 +17,15 @@ import argparse
 import logging
 import signal
 import sys
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
 from scraper.cli import add_logging_args, setup_logging
 from scraper.stats import Stats
 from scraper.suite import lists, modules
+from scraper.suite.manifest import latest_entries
 from scraper.suite.orchestrate import Job, Settings, jobs_to_run, run_suite, visible_gpus, worker_slots
 
 log = logging.getLogger(__name__)
@@ -99,7 +102,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def make_settings(args: argparse.Namespace) -> Settings:
-    """Settings from the parsed arguments (validates --shard)."""
+    """Settings from the parsed arguments (validates --shard and the numbers)."""
+    if args.timeout <= 0 or args.workers_per_gpu < 1 or (args.limit is not None and args.limit < 1):
+        raise ValueError("--timeout must be > 0, --workers-per-gpu and --limit >= 1")
     return Settings(
         suite=args.suite, out=args.out, mode=args.mode, dtype=args.dtype, max_autotune=args.max_autotune,
         timeout=args.timeout, seq_len=args.seq_len, hf_layers=args.hf_layers, backend=args.backend,
@@ -139,7 +144,8 @@ def run(settings: Settings, jobs: list[Job], args: argparse.Namespace) -> int:
     slots = worker_slots(gpus, args.workers_per_gpu)
     log.info("%d models to run (%d listed) on %d worker(s), GPUs: %s", len(todo), len(jobs), min(len(slots),
              max(1, len(todo))), ",".join(gpus) or "none")
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`/Slurm: stop the workers too
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None  # kill/Slurm too
     try:
         entries = run_suite(settings, todo, slots, stats, budget=args.time_budget) if todo else []
     except KeyboardInterrupt:
@@ -147,11 +153,22 @@ def run(settings: Settings, jobs: list[Job], args: argparse.Namespace) -> int:
         print(stats.summary(), file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     save_stats(settings, stats)
     print(stats.summary(), file=sys.stderr)
-    print(f"manifest: {settings.manifest_path}", file=sys.stderr)
+    print(f"{manifest_totals(settings)}\nmanifest: {settings.manifest_path}", file=sys.stderr)
     return 0 if all(entry.get("success") for entry in entries) else 1
+
+
+def manifest_totals(settings: Settings) -> str:
+    """One line: models of this suite/mode/dtype per status over every manifest of --out (earlier runs too)."""
+    wanted = (settings.suite, settings.mode, settings.dtype, settings.max_autotune)
+    statuses = Counter(entry.get("status") for entry in latest_entries(settings.out).values()
+                       if (entry.get("suite"), entry.get("mode"), entry.get("dtype"), entry.get("max_autotune"))
+                       == wanted)
+    listed = ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())) or "none"
+    return f"all runs in {settings.out} ({settings.suite}, {settings.mode}, {settings.dtype}): {listed}"
 
 
 def _raise_interrupt(signum, frame):

@@ -147,6 +147,8 @@ def configure_torch(args: argparse.Namespace) -> None:
     import torch
     import torch._dynamo.config
     import torch._functorch.aot_autograd
+    import torch._functorch.config
+    import torch._inductor.config
 
     torch._dynamo.config.debug_dir_root = str(Path(args.out).resolve())
     torch._functorch.aot_autograd.set_model_name(args.graph_name or args.model)
