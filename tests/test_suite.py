@@ -205,13 +205,15 @@ def test_failures_crashes_and_timeouts_are_recorded_and_the_suite_goes_on(tmp_pa
     assert (out / "suite" / "errors.csv").read_text().count("\n") == 1 + 4
 
 
-def test_rerun_skips_done_models_and_redo_reruns_failures(tmp_path, fake_worker):
+def test_rerun_skips_done_models_and_redo_reruns_failures(tmp_path, fake_worker, capsys):
     out = tmp_path / "tcd"
     models = "ok1,fail1,crash1"
     assert run_suite_cli(out, fake_worker, "--suite", "timm", "--models", models) == 1
     assert len(manifest(out)) == 3
     assert run_suite_cli(out, fake_worker, "--suite", "timm", "--models", models) == 0  # nothing to do
     assert len(manifest(out)) == 3
+    # The summary also gives the totals of every run into this folder.
+    assert "(timm, inference, float32): crashed 1, failed 1, ok 1" in capsys.readouterr().err
     counts = json.loads((out / "suite" / "stats.json").read_text())["counts"]
     assert counts["skipped_done"] == 1 and counts["skipped_failed_before"] == 2 and "models" not in counts
     assert run_suite_cli(out, fake_worker, "--suite", "timm", "--models", models, "--redo", "failed") == 1
