@@ -165,8 +165,13 @@ def _mutated_names(statement: ast.stmt) -> set[str]:
     """Names a top-level statement fills in place: `X.append(...)`, `X += ...`, `X[k] = ...`."""
     if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
         return set()
+    if isinstance(statement, (ast.Assign, ast.AnnAssign)) and not any(
+            isinstance(t, ast.Subscript) for t in getattr(statement, "targets", [getattr(statement, "target", None)])):
+        # a plain assignment fills nothing in place (skips walking big literal tables); `f = triton.jit(f)` re-binds
+        wrapped = _rewrapped_name(statement) if isinstance(statement, ast.Assign) else None
+        return {wrapped} if wrapped else set()
     names = set()
-    for node in ast.walk(statement):
+    for node in _walk_module_scope(statement):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
             if node.func.attr in _MUTATING_METHODS:
                 names.add(node.func.value.id)
@@ -178,6 +183,16 @@ def _mutated_names(statement: ast.stmt) -> set[str]:
     if wrapped:
         names.add(wrapped)
     return names
+
+
+def _walk_module_scope(statement: ast.stmt):
+    """ast.walk that does not enter function, class or lambda bodies (what runs there is not module level)."""
+    stack = [statement]
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
 
 
 def _rewrapped_name(statement: ast.stmt) -> Optional[str]:
