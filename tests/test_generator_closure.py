@@ -164,3 +164,9 @@ def test_main_path_of_an_if_else_with_stand_ins_wins():
     assert "class tl" not in result.code and "return 0" not in result.code
     assert "import triton.language as tl" in result.code and "ONLY_ELSE = 2" in result.code
     assert "try:\n    import triton\nexcept ImportError:\n    triton = None" in result.code
+
+
+def test_kernel_wrapped_by_a_call_under_another_name(index):
+    result = extract_closure(index, "acme/ops/spellings.py", "raw_body")
+    assert_self_contained(result)
+    assert result.code.rstrip().endswith("k_wrapped = tr.jit(raw_body)")

@@ -195,6 +195,19 @@ def _walk_module_scope(statement: ast.stmt):
             stack.extend(ast.iter_child_nodes(node))
 
 
+def _wrappers_of(module: ModuleIndex, name: str) -> list:
+    """Top-level `other = something.jit(name)` statements: the kernel as the file's users see it."""
+    found = []
+    for statement in module.parsed.tree.body:
+        value = getattr(statement, "value", None)
+        if (isinstance(statement, ast.Assign) and isinstance(value, ast.Call) and value.args
+                and isinstance(value.args[0], ast.Name) and value.args[0].id == name):
+            callee = value.func.func if isinstance(value.func, ast.Call) else value.func
+            if (getattr(callee, "attr", None) or getattr(callee, "id", None)) == "jit":
+                found.append(statement)
+    return found
+
+
 def _rewrapped_name(statement: ast.stmt) -> Optional[str]:
     """`f = triton.jit(f)` (a decorator applied by hand, as unsloth does): the name it re-binds, else None."""
     if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.value, ast.Call)):
@@ -554,8 +567,8 @@ def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional
     closure.need_names(scope, free_names(node) - {node.name}, 1)
     text, dropped = _lifted_source(module, node, nested)
     closure._add_block(text, ("target", path, qualname), {node.name})
-    if scope is module:  # `kernel = triton.jit(kernel)` after the def
-        for statement in module.mutators.get(node.name, []):
+    if scope is module:  # `kernel = triton.jit(kernel)` / `fast = triton.jit(kernel)` after the def
+        for statement in module.mutators.get(node.name, []) + _wrappers_of(module, node.name):
             closure.add_statement(module, statement, 1, skip={node.name})
     code = closure.render()
     check = check_module(code, f"{path}:{qualname}")

@@ -157,6 +157,8 @@ def _extract_kernel(kernel, index, provenance: Provenance, out_dir: Path, result
 
 
 def _count_self_contained(stats: Stats, closure, where: str) -> None:
+    if closure.conflicts:  # two copied statements bind one name: the module runs, maybe with the wrong one
+        stats.inc("kernels_with_name_conflicts")
     if closure.self_contained:
         stats.inc("kernels_self_contained")
         return
