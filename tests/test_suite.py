@@ -172,7 +172,7 @@ def test_bad_shard_is_a_usage_error(bad, tmp_path, fake_worker, capsys):
 
 def test_failures_crashes_and_timeouts_are_recorded_and_the_suite_goes_on(tmp_path, fake_worker):
     out = tmp_path / "tcd"
-    code = run_suite_cli(out, fake_worker, "--suite", "timm", "--timeout", "3",
+    code = run_suite_cli(out, fake_worker, "--suite", "timm", "--timeout", "10",  # ample for a busy machine
                          "--models", "ok12,fail1,crash1,kill1,sleep1,ok3:16")
     assert code == 1  # some failed
     rows = {row["model"]: row for row in manifest(out)}
@@ -182,7 +182,7 @@ def test_failures_crashes_and_timeouts_are_recorded_and_the_suite_goes_on(tmp_pa
     assert rows["fail1"]["error"] == "RuntimeError: boom in fail1" and rows["fail1"]["phase"] == "compile"
     assert "status 3" in rows["crash1"]["error"] and "Segmentation fault (fake)" in rows["crash1"]["error"]
     assert "signal 9" in rows["kill1"]["error"]
-    assert rows["sleep1"]["error"] == "timed out after 3 s" and rows["sleep1"]["returncode"] is None
+    assert rows["sleep1"]["error"] == "timed out after 10 s" and rows["sleep1"]["returncode"] is None
     # What the killed worker finished is still found (by its pid) and joins back to it.
     assert rows["sleep1"]["graphs"] == ["sleep1__0_inference_0.0"] and rows["sleep1"]["kernels"] == 1
     assert rows["crash1"]["graphs"] == [] and rows["crash1"]["run_dir"] is None
@@ -277,7 +277,7 @@ def test_sigterm_kills_running_workers_and_records_nothing(tmp_path, fake_worker
             "--out", str(out), "--worker", str(fake_worker), "--gpus", "none", "-q"]
     process = subprocess.Popen(argv, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
     pids_file = out / "sleep1.pids"
-    for _ in range(200):
+    for _ in range(1200):  # up to 60 s on a busy machine
         if pids_file.exists() and pids_file.read_text():
             break
         time.sleep(0.05)
