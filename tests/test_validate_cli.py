@@ -161,3 +161,22 @@ def test_a_dead_worker_is_replaced_and_its_child_dies_with_it():
         assert worker.run(job(GOOD))["ok"] is True  # a fresh worker took over
     finally:
         worker.stop()
+
+
+def test_validate_from_args_does_nothing_without_the_flag_and_parses_only_when_asked(tmp_path):
+    from scraper.stats import Stats
+    from scraper.validate import validate_from_args
+
+    parser = argparse.ArgumentParser()
+    add_validate_args(parser)
+    records = [KernelRecord(name="copy", code=GOOD, source="github"),
+               KernelRecord(name="copy", code="def copy(:\n", source="github")]
+    validate_from_args(records, parser.parse_args([]))
+    assert [(r.parses, r.imports, r.validation) for r in records] == [(None, None, None)] * 2
+    stats = Stats("x")
+    validate_from_args(records, parser.parse_args(["--validate", "parses"]), stats=stats,
+                       default_cache=str(tmp_path / "cache.jsonl"))
+    assert [(r.parses, r.imports, r.compiles) for r in records] == [(True, None, None), (False, None, None)]
+    assert records[1].validation["parses"]["error_class"] == "SyntaxError"
+    assert (stats.counts["validate_parses_ok"], stats.counts["validate_parses_failed"]) == (1, 1)
+    assert "validate_jobs_run" not in stats.counts  # parsing needs no sandbox

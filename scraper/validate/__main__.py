@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from scraper.cli import add_logging_args, setup_logging
-from scraper.records import read_records, write_jsonl
+from scraper.records import atomic_write_json, read_records, write_jsonl
 from scraper.stats import Rejects, Stats
 from scraper.validate.api import (DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LEVELS, level_fractions,
                                   validate_records)
@@ -79,7 +79,6 @@ def main(argv=None) -> int:
     fractions = level_fractions(records)
     summary = stats.to_dict()
     summary["fractions"] = fractions
-    from scraper.records import atomic_write_json
     atomic_write_json(folder / "validate_stats.json", summary)
     print(stats.summary(), file=sys.stderr)
     print("fractions by source: " + json.dumps(fractions), file=sys.stderr)

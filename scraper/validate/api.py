@@ -128,6 +128,21 @@ def _run_level(records, level, pool, cache, version, timeout, memory_mb, stats) 
         pool.run(jobs, on_result)
 
 
+def _ready_for(records: list[KernelRecord], level: str, below: str, stats: Optional[Stats]) -> list[KernelRecord]:
+    """Records that can be checked at `level`; the others are marked (failed below, or no signature to compile)."""
+    ready = []
+    for record in records:
+        if not getattr(record, below):
+            _fail_above(record, level, below, stats)
+        elif level == "compiles" and not record.signature:
+            record.compiles = None
+            record.validation["compiles"] = {"ok": None, "skipped": "no known signature"}
+            stats and stats.inc("validate_compiles_skipped")
+        else:
+            ready.append(record)
+    return ready
+
+
 def _fail_above(record: KernelRecord, level: str, below: str, stats: Optional[Stats]) -> None:
     """Mark `level` failed because `below` failed (not run)."""
     setattr(record, level, False)
@@ -155,20 +170,9 @@ def validate_records(records: list[KernelRecord], *, levels: Iterable[str] = LEV
         for record in tqdm(records, desc="validate parses", unit="kernel", disable=None):
             _set_level(record, "parses", check_parses(record), stats)
             record.validation["triton"] = version
-        below = "parses"
-        for level in needed[1:]:
-            ready = []
-            for record in records:
-                if not getattr(record, below):
-                    _fail_above(record, level, below, stats)
-                elif level == "compiles" and not record.signature:
-                    record.compiles = None
-                    record.validation["compiles"] = {"ok": None, "skipped": "no known signature"}
-                    stats and stats.inc("validate_compiles_skipped")
-                else:
-                    ready.append(record)
+        for below, level in zip(needed, needed[1:]):
+            ready = _ready_for(records, level, below, stats)
             _run_level(ready, level, pool, cache, version, timeout, memory_mb, stats)
-            below = level
     if "compiles" in needed:
         for record in records:
             record.validation.setdefault("target", target_text())
