@@ -180,3 +180,27 @@ def test_validate_from_args_does_nothing_without_the_flag_and_parses_only_when_a
     assert records[1].validation["parses"]["error_class"] == "SyntaxError"
     assert (stats.counts["validate_parses_ok"], stats.counts["validate_parses_failed"]) == (1, 1)
     assert "validate_jobs_run" not in stats.counts  # parsing needs no sandbox
+
+
+def test_an_interrupted_run_stops_its_workers_at_once():
+    from scraper.validate.pool import WorkerPool
+
+    def job(code):
+        return {"level": "imports", "name": "copy", "code": code, "timeout": 600, "memory_mb": 512}
+
+    def stop(job, result):
+        raise KeyboardInterrupt  # as Ctrl-C while results come in
+
+    sleeper = job(GOOD + "\nimport time\ntime.sleep(600)\n")
+    pool = WorkerPool(2)
+    started = time.monotonic()
+    try:
+        pool.run([job(GOOD), sleeper, sleeper, sleeper], stop)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the interrupt was swallowed")
+    roots = [w.base for w in pool.workers]
+    pool.close()
+    assert time.monotonic() - started < 60  # not the sleepers' 600 s
+    assert roots == [None, None]  # killed workers' scratch roots are gone

@@ -70,7 +70,7 @@ class Worker:
     def run(self, job: dict) -> dict:
         """Send one job, wait for its answer; a dead or hung worker is replaced and the job reported failed."""
         if self.proc is None or self.proc.poll() is not None:
-            self._kill()
+            self.kill()
             self.start()
         allowance = REPLY_ALLOWANCE + float(job["timeout"])
         if self.fresh or (job["level"] == "compiles" and not self.compiled):
@@ -84,7 +84,7 @@ class Worker:
         else:
             reason = "worker did not answer in time" if line is None else ""
         if line is None:
-            self._kill()
+            self.kill()
             return {"ok": False, "error_class": "SandboxError", "error": f"SandboxError: {reason}",
                     "infrastructure": True}
         self.fresh = False
@@ -92,7 +92,7 @@ class Worker:
         try:
             return json.loads(line)
         except ValueError:
-            self._kill()
+            self.kill()
             return {"ok": False, "error_class": "SandboxError", "infrastructure": True,
                     "error": f"SandboxError: unreadable worker answer {line[:80]!r}"}
 
@@ -109,7 +109,8 @@ class Worker:
         line, self.buffer = self.buffer.split(b"\n", 1)
         return line
 
-    def _kill(self) -> None:
+    def kill(self) -> None:
+        """Kill the process now (SIGKILL by its pid) and remove its scratch root."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -157,8 +158,14 @@ class WorkerPool:
         self._ensure_started()
         with ThreadPoolExecutor(max_workers=self.size) as executor:
             futures = {executor.submit(self._run_one, job): job for job in jobs}
-            for future in as_completed(futures):
-                on_result(futures[future], future.result())
+            try:
+                for future in as_completed(futures):
+                    on_result(futures[future], future.result())
+            except BaseException:  # Ctrl-C or a failing callback: stop at once, do not drain the queue
+                executor.shutdown(wait=False, cancel_futures=True)
+                for worker in self.workers:
+                    worker.kill()
+                raise
 
     def close(self) -> None:
         """Stop every worker."""
