@@ -164,7 +164,7 @@ def validate_records(records: list[KernelRecord], *, levels: Iterable[str] = LEV
     needed = _needed_levels(levels)
     version = triton_version()
     cache = ResultCache(cache_path)
-    with WorkerPool(jobs or default_jobs()) as pool:
+    with WorkerPool(min(jobs or default_jobs(), max(1, len(records)))) as pool:  # no idle workers for few records
         if len(needed) > 1 and any(cache.get(cache_key(r, "imports", version), timeout) is None for r in records):
             pool.start()  # workers import torch/triton while this process parses
         for record in tqdm(records, desc="validate parses", unit="kernel", disable=None):
