@@ -16,6 +16,7 @@ EXPECTED_KERNELS = {
     "acme/ops/spellings.py": ["k_module_alias", "k_call_form", "k_from_import_as", "k_assigned_alias",
                               "k_heuristics", "k_under_libentry", "raw_body", "k_under_if"],
     "acme/ops/plain_jit.py": ["k_from_import"],
+    "acme/ops/modobj.py": ["k_module_attribute"],
     "acme/ops/configs.py": ["k_loop_configs"],
     "acme/ops/fwd_a.py": ["_fwd_kernel"],
     "acme/ops/fwd_b.py": ["_fwd_kernel"],

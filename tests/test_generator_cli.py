@@ -134,7 +134,7 @@ RUN_GENERATED = textwrap.dedent("""
         spec.loader.exec_module(module)
         return module
 
-    add_mod, heur_mod, loop_mod = (load(p) for p in sys.argv[1:4])
+    add_mod, heur_mod, loop_mod, modobj_mod = (load(p) for p in sys.argv[1:5])
     x = torch.arange(100, dtype=torch.float32)
     y = torch.full((100,), 0.5)
     out = torch.empty_like(x)
@@ -144,13 +144,16 @@ RUN_GENERATED = textwrap.dedent("""
     heur_mod.k_heuristics[(1,)](x, out, 100, BLOCK=128)
     assert torch.equal(out[:100], x + 1) and torch.equal(out[100:], torch.zeros(28)), out
     assert len(loop_mod.CONFIGS) == 4
+    out = torch.empty(64)
+    modobj_mod.k_module_attribute[(1,)](x, out, BLOCK=64)
+    assert torch.equal(out, 2 * x[:64] + 1), out
     print("generated kernels ran")
 """)
 
 
 def test_generated_modules_import_and_run_under_the_interpreter(dir_run):
     by_name = {r.extra["qualname"]: dir_run / r.file for r in read_records(dir_run / "kernels.jsonl")}
-    paths = [str(by_name[name]) for name in ("add_kernel", "k_heuristics", "k_loop_configs")]
+    paths = [str(by_name[name]) for name in ("add_kernel", "k_heuristics", "k_loop_configs", "k_module_attribute")]
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run([sys.executable, "-c", RUN_GENERATED, *paths], env=env, capture_output=True, text=True,
                           timeout=240)

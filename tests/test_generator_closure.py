@@ -112,7 +112,13 @@ def test_aliases_conflicts_and_module_objects():
     index = RepoIndex(files)
     result = extract_closure(index, "pkg/a.py", "k")
     assert "h = helper" in result.code and result.conflicts == ["BLOCK"]
-    assert extract_closure(index, "pkg/a.py", "m").reasons == {"b": "module_object"}
+    module_object = extract_closure(index, "pkg/a.py", "m")  # `from . import b` ... `b.helper(x)`
+    assert_self_contained(module_object)
+    assert "b = types.ModuleType('b')" in module_object.code and "b.helper = helper" in module_object.code
+    assert module_object.code.index("def helper") < module_object.code.index("b.helper = helper") \
+        < module_object.code.index("def m")
+    files["pkg/c.py"] = "import triton\nimport pkg.b\n@triton.jit\ndef n(x):\n    return pkg.b.helper(x)\n"
+    assert extract_closure(RepoIndex(files), "pkg/c.py", "n").reasons == {"pkg": "module_object"}
     with pytest.raises(KeyError):
         extract_closure(index, "pkg/a.py", "nope")
     with pytest.raises(KeyError):
@@ -170,3 +176,20 @@ def test_kernel_wrapped_by_a_call_under_another_name(index):
     result = extract_closure(index, "acme/ops/spellings.py", "raw_body")
     assert_self_contained(result)
     assert result.code.rstrip().endswith("k_wrapped = tr.jit(raw_body)")
+
+
+def test_unresolvable_project_decorator_is_left_out_and_listed():
+    files = {
+        "fg/__init__.py": "",
+        "fg/utils.py": "import sqlalchemy\n\ndef libentry():\n    return sqlalchemy.wrap\n",
+        "fg/ops.py": "import triton\nfrom fg.utils import libentry\n\n@libentry()\n@triton.autotune(configs=[], key=[])\n"
+                     "@triton.jit\ndef k(x):\n    pass\n",
+    }
+    index = RepoIndex(files)
+    result = extract_closure(index, "fg/ops.py", "k")
+    assert_self_contained(result)
+    assert result.dropped_decorators == ["libentry()"]
+    assert "libentry" not in result.code and "@triton.autotune(configs=[], key=[])\n@triton.jit\ndef k(x):" in result.code
+    kept = extract_closure(index, "fg/ops.py", "k", drop_unresolvable_decorators=False)
+    assert kept.reasons == {"sqlalchemy": "external:sqlalchemy"} and kept.dropped_decorators == []
+    assert kept.code.count("@libentry()") == 1

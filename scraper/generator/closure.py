@@ -12,13 +12,14 @@ Names that cannot be resolved are reported with a reason, never silently dropped
 from __future__ import annotations
 
 import ast
+import copy
 import posixpath
 import sys
 import textwrap
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from scraper.generator.detect import _at_column, function_source
+from scraper.generator.detect import TritonNames, _at_column, function_source
 from scraper.generator.parse import ParsedModule, line_bytes, parse_source, source_segment
 from scraper.generator.scopes import BUILTINS, bound_names, free_names
 from scraper.generator.selfcheck import check_module
@@ -346,6 +347,22 @@ class _Closure:
         self.reasons: dict[str, str] = {}
         self.conflicts: set[str] = set()
         self.dependencies: list[str] = []
+        self.attr_uses: dict[tuple, set] = {}  # (module path, name) -> attributes read on it (`tle.program_id`)
+        self.module_objects: dict[tuple, tuple] = {}  # (module path, name) -> (target module path, attrs done)
+        self.forwards: dict[tuple, tuple] = {}  # re-exported name -> (module path, name) it comes from
+
+    def note_attributes(self, module: ModuleIndex, node: ast.AST, depth: int) -> None:
+        """Remember which attributes `node` reads on each name (for names that turn out to be repository
+        modules: `from pkg import helpers as h` ... `h.f(x)` copies `f` and builds `h` as a module object)."""
+        for name, attrs in attribute_uses(node).items():
+            key = (module.path, name)
+            seen = set()
+            while key is not None and key not in seen:
+                seen.add(key)
+                self.attr_uses.setdefault(key, set()).update(attrs)
+                if key in self.module_objects:
+                    self._fill_module_object(key, depth)
+                key = self.forwards.get(key)
 
     def need_names(self, module: ModuleIndex, names: Iterable[str], depth: int, skip=frozenset()) -> None:
         for name in sorted(names):
@@ -386,7 +403,11 @@ class _Closure:
             if self.index.is_allowed(alias.name):
                 self.imports[_import_line(alias)] = None
             elif self.index.find_module(module.path, alias.name, 0):
-                self.reasons.setdefault(name, "module_object")
+                target_path = self.index.find_module(module.path, alias.name, 0)
+                if alias.asname:  # `import pkg.helpers as h`
+                    self._make_module_object(module, name, target_path, depth)
+                else:  # `import pkg.helpers` then `pkg.helpers.f`: not followed
+                    self.reasons.setdefault(name, "module_object")
             else:
                 self.reasons.setdefault(name, f"external:{alias.name.split('.')[0]}")
             return
@@ -398,18 +419,49 @@ class _Closure:
             where = ("." * node.level) + (node.module or "")
             self.reasons.setdefault(name, f"external:{where.split('.')[0] or where}" if not node.level else f"missing_module:{where}")
             return
-        self._import_from_repo(target_path, alias, name, depth)
+        self._import_from_repo(module, target_path, alias, name, depth)
 
-    def _import_from_repo(self, target_path: str, alias: ast.alias, local: str, depth: int) -> None:
+    def _import_from_repo(self, module: ModuleIndex, target_path: str, alias: ast.alias, local: str, depth: int) -> None:
         target = self.index.module(target_path)
-        if alias.name not in target.bindings and self.index.submodule(target_path, alias.name):
-            self.reasons.setdefault(local, "module_object")
+        submodule = self.index.submodule(target_path, alias.name)
+        if submodule and all(b.alias is not None for b in target.bindings.get(alias.name, [])):
+            # `from pkg import sub` where sub is a module (the package may import it too): a module object
+            self._make_module_object(module, local, submodule, depth)
             return
+        forwarded = (target.path, alias.name)
+        self.forwards[(module.path, local)] = forwarded
+        self.attr_uses.setdefault(forwarded, set()).update(self.attr_uses.get((module.path, local), set()))
         self.need(target, alias.name, depth + 1)
         if alias.name in self.reasons:
             self.reasons.setdefault(local, self.reasons[alias.name])
         elif local != alias.name:
             self._add_block(f"{local} = {alias.name}", ("alias", local, alias.name), {local})
+
+    def _make_module_object(self, module: ModuleIndex, local: str, target_path: str, depth: int) -> None:
+        """`local` names a repository module: copy the attributes read on it and build it as a module object
+        (types.ModuleType, which Triton accepts as a global inside kernels)."""
+        key = (module.path, local)
+        if not self.attr_uses.get(key):
+            self.reasons.setdefault(local, "module_object")
+            return
+        self.module_objects[key] = (target_path, local, set())
+        self.imports["import types"] = None
+        self._add_block(f"{local} = types.ModuleType({local!r})", ("module_object", local), {local})
+        self._fill_module_object(key, depth)
+
+    def _fill_module_object(self, key: tuple, depth: int) -> None:
+        target_path, local, done = self.module_objects[key]
+        target = self.index.module(target_path)
+        for attr in sorted(self.attr_uses.get(key, set()) - done):
+            done.add(attr)
+            if self.index.submodule(target_path, attr) and attr not in target.bindings:
+                self.reasons.setdefault(f"{local}.{attr}", "module_object")
+                continue
+            self.need(target, attr, depth + 1)
+            if attr in self.reasons:
+                self.reasons.setdefault(f"{local}.{attr}", self.reasons[attr])
+            else:
+                self._add_block(f"{local}.{attr} = {attr}", ("module_attr", local, attr), set())
 
     def _from_star_imports(self, module: ModuleIndex, name: str, depth: int) -> bool:
         for node in module.star_imports:
@@ -436,6 +488,7 @@ class _Closure:
         for future in module.future:
             self.future[_statement_text(module.text, future)] = None
         binds = _statement_binds(node)
+        self.note_attributes(module, node, depth + 1)
         self.need_names(module, free_names(node) - binds, depth + 1, skip)
         self._add_block(_statement_text(module.text, node), key, binds)
         self.dependencies.append(f"{module.path}:{','.join(sorted(binds)) or node.lineno}")
@@ -530,43 +583,98 @@ def _first_line(node) -> int:
     return min([node.lineno] + [d.lineno for d in node.decorator_list])
 
 
-def _lifted_source(module: ModuleIndex, node, nested: bool) -> tuple[str, list]:
-    """Source of the target; a nested one is dedented and loses leading @staticmethod/@classmethod."""
-    dropped = []
+def _lifted_source(module: ModuleIndex, node, first_decorator: int) -> str:
+    """Source of the target from its `first_decorator`-th decorator on, dedented when it sits in a block."""
+    if not first_decorator:
+        return _statement_text(module.text, node)
+    segment = function_source(module.text, node, first_decorator=first_decorator)
+    remaining = node.decorator_list[first_decorator:]
+    start = (remaining[0].lineno, _at_column(module.text, remaining[0])) if remaining else (node.lineno, node.col_offset)
+    return _dedent(module.text, start, segment)
+
+
+def attribute_uses(node: ast.AST) -> dict:
+    """{name: attributes read on it} for every `name.attr` in `node` (memoized on the node)."""
+    cached = getattr(node, "_attribute_uses", None)
+    if cached is None:
+        cached = {}
+        for child in ast.walk(node):
+            if isinstance(child, ast.Attribute) and isinstance(child.value, ast.Name):
+                cached.setdefault(child.value.id, set()).add(child.attr)
+        node._attribute_uses = cached
+    return cached
+
+
+def _class_only_count(node, nested: bool) -> int:
+    """Leading @staticmethod/@classmethod of a method lifted to module level."""
+    count = 0
     for decorator in node.decorator_list if nested else []:
         if not (isinstance(decorator, ast.Name) and decorator.id in _CLASS_ONLY_DECORATORS):
             break
-        dropped.append(decorator.id)
-    if not dropped:
-        return _statement_text(module.text, node), dropped
-    segment = function_source(module.text, node, first_decorator=len(dropped))
-    remaining = node.decorator_list[len(dropped):]
-    start = (remaining[0].lineno, _at_column(module.text, remaining[0])) if remaining else (node.lineno, node.col_offset)
-    return _dedent(module.text, start, segment), dropped
+        count += 1
+    return count
 
 
-def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional[int] = None) -> ClosureResult:
+def _project_decorator_count(module: ModuleIndex, node, start: int) -> int:
+    """How many outermost decorators from `start` on are not triton's (a project's `@libentry()`)."""
+    names = TritonNames(module.parsed.tree)
+    count = 0
+    for decorator in node.decorator_list[start:]:
+        if names.triton_role(decorator) is not None:
+            break
+        count += 1
+    return count if count < len(node.decorator_list) - start or not isinstance(node, ast.ClassDef) else 0
+
+
+def _free_without_decorators(node, count: int) -> frozenset:
+    """free_names of a def/class as if its `count` outermost decorators were not there."""
+    if not count:
+        return free_names(node)
+    trimmed = copy.copy(node)
+    trimmed.decorator_list = node.decorator_list[count:]
+    trimmed.__dict__.pop("_free_names", None)
+    return free_names(trimmed)
+
+
+def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional[int] = None,
+                    drop_unresolvable_decorators: bool = True) -> ClosureResult:
     """Cut the def or class `qualname` of file `path` out of the repository with its static dependency closure.
 
-    Works for any definition (jit kernels, helpers, torch.nn.Module classes). Raises KeyError when the file or
-    the definition is not in the index."""
+    Works for any definition (jit kernels, helpers, torch.nn.Module classes). Outermost decorators that are
+    not triton's and cannot be resolved are left out (listed in `dropped_decorators`) unless
+    `drop_unresolvable_decorators` is False. Raises KeyError when the file or the definition is not there."""
     module = index.module(path)
     if module is None:
         raise KeyError(f"no file {path!r} in {index.name or 'the repository'}")
     node, enclosing = find_definition(module, qualname, lineno)
     if node is None:
         raise KeyError(f"no definition {qualname!r} in {path}")
+    scope = index_function_scope(module, enclosing) if enclosing is not None else module
+    first = _class_only_count(node, "." in qualname)
+    result = _extract(index, module, scope, node, path, qualname, first)
+    if drop_unresolvable_decorators and not result.self_contained:
+        # FlagGems' @libentry() pulls in the project's whole runtime: without the outermost decorators that are
+        # not triton's, the kernel (autotune configs and all) may stand alone; keep that when it does better
+        extra = _project_decorator_count(module, node, first)
+        if extra:
+            alternative = _extract(index, module, scope, node, path, qualname, first + extra)
+            if len(alternative.unresolved) < len(result.unresolved):
+                result = alternative
+    return result
+
+
+def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, path: str, qualname: str,
+             dropped: int) -> ClosureResult:
+    """One closure of `node` without its `dropped` outermost decorators, checked by selfcheck."""
     closure = _Closure(index)
-    nested = "." in qualname
     for future in module.future:
         closure.future[_statement_text(module.text, future)] = None
-    scope = index_function_scope(module, enclosing) if enclosing is not None else module
     if scope is module:  # a helper that calls back into the target must not copy it a second time
         closure.visited.add((module.path, node.name))
         closure.done_statements.add((module.path, node.lineno, node.col_offset))
-    closure.need_names(scope, free_names(node) - {node.name}, 1)
-    text, dropped = _lifted_source(module, node, nested)
-    closure._add_block(text, ("target", path, qualname), {node.name})
+    closure.note_attributes(scope, node, 1)
+    closure.need_names(scope, _free_without_decorators(node, dropped) - {node.name}, 1)
+    closure._add_block(_lifted_source(module, node, dropped), ("target", path, qualname), {node.name})
     if scope is module:  # `kernel = triton.jit(kernel)` / `fast = triton.jit(kernel)` after the def
         for statement in module.mutators.get(node.name, []) + _wrappers_of(module, node.name):
             closure.add_statement(module, statement, 1, skip={node.name})
@@ -580,5 +688,5 @@ def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional
     return ClosureResult(
         code=code, name=node.name, qualname=qualname, path=path, unresolved=sorted(reasons), reasons=reasons,
         self_contained=check.self_contained, dependencies=closure.dependencies, conflicts=sorted(closure.conflicts),
-        dropped_decorators=dropped,
+        dropped_decorators=[source_segment(module.text, d) or "" for d in node.decorator_list[:dropped]],
     )
