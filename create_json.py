@@ -10,9 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
+import dataclasses
+
 from scraper.cli import add_logging_args, setup_logging
-from scraper.dataset import decontam, dedup, write
+from scraper.dataset import decontam, dedup, filters, write
 from scraper.dataset.pipeline import Options, build_dataset, torchtune_snippet
+from scraper.validate import add_validate_args, level_fractions, meets, validate_from_args
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,8 +57,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"Jaccard similarity for a near match (default: {decontam.DEFAULT_THRESHOLD})")
     parser.add_argument("--no-card", dest="card", action="store_false",
                         help="do not write README.md and token_lengths.png")
+    parser.add_argument("--require", choices=("parses", "imports", "compiles"),
+                        help="keep only kernels that pass this verification level (and those below it); kernels "
+                             "the earlier stages did not check at that level are checked now, in the sandbox. "
+                             "compiles keeps only kernels with a known signature (Inductor's)")
+    add_validate_args(parser)
     add_logging_args(parser)
     args = parser.parse_args(argv)
+    if args.require and not args.validate:
+        args.validate = args.require
     if not 0 <= args.val_fraction <= 1:
         parser.error("--val-fraction must be between 0 and 1")
     if not 0 <= args.near_threshold <= 1 or not 0 < args.decontaminate_threshold <= 1:
@@ -77,10 +87,24 @@ def headline(counts: dict) -> str:
             f"filtered {filtered}, out {counts.get('out_rows', 0)}: " + "; ".join(per_split))
 
 
+def validate_unchecked(records: list, args: argparse.Namespace, stats, folder: Path) -> None:
+    """Check, up to --validate's level, the records an earlier stage has not checked that far (cache in
+    `folder`); then keep the fraction at each level by source for stats.json."""
+    unchecked = [r for r in records if getattr(r, args.validate) is None]
+    validate_from_args(unchecked, args, stats=stats, default_cache=str(folder / "validate_cache.jsonl"))
+    stats.extra["validation"] = level_fractions(records)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args)
-    options = Options(**{k: v for k, v in vars(args).items() if k not in ("verbose", "quiet")})
+    known = {f.name for f in dataclasses.fields(Options)}
+    options = Options(**{k: v for k, v in vars(args).items() if k in known})
+    if args.validate:
+        folder = options.output_path().parent
+        options.validate = lambda records, stats: validate_unchecked(records, args, stats, folder)
+    if args.require:
+        options.require_checks = [filters.requirement_check(args.require, meets)]
     try:
         result = build_dataset(options)
     except FileNotFoundError as exc:  # e.g. a --tokenizer path that does not exist

@@ -6,7 +6,8 @@ comments are only a fallback) and writes <output>/<model>/<graph>/ with output_c
 and kernels/<name>.py (clean: no @triton_heuristics decorator, no GPU-only statements, so it imports on a
 CPU-only machine), plus kernels.jsonl (one record per kernel), stats.json and rejects.jsonl.
 
-Nothing is executed and no network is used. Token counts are not computed here (create_json.py counts them).
+Nothing is executed and no network is used (with --validate, each kernel module is checked in sandboxed worker
+processes: see docs/validate.md). Token counts are not computed here (create_json.py counts them).
 Rerunning on the same input gives the same output; a graph whose name another run already holds goes to
 <graph>-<hash>. Exit status: 0, 1 when no output_code.py was found, 2 when the output cannot be written.
 See docs/inductor.md.
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 from scraper.cli import add_logging_args, setup_logging
+from scraper.validate import add_validate_args, validate_manifest_from_args
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -25,6 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="debug folder(s) or output_code.py file(s); every output_code.py below is read")
     parser.add_argument("-o", "--output", type=Path, default=Path("inductor_kernels"),
                         help="output folder (default: inductor_kernels)")
+    add_validate_args(parser)
     add_logging_args(parser)
     return parser.parse_args(argv)
 
@@ -32,13 +35,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args)
-    from scraper.inductor import extract_kernels
+    from scraper.inductor import MANIFEST, STATS, extract_kernels
 
     try:
         stats = extract_kernels(args.inputs, args.output)
     except OSError as exc:  # the output folder cannot be made or written
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if validate_manifest_from_args(args.output / MANIFEST, args, stats) is not None:
+        stats.save(args.output / STATS)
     print(stats.summary(), file=sys.stderr)
     return 0 if stats.counts["graphs"] else 1
 

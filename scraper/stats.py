@@ -39,6 +39,7 @@ class Stats:
         self.errors: dict[str, Counter] = defaultdict(Counter)  # phase -> group key -> count
         self.examples: dict[tuple[str, str], str] = {}  # (phase, group) -> first "where: message"
         self.error_rows: list[tuple[str, str, str]] = []  # (phase, where, message) for errors.csv
+        self.extra: dict[str, Any] = {}  # structured results saved beside the counters (e.g. "validation")
 
     def inc(self, key: str, amount: int = 1) -> None:
         """Add `amount` to the counter `key`."""
@@ -62,6 +63,7 @@ class Stats:
         for key, example in other.examples.items():
             self.examples.setdefault(key, example)
         self.error_rows.extend(other.error_rows)
+        self.extra.update(other.extra)
 
     def to_dict(self) -> dict:
         """JSON-able summary: counters and, per phase, every error group with its count and an example."""
@@ -72,7 +74,7 @@ class Stats:
             ]
             for phase, groups in sorted(self.errors.items())
         }
-        return {"stage": self.stage, "counts": dict(sorted(self.counts.items())), "errors": errors}
+        return {"stage": self.stage, "counts": dict(sorted(self.counts.items())), "errors": errors, **self.extra}
 
     def save(self, path: str | Path) -> None:
         """Write stats.json atomically."""
@@ -95,6 +97,8 @@ class Stats:
             lines.append(f"  errors in {phase}: {sum(groups.values())} ({len(groups)} kinds)")
             for group, count in groups.most_common(top_errors):
                 lines.append(f"    {count:>5} × {self.examples.get((phase, group), group)}")
+        for key, value in sorted(self.extra.items()):
+            lines.append(f"  {key}: {print_json(value)}")
         return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from typing import Iterable, Optional
 from tqdm import tqdm
 
 from scraper.cli import default_jobs
-from scraper.records import KernelRecord
+from scraper.records import KernelRecord, read_records, write_jsonl
 from scraper.stats import Stats
 from scraper.validate.cache import ResultCache, cache_key
 from scraper.validate.compiles import target_text
@@ -67,6 +67,19 @@ def validate_from_args(records: list[KernelRecord], args: argparse.Namespace, *,
     validate_records(records, levels=LEVELS[: LEVELS.index(args.validate) + 1], jobs=args.validate_jobs,
                      timeout=args.validate_timeout, memory_mb=args.validate_memory_mb,
                      cache_path=args.validate_cache or default_cache, stats=stats)
+
+
+def validate_manifest_from_args(manifest, args: argparse.Namespace, stats: Stats) -> Optional[dict]:
+    """For a stage CLI after it wrote `manifest` (a kernels.jsonl): with --validate, check its records, rewrite
+    it atomically with the levels filled, and return `level_fractions` (also kept in `stats.extra`). Without
+    --validate: None. The cache defaults to validate_cache.jsonl beside the manifest."""
+    if not getattr(args, "validate", None):
+        return None
+    records = read_records(manifest, on_error=lambda number, message: stats.error("validate", str(manifest), message))
+    validate_from_args(records, args, stats=stats, default_cache=str(manifest.parent / "validate_cache.jsonl"))
+    write_jsonl(manifest, records)
+    stats.extra["validation"] = level_fractions(records)
+    return stats.extra["validation"]
 
 
 def check_parses(record: KernelRecord) -> dict:
