@@ -48,15 +48,17 @@ def test_stats_and_errors_by_phase(dir_run):
     counts = json.loads((dir_run / "stats.json").read_text())["counts"]
     assert counts["kernels_found"] == counts["kernels_extracted"] == EXPECTED_COUNT
     assert counts["kernels_self_contained"] == EXPECTED_COUNT - len(NOT_SELF_CONTAINED)
-    assert counts["files_salvaged"] == 3 and counts["repositories"] == 1
-    assert (counts["files_salvaged_python2"], counts["files_salvaged_newer_python"], counts["files_salvaged_other"]) \
-        == (1, 1, 1)
+    newer = 1 if sys.version_info < (3, 12) else 0  # the 3.12 f-string file parses on 3.12
+    assert counts["files_salvaged"] == 2 + newer and counts["repositories"] == 1
+    assert (counts["files_salvaged_python2"], counts.get("files_salvaged_newer_python", 0),
+            counts["files_salvaged_other"]) == (1, newer, 1)
     with open(dir_run / "errors.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     by_phase = {}
     for row in rows:
         by_phase.setdefault(row["phase"], set()).add(row["where"].split(":")[1])
-    assert by_phase["parse"] == {"acme/broken/py312_fstring.py", "acme/broken/py2.py", "acme/broken/garbage.py"}
+    assert by_phase["parse"] == {"acme/broken/py2.py", "acme/broken/garbage.py"} | (
+        {"acme/broken/py312_fstring.py"} if sys.version_info < (3, 12) else set())
     assert by_phase["decode"] == {"acme/broken/latin1.py"}
     assert by_phase["deps"] == {"acme/ops/external.py", "acme/ops/nested.py"}
 

@@ -542,7 +542,13 @@ def _statement_text(text: str, node: ast.AST) -> str:
             else (node.lineno, node.col_offset)
     else:
         segment, start = source_segment(text, node) or "", (node.lineno, node.col_offset)
-    return _dedent(text, start, segment)
+    return _dedent(text, start, segment + _trailing_comment(text, node))
+
+
+def _trailing_comment(text: str, node: ast.AST) -> str:
+    """The `  # comment` after a statement's last token on its last line (ast segments stop before it)."""
+    rest = line_bytes(text, node.end_lineno)[node.end_col_offset:]
+    return rest.decode("utf-8", "replace").rstrip() if rest.strip().startswith(b"#") else ""
 
 
 def _dedent(text: str, start: tuple, segment: str) -> str:
@@ -590,7 +596,7 @@ def _lifted_source(module: ModuleIndex, node, first_decorator: int) -> str:
     segment = function_source(module.text, node, first_decorator=first_decorator)
     remaining = node.decorator_list[first_decorator:]
     start = (remaining[0].lineno, _at_column(module.text, remaining[0])) if remaining else (node.lineno, node.col_offset)
-    return _dedent(module.text, start, segment)
+    return _dedent(module.text, start, segment + _trailing_comment(module.text, node))
 
 
 def attribute_uses(node: ast.AST) -> dict:
