@@ -12,7 +12,7 @@ set -euo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: bash demo.sh [--root DIR] [--clean] [-h|--help]
+Usage: bash demo.sh [--root DIR] [--clean] [--validate [LEVEL]] [-h|--help]
 
 Runs the three stages of the pipeline on bundled inputs and prints the stats of each stage and the
 torchtune snippet for the dataset it writes (datasets/triton_functions.json).
@@ -22,6 +22,10 @@ torchtune snippet for the dataset it writes (datasets/triton_functions.json).
   --clean      first empty the output folders (inductor_kernels/, datasets/, scraper/generator/generated/,
                scraper/generator/paritybench_download/, .cache/demo/), keeping their README files.
                Without it, a rerun is idempotent, but outputs of your own earlier runs take part.
+  --validate [LEVEL]
+               also verify every kernel in a sandbox (create_json.py --validate LEVEL): parses, imports
+               (runs each module with TRITON_INTERPRET=1) or compiles (triton.compile for kernels with a
+               known signature; the default LEVEL). Results land on the records of datasets/kernels.jsonl.
   -h, --help   this text
 
 Environment: PYTHON (interpreter to use, default python3), DEMO_ROOT (as --root).
@@ -30,11 +34,18 @@ EOF
 
 ROOT="${DEMO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
 CLEAN=0
+VALIDATE=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --root) [ $# -ge 2 ] || { echo "demo.sh: --root needs a folder" >&2; exit 2; }; ROOT="$2"; shift 2 ;;
         --root=*) ROOT="${1#--root=}"; shift ;;
         --clean) CLEAN=1; shift ;;
+        --validate)
+            case "${2:-}" in
+                parses|imports|compiles) VALIDATE=(--validate "$2"); shift 2 ;;
+                *) VALIDATE=(--validate compiles); shift ;;
+            esac ;;
+        --validate=*) VALIDATE=(--validate "${1#--validate=}"); shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "demo.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -122,8 +133,8 @@ step "2/3  GitHub, offline: python scrape_github.py --local ${LOCAL_ARGS[*]}"
 step "2/3  Generator: cd scraper/generator && python main.py --generate-all"
 (cd scraper/generator && "$PYTHON" main.py --generate-all)
 
-step "3/3  Dataset: python create_json.py inductor_kernels scraper/generator/generated"
-"$PYTHON" create_json.py inductor_kernels scraper/generator/generated
+step "3/3  Dataset: python create_json.py inductor_kernels scraper/generator/generated ${VALIDATE[*]+"${VALIDATE[*]}"}"
+"$PYTHON" create_json.py inductor_kernels scraper/generator/generated ${VALIDATE[@]+"${VALIDATE[@]}"}
 
 step "Summary"
 "$PYTHON" - "$ROOT" <<'EOF'

@@ -365,3 +365,20 @@ def test_demo_rerun_gives_the_same_outputs(demo):
     assert result.returncode == 0, result.stderr[-4000:]
     for rel, data in before.items():
         assert (root / rel).read_bytes() == data, f"{rel} changed on a rerun"
+
+
+@pytest.mark.slow
+def test_demo_validate_marks_every_bundled_kernel_importable(demo):
+    """Run after the rerun test: `--validate imports` checks every kept kernel in the sandbox; the bundled ones
+    (which test_example_kernels_match_torch_on_cpu runs) all import."""
+    root, _ = demo
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run(
+        ["bash", "demo.sh", "--validate", "imports"], cwd=root, env=env, capture_output=True, text=True, timeout=540
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    records = json_lines(root / "datasets" / "kernels.jsonl")
+    github = {r["name"]: r for r in records if r["source"] == "github"}
+    assert set(github) == set().union(*EXPECTED_KERNELS.values())
+    assert all(r["parses"] is True and r["imports"] is True for r in github.values()), github
+    assert all(r["imports"] is not None for r in records)  # every kept kernel was checked, inductor ones too
