@@ -193,3 +193,16 @@ def test_unresolvable_project_decorator_is_left_out_and_listed():
     kept = extract_closure(index, "fg/ops.py", "k", drop_unresolvable_decorators=False)
     assert kept.reasons == {"sqlalchemy": "external:sqlalchemy"} and kept.dropped_decorators == []
     assert kept.code.count("@libentry()") == 1
+
+
+def test_one_module_object_for_two_importers():
+    files = {
+        "q/__init__.py": "",
+        "q/h.py": "import triton\n@triton.jit\ndef f(x):\n    return x\n@triton.jit\ndef g(x):\n    return x\n",
+        "q/mid.py": "import triton\nfrom q import h\n@triton.jit\ndef mid(x):\n    return h.g(x)\n",
+        "q/top.py": "import triton\nfrom q import h\nfrom q.mid import mid\n@triton.jit\ndef k(x):\n    return h.f(mid(x))\n",
+    }
+    result = extract_closure(RepoIndex(files), "q/top.py", "k")
+    assert_self_contained(result)
+    assert result.code.count("h = types.ModuleType('h')") == 1 and result.conflicts == []
+    assert "h.f = f" in result.code and "h.g = g" in result.code

@@ -350,6 +350,7 @@ class _Closure:
         self.attr_uses: dict[tuple, set] = {}  # (module path, name) -> attributes read on it (`tle.program_id`)
         self.module_objects: dict[tuple, tuple] = {}  # (module path, name) -> (target module path, attrs done)
         self.forwards: dict[tuple, tuple] = {}  # re-exported name -> (module path, name) it comes from
+        self.namespaces: dict[tuple, set] = {}  # (target module path, local name) -> attributes already set
 
     def note_attributes(self, module: ModuleIndex, node: ast.AST, depth: int) -> None:
         """Remember which attributes `node` reads on each name (for names that turn out to be repository
@@ -444,9 +445,12 @@ class _Closure:
         if not self.attr_uses.get(key):
             self.reasons.setdefault(local, "module_object")
             return
-        self.module_objects[key] = (target_path, local, set())
-        self.imports["import types"] = None
-        self._add_block(f"{local} = types.ModuleType({local!r})", ("module_object", local), {local})
+        namespace = (target_path, local)
+        if namespace not in self.namespaces:  # two files importing one module share one object
+            self.namespaces[namespace] = set()
+            self.imports["import types"] = None
+            self._add_block(f"{local} = types.ModuleType({local!r})", ("module_object", target_path, local), {local})
+        self.module_objects[key] = (target_path, local, self.namespaces[namespace])
         self._fill_module_object(key, depth)
 
     def _fill_module_object(self, key: tuple, depth: int) -> None:
