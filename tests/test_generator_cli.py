@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -98,7 +97,8 @@ def test_generate_all_zips_manifest_bad_input_and_resume(tmp_path):
     before = (out / "kernels.jsonl").read_text()
     assert generator_main.main(argv) == 0
     assert (out / "kernels.jsonl").read_text() == before
-    assert json.loads((out / "stats.json").read_text())["counts"]["repositories_skipped_done"] == 3
+    # the two good archives are skipped; the corrupt one (ok: false) is looked at again
+    assert json.loads((out / "stats.json").read_text())["counts"]["repositories_skipped_done"] == 2
 
     # crash in the middle of acme: its done-marker missing and a torn last line -> redone once, no duplicates
     done = [line for line in (out / "archives.jsonl").read_text().splitlines() if "acme__kernels" not in line]
@@ -161,3 +161,22 @@ def test_generated_modules_import_and_run_under_the_interpreter(dir_run):
                           timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "generated kernels ran" in done.stdout
+
+
+def test_an_internal_error_costs_one_kernel_not_the_run(tmp_path, monkeypatch):
+    from scraper.generator import run as run_module
+
+    real = run_module.extract_closure
+
+    def flaky(index, path, qualname, lineno=None):
+        if qualname == "add_kernel":
+            raise RuntimeError("simulated bug")
+        return real(index, path, qualname, lineno)
+
+    monkeypatch.setattr(run_module, "extract_closure", flaky)
+    assert generator_main.main(["--generate-one", str(FIXTURE_REPO), "--tests-dir", str(tmp_path), "--jobs", "1",
+                                "-q"]) == 0
+    names = [r.extra["qualname"] for r in read_records(tmp_path / "kernels.jsonl")]
+    assert len(names) == EXPECTED_COUNT - 1 and "add_kernel" not in names
+    rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["reason"], r["name"]) for r in rejects] == [("extract_failed", "add_kernel")]

@@ -16,7 +16,7 @@ import tokenize
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterator, Optional
+from typing import Optional
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable
 
 from tqdm import tqdm
 
@@ -23,7 +23,7 @@ from scraper.generator.archives import ArchiveError, read_repository
 from scraper.generator.closure import DEFAULT_ALLOWED_IMPORTS, RepoIndex, extract_closure
 from scraper.generator.detect import find_kernels_in_tree
 from scraper.generator.parse import parse_source
-from scraper.generator.provenance import Provenance, load_manifest, provenance_for
+from scraper.generator.provenance import Provenance, provenance_for
 from scraper.generator.write import duplicate_qualnames, module_relpath, write_module
 from scraper.records import KernelRecord, append_jsonl, iter_jsonl, write_jsonl
 from scraper.stats import Rejects, Stats
@@ -97,7 +97,12 @@ def _process_repository(task: Task) -> RepoResult:
         result.rejects.append({"reason": problem.reason, "archive": result.archive, "path": problem.path})
     index = RepoIndex.from_source(source, allowed_imports=task.allowed_imports)
     for file in source.files:
-        _process_file(file, index, provenance, Path(task.out_dir), result)
+        try:
+            _process_file(file, index, provenance, Path(task.out_dir), result)
+        except Exception as exc:  # a bug meeting odd scraped code costs one file, not the run
+            stats.error("detect", f"{result.archive}:{file.path}", exc)
+            result.rejects.append({"reason": "internal_error", "archive": result.archive, "path": file.path,
+                                   "message": f"{type(exc).__name__}: {exc}"})
     return result
 
 
@@ -143,7 +148,7 @@ def _extract_kernel(kernel, index, provenance: Provenance, out_dir: Path, result
         stats.inc(f"kernels_nested_in_{kernel.parent}")
     try:
         closure = extract_closure(index, kernel.path, kernel.qualname, kernel.lineno)
-    except (KeyError, RecursionError, ValueError, SyntaxError) as exc:
+    except Exception as exc:  # KeyError, RecursionError on absurdly deep code, or a bug: one kernel lost, counted
         stats.error("extract", where, exc)
         result.rejects.append({"reason": "extract_failed", "archive": result.archive, "path": kernel.path,
                                "name": kernel.qualname, "lineno": kernel.lineno, "message": str(exc)})
@@ -224,7 +229,9 @@ def plan(locations: Iterable[Path], out_dir: Path, force: bool, stats: Stats) ->
     todo, stale = [], set()
     for location in locations:
         entry = done.get(location.name)
-        if entry and not force and all(entry.get(k) == v for k, v in archive_fingerprint(location).items()):
+        unchanged = entry and entry.get("ok", True) and all(
+            entry.get(k) == v for k, v in archive_fingerprint(location).items())
+        if unchanged and not force:
             stats.inc("repositories_skipped_done")
             continue
         todo.append(location)
