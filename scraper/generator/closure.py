@@ -295,7 +295,9 @@ class RepoIndex:
         return min(candidates, key=lambda p: (-_shared_prefix(p, importer), len(p), p), default=None)
 
     def submodule(self, package_path: str, name: str) -> Optional[str]:
-        """Path of `name` as a submodule of the package whose __init__ (or module) is `package_path`."""
+        """Path of `name` as a submodule of the package whose __init__.py is `package_path` (None for a module)."""
+        if posixpath.basename(package_path) != "__init__.py":
+            return None
         base = posixpath.join(posixpath.dirname(package_path), name)
         for candidate in (base + ".py", posixpath.join(base, "__init__.py")):
             if candidate in self.texts:
