@@ -67,7 +67,8 @@ def _download_dir(tmp_path: Path) -> Path:
     download.mkdir()
     make_zipball(FIXTURE_REPO, download / "acme__kernels.zip")
     make_zipball(FIXTURE_REPO / "acme" / "ops", download / "evil__repo.zip", top="evil-repo-0000000",
-                 extra={"evil-repo-0000000/../../escape.py": b"import triton\n@triton.jit\ndef k(x):\n    pass\n"})
+                 extra={"evil-repo-0000000/../../escape.py": b"import triton\n@triton.jit\ndef k(x):\n    pass\n",
+                        "evil-repo-0000000/huge.py": b"# triton\n" + b"x = 1\n" * 400_000})  # 2.4 MB > the 2 MiB cap
     (download / "broken__zip.zip").write_bytes(b"PK\x03\x04 not really a zip")
     manifest = {"full_name": "acme/kernels", "commit_sha": "c" * 40, "default_branch": "main", "stars": 321,
                 "license": "Apache-2.0", "size_kb": 10, "archive": "acme__kernels.zip", "sha256": "x",
@@ -89,7 +90,8 @@ def test_generate_all_zips_manifest_bad_input_and_resume(tmp_path):
     assert {r.commit for r in evil} == {"0000000"} and "escape.py" not in {r.path for r in evil}
     assert not (tmp_path / "escape.py").exists() and not (out.parent / "escape.py").exists()
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
-    assert sorted(r["reason"] for r in rejects) == ["bad_archive", "unsafe_path"]
+    assert sorted((r["reason"], r.get("path")) for r in rejects) == [
+        ("bad_archive", None), ("too_large", "huge.py"), ("unsafe_path", "evil-repo-0000000/../../escape.py")]
     counts = json.loads((out / "stats.json").read_text())["counts"]
     assert counts["repositories"] == 2 and counts["errors_archive"] == 1
 
