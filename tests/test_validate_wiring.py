@@ -42,3 +42,18 @@ def test_inductor_validate_then_require_compiles(tcd_roots, tmp_path):
     assert stats["counts"]["dropped_not_compiles"] >= 1
     rejected = [json.loads(line) for line in (out.parent / "rejects.jsonl").read_text().splitlines()]
     assert {r["reason"] for r in rejected} >= {"not_compiles"}
+
+
+def test_generator_validate_fills_levels(tmp_path):
+    out = tmp_path / "generated"
+    result = run("scraper/generator/main.py", "--generate-one", REPO_ROOT / "examples/repos/kernelsmith/softmax-triton",
+                 "--tests-dir", out, "--jobs", "1", "--validate", "imports", "--validate-jobs", "1")
+    assert result.returncode == 0, result.stderr
+    records = read_records(out / "kernels.jsonl")
+    assert records and all(r.source == "github" for r in records)
+    for record in records:
+        assert record.parses is True and record.imports is True, record.validation
+        assert record.compiles is None  # not asked for (and no signature is known)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["validation"]["github"]["imports"] == 1.0
+    assert stats["validation"]["github"]["records"] == len(records)

@@ -26,6 +26,7 @@ from scraper.cli import add_logging_args, default_jobs, setup_logging  # noqa: E
 from scraper.generator.closure import DEFAULT_ALLOWED_IMPORTS  # noqa: E402
 from scraper.generator.provenance import load_manifest  # noqa: E402
 from scraper.generator.run import clean_output, list_archives, run  # noqa: E402
+from scraper.validate import add_validate_args, validate_manifest_from_args  # noqa: E402
 
 log = logging.getLogger("scraper.generator.main")
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-import", action="append", default=[], metavar="MODULE",
                         help="another top-level library generated modules may import (besides the standard "
                              "library, torch, triton, numpy); repeatable")
+    add_validate_args(parser)
     add_logging_args(parser)
     return parser
 
@@ -81,6 +83,9 @@ def main(argv=None) -> int:
     allowed = DEFAULT_ALLOWED_IMPORTS | {m.split(".")[0] for m in args.allow_import}
     log.info("%d repositories to read, %d listed in the manifest", len(locations), len(manifest))
     stats = run(locations, args.tests_dir, manifest, args.jobs, force=args.force, allowed_imports=allowed)
+    manifest_path = args.tests_dir / "kernels.jsonl"
+    if manifest_path.is_file() and validate_manifest_from_args(manifest_path, args, stats) is not None:
+        stats.save(args.tests_dir / "stats.json")  # now with the fraction at each level
     print(stats.summary(), file=sys.stderr)
     log.info("output in %s", args.tests_dir)
     read_nothing = locations and not stats.counts.get("repositories") and not stats.counts.get("repositories_skipped_done")
