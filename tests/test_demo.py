@@ -361,6 +361,8 @@ def test_demo_dataset_has_every_bundled_kernel_with_its_exact_source(dataset):
             assert name in github, f"{repo}: {name} missing from the dataset"
             assert source in unfenced(github[name]["text"]), f"{repo}: {name} is not the exact source"
             assert (github[name]["repo"], github[name]["license"]) == (repo, EXPECTED_LICENSES[repo]), name
+            # the bundled folders are not git clones (nor is the temporary copy): no commit can be known
+            assert github[name]["commit"] is None, (name, github[name]["commit"])
 
 
 @pytest.mark.slow
