@@ -123,3 +123,44 @@ def test_rejects_file_and_counter(tmp_path):
     lines = (tmp_path / "rejects.jsonl").read_text().splitlines()
     assert json.loads(lines[0]) == {"reason": "duplicate", "id": "abc", "duplicate_of": "def"}
     assert stats.counts["dropped_duplicate"] == 1
+
+
+def test_hash_inside_strings_is_not_a_comment_and_spacing_is_folded():
+    a = 'x = "a # b"  # note\ny=f(1,\n      2)\n'
+    b = 'x = "a # b"\ny = f(1, 2)\n'
+    assert normalize_source(a) == normalize_source(b)
+    assert "\"a#b\"" in normalize_source(a)  # the string survives (its spacing folded like the code's)
+    assert kernel_id(a) != kernel_id(b.replace("a # b", "a"))
+
+
+def _tokenize_normal_form(code: str) -> str:
+    """An independent normal form (Python's own tokenizer) to check the regex one against."""
+    import io
+    import re
+    import tokenize
+
+    tokens = tokenize.generate_tokens(io.StringIO(code).readline)
+    text = " ".join(t.string for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE,
+                                                                 tokenize.INDENT, tokenize.DEDENT))
+    return re.sub(r"\b(triton_\w*?)_\d+\b", r"\1_N", text)
+
+
+def test_same_equivalence_classes_as_the_tokenizer_on_real_kernels(tcd_roots):
+    import ast
+
+    texts = []
+    for root in tcd_roots.values():
+        for path in root.rglob("output_code.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "triton":
+                    texts.append(node.args[1].value)
+    assert len(texts) == 312
+
+    def classes(key):
+        groups = {}
+        for index, text in enumerate(texts):
+            groups.setdefault(key(text), []).append(index)
+        return sorted(groups.values())
+
+    assert classes(normalize_source) == classes(_tokenize_normal_form)
+    assert len(classes(normalize_source)) < 312  # the fixtures do repeat kernels across models
