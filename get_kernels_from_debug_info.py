@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from scraper.cli import add_logging_args, setup_logging
+from scraper.suite.attach import attach_pytorch_side
 from scraper.validate import add_validate_args, validate_manifest_from_args
 
 
@@ -39,6 +40,8 @@ def main(argv=None) -> int:
 
     try:
         stats = extract_kernels(args.inputs, args.output)
+        if attach_pytorch_side(args.output / MANIFEST, args.inputs, stats) or stats.counts["pytorch_side_missing"]:
+            stats.save(args.output / STATS)
     except OSError as exc:  # the output folder cannot be made or written
         print(f"error: {exc}", file=sys.stderr)
         return 2

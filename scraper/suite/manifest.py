@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from scraper.records import iter_jsonl
+from scraper.suite.programs import module_source
 
 # What identifies "the same run" of a model: a model compiled in another mode or dtype is another job.
 RESUME_KEYS = ("suite", "model", "mode", "dtype", "max_autotune")
@@ -55,21 +56,45 @@ def graph_index(debug_root: str | os.PathLike) -> dict[tuple[str, str], dict]:
     return index
 
 
+# A program file larger than this is not one the suite wrote (the largest closures are a few hundred KB).
+MAX_PROGRAM_BYTES = 16 * 1024 * 1024
+
+
 def pytorch_side(record: Any, index: dict[tuple[str, str], dict], debug_root: str | os.PathLike,
-                 with_source: bool = True) -> Optional[dict]:
-    """The PyTorch side of one extracted kernel (a KernelRecord or its dict): suite, model, the program's path
-    and (with_source) its text, and for scraped modules their provenance; None when the kernel's graph is not
-    in the index (a debug folder the suite did not make)."""
+                 with_source: bool = True, cache: Optional[dict] = None) -> Optional[dict]:
+    """The PyTorch side of one extracted kernel (a KernelRecord or its dict): suite, model, mode, dtype, the
+    program's path relative to the debug root ("program_file") and, with_source, its text ("program") and, for
+    --suite modules, the module's own source (its dependency closure, "module"); for scraped modules also
+    their provenance ("module_provenance": repo, path, commit, license, stars, lineno, class_name). None when
+    the kernel's graph is not in the index (a debug folder the suite did not make). `cache` (a dict kept by the
+    caller) saves reading one program once per kernel."""
     get = record.get if isinstance(record, dict) else lambda key: getattr(record, key, None)
     entry = index.get((Path(get("run_dir") or "").name, get("graph") or ""))
     if entry is None:
         return None
     side = {"suite": entry.get("suite"), "model": entry.get("model"), "mode": entry.get("mode"),
-            "dtype": entry.get("dtype"), "program_file": entry.get("program"), "module": entry.get("module")}
+            "dtype": entry.get("dtype"), "program_file": entry.get("program"), "program": None, "module": None,
+            "module_provenance": entry.get("module")}
     if with_source and entry.get("program"):
-        program = Path(debug_root) / entry["program"]
-        side["program"] = program.read_text(encoding="utf-8") if program.is_file() else None
+        side["program"] = read_program(debug_root, entry["program"], cache if cache is not None else {})
+        if entry.get("suite") == "modules" and side["program"] is not None:
+            side["module"] = module_source(side["program"])
     return side
+
+
+def read_program(debug_root: str | os.PathLike, relative: str, cache: dict) -> Optional[str]:
+    """The text of a program file named in the manifest (relative to the debug root); None when it is
+    missing, unreadable, too large or outside the debug root (a manifest is data, not a path to trust)."""
+    root = Path(debug_root).resolve()
+    path = (root / relative).resolve()
+    if path not in cache:
+        cache[path] = None
+        if root in path.parents and path.is_file() and path.stat().st_size <= MAX_PROGRAM_BYTES:
+            try:
+                cache[path] = path.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                pass
+    return cache[path]
 
 
 def run_dir_contents(run_dir: str | os.PathLike) -> dict:

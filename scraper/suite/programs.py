@@ -126,10 +126,12 @@ def build(device="cuda"):
     return model, (), make_inputs(model, config, device)
 '''
 
+# The first two lines of what the suite appends to a scraped module's source: `module_source` cuts there.
+FOOTER_MARKER = "# " + "-" * 105 + "\n# Added by run_inductor_suite.py: how the suite built and called "
+
 _MODULE_FOOTER = '''
 
-# ---------------------------------------------------------------------------------------------------------
-# Added by run_inductor_suite.py: how the suite built and called {class_name} ({mode}, {dtype}).
+''' + FOOTER_MARKER + '''{class_name} ({mode}, {dtype}).
 # Constructor arguments and input shapes were inferred by trial, paritybench-style.
 import torch  # noqa: E402
 
@@ -177,6 +179,15 @@ def module_program(
         mode=_mode(training),
     )
     return source.rstrip("\n") + "\n" + footer + _MAIN
+
+
+def module_source(program: str) -> Optional[str]:
+    """The scraped module's own source (its dependency closure) out of a `module_program` text: everything
+    before the suite's footer, ending in one newline; None when the text has no footer (not a modules program)."""
+    cut = program.rfind("\n" + FOOTER_MARKER)
+    if cut < 0:
+        return None
+    return program[:cut].rstrip("\n") + "\n"
 
 
 def _mode(training: bool) -> str:

@@ -1,0 +1,94 @@
+"""Give the kernels of a suite run their PyTorch side: the model and program that produced each graph.
+
+`get_kernels_from_debug_info.py` extracts kernels from debug folders; when a folder was written by
+run_inductor_suite.py it holds a suite manifest (`<debug root>/suite/manifest*.jsonl`) naming, per model, its
+run_* folder, its graphs and its standalone program. `attach_pytorch_side` joins the extracted records to those
+entries on (run_dir, graph) and stores under `record.extra["pytorch"]`:
+
+    {"suite", "model", "mode", "dtype",
+     "program_file",        # the program, relative to the debug root (suite/programs/...)
+     "program",             # its text: the script that builds the model and its inputs
+     "module",              # --suite modules: the module class's own source (its dependency closure); else None
+     "module_provenance"}   # --suite modules: repo, path, commit, license, stars, lineno, class_name; else None
+
+Records of debug folders without a suite manifest are left as they are. Nothing is executed: the programs are
+read as text.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+from scraper.records import iter_jsonl, write_jsonl
+from scraper.stats import Stats
+from scraper.suite.manifest import graph_index, manifest_files, pytorch_side
+
+log = logging.getLogger(__name__)
+
+PYTORCH_KEY = "pytorch"  # the key under KernelRecord.extra
+
+
+def suite_roots(inputs: list[Path]) -> list[Path]:
+    """The debug roots holding a suite manifest at, above or below each input (an input may be the debug root,
+    a folder of several roots, a run_* folder inside one, or an output_code.py file)."""
+    roots: dict[Path, Path] = {}
+    for path in map(Path, inputs):
+        found = [enclosing_root(path)]
+        if path.is_dir():
+            found += [m.parent.parent for m in sorted(path.rglob("manifest*.jsonl")) if m.parent.name == "suite"]
+        for root in found:
+            if root is not None:
+                roots.setdefault(root.resolve(), root)
+    return list(roots.values())
+
+
+def enclosing_root(path: Path) -> Optional[Path]:
+    """`path` itself or its nearest parent folder that holds a suite manifest; None when there is none."""
+    start = path if path.is_dir() else path.parent
+    return next((folder for folder in [start, *start.parents] if manifest_files(folder)), None)
+
+
+def attach_pytorch_side(manifest_path: Path, inputs: list[Path], stats: Stats) -> int:
+    """Store the PyTorch side of every record of `manifest_path` (the inductor stage's kernels.jsonl) whose
+    (run_dir, graph) a suite manifest under `inputs` lists, and rewrite the file atomically. Returns how many
+    records were joined; counts `pytorch_side_attached`, `pytorch_side_missing` (a graph of a suite debug root
+    that its manifest does not list) and `pytorch_program_missing` in `stats`."""
+    roots = suite_roots(inputs)
+    if not roots or not Path(manifest_path).is_file():
+        return 0
+    indexes = [(root, graph_index(root)) for root in roots]
+    bad_lines = []
+    records = list(iter_jsonl(manifest_path, on_error=lambda number, message: bad_lines.append(message)))
+    if bad_lines:  # rewriting would drop those lines: leave the file as it is
+        stats.error("attach", str(manifest_path), f"{len(bad_lines)} malformed line(s); PyTorch side not attached")
+        return 0
+    cache: dict = {}
+    attached = sum(attach_one(record, indexes, cache, stats) for record in records)
+    if attached or stats.counts["pytorch_side_missing"]:
+        write_jsonl(manifest_path, records)
+    log.info("PyTorch side attached to %d of %d records (%d suite debug root(s))", attached, len(records),
+             len(roots))
+    return attached
+
+
+def attach_one(record: dict, indexes: list[tuple[Path, dict]], cache: dict, stats: Stats) -> bool:
+    """Join one record dict to the first suite manifest that lists its graph; True when it was joined."""
+    if record.get("source") != "inductor" or not record.get("run_dir"):
+        return False
+    for root, index in indexes:
+        side = pytorch_side(record, index, root, cache=cache)
+        if side is not None:
+            if side["program_file"] and side["program"] is None:
+                stats.inc("pytorch_program_missing")
+                stats.error("attach", f"{root}/{side['program_file']}", "program file missing or unreadable")
+            record.setdefault("extra", {})[PYTORCH_KEY] = side
+            stats.inc("pytorch_side_attached")
+            return True
+    if any((root / record["run_dir"]).is_dir() for root, _ in indexes):
+        # A run folder of a suite debug root whose graph no manifest line lists (e.g. a manifest cut short).
+        record.get("extra", {}).pop(PYTORCH_KEY, None)
+        stats.inc("pytorch_side_missing")
+        stats.error("attach", f"{record['run_dir']}/{record.get('graph')}", "graph not in the suite manifest")
+    return False
