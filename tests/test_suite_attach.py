@@ -181,3 +181,16 @@ def test_module_source_round_trip():
     assert program.startswith(source.rstrip("\n")) and "INIT_ARGS = [4]" in program
     assert module_source(program) == source
     assert module_source(timm_program("resnet18", 2, "float32", False)) is None
+
+
+def test_dataset_rows_point_at_the_program(roots, extracted, tmp_path):
+    import create_json
+
+    out = tmp_path / "ds.jsonl"
+    assert create_json.main([str(extracted), "-o", str(out), "--format", "jsonl", "--near-threshold", "0",
+                             "--val-fraction", "0", "--no-card", "-q"]) == 0
+    rows = read_lines(out)
+    programs = {row["pytorch_program"] for row in rows}
+    expected = {e["program"] for name in ("suite_modules", "suite_run") for e in manifest_entries(roots[name])
+                if e["kernels"]}
+    assert programs - {None} == expected and None in programs  # tcd_userkernel has no program

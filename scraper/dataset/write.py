@@ -16,7 +16,7 @@ FORMATS = ("json", "jsonl", "parquet")
 # Metadata columns after the text column, in this order; every row has all of them (None where they do not
 # apply), so the JSON loader infers one schema.
 METADATA = ("id", "source", "kernel_name", "kind", "repo", "commit", "path", "license", "stars", "model",
-            "graph", "aten_ops", "n_tokens", "cluster_size", "split")
+            "graph", "aten_ops", "n_tokens", "cluster_size", "split", "pytorch_program")
 
 
 def fence(code: str) -> str:
@@ -40,6 +40,7 @@ def to_row(record: KernelRecord, column: str = "text", fenced: bool = True) -> d
         "aten_ops": [str(op) for op in record.aten_ops] if record.aten_ops is not None else None,
         "n_tokens": record.extra.get("n_tokens"), "cluster_size": record.extra.get("cluster_size", 1),
         "split": record.extra.get("split"),
+        "pytorch_program": (record.extra.get("pytorch") or {}).get("program_file"),  # the suite's program, if any
     })
     return row
 
