@@ -40,6 +40,9 @@ class Binding:
 
     node: ast.stmt
     alias: Optional[ast.alias] = None
+    # for a compound statement copied whole: the name's bindings inside it, statement by statement (used when
+    # the statement holds the definition being extracted, which must not be copied a second time)
+    inner: Optional[list] = None
 
 
 @dataclass
@@ -65,8 +68,9 @@ def index_module(path: str, parsed: ParsedModule, in_repo: Optional[Callable] = 
     """Bindings, mutators, star and __future__ imports of a parsed file's top level (through if/try/with).
 
     `in_repo(path, import_node)` tells whether an import names a module of the repository (relative imports
-    always do); an if/try block with such an import or with a def/class is indexed statement by statement,
-    a smaller one (`try: from x import f` / `except ImportError: f = None`) is kept whole."""
+    always do). A name bound inside an if/try/with/for statement is bound to that whole statement (it is copied
+    whole, so `X = a` / `if c: X = b` and `try: ... except ImportError: ...` keep choosing at run time), except
+    in a statement with a repository import that runs, which is indexed statement by statement."""
     module = ModuleIndex(path, parsed)
     module.in_repo = in_repo
     for statement in parsed.tree.body:
@@ -113,23 +117,36 @@ def _index_statement(module: ModuleIndex, node: ast.stmt) -> None:
 
 
 def _index_compound(module: ModuleIndex, node: ast.stmt) -> None:
-    if isinstance(node, (ast.For, ast.With)):  # loop / with targets bind to the whole statement
-        heads = [node.target] if isinstance(node, ast.For) else [i.optional_vars for i in node.items if i.optional_vars]
-        for name in sorted(bound_names(heads)):
-            _bind(module, name, Binding(node))
-    elif _keep_whole(module, node):
-        for name in sorted(bound_names([node])):
-            _bind(module, name, Binding(node))
+    """Bind every name a compound statement binds to the whole statement (its guard, its alternatives and
+    all), keeping the bindings inside it for when it holds the target; a statement with a repository import
+    that runs cannot be copied as text and is indexed statement by statement (its main path wins)."""
+    inner = ModuleIndex(module.path, module.parsed, in_repo=module.in_repo)
+    _index_branches(inner, node)
+    module.star_imports.extend(inner.star_imports)
+    if _runs_repository_import(module, node):
+        if isinstance(node, (ast.For, ast.With)):  # loop / with targets bind to the whole statement
+            heads = [node.target] if isinstance(node, ast.For) else [i.optional_vars for i in node.items if i.optional_vars]
+            for name in sorted(bound_names(heads)):
+                _bind(module, name, Binding(node))
+        for name, bindings in inner.bindings.items():
+            module.bindings.setdefault(name, []).extend(bindings)
         return
+    for name in sorted(bound_names([node])):
+        _bind(module, name, Binding(node, inner=inner.bindings.get(name, [])))
+
+
+def _index_branches(module: ModuleIndex, node: ast.stmt) -> None:
+    """Index the statements inside a compound statement; a name the main path binds is taken from the main
+    path only (`if triton is not None: import triton.language as tl` / `else: class tl: ...` must not end with
+    the stand-in); the other branches add only new names."""
     primary, alternatives = _branches(node)
     for child in primary:
         _index_statement(module, child)
-    # A name the main path binds is taken from the main path only (`if triton is not None: import triton.language
-    # as tl` / `else: class tl: ...` must not end with the stand-in); the other branches add only new names.
     taken = bound_names(primary)
     side = ModuleIndex(module.path, module.parsed, in_repo=module.in_repo)
     for child in alternatives:
         _index_statement(side, child)
+    module.star_imports.extend(side.star_imports)
     for name, bindings in side.bindings.items():
         if name not in taken:
             module.bindings.setdefault(name, []).extend(bindings)
@@ -144,22 +161,28 @@ def _branches(node: ast.stmt) -> tuple[list, list]:
     return node.body + getattr(node, "orelse", []), []
 
 
-def _keep_whole(module: ModuleIndex, node: ast.stmt) -> bool:
-    """An if/try block without defs, classes or repository imports: copied whole so that its alternatives
-    (`try: ... except ImportError: ...`, `if IS_HIP: ... else: ...`) keep choosing at run time."""
-    if not isinstance(node, (ast.If, ast.Try)) and type(node).__name__ != "TryStar":
-        return False
-    # `try: import triton.language as tl` / `except ImportError: class tl: ...`: a stand-in defined for a
-    # failed import stays with the import, or the copy would always use the stand-in
-    import_fallback = isinstance(node, ast.Try) and any(isinstance(s, (ast.Import, ast.ImportFrom)) for s in node.body)
-    for child in ast.walk(node):
-        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and not import_fallback:
-            return False
+def _runs_repository_import(module: ModuleIndex, node: ast.stmt) -> bool:
+    """True when a compound statement holds an import of the repository (relative, or of one of its modules)
+    that runs: copied as text it would fail outside the repository. Imports under `if TYPE_CHECKING:` never
+    run, so they do not count."""
+    stack = [node]
+    while stack:
+        child = stack.pop()
+        if isinstance(child, ast.If) and _is_type_checking(child.test):
+            stack.extend(child.orelse)
+            continue
         if isinstance(child, ast.ImportFrom) and (child.level or child.module == "__future__"):
-            return False
+            return True
         if isinstance(child, (ast.Import, ast.ImportFrom)) and module.in_repo and module.in_repo(module.path, child):
-            return False
-    return True
+            return True
+        stack.extend(c for c in ast.iter_child_nodes(child) if isinstance(c, (ast.stmt, ast.excepthandler)))
+    return False
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    """`TYPE_CHECKING` or `typing.TYPE_CHECKING` (true only for static type checkers)."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _mutated_names(statement: ast.stmt) -> set[str]:
@@ -345,7 +368,7 @@ class _Closure:
         self.blocks: list[str] = []
         self.done_statements: set = set()
         self.visited: set = set()
-        self.bound_by: dict[str, tuple] = {}  # output name -> statement key that binds it
+        self.bound_by: dict[str, set] = {}  # output name -> files whose copied blocks bind it
         self.reasons: dict[str, str] = {}
         self.conflicts: set[str] = set()
         self.dependencies: list[str] = []
@@ -353,6 +376,9 @@ class _Closure:
         self.module_objects: dict[tuple, tuple] = {}  # (module path, name) -> (target module path, attrs done)
         self.forwards: dict[tuple, tuple] = {}  # re-exported name -> (module path, name) it comes from
         self.namespaces: dict[tuple, set] = {}  # (target module path, local name) -> attributes already set
+        # compound statements holding the definition being extracted: never copied whole (the target would be
+        # there twice); the bindings inside them are used instead
+        self.holders: set[int] = set()
 
     def note_attributes(self, module: ModuleIndex, node: ast.AST, depth: int) -> None:
         """Remember which attributes `node` reads on each name (for names that turn out to be repository
@@ -395,7 +421,9 @@ class _Closure:
     def _use_binding(self, module: ModuleIndex, name: str, bindings: list, depth: int) -> None:
         # every top-level statement binding `name`, in file order: `X = a` then `if c: X = b` works as in the file
         for binding in bindings:
-            if binding.alias is None:
+            if binding.inner is not None and id(binding.node) in self.holders:
+                self._use_binding(module, name, binding.inner, depth)
+            elif binding.alias is None:
                 self.add_statement(module, binding.node, depth)
             else:
                 self._use_import(module, name, binding, depth)
@@ -438,7 +466,7 @@ class _Closure:
         if alias.name in self.reasons:
             self.reasons.setdefault(local, self.reasons[alias.name])
         elif local != alias.name:
-            self._add_block(f"{local} = {alias.name}", ("alias", local, alias.name), {local})
+            self._add_block(f"{local} = {alias.name}", {local}, module.path)
 
     def _make_module_object(self, module: ModuleIndex, local: str, target_path: str, depth: int) -> None:
         """`local` names a repository module: copy the attributes read on it and build it as a module object
@@ -451,7 +479,8 @@ class _Closure:
         if namespace not in self.namespaces:  # two files importing one module share one object
             self.namespaces[namespace] = set()
             self.imports["import types"] = None
-            self._add_block(f"{local} = types.ModuleType({local!r})", ("module_object", target_path, local), {local})
+            self._add_block(f"{local} = types.ModuleType({local!r})", {local},
+                            module.path)
         self.module_objects[key] = (target_path, local, self.namespaces[namespace])
         self._fill_module_object(key, depth)
 
@@ -467,7 +496,7 @@ class _Closure:
             if attr in self.reasons:
                 self.reasons.setdefault(f"{local}.{attr}", self.reasons[attr])
             else:
-                self._add_block(f"{local}.{attr} = {attr}", ("module_attr", local, attr), set())
+                self._add_block(f"{local}.{attr} = {attr}", set(), target_path)
 
     def _from_star_imports(self, module: ModuleIndex, name: str, depth: int) -> bool:
         for node in module.star_imports:
@@ -496,16 +525,34 @@ class _Closure:
         binds = _statement_binds(node)
         self.note_attributes(module, node, depth + 1)
         self.need_names(module, free_names(node) - binds, depth + 1, skip)
-        self._add_block(_statement_text(module.text, node), key, binds)
+        self._add_block(_statement_text(module.text, node), binds, module.path)
         self.dependencies.append(f"{module.path}:{','.join(sorted(binds)) or node.lineno}")
         for name in sorted(binds):
-            for mutator in module.mutators.get(name, []):
+            for mutator in self._mutators(module, name):
                 self.add_statement(module, mutator, depth + 1)
 
-    def _add_block(self, text: str, key, binds: set) -> None:
+    def _mutators(self, module: ModuleIndex, name: str) -> list:
+        """Top-level statements filling `name` in place; inside a statement holding the target, its own
+        statements that do (the holder itself is not copied)."""
+        found = []
+        pending = list(module.mutators.get(name, []))
+        while pending:
+            statement = pending.pop(0)
+            if id(statement) not in self.holders:
+                found.append(statement)
+                continue
+            primary, alternatives = _branches(statement)
+            pending[:0] = [child for child in primary + alternatives if name in _mutated_names(child)]
+        return found
+
+    def _add_block(self, text: str, binds: set, origin: str) -> None:
+        """Append a block binding `binds`, copied from (or made for) file `origin`. A name bound by blocks of two
+        files is a conflict (the later wins); rebinding in one file (`X = 0`, `if c: X = 1`) is the file's own."""
+        origin = origin.split("::")[0]  # a function scope's statements belong to its file
         for name in binds:
-            previous = self.bound_by.setdefault(name, key)
-            if previous != key:
+            origins = self.bound_by.setdefault(name, set())
+            origins.add(origin)
+            if len(origins) > 1:
                 self.conflicts.add(name)
         self.blocks.append(text)
 
@@ -581,6 +628,24 @@ def walk_definitions(body, prefix="", parent=None):
                 yield from walk_definitions(getattr(node, child, []), prefix, parent)
             for handler in getattr(node, "handlers", []):
                 yield from walk_definitions(handler.body, prefix, parent)
+
+
+def holders_of(body: list, target: ast.AST) -> set[int]:
+    """ids of the compound statements (if/try/with/for/while, at any depth, also inside an enclosing def or
+    class) that hold `target`."""
+    holders: set[int] = set()
+    statements = list(body)
+    while statements:
+        statement = statements.pop()
+        if statement is target or not statement.lineno <= target.lineno <= (statement.end_lineno or 0):
+            continue
+        if not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            holders.add(id(statement))
+        for child in ("body", "orelse", "finalbody"):
+            statements.extend(getattr(statement, child, []))
+        for handler in getattr(statement, "handlers", []):
+            statements.extend(handler.body)
+    return holders
 
 
 def find_definition(module: ModuleIndex, qualname: str, lineno: Optional[int] = None):
@@ -679,6 +744,7 @@ def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, pa
              dropped: int) -> ClosureResult:
     """One closure of `node` without its `dropped` outermost decorators, checked by selfcheck."""
     closure = _Closure(index)
+    closure.holders = holders_of(module.parsed.tree.body, node)
     for future in module.future:
         closure.future[_statement_text(module.text, future)] = None
     if scope is module:  # a helper that calls back into the target must not copy it a second time
@@ -686,9 +752,9 @@ def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, pa
         closure.done_statements.add((module.path, node.lineno, node.col_offset))
     closure.note_attributes(scope, node, 1)
     closure.need_names(scope, _free_without_decorators(node, dropped) - {node.name}, 1)
-    closure._add_block(_lifted_source(module, node, dropped), ("target", path, qualname), {node.name})
+    closure._add_block(_lifted_source(module, node, dropped), {node.name}, path)
     if scope is module:  # `kernel = triton.jit(kernel)` / `fast = triton.jit(kernel)` after the def
-        for statement in module.mutators.get(node.name, []) + _wrappers_of(module, node.name):
+        for statement in closure._mutators(module, node.name) + _wrappers_of(module, node.name):
             closure.add_statement(module, statement, 1, skip={node.name})
     code = closure.render()
     check = check_module(code, f"{path}:{qualname}")
