@@ -125,12 +125,18 @@ def test_rerun_gives_the_same_manifest(roots, extracted, tmp_path):
     assert (out / "kernels.jsonl").read_bytes() == (extracted / "kernels.jsonl").read_bytes()
 
 
-def test_a_run_folder_or_a_folder_of_roots_as_input(roots, tmp_path):
+def test_a_run_folder_a_file_or_a_folder_of_roots_as_input(roots, tmp_path, monkeypatch):
     run_dir = next(roots["suite_modules"].glob("run_*-pid_505"))  # PosEmbedRel: 2 kernels
     assert get_kernels_from_debug_info.main([str(run_dir), "-o", str(tmp_path / "one"), "-q"]) == 0
     records = read_lines(tmp_path / "one" / "kernels.jsonl")
     assert len(records) == 2
     assert {r["extra"]["pytorch"]["model"] for r in records} == {"timm-src/timm/layers/halo_attn.py:PosEmbedRel"}
+    # One output_code.py, named relative to the working folder: the suite root is found above it.
+    monkeypatch.chdir(run_dir)
+    code = next(Path("torchinductor").glob("*/output_code.py"))
+    assert get_kernels_from_debug_info.main([str(code), "-o", str(tmp_path / "file"), "-q"]) == 0
+    assert [r["extra"]["pytorch"]["model"] for r in read_lines(tmp_path / "file" / "kernels.jsonl")] == [
+        "timm-src/timm/layers/halo_attn.py:PosEmbedRel"] * 2
     # The parent of both suite roots (and of the userkernel folder): every suite kernel is joined.
     parent = roots["suite_modules"].parent
     assert get_kernels_from_debug_info.main([str(parent), "-o", str(tmp_path / "all"), "-q"]) == 0

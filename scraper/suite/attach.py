@@ -46,6 +46,7 @@ def suite_roots(inputs: list[Path]) -> list[Path]:
 
 def enclosing_root(path: Path) -> Optional[Path]:
     """`path` itself or its nearest parent folder that holds a suite manifest; None when there is none."""
+    path = path.resolve()  # a relative input's parents stop at the working folder
     start = path if path.is_dir() else path.parent
     return next((folder for folder in [start, *start.parents] if manifest_files(folder)), None)
 
