@@ -132,8 +132,8 @@ def test_a_run_folder_a_file_or_a_folder_of_roots_as_input(roots, tmp_path, monk
     assert len(records) == 2
     assert {r["extra"]["pytorch"]["model"] for r in records} == {"timm-src/timm/layers/halo_attn.py:PosEmbedRel"}
     # One output_code.py, named relative to the working folder: the suite root is found above it.
-    monkeypatch.chdir(run_dir)
-    code = next(Path("torchinductor").glob("*/output_code.py"))
+    monkeypatch.chdir(roots["suite_modules"])
+    code = next(Path(run_dir.name).glob("torchinductor/*/output_code.py"))
     assert get_kernels_from_debug_info.main([str(code), "-o", str(tmp_path / "file"), "-q"]) == 0
     assert [r["extra"]["pytorch"]["model"] for r in read_lines(tmp_path / "file" / "kernels.jsonl")] == [
         "timm-src/timm/layers/halo_attn.py:PosEmbedRel"] * 2
