@@ -8,6 +8,8 @@ CPU-only machine), plus kernels.jsonl (one record per kernel), stats.json and re
 
 Nothing is executed and no network is used (with --validate, each kernel module is checked in sandboxed worker
 processes: see docs/validate.md). Token counts are not computed here (create_json.py counts them).
+Debug folders made by run_inductor_suite.py (with a suite/ manifest) also give each kernel its PyTorch side:
+the model's program (and, for --suite modules, the module's source) under extra["pytorch"] (docs/suite.md).
 Rerunning on the same input gives the same output; a graph whose name another run already holds goes to
 <graph>-<hash>. Exit status: 0, 1 when no output_code.py was found, 2 when the output cannot be written.
 See docs/inductor.md.

@@ -400,3 +400,16 @@ def test_a_real_replacement_character_in_utf8_text_is_kept(tmp_path):
     assert run_extraction([graph(tmp_path / "in", "m__0_inference_0.0", content)], out) == 0
     (row,) = load_manifest(out)
     assert row["original"] == text
+
+
+def test_relative_path_from_inside_a_run_folder_keeps_the_run(tcd_roots, tmp_path, monkeypatch):
+    from scraper.inductor import extract_kernels
+    from scraper.records import read_records
+
+    run_folder = next(tcd_roots["tcd_userkernel"].glob("run_*"))
+    monkeypatch.chdir(run_folder)
+    relative = Path("torchinductor") / "ScaledAdd__0_inference_0.0" / "output_code.py"
+    extract_kernels([relative], tmp_path / "out")
+    records = read_records(tmp_path / "out" / "kernels.jsonl")
+    assert len(records) == 2
+    assert {r.run_dir for r in records} == {run_folder.name}

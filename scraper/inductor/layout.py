@@ -79,12 +79,15 @@ def describe_graph(output_code: Path, content: bytes) -> Graph:
     """Model, graph and run names of one output_code.py, from its folder names."""
     graph = safe_name(output_code.parent.name or "graph")
     match = _GRAPH_NAME.match(graph)
-    run_folder = next((p for p in output_code.parents if p.name.startswith("run_")), None)
+    # Resolved, so that a path given relative to a folder inside the run (`torchinductor/g/output_code.py`)
+    # still finds its run folder.
+    resolved = output_code.resolve()
+    run_folder = next((p for p in resolved.parents if p.name.startswith("run_")), None)
     run = run_folder.name if run_folder else None
     # The run folder (date + pid) and the graph's place in it identify a graph; without a run folder, the
     # file's content stands in for them.
     if run_folder:
-        identity = f"run:{run}/{output_code.parent.relative_to(run_folder).as_posix()}"
+        identity = f"run:{run}/{resolved.parent.relative_to(run_folder).as_posix()}"
     else:
         identity = "sha256:" + hashlib.sha256(content).hexdigest()
     return Graph(
