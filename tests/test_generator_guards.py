@@ -164,3 +164,28 @@ def test_a_guard_with_a_repository_import_is_split_on_its_main_path():
     assert result.self_contained and result.unresolved == []
     assert "def f(x):\n    return x + 1" in result.code and "FAST = True" in result.code
     assert "from .fast" not in result.code and "f = None" not in result.code
+
+
+def test_earlier_definitions_come_first_whichever_name_brings_the_block(tmp_path):
+    # ABOUT (sorted first) brings the `if` block; LEVEL's first plain assignment must still precede it, or the
+    # copy would end with LEVEL = 0 whatever the environment says
+    text = ("import os\n\nLEVEL = 0\nif 'GUARD_LEVEL' in os.environ:\n    LEVEL = int(os.environ['GUARD_LEVEL'])\n\n"
+            "    def ABOUT():\n        return 'env'\nelse:\n    def ABOUT():\n        return 'default'\n\n\n"
+            "def f():\n    return ABOUT(), LEVEL\n")
+    result = extract_closure(RepoIndex({"g.py": text}), "g.py", "f")
+    assert result.self_contained and result.code.index("LEVEL = 0") < result.code.index("if 'GUARD_LEVEL'")
+    for env in [{}, {"GUARD_LEVEL": "3"}]:
+        assert run_module(result.code, "f()", tmp_path, env) == run_module(text, "f()", tmp_path, env)
+
+
+def test_a_guard_that_reads_a_name_it_also_binds_gets_the_earlier_binding(tmp_path):
+    # torch/_inductor/runtime/triton_compat.py: `try: import triton` / `except ImportError: triton = None`, then
+    # `if triton is not None: import triton.language as tl ...` / `else: ... triton = stand-in`; a kernel that
+    # reads only `tl` needs the try block before the if block
+    compat = ("try:\n    import json as triton\nexcept ImportError:\n    triton = None\n\n"
+              "if triton is not None:\n    import json as tl\nelse:\n    class triton:\n        pass\n    tl = None\n")
+    user = "from .compat import tl\n\n\ndef k():\n    return tl.__name__\n"
+    result = extract_closure(RepoIndex({"p/__init__.py": "", "p/compat.py": compat, "p/user.py": user}), "p/user.py", "k")
+    assert result.self_contained and result.unresolved == []
+    assert result.code.index("try:\n    import json as triton") < result.code.index("if triton is not None:")
+    assert run_module(result.code, "k()", tmp_path, {}) == "'json'\n"

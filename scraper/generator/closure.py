@@ -523,6 +523,10 @@ class _Closure:
         for future in module.future:
             self.future[_statement_text(module.text, future)] = None
         binds = _statement_binds(node)
+        for name in sorted(binds):  # `X = 0` before `if c: X = 1`, also when the block came for another name
+            earlier = self._earlier_bindings(module.bindings.get(name, []), node)
+            if earlier:
+                self._use_binding(module, name, earlier, depth + 1)
         self.note_attributes(module, node, depth + 1)
         self.need_names(module, free_names(node) - binds, depth + 1, skip)
         self._add_block(_statement_text(module.text, node), binds, module.path)
@@ -530,6 +534,16 @@ class _Closure:
         for name in sorted(binds):
             for mutator in self._mutators(module, name):
                 self.add_statement(module, mutator, depth + 1)
+
+    def _earlier_bindings(self, bindings: list, node: ast.stmt) -> list:
+        """The bindings before statement `node` in the file (inside a holder of the target, its own ones)."""
+        found = []
+        for binding in bindings:
+            if binding.inner is not None and id(binding.node) in self.holders:
+                found.extend(self._earlier_bindings(binding.inner, node))
+            elif (binding.node.lineno, binding.node.col_offset) < (node.lineno, node.col_offset):
+                found.append(binding)
+        return found
 
     def _mutators(self, module: ModuleIndex, name: str) -> list:
         """Top-level statements filling `name` in place; inside a statement holding the target, its own
