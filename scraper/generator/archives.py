@@ -230,17 +230,61 @@ def read_repository(location: str | os.PathLike, **caps) -> RepoSource:
 
 
 LICENSE_NAMES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "COPYING", "LICENSE.rst")
-# Enough to name the common licenses from their text; anything else stays unknown (None).
+# Enough to name the common licenses from their text; anything else stays unknown (None). The family whose
+# marker comes first in the text wins (MPL-2.0 names the GNU licenses further down, LGPL-3.0 the GPL).
 _LICENSE_MARKERS = [
-    ("Apache-2.0", "Apache License"), ("MIT", "Permission is hereby granted, free of charge"),
-    ("BSD-3-Clause", "Neither the name"), ("BSD-2-Clause", "Redistribution and use in source and binary forms"),
-    ("GPL-3.0", "GNU GENERAL PUBLIC LICENSE"), ("MPL-2.0", "Mozilla Public License"),
+    ("Apache-2.0", "apache license"), ("MIT", "permission is hereby granted, free of charge"),
+    ("BSD", "redistribution and use in source and binary forms"), ("MPL-2.0", "mozilla public license"),
+    ("GNU", "gnu general public license"), ("GNU", "gnu lesser general public license"),
+    ("GNU", "gnu library general public license"), ("GNU", "gnu affero general public license"),
 ]
+# (GNU license title, version) -> SPDX id, as GitHub's license API names them; "-or-later" is added when the
+# text puts the work under "version N or (at your option) any later version".
+_GNU_IDS = {
+    ("general", "1"): "GPL-1.0", ("general", "2"): "GPL-2.0", ("general", "3"): "GPL-3.0",
+    ("library", "2"): "LGPL-2.0", ("lesser", "2.1"): "LGPL-2.1", ("lesser", "3"): "LGPL-3.0",
+    ("affero", "3"): "AGPL-3.0",
+}
+# title, then the first "version N" in the same sentence: "GPL ... Version 2, June 1991" (a license's own
+# heading) or "GPL as published by the Free Software Foundation; either version 2 of the License" (a notice)
+_GNU_TITLE = re.compile(r"gnu (?:(affero|lesser|library) )?general public license([^.]{0,160}?)\bversion (\d+(?:\.\d+)?)")
+_SPDX_TAG = re.compile(r"spdx-license-identifier:\s*([a-z0-9.+-]+)", re.I)
 
 
 def license_from_text(text: Optional[str]) -> Optional[str]:
-    """SPDX id guessed from a LICENSE file's text (first marker that matches), else None."""
-    for spdx, marker in _LICENSE_MARKERS if text else []:
-        if marker.lower() in text.lower():
-            return spdx
-    return None
+    """SPDX id guessed from a LICENSE/COPYING file's text, else None: Apache-2.0, MIT, BSD-3-Clause/BSD-2-Clause,
+    MPL-2.0, and the GNU licenses by title and version (GPL-1.0/2.0/3.0, LGPL-2.0/2.1/3.0, AGPL-3.0, with
+    `-or-later` when the text says "or (at your option) any later version" outside the license's own
+    how-to-apply appendix). An `SPDX-License-Identifier:` line wins."""
+    if not text:
+        return None
+    tag = _SPDX_TAG.search(text)
+    if tag:
+        return tag.group(1)
+    flat = _flatten(text)
+    found = [(flat.find(marker), spdx) for spdx, marker in _LICENSE_MARKERS if marker in flat]
+    if not found:
+        return None
+    family = min(found)[1]
+    if family == "BSD":
+        return "BSD-3-Clause" if "neither the name" in flat else "BSD-2-Clause"
+    return _gnu_license(flat) if family == "GNU" else family
+
+
+def _flatten(text: str) -> str:
+    """Lower case, comment markers (`#`, `//`, ` * `) at line starts dropped, whitespace runs as one space."""
+    lines = (line.strip().lstrip("#*/;!-").strip() for line in text.lower().splitlines())
+    return " ".join(" ".join(lines).split())
+
+
+def _gnu_license(flat: str) -> Optional[str]:
+    match = _GNU_TITLE.search(flat)
+    if not match:
+        return None
+    version = match.group(3).removesuffix(".0")
+    spdx = _GNU_IDS.get((match.group(1) or "general", version))
+    # the license texts end with "How to Apply These Terms", whose sample notice says "any later version"
+    terms = flat.split("how to apply these terms")[0]
+    if spdx and "or (at your option) any later version" in terms:
+        spdx += "-or-later"
+    return spdx
