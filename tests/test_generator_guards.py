@@ -189,3 +189,17 @@ def test_a_guard_that_reads_a_name_it_also_binds_gets_the_earlier_binding(tmp_pa
     assert result.self_contained and result.unresolved == []
     assert result.code.index("try:\n    import json as triton") < result.code.index("if triton is not None:")
     assert run_module(result.code, "k()", tmp_path, {}) == "'json'\n"
+
+
+def test_a_main_guard_is_copied_only_for_names_nothing_else_binds():
+    # `if __name__ == "__main__":` never runs when the module is imported: a rebinding or an append there does
+    # not change what the kernel sees, and its harness (external imports, benchmarks) stays out
+    text = ("import triton\n\nBLOCK = 64\nCONFIGS = [1]\n\n\n@triton.jit\ndef k(x):\n    return x + BLOCK + len(CONFIGS) + ONLY_MAIN\n\n\n"
+            "if __name__ == '__main__':\n    import matplotlib\n    BLOCK = 128\n    CONFIGS.append(2)\n    ONLY_MAIN = 1\n")
+    result = extract_closure(RepoIndex({"s.py": text}), "s.py", "k")
+    main = text[text.index("if __name__"):].rstrip("\n")
+    assert result.code.count(main) == 1  # ONLY_MAIN is bound nowhere else: the block comes, once, as it is
+    without = text.replace("ONLY_MAIN = 1", "pass").replace(" + ONLY_MAIN", "")
+    result = extract_closure(RepoIndex({"s.py": without}), "s.py", "k")
+    assert result.self_contained and "__main__" not in result.code and "matplotlib" not in result.code
+    assert "BLOCK = 64" in result.code and "CONFIGS = [1]" in result.code

@@ -179,6 +179,20 @@ def _runs_repository_import(module: ModuleIndex, node: ast.stmt) -> bool:
     return False
 
 
+def _is_main_guard(node: ast.stmt) -> bool:
+    """`if __name__ == "__main__":` without an else (a script's harness, never run on import)."""
+    test = getattr(node, "test", None)
+    return (isinstance(node, ast.If) and not node.orelse and isinstance(test, ast.Compare) and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq) and {_name_or_text(test.left), _name_or_text(test.comparators[0])}
+            == {"__name__", "__main__"})
+
+
+def _name_or_text(node: ast.expr) -> Optional[str]:
+    if isinstance(node, ast.Name):
+        return node.id
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
 def _is_type_checking(test: ast.expr) -> bool:
     """`TYPE_CHECKING` or `typing.TYPE_CHECKING` (true only for static type checkers)."""
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
@@ -419,7 +433,9 @@ class _Closure:
             self.reasons.setdefault(name, "undefined")
 
     def _use_binding(self, module: ModuleIndex, name: str, bindings: list, depth: int) -> None:
-        # every top-level statement binding `name`, in file order: `X = a` then `if c: X = b` works as in the file
+        # every top-level statement binding `name`, in file order: `X = a` then `if c: X = b` works as in the file;
+        # an `if __name__ == "__main__":` block does not run on import: it counts only when nothing else binds
+        bindings = [b for b in bindings if not _is_main_guard(b.node)] or bindings
         for binding in bindings:
             if binding.inner is not None and id(binding.node) in self.holders:
                 self._use_binding(module, name, binding.inner, depth)
@@ -541,7 +557,7 @@ class _Closure:
         for binding in bindings:
             if binding.inner is not None and id(binding.node) in self.holders:
                 found.extend(self._earlier_bindings(binding.inner, node))
-            elif (binding.node.lineno, binding.node.col_offset) < (node.lineno, node.col_offset):
+            elif not _is_main_guard(binding.node) and (binding.node.lineno, binding.node.col_offset) < (node.lineno, node.col_offset):
                 found.append(binding)
         return found
 
@@ -552,6 +568,8 @@ class _Closure:
         pending = list(module.mutators.get(name, []))
         while pending:
             statement = pending.pop(0)
+            if _is_main_guard(statement):  # does not run when the module is imported
+                continue
             if id(statement) not in self.holders:
                 found.append(statement)
                 continue
