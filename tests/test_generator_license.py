@@ -120,8 +120,9 @@ def test_gnu_licenses_by_name_and_version(text, expected):
 @pytest.mark.parametrize("text", [
     "GNU GENERAL PUBLIC LICENSE\n\nSee the FSF website.\n",  # no version: unknown, not a guess
     "Do whatever you want with this, but do not blame us.\n",
+    "# SPDX-License-Identifier: MIT OR Apache-2.0\n",  # an expression, not one license
     "", None,
-], ids=["gpl-without-version", "custom", "empty", "none"])
+], ids=["gpl-without-version", "custom", "spdx-expression", "empty", "none"])
 def test_unknown_is_none(text):
     assert license_from_text(text) is None
 

@@ -248,17 +248,18 @@ _GNU_IDS = {
 # title, then the first "version N" in the same sentence: "GPL ... Version 2, June 1991" (a license's own
 # heading) or "GPL as published by the Free Software Foundation; either version 2 of the License" (a notice)
 _GNU_TITLE = re.compile(r"gnu (?:(affero|lesser|library) )?general public license([^.]{0,160}?)\bversion (\d+(?:\.\d+)?)")
-_SPDX_TAG = re.compile(r"spdx-license-identifier:\s*([a-z0-9.+-]+)", re.I)
+# one id alone on its line (an expression such as `MIT OR Apache-2.0` is not one license: the text decides)
+_SPDX_TAG = re.compile(r"spdx-license-identifier:[ \t]*([a-z0-9.+-]+)[ \t]*(?:\*/|-->)?[ \t]*$", re.I | re.M)
 
 
 def license_from_text(text: Optional[str]) -> Optional[str]:
     """SPDX id guessed from a LICENSE/COPYING file's text, else None: Apache-2.0, MIT, BSD-3-Clause/BSD-2-Clause,
     MPL-2.0, and the GNU licenses by title and version (GPL-1.0/2.0/3.0, LGPL-2.0/2.1/3.0, AGPL-3.0, with
     `-or-later` when the text says "or (at your option) any later version" outside the license's own
-    how-to-apply appendix). An `SPDX-License-Identifier:` line wins."""
+    how-to-apply appendix). An `SPDX-License-Identifier: <id>` line in the first 2 KiB wins."""
     if not text:
         return None
-    tag = _SPDX_TAG.search(text)
+    tag = _SPDX_TAG.search(text[:2048])
     if tag:
         return tag.group(1)
     flat = _flatten(text)
