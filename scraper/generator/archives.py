@@ -247,7 +247,8 @@ _GNU_IDS = {
 }
 # title, then the first "version N" in the same sentence: "GPL ... Version 2, June 1991" (a license's own
 # heading) or "GPL as published by the Free Software Foundation; either version 2 of the License" (a notice)
-_GNU_TITLE = re.compile(r"gnu (?:(affero|lesser|library) )?general public license([^.]{0,160}?)\bversion (\d+(?:\.\d+)?)")
+_GNU_TITLE = re.compile(
+    r"gnu (?:(affero|lesser|library) )?general public license([^.]{0,160}?)\bversion (\d+(?:\.\d+)?)")
 # one id alone on its line (an expression such as `MIT OR Apache-2.0` is not one license: the text decides)
 _SPDX_TAG = re.compile(r"spdx-license-identifier:[ \t]*([a-z0-9.+-]+)[ \t]*(?:\*/|-->)?[ \t]*$", re.I | re.M)
 

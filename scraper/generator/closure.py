@@ -495,8 +495,7 @@ class _Closure:
         if namespace not in self.namespaces:  # two files importing one module share one object
             self.namespaces[namespace] = set()
             self.imports["import types"] = None
-            self._add_block(f"{local} = types.ModuleType({local!r})", {local},
-                            module.path)
+            self._add_block(f"{local} = types.ModuleType({local!r})", {local}, module.path)
         self.module_objects[key] = (target_path, local, self.namespaces[namespace])
         self._fill_module_object(key, depth)
 
@@ -557,7 +556,7 @@ class _Closure:
         for binding in bindings:
             if binding.inner is not None and id(binding.node) in self.holders:
                 found.extend(self._earlier_bindings(binding.inner, node))
-            elif not _is_main_guard(binding.node) and (binding.node.lineno, binding.node.col_offset) < (node.lineno, node.col_offset):
+            elif not _is_main_guard(binding.node) and _position(binding.node) < _position(node):
                 found.append(binding)
         return found
 
@@ -603,6 +602,10 @@ class _Closure:
             out = f"{out}{separator}{block.rstrip()}" if out else block.rstrip()
             previous_simple = simple
         return out + "\n"
+
+
+def _position(node: ast.stmt) -> tuple[int, int]:
+    return node.lineno, node.col_offset
 
 
 def _alias_text(alias: ast.alias) -> str:
