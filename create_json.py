@@ -66,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.require and not args.validate:
         args.validate = args.require
+    if args.column in write.METADATA:  # the metadata column would overwrite the text
+        parser.error(f"--column {args.column!r} is a metadata column; choose another name (e.g. text, input)")
     if not 0 <= args.val_fraction <= 1:
         parser.error("--val-fraction must be between 0 and 1")
     if not 0 <= args.near_threshold <= 1 or not 0 < args.decontaminate_threshold <= 1:

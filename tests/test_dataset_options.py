@@ -104,6 +104,27 @@ def test_column_and_no_fence(tmp_path):
     assert by_name["add_kernel"]["input"] == ADD_KERNEL
 
 
+def test_column_that_is_a_metadata_column_is_refused(tmp_path, capsys):
+    # `--column id` would put the text under "id", then the id column would overwrite it: the text is lost.
+    for column in ("id", "split", "source"):
+        with pytest.raises(SystemExit) as exit_info:
+            create_json.main([str(kernels_folder(tmp_path / column)), "-o", str(tmp_path / "o.json"),
+                              "--column", column, "-q"])
+        assert exit_info.value.code == 2
+        assert "metadata column" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_aten_ops_given_as_one_string_stay_one_op():
+    from scraper.dataset.write import to_row
+    from scraper.records import KernelRecord
+
+    record = KernelRecord(name="k", code="x = 1\n", source="github", aten_ops="aten.add")
+    assert to_row(record)["aten_ops"] == ["aten.add"]
+    record.aten_ops = ["aten.mul", "aten.relu"]
+    assert to_row(record)["aten_ops"] == ["aten.mul", "aten.relu"]
+
+
 def test_parquet_output(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     _, out = build(tmp_path, kernels_folder(tmp_path), "--format", "parquet", name="ds.parquet")

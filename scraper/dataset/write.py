@@ -37,12 +37,21 @@ def to_row(record: KernelRecord, column: str = "text", fenced: bool = True) -> d
         "repo": record.repo, "commit": record.commit, "path": record.path, "license": record.license,
         "stars": record.stars if isinstance(record.stars, int) else None,  # one column type for the loaders
         "model": record.model, "graph": record.graph,
-        "aten_ops": [str(op) for op in record.aten_ops] if record.aten_ops is not None else None,
+        "aten_ops": aten_ops_column(record.aten_ops),
         "n_tokens": record.extra.get("n_tokens"), "cluster_size": record.extra.get("cluster_size", 1),
         "split": record.extra.get("split"),
         "pytorch_program": (record.extra.get("pytorch") or {}).get("program_file"),  # the suite's program, if any
     })
     return row
+
+
+def aten_ops_column(aten_ops) -> list | None:
+    """The ATen ops as a list of strings (one string given by a hand-made manifest is one op, not its letters)."""
+    if aten_ops is None:
+        return None
+    if isinstance(aten_ops, str):
+        return [aten_ops]
+    return [str(op) for op in aten_ops] if isinstance(aten_ops, (list, tuple)) else [str(aten_ops)]
 
 
 def write_rows(path: str | Path, rows: list, fmt: str) -> None:
