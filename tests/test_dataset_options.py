@@ -125,6 +125,18 @@ def test_aten_ops_given_as_one_string_stay_one_op():
     assert to_row(record)["aten_ops"] == ["aten.mul", "aten.relu"]
 
 
+def test_card_names_only_splits_that_have_rows_and_the_folder_loads(tmp_path):
+    # An empty split listed in the card's `configs` makes datasets.load_dataset(<folder>) fail on that split.
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "out" / "ds.json"
+    assert create_json.main([str(kernels_folder(tmp_path)), "-o", str(out), "-q", "--val-fraction", "0"]) == 0
+    assert json.loads(out.with_name("ds.validation.json").read_text()) == []
+    header = (out.parent / "README.md").read_text().split("---\n")[1]
+    assert "path: ds.train.json" in header and "validation" not in header
+    loaded = datasets.load_dataset(str(out.parent), cache_dir=str(tmp_path / "hf"))
+    assert list(loaded) == ["train"] and loaded["train"].num_rows == 3
+
+
 def test_parquet_output(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     _, out = build(tmp_path, kernels_folder(tmp_path), "--format", "parquet", name="ds.parquet")

@@ -46,7 +46,10 @@ def card_text(rows: list, split_files: dict, stats: dict, token_counter: str, hi
     header += ["pretty_name: Triton kernels", "task_categories:", "- text-generation", "tags:", "- code",
                "- triton", "- gpu-kernels", "size_categories:", f"- {_size_category(len(rows))}",
                "configs:", "- config_name: default", "  data_files:"]
-    header += [f"  - split: {split}\n    path: {name}" for split, name in split_files.items()]
+    # Only splits with rows: datasets.load_dataset(<folder>) fails on a split whose file holds none.
+    present = {row["split"] for row in rows}
+    listed = {split: name for split, name in split_files.items() if split in present} or split_files
+    header += [f"  - split: {split}\n    path: {name}" for split, name in listed.items()]
     header += ["---", ""]
     counts = stats.get("counts", {})
     body = ["# Triton kernels", "",
