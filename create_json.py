@@ -13,7 +13,7 @@ from pathlib import Path
 import dataclasses
 
 from scraper.cli import add_logging_args, setup_logging
-from scraper.dataset import decontam, dedup, filters, write
+from scraper.dataset import decontam, dedup, filters, tokens, write
 from scraper.dataset.pipeline import Options, build_dataset, torchtune_snippet
 from scraper.validate import add_validate_args, level_fractions, meets, validate_from_args
 
@@ -66,6 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.require and not args.validate:
         args.validate = args.require
+    if args.max_tokens is not None and args.max_tokens < 1:
+        parser.error("--max-tokens must be at least 1")
+    if args.min_lines is not None and args.min_lines < 0:
+        parser.error("--min-lines must not be negative")
     if args.column in write.METADATA:  # the metadata column would overwrite the text
         parser.error(f"--column {args.column!r} is a metadata column; choose another name (e.g. text, input)")
     if not 0 <= args.val_fraction <= 1:
@@ -109,7 +113,7 @@ def main(argv=None) -> int:
         options.require_checks = [filters.requirement_check(args.require, meets)]
     try:
         result = build_dataset(options)
-    except FileNotFoundError as exc:  # e.g. a --tokenizer path that does not exist
+    except (FileNotFoundError, tokens.TokenizerError) as exc:  # a --tokenizer path that is missing or unreadable
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(result.stats.summary(), file=sys.stderr)

@@ -97,6 +97,22 @@ def test_missing_tokenizer_is_a_clear_error(tmp_path, capsys):
     assert "tokenizer file not found" in capsys.readouterr().err
 
 
+def test_corrupt_tokenizer_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "tokenizer.json"
+    path.write_text('{"not": "a tokenizer"}')
+    code = create_json.main([str(kernels_folder(tmp_path)), "-o", str(tmp_path / "o.json"), "--tokenizer",
+                             str(path), "-q"])
+    assert code == 2
+    assert f"cannot read tokenizer {path}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--max-tokens", "0"], ["--max-tokens", "-5"], ["--min-lines", "-1"]])
+def test_limits_below_their_range_are_refused(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exit_info:
+        create_json.main([str(kernels_folder(tmp_path)), "-o", str(tmp_path / "o.json"), "-q", *option])
+    assert exit_info.value.code == 2 and option[0] in capsys.readouterr().err
+
+
 def test_column_and_no_fence(tmp_path):
     rows, _ = build(tmp_path, kernels_folder(tmp_path), "--column", "input", "--no-fence")
     by_name = {row["kernel_name"]: row for row in rows}

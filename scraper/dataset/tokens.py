@@ -20,6 +20,10 @@ CHARS_PER_TOKEN = 4
 BATCH = 256
 
 
+class TokenizerError(ValueError):
+    """The --tokenizer file exists but is not a tokenizer.json that `tokenizers` can read."""
+
+
 class TokenCounter:
     """Counts tokens of texts with a tokenizer.json, or estimates them when none is given."""
 
@@ -32,7 +36,10 @@ class TokenCounter:
             path = Path(tokenizer_path)
             if not path.is_file():
                 raise FileNotFoundError(f"tokenizer file not found: {path} (expected a tokenizer.json)")
-            self.tokenizer = Tokenizer.from_file(str(path))
+            try:
+                self.tokenizer = Tokenizer.from_file(str(path))
+            except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot read
+                raise TokenizerError(f"cannot read tokenizer {path}: {exc}") from exc
             self.name = f"tokenizer:{path.name}"
 
     def count(self, texts: list) -> list:
