@@ -7,6 +7,7 @@ also show that the run goes on and that one bad module does not spoil the next o
 from __future__ import annotations
 
 import builtins
+import os
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 from scraper.records import KernelRecord
 from scraper.stats import Stats
 from scraper.validate import validate_records
+from scraper.validate.sandbox import landlock_abi
 
 GOOD_KERNEL = '''
 import triton
@@ -86,6 +88,12 @@ def hostile(tmp_path_factory):
         "writes_outside": record(f"open({str(outside / 'written.txt')!r}, 'w').write('x')"),
         "writes_inside": record("open('local.txt', 'w').write('scratch is fine')"),
         "deletes_outside": record(f"import os\nos.remove({str(outside / 'keep.txt')!r})"),
+        "torch_saves": record(f"import torch\ntorch.save(torch.zeros(2), {str(outside / 'saved.pt')!r})"),  # C++ writer
+        "sqlite_outside": record(f"import sqlite3\nsqlite3.connect({str(outside / 'db.sqlite')!r}).execute('create "
+                                 "table t(x)')"),
+        "sqlite_attach": record("import sqlite3\nsqlite3.connect(':memory:').execute("
+                                f"\"ATTACH {str(outside / 'attached.db')!r} AS a\").execute('create table a.t(x)')"),
+        "sets_xattr": record(f"import os\nos.setxattr({str(outside / 'keep.txt')!r}, 'user.tag', b'x')"),
         "spawns": record(f"import subprocess\nsubprocess.run(['touch', {str(outside / 'spawned')!r}])"),
         "forks": record("import os\nos.fork()"),
         "kills_parent": record("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"),
@@ -138,12 +146,19 @@ def test_exit_calls_are_failures_with_reason(hostile):
 
 
 def test_nothing_outside_the_scratch_dir_changes(hostile):
-    for label in ("writes_outside", "deletes_outside", "spawns", "forks", "kills_parent"):
+    for label in ("writes_outside", "deletes_outside", "spawns", "forks", "kills_parent", "sets_xattr"):
         res = result(hostile, label)
         assert hostile["records"][label].imports is False
         assert res["error_class"] == "SandboxRefused", (label, res)
     assert "refused writing" in result(hostile, "writes_outside")["error"]
+    if landlock_abi() >= 1:  # writes the audit hook cannot see (C++ torch.save, sqlite): Landlock refuses them
+        for label in ("torch_saves", "sqlite_outside", "sqlite_attach"):
+            assert hostile["records"][label].imports is False
+            assert "ermission denied" in result(hostile, label)["error"] or "unable to open" in result(hostile, label)[
+                "error"], (label, result(hostile, label))
+        assert result(hostile, "good")["sandbox"]["files"] == "landlock"
     assert hostile["after"] == hostile["before"] == {"keep.txt": b"keep me"}
+    assert os.listxattr(hostile["outside"] / "keep.txt") == []
 
 
 def test_network_is_refused_and_nothing_connects(hostile):

@@ -38,6 +38,12 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
 _PR_SET_PDEATHSIG = 1
 _KERNEL_LOCATION = re.compile(r"^at (\d+):(\d+):$")
+_PR_SET_NO_NEW_PRIVS = 38
+# Landlock syscalls (the same numbers on x86_64 and arm64) and its write-side filesystem rights (ABI 1):
+# WRITE_FILE, REMOVE_DIR, REMOVE_FILE and MAKE_CHAR/DIR/REG/SOCK/FIFO/BLOCK/SYM.
+_LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
+_LANDLOCK_WRITE_FILE = 1 << 1
+_LANDLOCK_WRITE_RIGHTS = _LANDLOCK_WRITE_FILE | (1 << 4) | (1 << 5) | sum(1 << bit for bit in range(6, 13))
 
 # Audit events refused outright, whatever their arguments.
 REFUSED_EVENTS = frozenset({
@@ -51,6 +57,7 @@ REFUSED_EVENTS = frozenset({
 PATH_EVENTS = {
     "os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1), "os.link": (0, 1),
     "os.symlink": (1,), "os.truncate": (0,), "os.chmod": (0,), "os.chown": (0,), "os.utime": (0,),
+    "os.setxattr": (0,), "os.removexattr": (0,),  # metadata: Landlock does not cover it
     "shutil.rmtree": (0,), "shutil.copyfile": (1,), "shutil.move": (0, 1), "os.mkfifo": (0,), "os.mknod": (0,),
 }
 
@@ -110,6 +117,54 @@ def isolate_network() -> bool:
         return False
 
 
+class _LandlockPathBeneath(ctypes.Structure):
+    _pack_ = 1  # struct landlock_path_beneath_attr is packed: u64 allowed_access, s32 parent_fd
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def _landlock_rule(libc, ruleset: int, path: str, access: int) -> None:
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        rule = _LandlockPathBeneath(access, fd)
+        if libc.syscall(_LANDLOCK_ADD_RULE, ruleset, 1, ctypes.byref(rule), 0) != 0:  # 1: LANDLOCK_RULE_PATH_BENEATH
+            raise OSError(ctypes.get_errno(), f"landlock_add_rule {path}")
+    finally:
+        os.close(fd)
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version; 0 or less when it has none (then the audit hook alone guards files)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).syscall(_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), 1)
+    except (OSError, AttributeError):
+        return 0
+
+
+def restrict_writes(scratch: str) -> bool:
+    """Landlock (Linux >= 5.13): from now on this process may create, write, delete or rename files only under
+    `scratch` (and write /dev/null), whatever API it uses (C++ writers like torch.save, sqlite ATTACH, mkfifo:
+    none of them raise the audit events the hook sees). Reading stays allowed. False when the kernel lacks it."""
+    abi = landlock_abi()
+    if abi < 1:
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        handled = _LANDLOCK_WRITE_RIGHTS | (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0)  # REFER, TRUNCATE
+        attr = ctypes.c_uint64(handled)  # struct landlock_ruleset_attr's first field: handled_access_fs
+        ruleset = libc.syscall(_LANDLOCK_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(8), 0)
+        if ruleset < 0:
+            return False
+        try:
+            _landlock_rule(libc, ruleset, scratch, handled)
+            _landlock_rule(libc, ruleset, os.devnull, _LANDLOCK_WRITE_FILE)
+            libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            return libc.syscall(_LANDLOCK_RESTRICT_SELF, ruleset, 0) == 0
+        finally:
+            os.close(ruleset)
+    except (OSError, AttributeError):
+        return False
+
+
 def _address_space_now() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -143,8 +198,9 @@ def confine(scratch: str, memory_mb: int, timeout: float) -> dict:
     os.environ["TRITON_CACHE_DIR"] = os.path.join(scratch, "triton_cache")
     tempfile.tempdir = scratch
     set_limits(memory_mb, timeout)
+    files = "landlock" if restrict_writes(os.path.realpath(scratch)) else "audit-hook only"
     sys.addaudithook(make_audit_hook(scratch))
-    return {"network": network, "memory_mb": memory_mb, "timeout_s": timeout}
+    return {"network": network, "files": files, "memory_mb": memory_mb, "timeout_s": timeout}
 
 
 def describe_error(exc: BaseException, module_file: str | None = None) -> dict:
