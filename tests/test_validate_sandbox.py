@@ -196,3 +196,15 @@ def test_stats_count_every_outcome(hostile):
     assert counts["validate_jobs_run"] == len(records) - 1  # the syntax error never reaches a worker
     # every failed import is an error, except the NotRun one, plus the parse failure of the same record
     assert sum(hostile["stats"].errors["validate"].values()) == (len(records) - 5 - 1) + 1
+
+
+def test_secrets_in_the_environment_do_not_reach_kernel_modules(monkeypatch):
+    """Scraped code must not read the user's token into its error text (which lands in kernels.jsonl)."""
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_secret_for_validate_test")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_for_validate_test")
+    monkeypatch.setenv("MY_API_KEY", "key_secret_for_validate_test")
+    leak = record("import os\nraise RuntimeError(' '.join(os.environ.get(k, 'absent') for k in "
+                  "('GITHUB_TOKEN', 'HF_TOKEN', 'MY_API_KEY', 'PATH'))[:80])")
+    validate_records([leak], levels=("imports",), jobs=1, timeout=20)
+    error = leak.validation["imports"]["error"]
+    assert error.startswith("RuntimeError: absent absent absent /"), error  # PATH is kept

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import queue
+import re
 import select
 import shutil
 import subprocess
@@ -27,6 +28,15 @@ STARTUP_ALLOWANCE = 180.0  # seconds a fresh worker may take to import torch/tri
 REPLY_ALLOWANCE = 30.0  # beyond the job's own timeout, before a worker counts as hung
 
 
+# Variables kernel modules must not see: they could copy them into their error text, which lands in kernels.jsonl.
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_?KEY|PRIVATE|AUTH", re.IGNORECASE)
+
+
+def worker_environment() -> dict:
+    """This process's environment without variables whose names look like secrets (GITHUB_TOKEN, HF_TOKEN, ...)."""
+    return {name: value for name, value in os.environ.items() if not _SECRET_NAME.search(name)}
+
+
 class Worker:
     """One `python -m scraper.validate.worker` process."""
 
@@ -39,7 +49,7 @@ class Worker:
 
     def start(self) -> None:
         """Start the process (it imports torch/triton while the caller goes on)."""
-        env = dict(os.environ)
+        env = worker_environment()
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env.pop("TRITON_INTERPRET", None)
         # The scratch root is made (and removed) here, so that a worker killed with SIGKILL leaves nothing behind.
