@@ -113,7 +113,8 @@ def main(argv=None) -> int:
         options.require_checks = [filters.requirement_check(args.require, meets)]
     try:
         result = build_dataset(options)
-    except (FileNotFoundError, tokens.TokenizerError) as exc:  # a --tokenizer path that is missing or unreadable
+    # A --tokenizer path that is missing or unreadable, an output folder that cannot be made or written.
+    except (OSError, tokens.TokenizerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(result.stats.summary(), file=sys.stderr)

@@ -103,3 +103,12 @@ def test_scan_of_real_repository_code(tmp_path):
     for row in rows:  # each row is the kernel's exact text in its file
         assert row["text"].removeprefix("```python\n").removesuffix("\n```") in (corpus / row["path"]).read_text()
 
+
+
+def test_output_folder_that_cannot_be_made_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    good = write_manifest(tmp_path / "good", [github_record("add_kernel", ADD_KERNEL, "a/a")])
+    assert create_json.main([str(good), "-o", str(blocker / "ds.json"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(blocker) in err and "Traceback" not in err
