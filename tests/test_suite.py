@@ -35,6 +35,7 @@ a = p.parse_args()
 seen = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "torch_compile_debug": os.environ.get("TORCH_COMPILE_DEBUG"),
         "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE"), "batch_seen": a.batch_size,
+        "secrets_seen": sorted(k for k in ("GITHUB_TOKEN", "HF_TOKEN") if k in os.environ),
         "max_autotune_seen": a.max_autotune, "mode_seen": a.mode}
 def result(**fields):
     fields.update(seen)
@@ -246,10 +247,13 @@ def test_shards_write_their_own_manifest_and_resume_across_them(tmp_path, fake_w
 def test_one_worker_per_gpu_with_its_own_cuda_visible_devices(tmp_path, fake_worker, monkeypatch):
     out = tmp_path / "tcd"
     models = ",".join(f"ok{i}" for i in range(6))
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_not_for_workers")  # scraped modules run in workers: no secrets there
+    monkeypatch.setenv("HF_TOKEN", "hf_not_for_workers")
     assert run_suite_cli(out, fake_worker, "--suite", "timm", "--models", models, "--gpus", "0,1,2") == 0
     rows = manifest(out)
     assert len(rows) == 6
     assert all(row["gpu"] in ("0", "1", "2") and row["cuda_visible_devices"] == row["gpu"] for row in rows)
+    assert all(row["secrets_seen"] == [] for row in rows)
 
 
 def test_gpu_detection_and_slots(monkeypatch):

@@ -34,6 +34,7 @@ from scraper.records import append_jsonl, atomic_write_text
 from scraper.stats import Stats
 from scraper.suite.lists import ModelSpec, safe_name
 from scraper.suite.manifest import RESUME_KEYS, find_run_dir, latest_entries, resume_key, run_dir_contents
+from scraper.validate.pool import worker_environment
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +162,9 @@ def batch_size(settings: Settings, job: Job) -> int:
 
 
 def worker_env(gpu: Optional[str]) -> dict[str, str]:
-    """The worker's environment: debug on, nothing downloaded, this one GPU, `scraper` importable."""
-    env = dict(os.environ)
+    """The worker's environment: debug on, nothing downloaded, this one GPU, `scraper` importable; no variable
+    that looks like a secret (GITHUB_TOKEN, ...), since `--suite modules` runs scraped code there."""
+    env = worker_environment()
     env.update(TORCH_COMPILE_DEBUG="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     if gpu is not None:
