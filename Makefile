@@ -4,9 +4,12 @@ PIP ?= $(PYTHON) -m pip
 
 .PHONY: install install-dev test demo
 
-# torch first, pinned: that takes the CPU build already on disk instead of several GB of CUDA packages.
+# torch first, pinned, when none is installed: that takes the CPU build instead of several GB of CUDA packages.
+# A torch you already have (a CUDA build on a GPU machine) is kept.
+TORCH_PIN ?= torch==2.13.0
+
 install:
-	$(PIP) install -q torch==2.13.0
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIN)
 	$(PIP) install -q -r requirements.txt
 
 install-dev: install
