@@ -67,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Parse arguments, build the client from the environment, run the stage."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.repos and not args.repos.is_file():
+        parser.error(f"--repos {args.repos}: no such file")
     setup_logging(args)
     if not args.verbose:  # urllib3 logs each retry; the summary counts them (http_retries)
         logging.getLogger("urllib3").setLevel(logging.ERROR)

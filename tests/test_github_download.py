@@ -344,3 +344,17 @@ def test_renamed_repository_is_followed_and_not_fetched_twice(tmp_path):
     assert entry["full_name"] == "neworg/kern" and entry["archive"] == "neworg__kern.zip"
     assert (out / "neworg__kern.zip").read_bytes() == repo.zip_bytes()
     assert second == ["/repos/oldorg/kern", "/repos/neworg/kern"]  # the redirect, then skipped: no download
+
+
+def test_unreadable_repos_file_is_a_clear_error_and_bad_bytes_a_counted_line(monkeypatch, tmp_path, capsys):
+    listing = tmp_path / "repos.txt"
+    listing.write_bytes(b"o/r1\n\xff\xfe not utf-8\n")
+    with FakeGitHub([kernel_repo("o/r1")]) as fake:
+        try:
+            code = run_main(monkeypatch, tmp_path, fake, "--repos", str(tmp_path / "missing.txt"))
+        except SystemExit as exc:  # argparse's usage error
+            code = exc.code
+        assert code == 2 and "missing.txt" in capsys.readouterr().err and fake.requests == []
+        assert run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "--download-dir", str(tmp_path / "dl")) == 0
+    assert [e["full_name"] for e in manifest(tmp_path / "dl")] == ["o/r1"]
+    assert json.loads((tmp_path / "dl" / "stats.json").read_text())["counts"]["errors_input"] == 1

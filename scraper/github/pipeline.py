@@ -142,7 +142,7 @@ class Stage:
     def read_repos_file(self) -> list[Candidate]:
         """`--repos FILE`: one `owner/name` (or github.com URL) per line; `#` comments and blank lines skipped."""
         names: dict[str, Candidate] = {}
-        text = Path(self.options.repos_file).read_text(encoding="utf-8")
+        text = Path(self.options.repos_file).read_text(encoding="utf-8", errors="replace")  # bad bytes: a bad line
         for number, line in enumerate(text.splitlines(), start=1):
             name = line.split("#", 1)[0].strip().removesuffix("/").removesuffix(".git")
             name = name.split("github.com/", 1)[-1]
