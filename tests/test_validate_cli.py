@@ -204,3 +204,16 @@ def test_an_interrupted_run_stops_its_workers_at_once():
     pool.close()
     assert time.monotonic() - started < 60  # not the sleepers' 600 s
     assert roots == [None, None]  # killed workers' scratch roots are gone
+
+
+def test_lines_that_are_not_records_keep_their_own_number_and_text(tmp_path):
+    """A torn line before a JSON object that is no record: each reject names its own line, nothing is lost."""
+    manifest = tmp_path / "kernels.jsonl"
+    write_jsonl(manifest, [KernelRecord(name="copy", code=GOOD, source="github")])
+    with open(manifest, "a") as handle:
+        handle.write('{"torn": \n\n{"name": "no code"}\n[1, 2]\n')
+    assert main([str(manifest), "--level", "parses"]) == 0
+    rejects = [(r["line"], r["text"]) for r in iter_jsonl(tmp_path / "validate_rejects.jsonl")]
+    assert rejects == [(2, '{"torn": '), (4, '{"name": "no code"}'), (5, "[1, 2]")]
+    assert [r["parses"] for r in iter_jsonl(manifest)] == [True]
+    assert json.loads((tmp_path / "validate_stats.json").read_text())["counts"]["dropped_not_a_record"] == 3

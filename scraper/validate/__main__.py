@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from scraper.cli import add_logging_args, setup_logging
-from scraper.records import atomic_write_json, read_records, write_jsonl
+from scraper.records import atomic_write_json, write_jsonl
 from scraper.stats import Rejects, Stats
-from scraper.validate.api import (DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LEVELS, level_fractions,
+from scraper.validate.api import (DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LEVELS, level_fractions, read_manifest,
                                   validate_records)
 
 log = logging.getLogger("scraper.validate")
@@ -46,18 +46,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def read_manifest(path: Path, rejects: Rejects, stats: Stats):
-    """Records of the manifest; lines that are not records go to rejects with their text, so none is lost."""
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-
-    def on_error(number: int, message: str) -> None:
-        stats.error("read", str(path), message)
-        rejects.add("not_a_record", line=number, message=message, text=lines[number - 1] if number <= len(lines)
-                    else None)
-
-    return read_records(path, on_error=on_error)
-
-
 def main(argv=None) -> int:
     """Validate one manifest in place. Exit status 0 when it was processed (failed kernels are results), 2 when
     the manifest cannot be read."""
@@ -70,7 +58,7 @@ def main(argv=None) -> int:
     stats = Stats("validate")
     rejects = Rejects(folder / "validate_rejects.jsonl", stats)
     rejects.reset()
-    records = read_manifest(args.manifest, rejects, stats)
+    records = read_manifest(args.manifest, rejects)
     stats.inc("records", len(records))
     cache = None if args.no_cache else (args.cache or folder / "validate_cache.jsonl")
     validate_records(records, levels=(args.level,), jobs=args.jobs, timeout=args.timeout,

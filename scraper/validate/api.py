@@ -12,15 +12,17 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.metadata
+import json
 import logging
 from collections import defaultdict
+from pathlib import Path
 from typing import Iterable, Optional
 
 from tqdm import tqdm
 
 from scraper.cli import default_jobs
-from scraper.records import KernelRecord, read_records, write_jsonl
-from scraper.stats import Stats
+from scraper.records import KernelRecord, write_jsonl
+from scraper.stats import Rejects, Stats
 from scraper.validate.cache import ResultCache, cache_key
 from scraper.validate.compiles import target_text
 from scraper.validate.pool import WorkerPool
@@ -69,13 +71,34 @@ def validate_from_args(records: list[KernelRecord], args: argparse.Namespace, *,
                      cache_path=args.validate_cache or default_cache, stats=stats)
 
 
+def read_manifest(path, rejects: Rejects) -> list[KernelRecord]:
+    """The records of a kernels.jsonl; every line that is not one goes to `rejects` (reason `not_a_record`) with
+    its line number and its text, and to the stats' "read" errors, so a rewrite of the manifest loses nothing."""
+    records = []
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                records.append(KernelRecord.from_dict(json.loads(raw.decode("utf-8"))))
+            except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+                message = f"{path}:{number}: not a kernel record ({type(exc).__name__}: {exc})"
+                rejects.stats and rejects.stats.error("read", str(path), message)
+                rejects.add("not_a_record", line=number, message=message,
+                            text=raw.decode("utf-8", "replace").rstrip("\r\n"))
+    return records
+
+
 def validate_manifest_from_args(manifest, args: argparse.Namespace, stats: Stats) -> Optional[dict]:
     """For a stage CLI after it wrote `manifest` (a kernels.jsonl): with --validate, check its records, rewrite
     it atomically with the levels filled, and return `level_fractions` (also kept in `stats.extra`). Without
-    --validate: None. The cache defaults to validate_cache.jsonl beside the manifest."""
+    --validate: None. The cache defaults to validate_cache.jsonl beside the manifest; lines that are not records
+    go to validate_rejects.jsonl there."""
     if not getattr(args, "validate", None):
         return None
-    records = read_records(manifest, on_error=lambda number, message: stats.error("validate", str(manifest), message))
+    rejects = Rejects(Path(manifest).parent / "validate_rejects.jsonl", stats)
+    rejects.reset()
+    records = read_manifest(manifest, rejects)
     validate_from_args(records, args, stats=stats, default_cache=str(manifest.parent / "validate_cache.jsonl"))
     write_jsonl(manifest, records)
     stats.extra["validation"] = level_fractions(records)
