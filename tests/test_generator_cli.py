@@ -182,3 +182,26 @@ def test_an_internal_error_costs_one_kernel_not_the_run(tmp_path, monkeypatch):
     assert len(names) == EXPECTED_COUNT - 1 and "add_kernel" not in names
     rejects = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert [(r["reason"], r["name"]) for r in rejects] == [("extract_failed", "add_kernel")]
+
+
+def test_a_folder_edited_below_its_top_level_is_redone(tmp_path):
+    """A local clone updated in place (a file changed in a subfolder: the top folder's own mtime stays) must not
+    keep its old kernels on the rerun."""
+    repo = tmp_path / "downloads" / "me__clone"
+    (repo / "pkg").mkdir(parents=True)
+    kernel = repo / "pkg" / "ops.py"
+    kernel.write_text("import triton\n\n\n@triton.jit\ndef old_name(x):\n    pass\n")
+    out = tmp_path / "gen"
+    argv = ["--generate-all", "--download-dir", str(tmp_path / "downloads"), "--tests-dir", str(out), "--jobs", "1"]
+    assert generator_main.main(argv) == 0
+    top_mtime = repo.stat().st_mtime_ns
+    kernel.write_text("import triton\n\n\n@triton.jit\ndef new_name(x):\n    pass\n")
+    later = kernel.stat().st_mtime_ns + 2_000_000_000
+    os.utime(kernel, ns=(later, later))
+    os.utime(repo, ns=(top_mtime, top_mtime))  # what an in-place edit of a nested file looks like
+    assert generator_main.main(argv) == 0
+    assert [r.name for r in read_records(out / "kernels.jsonl")] == ["new_name"]
+    assert not (out / "me__clone" / "pkg" / "ops" / "old_name.py").exists()
+    assert generator_main.main(argv) == 0  # unchanged now: skipped, nothing duplicated
+    assert [r.name for r in read_records(out / "kernels.jsonl")] == ["new_name"]
+    assert json.loads((out / "stats.json").read_text())["counts"]["repositories_skipped_done"] == 1

@@ -19,7 +19,7 @@ from typing import Iterable
 
 from tqdm import tqdm
 
-from scraper.generator.archives import ArchiveError, read_repository
+from scraper.generator.archives import SKIP_DIRS, ArchiveError, read_repository
 from scraper.generator.closure import DEFAULT_ALLOWED_IMPORTS, RepoIndex, extract_closure
 from scraper.generator.detect import find_kernels_in_tree
 from scraper.generator.parse import parse_source
@@ -193,9 +193,24 @@ def _record(kernel, closure, provenance: Provenance, relpath: str, archive: str)
 
 
 def archive_fingerprint(location: Path) -> dict:
-    """Size and mtime of an archive (for a directory: of the directory entry) to tell a changed one."""
+    """Size and mtime of an archive, to tell a changed one. For a directory (a local clone, edited in place: its
+    top entry's mtime does not move when a nested file changes): the number of .py files, their total size and
+    the newest mtime of them and of the folders (a deleted or renamed file moves its folder's mtime)."""
     info = location.stat()
-    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+    if not location.is_dir():
+        return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+    files, size, newest = 0, 0, info.st_mtime_ns
+    for directory, subdirs, names in os.walk(location):
+        subdirs[:] = [d for d in subdirs if d not in SKIP_DIRS]
+        newest = max(newest, os.stat(directory).st_mtime_ns)
+        for name in names:
+            if name.endswith(".py"):
+                try:
+                    stat = os.stat(os.path.join(directory, name))
+                except OSError:
+                    continue
+                files, size, newest = files + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
+    return {"size": size, "mtime_ns": newest, "py_files": files}
 
 
 def load_done(out_dir: Path) -> dict[str, dict]:
