@@ -87,6 +87,8 @@ def hostile(tmp_path_factory):
         "hard_exit": record("import os\nos._exit(7)"),
         "writes_outside": record(f"open({str(outside / 'written.txt')!r}, 'w').write('x')"),
         "writes_inside": record("open('local.txt', 'w').write('scratch is fine')"),
+        "writes_devnull": record("import os, tempfile\nopen(os.devnull, 'w').write('x')\n"
+                                 "tempfile.NamedTemporaryFile().write(b'x')"),
         "deletes_outside": record(f"import os\nos.remove({str(outside / 'keep.txt')!r})"),
         "torch_saves": record(f"import torch\ntorch.save(torch.zeros(2), {str(outside / 'saved.pt')!r})"),  # C++ writer
         "sqlite_outside": record(f"import sqlite3\nsqlite3.connect({str(outside / 'db.sqlite')!r}).execute('create "
@@ -120,7 +122,7 @@ def result(hostile, label: str) -> dict:
 
 
 def test_good_kernels_pass_beside_hostile_ones(hostile):
-    for label in ("good", "good_after", "writes_inside", "pollutes"):
+    for label in ("good", "good_after", "writes_inside", "writes_devnull", "pollutes"):
         assert hostile["records"][label].imports is True, (label, result(hostile, label))
     assert result(hostile, "good")["object"] == "InterpretedFunction"  # TRITON_INTERPRET=1 in the sandbox
     assert result(hostile, "autotuned")["object"] == "Autotuner -> InterpretedFunction"
