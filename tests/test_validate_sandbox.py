@@ -193,11 +193,12 @@ def test_stats_count_every_outcome(hostile):
     counts = hostile["stats"].counts
     records = hostile["records"].values()
     assert counts["validate_parses_ok"] + counts["validate_parses_failed"] == len(records)
-    assert counts["validate_imports_ok"] == sum(r.imports is True for r in records) == 5
-    assert counts["validate_imports_failed"] == len(records) - 5
+    # ok: good, autotuned, writes_inside, writes_devnull, pollutes, good_after
+    assert counts["validate_imports_ok"] == sum(r.imports is True for r in records) == 6
+    assert counts["validate_imports_failed"] == len(records) - 6
     assert counts["validate_jobs_run"] == len(records) - 1  # the syntax error never reaches a worker
     # every failed import is an error, except the NotRun one, plus the parse failure of the same record
-    assert sum(hostile["stats"].errors["validate"].values()) == (len(records) - 5 - 1) + 1
+    assert sum(hostile["stats"].errors["validate"].values()) == (len(records) - 6 - 1) + 1
 
 
 def test_secrets_in_the_environment_do_not_reach_kernel_modules(monkeypatch):
