@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Time exact + near dedup of N kernels (default 50,000) made by varying real ones: the Inductor kernels of the
-test fixtures and the jit kernels of the real repository code in benchmarks/corpus.
+test fixtures and the jit kernels of the real repository code in benchmarks/third_party/corpus.
 
 Baseline, measured in the same run: `scraper.records.kernel_id` over every kernel (normalize + sha256), the work
 every stage already does once per kernel to give it its id. The dedup step (what create_json.py runs:
@@ -31,7 +31,7 @@ from scraper.records import KernelRecord, kernel_id  # noqa: E402
 from scraper.stats import Rejects, Stats  # noqa: E402
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "torch_compile_debug"
-CORPUS = REPO_ROOT / "benchmarks" / "corpus"
+CORPUS = REPO_ROOT / "benchmarks" / "third_party" / "corpus"
 NUMBER = re.compile(r"(?<![\w.])\d+(?![\w.])")
 TMP = re.compile(r"\btmp(\d+)\b")
 
@@ -49,7 +49,7 @@ def fixture_kernels() -> list[str]:
 
 
 def corpus_kernels() -> list[str]:
-    """Every jit kernel of the real repository code in benchmarks/corpus (found by the generator's detector)."""
+    """Every jit kernel of the real repository code in benchmarks/third_party/corpus (found by the generator's detector)."""
     from scraper.generator.detect import find_kernels_in_source
 
     kernels = []
@@ -89,7 +89,7 @@ def make_codes(count: int, seed: int) -> tuple[list, str]:
     rng = random.Random(seed)
     inductor, github = fixture_kernels(), corpus_kernels()
     bases = inductor + github
-    described = f"{len(inductor)} Inductor fixture kernels + {len(github)} kernels of benchmarks/corpus"
+    described = f"{len(inductor)} Inductor fixture kernels + {len(github)} kernels of benchmarks/third_party/corpus"
     return [vary(rng.choice(bases), index, rng) for index in range(count)], described
 
 

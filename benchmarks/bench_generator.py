@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark of the generator (scraper/generator) on real repositories: recall, self-contained rate, speed.
 
-    python benchmarks/bench_generator.py            # corpus of benchmarks/corpus + torch's own Triton files
+    python benchmarks/bench_generator.py            # corpus of benchmarks/third_party/corpus + torch's own Triton files
 
 Builds one zip per repository in GitHub's zipball layout in a temporary folder, then measures, in the same run:
 - floor: read every .py of every archive and ast.parse those that mention triton (one process);
@@ -32,7 +32,7 @@ from scraper.cli import default_jobs  # noqa: E402
 from scraper.generator.run import run  # noqa: E402
 from scraper.records import read_records  # noqa: E402
 
-CORPUS = REPO_ROOT / "benchmarks" / "corpus"
+CORPUS = REPO_ROOT / "benchmarks" / "third_party" / "corpus"
 _REGEX_KERNEL = re.compile(r"^[ \t]*@[ \t]*(?:\w+\.)*jit\b[^\n]*\n(?:[ \t]*@[^\n]*\n)*[ \t]*def[ \t]+(\w+)", re.M)
 
 

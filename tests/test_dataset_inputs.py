@@ -85,8 +85,8 @@ def test_output_may_be_an_existing_folder(tmp_path):
 
 
 def test_scan_of_real_repository_code(tmp_path):
-    # benchmarks/corpus: real Triton code from PyPI wheels (Liger-Kernel), a folder without kernels.jsonl
-    corpus = Path(__file__).resolve().parent.parent / "benchmarks" / "corpus" / "linkedin__Liger-Kernel"
+    # benchmarks/third_party/corpus: real Triton code from PyPI wheels (Liger-Kernel), a folder without kernels.jsonl
+    corpus = Path(__file__).resolve().parent.parent / "benchmarks" / "third_party" / "corpus" / "linkedin__Liger-Kernel"
     rows, stats, rejects = build(tmp_path, corpus, extra=["--near-threshold", "0"])
     decorated = set()  # oracle: `@triton.jit` line, then (after other decorators) the def it decorates
     for file in corpus.rglob("*.py"):

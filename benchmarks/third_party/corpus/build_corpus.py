@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Rebuild benchmarks/corpus/ from the PyPI wheels of three real Triton projects (see README.md here).
+"""Rebuild benchmarks/third_party/corpus/ from the PyPI wheels of three real Triton projects (see README.md here).
 
     pip download --no-deps -d /tmp/wheels liger-kernel==0.8.5 fla-core==0.6.0 unsloth==2026.10.9
-    python benchmarks/corpus/build_corpus.py /tmp/wheels
+    python benchmarks/third_party/corpus/build_corpus.py /tmp/wheels
 
 Copies the selected .py files (paths kept, under <owner>__<repo>/) and each project's LICENSE; files whose
 header names a copyleft license (AGPL/GPL) are left out.
