@@ -148,6 +148,11 @@ def _read_zip_member(archive, info, relative, source, max_file_bytes, budget) ->
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError, NotImplementedError) as exc:
         source.problems.append(FileProblem(relative, "read_error", f"{type(exc).__name__}: {exc}"))
         return 0
+    return _add_file(source, relative, data, max_file_bytes)
+
+
+def _add_file(source, relative: str, data: Optional[bytes], max_file_bytes: int) -> int:
+    """Decode one file read under the cap into `source`; returns its bytes (0 when it was over the cap: None)."""
     if data is None:
         source.problems.append(FileProblem(relative, "too_large", f"over {max_file_bytes} bytes"))
         return 0
@@ -211,12 +216,7 @@ def _read_dir_file(full: Path, relative, real_root, source, max_file_bytes, budg
     except OSError as exc:
         source.problems.append(FileProblem(relative, "read_error", f"{type(exc).__name__}: {exc}"))
         return 0
-    if data is None:
-        source.problems.append(FileProblem(relative, "too_large", f"over {max_file_bytes} bytes"))
-        return 0
-    text, error = decode_source(data)
-    source.files.append(SourceFile(relative, text, error))
-    return len(data)
+    return _add_file(source, relative, data, max_file_bytes)
 
 
 def read_repository(location: str | os.PathLike, **caps) -> RepoSource:
