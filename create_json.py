@@ -24,7 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         epilog="Writes beside the output: <name>.train.<ext> and <name>.validation.<ext> (one file per split),\n"
                "kernels.jsonl (kept records with full provenance), stats.json, rejects.jsonl (every dropped kernel\n"
                "with its reason; duplicates with the id they duplicate), README.md (dataset card), token_lengths.png.\n"
-               "Counts go to stderr; the torchtune config for the training split to stdout. See docs/dataset.md.")
+               "Counts go to stderr; the torchtune config for the training split to stdout. Exit status 1 when no\n"
+               "kernel is left (an empty dataset), 2 on an unusable --tokenizer or output. See docs/dataset.md.")
     parser.add_argument("inputs", nargs="*", default=["inductor_kernels", "scraper/generator/generated"],
                         help="folders with a kernels.jsonl (or kernels.jsonl files); a folder without one is "
                              "scanned for @triton.jit kernels in its .py files "
@@ -120,6 +121,10 @@ def main(argv=None) -> int:
     print(result.stats.summary(), file=sys.stderr)
     print(headline(result.stats.counts), file=sys.stderr)
     print(f"wrote {len(result.rows)} rows to {result.output}", file=sys.stderr)
+    if not result.rows:  # an empty file loads in neither torchtune nor `datasets`: say so rather than a snippet
+        print("error: no kernel is left: nothing to train on (see stats.json and rejects.jsonl beside the output)",
+              file=sys.stderr)
+        return 1
     print("\n# torchtune config for the training split:", file=sys.stderr)
     print(torchtune_snippet(result.split_files["train"], args.fmt, args.column))
     return 0

@@ -44,9 +44,13 @@ def test_bad_inputs_are_counted_and_the_run_goes_on(tmp_path):
     assert "does not exist" in messages and "malformed JSON line" in messages and "no kernels.jsonl" in messages
 
 
-def test_no_input_at_all_still_writes_an_empty_dataset(tmp_path):
-    rows, stats, _ = build(tmp_path, tmp_path / "missing")
-    assert rows == [] and stats["counts"]["out_rows"] == 0
+def test_no_input_at_all_writes_an_empty_dataset_and_fails(tmp_path, capsys):
+    out = tmp_path / "ds.json"
+    assert create_json.main([str(tmp_path / "missing"), "-o", str(out), "-q"]) == 1
+    assert json.loads(out.read_text()) == []  # no stale rows of an earlier run stay behind
+    assert json.loads((tmp_path / "stats.json").read_text())["counts"]["out_rows"] == 0
+    captured = capsys.readouterr()
+    assert "no kernel is left" in captured.err and "torchtune" not in captured.out
 
 
 def test_folder_without_manifest_is_scanned_with_the_generator_detector(tmp_path):
