@@ -19,7 +19,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from scraper.generator.detect import TritonNames, _at_column, function_source
+from scraper.generator.detect import TritonNames, _at_column, function_source, iter_statements
 from scraper.generator.parse import ParsedModule, line_bytes, parse_source, source_segment
 from scraper.generator.scopes import BUILTINS, bound_names, free_names
 from scraper.generator.selfcheck import check_module
@@ -273,6 +273,8 @@ class RepoIndex:
         self.texts = dict(files)  # path in repo -> text
         self.allowed_imports = frozenset(allowed_imports)
         self._modules: dict[str, ModuleIndex] = {}
+        self._own_aliases: dict[str, dict] = {}  # path -> aliases of triton's decorators the file itself binds
+        self._aliases: dict[str, dict] = {}  # path -> triton_aliases(path)
         self._by_dotted: dict[str, list[str]] = {}
         for path in self.texts:
             parts = module_dotted_name(path).split(".")
@@ -310,6 +312,65 @@ class RepoIndex:
             return bool(node.level) or self.find_module(importer, node.module, 0) is not None
         return any(self.find_module(importer, alias.name, 0) for alias in node.names)
 
+    def triton_aliases(self, path: str) -> dict[str, str]:
+        """{local name: "triton.jit" | "triton.autotune" | "triton.heuristics"} for the names file `path` uses
+        as decorators (or calls at module level) and imports from another file of the repository where they are
+        aliases of triton's decorators: `from .u import my_jit` with `my_jit = triton.jit` (or
+        `from triton import jit as my_jit`, or `functools.partial(triton.jit, ...)`) in u.py, through
+        re-exports (`__init__.py`) and star imports. The `aliases` argument of detect.find_kernels_in_tree.
+        Only files whose text holds the name are parsed."""
+        if path not in self._aliases:
+            module = self.module(path)
+            self._aliases[path] = self._imported_aliases(module, _decorator_roots(module.parsed.tree), {path}) \
+                if module is not None else {}
+        return self._aliases[path]
+
+    def _imported_aliases(self, module: ModuleIndex, wanted: set, seen: set) -> dict[str, str]:
+        found: dict[str, str] = {}
+        stars = []
+        for node in iter_statements(module.parsed.tree.body):
+            if not isinstance(node, ast.ImportFrom) or node.module == "__future__":
+                continue
+            if node.level == 0 and (not node.module or self.is_allowed(node.module)):
+                continue
+            for alias in node.names:
+                local = alias.asname or alias.name
+                if alias.name == "*":
+                    stars.append(node)
+                elif local in wanted:
+                    target = self.find_module(module.path, node.module, node.level)
+                    resolved = self._alias_in(target, alias.name, seen) if target else None
+                    if resolved:
+                        found[local] = resolved
+        for node in stars:  # `from .u import *` then `@my_jit`
+            target = self.find_module(module.path, node.module, node.level)
+            for name in sorted(wanted - set(found)) if target else []:
+                resolved = None if name.startswith("_") else self._alias_in(target, name, seen)
+                if resolved:
+                    found[name] = resolved
+        return found
+
+    def own_triton_aliases(self, path: str) -> dict[str, str]:
+        """{name: triton decorator} for the aliases of triton's decorators file `path` binds itself
+        (`my_jit = triton.jit`, `from triton import jit as my_jit`, `functools.partial(triton.jit, ...)`)."""
+        if path not in self._own_aliases:
+            module = self.module(path)
+            self._own_aliases[path] = TritonNames(module.parsed.tree).aliases() \
+                if module is not None and "triton" in module.text else {}
+        return self._own_aliases[path]
+
+    def _alias_in(self, path: str, name: str, seen: set) -> Optional[str]:
+        """The triton decorator that top-level `name` of file `path` is an alias of (own or imported), else None."""
+        if path in seen or name not in self.texts.get(path, ""):
+            return None  # an import cycle, or a file that cannot bind the name
+        module = self.module(path)
+        if module is None:
+            return None
+        own = self.own_triton_aliases(path)
+        if name in own:
+            return own[name]
+        return self._imported_aliases(module, {name}, seen | {path}).get(name)
+
     def is_allowed(self, module_name: str) -> bool:
         """True when `module_name` is an allow-listed library (never looked up in the repository)."""
         return module_name.split(".")[0] in self.allowed_imports
@@ -340,6 +401,23 @@ class RepoIndex:
             if candidate in self.texts:
                 return candidate
         return None
+
+
+def _decorator_roots(tree: ast.Module) -> set[str]:
+    """Names at the root of every decorator (`my_jit` of `@my_jit(...)`, `u` of `@u.jit`) and of every
+    module-level call's callee (`k = my_jit(fn)`): the names that can make a def a kernel."""
+    roots = set()
+    for node in iter_statements(tree.body):
+        expressions = list(getattr(node, "decorator_list", []))
+        value = getattr(node, "value", None)
+        if isinstance(value, ast.Call):
+            expressions.append(value.func)
+        for expr in expressions:
+            while isinstance(expr, (ast.Call, ast.Attribute)):
+                expr = expr.func if isinstance(expr, ast.Call) else expr.value
+            if isinstance(expr, ast.Name):
+                roots.add(expr.id)
+    return roots
 
 
 def _shared_prefix(a: str, b: str) -> int:
@@ -727,9 +805,9 @@ def _class_only_count(node, nested: bool) -> int:
     return count
 
 
-def _project_decorator_count(module: ModuleIndex, node, start: int) -> int:
+def _project_decorator_count(index: RepoIndex, module: ModuleIndex, node, start: int) -> int:
     """How many outermost decorators from `start` on are not triton's (a project's `@libentry()`)."""
-    names = TritonNames(module.parsed.tree)
+    names = TritonNames(module.parsed.tree, index.triton_aliases(module.path))
     count = 0
     for decorator in node.decorator_list[start:]:
         if names.triton_role(decorator) is not None:
@@ -767,7 +845,7 @@ def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional
     if drop_unresolvable_decorators and not result.self_contained:
         # FlagGems' @libentry() pulls in the project's whole runtime: without the outermost decorators that are
         # not triton's, the kernel (autotune configs and all) may stand alone; keep that when it does better
-        extra = _project_decorator_count(module, node, first)
+        extra = _project_decorator_count(index, module, node, first)
         if extra:
             alternative = _extract(index, module, scope, node, path, qualname, first + extra)
             if len(alternative.unresolved) < len(result.unresolved):

@@ -2,11 +2,14 @@
 
 A function is a jit kernel when one of its decorators resolves, through the module's own imports, to triton's
 `jit`: `@triton.jit`, `@triton.jit(...)`, `import triton as tr` + `@tr.jit`, `from triton import jit [as j]`,
-`from triton.runtime.jit import jit`, `jit = triton.jit`, `from triton import *`. A `@jit` from numba or jax does
-not count. Kernels under `@triton.autotune(...)`, `@triton.heuristics(...)` or a project's own decorator
-(`@libentry()`) are found the same way, and so are methods and nested functions (`nested=True`). The module-level
-call form `kernel = triton.jit(fn)` marks `fn` too. Source is parsed with `ast` (salvaging top-level blocks of
-files the running Python cannot parse) and never executed.
+`from triton.runtime.jit import jit`, `jit = triton.jit`, `from triton import *`,
+`jit_fn = functools.partial(triton.jit, ...)`. A `@jit` from numba or jax does not count. Aliases defined in
+another file of the repository and imported (`from .u import my_jit`) are resolved by the repository pass
+(`closure.RepoIndex.triton_aliases`) and passed in as `aliases`; a file alone cannot know them. Kernels under
+`@triton.autotune(...)`, `@triton.heuristics(...)` or a project's own decorator (`@libentry()`) are found the
+same way, and so are methods and nested functions (`nested=True`). The module-level call form
+`kernel = triton.jit(fn)` marks `fn` too. Source is parsed with `ast` (salvaging top-level blocks of files the
+running Python cannot parse) and never executed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ JIT_NAMES = frozenset({"triton.jit", "triton.runtime.jit", "triton.runtime.jit.j
 AUTOTUNE_NAMES = frozenset({"triton.autotune", "triton.runtime.autotune", "triton.runtime.autotuner.autotune"})
 HEURISTICS_NAMES = frozenset({"triton.heuristics", "triton.runtime.heuristics", "triton.runtime.autotuner.heuristics"})
 _EXPORTED = {"jit": "triton.jit", "autotune": "triton.autotune", "heuristics": "triton.heuristics"}
+DECORATOR_NAMES = JIT_NAMES | AUTOTUNE_NAMES | HEURISTICS_NAMES
 
 
 @dataclass
@@ -61,7 +65,7 @@ def iter_statements(body):
 class TritonNames:
     """What each name bound by a module's imports means, as a dotted triton name (or nothing)."""
 
-    def __init__(self, tree: ast.AST) -> None:
+    def __init__(self, tree: ast.AST, aliases: Optional[dict] = None) -> None:
         self.names: dict[str, str] = {}  # local name -> fully qualified name
         self.star_triton = False
         for node in iter_statements(getattr(tree, "body", [])):
@@ -69,6 +73,8 @@ class TritonNames:
                 self._add_import(node)
             elif isinstance(node, ast.ImportFrom):
                 self._add_import_from(node)
+        # names the file imports from repository modules that are aliases there (`from .u import my_jit`)
+        self.names.update(aliases or {})
         for node in getattr(tree, "body", []):
             self._add_assignment_alias(node)
 
@@ -93,8 +99,19 @@ class TritonNames:
         # `jit = triton.jit` / `autotune = triton.autotune` at module level
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             resolved = self.resolve(node.value)
-            if resolved in JIT_NAMES | AUTOTUNE_NAMES | HEURISTICS_NAMES:
+            if resolved == "functools.partial" and node.value.args:  # `functools.partial(triton.jit, ...)`
+                resolved = self.resolve_name(node.value.args[0])
+            if resolved in DECORATOR_NAMES:
                 self.names[node.targets[0].id] = resolved
+
+    def resolve_name(self, expr: ast.AST) -> Optional[str]:
+        """Like `resolve`, for a Name/Attribute chain only (not a call)."""
+        return None if isinstance(expr, ast.Call) else self.resolve(expr)
+
+    def aliases(self) -> dict[str, str]:
+        """The names bound to one of triton's decorators ({local name: fully qualified name}), own imports,
+        assignments and `aliases` given included: what other files of the repository can import from here."""
+        return {name: full for name, full in self.names.items() if full in DECORATOR_NAMES}
 
     def resolve(self, expr: ast.AST) -> Optional[str]:
         """Dotted fully qualified name of a Name/Attribute chain (a call's callee for a Call), else None."""
@@ -201,9 +218,11 @@ def _called_by_jit(tree: ast.Module, names: TritonNames) -> set[str]:
     return marked
 
 
-def find_kernels_in_tree(parsed: ParsedModule, path: str = "") -> list[JitFunction]:
-    """Every jit function of an already parsed module, in source order."""
-    names = TritonNames(parsed.tree)
+def find_kernels_in_tree(parsed: ParsedModule, path: str = "", aliases: Optional[dict] = None) -> list[JitFunction]:
+    """Every jit function of an already parsed module, in source order. `aliases` ({local name: "triton.jit"
+    ...}) adds names the file imports from other files of its repository that are aliases of triton's
+    decorators (see closure.RepoIndex.triton_aliases)."""
+    names = TritonNames(parsed.tree, aliases)
     via_call = _called_by_jit(parsed.tree, names)
     found = []
     for func, qualname, parent in _walk_defs(parsed.tree.body):
@@ -221,6 +240,7 @@ def find_kernels_in_tree(parsed: ParsedModule, path: str = "") -> list[JitFuncti
     return found
 
 
-def find_kernels_in_source(text: str, path: str = "") -> list[JitFunction]:
-    """Every jit function defined in `text` (a Python file's content), in source order. Never executes it."""
-    return find_kernels_in_tree(parse_source(text, path), path)
+def find_kernels_in_source(text: str, path: str = "", aliases: Optional[dict] = None) -> list[JitFunction]:
+    """Every jit function defined in `text` (a Python file's content), in source order. Never executes it.
+    `aliases`: as for find_kernels_in_tree (without it, only the file's own spellings count)."""
+    return find_kernels_in_tree(parse_source(text, path), path, aliases)

@@ -12,6 +12,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,6 @@ from tqdm import tqdm
 from scraper.generator.archives import SKIP_DIRS, ArchiveError, read_repository
 from scraper.generator.closure import DEFAULT_ALLOWED_IMPORTS, RepoIndex, extract_closure
 from scraper.generator.detect import find_kernels_in_tree
-from scraper.generator.parse import parse_source
 from scraper.generator.provenance import Provenance, provenance_for
 from scraper.generator.write import duplicate_qualnames, module_relpath, write_module
 from scraper.records import KernelRecord, append_jsonl, iter_jsonl, write_jsonl
@@ -96,33 +96,67 @@ def _process_repository(task: Task) -> RepoResult:
         stats.error("read", f"{result.archive}:{problem.path}", f"{problem.reason}: {problem.message}")
         result.rejects.append({"reason": problem.reason, "archive": result.archive, "path": problem.path})
     index = RepoIndex.from_source(source, allowed_imports=task.allowed_imports)
+    quiet = []  # files that do not mention triton: kernels there only through a repository alias
     for file in source.files:
-        try:
-            _process_file(file, index, provenance, Path(task.out_dir), result)
-        except Exception as exc:  # a bug meeting odd scraped code costs one file, not the run
-            stats.error("detect", f"{result.archive}:{file.path}", exc)
-            result.rejects.append({"reason": "internal_error", "archive": result.archive, "path": file.path,
-                                   "message": f"{type(exc).__name__}: {exc}"})
+        if _guarded(_read_file, file, index, provenance, Path(task.out_dir), result):
+            quiet.append(file)
+    alias_names = _repository_alias_names(index, source.files)
+    for file in quiet:
+        if alias_names and _decorates_with(file.text, alias_names):
+            stats.inc("files_scanned_for_repo_alias")
+            _guarded(_process_file, file, index, provenance, Path(task.out_dir), result)
     return result
+
+
+def _guarded(function, file, index, provenance, out_dir, result):
+    try:
+        return function(file, index, provenance, out_dir, result)
+    except Exception as exc:  # a bug meeting odd scraped code costs one file, not the run
+        result.stats.error("detect", f"{result.archive}:{file.path}", exc)
+        result.rejects.append({"reason": "internal_error", "archive": result.archive, "path": file.path,
+                               "message": f"{type(exc).__name__}: {exc}"})
+        return False
+
+
+def _read_file(file, index: RepoIndex, provenance: Provenance, out_dir: Path, result: RepoResult) -> bool:
+    """Count the file and process it when it mentions triton; True when it does not (a second look may follow)."""
+    result.stats.inc("files_read")
+    if file.decode_error:
+        result.stats.error("decode", f"{result.archive}:{file.path}", file.decode_error)
+    if "triton" not in file.text:
+        return True
+    result.stats.inc("files_mention_triton")
+    _process_file(file, index, provenance, out_dir, result)
+    return False
+
+
+def _repository_alias_names(index: RepoIndex, files) -> set[str]:
+    """Names some file mentioning triton binds to one of triton's decorators (`my_jit = triton.jit`): a file that
+    never says "triton" can still hold kernels when it decorates with one of them (`from .u import my_jit`)."""
+    names = set()
+    for file in files:
+        if "triton" in file.text and index.module(file.path) is not None:
+            names.update(index.own_triton_aliases(file.path))
+    return names
+
+
+_DECORATOR_ROOT = re.compile(r"^[ \t]*@[ \t]*(\w+)", re.M)
+
+
+def _decorates_with(text: str, names: set[str]) -> bool:
+    return any(match in names for match in _DECORATOR_ROOT.findall(text))
 
 
 def _process_file(file, index: RepoIndex, provenance: Provenance, out_dir: Path, result: RepoResult) -> None:
     stats = result.stats
-    stats.inc("files_read")
     where = f"{result.archive}:{file.path}"
-    if file.decode_error:
-        stats.error("decode", where, file.decode_error)
-    if "triton" not in file.text:
-        return
-    stats.inc("files_mention_triton")
-    parsed = parse_source(file.text, file.path)
+    parsed = index.module(file.path).parsed  # parsed once, shared with the closure and the alias pass
     if parsed.salvaged:
         stats.inc("files_salvaged")
         stats.inc(f"files_salvaged_{parse_failure_kind(parsed.errors[0])}")
         stats.inc("blocks_lost", parsed.blocks_lost)
         stats.error("parse", where, parsed.errors[0])
-    index.add_parsed(file.path, parsed)
-    kernels = find_kernels_in_tree(parsed, file.path)
+    kernels = find_kernels_in_tree(parsed, file.path, index.triton_aliases(file.path))
     stats.inc("kernels_found", len(kernels))
     duplicates = duplicate_qualnames(kernels)
     for kernel in kernels:
