@@ -45,8 +45,13 @@ FILES = {
     ),
     # no word "triton" in this file: only the repository's alias makes it a kernel file
     "pkg/quiet.py": f"from .u import my_jit, tl\n\n\n@my_jit\ndef k_quiet{BODY}",
+    # a star import of the alias's module (no word "triton" either), and the call form with an imported alias
+    "pkg/star.py": f"from .u import *\n\n\n@my_jit\ndef k_star{BODY}",
+    "pkg/called.py": (f"import triton.language as tl\n\nfrom .u import my_jit\n\n\ndef k_called{BODY}\n\n"
+                      "k_called_jit = my_jit(k_called)\n"),
     # a local name that happens to equal a repository alias but comes from numba
-    "pkg/numba_user.py": f"from numba import jit as my_jit\nimport triton.language as tl\n\n\n@my_jit\ndef not_a_kernel_numba{BODY}",
+    "pkg/numba_user.py": ("from numba import jit as my_jit\nimport triton.language as tl\n\n\n"
+                          f"@my_jit\ndef not_a_kernel_numba{BODY}"),
     # partial in the kernel's own file, both spellings
     "pkg/partial_local.py": (
         "from functools import partial\n\nimport triton\nimport triton.language as tl\n\n"
@@ -58,6 +63,8 @@ FILES = {
 EXPECTED = {
     "pkg/k.py": ["k_relative", "k_relative_call", "k_absolute_reexport", "k_package_chain", "k_imported_partial"],
     "pkg/quiet.py": ["k_quiet"],
+    "pkg/star.py": ["k_star"],
+    "pkg/called.py": ["k_called"],
     "pkg/partial_local.py": ["k_local_partial"],
 }
 # the statement each module must carry (exactly as written in its file) so that the alias is bound
@@ -65,7 +72,8 @@ ALIAS_LINE = {"k_relative": "my_jit = triton.jit", "k_relative_call": "my_jit = 
               "k_absolute_reexport": "from triton import jit as other_jit",
               "k_package_chain": "my_jit = triton.jit",
               "k_imported_partial": "jit_fn = functools.partial(triton.jit, do_not_specialize=['N'])",
-              "k_quiet": "my_jit = triton.jit", "k_local_partial": "jit2 = partial(triton.jit, debug=False)"}
+              "k_quiet": "my_jit = triton.jit", "k_star": "my_jit = triton.jit",
+              "k_called": "my_jit = triton.jit", "k_local_partial": "jit2 = partial(triton.jit, debug=False)"}
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +117,7 @@ def test_repository_index_resolves_imported_aliases_through_the_files_imports(re
     assert index.triton_aliases("pkg/k.py") == {"my_jit": "triton.jit", "other_jit": "triton.jit",
                                                 "pkg_jit": "triton.jit", "jit_fn": "triton.jit"}
     assert index.triton_aliases("pkg/quiet.py") == {"my_jit": "triton.jit"}
+    assert index.triton_aliases("pkg/star.py") == {"my_jit": "triton.jit"}
     assert index.triton_aliases("pkg/numba_user.py") == {}  # numba's jit, not the repository's alias
     assert index.triton_aliases("pkg/fake.py") == {}
 
@@ -128,7 +137,10 @@ def test_generated_modules_carry_the_alias_definition_and_are_self_contained(gen
         assert coarse_unbound_names(record.code) == set(), record.name
         lines = record.code.splitlines()
         assert ALIAS_LINE[record.name] in lines, (record.name, record.code)
-        assert record.decorators[0].split("(")[0] in record.code  # the decorator is kept, not dropped
+        if record.extra["via_call"]:  # the wrapping statement comes with the def
+            assert record.decorators == [] and "k_called_jit = my_jit(k_called)" in lines
+        else:
+            assert record.decorators[0].split("(")[0] in record.code  # the decorator is kept, not dropped
         assert record.extra["dropped_decorators"] == []
 
 
@@ -143,7 +155,7 @@ RUN_GENERATED = textwrap.dedent("""
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        kernel = getattr(module, name)
+        kernel = getattr(module, name + "_jit", None) or getattr(module, name)
         assert isinstance(kernel, InterpretedFunction), (name, type(kernel))
         x = torch.arange(8, dtype=torch.float32)
         kernel[(1,)](x, N=8)
@@ -163,9 +175,10 @@ def test_generated_modules_run_under_the_interpreter(generated):
 
 
 def test_closure_keeps_the_imported_alias_decorator_when_dropping_project_decorators():
-    # `@my_jit` is triton's jit, never a project decorator to leave out, even when the alias's file also reads an
-    # external library (here an earlier binding of the name) and the kernel would be self-contained without it
-    u = "import triton\nimport triton.language as tl\nfrom vendorlib import vjit\n\nmy_jit = vjit\nmy_jit = triton.jit\n"
+    # `@my_jit` is triton's jit, never a project decorator to leave out, even when the alias's file also reads
+    # an external library (here an earlier binding of the name) and the kernel would be self-contained without it
+    u = "import triton\nimport triton.language as tl\nfrom vendorlib import vjit\n\n"
+    u += "my_jit = vjit\nmy_jit = triton.jit\n"
     index = RepoIndex({**FILES, "pkg/u.py": u})
     assert index.triton_aliases("pkg/quiet.py") == {"my_jit": "triton.jit"}
     result = extract_closure(index, "pkg/quiet.py", "k_quiet")

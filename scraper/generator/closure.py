@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import copy
 import posixpath
+import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -233,15 +234,17 @@ def _walk_module_scope(statement: ast.stmt):
             stack.extend(ast.iter_child_nodes(node))
 
 
-def _wrappers_of(module: ModuleIndex, name: str) -> list:
-    """Top-level `other = something.jit(name)` statements: the kernel as the file's users see it."""
+def _wrappers_of(module: ModuleIndex, name: str, aliases: Iterable[str] = ()) -> list:
+    """Top-level `other = something.jit(name)` (or `other = my_jit(name)` for a name in `aliases`) statements:
+    the kernel as the file's users see it."""
     found = []
     for statement in module.parsed.tree.body:
         value = getattr(statement, "value", None)
         if (isinstance(statement, ast.Assign) and isinstance(value, ast.Call) and value.args
                 and isinstance(value.args[0], ast.Name) and value.args[0].id == name):
             callee = value.func.func if isinstance(value.func, ast.Call) else value.func
-            if (getattr(callee, "attr", None) or getattr(callee, "id", None)) == "jit":
+            called = getattr(callee, "attr", None) or getattr(callee, "id", None)
+            if called == "jit" or (isinstance(callee, ast.Name) and called in aliases):
                 found.append(statement)
     return found
 
@@ -275,6 +278,7 @@ class RepoIndex:
         self._modules: dict[str, ModuleIndex] = {}
         self._own_aliases: dict[str, dict] = {}  # path -> aliases of triton's decorators the file itself binds
         self._aliases: dict[str, dict] = {}  # path -> triton_aliases(path)
+        self._import_froms: dict[str, list] = {}  # path -> its ImportFrom statements that may name the repository
         self._by_dotted: dict[str, list[str]] = {}
         for path in self.texts:
             parts = module_dotted_name(path).split(".")
@@ -321,18 +325,16 @@ class RepoIndex:
         Only files whose text holds the name are parsed."""
         if path not in self._aliases:
             module = self.module(path)
-            self._aliases[path] = self._imported_aliases(module, _decorator_roots(module.parsed.tree), {path}) \
-                if module is not None else {}
+            found = {}
+            if module is not None and self._repository_import_froms(module):
+                found = self._imported_aliases(module, decorator_roots(module.text), {path})
+            self._aliases[path] = found
         return self._aliases[path]
 
     def _imported_aliases(self, module: ModuleIndex, wanted: set, seen: set) -> dict[str, str]:
         found: dict[str, str] = {}
         stars = []
-        for node in iter_statements(module.parsed.tree.body):
-            if not isinstance(node, ast.ImportFrom) or node.module == "__future__":
-                continue
-            if node.level == 0 and (not node.module or self.is_allowed(node.module)):
-                continue
+        for node in self._repository_import_froms(module):
             for alias in node.names:
                 local = alias.asname or alias.name
                 if alias.name == "*":
@@ -350,13 +352,23 @@ class RepoIndex:
                     found[name] = resolved
         return found
 
+    def _repository_import_froms(self, module: ModuleIndex) -> list:
+        """The `from X import ...` statements of a file (anywhere in it) that may name a repository module."""
+        cached = self._import_froms.get(module.path)
+        if cached is None:
+            cached = self._import_froms[module.path] = [
+                node for node in iter_statements(module.parsed.tree.body)
+                if isinstance(node, ast.ImportFrom) and node.module != "__future__"
+                and (node.level or (node.module and not self.is_allowed(node.module)))]
+        return cached
+
     def own_triton_aliases(self, path: str) -> dict[str, str]:
         """{name: triton decorator} for the aliases of triton's decorators file `path` binds itself
         (`my_jit = triton.jit`, `from triton import jit as my_jit`, `functools.partial(triton.jit, ...)`)."""
         if path not in self._own_aliases:
             module = self.module(path)
             self._own_aliases[path] = TritonNames(module.parsed.tree).aliases() \
-                if module is not None and "triton" in module.text else {}
+                if module is not None and "triton" in module.text and _MAY_ALIAS.search(module.text) else {}
         return self._own_aliases[path]
 
     def _alias_in(self, path: str, name: str, seen: set) -> Optional[str]:
@@ -403,21 +415,19 @@ class RepoIndex:
         return None
 
 
-def _decorator_roots(tree: ast.Module) -> set[str]:
-    """Names at the root of every decorator (`my_jit` of `@my_jit(...)`, `u` of `@u.jit`) and of every
-    module-level call's callee (`k = my_jit(fn)`): the names that can make a def a kernel."""
-    roots = set()
-    for node in iter_statements(tree.body):
-        expressions = list(getattr(node, "decorator_list", []))
-        value = getattr(node, "value", None)
-        if isinstance(value, ast.Call):
-            expressions.append(value.func)
-        for expr in expressions:
-            while isinstance(expr, (ast.Call, ast.Attribute)):
-                expr = expr.func if isinstance(expr, ast.Call) else expr.value
-            if isinstance(expr, ast.Name):
-                roots.add(expr.id)
-    return roots
+# `@my_jit`, `@ my_jit.x(...)` and a module-level `k = my_jit(fn)`: the names that can make a def a kernel
+_ROOT_NAMES = re.compile(r"^[ \t]*@[ \t]*(\w+)|^\w+[ \t]*=[ \t]*(\w+)[ \t]*[(.]", re.M)
+
+
+# a line that can bind an alias of triton's decorators: `x = ...jit/autotune/heuristics...` or `from triton... import`
+_MAY_ALIAS = re.compile(r"^[ \t]*(?:\w+[ \t]*(?::[^=\n]*)?=[^=\n]*\b(?:jit|autotune|heuristics|partial)\b"
+                        r"|from[ \t]+triton\b)", re.M)
+
+
+def decorator_roots(text: str) -> set[str]:
+    """Names at the root of the decorators (`my_jit` of `@my_jit(...)`, `u` of `@u.jit`) and of module-level
+    calls (`k = my_jit(fn)`) of a file: a cheap superset of the names that can make a def a jit kernel."""
+    return {a or b for a, b in _ROOT_NAMES.findall(text)}
 
 
 def _shared_prefix(a: str, b: str) -> int:
@@ -867,7 +877,8 @@ def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, pa
     closure.need_names(scope, _free_without_decorators(node, dropped) - {node.name}, 1)
     closure._add_block(_lifted_source(module, node, dropped), {node.name}, path)
     if scope is module:  # `kernel = triton.jit(kernel)` / `fast = triton.jit(kernel)` after the def
-        for statement in closure._mutators(module, node.name) + _wrappers_of(module, node.name):
+        aliases = {**index.own_triton_aliases(path), **index.triton_aliases(path)}
+        for statement in closure._mutators(module, node.name) + _wrappers_of(module, node.name, aliases):
             closure.add_statement(module, statement, 1, skip={node.name})
     code = closure.render()
     check = check_module(code, f"{path}:{qualname}")

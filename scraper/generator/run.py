@@ -12,7 +12,6 @@ import gc
 import logging
 import multiprocessing
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Iterable
 from tqdm import tqdm
 
 from scraper.generator.archives import SKIP_DIRS, ArchiveError, read_repository
-from scraper.generator.closure import DEFAULT_ALLOWED_IMPORTS, RepoIndex, extract_closure
+from scraper.generator.closure import DEFAULT_ALLOWED_IMPORTS, RepoIndex, decorator_roots, extract_closure
 from scraper.generator.detect import find_kernels_in_tree
 from scraper.generator.provenance import Provenance, provenance_for
 from scraper.generator.write import duplicate_qualnames, module_relpath, write_module
@@ -100,9 +99,11 @@ def _process_repository(task: Task) -> RepoResult:
     for file in source.files:
         if _guarded(_read_file, file, index, provenance, Path(task.out_dir), result):
             quiet.append(file)
-    alias_names = _repository_alias_names(index, source.files)
-    for file in quiet:
-        if alias_names and _decorates_with(file.text, alias_names):
+    quiet = [(file, decorator_roots(file.text)) for file in quiet]
+    quiet = [(file, roots) for file, roots in quiet if roots]
+    alias_names = _repository_alias_names(index, source.files) if quiet else set()
+    for file, roots in quiet:
+        if not alias_names.isdisjoint(roots):
             stats.inc("files_scanned_for_repo_alias")
             _guarded(_process_file, file, index, provenance, Path(task.out_dir), result)
     return result
@@ -135,16 +136,12 @@ def _repository_alias_names(index: RepoIndex, files) -> set[str]:
     never says "triton" can still hold kernels when it decorates with one of them (`from .u import my_jit`)."""
     names = set()
     for file in files:
-        if "triton" in file.text and index.module(file.path) is not None:
-            names.update(index.own_triton_aliases(file.path))
+        if "triton" in file.text:
+            try:
+                names.update(index.own_triton_aliases(file.path))
+            except Exception as exc:  # already counted when the file itself was processed
+                log.debug("%s: no aliases read: %s", file.path, exc)
     return names
-
-
-_DECORATOR_ROOT = re.compile(r"^[ \t]*@[ \t]*(\w+)", re.M)
-
-
-def _decorates_with(text: str, names: set[str]) -> bool:
-    return any(match in names for match in _DECORATOR_ROOT.findall(text))
 
 
 def _process_file(file, index: RepoIndex, provenance: Provenance, out_dir: Path, result: RepoResult) -> None:
