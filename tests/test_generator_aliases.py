@@ -49,6 +49,9 @@ FILES = {
     "pkg/star.py": f"from .u import *\n\n\n@my_jit\ndef k_star{BODY}",
     "pkg/called.py": (f"import triton.language as tl\n\nfrom .u import my_jit\n\n\ndef k_called{BODY}\n\n"
                       "k_called_jit = my_jit(k_called)\n"),
+    # re-exported by a package's star import
+    "pkg/sub/__init__.py": "from ..u import *\n",
+    "pkg/via_sub.py": f"from pkg.sub import my_jit, tl\n\n\n@my_jit\ndef k_star_reexport{BODY}",
     # a local name that happens to equal a repository alias but comes from numba
     "pkg/numba_user.py": ("from numba import jit as my_jit\nimport triton.language as tl\n\n\n"
                           f"@my_jit\ndef not_a_kernel_numba{BODY}"),
@@ -65,6 +68,7 @@ EXPECTED = {
     "pkg/quiet.py": ["k_quiet"],
     "pkg/star.py": ["k_star"],
     "pkg/called.py": ["k_called"],
+    "pkg/via_sub.py": ["k_star_reexport"],
     "pkg/partial_local.py": ["k_local_partial"],
 }
 # the statement each module must carry (exactly as written in its file) so that the alias is bound
@@ -73,7 +77,7 @@ ALIAS_LINE = {"k_relative": "my_jit = triton.jit", "k_relative_call": "my_jit = 
               "k_package_chain": "my_jit = triton.jit",
               "k_imported_partial": "jit_fn = functools.partial(triton.jit, do_not_specialize=['N'])",
               "k_quiet": "my_jit = triton.jit", "k_star": "my_jit = triton.jit",
-              "k_called": "my_jit = triton.jit", "k_local_partial": "jit2 = partial(triton.jit, debug=False)"}
+              "k_called": "my_jit = triton.jit", "k_star_reexport": "my_jit = triton.jit", "k_local_partial": "jit2 = partial(triton.jit, debug=False)"}
 
 
 @pytest.fixture(scope="module")

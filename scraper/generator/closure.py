@@ -373,7 +373,8 @@ class RepoIndex:
 
     def _alias_in(self, path: str, name: str, seen: set) -> Optional[str]:
         """The triton decorator that top-level `name` of file `path` is an alias of (own or imported), else None."""
-        if path in seen or name not in self.texts.get(path, ""):
+        text = self.texts.get(path, "")
+        if path in seen or (name not in text and "import *" not in text):
             return None  # an import cycle, or a file that cannot bind the name
         module = self.module(path)
         if module is None:
