@@ -20,7 +20,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional
 
 log = logging.getLogger(__name__)
 
@@ -184,35 +184,69 @@ def append_jsonl(path: str | os.PathLike, item: Any) -> None:
         handle.flush()
 
 
-def iter_jsonl(
-    path: str | os.PathLike, on_error: Optional[Callable[[int, str], None]] = None
-) -> Iterator[dict]:
-    """Yield each line of a JSONL file as a dict. A malformed line (e.g. torn by a crash) is skipped and
-    reported to `on_error(line_number, message)`, or logged as a warning when no callback is given."""
+class JsonlLine(NamedTuple):
+    """One non-blank line of a JSONL file: its number, its text, and either the object or why it is not one."""
+
+    number: int
+    text: str
+    data: Optional[dict]
+    error: Optional[str]
+
+
+def iter_jsonl_lines(path: str | os.PathLike) -> Iterator[JsonlLine]:
+    """Every non-blank line of a JSONL file, decoded where it is a JSON object (`error` says why where not)."""
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
             try:
                 data = json.loads(raw.decode("utf-8"))
                 if not isinstance(data, dict):
                     raise ValueError(f"expected a JSON object, got {type(data).__name__}")
             except (ValueError, UnicodeDecodeError) as exc:
-                message = f"{path}:{number}: malformed JSON line ({exc})"
-                on_error(number, message) if on_error else log.warning(message)
+                yield JsonlLine(number, text, None, f"{path}:{number}: malformed JSON line ({exc})")
                 continue
-            yield data
+            yield JsonlLine(number, text, data, None)
+
+
+def _report(on_error: Optional[Callable[[int, str], None]], number: int, message: str) -> None:
+    on_error(number, message) if on_error else log.warning(message)
+
+
+def iter_jsonl(
+    path: str | os.PathLike, on_error: Optional[Callable[[int, str], None]] = None
+) -> Iterator[dict]:
+    """Yield each line of a JSONL file as a dict. A malformed line (e.g. torn by a crash) is skipped and
+    reported to `on_error(line_number, message)`, or logged as a warning when no callback is given."""
+    for line in iter_jsonl_lines(path):
+        if line.error:
+            _report(on_error, line.number, line.error)
+        else:
+            yield line.data
+
+
+def record_of_line(line: JsonlLine) -> tuple[Optional[KernelRecord], Optional[str]]:
+    """The record a JSONL line holds, or None and why not: the line's own error (malformed JSON, already naming
+    file and line) or "not a kernel record (...)"."""
+    if line.error:
+        return None, line.error
+    try:
+        return KernelRecord.from_dict(line.data), None
+    except (TypeError, ValueError, AttributeError) as exc:
+        return None, f"not a kernel record ({type(exc).__name__}: {exc})"
 
 
 def read_records(
     path: str | os.PathLike, on_error: Optional[Callable[[int, str], None]] = None
 ) -> list[KernelRecord]:
-    """Every well-formed record of a JSONL file; bad lines go to `on_error` as in `iter_jsonl`."""
+    """Every well-formed record of a JSONL file; bad lines go to `on_error(line_number, message)` as in
+    `iter_jsonl` (numbers are the file's line numbers)."""
     records = []
-    for number, data in enumerate(iter_jsonl(path, on_error), start=1):
-        try:
-            records.append(KernelRecord.from_dict(data))
-        except (TypeError, ValueError) as exc:
-            message = f"{path}: record {number} is not a kernel record ({exc})"
-            on_error(number, message) if on_error else log.warning(message)
+    for line in iter_jsonl_lines(path):
+        record, problem = record_of_line(line)
+        if record is None:
+            _report(on_error, line.number, problem if line.error else f"{path}:{line.number}: {problem}")
+        else:
+            records.append(record)
     return records

@@ -164,3 +164,13 @@ def test_same_equivalence_classes_as_the_tokenizer_on_real_kernels(tcd_roots):
 
     assert classes(normalize_source) == classes(_tokenize_normal_form)
     assert len(classes(normalize_source)) < 312  # the fixtures do repeat kernels across models
+
+
+def test_bad_lines_are_reported_with_the_file_line_numbers(tmp_path):
+    path = tmp_path / "k.jsonl"
+    good = json.dumps(KernelRecord(name="a", code="x = 1", source="github").to_dict())
+    path.write_text("\n".join([good, '{"torn', "", json.dumps({"name": "no code"}), good]) + "\n")
+    problems = []
+    records = read_records(path, on_error=lambda number, message: problems.append(number))
+    assert [r.name for r in records] == ["a", "a"]
+    assert problems == [2, 4]  # the blank line 3 counts as a line
