@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 from scraper.cli import add_logging_args, setup_logging
-from scraper.records import atomic_write_json, write_jsonl
-from scraper.stats import Rejects, Stats
-from scraper.validate.api import (DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LEVELS, level_fractions, read_manifest,
-                                  validate_records)
+from scraper.records import atomic_write_json
+from scraper.stats import Stats
+from scraper.validate.api import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LEVELS, validate_manifest
 
 log = logging.getLogger("scraper.validate")
 
@@ -56,15 +55,11 @@ def main(argv=None) -> int:
         return 2
     folder = args.manifest.parent
     stats = Stats("validate")
-    rejects = Rejects(folder / "validate_rejects.jsonl", stats)
-    rejects.reset()
-    records = read_manifest(args.manifest, rejects)
-    stats.inc("records", len(records))
     cache = None if args.no_cache else (args.cache or folder / "validate_cache.jsonl")
-    validate_records(records, levels=(args.level,), jobs=args.jobs, timeout=args.timeout,
-                     memory_mb=args.memory_mb, cache_path=cache, stats=stats)
-    write_jsonl(args.manifest, records)
-    fractions = level_fractions(records)
+    fractions = validate_manifest(args.manifest, stats, levels=(args.level,), jobs=args.jobs, timeout=args.timeout,
+                                  memory_mb=args.memory_mb, cache_path=cache)
+    stats.extra.pop("validation")  # this command reports them as "fractions", below
+    stats.inc("records", sum(source["records"] for source in fractions.values()))
     summary = stats.to_dict()
     summary["fractions"] = fractions
     atomic_write_json(folder / "validate_stats.json", summary)

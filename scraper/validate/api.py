@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.metadata
-import json
 import logging
 from collections import defaultdict
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Iterable, Optional
 from tqdm import tqdm
 
 from scraper.cli import default_jobs
-from scraper.records import KernelRecord, write_jsonl
+from scraper.records import KernelRecord, iter_jsonl_lines, record_of_line, write_jsonl
 from scraper.stats import Rejects, Stats
 from scraper.validate.cache import ResultCache, cache_key
 from scraper.validate.compiles import target_text
@@ -66,43 +65,51 @@ def validate_from_args(records: list[KernelRecord], args: argparse.Namespace, *,
     """validate_records with the options of add_validate_args; does nothing when --validate was not given."""
     if not getattr(args, "validate", None):
         return
-    validate_records(records, levels=LEVELS[: LEVELS.index(args.validate) + 1], jobs=args.validate_jobs,
-                     timeout=args.validate_timeout, memory_mb=args.validate_memory_mb,
-                     cache_path=args.validate_cache or default_cache, stats=stats)
+    validate_records(records, stats=stats, **_options_from_args(args, default_cache))
+
+
+def _options_from_args(args: argparse.Namespace, default_cache: Optional[str]) -> dict:
+    """validate_records' keyword options from the flags of add_validate_args."""
+    return {"levels": LEVELS[: LEVELS.index(args.validate) + 1], "jobs": args.validate_jobs,
+            "timeout": args.validate_timeout, "memory_mb": args.validate_memory_mb,
+            "cache_path": args.validate_cache or default_cache}
 
 
 def read_manifest(path, rejects: Rejects) -> list[KernelRecord]:
     """The records of a kernels.jsonl; every line that is not one goes to `rejects` (reason `not_a_record`) with
     its line number and its text, and to the stats' "read" errors, so a rewrite of the manifest loses nothing."""
     records = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                records.append(KernelRecord.from_dict(json.loads(raw.decode("utf-8"))))
-            except (ValueError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-                message = f"{path}:{number}: not a kernel record ({type(exc).__name__}: {exc})"
-                rejects.stats and rejects.stats.error("read", str(path), message)
-                rejects.add("not_a_record", line=number, message=message,
-                            text=raw.decode("utf-8", "replace").rstrip("\r\n"))
+    for line in iter_jsonl_lines(path):
+        record, problem = record_of_line(line)
+        if record is not None:
+            records.append(record)
+            continue
+        message = problem if line.error else f"{path}:{line.number}: {problem}"
+        rejects.stats and rejects.stats.error("read", str(path), message)
+        rejects.add("not_a_record", line=line.number, message=message, text=line.text)
     return records
 
 
-def validate_manifest_from_args(manifest, args: argparse.Namespace, stats: Stats) -> Optional[dict]:
-    """For a stage CLI after it wrote `manifest` (a kernels.jsonl): with --validate, check its records, rewrite
-    it atomically with the levels filled, and return `level_fractions` (also kept in `stats.extra`). Without
-    --validate: None. The cache defaults to validate_cache.jsonl beside the manifest; lines that are not records
-    go to validate_rejects.jsonl there."""
-    if not getattr(args, "validate", None):
-        return None
+def validate_manifest(manifest, stats: Stats, **options) -> dict:
+    """Check the records of a kernels.jsonl (`options` as for validate_records), rewrite it atomically with the
+    levels filled, and return `level_fractions` (also kept in `stats.extra["validation"]`). Lines that are not
+    records go to validate_rejects.jsonl beside it."""
     rejects = Rejects(Path(manifest).parent / "validate_rejects.jsonl", stats)
     rejects.reset()
     records = read_manifest(manifest, rejects)
-    validate_from_args(records, args, stats=stats, default_cache=str(manifest.parent / "validate_cache.jsonl"))
+    validate_records(records, stats=stats, **options)
     write_jsonl(manifest, records)
     stats.extra["validation"] = level_fractions(records)
     return stats.extra["validation"]
+
+
+def validate_manifest_from_args(manifest, args: argparse.Namespace, stats: Stats) -> Optional[dict]:
+    """For a stage CLI after it wrote `manifest` (a kernels.jsonl): with --validate, `validate_manifest` with the
+    options of add_validate_args (cache: validate_cache.jsonl beside the manifest); without it, None."""
+    if not getattr(args, "validate", None):
+        return None
+    default_cache = str(Path(manifest).parent / "validate_cache.jsonl")
+    return validate_manifest(manifest, stats, **_options_from_args(args, default_cache))
 
 
 def check_parses(record: KernelRecord) -> dict:
