@@ -29,7 +29,7 @@ from typing import Callable, Optional, Sequence
 
 from tqdm import tqdm
 
-from scraper.cli import REPO_ROOT
+from scraper.paths import PACKAGE_PARENT
 from scraper.records import append_jsonl, atomic_write_text
 from scraper.stats import Stats
 from scraper.suite.lists import ModelSpec, safe_name
@@ -166,7 +166,7 @@ def worker_env(gpu: Optional[str]) -> dict[str, str]:
     that looks like a secret (GITHUB_TOKEN, ...), since `--suite modules` runs scraped code there."""
     env = worker_environment()
     env.update(TORCH_COMPILE_DEBUG="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     return env
