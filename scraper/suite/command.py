@@ -63,6 +63,9 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     how.add_argument("--backend", default="inductor", help="torch.compile backend (default: inductor); 'none' "
                      "runs each model eagerly without torch.compile: a dry run of the programs and inputs")
     how.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when the worker sees a GPU")
+    how.add_argument("--no-accuracy", dest="accuracy", action="store_false",
+                     help="do not check the compiled model against eager (default: checked, as PyTorch's runner "
+                          "does with --accuracy; recorded as accuracy pass|fail|skipped and max_error)")
     run = parser.add_argument_group("running")
     run.add_argument("--out", type=Path, default=Path("torch_compile_debug"),
                      help="debug root: run_*/ folders from torch, suite/ (manifest, programs, logs) "
@@ -109,6 +112,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
         suite=args.suite, out=args.out, mode=args.mode, dtype=args.dtype, max_autotune=args.max_autotune,
         timeout=args.timeout, seq_len=args.seq_len, hf_layers=args.hf_layers, backend=args.backend,
         device=args.device, worker=args.worker, shard=lists.parse_shard(args.shard) if args.shard else None,
+        accuracy=args.accuracy,
     )
 
 

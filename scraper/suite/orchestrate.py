@@ -57,6 +57,7 @@ class Settings:
     device: Optional[str] = None
     worker: Optional[Path] = None  # a replacement worker script (tests, custom compile steps)
     shard: Optional[tuple[int, int]] = None
+    accuracy: bool = True  # compare compiled outputs with eager (the worker's --no-accuracy turns it off)
 
     @property
     def suite_dir(self) -> Path:
@@ -149,6 +150,8 @@ def worker_argv(settings: Settings, job: Job, paths: dict[str, Path]) -> list[st
             "--backend", settings.backend]
     if settings.max_autotune:
         argv.append("--max-autotune")
+    if not settings.accuracy:
+        argv.append("--no-accuracy")
     if settings.device:
         argv += ["--device", settings.device]
     if job.source is not None:

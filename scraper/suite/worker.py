@@ -5,9 +5,11 @@
 
 It writes the model's standalone program (scraper.suite.programs), builds the model BY RUNNING that program,
 names the graphs after the model (`torch._functorch.aot_autograd.set_model_name`, as PyTorch's
-benchmarks/dynamo runner does), compiles and runs it once, and writes RESULT.json: success, the phase that failed
+benchmarks/dynamo runner does), compiles and runs it once, checks the compiled outputs against eager
+(scraper.suite.accuracy; --no-accuracy skips it), and writes RESULT.json: success, the phase that failed
 (program / import / init / inputs / build / compile), the error, timings, versions, the debug run folder and its
-graphs and kernel count. Scraped code (--suite modules) is executed here, in this throw-away process, never in
+graphs and kernel count, accuracy, and where it wrote the model's KernelBench problem (scraper.suite.problems) and
+its pairing record (what each graph's `call(args)` takes and returns, scraper.suite.recording). Scraped code (--suite modules) is executed here, in this throw-away process, never in
 the orchestrator. The exit status is 0 on success, 1 on a recorded failure.
 """
 
@@ -28,7 +30,7 @@ if __package__ in (None, ""):  # run as a file path: make `scraper` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scraper.records import atomic_write_json, atomic_write_text  # noqa: E402
-from scraper.suite import programs  # noqa: E402
+from scraper.suite import accuracy, problems, programs, recording  # noqa: E402
 from scraper.suite.manifest import run_dir_contents  # noqa: E402
 
 log = logging.getLogger("scraper.suite.worker")
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", default="inductor", help="torch.compile backend; none = run eagerly, "
                         "without torch.compile (a dry run of the program)")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="do not compare the "
+                        "compiled model's outputs (and, in training, loss and gradients) with eager")
     parser.add_argument("--cache", action="store_true", help="keep Inductor's FX-graph/autograd caches on "
                         "(off by default: a cache hit can skip writing the debug files)")
     parser.add_argument("--source", help="modules: the module's source file (its dependency closure)")
@@ -113,8 +117,8 @@ def describe(error: BaseException | str) -> str:
 
 
 def run(args: argparse.Namespace, info: dict) -> None:
-    """Write the program, build the model from it, compile and run once; fills `info` as it goes (so a
-    failure still reports what was inferred before it)."""
+    """Write the program, build the model from it, compile and run once, check accuracy; fills `info` as it goes
+    (so a failure still reports what was inferred before it)."""
     import torch
 
     configure_torch(args)
@@ -129,9 +133,17 @@ def run(args: argparse.Namespace, info: dict) -> None:
     model, call_args, call_kwargs = phase("build", lambda: load_program(args.program).build(device))
     info["build_seconds"] = round(time.monotonic() - started, 3)
     info["parameters"] = sum(p.numel() for p in model.parameters())
+    write_problem(args, text, info)
+    copies = accuracy_copies(model) if args.accuracy else None
+    recorder = make_recorder(args)
     started = time.monotonic()
-    phase("compile", lambda: compile_and_run(model, call_args, call_kwargs, training, args))
+    output, result = phase("compile", lambda: compile_and_run(model, call_args, call_kwargs, training, args,
+                                                              recorder))
     info["compile_seconds"] = round(time.monotonic() - started, 3)
+    if recorder is not None:
+        write_pairing(args, recorder.finish(model, call_args, call_kwargs, output), info)
+    if args.accuracy:
+        info.update(check_accuracy(copies, result, call_args, call_kwargs, args))
 
 
 def phase(name: str, step):
@@ -157,6 +169,9 @@ def configure_torch(args: argparse.Namespace) -> None:
                              (torch._functorch.config, "enable_autograd_cache")):
             if hasattr(module, flag):
                 setattr(module, flag, False)
+    if args.accuracy:  # as PyTorch's runner with --accuracy: the same random numbers and conv algorithms
+        torch.backends.cudnn.deterministic = True
+        torch._inductor.config.fallback_random = args.mode == "training"
 
 
 def program_text(args: argparse.Namespace, device: str, training: bool) -> tuple[str, dict]:
@@ -179,20 +194,81 @@ def load_program(path: str):
     return module
 
 
-def compile_and_run(model, call_args, call_kwargs, training: bool, args: argparse.Namespace) -> None:
-    """torch.compile the model and run it once: forward (inference) or forward + backward (training)."""
+def compile_and_run(model, call_args, call_kwargs, training: bool, args: argparse.Namespace, recorder):
+    """torch.compile the model (through `recorder` when there is one) and run it once: forward (inference) or
+    forward + backward (training). Returns (the model's output, its named tensors for the accuracy check)."""
     import torch
 
     mode = "max-autotune-no-cudagraphs" if args.max_autotune else None
     # backend "none": no torch.compile at all, a dry run of the program and its inputs
-    compiled = model if args.backend == "none" else torch.compile(model, backend=args.backend, mode=mode)
-    if training:
-        loss_of(compiled(*call_args, **call_kwargs)).backward()
+    if args.backend == "none":
+        compiled = model
+    elif recorder is not None:
+        compiled = torch.compile(model, backend=recorder)  # the recorder applies `mode` itself
     else:
-        with torch.no_grad():
-            compiled(*call_args, **call_kwargs)
+        compiled = torch.compile(model, backend=args.backend, mode=mode)
+    output, result = accuracy.seeded(lambda: accuracy.run_once(compiled, call_args, call_kwargs, training,
+                                                               loss_of, named_from=model))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+    return output, result
+
+
+def make_recorder(args: argparse.Namespace) -> Optional[recording.GraphRecorder]:
+    """The recording backend around --backend (None without compiling)."""
+    import torch._dynamo.utils
+
+    if args.backend == "none":
+        return None
+    mode = "max-autotune-no-cudagraphs" if args.max_autotune else None
+    return recording.GraphRecorder(args.backend, mode, debug_dir=lambda: Path(torch._dynamo.utils.get_debug_dir()))
+
+
+def accuracy_copies(model):
+    """Copies of the model for the eager and float64 runs, made before compiling; None when it cannot be copied
+    (the check is then skipped with that reason)."""
+    try:
+        return accuracy.copies_for_accuracy(model)
+    except Exception as exc:  # a model holding something deepcopy refuses
+        return describe(exc)
+
+
+def check_accuracy(copies, result: dict, call_args, call_kwargs, args: argparse.Namespace) -> dict:
+    """Eager (and float64) runs of the copies, compared with the compiled run; the manifest's accuracy fields.
+    A failure here is the check's, not the model's: it is recorded as skipped with the reason."""
+    if not isinstance(copies, tuple):
+        return accuracy.skipped(f"model cannot be copied: {copies}")
+    training = args.mode == "training"
+    try:
+        _, eager = accuracy.seeded(lambda: accuracy.run_once(copies[0], call_args, call_kwargs, training,
+                                                             loss_of))
+        fp64 = accuracy.seeded(lambda: accuracy.float64_run(copies[1], call_args, call_kwargs, training,
+                                                            loss_of))
+        tol = accuracy.tolerance_for(args.mode, args.dtype)
+        return accuracy.verdict_fields(accuracy.compare(eager, result, fp64, tol), tol, fp64 is not None)
+    except Exception as exc:
+        traceback.print_exc()
+        return accuracy.skipped(f"eager run failed: {describe(exc)}")
+
+
+def write_problem(args: argparse.Namespace, program: str, info: dict) -> None:
+    """The model's KernelBench problem beside its program (suite/problems/...), path recorded in `info`."""
+    text = problems.problem_text(program, args.model)
+    if text is None:
+        return
+    path = problems.sibling_path(Path(args.program), Path(args.out), "problems", ".py")
+    atomic_write_text(path, text)
+    os.chmod(path, 0o644)
+    info["problem"] = os.path.relpath(path, args.out)
+
+
+def write_pairing(args: argparse.Namespace, pairing: dict, info: dict) -> None:
+    """The pairing record (scraper.suite.recording) beside the program (suite/pairing/...json), with the launch
+    configurations of the Triton kernels, path recorded in `info`."""
+    pairing["kernels"] = recording.kernel_configs()
+    path = problems.sibling_path(Path(args.program), Path(args.out), "pairing", ".json")
+    atomic_write_json(path, pairing)
+    info["pairing"] = os.path.relpath(path, args.out)
 
 
 def loss_of(output):
