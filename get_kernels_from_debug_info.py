@@ -10,6 +10,9 @@ Nothing is executed and no network is used (with --validate, each kernel module 
 processes: see docs/validate.md). Token counts are not computed here (create_json.py counts them).
 Debug folders made by run_inductor_suite.py (with a suite/ manifest) also give each kernel its PyTorch side:
 the model's program (and, for --suite modules, the module's source) under extra["pytorch"] (docs/suite.md).
+Each graph also becomes a PyTorch -> Triton pair in pairs.jsonl (KernelBook's columns: python_code, a
+KernelBench-form problem; triton_code, the kernels, call(args) and class ModelNew), and every suite model a
+reference problem in problems/ (docs/pairs.md).
 Rerunning on the same input gives the same output; a graph whose name another run already holds goes to
 <graph>-<hash>. Exit status: 0, 1 when no output_code.py was found, 2 when the output cannot be written.
 See docs/inductor.md.
@@ -20,6 +23,7 @@ import sys
 from pathlib import Path
 
 from scraper.cli import add_logging_args, setup_logging
+from scraper.pairs.build import PairStep
 from scraper.suite.attach import PyTorchSide
 from scraper.validate import VALIDATE_CACHE, add_validate_args, validator_from_args
 
@@ -42,13 +46,16 @@ def main(argv=None) -> int:
     from scraper.stats import STATS, Stats
 
     stats = Stats("inductor")
-    # The chain: extract -> attach the PyTorch side -> validate -> write (kernels.jsonl, once).
-    steps = [PyTorchSide(args.inputs, stats).run]
+    # The chain: extract -> attach the PyTorch side -> pair -> validate -> write (kernels.jsonl, once);
+    # the pair step writes pairs.jsonl and problems/ when the chain is done.
+    pairs = PairStep(args.inputs, args.output, stats)
+    steps = [PyTorchSide(args.inputs, stats).run, pairs.run]
     validator = validator_from_args(args, stats, default_cache=str(args.output / VALIDATE_CACHE))
     try:
         if validator is not None:
             steps.append(validator.run)
         extract_kernels(args.inputs, args.output, stats, steps)
+        pairs.close()
     except OSError as exc:  # the output folder cannot be made or written
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -56,7 +63,7 @@ def main(argv=None) -> int:
         validator is not None and validator.close()
     if validator is not None:
         stats.extra["validation"] = validator.fractions()
-        stats.save(args.output / STATS)
+    stats.save(args.output / STATS)
     print(stats.summary(), file=sys.stderr)
     return 0 if stats.counts["graphs"] else 1
 

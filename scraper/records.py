@@ -93,6 +93,7 @@ class KernelRecord:
     parses: Optional[bool] = None
     imports: Optional[bool] = None
     compiles: Optional[bool] = None
+    correct: Optional[bool] = None  # the suite model of its graph passed (True) / failed (False) the accuracy check
     validation: Optional[dict] = None  # error class / first line / triton version / target / chosen config
     extra: dict = field(default_factory=dict)  # anything a stage wants to keep that has no field yet
 

@@ -9,10 +9,14 @@ extracted records to those entries on (run_dir, graph) and stores under `record.
      "program_file",        # the program, relative to the debug root (suite/programs/...)
      "program",             # its text: the script that builds the model and its inputs
      "module",              # --suite modules: the module class's own source (its dependency closure); else None
-     "module_provenance"}   # --suite modules: repo, path, commit, license, stars, lineno, class_name; else None
+     "module_provenance",   # --suite modules: repo, path, commit, license, stars, lineno, class_name; else None
+     "accuracy", "max_error", "tolerance",   # the worker's check of the compiled model against eager
+     "problem_file", "pairing_file", "versions"}
 
-Records of debug folders without a suite manifest are left as they are. Nothing is executed: the programs are
-read as text.
+It also sets the verification level `correct`: True when the model passed the accuracy check, False when it
+failed, None when it was skipped or not run; the evidence (model, max_error, tolerance) goes to
+`record.validation["correct"]`. Records of debug folders without a suite manifest are left as they are. Nothing
+is executed: the programs are read as text.
 """
 
 from __future__ import annotations
@@ -71,6 +75,20 @@ class PyTorchSide:
         return records
 
 
+CORRECT = {"pass": True, "fail": False}
+
+
+def set_correct(record: KernelRecord, side: dict, stats: Stats) -> None:
+    """The `correct` level from the model's accuracy check, with its evidence."""
+    record.correct = CORRECT.get(side.get("accuracy"))
+    if side.get("accuracy") is None:
+        return
+    evidence = {"ok": record.correct, "accuracy": side["accuracy"], "model": side.get("model"),
+                "max_error": side.get("max_error"), "tolerance": side.get("tolerance")}
+    record.validation = {**(record.validation or {}), "correct": evidence}
+    stats.inc(f"correct_{side['accuracy']}")
+
+
 def attach_one(record: KernelRecord, indexes: list[tuple[Path, dict]], cache: dict, stats: Stats) -> bool:
     """Join one record to the first suite manifest that lists its graph; True when it was joined."""
     if record.source != "inductor" or not record.run_dir:
@@ -82,6 +100,7 @@ def attach_one(record: KernelRecord, indexes: list[tuple[Path, dict]], cache: di
                 stats.inc("pytorch_program_missing")
                 stats.error("attach", f"{root}/{side['program_file']}", "program file missing or unreadable")
             record.extra[PYTORCH_KEY] = side
+            set_correct(record, side, stats)
             stats.inc("pytorch_side_attached")
             return True
     if any((root / record.run_dir).is_dir() for root, _ in indexes):

@@ -65,7 +65,9 @@ def pytorch_side(record: KernelRecord, index: dict[tuple[str, str], dict], debug
     """The PyTorch side of one extracted kernel: suite, model, mode, dtype, the
     program's path relative to the debug root ("program_file") and, with_source, its text ("program") and, for
     --suite modules, the module's own source (its dependency closure, "module"); for scraped modules also
-    their provenance ("module_provenance": repo, path, commit, license, stars, lineno, class_name). None when
+    their provenance ("module_provenance": repo, path, commit, license, stars, lineno, class_name); the
+    accuracy check ("accuracy", "max_error", "tolerance"), the paths of the problem and pairing files the worker
+    wrote ("problem_file", "pairing_file", relative to the debug root; None for older runs) and "versions". None when
     the kernel's graph is not in the index (a debug folder the suite did not make). `cache` (a dict kept by the
     caller) saves reading one program once per kernel."""
     entry = index.get((Path(record.run_dir or "").name, record.graph or ""))
@@ -73,12 +75,22 @@ def pytorch_side(record: KernelRecord, index: dict[tuple[str, str], dict], debug
         return None
     side = {"suite": entry.get("suite"), "model": entry.get("model"), "mode": entry.get("mode"),
             "dtype": entry.get("dtype"), "program_file": entry.get("program"), "program": None, "module": None,
-            "module_provenance": entry.get("module")}
+            "module_provenance": entry.get("module"), **accuracy_of(entry),
+            "problem_file": entry.get("problem"), "pairing_file": entry.get("pairing"),
+            "versions": entry.get("versions")}
     if with_source and entry.get("program"):
         side["program"] = read_program(debug_root, entry["program"], cache if cache is not None else {})
         if entry.get("suite") == "modules" and side["program"] is not None:
             side["module"] = module_source(side["program"])
     return side
+
+
+def accuracy_of(entry: dict) -> dict:
+    """The accuracy check of a manifest entry: {"accuracy": "pass"|"fail"|"skipped"|None (not checked: a run
+    made before the check existed), "max_error", "tolerance"}."""
+    detail = entry.get("accuracy_detail") or {}
+    return {"accuracy": entry.get("accuracy"), "max_error": entry.get("max_error"),
+            "tolerance": detail.get("tolerance")}
 
 
 def read_program(debug_root: str | os.PathLike, relative: str, cache: dict) -> Optional[str]:
