@@ -2,6 +2,8 @@
 """Merge kernel manifests into a deduplicated torchtune text-completion dataset (stage 3).
 
     python create_json.py inductor_kernels scraper/generator/generated   # -> datasets/triton_functions.json
+    python create_json.py inductor_kernels --task pairs      # PyTorch -> Triton pairs -> datasets/triton_pairs.json
+    python create_json.py inductor_kernels --task problems   # KernelBench problems -> datasets/triton_problems.json
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import dataclasses
 
 from scraper.cli import add_logging_args, setup_logging
-from scraper.dataset import decontam, dedup, filters, tokens, write
+from scraper.dataset import decontam, dedup, filters, tasks, tokens, write
 from scraper.dataset.pipeline import Options, build_dataset, torchtune_snippet
 from scraper.validate import add_validate_args, level_fractions, meets, validate_from_args
 
@@ -36,6 +38,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--format", dest="fmt", choices=write.FORMATS, default="json",
                         help="json: one JSON array (torchtune's local-file example, default); jsonl: one row per "
                              "line (for large sets: the JSON loader reads a whole array into memory); parquet")
+    parser.add_argument("--task", choices=("completion", "pairs", "problems"), default="completion",
+                        help="completion: kernel text rows (default); pairs: python_code -> triton_code rows from "
+                             "the inputs' pairs.jsonl (KernelBook's columns, for torchtune's instruct dataset); "
+                             "problems: the KernelBench-form problems of the inputs' problems/ (docs/pairs.md)")
+    parser.add_argument("--with-reference", action="store_true",
+                        help="completion: put the PyTorch a kernel implements (ATen ops, graph fragment) above it "
+                             "as comments")
     parser.add_argument("--column", default="text", help="name of the text column (e.g. 'input'; default: text)")
     parser.add_argument("--no-fence", dest="fenced", action="store_false",
                         help="write the bare code instead of wrapping it in ```python ... ```")
@@ -101,9 +110,32 @@ def validate_unchecked(records: list, args: argparse.Namespace, stats, folder: P
     stats.extra["validation"] = level_fractions(records)
 
 
+def main_task(args: argparse.Namespace) -> int:
+    """--task pairs / problems: build, print the counts and (pairs) the torchtune snippet."""
+    try:
+        result = tasks.build_task(args.task, args.inputs, args.output, args.fmt, args.license, args.max_tokens,
+                                  args.tokenizer, args.val_fraction)
+    except (OSError, tokens.TokenizerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.stats.summary(), file=sys.stderr)
+    print(f"wrote {len(result.rows)} rows to {result.output}", file=sys.stderr)
+    if not result.rows:
+        print(f"error: no {args.task} row is left (see the stats and rejects beside the output)", file=sys.stderr)
+        return 1
+    train = result.split_files["train"]
+    print(f'# datasets: load_dataset("json", data_files="{train}", split="train")', file=sys.stderr)
+    if args.task == "pairs":
+        print("\n# torchtune config for the training split:", file=sys.stderr)
+        print(tasks.torchtune_pairs_snippet(train, args.fmt))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args)
+    if args.task != "completion":
+        return main_task(args)
     known = {f.name for f in dataclasses.fields(Options)}
     options = Options(**{k: v for k, v in vars(args).items() if k in known})
     if args.validate:

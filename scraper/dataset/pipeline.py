@@ -36,6 +36,7 @@ class Options:
     fmt: str = "json"
     column: str = "text"
     fenced: bool = True
+    with_reference: bool = False  # prefix each kernel with the PyTorch (ATen ops, graph fragment) it implements
     near_threshold: float = dedup.DEFAULT_THRESHOLD  # 0 turns near dedup off
     license: str = "any"
     max_tokens: Optional[int] = None
@@ -83,7 +84,7 @@ def build_dataset(options: Options) -> BuildResult:
     atomic_write_text(rejects.path, "")  # present even when nothing is dropped
 
     items = load.load_inputs(options.inputs, stats, rejects)
-    count_tokens(items, counter, options.fenced)
+    count_tokens(items, counter, options.fenced, options.with_reference)
     items = filters.apply_filters(items, filters.build_checks(
         options.license, options.max_tokens, options.min_lines), rejects)
     items = drop_contaminated(items, options, stats, rejects)
@@ -95,7 +96,7 @@ def build_dataset(options: Options) -> BuildResult:
     stats.counts.update({f"groups_{name}": count for name, count in groups.items()})
 
     items = sorted(items, key=_row_order)
-    rows = [write.to_row(item, options.column, options.fenced) for item in items]
+    rows = [write.to_row(item, options.column, options.fenced, options.with_reference) for item in items]
     split_files = write_outputs(output, rows, items, options.fmt)
     count_outputs(rows, stats)
     save_stats(folder, stats, clusters, counter.name)
@@ -104,9 +105,10 @@ def build_dataset(options: Options) -> BuildResult:
     return BuildResult(rows, output, split_files, stats, clusters)
 
 
-def count_tokens(items: list[Item], counter: tokens.TokenCounter, fenced: bool) -> None:
+def count_tokens(items: list[Item], counter: tokens.TokenCounter, fenced: bool, with_reference: bool = False
+                 ) -> None:
     """Store each item's token count (of the text it will train on)."""
-    counts = counter.count([write.row_text(item.record, fenced) for item in items])
+    counts = counter.count([write.row_text(item.record, fenced, with_reference) for item in items])
     for item, count in zip(items, counts):
         item.n_tokens = count
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
+from typing import Callable
 
 from scraper.dataset.item import Item
 
@@ -38,11 +39,11 @@ def group_position(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
 
 
-def assign_splits(items: list[Item], val_fraction: float) -> dict:
-    """Set the split and group of every item; returns {split: number of groups}."""
+def assign_splits(items: list, val_fraction: float, key: Callable = group_key) -> dict:
+    """Set the split and group of every item (`key(item)` names its group); returns {split: number of groups}."""
     groups: dict[str, list] = defaultdict(list)
     for item in items:
-        groups[group_key(item)].append(item)
+        groups[key(item)].append(item)
     chosen = {key for key in groups if group_position(key) < val_fraction}
     if not chosen and len(groups) >= 2 and val_fraction > 0:
         chosen = fill_validation(groups, val_fraction)

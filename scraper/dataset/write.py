@@ -26,15 +26,29 @@ def fence(code: str) -> str:
     return f"```python\n{code.strip(chr(10))}\n```"
 
 
-def row_text(record: KernelRecord, fenced: bool = True) -> str:
-    """The training text of a record: its self-contained code, fenced unless `fenced` is False."""
-    return fence(record.code) if fenced else record.code
+def row_text(record: KernelRecord, fenced: bool = True, with_reference: bool = False) -> str:
+    """The training text of a record: its self-contained code (after the PyTorch it implements as a comment
+    header, `with_reference`), fenced unless `fenced` is False."""
+    code = reference_header(record) + record.code if with_reference else record.code
+    return fence(code) if fenced else code
 
 
-def to_row(item: Item, column: str = "text", fenced: bool = True) -> dict:
+def reference_header(record: KernelRecord) -> str:
+    """Comment lines naming the PyTorch an Inductor kernel implements: its ATen ops and graph fragment (from the
+    comment Inductor wrote above it); "" for kernels without them (GitHub kernels)."""
+    lines = []
+    if record.aten_ops:
+        lines.append("# PyTorch (ATen) this kernel implements: " + ", ".join(aten_ops_column(record.aten_ops)))
+    if record.graph_fragment:
+        lines.append("# Graph fragment:")
+        lines += [f"#   {line}" for line in str(record.graph_fragment).splitlines()]
+    return "".join(line + "\n" for line in lines) + ("\n" if lines else "")
+
+
+def to_row(item: Item, column: str = "text", fenced: bool = True, with_reference: bool = False) -> dict:
     """One dataset row: the text column, then the METADATA columns."""
     record = item.record
-    row = {column: row_text(record, fenced)}
+    row = {column: row_text(record, fenced, with_reference)}
     row.update({
         "id": record.id, "source": record.source, "kernel_name": record.name, "kind": record.kind,
         "repo": record.repo, "commit": record.commit, "path": record.path, "license": record.license,
