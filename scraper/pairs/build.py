@@ -4,8 +4,8 @@
 graph's pair; `close()` writes `pairs.jsonl` (this run's pairs, and the pairs an earlier run made of graphs not
 extracted again) and `problems/` (the KernelBench problem of every model the suite manifests of the inputs list as
 ok, and the graph-level problems of graph-level pairs), with `problems/problems.jsonl` as their index.
-kernels.jsonl is never touched. Dropped pairs go to rejects.jsonl as `pair_<reason>` (counted `dropped_pair_<reason>`
-in stats.json).
+kernels.jsonl is never touched. Graphs that give no pair go to pairs_rejects.jsonl as `pair_<reason>` (counted
+`dropped_pair_<reason>` in the stage's stats.json).
 
 A pair is model level when the suite recorded the model's one inference graph (scraper.suite.recording
 .model_level_graph): python_code is the model's problem (scraper.suite.problems), ModelNew maps its weights and
@@ -26,10 +26,10 @@ from scraper.inductor.layout import PROVENANCE
 from scraper.pairs import modelnew
 from scraper.pairs.graph_problem import graph_problem
 from scraper.pairs.launch import PairError
-from scraper.pairs.record import PAIRS, PROBLEMS_DIR, PROBLEMS_INDEX, PairRecord, iter_pairs
+from scraper.pairs.record import PAIRS, PAIRS_REJECTS, PROBLEMS_DIR, PROBLEMS_INDEX, PairRecord, iter_pairs
 from scraper.pairs.triton_code import host_code, module_text
 from scraper.records import KernelRecord, iter_jsonl, kernel_id
-from scraper.stats import REJECTS, Rejects, Stats
+from scraper.stats import Stats
 from scraper.suite.attach import PYTORCH_KEY, enclosing_root, suite_roots
 from scraper.suite.lists import safe_name
 from scraper.suite.manifest import latest_entries, read_program
@@ -51,7 +51,7 @@ class PairStep:
 
     def __init__(self, inputs: list[Path], out_dir: Path, stats: Stats) -> None:
         self.inputs, self.out_dir, self.stats = list(inputs), Path(out_dir), stats
-        self.rejects = Rejects(self.out_dir / REJECTS, stats)
+        self.rejected: list[dict] = []  # this run's pairs_rejects.jsonl rows
         self.pairs: dict[str, PairRecord] = {}  # graph folder -> this run's pair
         self.seen: set[str] = set()  # graph folders this run extracted (with or without a pair)
         self.pairings: dict = {}  # pairing file -> its record (read once per model)
@@ -66,7 +66,9 @@ class PairStep:
                 self.count(self.pairs[folder])
             except PairError as exc:
                 log.info("%s: no pair: %s", folder, exc)
-                self.rejects.add(f"pair_{exc.reason}", folder=folder, model=records[0].model, error=str(exc))
+                self.stats.inc(f"dropped_pair_{exc.reason}")
+                self.rejected.append({"reason": f"pair_{exc.reason}", "folder": folder, "model": records[0].model,
+                                      "error": str(exc)})
         return records
 
     def count(self, pair: PairRecord) -> None:
@@ -117,6 +119,7 @@ class PairStep:
 
     def close(self) -> None:
         """Write pairs.jsonl and problems/ (module docstring)."""
+        write_jsonl(self.out_dir / PAIRS_REJECTS, self.merged_rows(self.out_dir / PAIRS_REJECTS, self.rejected))
         pairs = self.merged_pairs()
         write_jsonl(self.out_dir / PAIRS, pairs)
         problems = self.model_problems() + [graph_problem_entry(p) for p in pairs if p.pair_level == "graph"]
@@ -141,6 +144,14 @@ class PairStep:
                 merged[folder] = pair
                 self.stats.inc("pairs_kept_from_earlier_run")
         return [merged[folder] for folder in sorted(merged)]
+
+    def merged_rows(self, path: Path, rows: list[dict]) -> list[dict]:
+        """This run's rows of a per-graph file and the earlier rows of graph folders not extracted again that
+        still exist, by folder."""
+        earlier = [row for row in (iter_jsonl(path) if path.is_file() else [])
+                   if row.get("folder") not in self.seen and (self.out_dir / str(row.get("folder")) / PROVENANCE)
+                   .is_file()]
+        return sorted(earlier + rows, key=lambda row: str(row.get("folder")))
 
     def model_problems(self) -> list[tuple[str, str, dict]]:
         """(file, text, index entry) of the problem of every ok model of the inputs' suite manifests."""

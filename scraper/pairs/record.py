@@ -16,6 +16,7 @@ from scraper.fileio import iter_jsonl_lines, report
 from scraper.records import kernel_id
 
 PAIRS = "pairs.jsonl"  # in the Inductor stage's output folder
+PAIRS_REJECTS = "pairs_rejects.jsonl"  # ... the graphs that gave no pair, with the reason
 PROBLEMS_DIR = "problems"  # ... and the reference problems, one .py file each
 PROBLEMS_INDEX = "problems.jsonl"  # inside PROBLEMS_DIR: one line per problem file
 ENTRY_POINT = "Model"  # the reference class; the Triton one is ENTRY_POINT + "New" (KernelBook's convention)
