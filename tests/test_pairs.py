@@ -204,6 +204,7 @@ def test_pairs_compute_what_their_problems_compute(recorded_pairs, recorded_root
     graph_level = [p for p in pairs_of(old_pairs) if p["suite"] == "modules"
                    and not INTERPRETABLE.search(p["triton_code"])]
     assert len(model_level) == 3 and len(graph_level) == 3
+    graph_level = [p for p in graph_level if "EcaModule" in p["folder"]]  # the same graphs: one is enough
     jobs = [[*write_pair(tmp_path, p), str(recorded_root / p["program_file"])] for p in model_level]
     jobs += [[*write_pair(tmp_path, p), None] for p in graph_level]
     result = run_interpreted(RUN_PAIRS, cwd=tmp_path, args=[json.dumps(jobs)])
