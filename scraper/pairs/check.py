@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=20, help="timed runs of each side (default: 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
     parser.add_argument("--limit", type=int, help="check only the first N pairs")
+    parser.add_argument("--time-budget", type=float, help="start no pair after this many seconds (the others stay "
+                        "unchecked; a rerun checks them)")
     parser.add_argument("--recheck", action="store_true", help="check pairs that already have a result too")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: a dry run for tests, "
                         "kernels interpreted (TRITON_INTERPRET=1), Inductor's CUDA allocations made on the CPU, "
@@ -105,17 +107,19 @@ def gpu_available() -> bool:
 
 def check_all(pairs: list[PairRecord], args: argparse.Namespace) -> dict:
     """pair id -> the child's result, `--jobs` children at a time."""
+    deadline = time.monotonic() + args.time_budget if args.time_budget is not None else None
     with tempfile.TemporaryDirectory(prefix="pairs-check-") as scratch:
         lock = Path(scratch) / "gpu.lock"
         lock.touch()
 
         def one(indexed):
             index, pair = indexed
-            folder = Path(scratch) / f"pair{index}"
-            return pair.id, run_child(pair, folder, lock, args)
+            if deadline is not None and time.monotonic() > deadline:
+                return pair.id, None  # not started: stays unchecked
+            return pair.id, run_child(pair, Path(scratch) / f"pair{index}", lock, args)
 
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            return dict(pool.map(one, enumerate(pairs)))
+            return {key: value for key, value in pool.map(one, enumerate(pairs)) if value is not None}
 
 
 def run_child(pair: PairRecord, folder: Path, lock: Path, args: argparse.Namespace) -> dict:

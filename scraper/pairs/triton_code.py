@@ -40,10 +40,12 @@ NUMELS = ("xnumel", "ynumel", "znumel", "r0_numel", "r1_numel")
 
 @dataclass
 class Kernel:
-    """One kernel of the graph as the pair uses it: its record, the name of its jit function and its launch."""
+    """One kernel of the graph as the pair uses it: its record, its jit function's name and parameters, and its
+    launch configuration."""
 
     record: KernelRecord
     function: str
+    params: list
     config: LaunchConfig
 
 
@@ -165,8 +167,9 @@ class CallRewriter:
     def kernel(self, variable: str) -> Kernel:
         if variable not in self.kernels:
             record = self.by_variable[variable]
-            function = jit_function_name(record)
-            self.kernels[variable] = Kernel(record, function, launch_config(record, self.recorded))
+            function = jit_function(record)
+            params = [arg.arg for arg in function.args.args]
+            self.kernels[variable] = Kernel(record, function.name, params, launch_config(record, self.recorded))
         return self.kernels[variable]
 
 
@@ -186,26 +189,28 @@ def dropped_call(node: ast.stmt) -> bool:
     return name in DROPPED_CALLS
 
 
-def jit_function_name(record: KernelRecord) -> str:
-    """The name of the kernel's @triton.jit function in its clean code."""
+def jit_function(record: KernelRecord) -> ast.FunctionDef:
+    """The kernel's @triton.jit function in its clean code."""
     try:
-        return find_kernel_function(ast.parse(record.code), record.name).name
+        return find_kernel_function(ast.parse(record.code), record.name)
     except Exception as exc:  # SyntaxError, KernelModuleError
         raise PairError("kernel_does_not_parse", f"{record.name}: {exc}") from exc
 
 
 def launch_text(kernel: Kernel, call: ast.Call, lines: list[str]) -> str:
-    """`fn[grid](args..., CONSTEXPR=..., num_warps=..., num_stages=...)` for one `.run(...)` call."""
+    """`fn[grid](args..., CONSTEXPR=..., num_warps=..., num_stages=...)` for one `.run(...)` call. Only the
+    configuration's values for parameters of the function are passed (a persistent reduction defines its R0_BLOCK
+    inside); the grid sees them all, as Inductor's does."""
     record, config = kernel.record, kernel.config
     meta = (record.launch or {}).get("inductor_meta") or {}
     arguments = [segment(lines, arg) for arg in call.args]
     extra_count = len(meta.get("extra_launcher_args") or [])
     positional, extra = arguments[: len(arguments) - extra_count], arguments[len(arguments) - extra_count:]
-    params = [p for p in (record.signature or {}) if p not in config.kwargs]
+    params = [p for p in kernel.params if p not in config.kwargs]
     if len(positional) > len(params):
         raise PairError("unknown_launch", f"{record.name}: {len(positional)} arguments for {len(params)} parameters")
     named = dict(zip(params, positional))
-    kwargs = dict(config.kwargs)
+    kwargs = {key: value for key, value in config.kwargs.items() if key in kernel.params}
     for param in params[len(positional):]:
         if param not in (record.constants or {}):
             raise PairError("unknown_launch", f"{record.name}: no value for parameter {param}")
