@@ -171,7 +171,7 @@ def summarize(pairs: list[PairRecord], seconds: float) -> dict:
     """Counts, pass rate and speedup quartiles of the pairs just checked."""
     passed = [p for p in pairs if p.pair_correct is True]
     failed = [p for p in pairs if p.pair_correct is False]
-    speedups = sorted(p.speedup for p in passed if p.speedup)
+    speedups = sorted(p.speedup for p in passed if p.speedup is not None)
     phases: dict = {}
     for pair in failed + [p for p in pairs if p.pair_correct is None]:
         phase = (pair.check or {}).get("phase") or "unchecked"
