@@ -14,7 +14,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from pairs_helpers import (  # noqa: F401  (fixtures)
     REPO_ROOT, extract, old_pairs, read_lines, recorded_pairs, recorded_root, run_interpreted, suite_roots)
