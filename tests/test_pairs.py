@@ -104,7 +104,10 @@ PROBLEM_VS_PROGRAM = textwrap.dedent("""
             model, args, kwargs = load(program_file, f"program{number}").build("cpu")
             want = model(*args, **kwargs)
         got = got if isinstance(got, tuple) else (got,)
-        want = [want] if isinstance(want, torch.Tensor) else [t for t in (want.to_tuple() if hasattr(want, "to_tuple") else want) if isinstance(t, torch.Tensor)]
+        if isinstance(want, torch.Tensor):
+            want = [want]
+        else:  # a Hugging Face ModelOutput
+            want = [t for t in (want.to_tuple() if hasattr(want, "to_tuple") else want) if isinstance(t, torch.Tensor)]
         same.append(len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want)))
     print(json.dumps(same))
 """)

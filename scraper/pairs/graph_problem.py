@@ -25,7 +25,8 @@ _CLASS_HEADER = re.compile(r"^class [^\n]*?\(torch\.nn\.Module\):[ \t]*$", re.MU
 _DEVICE_LITERAL = re.compile(r"device\(type='\w+'(?:, index=\d+)?\)")
 _DTYPE = re.compile(r"^torch\.\w+$")
 ALLOWED_NAMES = {"torch", "inf", "nan"}
-INDUCTOR_PRIMS = "import torch._inductor.inductor_prims  # noqa: F401,E402  (registers Inductor's prims the graph uses)\n"
+INDUCTOR_PRIMS = ("import torch._inductor.inductor_prims  # noqa: F401,E402  (registers Inductor's prims the graph "
+                  "uses)\n")
 
 _TEMPLATE = '''"""{description}"""
 from math import inf, nan  # noqa: F401  (the graph writes -inf and nan as names)
@@ -59,21 +60,21 @@ def get_init_inputs():
 
 def graph_problem(fx_graph: str, output_code: str, description: str) -> str:
     """The problem text of one graph (module docstring); raises PairError when the graph cannot stand alone."""
-    model = model_class(fx_graph)
+    model, forward = model_class(fx_graph)
     inputs = input_specs(output_code)
-    arguments = forward_arguments(model)
+    arguments = [a.arg for a in forward.args.args[1:]]
     if len(arguments) != len(inputs):
         raise PairError("graph_inputs_unknown", f"{len(arguments)} forward arguments, {len(inputs)} in get_args()")
     if arguments and _DEVICE_LITERAL.search(model):
-        model = with_input_device(_DEVICE_LITERAL.sub("inputs_device", model), arguments[0])
+        model = with_input_device(_DEVICE_LITERAL.sub("inputs_device", model), forward, arguments[0])
     prims = INDUCTOR_PRIMS if "torch.ops.prims." in model else ""
     rows = "".join(f"    ({size!r}, {stride!r}, {dtype}),\n" for size, stride, dtype in inputs)
     return _TEMPLATE.format(description=description, model=model.rstrip("\n"), inputs=rows, prims=prims)
 
 
-def with_input_device(model: str, first_argument: str) -> str:
-    """`inputs_device = <first argument>.device` as the forward's first statement."""
-    forward = next(n for n in ast.walk(ast.parse(model)) if isinstance(n, ast.FunctionDef))
+def with_input_device(model: str, forward: ast.FunctionDef, first_argument: str) -> str:
+    """`inputs_device = <first argument>.device` as the forward's first statement (the substitution before
+    changed no line, so the forward's line numbers still hold)."""
     lines = model.split("\n")
     first = forward.body[0]
     indent = lines[first.lineno - 1][: first.col_offset]
@@ -81,9 +82,9 @@ def with_input_device(model: str, first_argument: str) -> str:
     return "\n".join(lines)
 
 
-def model_class(fx_graph: str) -> str:
+def model_class(fx_graph: str) -> tuple[str, ast.FunctionDef]:
     """The graph module of fx_graph_readable.py as `class Model(torch.nn.Module)` with only a forward that
-    reads nothing but its arguments, torch, inf and nan."""
+    reads nothing but its arguments, torch, inf and nan; and that forward's tree."""
     header = _CLASS_HEADER.search(fx_graph)
     if header is None:
         raise PairError("graph_not_readable", "fx_graph_readable.py has no graph module class")
@@ -98,8 +99,9 @@ def model_class(fx_graph: str) -> str:
         raise PairError("graph_has_subgraphs", "more than a forward (nested graph modules, attributes)")
     check_names(members[0])
     if "torch.ops.higher_order." in text:
-        raise PairError("graph_has_user_kernels", "higher-order ops (user Triton kernels, subgraphs) need their side tables")
-    return text
+        raise PairError("graph_has_user_kernels", "higher-order ops (user Triton kernels, subgraphs) need their "
+                        "side tables")
+    return text, members[0]
 
 
 def check_names(forward: ast.FunctionDef) -> None:
@@ -113,12 +115,6 @@ def check_names(forward: ast.FunctionDef) -> None:
     unknown = sorted(read - bound - ALLOWED_NAMES - set(dir(builtins)) - {"device"})
     if unknown:
         raise PairError("unresolved_name", ", ".join(unknown[:5]))
-
-
-def forward_arguments(model: str) -> list[str]:
-    """The forward's argument names after self."""
-    forward = next(n for n in ast.walk(ast.parse(model)) if isinstance(n, ast.FunctionDef))
-    return [a.arg for a in forward.args.args[1:]]
 
 
 def input_specs(output_code: str) -> list[tuple]:
