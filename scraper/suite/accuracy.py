@@ -55,8 +55,12 @@ class Comparison:
 
 def flat_tensors(value) -> list:
     """Every tensor inside a model's output, in a stable order: a tensor; the items of lists and tuples; the
-    values of dicts and of Hugging Face ModelOutputs (`to_tuple()`, which leaves out the None fields); anything
-    else (None, numbers, strings) contributes nothing. The problems' Model returns exactly these."""
+    values of dicts, of Hugging Face ModelOutputs (`to_tuple()`, which leaves out the None fields), of dataclasses
+    and of SimpleNamespaces; anything else (None, numbers, strings) contributes nothing. The problems' Model
+    returns exactly these."""
+    import dataclasses
+    import types
+
     import torch
 
     if isinstance(value, torch.Tensor):
@@ -65,6 +69,10 @@ def flat_tensors(value) -> list:
         value = value.to_tuple()
     elif isinstance(value, dict):
         value = list(value.values())
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = [getattr(value, f.name) for f in dataclasses.fields(value)]
+    elif isinstance(value, types.SimpleNamespace):
+        value = list(vars(value).values())
     if isinstance(value, (list, tuple)):
         return [tensor for item in value for tensor in flat_tensors(item)]
     return []
