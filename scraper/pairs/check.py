@@ -350,6 +350,8 @@ def judge_and_time(model, new, inputs: list, job: dict, accuracy) -> dict:
     dtype = job.get("dtype") or dtype_name(reference)
     tol = accuracy.tolerance_for(mode, dtype)
     with phase("compare"):
+        if not reference:
+            raise ValueError("Model returns no tensor: nothing to compare")
         verdict = accuracy.compare(reference, result, fp64, tol)
     timer = median_ms if job.get("device", "cuda") == "cuda" else median_wall_ms
     with phase("timing"), torch.no_grad():
