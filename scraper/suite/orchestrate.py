@@ -7,6 +7,7 @@ Layout of --out (the debug root, `torch_compile_debug` by default):
                                     are listed in scraper/suite/manifest.py)
     suite/stats.json, errors.csv    counts and failures of the last invocation
     suite/programs/<suite>/<mode>-<dtype>/<model>.py   the standalone PyTorch program of each model
+                                    (status "skipped": a TorchBench model that needs a download or a package)
     suite/logs/<suite>/<mode>-<dtype>/<model>.log      the worker's stdout + stderr
 This process never imports torch nor the scraped code: everything model-related happens in the worker.
 """

@@ -3,7 +3,9 @@
 The worker writes this script and then builds the model BY RUNNING IT (its `build(device)`), so the script a
 user gets is exactly what was compiled, not a description of it. Each script needs only torch and the suite's
 library (timm or transformers); a `modules` program is the scraped module's own source (its dependency closure)
-followed by a `build()` that holds the constructor arguments and input shapes the worker inferred.
+followed by a `build()` that holds the constructor arguments and input shapes the worker inferred; a
+`torchbench` program builds the model through a TorchBench checkout (--torchbench-dir / $TORCHBENCH_DIR) with
+TorchBench's own Model API, network access refused while it does.
 
 Every program defines:
     build(device) -> (model, args, kwargs)   # random weights, in eval() or train() mode, on `device`
