@@ -80,14 +80,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def headline(counts: dict) -> str:
-    """One line: in, duplicates, filtered, out per split and source."""
+def headline(counts: dict, out: dict) -> str:
+    """One line: in, duplicates, filtered, out per split and source (`out`: {split: {source: rows}})."""
     duplicates = counts.get("dropped_exact_duplicate", 0) + counts.get("dropped_near_duplicate", 0)
     filtered = sum(v for k, v in counts.items() if k.startswith("dropped_")) - duplicates
     per_split = []
     for split in ("train", "validation"):
-        sources = ", ".join(f"{k.split('_', 2)[2]} {v}" for k, v in sorted(counts.items())
-                            if k.startswith(f"out_{split}_"))
+        sources = ", ".join(f"{source} {rows}" for source, rows in sorted(out.get(split, {}).items()))
         per_split.append(f"{split} {counts.get(f'out_{split}', 0)}" + (f" ({sources})" if sources else ""))
     return (f"in {counts.get('in_records', 0)}, duplicates {duplicates} (exact "
             f"{counts.get('dropped_exact_duplicate', 0)}, near {counts.get('dropped_near_duplicate', 0)}), "
@@ -119,7 +118,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(result.stats.summary(), file=sys.stderr)
-    print(headline(result.stats.counts), file=sys.stderr)
+    print(headline(result.stats.counts, result.stats.extra.get("out", {})), file=sys.stderr)
     print(f"wrote {len(result.rows)} rows to {result.output}", file=sys.stderr)
     if not result.rows:  # an empty file loads in neither torchtune nor `datasets`: say so rather than a snippet
         print("error: no kernel is left: nothing to train on (see stats.json and rejects.jsonl beside the output)",

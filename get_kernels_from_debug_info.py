@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 
 from scraper.cli import add_logging_args, setup_logging
-from scraper.suite.attach import attach_pytorch_side
-from scraper.validate import add_validate_args, validate_manifest_from_args
+from scraper.suite.attach import PyTorchSide
+from scraper.validate import VALIDATE_CACHE, add_validate_args, validator_from_args
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,16 +38,24 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args)
-    from scraper.inductor import MANIFEST, STATS, extract_kernels
+    from scraper.inductor import extract_kernels
+    from scraper.stats import STATS, Stats
 
+    stats = Stats("inductor")
+    # The chain: extract -> attach the PyTorch side -> validate -> write (kernels.jsonl, once).
+    steps = [PyTorchSide(args.inputs, stats).run]
+    validator = validator_from_args(args, stats, default_cache=str(args.output / VALIDATE_CACHE))
     try:
-        stats = extract_kernels(args.inputs, args.output)
-        if attach_pytorch_side(args.output / MANIFEST, args.inputs, stats) or stats.counts["pytorch_side_missing"]:
-            stats.save(args.output / STATS)
+        if validator is not None:
+            steps.append(validator.run)
+        extract_kernels(args.inputs, args.output, stats, steps)
     except OSError as exc:  # the output folder cannot be made or written
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if validate_manifest_from_args(args.output / MANIFEST, args, stats) is not None:
+    finally:
+        validator is not None and validator.close()
+    if validator is not None:
+        stats.extra["validation"] = validator.fractions()
         stats.save(args.output / STATS)
     print(stats.summary(), file=sys.stderr)
     return 0 if stats.counts["graphs"] else 1

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from dotenv import find_dotenv, load_dotenv
 
-from scraper.cli import REPO_ROOT, add_logging_args, setup_logging
+from scraper.cli import add_logging_args, setup_logging
+from scraper.paths import DEFAULT_DOWNLOAD_DIR
 from scraper.github import DEFAULT_API_URL, GitHubClient, Options, run
 
-DEFAULT_DIR = REPO_ROOT / "scraper" / "generator" / "paritybench_download"
+DEFAULT_DIR = DEFAULT_DOWNLOAD_DIR
 
 
 def build_parser() -> argparse.ArgumentParser:

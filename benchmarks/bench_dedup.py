@@ -27,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from scraper.dataset import dedup, pipeline  # noqa: E402
+from scraper.dataset.item import Item  # noqa: E402
 from scraper.records import KernelRecord, kernel_id  # noqa: E402
 from scraper.stats import Rejects, Stats  # noqa: E402
 
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
     ids = [kernel_id(code) for code in codes]
     baseline = time.perf_counter() - start
 
-    records = [KernelRecord(name=f"k{i}", code=code, source="inductor", id=kid, model=f"m{i % 50}")
+    records = [Item(KernelRecord(name=f"k{i}", code=code, source="inductor", id=kid, model=f"m{i % 50}"))
                for i, (code, kid) in enumerate(zip(codes, ids))]
     with tempfile.TemporaryDirectory() as tmp:
         stats = Stats("bench")

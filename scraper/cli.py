@@ -1,12 +1,9 @@
-"""Bits every command-line script shares: logging set-up and the repository root."""
+"""Bits every command-line script shares: logging set-up and the default number of jobs."""
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def add_logging_args(parser) -> None:

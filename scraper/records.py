@@ -4,23 +4,37 @@ A `KernelRecord` is one Triton kernel: its self-contained source (`code`), its n
 the normalized source (also the exact-dedup key), where it came from (`source`: "inductor" | "github") and
 provenance as plain fields. Every stage reads and writes these as JSON Lines, one record per line.
 
-Writes never leave a half-written file: whole files go to a temporary name in the same folder and are then
-renamed over the target (`os.replace` is atomic on POSIX); appends write one complete line at a time, and the
-reader skips (and reports) a torn last line left by a crash.
+Only this module turns manifest lines into records and records into lines (`iter_records`, `append_records`,
+`ManifestWriter`); the file mechanics (atomic writes, torn lines) are in `scraper.fileio`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional
+from typing import Callable, Iterable, Iterator, Optional
+
+# The file helpers are used with records everywhere; they live in fileio (stats and others import them there).
+from scraper.fileio import (  # noqa: F401  (re-exported)
+    JsonlAppender,
+    JsonlLine,
+    append_jsonl,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    iter_jsonl,
+    iter_jsonl_lines,
+    json_line,
+    remove_stale_temporaries,
+    report,
+    temporary_path,
+    write_jsonl,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,107 +137,9 @@ def kernel_id(code: str) -> str:
     return hashlib.sha256(normalize_source(code).encode("utf-8")).hexdigest()[:16]
 
 
-# ---------------------------------------------------------------------------------------------------- files
+# ------------------------------------------------------------------------------------------------- manifests
 
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            # mkstemp creates 0600; give the file the mode a plain open() would (0666 less the umask).
-            os.fchmod(handle.fileno(), 0o666 & ~_umask())
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
-    """Pretty JSON written atomically (stats.json and friends)."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def _as_dict(item: Any) -> dict:
-    return item.to_dict() if isinstance(item, KernelRecord) else item
-
-
-def _json_line(item: Any) -> str:
-    return json.dumps(_as_dict(item), ensure_ascii=False, default=str) + "\n"
-
-
-def write_jsonl(path: str | os.PathLike, items: Iterable[Any]) -> int:
-    """Replace `path` atomically with one JSON line per item (records or dicts). Returns the count."""
-    lines = [_json_line(item) for item in items]
-    atomic_write_text(path, "".join(lines))
-    return len(lines)
-
-
-def append_jsonl(path: str | os.PathLike, item: Any) -> None:
-    """Append one complete line; a crash can lose at most this line (which `read_jsonl` then skips)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(_json_line(item))
-        handle.flush()
-
-
-class JsonlLine(NamedTuple):
-    """One non-blank line of a JSONL file: its number, its text, and either the object or why it is not one."""
-
-    number: int
-    text: str
-    data: Optional[dict]
-    error: Optional[str]
-
-
-def iter_jsonl_lines(path: str | os.PathLike) -> Iterator[JsonlLine]:
-    """Every non-blank line of a JSONL file, decoded where it is a JSON object (`error` says why where not)."""
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
-            try:
-                data = json.loads(raw.decode("utf-8"))
-                if not isinstance(data, dict):
-                    raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-            except (ValueError, UnicodeDecodeError) as exc:
-                yield JsonlLine(number, text, None, f"{path}:{number}: malformed JSON line ({exc})")
-                continue
-            yield JsonlLine(number, text, data, None)
-
-
-def _report(on_error: Optional[Callable[[int, str], None]], number: int, message: str) -> None:
-    on_error(number, message) if on_error else log.warning(message)
-
-
-def iter_jsonl(
-    path: str | os.PathLike, on_error: Optional[Callable[[int, str], None]] = None
-) -> Iterator[dict]:
-    """Yield each line of a JSONL file as a dict. A malformed line (e.g. torn by a crash) is skipped and
-    reported to `on_error(line_number, message)`, or logged as a warning when no callback is given."""
-    for line in iter_jsonl_lines(path):
-        if line.error:
-            _report(on_error, line.number, line.error)
-        else:
-            yield line.data
+KERNELS = "kernels.jsonl"  # every stage's manifest of records, in its output folder
 
 
 def record_of_line(line: JsonlLine) -> tuple[Optional[KernelRecord], Optional[str]]:
@@ -237,16 +153,73 @@ def record_of_line(line: JsonlLine) -> tuple[Optional[KernelRecord], Optional[st
         return None, f"not a kernel record ({type(exc).__name__}: {exc})"
 
 
-def read_records(
+def iter_records(
     path: str | os.PathLike, on_error: Optional[Callable[[int, str], None]] = None
-) -> list[KernelRecord]:
-    """Every well-formed record of a JSONL file; bad lines go to `on_error(line_number, message)` as in
-    `iter_jsonl` (numbers are the file's line numbers)."""
-    records = []
+) -> Iterator[KernelRecord]:
+    """Every well-formed record of a JSONL file, as it is read; bad lines go to `on_error(line_number, message)`
+    (numbers are the file's line numbers), or to a warning."""
     for line in iter_jsonl_lines(path):
         record, problem = record_of_line(line)
         if record is None:
-            _report(on_error, line.number, problem if line.error else f"{path}:{line.number}: {problem}")
+            report(on_error, line.number, problem if line.error else f"{path}:{line.number}: {problem}")
         else:
-            records.append(record)
-    return records
+            yield record
+
+
+def read_records(
+    path: str | os.PathLike, on_error: Optional[Callable[[int, str], None]] = None
+) -> list[KernelRecord]:
+    """`iter_records` as a list."""
+    return list(iter_records(path, on_error))
+
+
+def append_records(path: str | os.PathLike, records: Iterable[KernelRecord]) -> int:
+    """Append records to a manifest, one complete line each (a torn last line is cut first). Returns the count."""
+    appender = JsonlAppender(path)
+    count = 0
+    for record in records:
+        appender.append(record)
+        count += 1
+    return count
+
+
+class ManifestWriter:
+    """The one writer of a manifest that a run produces whole: records (and, to keep them, lines that are not
+    records) are appended to a temporary file as they stream, and `close` renames it over the manifest. A run
+    that fails leaves the previous manifest as it was; its temporary file is removed by the next run.
+
+        with ManifestWriter(out / KERNELS) as writer:
+            for record in records:
+                writer.write(record)
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path.parent, self.path.name)
+        self.temporary = temporary_path(self.path)
+        self._handle = open(self.temporary, "w", encoding="utf-8")
+        self.count = 0
+
+    def write(self, record: KernelRecord) -> None:
+        """Append one record."""
+        self._handle.write(json_line(record))
+        self.count += 1
+
+    def write_line(self, text: str) -> None:
+        """Append a line kept as it was read (a line of an input that is not a record, so nothing is lost)."""
+        self._handle.write(text.rstrip("\r\n") + "\n")
+
+    def close(self, keep: bool = True) -> None:
+        """Finish: rename the temporary file over the manifest (`keep`), or throw it away."""
+        self._handle.close()
+        if keep:
+            os.replace(self.temporary, self.path)
+        else:
+            self.temporary.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ManifestWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.close(keep=kind is None)

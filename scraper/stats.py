@@ -14,9 +14,14 @@ import logging
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from scraper.records import append_jsonl, atomic_write_json, atomic_write_text
+from scraper.fileio import JsonlAppender, atomic_write_json, atomic_write_text, iter_jsonl, write_jsonl
+
+STATS = "stats.json"
+REJECTS = "rejects.jsonl"
+ERRORS = "errors.csv"
+ERRORS_HEADER = ["phase", "where", "message"]
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +85,14 @@ class Stats:
         """Write stats.json atomically."""
         atomic_write_json(path, self.to_dict())
 
-    def save_errors_csv(self, path: str | Path) -> None:
-        """Write every error as a row `phase,where,message` (atomic)."""
+    def save_errors_csv(self, path: str | Path, keep_earlier: Optional[Callable[[list], bool]] = None) -> None:
+        """Write every error as a row `phase,where,message` (atomic). With `keep_earlier`, the rows of the file
+        already there for which it is true come first (a rerun that redoes part of the work keeps the rest)."""
+        earlier = [row for row in read_errors_csv(path) if keep_earlier(row)] if keep_earlier else []
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["phase", "where", "message"])
-        writer.writerows(self.error_rows)
+        writer.writerow(ERRORS_HEADER)
+        writer.writerows(earlier + [list(row) for row in self.error_rows])
         atomic_write_text(path, buffer.getvalue())
 
     def summary(self, top_errors: int = 5) -> str:
@@ -102,20 +109,35 @@ class Stats:
         return "\n".join(lines)
 
 
+def read_errors_csv(path: str | Path) -> list[list]:
+    """The rows of an errors.csv (without its header); [] when there is none or it cannot be read."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    return rows[1:] if rows and rows[0] == ERRORS_HEADER else rows
+
+
 class Rejects:
     """Appends one JSON line per dropped item to `rejects.jsonl`, with the reason it was dropped."""
 
     def __init__(self, path: str | Path, stats: Optional[Stats] = None) -> None:
         self.path = Path(path)
         self.stats = stats
+        self._appender = JsonlAppender(self.path)
 
-    def reset(self) -> None:
-        """Start a fresh rejects file (a rerun replaces the old one rather than appending to it)."""
-        self.path.unlink(missing_ok=True)
+    def reset(self, keep: Optional[Callable[[dict], bool]] = None) -> None:
+        """Start a fresh rejects file; with `keep`, the earlier rows for which it is true stay (a rerun that
+        redoes part of the work replaces only the rows of what it redoes)."""
+        if keep is None or not self.path.is_file():
+            self.path.unlink(missing_ok=True)
+            return
+        write_jsonl(self.path, [row for row in iter_jsonl(self.path) if keep(row)])
 
     def add(self, reason: str, **details: Any) -> None:
         """Record one rejected item; also counts `dropped_<reason>` on the attached Stats."""
-        append_jsonl(self.path, {"reason": reason, **details})
+        self._appender.append({"reason": reason, **details})
         if self.stats is not None:
             self.stats.inc(f"dropped_{reason}")
 

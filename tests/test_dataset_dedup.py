@@ -12,11 +12,17 @@ import pytest
 from dataset_helpers import (ADD_KERNEL, ADD_KERNEL_NEAR, SOFTMAX_KERNEL, embedded_inductor_kernels, run_script,
                              true_jaccard)
 from scraper.dataset import dedup
+from scraper.dataset.item import Item
 from scraper.records import KernelRecord
 
 
 def record(code, name="k", **fields):
-    return KernelRecord(name=name, code=code, source="github", **fields)
+    """A dataset item holding a GitHub kernel record."""
+    return Item(KernelRecord(name=name, code=code, source="github", **fields))
+
+
+def names(items):
+    return [item.record.name for item in items]
 
 
 def test_hand_made_near_pair_collapses_and_a_different_kernel_stays():
@@ -25,10 +31,10 @@ def test_hand_made_near_pair_collapses_and_a_different_kernel_stays():
     records = [record(ADD_KERNEL_NEAR, "add_near", repo="b/b"), record(SOFTMAX_KERNEL, "softmax", repo="c/c"),
                record(ADD_KERNEL, "add", repo="a/a", license="MIT")]
     result = dedup.near_dedup(records, threshold=0.85)
-    assert [r.name for r in result.kept] == ["softmax", "add"]  # input order; the licensed copy kept
-    assert [(r.name, kept) for r, kept in result.dropped] == [("add_near", records[2].id)]
+    assert names(result.kept) == ["softmax", "add"]  # input order; the licensed copy kept
+    assert [(r.record.name, kept) for r, kept in result.dropped] == [("add_near", records[2].record.id)]
     assert result.cluster_sizes == {1: 1, 2: 1}
-    assert records[2].extra["cluster_size"] == 2
+    assert records[2].cluster_size == 2
 
 
 def test_near_dedup_keeps_pair_apart_above_its_similarity():
@@ -46,15 +52,15 @@ def test_exact_dedup_keeps_best_provenance():
         record(ADD_KERNEL, "mit_more_stars_b", repo="w/w", license="Apache-2.0", stars=50),
         record(ADD_KERNEL, "noassertion", repo="v/v", license="NOASSERTION", stars=9000),  # GitHub: unrecognised
     ]
-    assert len({c.id for c in copies}) == 1  # a comment does not change identity
+    assert len({c.record.id for c in copies}) == 1  # a comment does not change identity
     result = dedup.exact_dedup(copies)
     # license known, then stars, then repo name (w/w < x/x) as the deterministic tie-break
-    assert [r.name for r in result.kept] == ["mit_more_stars_b"]
-    assert {r.name for r, _ in result.dropped} == {"no_license_many_stars", "mit_few_stars", "mit_more_stars",
-                                                   "noassertion"}
+    assert names(result.kept) == ["mit_more_stars_b"]
+    assert {r.record.name for r, _ in result.dropped} == {"no_license_many_stars", "mit_few_stars",
+                                                          "mit_more_stars", "noassertion"}
     assert result.cluster_sizes == {5: 1}
     shuffled = dedup.exact_dedup(list(reversed(copies)))
-    assert [r.name for r in shuffled.kept] == ["mit_more_stars_b"]
+    assert names(shuffled.kept) == ["mit_more_stars_b"]
 
 
 def test_exact_dedup_folds_inductor_kernel_numbers():
@@ -62,8 +68,8 @@ def test_exact_dedup_folds_inductor_kernel_numbers():
     a = KernelRecord(name="triton_poi_fused_relu_0", code=kernel, source="inductor", model="m1")
     b = KernelRecord(name="triton_poi_fused_relu_7", code=kernel.replace("_0(", "_7("), source="inductor",
                      model="m2")
-    result = dedup.exact_dedup([a, b])
-    assert len(result.kept) == 1 and result.dropped[0][1] == result.kept[0].id
+    result = dedup.exact_dedup([Item(a), Item(b)])
+    assert len(result.kept) == 1 and result.dropped[0][1] == result.kept[0].record.id
 
 
 def test_signature_estimate_tracks_true_jaccard_on_fixture_kernels(tcd_roots):
@@ -91,7 +97,7 @@ def test_many_copies_form_one_cluster():
     variants = [ADD_KERNEL.replace("pid * BLOCK_SIZE", f"pid * BLOCK_SIZE + {i}") for i in range(300)]
     records = [record(code, f"v{i}") for i, code in enumerate(variants)] + [record(SOFTMAX_KERNEL, "softmax")]
     result = dedup.near_dedup(records, threshold=0.8)
-    assert sorted(r.name for r in result.kept) == ["softmax", "v0"]
+    assert sorted(names(result.kept)) == ["softmax", "v0"]
     assert result.cluster_sizes == {1: 1, 300: 1}
 
 

@@ -132,13 +132,14 @@ def test_column_that_is_a_metadata_column_is_refused(tmp_path, capsys):
 
 
 def test_aten_ops_given_as_one_string_stay_one_op():
+    from scraper.dataset.item import Item
     from scraper.dataset.write import to_row
     from scraper.records import KernelRecord
 
     record = KernelRecord(name="k", code="x = 1\n", source="github", aten_ops="aten.add")
-    assert to_row(record)["aten_ops"] == ["aten.add"]
+    assert to_row(Item(record))["aten_ops"] == ["aten.add"]
     record.aten_ops = ["aten.mul", "aten.relu"]
-    assert to_row(record)["aten_ops"] == ["aten.mul", "aten.relu"]
+    assert to_row(Item(record))["aten_ops"] == ["aten.mul", "aten.relu"]
 
 
 def test_card_names_only_splits_that_have_rows_and_the_folder_loads(tmp_path):
@@ -223,17 +224,18 @@ def test_require_hook_runs_after_dedup_and_drops_failures(tmp_path):
 
 
 def test_few_groups_get_a_validation_split_within_the_fraction():
+    from scraper.dataset.item import Item
     from scraper.records import KernelRecord
 
     sizes = {"big/a": 100, "small/b": 4, "mid/c": 50, "tiny/d": 3}  # no key hashes below 0.05
     assert all(split_module.group_position(f"repo:{repo}") >= 0.05 for repo in sizes)
-    records = [KernelRecord(name=f"{repo}{i}", code=f"x = {i}", source="github", repo=repo)
-               for repo, size in sizes.items() for i in range(size)]
-    split_module.assign_splits(records, 0.05)
-    validation = {r.repo for r in records if r.extra["split"] == "validation"}
-    rows = sum(r.extra["split"] == "validation" for r in records)
-    assert validation and rows <= 0.05 * len(records)  # 157 rows: at most 7, so only the small groups
+    items = [Item(KernelRecord(name=f"{repo}{i}", code=f"x = {i}", source="github", repo=repo))
+             for repo, size in sizes.items() for i in range(size)]
+    split_module.assign_splits(items, 0.05)
+    validation = {i.record.repo for i in items if i.split == "validation"}
+    rows = sum(i.split == "validation" for i in items)
+    assert validation and rows <= 0.05 * len(items)  # 157 rows: at most 7, so only the small groups
     assert validation <= {"small/b", "tiny/d"}
-    large = [r for r in records if r.repo in ("big/a", "mid/c")]  # both too large: no validation
+    large = [i for i in items if i.record.repo in ("big/a", "mid/c")]  # both too large: no validation
     split_module.assign_splits(large, 0.05)
-    assert {r.extra["split"] for r in large} == {"train"}
+    assert {i.split for i in large} == {"train"}

@@ -9,7 +9,8 @@ import pytest
 
 from scraper.generator.archives import (ArchiveError, decode_source, read_repository, read_zip,
                                         safe_member_path)
-from scraper.generator.provenance import load_manifest, provenance_for, repo_from_archive_name
+from scraper.generator.provenance import load_manifest, provenance_for
+from scraper.repos import repo_of_archive as repo_from_archive_name
 from tests.generator_helpers import FIXTURE_REPO, ZIPBALL_TOP, make_zipball
 
 FIXTURE_PY = sorted(p.relative_to(FIXTURE_REPO).as_posix() for p in FIXTURE_REPO.rglob("*.py"))

@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 import get_kernels_from_debug_info
-from scraper.records import write_jsonl
+from scraper.records import KernelRecord, write_jsonl
 from scraper.stats import Stats
-from scraper.suite.attach import attach_pytorch_side
 from scraper.suite.manifest import pytorch_side
 from scraper.suite.programs import module_program, module_source, timm_program
 
@@ -163,21 +162,13 @@ def test_graph_missing_from_the_manifest_and_a_lost_program(roots, tmp_path):
     assert len(lost) == 2 and all(s["program"] is None and s["module"] is None for s in lost)
 
 
-def test_malformed_kernels_manifest_is_left_as_it_is(roots, extracted, tmp_path):
-    path = tmp_path / "kernels.jsonl"
-    text = (extracted / "kernels.jsonl").read_text().replace('"pytorch": {', '"pt": {') + '{"torn'
-    path.write_text(text)
-    stats = Stats("inductor")
-    assert attach_pytorch_side(path, [roots["suite_modules"]], stats) == 0
-    assert path.read_text() == text and stats.counts["errors_attach"] == 1
-
-
 def test_program_path_outside_the_debug_root_is_not_read(roots, tmp_path):
     (tmp_path / "secret.py").write_text("SECRET = 1\n")
     root = roots["suite_modules"]
     index = {("run_x", "g__0_inference_0.0"): {"suite": "modules", "model": "m",
                                                "program": f"../{'../' * len(root.parts)}{tmp_path}/secret.py"}}
-    side = pytorch_side({"run_dir": "run_x", "graph": "g__0_inference_0.0"}, index, root)
+    record = KernelRecord(name="k", code="pass\n", source="inductor", run_dir="run_x", graph="g__0_inference_0.0")
+    side = pytorch_side(record, index, root)
     assert side["model"] == "m" and side["program"] is None
 
 

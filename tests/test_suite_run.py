@@ -14,6 +14,7 @@ import pytest
 
 import get_kernels_from_debug_info
 import run_inductor_suite
+from scraper.records import KernelRecord, read_records
 from scraper.suite.manifest import graph_index, pytorch_side
 
 ARCHIVE = Path(__file__).resolve().parent / "fixtures" / "suite_run" / "suite_run.tar.gz"
@@ -53,15 +54,17 @@ def test_manifest_matches_the_debug_folders(suite_run):
 def test_extracted_kernels_join_back_to_their_model_and_program(suite_run, tmp_path):
     out = tmp_path / "kernels"
     assert get_kernels_from_debug_info.main([str(suite_run), "-o", str(out), "-q"]) == 0
-    records = [json.loads(line) for line in (out / "kernels.jsonl").read_text().splitlines()]
+    records = read_records(out / "kernels.jsonl")
     rows = manifest_rows(suite_run)
     assert len(records) == rows["GPT2LMHeadModel"]["kernels"] + rows["BertForMaskedLM"]["kernels"]
     index = graph_index(suite_run)
     for record in records:
         side = pytorch_side(record, index, suite_run)
-        assert side is not None and side["model"] == record["model"] and side["suite"] == "huggingface"
-        assert f"MODEL = {record['model']!r}" in side["program"]
-    assert pytorch_side({"run_dir": "run_elsewhere", "graph": "x__0_inference_0.0"}, index, suite_run) is None
+        assert side is not None and side["model"] == record.model and side["suite"] == "huggingface"
+        assert f"MODEL = {record.model!r}" in side["program"]
+    elsewhere = KernelRecord(name="k", code="pass\n", source="inductor", run_dir="run_elsewhere",
+                             graph="x__0_inference_0.0")
+    assert pytorch_side(elsewhere, index, suite_run) is None
 
 
 def test_rerun_over_the_real_run_skips_what_it_did(suite_run, tmp_path):

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from scraper.cli import REPO_ROOT
+from scraper.paths import PACKAGE_PARENT as REPO_ROOT
 from scraper.records import KernelRecord, iter_jsonl, write_jsonl
 from scraper.validate import add_validate_args, level_fractions, meets
 from scraper.validate.__main__ import main
@@ -54,6 +54,7 @@ def test_cli_validates_rewrites_and_caches(tmp_path):
     assert rows[2]["validation"]["compiles"]["config"] == {"BLOCK": 128}
     rejects = list(iter_jsonl(tmp_path / "validate_rejects.jsonl"))
     assert [(r["reason"], r["line"], r["text"]) for r in rejects] == [("not_a_record", 4, '{"torn": ')]
+    assert manifest.read_text().splitlines()[3] == '{"torn": '  # kept in place, not silently removed
     stats = json.loads((tmp_path / "validate_stats.json").read_text())
     assert stats["counts"]["validate_jobs_run"] == 3 + 1  # three imports, one compile (the only signature)
     first = manifest.read_text()
@@ -215,5 +216,7 @@ def test_lines_that_are_not_records_keep_their_own_number_and_text(tmp_path):
     assert main([str(manifest), "--level", "parses"]) == 0
     rejects = [(r["line"], r["text"]) for r in iter_jsonl(tmp_path / "validate_rejects.jsonl")]
     assert rejects == [(2, '{"torn": '), (4, '{"name": "no code"}'), (5, "[1, 2]")]
-    assert [r["parses"] for r in iter_jsonl(manifest)] == [True]
+    lines = manifest.read_text().splitlines()
+    assert json.loads(lines[0])["parses"] is True
+    assert lines[1:] == ['{"torn": ', '{"name": "no code"}', "[1, 2]"]  # every line that is no record stays
     assert json.loads((tmp_path / "validate_stats.json").read_text())["counts"]["dropped_not_a_record"] == 3

@@ -44,7 +44,7 @@ def load_eval_texts(paths: list, stats: Stats) -> list:
 
 
 def _file_texts(file: Path, label: str, stats: Stats) -> list:
-    from scraper.generator.detect import find_kernels_in_source
+    from scraper.generator import find_kernels_in_source
 
     try:
         if file.stat().st_size > MAX_SCAN_BYTES:

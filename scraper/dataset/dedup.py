@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 from datasketch import MinHashLSH
 
+from scraper.dataset.item import Item
 from scraper.records import KernelRecord
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,10 @@ class Signature:
 
 @dataclass
 class DedupResult:
-    """What a dedup step kept, what it dropped (record, the kept id it duplicates) and the cluster sizes."""
+    """What a dedup step kept, what it dropped (item, the kept id it duplicates) and the cluster sizes."""
 
-    kept: list
-    dropped: list  # (KernelRecord, duplicate_of id)
+    kept: list  # Items
+    dropped: list  # (Item, duplicate_of id)
     cluster_sizes: Counter  # size -> number of clusters of that size (size 1 = unique)
 
 
@@ -83,27 +84,27 @@ def provenance_rank(record: KernelRecord) -> tuple:
     return (not license_known(record), -stars) + tuple(str(value or "") for value in tie_break)
 
 
-def _resolve_clusters(records: list, clusters: Iterable[list]) -> DedupResult:
-    """Keep the best-ranked record of each cluster (lists of indices into `records`), in input order."""
-    keep_flags = [False] * len(records)
+def _resolve_clusters(items: list[Item], clusters: Iterable[list]) -> DedupResult:
+    """Keep the best-ranked item of each cluster (lists of indices into `items`), in input order; the kept one's
+    cluster size grows by the sizes of those it stands for."""
+    keep_flags = [False] * len(items)
     dropped, sizes = [], Counter()
     for members in clusters:
-        best = min(members, key=lambda i: provenance_rank(records[i]))
+        best = min(members, key=lambda i: provenance_rank(items[i].record))
         keep_flags[best] = True
         sizes[len(members)] += 1
-        records[best].extra["cluster_size"] = records[best].extra.get("cluster_size", 1) + sum(
-            records[i].extra.get("cluster_size", 1) for i in members if i != best)
-        dropped += [(records[i], records[best].id) for i in members if i != best]
-    kept = [record for record, flag in zip(records, keep_flags) if flag]
+        items[best].cluster_size += sum(items[i].cluster_size for i in members if i != best)
+        dropped += [(items[i], items[best].record.id) for i in members if i != best]
+    kept = [item for item, flag in zip(items, keep_flags) if flag]
     return DedupResult(kept, dropped, sizes)
 
 
-def exact_dedup(records: list) -> DedupResult:
-    """Collapse records with equal ids."""
+def exact_dedup(items: list[Item]) -> DedupResult:
+    """Collapse items whose records have equal ids."""
     groups: dict[str, list] = defaultdict(list)
-    for index, record in enumerate(records):
-        groups[record.id].append(index)
-    return _resolve_clusters(records, groups.values())
+    for index, item in enumerate(items):
+        groups[item.record.id].append(index)
+    return _resolve_clusters(items, groups.values())
 
 
 # ------------------------------------------------------------------------------------------------ signatures
@@ -246,13 +247,13 @@ def link_similar(table: np.ndarray, usable: np.ndarray, threshold: float, forest
     return links
 
 
-def near_dedup(records: list, threshold: float = DEFAULT_THRESHOLD,
+def near_dedup(items: list[Item], threshold: float = DEFAULT_THRESHOLD,
                progress: Optional[Callable] = None) -> DedupResult:
-    """Collapse clusters of records whose shingle sets are at least `threshold` similar (Jaccard)."""
-    table, usable = signatures([record.code for record in records])
-    forest = _UnionFind(len(records))
+    """Collapse clusters of items whose code's shingle sets are at least `threshold` similar (Jaccard)."""
+    table, usable = signatures([item.record.code for item in items])
+    forest = _UnionFind(len(items))
     link_similar(table, usable, threshold, forest, progress)
     clusters: dict[int, list] = defaultdict(list)
-    for index in range(len(records)):
+    for index in range(len(items)):
         clusters[forest.find(index)].append(index)
-    return _resolve_clusters(records, clusters.values())
+    return _resolve_clusters(items, clusters.values())

@@ -1,18 +1,19 @@
-"""Record filters: license, token length, line count, and the place where validation requirements plug in.
+"""Filters: license, token length, line count, and verification requirements (`--require`).
 
-Each filter is a function `(record) -> reason or None`; `apply_filters` runs them in order, drops a record at
-the first reason, writes it to rejects.jsonl and counts `dropped_<reason>`. The lead wires `--require
-imports|compiles` (scraper.validate) by passing more checks in `extra_checks`: see `requirement_check`.
+Each filter is a function `(item) -> reason or None`; `apply_filters` runs them in order, drops an item at the
+first reason, writes it to rejects.jsonl and counts `dropped_<reason>`. `--require imports|compiles` adds a
+`requirement_check` through `extra_checks`.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Iterable, Optional
 
+from scraper.dataset.item import Item
 from scraper.records import KernelRecord
 from scraper.stats import Rejects
 
-Check = Callable[[KernelRecord], Optional[str]]
+Check = Callable[[Item], Optional[str]]
 
 # SPDX ids of permissive licenses (OSI-approved, no copyleft). Anything else, and an unknown license, is not.
 PERMISSIVE = frozenset({
@@ -35,25 +36,26 @@ def license_check(allowed: frozenset) -> Check:
     """Drop records whose license is unknown or not in `allowed` (SPDX ids, compared case-insensitively)."""
     lowered = {spdx.lower() for spdx in allowed}
 
-    def check(record: KernelRecord) -> Optional[str]:
-        return None if record.license and str(record.license).lower() in lowered else "license"
+    def check(item: Item) -> Optional[str]:
+        license = item.record.license
+        return None if license and str(license).lower() in lowered else "license"
 
     return check
 
 
 def max_tokens_check(limit: int) -> Check:
-    """Drop records whose `extra["n_tokens"]` exceeds `limit`."""
-    return lambda record: "too_many_tokens" if record.extra.get("n_tokens", 0) > limit else None
+    """Drop items with more than `limit` tokens."""
+    return lambda item: "too_many_tokens" if (item.n_tokens or 0) > limit else None
 
 
 def min_lines_check(limit: int) -> Check:
     """Drop records whose code has fewer than `limit` non-blank lines."""
-    return lambda record: "too_few_lines" if count_lines(record.code) < limit else None
+    return lambda item: "too_few_lines" if count_lines(item.record.code) < limit else None
 
 
 def requirement_check(level: str, is_met: Callable[[KernelRecord, str], bool]) -> Check:
-    """The hook for `--require imports|compiles`: `is_met(record, level)` comes from scraper.validate."""
-    return lambda record: None if is_met(record, level) else f"not_{level}"
+    """The check of `--require LEVEL`: `is_met(record, level)` is scraper.validate.meets."""
+    return lambda item: None if is_met(item.record, level) else f"not_{level}"
 
 
 def count_lines(code: str) -> int:
@@ -75,15 +77,15 @@ def build_checks(license: str = "any", max_tokens: Optional[int] = None, min_lin
     return checks + list(extra_checks)
 
 
-def apply_filters(records: list, checks: list, rejects: Rejects) -> list:
-    """The records that pass every check; the others go to `rejects` with the first failing reason."""
+def apply_filters(items: list[Item], checks: list, rejects: Rejects) -> list[Item]:
+    """The items that pass every check; the others go to `rejects` with the first failing reason."""
     kept = []
-    for record in records:
-        reason = next((r for r in (check(record) for check in checks) if r), None)
+    for item in items:
+        reason = next((r for r in (check(item) for check in checks) if r), None)
         if reason is None:
-            kept.append(record)
+            kept.append(item)
         else:
-            rejects.add(reason, **reject_details(record))
+            rejects.add(reason, **reject_details(item.record))
     return kept
 
 

@@ -14,38 +14,35 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from scraper.records import KernelRecord, read_records
+from scraper.dataset.item import Item
+from scraper.records import KERNELS, KernelRecord, read_records
+from scraper.repos import MAX_SCAN_BYTES, SKIP_DIRS
 from scraper.stats import Rejects, Stats
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "kernels.jsonl"
-MAX_SCAN_BYTES = 2_000_000  # a .py file larger than this is generated data, not a kernel source
-SKIP_DIRS = {".git", "__pycache__", ".venv", "venv", "node_modules", ".tox", ".mypy_cache"}
 
-
-def load_inputs(paths: list, stats: Stats, rejects: Rejects) -> list[KernelRecord]:
-    """Every usable record of every input (a folder, or a kernels.jsonl file), in input order.
+def load_inputs(paths: list, stats: Stats, rejects: Rejects) -> list[Item]:
+    """An item for every usable record of every input (a folder, or a kernels.jsonl file), in input order.
 
     Records without source text go to `rejects` (reason `no_code`); a missing or empty input is an error in
-    phase `load`. Each record remembers its input in `extra["input"]`.
+    phase `load`.
     """
-    records: list[KernelRecord] = []
+    items: list[Item] = []
     for raw in paths:
         path = Path(raw)
         found = _load_one(path, stats)
         if not found:
             stats.inc("inputs_empty")
         for record in found:
-            record.extra.setdefault("input", str(path))
             if isinstance(record.code, str) and record.code.strip():
-                records.append(record)
+                items.append(Item(record, input=str(path)))
             else:
                 rejects.add("no_code", id=record.id, name=record.name, source=record.source, input=str(path))
-    for record in records:
-        stats.inc(f"in_{record.source}")
-    stats.inc("in_records", len(records))
-    return records
+    for item in items:
+        stats.inc(f"in_{item.record.source}")
+    stats.inc("in_records", len(items))
+    return items
 
 
 def _load_one(path: Path, stats: Stats) -> list[KernelRecord]:
@@ -59,13 +56,13 @@ def _load_one(path: Path, stats: Stats) -> list[KernelRecord]:
             return scan_file(path, path.parent, stats)
         stats.error("load", str(path), "input file is neither a .jsonl manifest nor a .py file")
         return []
-    manifest = path / MANIFEST
+    manifest = path / KERNELS
     if manifest.is_file():
         return read_manifest(manifest, stats)
-    log.info("%s has no %s: scanning its .py files for jit kernels", path, MANIFEST)
+    log.info("%s has no %s: scanning its .py files for jit kernels", path, KERNELS)
     records = scan_folder(path, stats)
     if not records:
-        stats.error("load", str(path), f"no {MANIFEST} and no jit kernel in any .py file")
+        stats.error("load", str(path), f"no {KERNELS} and no jit kernel in any .py file")
     return records
 
 
@@ -98,7 +95,7 @@ def scan_folder(root: Path, stats: Stats) -> list[KernelRecord]:
 
 def scan_file(file: Path, root: Path, stats: Stats) -> list[KernelRecord]:
     """Records for the jit kernels of one file; unreadable or oversized files are `load` errors."""
-    from scraper.generator.detect import find_kernels_in_source  # imported late: only scans need it
+    from scraper.generator import find_kernels_in_source  # imported late: only scans need it
 
     relative = file.relative_to(root).as_posix()
     try:

@@ -1,8 +1,8 @@
 """The dataset build, step by step: load, count tokens, filter, decontaminate, dedup, check, split, write.
 
 Filters that are properties of one copy (license, length) run before dedup, so that dedup picks the best copy
-among those that can stay; the expensive `--require` checks (wired by the lead, see filters.requirement_check)
-run after it, on fewer records.
+among those that can stay; the expensive `--require` checks (filters.requirement_check) run after it, on fewer
+items.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Callable, Optional
 from tqdm import tqdm
 
 from scraper.dataset import card, decontam, dedup, filters, load, split, tokens, write
-from scraper.records import atomic_write_json, atomic_write_text, write_jsonl
-from scraper.stats import Rejects, Stats
+from scraper.dataset.item import Item
+from scraper.fileio import atomic_write_json, atomic_write_text
+from scraper.records import KERNELS, ManifestWriter
+from scraper.stats import REJECTS, STATS, Rejects, Stats
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,8 @@ class Options:
     decontaminate: list = field(default_factory=list)
     decontaminate_threshold: float = decontam.DEFAULT_THRESHOLD
     card: bool = True
-    # --require (wired by the lead): `validate(records, stats)` fills parses/imports/compiles on the deduplicated
-    # records, then `require_checks` (e.g. filters.requirement_check("compiles", scraper.validate.meets)) drop.
+    # --require: `validate(records, stats)` fills parses/imports/compiles on the deduplicated records, then
+    # `require_checks` (e.g. filters.requirement_check("compiles", scraper.validate.meets)) drop.
     validate: Optional[Callable[[list, Stats], None]] = None
     require_checks: list = field(default_factory=list)
 
@@ -76,24 +78,25 @@ def build_dataset(options: Options) -> BuildResult:
     folder.mkdir(parents=True, exist_ok=True)
     counter = tokens.TokenCounter(options.tokenizer)  # first: a bad tokenizer path fails before any work
     stats = Stats("create_json")
-    rejects = Rejects(folder / "rejects.jsonl", stats)
+    rejects = Rejects(folder / REJECTS, stats)
     rejects.reset()
     atomic_write_text(rejects.path, "")  # present even when nothing is dropped
 
-    records = load.load_inputs(options.inputs, stats, rejects)
-    count_tokens(records, counter, options.fenced)
-    records = filters.apply_filters(records, filters.build_checks(
+    items = load.load_inputs(options.inputs, stats, rejects)
+    count_tokens(items, counter, options.fenced)
+    items = filters.apply_filters(items, filters.build_checks(
         options.license, options.max_tokens, options.min_lines), rejects)
-    records = drop_contaminated(records, options, stats, rejects)
-    records, clusters = deduplicate(records, options.near_threshold, rejects)
+    items = drop_contaminated(items, options, stats, rejects)
+    items, clusters = deduplicate(items, options.near_threshold, rejects)
     if options.validate is not None:
-        options.validate(records, stats)
-    records = filters.apply_filters(records, options.require_checks, rejects)
-    groups = split.assign_splits(records, options.val_fraction)
+        options.validate([item.record for item in items], stats)
+    items = filters.apply_filters(items, options.require_checks, rejects)
+    groups = split.assign_splits(items, options.val_fraction)
     stats.counts.update({f"groups_{name}": count for name, count in groups.items()})
 
-    rows = [write.to_row(r, options.column, options.fenced) for r in sorted(records, key=_row_order)]
-    split_files = write_outputs(output, rows, records, options.fmt)
+    items = sorted(items, key=_row_order)
+    rows = [write.to_row(item, options.column, options.fenced) for item in items]
+    split_files = write_outputs(output, rows, items, options.fmt)
     count_outputs(rows, stats)
     save_stats(folder, stats, clusters, counter.name)
     if options.card:
@@ -101,32 +104,31 @@ def build_dataset(options: Options) -> BuildResult:
     return BuildResult(rows, output, split_files, stats, clusters)
 
 
-def count_tokens(records: list, counter: tokens.TokenCounter, fenced: bool) -> None:
-    """Store each record's token count (of the text it will train on) in `extra["n_tokens"]`."""
-    counts = counter.count([write.row_text(r, fenced) for r in records])
-    for record, count in zip(records, counts):
-        record.extra["n_tokens"] = count
+def count_tokens(items: list[Item], counter: tokens.TokenCounter, fenced: bool) -> None:
+    """Store each item's token count (of the text it will train on)."""
+    counts = counter.count([write.row_text(item.record, fenced) for item in items])
+    for item, count in zip(items, counts):
+        item.n_tokens = count
 
 
-def drop_contaminated(records: list, options: Options, stats: Stats, rejects: Rejects) -> list:
-    """Records that match no evaluation file (a no-op without --decontaminate)."""
+def drop_contaminated(items: list[Item], options: Options, stats: Stats, rejects: Rejects) -> list[Item]:
+    """Items that match no evaluation file (a no-op without --decontaminate)."""
     if not options.decontaminate:
-        return records
+        return items
     eval_texts = decontam.load_eval_texts(options.decontaminate, stats)
-    matches = decontam.find_contaminated(records, eval_texts, options.decontaminate_threshold)
+    matches = decontam.find_contaminated([item.record for item in items], eval_texts,
+                                         options.decontaminate_threshold)
     for index, (label, how, similarity) in sorted(matches.items()):
-        rejects.add("contaminated", **filters.reject_details(records[index]), matches=label, match=how,
+        rejects.add("contaminated", **filters.reject_details(items[index].record), matches=label, match=how,
                     similarity=similarity)
-    log.info("decontamination: %d of %d kernels match the evaluation set", len(matches), len(records))
-    return [record for index, record in enumerate(records) if index not in matches]
+    log.info("decontamination: %d of %d kernels match the evaluation set", len(matches), len(items))
+    return [item for index, item in enumerate(items) if index not in matches]
 
 
-def deduplicate(records: list, near_threshold: float, rejects: Rejects) -> tuple[list, dict]:
-    """Exact then near dedup; dropped copies go to rejects with the id they duplicate. Returns the kept records
+def deduplicate(items: list[Item], near_threshold: float, rejects: Rejects) -> tuple[list[Item], dict]:
+    """Exact then near dedup; dropped copies go to rejects with the id they duplicate. Returns the kept items
     and {"exact"|"near": {cluster size: number of clusters}}."""
-    for record in records:
-        record.extra["cluster_size"] = 1
-    result = dedup.exact_dedup(records)
+    result = dedup.exact_dedup(items)
     _reject_duplicates(result, "exact_duplicate", rejects)
     clusters = {"exact": _sizes(result.cluster_sizes)}
     if near_threshold and near_threshold > 0:
@@ -141,36 +143,44 @@ def _band_progress(bands):
 
 
 def _reject_duplicates(result: dedup.DedupResult, reason: str, rejects: Rejects) -> None:
-    for record, kept_id in result.dropped:
-        rejects.add(reason, **filters.reject_details(record), duplicate_of=kept_id)
+    for item, kept_id in result.dropped:
+        rejects.add(reason, **filters.reject_details(item.record), duplicate_of=kept_id)
 
 
 def _sizes(counter: Counter) -> dict:
     return {str(size): count for size, count in sorted(counter.items())}
 
 
-def _row_order(record) -> tuple:
-    return (record.extra["split"] != split.TRAIN, record.extra["group"], record.source, record.name, record.id)
+def _row_order(item: Item) -> tuple:
+    record = item.record
+    return (item.split != split.TRAIN, item.group, record.source, record.name, record.id)
 
 
-def write_outputs(output: Path, rows: list, records: list, fmt: str) -> dict:
-    """The main file (every row), one file per split, and kernels.jsonl (the kept records with provenance).
-    Returns {split: path}."""
+def write_outputs(output: Path, rows: list, items: list[Item], fmt: str) -> dict:
+    """The main file (every row), one file per split, and kernels.jsonl (the kept records with provenance), in
+    the rows' order. Returns {split: path}."""
     write.write_rows(output, rows, fmt)
     split_files = {}
     for name in (split.TRAIN, split.VALIDATION):
         split_files[name] = write.split_path(output, name)
         write.write_rows(split_files[name], [row for row in rows if row["split"] == name], fmt)
-    write_jsonl(output.parent / load.MANIFEST, sorted(records, key=_row_order))
+    with ManifestWriter(output.parent / KERNELS) as writer:
+        for item in items:
+            writer.write(item.record)
     return split_files
 
 
 def count_outputs(rows: list, stats: Stats) -> None:
-    """Counters `out_rows`, `out_<split>` and `out_<split>_<source>`."""
+    """Counters `out_rows`, `out_<split>` and `out_<split>_<source>`, and the rows by split and source as
+    `stats.extra["out"]` ({split: {source: rows}}) for summaries."""
     stats.inc("out_rows", len(rows))
+    by_split: dict = {}
     for row in rows:
         stats.inc(f"out_{row['split']}")
         stats.inc(f"out_{row['split']}_{row['source']}")
+        sources = by_split.setdefault(row["split"], {})
+        sources[row["source"]] = sources.get(row["source"], 0) + 1
+    stats.extra["out"] = by_split
 
 
 def save_stats(folder: Path, stats: Stats, clusters: dict, token_counter: str) -> None:
@@ -178,7 +188,7 @@ def save_stats(folder: Path, stats: Stats, clusters: dict, token_counter: str) -
     data = stats.to_dict()
     data["clusters"] = clusters
     data["token_counter"] = token_counter
-    atomic_write_json(folder / "stats.json", data)
+    atomic_write_json(folder / STATS, data)
 
 
 def torchtune_snippet(train_file: Path, fmt: str, column: str) -> str:

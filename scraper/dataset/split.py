@@ -13,20 +13,21 @@ import hashlib
 import logging
 from collections import defaultdict
 
-from scraper.records import KernelRecord
+from scraper.dataset.item import Item
 
 log = logging.getLogger(__name__)
 
 TRAIN, VALIDATION = "train", "validation"
 
 
-def group_key(record: KernelRecord) -> str:
-    """The unit that must not straddle splits: the repository, else the model, else the scanned folder/path."""
+def group_key(item: Item) -> str:
+    """The unit that must not straddle splits: the repository, else the model, else the scanned folder/input."""
+    record = item.record
     if record.repo:
         return f"repo:{record.repo}"
     if record.model:
         return f"model:{record.model}"
-    scanned = record.extra.get("scanned_from") or record.extra.get("input")
+    scanned = record.extra.get("scanned_from") or item.input
     if scanned:
         return f"folder:{scanned}"
     return f"kernel:{record.id}"
@@ -37,21 +38,21 @@ def group_position(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2**64
 
 
-def assign_splits(records: list, val_fraction: float) -> dict:
-    """Set `record.extra["split"]` on every record; returns {split: number of groups}."""
+def assign_splits(items: list[Item], val_fraction: float) -> dict:
+    """Set the split and group of every item; returns {split: number of groups}."""
     groups: dict[str, list] = defaultdict(list)
-    for record in records:
-        groups[group_key(record)].append(record)
+    for item in items:
+        groups[group_key(item)].append(item)
     chosen = {key for key in groups if group_position(key) < val_fraction}
     if not chosen and len(groups) >= 2 and val_fraction > 0:
         chosen = fill_validation(groups, val_fraction)
-    if not chosen and val_fraction > 0 and records:
+    if not chosen and val_fraction > 0 and items:
         log.warning("no validation split: no group (repository / model) is small enough for --val-fraction %s",
                     val_fraction)
     for key, members in groups.items():
-        for record in members:
-            record.extra["split"] = VALIDATION if key in chosen else TRAIN
-            record.extra["group"] = key
+        for item in members:
+            item.split = VALIDATION if key in chosen else TRAIN
+            item.group = key
     return {TRAIN: len(groups) - len(chosen), VALIDATION: len(chosen)}
 
 

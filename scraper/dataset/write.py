@@ -10,7 +10,9 @@ import io
 import json
 from pathlib import Path
 
-from scraper.records import KernelRecord, atomic_write_bytes, atomic_write_text
+from scraper.dataset.item import Item
+from scraper.fileio import atomic_write_bytes, atomic_write_text
+from scraper.records import KernelRecord
 
 FORMATS = ("json", "jsonl", "parquet")
 # Metadata columns after the text column, in this order; every row has all of them (None where they do not
@@ -29,8 +31,9 @@ def row_text(record: KernelRecord, fenced: bool = True) -> str:
     return fence(record.code) if fenced else record.code
 
 
-def to_row(record: KernelRecord, column: str = "text", fenced: bool = True) -> dict:
+def to_row(item: Item, column: str = "text", fenced: bool = True) -> dict:
     """One dataset row: the text column, then the METADATA columns."""
+    record = item.record
     row = {column: row_text(record, fenced)}
     row.update({
         "id": record.id, "source": record.source, "kernel_name": record.name, "kind": record.kind,
@@ -38,8 +41,7 @@ def to_row(record: KernelRecord, column: str = "text", fenced: bool = True) -> d
         "stars": record.stars if isinstance(record.stars, int) else None,  # one column type for the loaders
         "model": record.model, "graph": record.graph,
         "aten_ops": aten_ops_column(record.aten_ops),
-        "n_tokens": record.extra.get("n_tokens"), "cluster_size": record.extra.get("cluster_size", 1),
-        "split": record.extra.get("split"),
+        "n_tokens": item.n_tokens, "cluster_size": item.cluster_size, "split": item.split,
         "pytorch_program": (record.extra.get("pytorch") or {}).get("program_file"),  # the suite's program, if any
     })
     return row

@@ -25,8 +25,10 @@ if str(REPO_ROOT) not in sys.path:  # runnable as `cd scraper/generator && pytho
 from scraper.cli import add_logging_args, default_jobs, setup_logging  # noqa: E402
 from scraper.generator.closure import DEFAULT_ALLOWED_IMPORTS  # noqa: E402
 from scraper.generator.provenance import load_manifest  # noqa: E402
-from scraper.generator.run import clean_output, list_archives, run  # noqa: E402
-from scraper.validate import add_validate_args, validate_manifest_from_args  # noqa: E402
+from scraper.generator.run import STAGE, clean_output, run  # noqa: E402
+from scraper.repos import list_archives  # noqa: E402
+from scraper.stats import STATS, Stats  # noqa: E402
+from scraper.validate import VALIDATE_CACHE, add_validate_args, validator_from_args  # noqa: E402
 
 log = logging.getLogger("scraper.generator.main")
 
@@ -82,10 +84,17 @@ def main(argv=None) -> int:
         clean_output(args.tests_dir)
     allowed = DEFAULT_ALLOWED_IMPORTS | {m.split(".")[0] for m in args.allow_import}
     log.info("%d repositories to read, %d listed in the manifest", len(locations), len(manifest))
-    stats = run(locations, args.tests_dir, manifest, args.jobs, force=args.force, allowed_imports=allowed)
-    manifest_path = args.tests_dir / "kernels.jsonl"
-    if manifest_path.is_file() and validate_manifest_from_args(manifest_path, args, stats) is not None:
-        stats.save(args.tests_dir / "stats.json")  # now with the fraction at each level
+    stats = Stats(STAGE)
+    # The chain: read and cut out (workers) -> validate -> append to kernels.jsonl, one repository at a time.
+    validator = validator_from_args(args, stats, default_cache=str(args.tests_dir / VALIDATE_CACHE))
+    try:
+        run(locations, args.tests_dir, manifest, args.jobs, force=args.force, allowed_imports=allowed,
+            steps=[validator.run] if validator else [], stats=stats, validated=args.validate)
+    finally:
+        validator is not None and validator.close()
+    if validator is not None:
+        stats.extra["validation"] = validator.fractions()
+        stats.save(args.tests_dir / STATS)  # now with the fraction at each level
     print(stats.summary(), file=sys.stderr)
     log.info("output in %s", args.tests_dir)
     read_nothing = locations and not stats.counts.get("repositories") and not stats.counts.get("repositories_skipped_done")

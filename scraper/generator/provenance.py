@@ -9,13 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from scraper.generator.archives import RepoSource, license_from_text
-from scraper.records import iter_jsonl
+from scraper.generator.archives import RepoSource
+from scraper.repos import by_archive, git_head, license_from_text, read_download_manifest, repo_of_archive
 
 log = logging.getLogger(__name__)
-
-MANIFEST_NAME = "manifest.jsonl"
-_SHA = re.compile(r"^[0-9a-f]{7,40}$")
 
 
 @dataclass
@@ -36,37 +33,12 @@ class Provenance:
 
 
 def load_manifest(download_dir: Path) -> dict[str, dict]:
-    """Manifest entries by archive file name; the latest line for a full_name wins. Missing file -> {}."""
-    path = Path(download_dir) / MANIFEST_NAME
-    if not path.is_file():
-        return {}
-    by_name: dict[str, dict] = {}
-    for entry in iter_jsonl(path):
-        if isinstance(entry.get("full_name"), str):
-            by_name[entry["full_name"]] = entry
-    return {entry["archive"]: entry for entry in by_name.values() if isinstance(entry.get("archive"), str)}
+    """The download folder's manifest entries by archive file name (the latest line for a repository wins)."""
+    return by_archive(read_download_manifest(download_dir))
 
 
-def repo_from_archive_name(name: str) -> str:
-    """`owner__name.zip` -> `owner/name`; `local__dir.zip` -> `local/dir`; anything else -> its stem."""
-    stem = name[:-4] if name.endswith(".zip") else name
-    owner, sep, rest = stem.partition("__")
-    return f"{owner}/{rest}" if sep and owner and rest else stem
 
 
-def git_head(directory: Path) -> Optional[str]:
-    """Commit SHA of a local clone from .git/HEAD (read as text, nothing run), else None."""
-    git = Path(directory) / ".git"
-    try:
-        head = (git / "HEAD").read_text(errors="replace").strip()
-        if head.startswith("ref: "):
-            ref = head[5:].strip()
-            if ".." in ref:
-                return None
-            head = (git / ref).read_text(errors="replace").strip() if (git / ref).is_file() else ""
-        return head if _SHA.match(head) else None
-    except OSError:
-        return None
 
 
 def provenance_for(source: RepoSource, manifest: dict[str, dict]) -> Provenance:
@@ -82,5 +54,5 @@ def provenance_for(source: RepoSource, manifest: dict[str, dict]) -> Provenance:
     commit = source.commit_hint
     if commit is None and Path(source.location).is_dir():
         commit = git_head(Path(source.location))
-    return Provenance(repo=repo_from_archive_name(source.name), commit=commit,
+    return Provenance(repo=repo_of_archive(source.name), commit=commit,
                       license=license_from_text(source.license_text))

@@ -1,9 +1,11 @@
 """The --generate-all / --generate-one loop: one repository per task, in parallel worker processes.
 
 Each worker reads one archive or directory, finds the jit kernels, cuts each out with its closure, writes the
-modules and returns the records, its Stats and its rejects; the parent appends them to kernels.jsonl /
-rejects.jsonl and marks the archive done in archives.jsonl, so a rerun skips finished archives (unchanged size
-and mtime) and a crash loses at most the archive in progress (its partial records are dropped on the next run).
+modules and returns the records, its Stats and its rejects. The parent passes each repository's records through
+the chain's steps (e.g. validation), appends them to kernels.jsonl and its rejects to rejects.jsonl, and marks
+the archive done in archives.jsonl, so a rerun skips finished archives (unchanged size and mtime) and a crash
+loses at most the archive in progress (its partial records are dropped on the next run). A rerun keeps the
+rejects and errors.csv rows of the archives it does not redo.
 """
 
 from __future__ import annotations
@@ -15,22 +17,25 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 from tqdm import tqdm
 
-from scraper.generator.archives import SKIP_DIRS, ArchiveError, read_repository
+from scraper.generator.archives import ArchiveError, read_repository
 from scraper.generator.closure import DEFAULT_ALLOWED_IMPORTS, RepoIndex, decorator_roots, extract_closure
 from scraper.generator.detect import find_kernels_in_tree
 from scraper.generator.provenance import Provenance, provenance_for
-from scraper.generator.write import duplicate_qualnames, module_relpath, write_module
-from scraper.records import KernelRecord, append_jsonl, iter_jsonl, write_jsonl
-from scraper.stats import Rejects, Stats
+from scraper.generator.write import duplicate_qualnames, module_relpath, unique_relpath, write_module
+from scraper.records import KERNELS, KernelRecord, append_jsonl, append_records, iter_jsonl, iter_records, write_jsonl
+from scraper.repos import SKIP_DIRS
+from scraper.stats import ERRORS, REJECTS, STATS, Rejects, Stats
+from scraper.validate.api import LEVELS
 
 log = logging.getLogger(__name__)
 
 STAGE = "generator"
 DONE_NAME = "archives.jsonl"
+Step = Callable[[list[KernelRecord]], list[KernelRecord]]
 
 
 @dataclass
@@ -49,21 +54,13 @@ class RepoResult:
 
     location: str
     archive: str
-    records: list = field(default_factory=list)  # KernelRecord dicts
+    records: list = field(default_factory=list)  # KernelRecords
     rejects: list = field(default_factory=list)  # {"reason": ..., ...}
     stats: Stats = field(default_factory=lambda: Stats(STAGE))
     ok: bool = True
+    files: set = field(default_factory=set)  # module paths written, so two kernels never share one
 
 
-def list_archives(download_dir: Path) -> list[Path]:
-    """Zip archives and directories (local clones) in the download folder, sorted by name."""
-    found = []
-    for entry in sorted(Path(download_dir).iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if (entry.is_file() and entry.suffix == ".zip") or entry.is_dir():
-            found.append(entry)
-    return found
 
 
 def process_repository(task: Task) -> RepoResult:
@@ -184,10 +181,11 @@ def _extract_kernel(kernel, index, provenance: Provenance, out_dir: Path, result
         result.rejects.append({"reason": "extract_failed", "archive": result.archive, "path": kernel.path,
                                "name": kernel.qualname, "lineno": kernel.lineno, "message": str(exc)})
         return
-    relpath = module_relpath(provenance.slug, kernel.path, kernel.qualname, kernel.lineno, duplicate)
+    relpath = unique_relpath(module_relpath(provenance.slug, kernel.path, kernel.qualname, kernel.lineno, duplicate),
+                             kernel.path, result.files)
     write_module(out_dir, relpath, closure.code)
     record = _record(kernel, closure, provenance, relpath, result.archive)
-    result.records.append(record.to_dict())
+    result.records.append(record)
     stats.inc("kernels_extracted")
     _count_self_contained(stats, closure, where)
 
@@ -251,33 +249,36 @@ def load_done(out_dir: Path) -> dict[str, dict]:
 
 
 def drop_records_of(out_dir: Path, keep_archives: set[str], stale: set[str]) -> int:
-    """Rewrite kernels.jsonl without the records of unfinished or stale archives (and delete their modules)."""
-    path = out_dir / "kernels.jsonl"
+    """Before a run: rewrite kernels.jsonl without the records of unfinished or stale archives (and delete their
+    modules), so the run appends their new records to a manifest that holds none of the old ones."""
+    path = out_dir / KERNELS
     if not path.is_file():
         return 0
     kept, dropped = [], 0
-    for data in iter_jsonl(path):
-        archive = (data.get("extra") or {}).get("archive")
+    for record in iter_records(path):
+        archive = record.extra.get("archive")
         if archive in keep_archives and archive not in stale:
-            kept.append(data)
+            kept.append(record)
             continue
         dropped += 1
-        if data.get("file"):
-            (out_dir / data["file"]).unlink(missing_ok=True)
+        if record.file:
+            (out_dir / record.file).unlink(missing_ok=True)
     if dropped:
         write_jsonl(path, kept)
     return dropped
 
 
-def plan(locations: Iterable[Path], out_dir: Path, force: bool, stats: Stats) -> list[Path]:
-    """The archives still to process; records of unfinished or changed ones are removed first."""
+def plan(locations: Iterable[Path], out_dir: Path, force: bool, stats: Stats, checked_to: str | None = None
+         ) -> list[Path]:
+    """The archives still to process; records of unfinished or changed ones are removed first (every record of
+    the manifest that belongs to no finished archive goes)."""
     done = load_done(out_dir)
     todo, stale = [], set()
     for location in locations:
         entry = done.get(location.name)
         unchanged = entry and entry.get("ok", True) and all(
             entry.get(k) == v for k, v in archive_fingerprint(location).items())
-        if unchanged and not force:
+        if unchanged and not force and checked_far_enough(entry, checked_to):
             stats.inc("repositories_skipped_done")
             continue
         todo.append(location)
@@ -289,22 +290,40 @@ def plan(locations: Iterable[Path], out_dir: Path, force: bool, stats: Stats) ->
     return todo
 
 
+def checked_far_enough(entry: dict, level: str | None) -> bool:
+    """True when a finished archive's records were validated at least up to `level` (None: nothing asked), so a
+    rerun with a higher --validate redoes the archives it has not checked that far."""
+    if level is None:
+        return True
+    done = entry.get("validated")
+    return done in LEVELS and LEVELS.index(done) >= LEVELS.index(level)
+
+
 def run(locations: list[Path], out_dir: Path, manifest: dict, jobs: int, force: bool = False,
-        allowed_imports: frozenset = DEFAULT_ALLOWED_IMPORTS) -> Stats:
-    """Process every location into out_dir; returns the merged Stats (also saved as stats.json, errors.csv)."""
+        allowed_imports: frozenset = DEFAULT_ALLOWED_IMPORTS, steps: Sequence[Step] = (),
+        stats: Stats | None = None, validated: str | None = None) -> Stats:
+    """Process every location into out_dir, each repository's records through `steps` (`step(records) ->
+    records`, e.g. validation up to level `validated`) before they are appended; returns the merged Stats (also
+    saved as stats.json, errors.csv)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stats = Stats(STAGE)
-    rejects = Rejects(out_dir / "rejects.jsonl", stats)
-    rejects.reset()
-    todo = plan(locations, out_dir, force, stats)
+    stats = stats or Stats(STAGE)
+    todo = plan(locations, out_dir, force, stats, validated)
+    redo = {location.name for location in todo}
+    rejects = Rejects(out_dir / REJECTS, stats)
+    rejects.reset(keep=lambda row: row.get("archive") not in redo)
     tasks = [Task(str(location), str(out_dir), manifest, allowed_imports) for location in todo]
     with tqdm(total=len(tasks), unit="repo", desc="repositories", disable=None) as bar:
         for result in _results(tasks, jobs):
-            _collect(result, out_dir, stats, rejects)
+            _collect(result, out_dir, steps, stats, rejects, validated)
             bar.update(1)
-    stats.save(out_dir / "stats.json")
-    stats.save_errors_csv(out_dir / "errors.csv")
+    stats.save(out_dir / STATS)
+    stats.save_errors_csv(out_dir / ERRORS, keep_earlier=lambda row: archive_of_where(row[1:2]) not in redo)
     return stats
+
+
+def archive_of_where(where: list) -> str:
+    """The archive an errors.csv row is about: its `where` is `<archive>` or `<archive>:<path>...`."""
+    return where[0].split(":", 1)[0] if where else ""
 
 
 def _results(tasks: list[Task], jobs: int):
@@ -317,17 +336,21 @@ def _results(tasks: list[Task], jobs: int):
         yield from pool.imap_unordered(process_repository, tasks, chunksize=1)
 
 
-def _collect(result: RepoResult, out_dir: Path, stats: Stats, rejects: Rejects) -> None:
-    """Append one repository's records and rejects, then mark it done (in that order: crash-safe)."""
+def _collect(result: RepoResult, out_dir: Path, steps: Sequence[Step], stats: Stats, rejects: Rejects,
+             validated: str | None) -> None:
+    """Pass one repository's records through the steps, append them and its rejects, then mark it done (in that
+    order: crash-safe)."""
     stats.merge(result.stats)
-    for record in result.records:
-        append_jsonl(out_dir / "kernels.jsonl", record)
+    records = result.records
+    for step in steps:
+        records = step(records)
+    append_records(out_dir / KERNELS, records)
     for reject in result.rejects:
         rejects.add(reject.pop("reason"), **reject)
     location = Path(result.location)
     if location.exists():
-        entry = {"archive": result.archive, "location": str(location), "kernels": len(result.records),
-                 "ok": result.ok, **archive_fingerprint(location)}
+        entry = {"archive": result.archive, "location": str(location), "kernels": len(records),
+                 "validated": validated, "ok": result.ok, **archive_fingerprint(location)}
         append_jsonl(out_dir / DONE_NAME, entry)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections import Counter
@@ -25,6 +26,19 @@ def module_relpath(slug: str, path_in_repo: str, qualname: str, lineno: int, dup
     if duplicate:
         name = f"{name}_L{lineno}"
     return "/".join([safe_component(slug)] + folders + [f"{name}.py"])
+
+
+def unique_relpath(relpath: str, path_in_repo: str, taken: set) -> str:
+    """`relpath`, or when another kernel of the repository already has it (two files whose names differ only in
+    characters `safe_component` folds, such as `x y.py` and `x_y.py`) the same with a short hash of the file's
+    own path; the result is added to `taken`."""
+    if relpath in taken:
+        digest = hashlib.sha256(path_in_repo.encode("utf-8")).hexdigest()[:8]
+        relpath = f"{relpath.removesuffix('.py')}_{digest}.py"
+        while relpath in taken:  # the same file twice: a same-named kernel already got the hash
+            relpath = f"{relpath.removesuffix('.py')}_2.py"
+    taken.add(relpath)
+    return relpath
 
 
 def duplicate_qualnames(kernels) -> set:

@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional
 
-from scraper.generator.archives import LICENSE_NAMES, license_from_text
+from scraper.repos import LICENSE_NAMES, git_head, license_from_text
 from scraper.github.download import RepoInfo, count_triton_files, manifest_entry
 from scraper.github.manifest import (
     FULL_NAME, PART_SUFFIX, append_entry, archive_name, is_finished, read_manifest, sha256_file, top_folder,
@@ -42,17 +42,6 @@ def parse_local_arg(arg: str) -> tuple[Path, Optional[str]]:
     return Path(arg), None
 
 
-def git_head(folder: Path) -> Optional[str]:
-    """`git rev-parse HEAD` of a clone, None when it is not one (or git is missing)."""
-    if not (folder / ".git").exists():
-        return None
-    try:
-        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=60, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sha = out.stdout.strip()
-    return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
 
 
 def git_branch(folder: Path) -> Optional[str]:

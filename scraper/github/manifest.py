@@ -11,41 +11,34 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import re
 import threading
 import zipfile
 from pathlib import Path
 from typing import Optional
 
-from scraper.records import append_jsonl, iter_jsonl
+from scraper.fileio import append_jsonl
+from scraper.repos import (  # noqa: F401  (re-exported: the GitHub stage's names for the shared facts)
+    DOWNLOAD_MANIFEST,
+    FULL_NAME,
+    archive_name,
+    latest_by_full_name as read_latest,
+    read_download_manifest as read_manifest,
+    repo_of_archive as full_name_of_archive,
+    top_folder,
+)
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.jsonl"
 NO_TRITON = "no_triton.jsonl"  # repositories whose archive had no Triton code, so reruns skip them
 PART_SUFFIX = ".part"
-FULL_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 
 _append_lock = threading.Lock()
 
 
-def archive_name(full_name: str) -> str:
-    """`owner/name` -> `owner__name.zip`. GitHub owners cannot contain `_`, so the first `__` splits back."""
-    owner, name = full_name.split("/", 1)
-    return f"{owner}__{name}.zip"
 
 
-def full_name_of_archive(file_name: str) -> str:
-    """Inverse of `archive_name`."""
-    owner, name = file_name.removesuffix(".zip").split("__", 1)
-    return f"{owner}/{name}"
 
 
-def top_folder(full_name: str, commit_sha: Optional[str]) -> str:
-    """The single top folder of a GitHub zipball: `<owner>-<name>-<sha7>`; `<owner>-<name>-nocommit` when the commit
-    is unknown (not hex, so nothing reads it as a commit)."""
-    owner, name = full_name.split("/", 1)
-    return f"{owner}-{name}-{commit_sha[:7] if commit_sha else 'nocommit'}"
 
 
 def utc_now() -> str:
@@ -62,22 +55,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_latest(path: Path) -> dict[str, dict]:
-    """{full_name.lower(): its latest line} of a JSONL file keyed by full_name; {} when it does not exist."""
-    latest: dict[str, dict] = {}
-    if path.exists():
-        for entry in iter_jsonl(path):
-            if isinstance(entry.get("full_name"), str):
-                latest[entry["full_name"].lower()] = entry
-    return latest
 
 
-def read_manifest(download_dir: Path) -> dict[str, dict]:
-    """The manifest of `download_dir` as {full_name.lower(): latest entry}."""
-    return read_latest(Path(download_dir) / MANIFEST)
-
-
-def append_entry(download_dir: Path, entry: dict, file_name: str = MANIFEST) -> None:
+def append_entry(download_dir: Path, entry: dict, file_name: str = DOWNLOAD_MANIFEST) -> None:
     """Append one complete manifest line (thread-safe; a crash loses at most this line)."""
     with _append_lock:
         append_jsonl(Path(download_dir) / file_name, entry)

@@ -141,7 +141,8 @@ class FolderAllocator:
             return True
         return read_identity(target) == identity
 
-    def mark(self, folder: str, graph: Graph) -> dict:
+    @staticmethod
+    def mark(folder: str, graph: Graph) -> dict:
         """The provenance.json content that ties `folder` to `graph`'s run."""
         return {
             "identity": graph.identity,

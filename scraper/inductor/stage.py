@@ -5,18 +5,17 @@ text + provenance) and a file `<model>/<graph>/kernels/<name>.py`; the graph's o
 fx_graph_readable.py are copied beside them. Nothing is executed.
 
 Reruns: the manifest is keyed by graph folder. A rerun re-extracts the graphs it is given, replaces their
-records and leaves the records of other graphs (from earlier runs on other inputs) alone, so the same input
-always gives the same kernels.jsonl, and several debug folders can be added one run at a time.
+records and keeps the records of other graphs (from earlier runs on other inputs), in folder order, so the same
+input always gives the same kernels.jsonl, and several debug folders can be added one run at a time.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional
+from typing import Callable, NamedTuple, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -33,21 +32,26 @@ from scraper.inductor.layout import (
     safe_name,
 )
 from scraper.inductor.output_code import EmbeddedKernel, parse_comment, read_fallback_source, read_output_code
-from scraper.records import KernelRecord, append_jsonl, atomic_write_bytes, iter_jsonl, write_jsonl
-from scraper.stats import Rejects, Stats
+from scraper.records import KERNELS, KernelRecord, ManifestWriter, atomic_write_bytes, iter_records
+from scraper.stats import REJECTS, STATS, Rejects, Stats
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "kernels.jsonl"
-STATS = "stats.json"
-REJECTS = "rejects.jsonl"
 # An output_code.py larger than this is not one Inductor wrote (the largest real ones are a few MB).
 MAX_OUTPUT_CODE_BYTES = 256 * 1024 * 1024
 
 
-def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = None) -> Stats:
+Step = Callable[[list[KernelRecord]], list[KernelRecord]]
+
+
+def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = None,
+                    steps: Sequence[Step] = ()) -> Stats:
     """Extract every Triton kernel below `inputs` into `out_dir`; returns the run's Stats (also saved as
-    stats.json). Bad inputs are reported, counted and skipped; the run goes on."""
+    stats.json). Bad inputs are reported, counted and skipped; the run goes on.
+
+    The stage is one chain: each graph's records are extracted, passed through `steps` (e.g. attaching the
+    PyTorch side, validating; each `step(records) -> records`) and written to kernels.jsonl as they stream, in
+    the order of their graph folders, together with the records other runs put there (written once: the file
+    replaces the old one when the run ends)."""
     stats = stats or Stats("inductor")
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"output {out_dir} exists and is not a folder")
@@ -58,35 +62,69 @@ def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = 
     for root, reason in problems:
         log.error("input %s %s", root, reason)
         stats.error("input", str(root), f"input {reason}")
-    manifest = Manifest(out_dir / MANIFEST, stats)
-    allocator = FolderAllocator(out_dir)
-    for path in tqdm(paths, desc="graphs", unit="graph", disable=None):
-        extracted = extract_graph(path, out_dir, allocator, stats, rejects)
-        if extracted is not None:
-            manifest.update(*extracted)
-    manifest.save()
-    stats.inc("manifest_records", len(manifest.records))
+    earlier = earlier_records(out_dir / KERNELS, stats)
+    planned = plan_graphs(paths, FolderAllocator(out_dir), stats, rejects)
+    written = 0
+    with ManifestWriter(out_dir / KERNELS) as writer:
+        for folder in sorted(set(planned) | set(earlier)):
+            records = earlier[folder] if folder not in planned else run_chain(planned[folder], out_dir, steps,
+                                                                               stats, rejects)
+            if folder in planned and records != earlier.get(folder):
+                stats.inc("manifest_records_changed", len(records))
+            for record in records:
+                writer.write(record)
+            written += len(records)
+    stats.inc("manifest_records", written)
     stats.save(out_dir / STATS)
     return stats
 
 
-def extract_graph(
-    path: Path, out_dir: Path, allocator: FolderAllocator, stats: Stats, rejects: Rejects
-) -> Optional[tuple[str, list[KernelRecord]]]:
-    """Extract one output_code.py into its graph folder; returns the folder (relative to `out_dir`) and the
-    graph's records, or None when the file could not be read."""
-    text, content, lossy = read_text(path, stats, rejects)
+def run_chain(item: "PlannedGraph", out_dir: Path, steps: Sequence[Step], stats: Stats, rejects: Rejects
+              ) -> list[KernelRecord]:
+    """Extract one graph and pass its records through the steps."""
+    records = extract_graph(item, out_dir, stats, rejects)
+    for step in steps:
+        records = step(records)
+    return records
+
+
+class PlannedGraph(NamedTuple):
+    """One output_code.py with the folder it goes to."""
+
+    path: Path
+    graph: Graph
+    folder: str
+
+
+def plan_graphs(paths: list[Path], allocator: FolderAllocator, stats: Stats, rejects: Rejects
+                ) -> dict[str, PlannedGraph]:
+    """The folder of every readable output_code.py (allocated in input order, so the first of two same-named
+    graphs keeps the plain name), by folder."""
+    planned = {}
+    for path in tqdm(paths, desc="graphs (plan)", unit="graph", disable=None):
+        text, content, lossy = read_text(path, stats, rejects)
+        if text is None:
+            continue
+        graph = describe_graph(path, content)
+        graph.lossy_text = lossy
+        folder = allocator.folder_for(graph)
+        planned[folder] = PlannedGraph(path, graph, folder)
+    return planned
+
+
+def extract_graph(item: PlannedGraph, out_dir: Path, stats: Stats, rejects: Rejects) -> list[KernelRecord]:
+    """Extract one output_code.py into its graph folder; returns the graph's records."""
+    path, graph, folder = item
+    text, content, _ = read_text(path, None, None)  # read again: planning kept only the folder, not the bytes
     if text is None:
-        return None
+        stats.error("read", str(path), "gone or unreadable since the run started")
+        return []
     stats.inc("graphs")
-    graph = describe_graph(path, content)
-    graph.lossy_text = lossy
-    folder = allocator.folder_for(graph)
     if folder != f"{safe_name(graph.model)}/{graph.graph}":
         stats.inc("graphs_renamed_same_name_other_run")
     target = out_dir / folder
     # provenance.json first: it claims the folder for this run before anything else lands there.
-    mark = json.dumps(allocator.mark(folder, graph), indent=2, sort_keys=True) + "\n"
+    mark = json.dumps(FolderAllocator.mark(folder, graph), indent=2, sort_keys=True) + "\n"
     write_if_changed(target / PROVENANCE, mark.encode("utf-8"))
     write_if_changed(target / OUTPUT_CODE, content)
     has_fx = copy_fx_graph(graph, target, stats)
@@ -102,26 +140,29 @@ def extract_graph(
     stats.inc("kernels", len(records))
     for record in records:
         stats.inc(f"kernels_{record.kind}")
-    return folder, records
+    return records
 
 
-def read_text(path: Path, stats: Stats, rejects: Rejects) -> tuple[Optional[str], bytes, bool]:
+def read_text(path: Path, stats: Optional[Stats], rejects: Optional[Rejects]) -> tuple[Optional[str], bytes, bool]:
     """The file's text, its bytes, and whether the text is lossy: non-UTF-8 bytes are replaced by U+FFFD (and
-    counted) so the rest can still be read. The text is None when the file cannot be read."""
+    counted) so the rest can still be read. The text is None when the file cannot be read. Problems are
+    reported to `stats` and `rejects` (not at all when they are None: a second read of a planned file)."""
     try:
         if path.stat().st_size > MAX_OUTPUT_CODE_BYTES:
             raise OSError(f"larger than {MAX_OUTPUT_CODE_BYTES} bytes")
         content = path.read_bytes()
     except OSError as exc:
-        log.error("cannot read %s: %s", path, exc)
-        stats.error("read", str(path), exc)
-        rejects.add("unreadable", output_code=str(path), error=str(exc))
+        if stats is not None:
+            log.error("cannot read %s: %s", path, exc)
+            stats.error("read", str(path), exc)
+            rejects.add("unreadable", output_code=str(path), error=str(exc))
         return None, b"", False
     try:
         return content.decode("utf-8-sig"), content, False  # -sig: an editor's byte-order mark is not code
     except UnicodeDecodeError as exc:
-        log.warning("%s is not UTF-8 (%s); reading it with the bad bytes replaced", path, exc)
-        stats.error("decode", str(path), f"not UTF-8: {exc.reason} at byte {exc.start}")
+        if stats is not None:
+            log.warning("%s is not UTF-8 (%s); reading it with the bad bytes replaced", path, exc)
+            stats.error("decode", str(path), f"not UTF-8: {exc.reason} at byte {exc.start}")
         return content.decode("utf-8-sig", errors="replace"), content, True
 
 
@@ -256,52 +297,22 @@ def write_if_changed(path: Path, content: bytes) -> None:
     atomic_write_bytes(path, content)
 
 
-class Manifest:
-    """kernels.jsonl: the records of every graph folder ever extracted into this output folder.
-
-    Records of a graph this run extracts replace those from earlier runs; while the run goes on, changed
-    records are appended (a crash loses at most one line), and `save` rewrites the file atomically in a
-    stable order (by graph folder, then position in output_code.py), so reruns give the same bytes.
-    """
-
-    def __init__(self, path: Path, stats: Stats) -> None:
-        self.path = path
-        self.by_folder: dict[str, list[dict]] = {}
-        latest: dict[str, dict] = {}  # file -> record; a line appended later (same file) wins
-        if path.exists():
-            for row in iter_jsonl(path, on_error=lambda n, m: stats.error("manifest", str(path), m)):
-                if isinstance(row.get("file"), str) and row.get("source") == "inductor":
-                    latest[row["file"]] = row
-                else:
-                    stats.error("manifest", str(path), "line is not an Inductor kernel record")
-        for row in latest.values():
-            self.by_folder.setdefault(graph_folder(row["file"]), []).append(row)
-        # Records of graph folders someone deleted since would point at nothing: they go too.
-        for folder in [f for f in self.by_folder if not (path.parent / f / PROVENANCE).is_file()]:
-            stats.inc("manifest_records_dropped_folder_gone", len(self.by_folder.pop(folder)))
-        self.stats = stats
-
-    @property
-    def records(self) -> list[dict]:
-        return [record for folder in sorted(self.by_folder) for record in self.by_folder[folder]]
-
-    def update(self, folder: str, records: list[KernelRecord]) -> None:
-        """Replace the records of graph folder `folder` (relative to the output folder) with `records`."""
-        rows = [plain_dict(record) for record in records]
-        if self.by_folder.get(folder) != rows:
-            for row in rows:
-                append_jsonl(self.path, row)
-            self.stats.inc("manifest_lines_appended", len(rows))
-        self.by_folder[folder] = rows
-
-    def save(self) -> None:
-        """Rewrite kernels.jsonl atomically, in stable order."""
-        write_jsonl(self.path, self.records)
-
-
-def plain_dict(record: KernelRecord) -> dict:
-    """record.to_dict() without its deep copy (the values are this run's own fresh objects)."""
-    return {field.name: getattr(record, field.name) for field in dataclasses.fields(record)}
+def earlier_records(path: Path, stats: Stats) -> dict[str, list[KernelRecord]]:
+    """The records an earlier run wrote to kernels.jsonl, by graph folder; records of graph folders someone deleted
+    since (they would point at nothing) are left out and counted."""
+    latest: dict[str, KernelRecord] = {}  # file -> record; a later line for the same file wins
+    if path.exists():
+        for record in iter_records(path, on_error=lambda n, m: stats.error("manifest", str(path), m)):
+            if isinstance(record.file, str) and record.source == "inductor":
+                latest[record.file] = record
+            else:
+                stats.error("manifest", str(path), "line is not an Inductor kernel record")
+    by_folder: dict[str, list[KernelRecord]] = defaultdict(list)
+    for record in latest.values():
+        by_folder[graph_folder(record.file)].append(record)
+    for folder in [f for f in by_folder if not (path.parent / f / PROVENANCE).is_file()]:
+        stats.inc("manifest_records_dropped_folder_gone", len(by_folder.pop(folder)))
+    return dict(by_folder)
 
 
 def graph_folder(file: Optional[str]) -> str:

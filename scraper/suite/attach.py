@@ -2,8 +2,8 @@
 
 `get_kernels_from_debug_info.py` extracts kernels from debug folders; when a folder was written by
 run_inductor_suite.py it holds a suite manifest (`<debug root>/suite/manifest*.jsonl`) naming, per model, its
-run_* folder, its graphs and its standalone program. `attach_pytorch_side` joins the extracted records to those
-entries on (run_dir, graph) and stores under `record.extra["pytorch"]`:
+run_* folder, its graphs and its standalone program. `PyTorchSide`, a step of the stage's chain, joins the
+extracted records to those entries on (run_dir, graph) and stores under `record.extra["pytorch"]`:
 
     {"suite", "model", "mode", "dtype",
      "program_file",        # the program, relative to the debug root (suite/programs/...)
@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from scraper.records import iter_jsonl, write_jsonl
+from scraper.records import KernelRecord
 from scraper.stats import Stats
 from scraper.suite.manifest import graph_index, manifest_files, pytorch_side
 
@@ -51,32 +51,29 @@ def enclosing_root(path: Path) -> Optional[Path]:
     return next((folder for folder in [start, *start.parents] if manifest_files(folder)), None)
 
 
-def attach_pytorch_side(manifest_path: Path, inputs: list[Path], stats: Stats) -> int:
-    """Store the PyTorch side of every record of `manifest_path` (the inductor stage's kernels.jsonl) whose
-    (run_dir, graph) a suite manifest under `inputs` lists, and rewrite the file atomically. Returns how many
-    records were joined; counts `pytorch_side_attached`, `pytorch_side_missing` (a graph of a suite debug root
-    that its manifest does not list) and `pytorch_program_missing` in `stats`."""
-    roots = suite_roots(inputs)
-    if not roots or not Path(manifest_path).is_file():
-        return 0
-    indexes = [(root, graph_index(root)) for root in roots]
-    bad_lines = []
-    records = list(iter_jsonl(manifest_path, on_error=lambda number, message: bad_lines.append(message)))
-    if bad_lines:  # rewriting would drop those lines: leave the file as it is
-        stats.error("attach", str(manifest_path), f"{len(bad_lines)} malformed line(s); PyTorch side not attached")
-        return 0
-    cache: dict = {}
-    attached = sum(attach_one(record, indexes, cache, stats) for record in records)
-    if attached or stats.counts["pytorch_side_missing"]:
-        write_jsonl(manifest_path, records)
-    log.info("PyTorch side attached to %d of %d records (%d suite debug root(s))", attached, len(records),
-             len(roots))
-    return attached
+class PyTorchSide:
+    """The attach step of the Inductor stage's chain: `run(records)` stores, under `record.extra["pytorch"]`, the
+    PyTorch side of every record whose (run_dir, graph) a suite manifest under `inputs` lists. Counts
+    `pytorch_side_attached`, `pytorch_side_missing` (a graph of a suite debug root that its manifest does not
+    list) and `pytorch_program_missing` in `stats`."""
+
+    def __init__(self, inputs: list[Path], stats: Stats) -> None:
+        self.roots = suite_roots(inputs)
+        self.indexes = [(root, graph_index(root)) for root in self.roots]
+        self.stats = stats
+        self.cache: dict = {}  # program path -> text, read once
+
+    def run(self, records: list[KernelRecord]) -> list[KernelRecord]:
+        """Attach the PyTorch side to one batch of records (in place); returns it."""
+        if self.indexes:
+            for record in records:
+                attach_one(record, self.indexes, self.cache, self.stats)
+        return records
 
 
-def attach_one(record: dict, indexes: list[tuple[Path, dict]], cache: dict, stats: Stats) -> bool:
-    """Join one record dict to the first suite manifest that lists its graph; True when it was joined."""
-    if record.get("source") != "inductor" or not record.get("run_dir"):
+def attach_one(record: KernelRecord, indexes: list[tuple[Path, dict]], cache: dict, stats: Stats) -> bool:
+    """Join one record to the first suite manifest that lists its graph; True when it was joined."""
+    if record.source != "inductor" or not record.run_dir:
         return False
     for root, index in indexes:
         side = pytorch_side(record, index, root, cache=cache)
@@ -84,12 +81,12 @@ def attach_one(record: dict, indexes: list[tuple[Path, dict]], cache: dict, stat
             if side["program_file"] and side["program"] is None:
                 stats.inc("pytorch_program_missing")
                 stats.error("attach", f"{root}/{side['program_file']}", "program file missing or unreadable")
-            record.setdefault("extra", {})[PYTORCH_KEY] = side
+            record.extra[PYTORCH_KEY] = side
             stats.inc("pytorch_side_attached")
             return True
-    if any((root / record["run_dir"]).is_dir() for root, _ in indexes):
+    if any((root / record.run_dir).is_dir() for root, _ in indexes):
         # A run folder of a suite debug root whose graph no manifest line lists (e.g. a manifest cut short).
-        record.get("extra", {}).pop(PYTORCH_KEY, None)
+        record.extra.pop(PYTORCH_KEY, None)
         stats.inc("pytorch_side_missing")
-        stats.error("attach", f"{record['run_dir']}/{record.get('graph')}", "graph not in the suite manifest")
+        stats.error("attach", f"{record.run_dir}/{record.graph}", "graph not in the suite manifest")
     return False

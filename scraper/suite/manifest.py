@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from scraper.records import iter_jsonl
+from scraper.records import KernelRecord, iter_jsonl
 from scraper.suite.programs import module_source
 
 # What identifies "the same run" of a model: a model compiled in another mode or dtype is another job.
@@ -63,16 +63,15 @@ def graph_index(debug_root: str | os.PathLike) -> dict[tuple[str, str], dict]:
 MAX_PROGRAM_BYTES = 16 * 1024 * 1024
 
 
-def pytorch_side(record: Any, index: dict[tuple[str, str], dict], debug_root: str | os.PathLike,
+def pytorch_side(record: KernelRecord, index: dict[tuple[str, str], dict], debug_root: str | os.PathLike,
                  with_source: bool = True, cache: Optional[dict] = None) -> Optional[dict]:
-    """The PyTorch side of one extracted kernel (a KernelRecord or its dict): suite, model, mode, dtype, the
+    """The PyTorch side of one extracted kernel: suite, model, mode, dtype, the
     program's path relative to the debug root ("program_file") and, with_source, its text ("program") and, for
     --suite modules, the module's own source (its dependency closure, "module"); for scraped modules also
     their provenance ("module_provenance": repo, path, commit, license, stars, lineno, class_name). None when
     the kernel's graph is not in the index (a debug folder the suite did not make). `cache` (a dict kept by the
     caller) saves reading one program once per kernel."""
-    get = record.get if isinstance(record, dict) else lambda key: getattr(record, key, None)
-    entry = index.get((Path(get("run_dir") or "").name, get("graph") or ""))
+    entry = index.get((Path(record.run_dir or "").name, record.graph or ""))
     if entry is None:
         return None
     side = {"suite": entry.get("suite"), "model": entry.get("model"), "mode": entry.get("mode"),

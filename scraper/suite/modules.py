@@ -17,14 +17,15 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from scraper.cli import REPO_ROOT
-from scraper.records import iter_jsonl
+from scraper.fileio import iter_jsonl
+from scraper.paths import DEFAULT_DOWNLOAD_DIR
+from scraper.repos import list_archives
 from scraper.suite.lists import ModelSpec, parse_models_arg, safe_name
 from scraper.suite.orchestrate import Job
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REPOS = REPO_ROOT / "scraper" / "generator" / "paritybench_download"
+DEFAULT_REPOS = DEFAULT_DOWNLOAD_DIR
 PROVENANCE_KEYS = ("repo", "path", "commit", "license", "stars", "lineno")
 
 
@@ -74,11 +75,9 @@ def entry_job(entry: dict, suite_dir: Path, where: str) -> Optional[Job]:
 
 def modules_from_repositories(download_dir: Path, per_repo: Optional[int] = None) -> list[dict]:
     """Module entries for the nn.Module classes of every repository (zip or folder) in `download_dir`, cut out
-    with the generator's static dependency closure (scraper.generator.closure.extract_closure); only closures
+    with the generator's static dependency closure (scraper.generator.extract_closure); only closures
     the generator reports self-contained are kept. Static analysis only: nothing is imported or executed."""
-    from scraper.generator.archives import ArchiveError, read_repository
-    from scraper.generator.provenance import load_manifest, provenance_for
-    from scraper.generator.run import list_archives
+    from scraper.generator import ArchiveError, load_manifest, provenance_for, read_repository
 
     manifest = load_manifest(download_dir) if Path(download_dir).is_dir() else {}
     entries = []
@@ -95,8 +94,7 @@ def modules_from_repositories(download_dir: Path, per_repo: Optional[int] = None
 
 def repository_modules(source, provenance) -> list[dict]:
     """Self-contained nn.Module closures of one repository (a scraper.generator.archives.RepoSource)."""
-    from scraper.generator.closure import RepoIndex, extract_closure
-    from scraper.generator.parse import parse_source
+    from scraper.generator import RepoIndex, extract_closure, parse_source
 
     index = RepoIndex.from_source(source)
     entries, dropped = [], 0

@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 from tqdm import tqdm
 
-from scraper.cli import REPO_ROOT
+from scraper.paths import PACKAGE_PARENT
 from scraper.records import append_jsonl, atomic_write_text
 from scraper.stats import Stats
 from scraper.suite.lists import ModelSpec, safe_name
@@ -176,7 +176,7 @@ def worker_env(gpu: Optional[str], torchbench_dir: Optional[Path] = None) -> dic
     `torchbench_dir`, TORCHBENCH_DIR names it (the programs read it before their own default)."""
     env = worker_environment()
     env.update(TORCH_COMPILE_DEBUG="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     if torchbench_dir is not None:

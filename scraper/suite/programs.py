@@ -398,9 +398,3 @@ def module_source(program: str) -> Optional[str]:
 def _mode(training: bool) -> str:
     return "training" if training else "inference"
 
-
-def check_dtype(dtype: Optional[str]) -> str:
-    """`dtype` if it is one the suite supports, else ValueError."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    return dtype

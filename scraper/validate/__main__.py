@@ -1,7 +1,8 @@
-"""`python -m scraper.validate path/to/kernels.jsonl`: validate a manifest and rewrite it atomically.
+"""`python -m scraper.validate path/to/kernels.jsonl`: validate a manifest and write it again, once, atomically.
 
-Beside the manifest it writes validate_stats.json (counters, grouped errors, fractions per source),
-validate_rejects.jsonl (lines of the manifest that are not records; they are kept there, not lost) and, by
+Lines of the manifest that are not records stay in it as they were. Beside the manifest it writes
+validate_stats.json (counters, grouped errors, fractions per source), validate_rejects.jsonl (the lines that are
+not records, with their numbers) and, by
 default, validate_cache.jsonl (results by record id, so a rerun only checks what changed).
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from scraper.cli import add_logging_args, setup_logging
 from scraper.records import atomic_write_json
 from scraper.stats import Stats
-from scraper.validate.api import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LEVELS, validate_manifest
+from scraper.validate.api import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LEVELS, VALIDATE_CACHE, validate_manifest
 
 log = logging.getLogger("scraper.validate")
 
@@ -28,7 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Check every kernel of a kernels.jsonl manifest: parses (ast), imports (runs the module in a "
                     "sandboxed process, TRITON_INTERPRET=1, time/memory limits, no network, scratch dir) and "
                     "compiles (triton.compile to PTX for sm_90 on the CPU, for kernels with a known signature). "
-                    "Fills parses/imports/compiles/validation and rewrites the manifest atomically.")
+                    "Fills parses/imports/compiles/validation and writes the manifest again atomically (lines that are "
+                    "not records are kept as they are).")
     parser.add_argument("manifest", type=Path, help="a kernels.jsonl written by one of the stages")
     parser.add_argument("--level", choices=LEVELS, default="compiles",
                         help="highest level to check (default: compiles)")
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
         return 2
     folder = args.manifest.parent
     stats = Stats("validate")
-    cache = None if args.no_cache else (args.cache or folder / "validate_cache.jsonl")
+    cache = None if args.no_cache else (args.cache or folder / VALIDATE_CACHE)
     fractions = validate_manifest(args.manifest, stats, levels=(args.level,), jobs=args.jobs, timeout=args.timeout,
                                   memory_mb=args.memory_mb, cache_path=cache)
     stats.extra.pop("validation")  # this command reports them as "fractions", below

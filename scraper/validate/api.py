@@ -1,5 +1,4 @@
-"""The functions the stage CLIs call: add_validate_args, validate_records, validate_from_args, meets,
-level_fractions.
+"""Verification as a step of a stage's chain (`Validator.run(records) -> records`) and its command-line flags.
 
 Levels build on each other: `parses` (ast.parse, here, safe: nothing runs) -> `imports` (sandboxed worker,
 TRITON_INTERPRET=1) -> `compiles` (sandboxed worker, triton.compile to PTX; only records with a known
@@ -20,7 +19,7 @@ from typing import Iterable, Optional
 from tqdm import tqdm
 
 from scraper.cli import default_jobs
-from scraper.records import KernelRecord, iter_jsonl_lines, record_of_line, write_jsonl
+from scraper.records import KernelRecord, ManifestWriter, iter_jsonl_lines, record_of_line
 from scraper.stats import Rejects, Stats
 from scraper.validate.cache import ResultCache, cache_key
 from scraper.validate.compiles import target_text
@@ -31,6 +30,8 @@ log = logging.getLogger(__name__)
 LEVELS = ("parses", "imports", "compiles")
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MEMORY_MB = 2048
+VALIDATE_REJECTS = "validate_rejects.jsonl"
+VALIDATE_CACHE = "validate_cache.jsonl"
 
 
 def triton_version() -> str:
@@ -60,56 +61,27 @@ def add_validate_args(parser: argparse.ArgumentParser) -> None:
                             "validate_cache.jsonl in the output folder)")
 
 
-def validate_from_args(records: list[KernelRecord], args: argparse.Namespace, *, stats: Optional[Stats] = None,
-                       default_cache: Optional[str] = None) -> None:
-    """validate_records with the options of add_validate_args; does nothing when --validate was not given."""
-    if not getattr(args, "validate", None):
-        return
-    validate_records(records, stats=stats, **_options_from_args(args, default_cache))
-
-
-def _options_from_args(args: argparse.Namespace, default_cache: Optional[str]) -> dict:
-    """validate_records' keyword options from the flags of add_validate_args."""
+def options_from_args(args: argparse.Namespace, default_cache: Optional[str] = None) -> dict:
+    """`Validator`'s keyword options from the flags of add_validate_args."""
     return {"levels": LEVELS[: LEVELS.index(args.validate) + 1], "jobs": args.validate_jobs,
             "timeout": args.validate_timeout, "memory_mb": args.validate_memory_mb,
             "cache_path": args.validate_cache or default_cache}
 
 
-def read_manifest(path, rejects: Rejects) -> list[KernelRecord]:
-    """The records of a kernels.jsonl; every line that is not one goes to `rejects` (reason `not_a_record`) with
-    its line number and its text, and to the stats' "read" errors, so a rewrite of the manifest loses nothing."""
-    records = []
-    for line in iter_jsonl_lines(path):
-        record, problem = record_of_line(line)
-        if record is not None:
-            records.append(record)
-            continue
-        message = problem if line.error else f"{path}:{line.number}: {problem}"
-        rejects.stats and rejects.stats.error("read", str(path), message)
-        rejects.add("not_a_record", line=line.number, message=message, text=line.text)
-    return records
-
-
-def validate_manifest(manifest, stats: Stats, **options) -> dict:
-    """Check the records of a kernels.jsonl (`options` as for validate_records), rewrite it atomically with the
-    levels filled, and return `level_fractions` (also kept in `stats.extra["validation"]`). Lines that are not
-    records go to validate_rejects.jsonl beside it."""
-    rejects = Rejects(Path(manifest).parent / "validate_rejects.jsonl", stats)
-    rejects.reset()
-    records = read_manifest(manifest, rejects)
-    validate_records(records, stats=stats, **options)
-    write_jsonl(manifest, records)
-    stats.extra["validation"] = level_fractions(records)
-    return stats.extra["validation"]
-
-
-def validate_manifest_from_args(manifest, args: argparse.Namespace, stats: Stats) -> Optional[dict]:
-    """For a stage CLI after it wrote `manifest` (a kernels.jsonl): with --validate, `validate_manifest` with the
-    options of add_validate_args (cache: validate_cache.jsonl beside the manifest); without it, None."""
+def validator_from_args(args: argparse.Namespace, stats: Optional[Stats], default_cache: Optional[str] = None
+                        ) -> Optional["Validator"]:
+    """The validate step a stage CLI puts in its chain, or None when --validate was not given."""
     if not getattr(args, "validate", None):
         return None
-    default_cache = str(Path(manifest).parent / "validate_cache.jsonl")
-    return validate_manifest(manifest, stats, **_options_from_args(args, default_cache))
+    return Validator(stats=stats, **options_from_args(args, default_cache))
+
+
+def validate_from_args(records: list[KernelRecord], args: argparse.Namespace, *, stats: Optional[Stats] = None,
+                       default_cache: Optional[str] = None) -> None:
+    """validate_records with the options of add_validate_args; does nothing when --validate was not given."""
+    if not getattr(args, "validate", None):
+        return
+    validate_records(records, stats=stats, **options_from_args(args, default_cache))
 
 
 def check_parses(record: KernelRecord) -> dict:
@@ -146,8 +118,9 @@ def make_job(record: KernelRecord, level: str, timeout: float, memory_mb: int) -
             "constants": record.constants, "launch": record.launch, "timeout": timeout, "memory_mb": memory_mb}
 
 
-def _run_level(records, level, pool, cache, version, timeout, memory_mb, stats) -> None:
-    """Run one sandboxed level over `records` (cache first), filling the records in place."""
+def _run_level(records, level, pool_of, cache, version, timeout, memory_mb, stats) -> None:
+    """Run one sandboxed level over `records` (cache first), filling the records in place; `pool_of()` gives the
+    worker pool when something is not cached."""
     pending: dict[str, list[KernelRecord]] = {}  # cache key -> records with exactly these inputs
     for record in records:
         key = cache_key(record, level, version)
@@ -168,7 +141,7 @@ def _run_level(records, level, pool, cache, version, timeout, memory_mb, stats) 
             stats and stats.inc("validate_jobs_run")
             stats and stats.inc("validate_duplicates_shared", len(pending[job["key"]]) - 1)
             bar.update()
-        pool.run(jobs, on_result)
+        pool_of().run(jobs, on_result)
 
 
 def _ready_for(records: list[KernelRecord], level: str, below: str, stats: Optional[Stats]) -> list[KernelRecord]:
@@ -194,31 +167,109 @@ def _fail_above(record: KernelRecord, level: str, below: str, stats: Optional[St
     stats and stats.inc(f"validate_{level}_failed")
 
 
-def validate_records(records: list[KernelRecord], *, levels: Iterable[str] = LEVELS, jobs: Optional[int] = None,
-                     timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB,
-                     cache_path: Optional[str] = None, stats: Optional[Stats] = None) -> None:
-    """Fill records' parses / imports / compiles / validation in place, up to the highest level in `levels`.
+class Validator:
+    """The validate step of a stage's chain: `run(records)` fills parses / imports / compiles / validation of one
+    batch of records in place and returns it, up to the highest level in `levels`.
 
-    Kernel code only ever runs in sandboxed worker processes (`jobs` of them, default: cores). Results are
-    cached in `cache_path` (JSONL) by record id + level + Triton version. Counters `validate_<level>_ok/failed`,
-    `validate_compiles_skipped` (no signature), `validate_cached` and `validate_jobs_run` go to `stats`, failures
-    to its "validate" error phase.
+    Kernel code only ever runs in sandboxed worker processes (`jobs` of them, default: cores), one pool for every
+    batch, started when a batch first needs it. Results are cached in `cache_path` (JSONL) by record id + level +
+    Triton version, so identical kernels of later batches are not checked again. Counters
+    `validate_<level>_ok/failed`, `validate_compiles_skipped` (no signature), `validate_cached` and
+    `validate_jobs_run` go to `stats`, failures to its "validate" error phase. Use it as a context manager so the
+    workers are always stopped.
     """
-    needed = _needed_levels(levels)
-    version = triton_version()
-    cache = ResultCache(cache_path)
-    with WorkerPool(min(jobs or default_jobs(), max(1, len(records)))) as pool:  # no idle workers for few records
-        if len(needed) > 1 and any(cache.get(cache_key(r, "imports", version), timeout) is None for r in records):
-            pool.start()  # workers import torch/triton while this process parses
-        for record in tqdm(records, desc="validate parses", unit="kernel", disable=None):
-            _set_level(record, "parses", check_parses(record), stats)
-            record.validation["triton"] = version
-        for below, level in zip(needed, needed[1:]):
-            ready = _ready_for(records, level, below, stats)
-            _run_level(ready, level, pool, cache, version, timeout, memory_mb, stats)
-    if "compiles" in needed:
+
+    def __init__(self, *, levels: Iterable[str] = LEVELS, jobs: Optional[int] = None,
+                 timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB,
+                 cache_path: Optional[str] = None, stats: Optional[Stats] = None) -> None:
+        self.needed = _needed_levels(levels)
+        self.timeout, self.memory_mb, self.stats = timeout, memory_mb, stats
+        self.version = triton_version()
+        self.cache = ResultCache(cache_path)
+        self.jobs = jobs or default_jobs()
+        self.pool: Optional[WorkerPool] = None
+        self.checked: list[KernelRecord] = []  # every record run() saw, for the fractions at the end
+
+    def run(self, records: list[KernelRecord]) -> list[KernelRecord]:
+        """Check one batch (in place); returns it."""
+        if len(self.needed) > 1 and self._any_uncached(records):
+            self._pool().start()  # workers import torch/triton while this process parses
         for record in records:
-            record.validation.setdefault("target", target_text())
+            _set_level(record, "parses", check_parses(record), self.stats)
+            record.validation["triton"] = self.version
+        for below, level in zip(self.needed, self.needed[1:]):
+            ready = _ready_for(records, level, below, self.stats)
+            if ready:
+                _run_level(ready, level, self._pool, self.cache, self.version, self.timeout, self.memory_mb,
+                           self.stats)
+        if "compiles" in self.needed:
+            for record in records:
+                record.validation.setdefault("target", target_text())
+        self.checked.extend(records)
+        return records
+
+    def fractions(self) -> dict:
+        """`level_fractions` of every record checked so far."""
+        return level_fractions(self.checked)
+
+    def _any_uncached(self, records: list[KernelRecord]) -> bool:
+        return any(self.cache.get(cache_key(r, "imports", self.version), self.timeout) is None for r in records)
+
+    def _pool(self) -> WorkerPool:
+        if self.pool is None:
+            self.pool = WorkerPool(self.jobs)
+        return self.pool
+
+    def close(self) -> None:
+        """Stop the workers."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+    def __enter__(self) -> "Validator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def validate_records(records: list[KernelRecord], *, stats: Optional[Stats] = None, **options) -> None:
+    """Fill records' levels in place in one batch (`options` as for `Validator`); no idle workers for few
+    records."""
+    options["jobs"] = min(options.get("jobs") or default_jobs(), max(1, len(records)))
+    with Validator(stats=stats, **options) as validator:
+        validator.run(records)
+
+
+def validate_manifest(manifest, stats: Stats, batch: int = 256, **options) -> dict:
+    """Check the records of a kernels.jsonl (`options` as for `Validator`) and write it once, with the levels
+    filled, in the same order. Lines that are not records stay in it as they were, and are also listed in
+    validate_rejects.jsonl beside it (reason `not_a_record`, with their line number and text) and in the stats'
+    "read" errors. Returns `level_fractions` (also kept in `stats.extra["validation"]`)."""
+    rejects = Rejects(Path(manifest).parent / VALIDATE_REJECTS, stats)
+    rejects.reset()
+    pending: list = []  # records of the current batch, and lines kept as they are, in file order
+    with Validator(stats=stats, **options) as validator, ManifestWriter(manifest) as writer:
+        for line in iter_jsonl_lines(manifest):
+            record, problem = record_of_line(line)
+            if record is None:
+                message = problem if line.error else f"{manifest}:{line.number}: {problem}"
+                stats.error("read", str(manifest), message)
+                rejects.add("not_a_record", line=line.number, message=message, text=line.text)
+            pending.append(record if record is not None else line.text)
+            if sum(isinstance(item, KernelRecord) for item in pending) >= batch:
+                _flush(pending, validator, writer)
+        _flush(pending, validator, writer)
+        stats.extra["validation"] = validator.fractions()
+    return stats.extra["validation"]
+
+
+def _flush(pending: list, validator: Validator, writer: ManifestWriter) -> None:
+    """Validate the batch's records and write the batch in its order."""
+    validator.run([item for item in pending if isinstance(item, KernelRecord)])
+    for item in pending:
+        writer.write(item) if isinstance(item, KernelRecord) else writer.write_line(item)
+    pending.clear()
 
 
 def meets(record: KernelRecord, level: str) -> bool:

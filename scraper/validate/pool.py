@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Callable, Iterable
 
-from scraper.cli import REPO_ROOT
+from scraper.paths import PACKAGE_PARENT
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,13 @@ class Worker:
     def start(self) -> None:
         """Start the process (it imports torch/triton while the caller goes on)."""
         env = worker_environment()
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
         env.pop("TRITON_INTERPRET", None)
         # The scratch root is made (and removed) here, so that a worker killed with SIGKILL leaves nothing behind.
         self.base = tempfile.mkdtemp(prefix="triton-validate-")
         env["TRITON_VALIDATE_SCRATCH"] = self.base
         self.proc = subprocess.Popen([sys.executable, "-m", "scraper.validate.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, cwd=str(REPO_ROOT))
+                                     stdout=subprocess.PIPE, env=env, cwd=str(PACKAGE_PARENT))
         self.buffer, self.fresh, self.compiled = b"", True, False
 
     def stop(self) -> None:
