@@ -17,6 +17,7 @@ import io
 import json
 import math
 import re
+import struct
 import threading
 import time
 import zipfile
@@ -309,7 +310,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self.not_found()
         body = repo.zip_bytes()
         if fault and fault.kind == "corrupt":  # right length, damaged member data: only a CRC check notices
-            start = len(repo.top) + 80
+            start = _largest_py_data(body)
             body = body[:start] + bytes(b ^ 0xFF for b in body[start:start + 16]) + body[start + 16:]
         self.send_response(200)
         self.send_header("Content-Type", "application/zip")
@@ -387,6 +388,14 @@ class _Handler(BaseHTTPRequestHandler):
                     "score": 1.0}
 
         self.page("/search/code", query, hits, rate, item)
+
+
+def _largest_py_data(archive: bytes) -> int:
+    """Offset of the middle of the largest .py member's compressed data (what the scraper reads and checks)."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as handle:
+        info = max((i for i in handle.infolist() if i.filename.endswith(".py")), key=lambda i: i.compress_size)
+    name_length, extra_length = struct.unpack_from("<HH", archive, info.header_offset + 26)
+    return info.header_offset + 30 + name_length + extra_length + info.compress_size // 2 - 8
 
 
 class FakeClock:

@@ -129,7 +129,7 @@ def test_link_pagination_and_token_kept_off_foreign_urls(fake):
         fake.add(kernel_repo(f"org{i}/triton-{i}"))
     client = client_for(fake)
     pages = list(client.paginate("/search/repositories", {"q": "triton", "per_page": 100}))
-    names = [item["full_name"] for page in pages for item in page.json()["items"]]
+    names = [item["full_name"] for page in pages for item in page["items"]]
     expected = {"octo/kern"} | {f"org{i}/triton-{i}" for i in range(250)}  # every README says "Triton"
     assert len(pages) == 3 and len(names) == 251 and set(names) == expected
     assert [r.query.get("page") for r in fake.requests] == [None, "2", "3"]
