@@ -3,7 +3,8 @@ given, never lies in a header and never lets two directory entries share data).
 
 `zeros(method, size)` is the compressed form of `size` zero bytes (bzip2 packs 256 MiB into about 200 bytes);
 `write_zip(path, members)` writes local headers, data and a central directory whose entries may point at another
-member's header (`RawMember.shares`: the overlapping entries of a "non-recursive zip bomb").
+member's header (`RawMember.shares`: the overlapping entries of a "non-recursive zip bomb"). `peak_growth_mib`
+measures what reading one costs in memory, in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ from __future__ import annotations
 import bz2
 import functools
 import lzma
+import os
 import struct
+import subprocess
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 _LOCAL = struct.Struct("<4s5H3L2H")
 _CENTRAL = struct.Struct("<4s6H3L5H2L")
 _END = struct.Struct("<4s4H2LH")
@@ -85,3 +90,15 @@ def write_zip(path: Path, members: list[RawMember]) -> Path:
     end = _END.pack(b"PK\x05\x06", 0, 0, count, count, len(central), len(local), 0)
     Path(path).write_bytes(bytes(local + central + end))
     return Path(path)
+
+
+def peak_growth_mib(setup: str, action: str, env: Optional[dict] = None) -> tuple[float, str]:
+    """Run `setup` then `action` (Python source) in a fresh interpreter at the repository root; returns how much
+    the process's peak resident memory grew during `action` (MiB) and what `action` printed."""
+    code = "\n".join([setup, "import resource", "_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
+                      action, "print('PEAK_GROWTH_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - _base)"])
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {}), "PYTHONPATH": str(REPO_ROOT)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed, _, growth = done.stdout.rpartition("PEAK_GROWTH_KIB ")
+    return int(growth) / 1024, printed

@@ -139,7 +139,8 @@ class GitHubClient:
     access token or None; `timeout`: seconds for one socket read; `deadline`: seconds for a whole API answer's
     body (downloads pass their own); `max_wait`: the longest single rate-limit wait (seconds) before
     `RateLimitTooLong`; `clock`: object with time()/sleep(); `retries`/`backoff`: urllib3 Retry settings for 5xx
-    and network errors; `reset_margin`: seconds added to GitHub's reset time against clock skew.
+    and network errors; `reset_margin`: seconds added to GitHub's reset time against clock skew;
+    `max_answer_bytes`: the largest API answer read.
     """
 
     def __init__(
@@ -155,11 +156,13 @@ class GitHubClient:
         max_rate_retries: int = 8,
         reset_margin: float = 1.0,
         clock: Optional[Clock] = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self._token = token or None
         self.timeout = timeout
         self.deadline = deadline
+        self.max_answer_bytes = max_answer_bytes
         self.retry = make_retry(retries, backoff, self._count_retry)
         self.max_wait = max_wait
         self.max_rate_retries = max_rate_retries
@@ -324,8 +327,9 @@ class GitHubClient:
             raise self.error(f"network error reading {self._path(response.url)}: {type(exc).__name__}: "
                              f"{_short(exc)}") from None
 
-    def read(self, response: requests.Response, limit: int = MAX_ANSWER_BYTES) -> bytes:
-        """A streamed response's whole body: GitHubError past `limit` bytes or the client's deadline."""
+    def read(self, response: requests.Response) -> bytes:
+        """A streamed response's whole body: GitHubError past `max_answer_bytes` or the client's deadline."""
+        limit = self.max_answer_bytes
         body = bytearray()
         for chunk in self.chunks(response):
             body += chunk

@@ -169,27 +169,28 @@ def _refine_stars(part: Part, top_item: dict) -> Optional[Part]:
     return None
 
 
-def search_repositories(client: GitHubClient, query: str, min_stars: int,
-                        report: Optional[SearchReport] = None) -> Iterator[dict]:
+def search_repositories(client: GitHubClient, query: str, min_stars: int, report: Optional[SearchReport] = None,
+                        **bounds) -> Iterator[dict]:
     """Every repository (GitHub's search item: full_name, stargazers_count, default_branch, license, size, ...)
-    matching `query` with at least `min_stars` stars, each once."""
+    matching `query` with at least `min_stars` stars, each once. `bounds`: max_depth, max_queries."""
     report = report if report is not None else SearchReport()
     seen: set[str] = set()
     for item in partitioned_search(client, "/search/repositories", query, Part("stars", min_stars),
-                                   _refine_stars, report, sort="stars"):
+                                   _refine_stars, report, sort="stars", **bounds):
         if _new_name(item, seen, report):
             yield item
 
 
-def search_code_repositories(client: GitHubClient, query: str,
-                             report: Optional[SearchReport] = None) -> Iterator[dict]:
+def search_code_repositories(client: GitHubClient, query: str, report: Optional[SearchReport] = None,
+                             **bounds) -> Iterator[dict]:
     """Repositories (code search's short repository objects) holding a file that matches `query`, each once.
+    `bounds`: max_depth, max_queries.
 
     Code search needs a token; the caller checks `client.has_token` first."""
     report = report if report is not None else SearchReport()
     seen: set[str] = set()
     for item in partitioned_search(client, "/search/code", query, Part("size", 0, MAX_CODE_FILE_SIZE),
-                                   lambda part, item: None, report):
+                                   lambda part, item: None, report, **bounds):
         repo = item.get("repository")
         if isinstance(repo, dict) and _new_name(repo, seen, report):
             yield repo
