@@ -144,3 +144,18 @@ def test_connection_refused_is_a_network_error():
     with pytest.raises(GitHubError, match="network error") as info:
         client.get_json("/repos/a/b")
     assert info.value.status is None and TOKEN not in str(info.value)
+
+
+def test_retries_are_counted_when_they_all_fail(fake):
+    """urllib3 retried, then gave up: each retry made is counted (the summary said 0)."""
+    with FakeGitHub() as server:
+        closed = server.url  # nothing listens there any more: every connection is refused
+    refused = GitHubClient(closed, TOKEN, retries=3, backoff=0, clock=FakeClock())
+    with pytest.raises(GitHubError, match="network error"):
+        refused.get_json("/repos/a/b")
+    fake.fault("/repos/octo/kern$", "bad_gateway", times=10)
+    failing = client_for(fake, retries=2)
+    with pytest.raises(GitHubError):
+        failing.get_json("/repos/octo/kern")
+    assert (refused.counts.retries, failing.counts.retries) == (3, 2)
+    assert len(fake.requests) == 3

@@ -294,9 +294,13 @@ class GitHubClient:
         headers = dict(extra or {})
         if self._token and self._in_api(url):
             headers["Authorization"] = f"Bearer {self._token}"
+        session = self.session()
         try:
-            return self.session().get(url, params=params, headers=headers, stream=True, timeout=self.timeout,
-                                      allow_redirects=False)
+            # Through the adapter, not Session.send: that reads a redirect's whole body first, even with
+            # allow_redirects=False (to prepare Response.next), and a hostile redirect's body never ends.
+            prepared = session.prepare_request(requests.Request("GET", url, params=params, headers=headers))
+            settings = session.merge_environment_settings(prepared.url, {}, True, None, None)  # proxies, CA file
+            return session.get_adapter(prepared.url).send(prepared, timeout=self.timeout, **settings)
         except requests.RequestException as exc:
             # The exception text names host and path only; headers (the token) are never part of it.
             raise self.error(f"network error on {self._path(url)}: {type(exc).__name__}: {_short(exc)}") from None
