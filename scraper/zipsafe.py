@@ -28,7 +28,7 @@ import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Optional
 
 CHUNK = 1 << 16
@@ -136,9 +136,9 @@ class SafeZip:
     def _inflate(self, info: zipfile.ZipInfo, limit: int) -> bytes:
         """Up to `limit` + 1 decompressed bytes of the member (charged to the budget); all of it is checked."""
         decoder = _decoder(info)
-        self._file.seek(self._data_start(info))
         left, out = info.compress_size, bytearray()
         try:
+            self._file.seek(self._data_start(info))
             while len(out) <= limit and not decoder.eof:
                 chunk = b""
                 if decoder.needs_input:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import zipfile
 
 import pytest
@@ -146,3 +147,38 @@ def test_safe_names_are_normalized():
     assert safe_member_path("a/./b//c.py") == "a/b/c.py"
     assert safe_member_path("a\\b.py") == "a/b.py"
     assert safe_member_path("a..b/c.py") == "a..b/c.py"
+
+
+def test_damaged_archives_raise_only_the_documented_errors(tmp_path):
+    """400 seeded random damages of honest archives (each method): opening and reading raise BadZipFile
+    (UnsafeArchive included) or MemberRefused, never anything else; the generator turns them into ArchiveError
+    or a listed problem."""
+    from scraper.generator.archives import ArchiveError, read_repository
+
+    rng = random.Random(12)
+    honest = []
+    for method in METHODS:
+        path = tmp_path / f"honest{method}.zip"
+        with zipfile.ZipFile(path, "w", compression=method) as archive:
+            archive.writestr("t/a.py", b"import triton\n" * 50)
+            archive.writestr("t/b.py", bytes(rng.randrange(256) for _ in range(300)) + b"x" * 3000)
+        honest.append(path.read_bytes())
+    path = tmp_path / "damaged.zip"
+    for _ in range(400):
+        data = bytearray(rng.choice(honest))
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        path.write_bytes(bytes(data[: rng.randrange(len(data))] if rng.random() < 0.1 else data))
+        try:
+            with SafeZip(path, Limits(member_bytes=1 << 16)) as archive:
+                for info in archive.members:
+                    try:
+                        archive.read(info)
+                    except (zipfile.BadZipFile, MemberRefused):
+                        pass
+        except zipfile.BadZipFile:
+            pass
+        try:
+            read_repository(path)
+        except ArchiveError:
+            pass

@@ -94,11 +94,6 @@ def zipball_top(names: list[str]) -> Optional[str]:
     return None
 
 
-def _read_capped(handle, cap: int) -> Optional[bytes]:
-    data = handle.read(cap + 1)
-    return None if len(data) > cap else data
-
-
 def read_zip(path: Path, max_file_bytes: int = MAX_FILE_BYTES, max_total: int = MAX_ARCHIVE_BYTES) -> RepoSource:
     """Every .py of a zip archive (zipball top folder stripped), with refused entries listed as problems.
     `max_total` caps the bytes decompressed from the archive, read or refused."""
@@ -113,6 +108,7 @@ def read_zip(path: Path, max_file_bytes: int = MAX_FILE_BYTES, max_total: int = 
 
 
 def _read_members(archive: SafeZip, path: Path) -> RepoSource:
+    """The RepoSource of an opened archive: its .py files, its LICENSE, and what was refused."""
     infos = archive.members
     top = zipball_top([n for n in (safe_member_path(i.filename) for i in infos) if n])
     source = RepoSource(location=str(path), name=path.name, top=top, commit_hint=_commit_from_top(top))
@@ -189,6 +185,11 @@ def read_directory(root: Path, max_file_bytes: int = MAX_FILE_BYTES, max_total: 
                 continue
             total += _read_dir_file(full, relative, real_root, source, max_file_bytes, max_total - total)
     return source
+
+
+def _read_capped(handle, cap: int) -> Optional[bytes]:
+    data = handle.read(cap + 1)
+    return None if len(data) > cap else data
 
 
 def _read_dir_file(full: Path, relative, real_root, source, max_file_bytes, budget) -> int:
