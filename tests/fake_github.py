@@ -113,7 +113,8 @@ class Fault:
     byte every `value` s, never ending) | link_loop (search: `Link: rel="next"` to the page itself) |
     huge_total (search: total_count 10**9) | item_name (search items and repository answers: full_name `text`) |
     echo_auth (403 whose message holds the Authorization header) | echo_body (200 whose body is that header) |
-    big_body (200 JSON of `value` MiB of spaces) | gzip_bomb (200, Content-Encoding gzip, `value` MiB of zeros)."""
+    big_body (200 JSON of `value` MiB of spaces) | gzip_bomb (200, Content-Encoding gzip, `value` MiB of zeros) |
+    json (200 whose body is `text`, JSON of any shape)."""
 
     path: str
     kind: str
@@ -277,6 +278,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault.kind == "gzip_bomb":
             body = gzip.compress(bytes(int(fault.value * 2**20)))
             self.send_body(200, body, "application/json", {"Content-Encoding": "gzip"})
+        elif fault.kind == "json":
+            self.send_body(200, fault.text.encode(), "application/json")
         elif fault.kind == "big_body":
             self.send_spaces(int(fault.value * 2**20))
         else:

@@ -222,3 +222,22 @@ def test_a_run_where_every_download_fails_says_so(tmp_path):
     counts = [json.loads((tmp_path / d / "stats.json").read_text())["counts"] for d in "ab"]
     assert (failed, counts[0]["repos_failed"], counts[0].get("downloaded", 0)) == (1, 2, 0)
     assert (partial, counts[1]["repos_failed"], counts[1]["downloaded"]) == (0, 1, 1)
+
+
+def test_answers_of_the_wrong_shape_are_errors_not_crashes(tmp_path):
+    """JSON that is not GitHub's shape ended the whole stage with an AttributeError or ValueError."""
+    items = json.dumps({"total_count": 3, "items": [1, "x", {"full_name": 5}, {"full_name": "o/ok", "size": "big",
+                                                                               "license": [1], "stargazers_count": 200}]})
+    out = tmp_path / "dl"
+    with FakeGitHub([kernel_repo("o/ok", stars=200), kernel_repo("o/r")]) as fake:
+        fake.fault("^/search/repositories$", "json", text=items)
+        fake.fault("^/search/code$", "json", text=json.dumps({"total_count": "many", "items": 5}))
+        status = run(Options(out), client_for(fake))
+        fake.fault("^/repos/o/r$", "json", text="[1, 2]")
+        fake.fault("^/repos/o/ok/commits/", "json", text="[]")
+        listed = run(Options(tmp_path / "d2", repos_file=listing(tmp_path, "o/r", "o/ok"), jobs=1), client_for(fake))
+    counts = json.loads((out / "stats.json").read_text())["counts"]
+    assert counts["repo_search_invalid_items"] == 3 and counts["errors_search"] == 1 and status == 1
+    assert [e["full_name"] for e in lines(out / "manifest.jsonl")] == ["o/ok"]  # size "big" counted as unknown
+    errors = (tmp_path / "d2" / "errors.csv").read_text()
+    assert "without a valid owner/name" in errors and "not a commit SHA" in errors and listed == 1

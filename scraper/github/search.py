@@ -97,7 +97,8 @@ def search_pages(client: GitHubClient, endpoint: str, query: str, report: Search
 
 
 def _decode(data, report: SearchReport) -> tuple[int, list]:
-    """(total_count, items that are objects) of a search answer; GitHubError when it is not GitHub's shape."""
+    """(total_count, items that are objects) of a search answer (the others counted as invalid items);
+    GitHubError when the answer is not GitHub's shape."""
     if not isinstance(data, dict):
         raise GitHubError("search answer is not a JSON object")
     total, items = data.get("total_count", 0), data.get("items", [])
@@ -105,7 +106,9 @@ def _decode(data, report: SearchReport) -> tuple[int, list]:
         raise GitHubError(f"search answer without a count and a list of items: total_count={str(total)[:40]!r}")
     if data.get("incomplete_results"):
         report.incomplete_results += 1
-    return total, [item for item in items if isinstance(item, dict)]
+    objects = [item for item in items if isinstance(item, dict)]
+    report.invalid_items += len(items) - len(objects)
+    return total, objects
 
 
 def partitioned_search(client: GitHubClient, endpoint: str, query: str, first: Part,
