@@ -10,7 +10,8 @@ import io
 from collections import Counter
 from pathlib import Path
 
-from scraper.records import atomic_write_bytes, atomic_write_text
+from scraper.dataset import schema
+from scraper.fileio import atomic_write_bytes, atomic_write_text
 
 HISTOGRAM = "token_lengths.png"
 
@@ -39,8 +40,10 @@ def _table(title: str, counts: Counter) -> list:
     return lines + [""]
 
 
-def card_text(rows: list, split_files: dict, stats: dict, token_counter: str, histogram: str | None) -> str:
-    """README.md text. `split_files`: {split: file name relative to the card}; `stats`: Stats.to_dict()."""
+def card_text(rows: list, split_files: dict, stats: dict, token_counter: str, histogram: str | None,
+              columns: dict) -> str:
+    """README.md text. `split_files`: {split: file name relative to the card}; `stats`: Stats.to_dict();
+    `columns`: {column: type} (scraper.dataset.schema), the card's `dataset_info.features`."""
     licenses = sorted({hf_license(row["license"]) for row in rows}) or ["unknown"]
     header = ["---", "license:"] + [f"- {name}" for name in licenses]
     header += ["pretty_name: Triton kernels", "task_categories:", "- text-generation", "tags:", "- code",
@@ -50,7 +53,7 @@ def card_text(rows: list, split_files: dict, stats: dict, token_counter: str, hi
     present = {row["split"] for row in rows}
     listed = {split: name for split, name in split_files.items() if split in present} or split_files
     header += [f"  - split: {split}\n    path: {name}" for split, name in listed.items()]
-    header += ["---", ""]
+    header += schema.card_features(columns) + ["---", ""]
     counts = stats.get("counts", {})
     body = ["# Triton kernels", "",
             "Triton GPU kernels for fine-tuning language models: kernels PyTorch Inductor generated for a set of "
@@ -117,9 +120,9 @@ def histogram_png(rows: list, token_counter: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_card(folder: Path, rows: list, split_files: dict, stats: dict, token_counter: str) -> Path:
+def write_card(folder: Path, rows: list, split_files: dict, stats: dict, token_counter: str, columns: dict) -> Path:
     """Write README.md and the histogram PNG into `folder`; returns the README path."""
     atomic_write_bytes(folder / HISTOGRAM, histogram_png(rows, token_counter))
     readme = folder / "README.md"
-    atomic_write_text(readme, card_text(rows, split_files, stats, token_counter, HISTOGRAM))
+    atomic_write_text(readme, card_text(rows, split_files, stats, token_counter, HISTOGRAM, columns))
     return readme

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 from tqdm import tqdm
 
-from scraper.dataset import card, decontam, dedup, filters, load, split, tokens, write
+from scraper.dataset import card, decontam, dedup, filters, load, schema, split, tokens, write
 from scraper.dataset.item import Item
 from scraper.fileio import atomic_write_json, atomic_write_text
 from scraper.records import KERNELS, ManifestWriter
@@ -97,11 +97,13 @@ def build_dataset(options: Options) -> BuildResult:
 
     items = sorted(items, key=_row_order)
     rows = [write.to_row(item, options.column, options.fenced, options.with_reference) for item in items]
-    split_files = write_outputs(output, rows, items, options.fmt)
+    columns = schema.completion_columns(options.column)
+    split_files = write_outputs(output, rows, items, options.fmt, columns)
     count_outputs(rows, stats)
     save_stats(folder, stats, clusters, counter.name)
     if options.card:
-        card.write_card(folder, rows, {s: p.name for s, p in split_files.items()}, stats.to_dict(), counter.name)
+        card.write_card(folder, rows, {s: p.name for s, p in split_files.items()}, stats.to_dict(), counter.name,
+                        columns)
     return BuildResult(rows, output, split_files, stats, clusters)
 
 
@@ -158,14 +160,14 @@ def _row_order(item: Item) -> tuple:
     return (item.split != split.TRAIN, item.group, record.source, record.name, record.id)
 
 
-def write_outputs(output: Path, rows: list, items: list[Item], fmt: str) -> dict:
+def write_outputs(output: Path, rows: list, items: list[Item], fmt: str, columns: dict) -> dict:
     """The main file (every row), one file per split, and kernels.jsonl (the kept records with provenance), in
     the rows' order. Returns {split: path}."""
-    write.write_rows(output, rows, fmt)
+    write.write_rows(output, rows, fmt, columns)
     split_files = {}
     for name in (split.TRAIN, split.VALIDATION):
         split_files[name] = write.split_path(output, name)
-        write.write_rows(split_files[name], [row for row in rows if row["split"] == name], fmt)
+        write.write_rows(split_files[name], [row for row in rows if row["split"] == name], fmt, columns)
     with ManifestWriter(output.parent / KERNELS) as writer:
         for item in items:
             writer.write(item.record)

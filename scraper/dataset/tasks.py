@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from scraper.dataset import filters, split, tokens, write
+from scraper.dataset import filters, schema, split, tokens, write
 from scraper.fileio import atomic_write_json, atomic_write_text, iter_jsonl
 from scraper.pairs.record import PAIRS, PROBLEMS_DIR, PROBLEMS_INDEX, PairRecord, iter_pairs
 from scraper.records import kernel_id
@@ -25,11 +25,7 @@ from scraper.stats import Rejects, Stats
 log = logging.getLogger(__name__)
 
 DEFAULT_STEMS = {"pairs": "triton_pairs", "problems": "triton_problems"}
-PAIR_COLUMNS = ("python_code", "triton_code", "entry_point", "repo_name", "licenses", "stars", "sha", "id",
-                "suite", "model", "mode", "dtype", "graph", "pair_level", "kernels", "accuracy", "max_error",
-                "pair_correct", "speedup", "n_tokens", "cluster_size", "split")
-PROBLEM_COLUMNS = ("python_code", "entry_point", "id", "name", "level", "suite", "model", "mode", "dtype",
-                   "graph", "repo_name", "licenses", "stars", "sha", "accuracy", "n_tokens", "cluster_size", "split")
+COLUMNS = {"pairs": schema.PAIR_COLUMNS, "problems": schema.PROBLEM_COLUMNS}  # {column: type}, in order
 LIBRARY_SUITES = ("timm", "huggingface", "torchbench")  # their repository is the library: group by model
 
 
@@ -83,7 +79,7 @@ def build_task(task: str, inputs: list, output: Optional[Path], fmt: str = "json
     stats.counts.update({f"groups_{name}": count for name, count in groups.items()})
     items.sort(key=lambda item: (item.split != split.TRAIN, item.group, item.row["id"]))
     rows = [finish_row(task, item) for item in items]
-    split_files = write_split_files(path, rows, fmt)
+    split_files = write_split_files(path, rows, fmt, COLUMNS[task])
     stats.inc("out_rows", len(rows))
     for row in rows:
         stats.inc(f"out_{row['split']}")
@@ -118,7 +114,7 @@ def load_pairs(inputs: list, stats: Stats) -> list[TaskItem]:
 
 def pair_item(pair: PairRecord) -> TaskItem:
     data = pair.to_dict()
-    row = {column: data.get(column) for column in PAIR_COLUMNS if column in data}
+    row = {column: data.get(column) for column in schema.PAIR_COLUMNS if column in data}
     row["stars"] = row["stars"] if isinstance(row["stars"], int) else None
     repo = pair.repo_name if pair.suite not in LIBRARY_SUITES else None
     return TaskItem(row, group_repo=repo)
@@ -206,16 +202,16 @@ def group_of(item: TaskItem) -> str:
 def finish_row(task: str, item: TaskItem) -> dict:
     """The row with the build's columns filled, in the task's column order."""
     row = {**item.row, "n_tokens": item.n_tokens, "cluster_size": item.cluster_size, "split": item.split}
-    return {column: row.get(column) for column in (PAIR_COLUMNS if task == "pairs" else PROBLEM_COLUMNS)}
+    return {column: row.get(column) for column in COLUMNS[task]}
 
 
-def write_split_files(path: Path, rows: list, fmt: str) -> dict:
-    """The main file and one per split; returns {split: path}."""
-    write.write_rows(path, rows, fmt)
+def write_split_files(path: Path, rows: list, fmt: str, columns: dict) -> dict:
+    """The main file and one per split (typed by `columns`); returns {split: path}."""
+    write.write_rows(path, rows, fmt, columns)
     files = {}
     for name in (split.TRAIN, split.VALIDATION):
         files[name] = write.split_path(path, name)
-        write.write_rows(files[name], [row for row in rows if row["split"] == name], fmt)
+        write.write_rows(files[name], [row for row in rows if row["split"] == name], fmt, columns)
     return files
 
 

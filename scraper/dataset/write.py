@@ -10,15 +10,15 @@ import io
 import json
 from pathlib import Path
 
+from scraper.dataset import schema
 from scraper.dataset.item import Item
 from scraper.fileio import atomic_write_bytes, atomic_write_text
 from scraper.records import KernelRecord
 
 FORMATS = ("json", "jsonl", "parquet")
 # Metadata columns after the text column, in this order; every row has all of them (None where they do not
-# apply), so the JSON loader infers one schema.
-METADATA = ("id", "source", "kernel_name", "kind", "repo", "commit", "path", "license", "stars", "model",
-            "graph", "aten_ops", "n_tokens", "cluster_size", "split", "pytorch_program")
+# apply); their types are in scraper.dataset.schema.
+METADATA = tuple(schema.COMPLETION_METADATA)
 
 
 def fence(code: str) -> str:
@@ -70,24 +70,25 @@ def aten_ops_column(aten_ops) -> list | None:
     return [str(op) for op in aten_ops] if isinstance(aten_ops, (list, tuple)) else [str(aten_ops)]
 
 
-def write_rows(path: str | Path, rows: list, fmt: str) -> None:
-    """Write `rows` (dicts) to `path` in `fmt` ("json" array, "jsonl", "parquet"), atomically."""
+def write_rows(path: str | Path, rows: list, fmt: str, columns: dict) -> None:
+    """Write `rows` (dicts with the keys of `columns`, {name: type}) to `path` in `fmt` ("json" array, "jsonl",
+    "parquet"), atomically."""
     if fmt == "json":
         atomic_write_text(path, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
     elif fmt == "jsonl":
         atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     elif fmt == "parquet":
-        atomic_write_bytes(path, parquet_bytes(rows))
+        atomic_write_bytes(path, parquet_bytes(rows, columns))
     else:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 
-def parquet_bytes(rows: list) -> bytes:
-    """`rows` as a Parquet file in memory (pyarrow infers the schema; an empty list gives an empty table)."""
+def parquet_bytes(rows: list, columns: dict) -> bytes:
+    """`rows` as a Parquet file in memory, typed by `columns` (a column null in every row keeps its type)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(rows) if rows else pa.table({})
+    table = pa.Table.from_pylist(rows, schema=schema.arrow_schema(columns))
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     return buffer.getvalue()

@@ -144,14 +144,16 @@ def compare(eager: dict, result: dict, fp64: Optional[dict], tol: float) -> Comp
 # ------------------------------------------------------------------------------------------------ the runs
 
 
-def run_once(model, args: tuple, kwargs: dict, training: bool, loss_of: Callable, named_from=None) -> tuple:
-    """Run `model` once as the suite does (inference under no_grad; training forward + backward). Returns (its
-    output, its named tensors: output[i], in training also loss and grad:<name> of the parameters of
-    `named_from`, default `model`; a compiled module's parameters are its original's)."""
+def run_once(model, args: tuple, kwargs: dict, training: bool, loss_of: Callable, named_from=None,
+             grad: bool = False) -> tuple:
+    """Run `model` once as the suite does (inference under no_grad, or with autograd on for the few models whose
+    forward takes gradients itself, `grad`; training forward + backward). Returns (its output, its named
+    tensors: output[i], in training also loss and grad:<name> of the parameters of `named_from`, default
+    `model`; a compiled module's parameters are its original's)."""
     import torch
 
     if not training:
-        with torch.no_grad():
+        with torch.enable_grad() if grad else torch.no_grad():
             output = model(*args, **kwargs)
         return output, named_outputs(output)
     output = model(*args, **kwargs)
@@ -183,12 +185,12 @@ def to_float64(value: Any) -> Any:
     return value
 
 
-def float64_run(copy_for_fp64, args, kwargs, training, loss_of) -> Optional[dict]:
+def float64_run(copy_for_fp64, args, kwargs, training, loss_of, grad: bool = False) -> Optional[dict]:
     """The float64 reference, or None when the model does not run in float64 (an op without a float64 kernel,
     a dtype hard-coded inside the model, ...)."""
     try:
         model = copy_for_fp64.double()
-        return run_once(model, to_float64(args), to_float64(kwargs), training, loss_of)[1]
+        return run_once(model, to_float64(args), to_float64(kwargs), training, loss_of, grad=grad)[1]
     except Exception:  # the reference is optional: without it the plain tolerance decides
         return None
 

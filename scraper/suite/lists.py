@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-SUITES = ("timm", "huggingface", "modules")
+SUITES = ("timm", "huggingface", "modules", "torchbench")
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 

@@ -1,13 +1,16 @@
 """The suite's manifest: one JSON line per model attempt in <debug root>/suite/manifest*.jsonl.
 
 Each line: suite, model, mode, dtype, max_autotune, batch_size, gpu, started_at, seconds (wall, orchestrator),
-status ("ok" | "failed" | "timeout" | "crashed"), success, phase (which step failed: program, import, init,
-inputs, build, compile, worker), error (`Type: first line`), returncode, run_dir (the run_<date>-pid_<pid>/ folder
+status ("ok" | "failed" | "skipped" | "timeout" | "crashed"), success, phase (which step failed: program, import,
+init, inputs, build, compile, worker), error (`Type: first line`), returncode, run_dir (the run_<date>-pid_<pid>/ folder
 of the worker, relative to the debug root), graphs (graph folder names under run_dir/torchinductor/), kernels
 (Triton kernels in their output_code.py), program and log (paths relative to the debug root), versions (torch,
 triton, cuda, gpu, python, timm/transformers), build_seconds, compile_seconds, worker_seconds, parameters,
 device, shard; for --suite modules also module (repo, path, commit, license, class_name), init_args,
-init_kwargs, input_shapes. The latest line of a (suite, model, mode, dtype, max_autotune) wins.
+init_kwargs, input_shapes; for --suite torchbench also torchbench_dir, torchbench_commit, random_weights,
+random_weights_used (checkpoints not fetched), and for a skipped model skip_reason ("needs download", "missing
+package X", "not implemented", "not in the checkout") and blocked (the network accesses refused). The latest line
+of a (suite, model, mode, dtype, max_autotune) wins.
 
 `graph_index` / `pytorch_side` join the kernels that get_kernels_from_debug_info.py extracts (their `run_dir` and
 `graph` fields) back to the model and the PyTorch program that produced them.

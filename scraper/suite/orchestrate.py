@@ -7,6 +7,7 @@ Layout of --out (the debug root, `torch_compile_debug` by default):
                                     are listed in scraper/suite/manifest.py)
     suite/stats.json, errors.csv    counts and failures of the last invocation
     suite/programs/<suite>/<mode>-<dtype>/<model>.py   the standalone PyTorch program of each model
+                                    (status "skipped": a TorchBench model that needs a download or a package)
     suite/logs/<suite>/<mode>-<dtype>/<model>.log      the worker's stdout + stderr
 This process never imports torch nor the scraped code: everything model-related happens in the worker.
 """
@@ -38,7 +39,7 @@ from scraper.validate.pool import worker_environment
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = {"timm": 8, "huggingface": 8, "modules": 4}
+DEFAULT_BATCH = {"timm": 8, "huggingface": 8, "modules": 4, "torchbench": None}  # None: the model's own
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Settings:
     device: Optional[str] = None
     worker: Optional[Path] = None  # a replacement worker script (tests, custom compile steps)
     shard: Optional[tuple[int, int]] = None
+    torchbench_dir: Optional[Path] = None  # --suite torchbench: the checkout of pytorch/benchmark
+    random_weights: bool = False  # --suite torchbench: no pretrained checkpoints, the random initialization
     accuracy: bool = True  # compare compiled outputs with eager (the worker's --no-accuracy turns it off)
 
     @property
@@ -145,11 +148,16 @@ def worker_argv(settings: Settings, job: Job, paths: dict[str, Path]) -> list[st
             "--graph-name", safe_name(job.name), "--out", str(settings.out.resolve()),
             "--program", str(paths["program"].resolve()), "--result", str(paths["result"].resolve()),
             "--mode", settings.mode, "--dtype", settings.dtype,
-            "--batch-size", str(batch_size(settings, job)),
             "--seq-len", str(settings.seq_len), "--hf-layers", str(settings.hf_layers),
             "--backend", settings.backend]
+    if batch_size(settings, job) is not None:
+        argv += ["--batch-size", str(batch_size(settings, job))]
     if settings.max_autotune:
         argv.append("--max-autotune")
+    if settings.torchbench_dir is not None:
+        argv += ["--torchbench-dir", str(Path(settings.torchbench_dir).resolve())]
+    if settings.random_weights:
+        argv.append("--random-weights")
     if not settings.accuracy:
         argv.append("--no-accuracy")
     if settings.device:
@@ -159,19 +167,23 @@ def worker_argv(settings: Settings, job: Job, paths: dict[str, Path]) -> list[st
     return argv
 
 
-def batch_size(settings: Settings, job: Job) -> int:
-    """The model's batch size: from its list entry, else the suite's default."""
+def batch_size(settings: Settings, job: Job) -> Optional[int]:
+    """The model's batch size: from its list entry, else the suite's default (None for torchbench: the
+    worker then uses PyTorch's batch size for the model, else TorchBench's own default)."""
     return job.spec.batch_size or DEFAULT_BATCH.get(settings.suite, 8)
 
 
-def worker_env(gpu: Optional[str]) -> dict[str, str]:
+def worker_env(gpu: Optional[str], torchbench_dir: Optional[Path] = None) -> dict[str, str]:
     """The worker's environment: debug on, nothing downloaded, this one GPU, `scraper` importable; no variable
-    that looks like a secret (GITHUB_TOKEN, ...), since `--suite modules` runs scraped code there."""
+    that looks like a secret (GITHUB_TOKEN, ...), since `--suite modules` runs scraped code there. With
+    `torchbench_dir`, TORCHBENCH_DIR names it (the programs read it before their own default)."""
     env = worker_environment()
     env.update(TORCH_COMPILE_DEBUG="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
+    if torchbench_dir is not None:
+        env["TORCHBENCH_DIR"] = str(Path(torchbench_dir).resolve())
     return env
 
 
@@ -188,8 +200,8 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     started = time.monotonic()
     with open(paths["log"], "wb") as log_file:
-        returncode, pid = run_with_timeout(worker_argv(settings, job, paths), worker_env(gpu), log_file,
-                                           settings.timeout)
+        returncode, pid = run_with_timeout(worker_argv(settings, job, paths),
+                                           worker_env(gpu, settings.torchbench_dir), log_file, settings.timeout)
     entry = base_entry(settings, job, gpu, started_at, time.monotonic() - started, returncode, paths)
     entry.update(result_fields(paths, returncode, settings.timeout))
     if entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
@@ -261,14 +273,17 @@ def base_entry(settings, job, gpu, started_at, seconds, returncode, paths) -> di
 
 
 def result_fields(paths: dict[str, Path], returncode: Optional[int], timeout: float) -> dict:
-    """status/success/error/... from the worker's result JSON, or from how the process ended."""
+    """status/success/error/... from the worker's result JSON, or from how the process ended. A worker that
+    reports a `skip_reason` (a TorchBench model needing a download or a missing package) is "skipped"."""
     result = read_result(paths["result"])
     if returncode is None:
         status, error = "timeout", f"timed out after {timeout:g} s"
     elif result is None:
         status, error = "crashed", crash_message(returncode, paths["log"])
+    elif result.get("success"):
+        status, error = "ok", None
     else:
-        status, error = ("ok" if result.get("success") else "failed"), result.get("error")
+        status, error = ("skipped" if result.get("skip_reason") else "failed"), result.get("error")
     fields = {key: value for key, value in (result or {}).items() if key not in ("suite", "model", "seconds")}
     fields.update(status=status, success=status == "ok", error=None if status == "ok" else error)
     if result is not None:
@@ -391,6 +406,8 @@ def count_entry(stats: Stats, entry: dict) -> None:
     stats.inc(f"models_{entry['status']}")
     stats.inc("graphs", len(entry.get("graphs") or []))
     stats.inc("kernels", int(entry.get("kernels") or 0))
-    if not entry.get("success"):
+    if entry["status"] == "skipped":  # not an error: counted by reason ("needs download", ...)
+        stats.inc(f"models_skipped_{safe_name(entry.get('skip_reason') or 'unknown')}")
+    elif not entry.get("success"):
         phase = entry.get("phase") or entry["status"]
         stats.error(phase, f"{entry['suite']}/{entry['model']}", entry.get("error") or entry["status"])

@@ -9,8 +9,11 @@ benchmarks/dynamo runner does), compiles and runs it once, checks the compiled o
 (scraper.suite.accuracy; --no-accuracy skips it), and writes RESULT.json: success, the phase that failed
 (program / import / init / inputs / build / compile), the error, timings, versions, the debug run folder and its
 graphs and kernel count, accuracy, and where it wrote the model's KernelBench problem (scraper.suite.problems) and
-its pairing record (what each graph's `call(args)` takes and returns, scraper.suite.recording). Scraped code (--suite modules) is executed here, in this throw-away process, never in
-the orchestrator. The exit status is 0 on success, 1 on a recorded failure.
+its pairing record (what each graph's `call(args)` takes and returns, scraper.suite.recording). Scraped code
+(--suite modules) and TorchBench's models (--suite torchbench) are executed here, in this throw-away process,
+never in the orchestrator. A TorchBench model that cannot be built because it needs a download, a package that is
+not installed, or that TorchBench does not implement is reported as skipped (`skip_reason`), not failed. The exit
+status is 0 on success, 1 on a recorded failure or skip.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ if __package__ in (None, ""):  # run as a file path: make `scraper` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scraper.records import atomic_write_json, atomic_write_text  # noqa: E402
-from scraper.suite import accuracy, problems, programs, recording  # noqa: E402
+from scraper.suite import accuracy, problems, programs, recording, torchbench  # noqa: E402
 from scraper.suite.manifest import run_dir_contents  # noqa: E402
 
 log = logging.getLogger("scraper.suite.worker")
@@ -56,15 +59,16 @@ class PhaseError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of the worker (set by the orchestrator; see scraper.suite.orchestrate.worker_argv)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", required=True, choices=("timm", "huggingface", "modules"))
-    parser.add_argument("--model", required=True, help="timm name, transformers class, or module id")
+    parser.add_argument("--suite", required=True, choices=("timm", "huggingface", "modules", "torchbench"))
+    parser.add_argument("--model", required=True, help="timm name, transformers class, module id, or "
+                        "TorchBench model")
     parser.add_argument("--graph-name", help="name given to the graphs (default: --model)")
     parser.add_argument("--out", required=True, help="debug root: run_*/ folders are created here")
     parser.add_argument("--program", required=True, help="where to write the model's standalone program")
     parser.add_argument("--result", required=True, help="where to write the result JSON")
     parser.add_argument("--mode", choices=("inference", "training"), default="inference")
     parser.add_argument("--dtype", choices=programs.DTYPES, default="float32")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, help="default: 8; torchbench: the model's own")
     parser.add_argument("--seq-len", type=int, default=512, help="huggingface: tokens per sequence (capped by "
                         "the config's max_position_embeddings)")
     parser.add_argument("--hf-layers", type=int, default=2, help="huggingface: max layers per stack; 0 = all")
@@ -78,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(off by default: a cache hit can skip writing the debug files)")
     parser.add_argument("--source", help="modules: the module's source file (its dependency closure)")
     parser.add_argument("--class-name", help="modules: the nn.Module class to build")
+    parser.add_argument("--torchbench-dir", help="torchbench: the checkout of pytorch/benchmark (default: "
+                        "$TORCHBENCH_DIR)")
+    parser.add_argument("--random-weights", action="store_true", help="torchbench: keep the random "
+                        "initialization where a model would fetch a pretrained checkpoint")
     return parser
 
 
@@ -96,11 +104,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         result["success"] = True
     except PhaseError as exc:
         result["phase"], result["error"] = exc.phase, describe(exc.error)
+        if args.suite == "torchbench" and exc.phase == "build" and isinstance(exc.error, BaseException):
+            note_skip(result, exc.error, args)
         traceback.print_exception(exc.error if isinstance(exc.error, BaseException) else exc, file=sys.stderr)
     except Exception as exc:  # anything unforeseen is still a recorded failure, not a lost model
         result["phase"], result["error"] = "worker", describe(exc)
         traceback.print_exc()
     finally:
+        result.pop("_program", None)
         result["seconds"] = round(time.monotonic() - started, 3)
         result.update(collect_debug_output(args.out))
         result["versions"] = versions(args.suite)
@@ -130,20 +141,31 @@ def run(args: argparse.Namespace, info: dict) -> None:
     info.update(extra)
     atomic_write_text(args.program, text)
     os.chmod(args.program, 0o644)  # a script for people to read and run (the atomic write makes it 0600)
-    model, call_args, call_kwargs = phase("build", lambda: load_program(args.program).build(device))
+    program = phase("build", lambda: load_program(args.program))
+    info["_program"] = program  # for note_skip; dropped before the result is written
+    model, call_args, call_kwargs = phase("build", lambda: program.build(device))
     info["build_seconds"] = round(time.monotonic() - started, 3)
     info["parameters"] = sum(p.numel() for p in model.parameters())
+    info.update(built_details(program))
+    # Grad mode of the forward: training, or the few models whose forward takes gradients itself (maml).
+    grad = training or bool(getattr(program, "INFERENCE_GRAD", False))
     write_problem(args, text, info)
+    compile_and_check(args, info, model, call_args, call_kwargs, grad)
+
+
+def compile_and_check(args: argparse.Namespace, info: dict, model, call_args, call_kwargs, grad: bool) -> None:
+    """Compile and run once (recording what each graph's call takes), then check accuracy against eager on
+    copies made before compiling; fills `info`."""
     copies = accuracy_copies(model) if args.accuracy else None
     recorder = make_recorder(args)
     started = time.monotonic()
-    output, result = phase("compile", lambda: compile_and_run(model, call_args, call_kwargs, training, args,
-                                                              recorder))
+    output, result = phase("compile", lambda: compile_and_run(model, call_args, call_kwargs,
+                                                              args.mode == "training", args, recorder, grad))
     info["compile_seconds"] = round(time.monotonic() - started, 3)
     if recorder is not None:
         write_pairing(args, recorder.finish(model, call_args, call_kwargs, output), info)
     if args.accuracy:
-        info.update(check_accuracy(copies, result, call_args, call_kwargs, args))
+        info.update(check_accuracy(copies, result, call_args, call_kwargs, args, grad))
 
 
 def phase(name: str, step):
@@ -177,10 +199,12 @@ def configure_torch(args: argparse.Namespace) -> None:
 def program_text(args: argparse.Namespace, device: str, training: bool) -> tuple[str, dict]:
     """The standalone program of this model, and what was inferred to write it."""
     if args.suite == "timm":
-        return programs.timm_program(args.model, args.batch_size, args.dtype, training), {}
+        return programs.timm_program(args.model, args.batch_size or 8, args.dtype, training), {}
     if args.suite == "huggingface":
-        return programs.huggingface_program(args.model, args.batch_size, args.dtype, training, args.seq_len,
-                                            args.hf_layers), {}
+        return programs.huggingface_program(args.model, args.batch_size or 8, args.dtype, training,
+                                            args.seq_len, args.hf_layers), {}
+    if args.suite == "torchbench":
+        return torchbench_program(args, training)
     return module_program(args, device, training)
 
 
@@ -194,9 +218,11 @@ def load_program(path: str):
     return module
 
 
-def compile_and_run(model, call_args, call_kwargs, training: bool, args: argparse.Namespace, recorder):
+def compile_and_run(model, call_args, call_kwargs, training: bool, args: argparse.Namespace, recorder,
+                    grad: bool = False):
     """torch.compile the model (through `recorder` when there is one) and run it once: forward (inference) or
-    forward + backward (training). Returns (the model's output, its named tensors for the accuracy check)."""
+    forward + backward (training); `grad`: the forward runs with autograd on (default: only when training).
+    Returns (the model's output, its named tensors for the accuracy check)."""
     import torch
 
     mode = "max-autotune-no-cudagraphs" if args.max_autotune else None
@@ -208,7 +234,7 @@ def compile_and_run(model, call_args, call_kwargs, training: bool, args: argpars
     else:
         compiled = torch.compile(model, backend=args.backend, mode=mode)
     output, result = accuracy.seeded(lambda: accuracy.run_once(compiled, call_args, call_kwargs, training,
-                                                               loss_of, named_from=model))
+                                                               loss_of, named_from=model, grad=grad))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return output, result
@@ -233,7 +259,7 @@ def accuracy_copies(model):
         return describe(exc)
 
 
-def check_accuracy(copies, result: dict, call_args, call_kwargs, args: argparse.Namespace) -> dict:
+def check_accuracy(copies, result: dict, call_args, call_kwargs, args: argparse.Namespace, grad: bool) -> dict:
     """Eager (and float64) runs of the copies, compared with the compiled run; the manifest's accuracy fields.
     A failure here is the check's, not the model's: it is recorded as skipped with the reason."""
     if not isinstance(copies, tuple):
@@ -241,11 +267,11 @@ def check_accuracy(copies, result: dict, call_args, call_kwargs, args: argparse.
     training = args.mode == "training"
     try:
         _, eager = accuracy.seeded(lambda: accuracy.run_once(copies[0], call_args, call_kwargs, training,
-                                                             loss_of))
+                                                             loss_of, grad=grad))
         if not eager:
             return accuracy.skipped("no tensor in the model's output to compare")
         fp64 = accuracy.seeded(lambda: accuracy.float64_run(copies[1], call_args, call_kwargs, training,
-                                                            loss_of))
+                                                            loss_of, grad))
         tol = accuracy.tolerance_for(args.mode, args.dtype)
         return accuracy.verdict_fields(accuracy.compare(eager, result, fp64, tol), tol, fp64 is not None)
     except Exception as exc:
@@ -426,6 +452,48 @@ def all_tensors(value):
             yield from all_tensors(item)
 
 
+# ------------------------------------------------------------------------------------------ torchbench suite
+
+
+def torchbench_program(args: argparse.Namespace, training: bool) -> tuple[str, dict]:
+    """The program that builds TorchBench model --model through the checkout (--torchbench-dir), with
+    PyTorch's batch size for it unless one was given."""
+    try:
+        checkout = torchbench.find_checkout(args.torchbench_dir)
+    except ValueError as exc:
+        raise PhaseError("program", exc) from exc
+    batch_size = torchbench.batch_size_for(args.model, args.mode, args.batch_size)
+    text = programs.torchbench_program(args.model, batch_size, args.dtype, training, str(checkout),
+                                       random_weights=args.random_weights,
+                                       inference_grad=args.model in torchbench.INFERENCE_NEEDS_GRAD)
+    return text, {"torchbench_dir": str(checkout), "torchbench_commit": torchbench.checkout_commit(checkout),
+                  "random_weights": bool(args.random_weights)}
+
+
+def note_skip(result: dict, error: BaseException, args: argparse.Namespace) -> None:
+    """Mark a TorchBench model that could not be built as skipped, with the reason (torchbench.skip_reason),
+    and list the network accesses its program refused."""
+    program = result.get("_program")
+    blocked = list(getattr(program, "blocked", None) or [])
+    reason = torchbench.skip_reason(error, result.get("torchbench_dir"), blocked)
+    if reason is not None:
+        result["skip_reason"] = reason
+    if blocked:
+        result["blocked"] = blocked[:5]
+
+
+def built_details(program) -> dict:
+    """What a TorchBench program's build() leaves behind: the batch size TorchBench used and the checkpoints
+    that were replaced by the random initialization; {} for the other suites."""
+    benchmark = getattr(program, "benchmark", None)
+    details = {}
+    if benchmark is not None and getattr(benchmark, "batch_size", None) is not None:
+        details["batch_size"] = benchmark.batch_size
+    if getattr(program, "random_weights_used", None):
+        details["random_weights_used"] = list(program.random_weights_used)
+    return details
+
+
 # ------------------------------------------------------------------------------------------ what was written
 
 
@@ -453,8 +521,10 @@ def versions(suite: str) -> dict:
             found["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
         except Exception:
             found["gpu"] = None
-    for name in ("triton", {"timm": "timm", "huggingface": "transformers"}.get(suite)):
-        module = sys.modules.get(name) if name else None
+    libraries = {"timm": ("timm",), "huggingface": ("transformers",),
+                 "torchbench": ("torchvision", "transformers", "timm")}.get(suite, ())
+    for name in ("triton", *libraries):
+        module = sys.modules.get(name)
         if module is not None:
             found[name] = getattr(module, "__version__", None)
     if "triton" not in found:
