@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib.metadata
 import logging
 from collections import defaultdict
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from scraper.cli import default_jobs
 from scraper.records import KernelRecord, iter_jsonl_lines, record_of_line, write_jsonl
+from scraper.sandbox import SandboxUnavailable, require_wall
 from scraper.stats import Rejects, Stats
 from scraper.validate.cache import ResultCache, cache_key
 from scraper.validate.compiles import target_text
@@ -58,6 +60,9 @@ def add_validate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--validate-cache", default=None, metavar="PATH",
                        help="JSONL cache of results by record id, level and Triton version (default: "
                             "validate_cache.jsonl in the output folder)")
+    group.add_argument("--unsafe-no-sandbox", action="store_true",
+                       help="run imports/compiles checks even where the bubblewrap sandbox cannot run (scraped "
+                            "code could then read your files); without it they are refused there")
 
 
 def validate_from_args(records: list[KernelRecord], args: argparse.Namespace, *, stats: Optional[Stats] = None,
@@ -65,14 +70,26 @@ def validate_from_args(records: list[KernelRecord], args: argparse.Namespace, *,
     """validate_records with the options of add_validate_args; does nothing when --validate was not given."""
     if not getattr(args, "validate", None):
         return
-    validate_records(records, stats=stats, **_options_from_args(args, default_cache))
+    with _refusal_exits():
+        validate_records(records, stats=stats, **_options_from_args(args, default_cache))
+
+
+@contextlib.contextmanager
+def _refusal_exits():
+    """For the stage CLIs: no sandbox for imports/compiles -> the reason on stderr and exit status 2."""
+    try:
+        yield
+    except SandboxUnavailable as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
 
 
 def _options_from_args(args: argparse.Namespace, default_cache: Optional[str]) -> dict:
     """validate_records' keyword options from the flags of add_validate_args."""
     return {"levels": LEVELS[: LEVELS.index(args.validate) + 1], "jobs": args.validate_jobs,
             "timeout": args.validate_timeout, "memory_mb": args.validate_memory_mb,
-            "cache_path": args.validate_cache or default_cache}
+            "cache_path": args.validate_cache or default_cache,
+            "unsafe_no_sandbox": getattr(args, "unsafe_no_sandbox", False)}
 
 
 def read_manifest(path, rejects: Rejects) -> list[KernelRecord]:
@@ -109,7 +126,8 @@ def validate_manifest_from_args(manifest, args: argparse.Namespace, stats: Stats
     if not getattr(args, "validate", None):
         return None
     default_cache = str(Path(manifest).parent / "validate_cache.jsonl")
-    return validate_manifest(manifest, stats, **_options_from_args(args, default_cache))
+    with _refusal_exits():
+        return validate_manifest(manifest, stats, **_options_from_args(args, default_cache))
 
 
 def check_parses(record: KernelRecord) -> dict:
@@ -196,18 +214,23 @@ def _fail_above(record: KernelRecord, level: str, below: str, stats: Optional[St
 
 def validate_records(records: list[KernelRecord], *, levels: Iterable[str] = LEVELS, jobs: Optional[int] = None,
                      timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB,
-                     cache_path: Optional[str] = None, stats: Optional[Stats] = None) -> None:
+                     cache_path: Optional[str] = None, stats: Optional[Stats] = None,
+                     unsafe_no_sandbox: bool = False) -> None:
     """Fill records' parses / imports / compiles / validation in place, up to the highest level in `levels`.
 
     Kernel code only ever runs in sandboxed worker processes (`jobs` of them, default: cores). Results are
     cached in `cache_path` (JSONL) by record id + level + Triton version. Counters `validate_<level>_ok/failed`,
     `validate_compiles_skipped` (no signature), `validate_cached` and `validate_jobs_run` go to `stats`, failures
-    to its "validate" error phase.
+    to its "validate" error phase. Levels above parses need the bubblewrap sandbox (scraper.sandbox):
+    SandboxUnavailable without it, unless `unsafe_no_sandbox`.
     """
     needed = _needed_levels(levels)
+    if len(needed) > 1:
+        require_wall(unsafe_no_sandbox)
     version = triton_version()
     cache = ResultCache(cache_path)
-    with WorkerPool(min(jobs or default_jobs(), max(1, len(records)))) as pool:  # no idle workers for few records
+    size = min(jobs or default_jobs(), max(1, len(records)))  # no idle workers for few records
+    with WorkerPool(size, unsafe_no_sandbox) as pool:
         if len(needed) > 1 and any(cache.get(cache_key(r, "imports", version), timeout) is None for r in records):
             pool.start()  # workers import torch/triton while this process parses
         for record in tqdm(records, desc="validate parses", unit="kernel", disable=None):
