@@ -196,7 +196,7 @@ def code_files(modules: Iterable[str]) -> dict[str, str]:
 
 class Walled:
     """A running sandbox: `proc` is the bwrap process (stdin/stdout as asked), `init_pid` the host pid of the
-    sandbox's init; every process inside dies with it."""
+    sandbox's init; every process inside dies with it. Call `kill()` in the end, even after it exited."""
 
     def __init__(self, proc: subprocess.Popen, init_pid: int) -> None:
         self.proc, self.init_pid = proc, init_pid
@@ -205,32 +205,31 @@ class Walled:
             self.pidfd: Optional[int] = os.pidfd_open(init_pid)
         except OSError:
             self.pidfd = None
-        if proc.poll() is not None and self.pidfd is not None:  # bwrap gone: the pid may be another's now
-            os.close(self.pidfd)
-            self.pidfd = None
+        if proc.poll() is not None:  # bwrap already gone, and the init it reaped: the pid may be another's now
+            self._close()
 
     def poll(self) -> Optional[int]:
         return self.proc.poll()
 
     def wait(self, timeout: Optional[float] = None) -> int:
-        status = self.proc.wait(timeout)
-        self._close()
-        return status
+        return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        """SIGKILL the sandbox's init (the kernel then kills everything in its PID namespace), then bwrap;
-        returns once bwrap has exited, i.e. once nothing of the sandbox runs any more."""
+        """SIGKILL the sandbox's init; the kernel kills everything else in its PID namespace and reaps it before
+        the init counts as exited. Returns once that has happened and bwrap has exited: nothing of the sandbox
+        runs any more (even when bwrap itself was killed first, and its init was only told by a signal)."""
         if self.pidfd is not None:
             try:
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            select.select([self.pidfd], [], [], 30)  # readable once the init has exited
+            self._close()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._close()
 
     def _close(self) -> None:
         if self.pidfd is not None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from scraper.cli import add_logging_args, setup_logging
+from scraper.sandbox import SandboxUnavailable, require_wall
 from scraper.stats import Stats
 from scraper.suite import lists, modules
 from scraper.suite.manifest import latest_entries
@@ -80,6 +81,9 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     run.add_argument("--list", action="store_true", help="print the models this invocation would run, then exit")
     run.add_argument("--worker", type=Path, help="a replacement worker script taking the same arguments as "
                      "scraper/suite/worker.py (custom compile steps; the tests use a fake one)")
+    run.add_argument("--unsafe-no-sandbox", action="store_true",
+                     help="modules: run the workers (which execute scraped code) even where the bubblewrap "
+                          "sandbox cannot run; they could then read your files. Without it, such a run is refused")
     add_logging_args(parser)
     return parser
 
@@ -98,6 +102,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.list:
         print("\n".join(job.name for job in jobs))
         return 0
+    try:
+        if settings.suite == "modules":
+            require_wall(settings.unsafe_no_sandbox)
+    except SandboxUnavailable as exc:
+        log.error("%s", exc)
+        return 2
     return run(settings, jobs, args)
 
 
@@ -109,6 +119,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
         suite=args.suite, out=args.out, mode=args.mode, dtype=args.dtype, max_autotune=args.max_autotune,
         timeout=args.timeout, seq_len=args.seq_len, hf_layers=args.hf_layers, backend=args.backend,
         device=args.device, worker=args.worker, shard=lists.parse_shard(args.shard) if args.shard else None,
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
     )
 
 

@@ -75,7 +75,8 @@ class Worker:
             self.proc.stdin.close()
             self.proc.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired):
-            self._kill_process()
+            pass
+        self._kill_process()  # after a clean exit too: a sandbox is over only once its init is
         self.proc = None
         self._remove_scratch()
 
