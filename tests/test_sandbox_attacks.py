@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -26,6 +27,7 @@ from scraper.records import KernelRecord, write_jsonl
 from scraper.validate import validate_records
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SHADOW_LINE = re.compile(r"\broot:[^:\s]*:\d*:")  # /etc/shadow's first line, whatever the hash
 KERNEL = '''
 import triton
 import triton.language as tl
@@ -292,5 +294,6 @@ def test_secrets_are_out_of_reach_and_never_written(leak_run):
     assert {"shadow", "env", "key", "checkout"} <= set(reads)
     assert all(value.startswith("<") for value in reads.values()), reads
     for name, text in leak_run["written"].items():
-        for secret in [*leak_run["secrets"], readme, "root:"]:
+        for secret in [*leak_run["secrets"], readme]:
             assert secret not in text, (name, secret)
+        assert not SHADOW_LINE.search(text), name
