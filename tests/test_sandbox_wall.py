@@ -125,6 +125,15 @@ def test_bwrap_missing_from_path_is_named(tmp_path, monkeypatch):
         validate_records([KernelRecord(name="kern", code=KERNEL, source="github")], levels=("compiles",), jobs=1)
 
 
+def test_a_bwrap_that_cannot_make_namespaces_is_refused_with_its_reason(tmp_path, monkeypatch):
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create a new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv(BWRAP_ENV, str(fake))
+    with pytest.raises(SandboxUnavailable, match="No permissions to create a new namespace"):
+        validate_records([KernelRecord(name="kern", code=KERNEL, source="github")], levels=("imports",), jobs=1)
+
+
 def test_parses_needs_no_sandbox(no_bwrap):
     record = KernelRecord(name="kern", code=KERNEL, source="github")
     validate_records([record], levels=("parses",))

@@ -263,9 +263,12 @@ def launch(wall: Wall, command: list[str], *, env: Mapping[str, str], binds: Map
                 os.close(fd)
     try:
         init_pid = _started(proc, info_r, block_w if as_root else None)
-    except BaseException:
+    except BaseException as exc:
         proc.kill()
         proc.wait()
+        said = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        if isinstance(exc, SandboxUnavailable) and said:
+            raise SandboxUnavailable(f"{exc}: {said.splitlines()[-1]}") from None
         raise
     return Walled(proc, init_pid)
 
@@ -324,8 +327,7 @@ def _started(proc: subprocess.Popen, info_fd: int, block_fd: Optional[int]) -> i
     try:
         init_pid = int(json.loads(info)["child-pid"])
     except (ValueError, KeyError, TypeError):
-        status = proc.poll()
-        raise SandboxUnavailable(f"bwrap did not start a sandbox (exit status {status})") from None
+        raise SandboxUnavailable("bwrap did not start a sandbox") from None
     if block_fd is not None:
         try:
             _map_ids(init_pid)
