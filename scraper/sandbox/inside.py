@@ -1,8 +1,8 @@
 """The first code that runs inside the wall, and the limits a worker applies there (standard library only).
 
-scraper.sandbox.wall starts `python -I -c BOOT MAX_PROCESSES -m MODULE ARGS...` in a bubblewrap sandbox; `main`
-makes sure the process is the unprivileged sandbox user with no capabilities, sets the process-count limit and
-runs the worker module. The validate worker also uses `forbid_dumping` and `forbid_new_processes` for each check.
+scraper.sandbox.wall starts `python -I -B -u -c BOOT MAX_PROCESSES -m MODULE ARGS...` in a bubblewrap sandbox;
+`main` makes sure the process is the unprivileged sandbox user with no capabilities, sets the process-count limit
+and runs the worker module. The validate worker also uses `forbid_dumping` and `forbid_new_processes` for each check.
 `--describe` (the launcher's probe) prints what the sandbox looks like from inside, as JSON.
 """
 

@@ -25,6 +25,7 @@ import signal
 import site
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,7 @@ class Walled:
 
     def __init__(self, proc: subprocess.Popen, init_pid: int) -> None:
         self.proc, self.init_pid = proc, init_pid
+        self._lock = threading.Lock()  # kill() may come from two threads at once (a Ctrl-C and a dead pipe)
         self.pid, self.stdin, self.stdout = proc.pid, proc.stdin, proc.stdout
         try:
             self.pidfd: Optional[int] = os.pidfd_open(init_pid)
@@ -218,13 +220,14 @@ class Walled:
         """SIGKILL the sandbox's init; the kernel kills everything else in its PID namespace and reaps it before
         the init counts as exited. Returns once that has happened and bwrap has exited: nothing of the sandbox
         runs any more (even when bwrap itself was killed first, and its init was only told by a signal)."""
-        if self.pidfd is not None:
-            try:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            select.select([self.pidfd], [], [], 30)  # readable once the init has exited
-            self._close()
+        with self._lock:
+            if self.pidfd is not None:
+                try:
+                    signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                select.select([self.pidfd], [], [], 30)  # readable once the init has exited
+                self._close()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -239,7 +242,7 @@ class Walled:
 
 def launch(wall: Wall, command: list[str], *, env: Mapping[str, str], binds: Mapping[str, str] = {},
            files: Mapping[str, str] = {}, devices: Iterable[str] = (), **popen) -> Walled:
-    """Start `python -I <BOOT> <max processes> <command...>` in a new sandbox (command: `-m MODULE ARGS` or
+    """Start `python -I -B -u -c BOOT <max processes> <command...>` in a new sandbox (command: `-m MODULE ARGS` or
     `SCRIPT ARGS`, paths as seen inside). `env`: its whole environment (the wall's own variables are added);
     `binds`: {host folder: path inside} mounted read-write; `files`: {path inside: host file} copied in
     read-only (besides the wall's modules); `devices`: device nodes to pass through. `popen`: stdin, stdout,
@@ -254,7 +257,9 @@ def launch(wall: Wall, command: list[str], *, env: Mapping[str, str], binds: Map
                 *file_args({**code_files(wall.modules), **files}, data), *bind_args(binds, devices),
                 "--size", str(wall.scratch_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", SCRATCH,
                 "--remount-ro", "/", "--chdir", SCRATCH]
-        argv = [bwrap, *args, "--", sys.executable, "-I", "-c", BOOT, str(wall.max_processes), *command]
+        # -I: no PYTHON* variables, no user site, no folder of the command on sys.path (BOOT sets it); -B: the
+        # code folders are read-only anyway; -u: a worker's output reaches its log even when it is killed.
+        argv = [bwrap, *args, "--", sys.executable, "-I", "-B", "-u", "-c", BOOT, str(wall.max_processes), *command]
         keep = [fd for fd in (info_w, block_r, *data) if fd >= 0]
         proc = subprocess.Popen(argv, env=sandbox_environment(env), pass_fds=keep, **popen)
     finally:

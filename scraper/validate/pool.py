@@ -137,15 +137,17 @@ class Worker:
         return line
 
     def kill(self) -> None:
-        """Kill the worker now (its whole sandbox, or the process by its pid) and remove its scratch root."""
-        if self.proc is not None:
-            self._kill_process()
+        """Kill the worker now (its whole sandbox, or the process by its pid) and remove its scratch root. Safe
+        to call from another thread while the worker's own thread is using it (Ctrl-C)."""
+        self._kill_process()
         self.proc = None
         self._remove_scratch()
 
     def _kill_process(self) -> None:
-        self.proc.kill()  # Walled.kill ends every process of the sandbox and waits for it
-        self.proc.wait()
+        proc = self.proc  # another thread may set it to None meanwhile
+        if proc is not None:
+            proc.kill()  # Walled.kill ends every process of the sandbox and waits for it
+            proc.wait()
 
 
 class WorkerPool:
