@@ -65,7 +65,7 @@ while frame is not None:
 
 # A child that outlives its check and SIGKILLs the worker's next children (their kernels then "fail").
 KILLER = HOOK_OFF + '''
-import os, time
+import os, signal, time
 worker, mine = os.getppid(), os.getpid()
 if os.fork() == 0:
     os.setsid()
@@ -75,7 +75,7 @@ if os.fork() == 0:
             if entry.isdigit() and int(entry) not in (me, mine):
                 try:
                     if int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1]) == worker:
-                        os.kill(int(entry), 9)
+                        signal.pidfd_send_signal(os.pidfd_open(int(entry)), 9)  # no audit event
                 except (OSError, ValueError, IndexError):
                     pass
         time.sleep(0.005)
