@@ -160,6 +160,16 @@ def test_the_modules_suite_is_refused_without_bwrap_unless_opted_out(no_bwrap, t
     assert run_inductor_suite.main([*argv, "--unsafe-no-sandbox"]) == 0
 
 
+def test_a_missing_module_source_is_that_models_failure(tmp_path):
+    modules = tmp_path / "modules.jsonl"
+    modules.write_text(json.dumps({"name": "gone", "class_name": "Net", "source_file": str(tmp_path / "no.py")}))
+    out = tmp_path / "out"
+    assert run_inductor_suite.main(["--suite", "modules", "--modules-file", str(modules), "--out", str(out),
+                                    "--gpus", "none", "--device", "cpu", "--backend", "none", "-q"]) == 1
+    row = json.loads((out / "suite" / "manifest.jsonl").read_text())
+    assert row["status"] == "failed" and "FileNotFoundError" in row["error"] and "/src/no.py" in row["error"]
+
+
 def test_gpu_devices_are_the_ones_cuda_opens(tmp_path):
     for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "null",
                  "nvidia-caps/nvidia-cap1", "nvidia-caps/nvidia-cap2"):

@@ -40,7 +40,7 @@ def start(command: list[str], env: dict, folder: Path, source: Optional[Path], c
     """Launch one worker: `folder` as /job, the source and a custom worker copied in, and, with a GPU slot, the
     NVIDIA devices; stdout and stderr to `log_file`."""
     files = {}
-    if source is not None:
+    if source is not None and Path(source).is_file():  # else the worker cannot read it: its failure, recorded
         files[source_inside(source)] = str(source)
     if custom is not None:
         files[CUSTOM_WORKER] = str(custom)
