@@ -80,6 +80,10 @@ class KernelRecord:
     imports: Optional[bool] = None
     compiles: Optional[bool] = None
     validation: Optional[dict] = None  # error class / first line / triton version / target / chosen config
+    # GitHub: how the kernel is used (scraper.generator.launchers)
+    dialect: Optional[str] = None  # "triton" | "gluon" (`@gluon.jit`, triton.experimental.gluon)
+    role: Optional[str] = None  # "kernel" | "helper" (a jit function only read by other jit functions)
+    launcher: Optional[dict] = None  # the host function launching the kernel, with its own closure (see docs)
     extra: dict = field(default_factory=dict)  # anything a stage wants to keep that has no field yet
 
     def __post_init__(self) -> None:

@@ -13,23 +13,28 @@ from __future__ import annotations
 
 import ast
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-from scraper.generator.detect import TritonNames, decorator_roots, foreign_decorator_count
+from scraper.generator.detect import decorator_roots, foreign_decorator_count
 from scraper.generator.fileindex import (Binding, ModuleIndex, index_function_scope, mutated_names,
                                          wrappers_of)
 from scraper.generator.parse import source_segment
 from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS, RepoIndex
 from scraper.generator.scopes import BUILTINS, bound_names, free_names
 from scraper.generator.segments import statement_text
-from scraper.generator.selfcheck import check_module
-from scraper.generator.syntax import DEFINITIONS, branches, first_line, holders_of, is_main_guard, walk_definitions
+from scraper.generator.selfcheck import check_blocks
+from scraper.generator.symbols import module_symbols
+from scraper.generator.syntax import (DEFINITIONS, attribute_uses, branches, first_line, holders_of, is_main_guard, iter_statements,
+                                      walk_definitions)
 
 # Re-exported: callers outside the generator (suite/modules.py, run.py, main.py) import these from here.
 __all__ = ["ClosureResult", "DEFAULT_ALLOWED_IMPORTS", "RepoIndex", "attribute_uses", "decorator_roots",
            "extract_closure", "find_definition"]
 
+# a file name a statement builds a path to: the data a module reads from beside its own file
+_DATA_FILE = re.compile(r"""["']([\w./-]*\.(?:ya?ml|json|toml|csv|txt|cfg|ini|pkl|pt|npy|npz|bin))["']""")
 # Decorators that only make sense inside a class; a method lifted to module level goes without them.
 _CLASS_ONLY_DECORATORS = {"staticmethod", "classmethod"}
 
@@ -77,10 +82,17 @@ class _Closure:
         # there twice); the bindings inside them are used instead
         self.holders: set[int] = set()
 
-    def note_attributes(self, module: ModuleIndex, node: ast.AST, depth: int) -> None:
+    def note_attributes(self, module: ModuleIndex, node: ast.AST, free: Iterable[str], depth: int) -> None:
         """Remember which attributes `node` reads on each name (for names that turn out to be repository
-        modules: `from pkg import helpers as h` ... `h.f(x)` copies `f` and builds `h` as a module object)."""
+        modules: `from pkg import helpers as h` ... `h.f(x)` copies `f` and builds `h` as a module object).
+        Only names of `free` (what `node` reads from its module) imported from outside an allowed library can
+        be such modules; the tree is walked only when `node` reads one."""
+        candidates = {name for name in free if _may_be_module(module, name, self.index)}
+        if not candidates:
+            return
         for name, attrs in attribute_uses(node).items():
+            if name not in candidates:
+                continue
             key = (module.path, name)
             seen = set()
             while key is not None and key not in seen:
@@ -122,6 +134,11 @@ class _Closure:
         for binding in bindings:
             if binding.inner is not None and id(binding.node) in self.holders:
                 self._use_binding(module, name, binding.inner, depth)
+            elif binding.inner and _only_allowed_reimport(binding, name, self.index):
+                # `if HAS_TRITON: import triton.language as tl ... (600 lines)`: the import line is what the
+                # kernel needs, not the block (a fallback between two imports, try/except ImportError, stays whole)
+                for inner in binding.inner:
+                    self._use_import(module, name, inner, depth)
             elif binding.alias is None:
                 self.add_statement(module, binding.node, depth)
             else:
@@ -225,9 +242,13 @@ class _Closure:
             earlier = self._earlier_bindings(module.bindings.get(name, []), node)
             if earlier:
                 self._use_binding(module, name, earlier, depth + 1)
-        self.note_attributes(module, node, depth + 1)
-        self.need_names(module, free_names(node) - binds, depth + 1, skip)
-        self._add_block(statement_text(module.text, node), binds, module.path)
+        text, free = _text_and_free_names(module, node)
+        free = free - binds
+        if "__file__" in free:
+            self._note_data_file(module, node, text)
+        self.note_attributes(module, node, free, depth + 1)
+        self.need_names(module, free, depth + 1, skip)
+        self._add_block(text, binds, module.path)
         self.dependencies.append(f"{module.path}:{','.join(sorted(binds)) or node.lineno}")
         for name in sorted(binds):
             for mutator in self._mutators(module, name):
@@ -259,6 +280,16 @@ class _Closure:
             pending[:0] = [child for child in primary + alternatives if name in mutated_names(child)]
         return found
 
+    def _note_data_file(self, module: ModuleIndex, node: ast.stmt, text: str) -> None:
+        """A copied statement building a path from `__file__` to a data file (FlagGems' tuned configs in
+        YAML), or doing so at import time, reads files beside its original file: the generated module, written
+        elsewhere, would not find them, so it is not self-contained. A function that only may (fla's config
+        cache, which falls back when the folder is not there) does not count."""
+        literal = _DATA_FILE.search(text)
+        if literal or not isinstance(node, DEFINITIONS):
+            where = literal.group(1) if literal else module.path.split("::")[0]
+            self.reasons.setdefault("__file__", f"data_file:{where}")
+
     def _add_block(self, text: str, binds: set, origin: str) -> None:
         """Append a block binding `binds`, copied from (or made for) file `origin`. A name bound by blocks of two
         files is a conflict (the later wins); rebinding in one file (`X = 0`, `if c: X = 1`) is the file's own."""
@@ -269,6 +300,10 @@ class _Closure:
             if len(origins) > 1:
                 self.conflicts.add(name)
         self.blocks.append(text)
+
+    def rendered_blocks(self) -> list:
+        """The texts `render` joins: __future__ imports, allowed imports, copied statements."""
+        return list(self.future) + list(self.imports) + self.blocks
 
     def render(self) -> str:
         """The module: __future__ imports, allowed imports, then the copied statements in dependency order."""
@@ -300,9 +335,11 @@ def _import_line(alias: ast.alias) -> str:
 
 
 def _statement_binds(node: ast.stmt) -> set[str]:
-    if isinstance(node, DEFINITIONS):
-        return {node.name}
-    return bound_names([node])
+    """Names a top-level statement binds (memoized on the node: shared statements are asked many times)."""
+    cached = getattr(node, "_binds", None)
+    if cached is None:
+        cached = node._binds = frozenset({node.name} if isinstance(node, DEFINITIONS) else bound_names([node]))
+    return cached
 
 
 def find_definition(module: ModuleIndex, qualname: str, lineno: Optional[int] = None):
@@ -311,18 +348,6 @@ def find_definition(module: ModuleIndex, qualname: str, lineno: Optional[int] = 
         if name == qualname and (lineno is None or lineno in (node.lineno, first_line(node))):
             return node, enclosing
     return None, None
-
-
-def attribute_uses(node: ast.AST) -> dict:
-    """{name: attributes read on it} for every `name.attr` in `node` (memoized on the node)."""
-    cached = getattr(node, "_attribute_uses", None)
-    if cached is None:
-        cached = {}
-        for child in ast.walk(node):
-            if isinstance(child, ast.Attribute) and isinstance(child.value, ast.Name):
-                cached.setdefault(child.value.id, set()).add(child.attr)
-        node._attribute_uses = cached
-    return cached
 
 
 def _class_only_count(node, nested: bool) -> int:
@@ -335,14 +360,60 @@ def _class_only_count(node, nested: bool) -> int:
     return count
 
 
-def _free_without_decorators(node, count: int) -> frozenset:
-    """free_names of a def/class as if its `count` outermost decorators were not there."""
+def statement_free_names(text: str, node: ast.AST) -> frozenset:
+    """Names the statement `text` (the source of `node`) reads from module scope and does not bind, builtins
+    included: from the compiler's symbol tables; from scopes.py's analysis of `node` for a statement that
+    does not compile alone (`yield` or `return` in a function body seen as a scope)."""
+    symbols = module_symbols(text)
+    return free_names(node) if symbols.error else symbols.free
+
+
+def _text_and_free_names(module: ModuleIndex, node: ast.stmt) -> tuple[str, frozenset]:
+    """statement_text and statement_free_names of a top-level statement, memoized on the node."""
+    cached = getattr(node, "_text_and_free", None)
+    if cached is None:
+        text = statement_text(module.text, node)
+        cached = node._text_and_free = (text, statement_free_names(text, node))
+    return cached
+
+
+def _trimmed_free_names(text: str, node, count: int) -> frozenset:
+    """statement_free_names of a def/class without its `count` outermost decorators (`text` is that source)."""
     if not count:
-        return free_names(node)
+        return statement_free_names(text, node)
     trimmed = copy.copy(node)
     trimmed.decorator_list = node.decorator_list[count:]
     trimmed.__dict__.pop("_free_names", None)
-    return free_names(trimmed)
+    return statement_free_names(text, trimmed)
+
+
+def _may_be_module(module: ModuleIndex, name: str, index: RepoIndex) -> bool:
+    """True when `name`, as `module` sees it, is bound by an import that is not of an allowed library."""
+    scope = module
+    while scope is not None and name not in scope.bindings:
+        scope = scope.parent
+    for binding in scope.bindings[name] if scope is not None else []:
+        for candidate in [binding] + (binding.inner or []):
+            if candidate.alias is not None and not _imports_allowed(candidate, index):
+                return True
+    return False
+
+
+def _only_allowed_reimport(binding: Binding, name: str, index: RepoIndex) -> bool:
+    """True when a compound statement binds `name` on its main path only by imports of allowed libraries and
+    its alternatives (else, except) import no other module under that name."""
+    if not all(inner.alias is not None and _imports_allowed(inner, index) for inner in binding.inner):
+        return False
+    alternatives = branches(binding.node)[1]
+    return not any(isinstance(node, (ast.Import, ast.ImportFrom)) and name in bound_names([node])
+                   for node in iter_statements(alternatives))
+
+
+def _imports_allowed(binding: Binding, index: RepoIndex) -> bool:
+    node = binding.node
+    if isinstance(node, ast.Import):
+        return index.is_allowed(binding.alias.name)
+    return not node.level and index.is_allowed(node.module or "")
 
 
 def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional[int] = None,
@@ -364,8 +435,7 @@ def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional
     if drop_unresolvable_decorators and not result.self_contained:
         # FlagGems' @libentry() pulls in the project's whole runtime: without the outermost decorators that are
         # not triton's, the kernel (autotune configs and all) may stand alone; keep that when it does better
-        names = TritonNames(module.parsed.tree, index.triton_aliases(module.path))
-        extra = foreign_decorator_count(node, names, first)
+        extra = foreign_decorator_count(node, index.aliases.names(module.path), first)
         if extra:
             alternative = _extract(index, module, scope, node, path, qualname, first + extra)
             if len(alternative.unresolved) < len(result.unresolved):
@@ -383,15 +453,17 @@ def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, pa
     if scope is module:  # a helper that calls back into the target must not copy it a second time
         closure.visited.add((module.path, node.name))
         closure.done_statements.add((module.path, node.lineno, node.col_offset))
-    closure.note_attributes(scope, node, 1)
-    closure.need_names(scope, _free_without_decorators(node, dropped) - {node.name}, 1)
-    closure._add_block(statement_text(module.text, node, dropped), {node.name}, path)
+    text = statement_text(module.text, node, dropped)
+    free = _trimmed_free_names(text, node, dropped) - {node.name}
+    closure.note_attributes(scope, node, free, 1)
+    closure.need_names(scope, free, 1)
+    closure._add_block(text, {node.name}, path)
     if scope is module:  # `kernel = triton.jit(kernel)` / `fast = triton.jit(kernel)` after the def
         aliases = {**index.own_triton_aliases(path), **index.triton_aliases(path)}
         for statement in closure._mutators(module, node.name) + wrappers_of(module, node.name, aliases):
             closure.add_statement(module, statement, 1, skip={node.name})
     code = closure.render()
-    check = check_module(code, f"{path}:{qualname}")
+    check = check_blocks(closure.rendered_blocks())
     reasons = dict(closure.reasons)
     for name in check.missing:
         reasons.setdefault(name, "undefined")
@@ -399,6 +471,9 @@ def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, pa
         reasons.setdefault("<compile>", check.error or "does not compile")
     return ClosureResult(
         code=code, name=node.name, qualname=qualname, path=path, unresolved=sorted(reasons), reasons=reasons,
-        self_contained=check.self_contained, dependencies=closure.dependencies, conflicts=sorted(closure.conflicts),
+        # the closure's own findings count too: `language.math` on a rebuilt module object binds no name the
+        # symbol tables could miss, yet fails with AttributeError on import
+        self_contained=check.self_contained and not reasons, dependencies=closure.dependencies,
+        conflicts=sorted(closure.conflicts),
         dropped_decorators=[source_segment(module.text, d) or "" for d in node.decorator_list[:dropped]],
     )

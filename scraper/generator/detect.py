@@ -27,8 +27,11 @@ from scraper.generator.syntax import FUNCTIONS, first_line, iter_statements, wal
 JIT_NAMES = frozenset({"triton.jit", "triton.runtime.jit", "triton.runtime.jit.jit", "triton.runtime.jit.JITFunction"})
 AUTOTUNE_NAMES = frozenset({"triton.autotune", "triton.runtime.autotune", "triton.runtime.autotuner.autotune"})
 HEURISTICS_NAMES = frozenset({"triton.heuristics", "triton.runtime.heuristics", "triton.runtime.autotuner.heuristics"})
+# Gluon, Triton's lower-level dialect (`from triton.experimental import gluon` + `@gluon.jit`).
+GLUON_JIT_NAMES = frozenset({"triton.experimental.gluon.jit", "triton.experimental.gluon._runtime.jit",
+                             "triton.experimental.gluon._runtime.jit.jit"})
 _EXPORTED = {"jit": "triton.jit", "autotune": "triton.autotune", "heuristics": "triton.heuristics"}
-DECORATOR_NAMES = JIT_NAMES | AUTOTUNE_NAMES | HEURISTICS_NAMES
+DECORATOR_NAMES = JIT_NAMES | GLUON_JIT_NAMES | AUTOTUNE_NAMES | HEURISTICS_NAMES
 
 
 @dataclass
@@ -46,6 +49,7 @@ class JitFunction:
     path: str = ""
     parent: str = "module"  # "module" | "class" | "function"
     via_call: bool = False  # marked by `x = triton.jit(fn)`, not by a decorator
+    dialect: str = "triton"  # "triton" | "gluon" (`@gluon.jit`)
     node: Optional[ast.AST] = field(default=None, repr=False, compare=False)
 
 
@@ -120,10 +124,15 @@ class TritonNames:
                 return None
         return ".".join([base] + parts[::-1])
 
+    def dialect(self, func: ast.AST) -> str:
+        """"gluon" when a decorator of `func` is gluon's jit, else "triton"."""
+        gluon = any(self.resolve(d) in GLUON_JIT_NAMES for d in getattr(func, "decorator_list", []))
+        return "gluon" if gluon else "triton"
+
     def triton_role(self, decorator: ast.AST) -> Optional[str]:
         """"jit", "autotune", "heuristics" when `decorator` is that triton decorator, else None."""
         resolved = self.resolve(decorator)
-        if resolved in JIT_NAMES:
+        if resolved in JIT_NAMES or resolved in GLUON_JIT_NAMES:
             return "jit"
         if resolved in AUTOTUNE_NAMES:
             return "autotune"
@@ -153,24 +162,25 @@ def foreign_decorator_count(node: ast.AST, names: TritonNames, start: int = 0) -
     return count if count < len(node.decorator_list) - start or not isinstance(node, ast.ClassDef) else 0
 
 
-def _called_by_jit(tree: ast.Module, names: TritonNames) -> set[str]:
-    """Names of module-level functions wrapped as `x = triton.jit(fn)` (or `triton.jit(...)(fn)`)."""
-    marked = set()
+def _called_by_jit(tree: ast.Module, names: TritonNames) -> dict[str, str]:
+    """{name: dialect} of module-level functions wrapped as `x = triton.jit(fn)` (or `triton.jit(...)(fn)`)."""
+    marked = {}
     for statement in tree.body:  # module-level statements only: `kernel = triton.jit(fn)`
         value = getattr(statement, "value", None)
         if not isinstance(value, ast.Call) or not value.args or not isinstance(value.args[0], ast.Name):
             continue
         callee = value.func.func if isinstance(value.func, ast.Call) else value.func
         if names.triton_role(callee) == "jit":
-            marked.add(value.args[0].id)
+            marked[value.args[0].id] = "gluon" if names.resolve(callee) in GLUON_JIT_NAMES else "triton"
     return marked
 
 
-def find_kernels_in_tree(parsed: ParsedModule, path: str = "", aliases: Optional[dict] = None) -> list[JitFunction]:
+def find_kernels_in_tree(parsed: ParsedModule, path: str = "", aliases: Optional[dict] = None,
+                         names: Optional[TritonNames] = None) -> list[JitFunction]:
     """Every jit function of an already parsed module, in source order. `aliases` ({local name: "triton.jit"
     ...}) adds names the file imports from other files of its repository that are aliases of triton's
-    decorators (see RepoAliases.triton_aliases)."""
-    names = TritonNames(parsed.tree, aliases)
+    decorators (see RepoAliases.triton_aliases); `names`, the file's TritonNames when the caller has them."""
+    names = names or TritonNames(parsed.tree, aliases)
     via_call = _called_by_jit(parsed.tree, names)
     found = []
     for func, qualname, parent, _ in walk_definitions(parsed.tree.body):
@@ -186,6 +196,7 @@ def find_kernels_in_tree(parsed: ParsedModule, path: str = "", aliases: Optional
             decorators=[source_segment(parsed.text, d) or "" for d in func.decorator_list],
             source=function_source(parsed.text, func), nested=parent != "module", kind=kind, path=path,
             parent=parent, via_call="jit" not in roles, node=func,
+            dialect=names.dialect(func) if "jit" in roles else via_call[func.name],
         ))
     return found
 
@@ -219,6 +230,13 @@ class RepoAliases:
         self._own: dict[str, dict] = {}  # path -> aliases the file itself binds
         self._imported: dict[str, dict] = {}  # path -> triton_aliases(path)
         self._import_froms: dict[str, list] = {}  # path -> its ImportFrom statements that may name the repository
+        self._names: dict[str, TritonNames] = {}  # path -> names(path)
+
+    def names(self, path: str) -> "TritonNames":
+        """The TritonNames of file `path` with the aliases it imports from the repository (cached)."""
+        if path not in self._names:
+            self._names[path] = TritonNames(self.index.module(path).parsed.tree, self.triton_aliases(path))
+        return self._names[path]
 
     def triton_aliases(self, path: str) -> dict[str, str]:
         """{local name: "triton.jit" | "triton.autotune" | "triton.heuristics"} for the names file `path` uses

@@ -13,7 +13,7 @@ import posixpath
 import sys
 from typing import Iterable, Optional
 
-from scraper.generator.detect import RepoAliases
+from scraper.generator.detect import JitFunction, RepoAliases, find_kernels_in_tree
 from scraper.generator.fileindex import ModuleIndex, index_module
 from scraper.generator.parse import ParsedModule, parse_source
 
@@ -41,8 +41,14 @@ class RepoIndex:
         self.allowed_imports = frozenset(allowed_imports)
         self.aliases = RepoAliases(self)
         self._modules: dict[str, ModuleIndex] = {}
+        self._kernels: dict[str, list] = {}
+        self.cache: dict = {}  # analyses of the whole repository, built on first use (launchers.repo_launches)
+        # folders holding Python files but no __init__.py are namespace packages: `pkg/__init__.py` stands for
+        # such a folder (an empty module) so `from pkg import mod` and `from . import mod` resolve
+        self.namespaces = _namespace_packages(self.texts)
+        self._roots: dict[str, str] = {}
         self._by_dotted: dict[str, list[str]] = {}
-        for path in self.texts:
+        for path in list(self.texts) + sorted(self.namespaces):
             parts = module_dotted_name(path).split(".")
             for start in range(len(parts)):  # every suffix: repos keep packages under src/, python/, ...
                 self._by_dotted.setdefault(".".join(parts[start:]), []).append(path)
@@ -62,9 +68,10 @@ class RepoIndex:
     def module(self, path: str) -> Optional[ModuleIndex]:
         """The indexed module at `path` (parsed on first use), or None when the repository has no such file."""
         if path not in self._modules:
-            if path not in self.texts:
+            text = self.texts.get(path, "" if path in self.namespaces else None)
+            if text is None:
                 return None
-            self._modules[path] = index_module(path, parse_source(self.texts[path], path), self.imports_from_repo)
+            self._modules[path] = index_module(path, parse_source(text, path), self.imports_from_repo)
         return self._modules[path]
 
     def add_parsed(self, path: str, parsed: ParsedModule) -> ModuleIndex:
@@ -79,6 +86,14 @@ class RepoIndex:
     def own_triton_aliases(self, path: str) -> dict[str, str]:
         """Aliases of triton's decorators file `path` binds itself (detect.RepoAliases)."""
         return self.aliases.own_triton_aliases(path)
+
+    def kernels(self, path: str) -> list[JitFunction]:
+        """The jit functions of file `path` (detect.find_kernels_in_tree with the repository's aliases), cached."""
+        if path not in self._kernels:
+            module = self.module(path)
+            self._kernels[path] = [] if module is None else \
+                find_kernels_in_tree(module.parsed, path, names=self.aliases.names(path))
+        return self._kernels[path]
 
     def imports_from_repo(self, importer: str, node: ast.stmt) -> bool:
         """True when an import statement in `importer` names a module of this repository."""
@@ -98,14 +113,32 @@ class RepoIndex:
                 package = posixpath.dirname(package)
             base = posixpath.join(package, *module_name.split(".")) if module_name else package
             for candidate in (base + ".py", posixpath.join(base, "__init__.py")):
-                if candidate in self.texts:
+                if candidate in self.texts or candidate in self.namespaces:
                     return candidate.lstrip("/")
             return None
         if not module_name or self.is_allowed(module_name):
             return None
         candidates = self._by_dotted.get(module_name, [])
+        if "." not in module_name:  # `import iris`: a file named iris.py is only it where Python would find it
+            candidates = [p for p in candidates if self._importable_as(p, module_name, importer)]
         # the copy nearest to the importer wins (longest shared directory prefix), then the shortest path
         return min(candidates, key=lambda p: (-_shared_prefix(p, importer), len(p), p), default=None)
+
+    def _importable_as(self, path: str, name: str, importer: str) -> bool:
+        """True when top-level module `name` resolves to file `path` for code in `importer`: the file is not
+        inside a regular package (its dotted name from its package root is `name`) and its root folder is one
+        the importer runs from (the root itself, the repository's root, or a folder above the importer)."""
+        folder = posixpath.dirname(path[:-len("/__init__.py")] if path.endswith("/__init__.py") else path)
+        if self._root(folder) != folder:
+            return False  # `pkg/ops/iris.py` is `pkg.ops.iris`, never `iris`
+        return folder == "" or importer.startswith(folder + "/")
+
+    def _root(self, folder: str) -> str:
+        """The folder above which `folder` stops being a regular package (the sys.path entry it hangs from)."""
+        if folder not in self._roots:
+            inside = folder and posixpath.join(folder, "__init__.py") in self.texts
+            self._roots[folder] = self._root(posixpath.dirname(folder)) if inside else folder
+        return self._roots[folder]
 
     def submodule(self, package_path: str, name: str) -> Optional[str]:
         """Path of `name` as a submodule of the package whose __init__.py is `package_path` (None for a module)."""
@@ -113,9 +146,20 @@ class RepoIndex:
             return None
         base = posixpath.join(posixpath.dirname(package_path), name)
         for candidate in (base + ".py", posixpath.join(base, "__init__.py")):
-            if candidate in self.texts:
+            if candidate in self.texts or candidate in self.namespaces:
                 return candidate
         return None
+
+
+def _namespace_packages(texts: dict) -> set[str]:
+    """`folder/__init__.py` for every folder (and folder above one) holding .py files without an __init__.py."""
+    folders = set()
+    for path in texts:
+        folder = posixpath.dirname(path)
+        while folder and folder not in folders:
+            folders.add(folder)
+            folder = posixpath.dirname(folder)
+    return {f"{folder}/__init__.py" for folder in folders} - set(texts)
 
 
 def _shared_prefix(a: str, b: str) -> int:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from scraper.generator.archives import SKIP_DIRS, ArchiveError, read_repository
 from scraper.generator.closure import DEFAULT_ALLOWED_IMPORTS, RepoIndex, decorator_roots, extract_closure
-from scraper.generator.detect import find_kernels_in_tree
+from scraper.generator.launchers import repo_launches
 from scraper.generator.provenance import Provenance, provenance_for
 from scraper.generator.write import duplicate_qualnames, module_relpath, write_module
 from scraper.records import KernelRecord, append_jsonl, iter_jsonl, write_jsonl
@@ -153,7 +153,7 @@ def _process_file(file, index: RepoIndex, provenance: Provenance, out_dir: Path,
         stats.inc(f"files_salvaged_{parse_failure_kind(parsed.errors[0])}")
         stats.inc("blocks_lost", parsed.blocks_lost)
         stats.error("parse", where, parsed.errors[0])
-    kernels = find_kernels_in_tree(parsed, file.path, index.triton_aliases(file.path))
+    kernels = index.kernels(file.path)
     stats.inc("kernels_found", len(kernels))
     duplicates = duplicate_qualnames(kernels)
     for kernel in kernels:
@@ -184,9 +184,19 @@ def _extract_kernel(kernel, index, provenance: Provenance, out_dir: Path, result
         result.rejects.append({"reason": "extract_failed", "archive": result.archive, "path": kernel.path,
                                "name": kernel.qualname, "lineno": kernel.lineno, "message": str(exc)})
         return
+    try:
+        launches = repo_launches(index)
+        usage = {"role": launches.role(kernel), "launcher": launches.launcher_record(kernel)}
+    except Exception as exc:  # the kernel stays; only how it is launched is lost, counted
+        stats.error("launcher", where, exc)
+        usage = {"role": None, "launcher": None}
+    stats.inc(f"kernels_{kernel.dialect}")
+    stats.inc(f"role_{usage['role']}")
+    if usage["launcher"]:
+        stats.inc("kernels_with_launcher")
     relpath = module_relpath(provenance.slug, kernel.path, kernel.qualname, kernel.lineno, duplicate)
     write_module(out_dir, relpath, closure.code)
-    record = _record(kernel, closure, provenance, relpath, result.archive)
+    record = _record(kernel, closure, provenance, relpath, result.archive, usage)
     result.records.append(record.to_dict())
     stats.inc("kernels_extracted")
     _count_self_contained(stats, closure, where)
@@ -205,8 +215,9 @@ def _count_self_contained(stats: Stats, closure, where: str) -> None:
     stats.error("deps", where, f"unresolved: {detail}")
 
 
-def _record(kernel, closure, provenance: Provenance, relpath: str, archive: str) -> KernelRecord:
+def _record(kernel, closure, provenance: Provenance, relpath: str, archive: str, usage: dict) -> KernelRecord:
     return KernelRecord(
+        dialect=kernel.dialect, role=usage["role"], launcher=usage["launcher"],
         name=kernel.name, code=closure.code, source="github", kind=kernel.kind, file=relpath, original=kernel.source,
         repo=provenance.repo, commit=provenance.commit, path=kernel.path, license=provenance.license,
         stars=provenance.stars, lineno=kernel.lineno, end_lineno=kernel.end_lineno,

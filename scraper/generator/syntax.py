@@ -118,3 +118,25 @@ def function_params(args: ast.arguments) -> set[str]:
     """Names of every parameter of a function (positional-only, keyword-only, *args, **kwargs included)."""
     every = args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]
     return {a.arg for a in every}
+
+
+def attribute_uses(node: ast.AST) -> dict:
+    """{name: attributes read on it} for every `name.attr` in `node` (memoized on the node). A plain stack
+    over `_fields`: ast.walk's generators cost more than the walk itself."""
+    cached = getattr(node, "_attribute_uses", None)
+    if cached is None:
+        cached = {}
+        stack = [node]
+        while stack:
+            child = stack.pop()
+            if child.__class__ is ast.Attribute and child.value.__class__ is ast.Name:
+                cached.setdefault(child.value.id, set()).add(child.attr)
+                continue
+            for name in getattr(child, "_fields", ()):  # strings in lists (`global a, b`) have no _fields
+                value = getattr(child, name, None)
+                if value.__class__ is list:
+                    stack.extend(value)
+                elif isinstance(value, ast.AST):
+                    stack.append(value)
+        node._attribute_uses = cached
+    return cached
