@@ -312,14 +312,15 @@ class _Closure:
             heads.append("\n".join(self.future))
         if self.imports:
             heads.append("\n".join(sorted(self.imports, key=lambda line: (not line.startswith("import "), line))))
-        out = "\n\n".join(heads)
+        parts = ["\n\n".join(heads)] if heads else []
         previous_simple = False
         for block in self.blocks:
             simple = not block.lstrip().startswith(("def ", "async def ", "class ", "@"))
-            separator = "\n" if simple and previous_simple else "\n\n\n"
-            out = f"{out}{separator}{block.rstrip()}" if out else block.rstrip()
+            if parts:  # simple statements in a row stay together; definitions get two blank lines around them
+                parts.append("\n" if simple and previous_simple else "\n\n\n")
+            parts.append(block.rstrip())
             previous_simple = simple
-        return out + "\n"
+        return "".join(parts) + "\n"
 
 
 def _position(node: ast.stmt) -> tuple[int, int]:
@@ -344,8 +345,13 @@ def _statement_binds(node: ast.stmt) -> set[str]:
 
 def find_definition(module: ModuleIndex, qualname: str, lineno: Optional[int] = None):
     """(node, enclosing function or None) of the def/class `qualname` (the one starting at `lineno` if given)."""
-    for node, name, _, enclosing in walk_definitions(module.parsed.tree.body):
-        if name == qualname and (lineno is None or lineno in (node.lineno, first_line(node))):
+    definitions = module.memo.get("definitions")
+    if definitions is None:
+        definitions = module.memo["definitions"] = {}
+        for node, name, _, enclosing in walk_definitions(module.parsed.tree.body):
+            definitions.setdefault(name, []).append((node, enclosing))
+    for node, enclosing in definitions.get(qualname, []):
+        if lineno is None or lineno in (node.lineno, first_line(node)):
             return node, enclosing
     return None, None
 
@@ -388,15 +394,31 @@ def _trimmed_free_names(text: str, node, count: int) -> frozenset:
 
 
 def _may_be_module(module: ModuleIndex, name: str, index: RepoIndex) -> bool:
-    """True when `name`, as `module` sees it, is bound by an import that is not of an allowed library."""
-    scope = module
-    while scope is not None and name not in scope.bindings:
-        scope = scope.parent
-    for binding in scope.bindings[name] if scope is not None else []:
-        for candidate in [binding] + (binding.inner or []):
-            if candidate.alias is not None and not _imports_allowed(candidate, index):
-                return True
-    return False
+    """True when `name`, as `module` sees it, may be a repository module: bound by `import x.y [as z]` of the
+    repository, or by `from x import name` where name is a submodule of x or x imports it (a re-export);
+    memoized per file."""
+    key = ("may_be_module", name)
+    if key not in module.memo:
+        scope = module
+        while scope is not None and name not in scope.bindings:
+            scope = scope.parent
+        bindings = [c for b in (scope.bindings[name] if scope is not None else []) for c in [b] + (b.inner or [])]
+        module.memo[key] = any(c.alias is not None and _may_import_module(c, index, module.path) for c in bindings)
+    return module.memo[key]
+
+
+def _may_import_module(binding: Binding, index: RepoIndex, importer: str) -> bool:
+    if _imports_allowed(binding, index):
+        return False
+    node, alias = binding.node, binding.alias
+    if isinstance(node, ast.Import):
+        return True
+    target_path = index.find_module(importer.split("::")[0], node.module, node.level)
+    target = index.module(target_path) if target_path else None
+    if target is None:
+        return False
+    return bool(index.submodule(target_path, alias.name)) or target.star_imports != [] or any(
+        b.alias is not None or b.inner for b in target.bindings.get(alias.name, []))
 
 
 def _only_allowed_reimport(binding: Binding, name: str, index: RepoIndex) -> bool:
@@ -431,16 +453,28 @@ def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional
         raise KeyError(f"no definition {qualname!r} in {path}")
     scope = index_function_scope(module, enclosing) if enclosing is not None else module
     first = _class_only_count(node, "." in qualname)
-    result = _extract(index, module, scope, node, path, qualname, first)
-    if drop_unresolvable_decorators and not result.self_contained:
+    if drop_unresolvable_decorators:
         # FlagGems' @libentry() pulls in the project's whole runtime: without the outermost decorators that are
-        # not triton's, the kernel (autotune configs and all) may stand alone; keep that when it does better
+        # not triton's, the kernel (autotune configs and all) may stand alone; they go when their own closure
+        # leaves something unresolved
         extra = foreign_decorator_count(node, index.aliases.names(module.path), first)
-        if extra:
-            alternative = _extract(index, module, scope, node, path, qualname, first + extra)
-            if len(alternative.unresolved) < len(result.unresolved):
-                result = alternative
-    return result
+        if extra and not _decorators_resolve(index, scope, node.decorator_list[first:first + extra]):
+            first += extra
+    return _extract(index, module, scope, node, path, qualname, first)
+
+
+def _decorators_resolve(index: RepoIndex, scope: ModuleIndex, decorators: list) -> bool:
+    """True when the closure of these decorator expressions (as `scope` sees them) resolves every name; cached
+    per file and decorator text (a project decorator is shared by most of its kernels)."""
+    key = ("decorators", scope.path, tuple(source_segment(scope.text, d) for d in decorators))
+    if key not in index.cache:
+        closure = _Closure(index)
+        free = frozenset().union(*(free_names(d) for d in decorators))
+        for decorator in decorators:
+            closure.note_attributes(scope, decorator, free, 1)
+        closure.need_names(scope, free, 1)
+        index.cache[key] = not closure.reasons
+    return index.cache[key]
 
 
 def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, path: str, qualname: str,

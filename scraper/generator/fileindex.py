@@ -44,6 +44,7 @@ class ModuleIndex:
     in_repo: Optional[Callable] = None  # (path, import node) -> bool, see index_module
     parent: Optional["ModuleIndex"] = None  # for a function body seen as a scope: the module around it
     params: set = field(default_factory=set)  # for a function body: its parameters (not resolvable statically)
+    memo: dict = field(default_factory=dict)  # analyses of this file kept for the next kernel (see closure.py)
 
     @property
     def text(self) -> str:

@@ -132,8 +132,8 @@ class RepoLaunches:
         functions = [d for d in walk_definitions(self.index.module(path).parsed.tree.body) if isinstance(d.node, FUNCTIONS)]
         hosts = {id(h.node): h for h in (_innermost_function(functions, line) for line in lines) if h is not None}
         for host in hosts.values():
-            local = _local_values(host.node)
-            for call in (n for n in ast.walk(host.node) if isinstance(n, ast.Call)):
+            local, calls = _host_facts(host.node)
+            for call in (n for n in calls if isinstance(n, ast.Call)):
                 for wrapper in self.resolver.expression(path, call.func) if isinstance(call.func, (ast.Name, ast.Attribute)) else ():
                     argument = _argument(call, *self.wrappers.get(wrapper, (None, None)))
                     for target in self._kernel_targets(path, argument, local) if argument is not None else ():
@@ -148,9 +148,9 @@ class RepoLaunches:
         function launching one of its parameters (`def launch(kernel, grid): kernel[grid](...)`) is noted as
         a wrapper: its callers launch what they pass it."""
         function = host.node
-        local = _local_values(function)
+        local, calls = _host_facts(function)
         params = _positional_params(function)
-        for node in ast.walk(function):
+        for node in calls:
             launched, how = _launched_expression(node)
             if launched is None:
                 continue
@@ -237,10 +237,27 @@ def _argument(call: ast.Call, position: Optional[int], name: Optional[str]) -> O
     return next((k.value for k in call.keywords if k.arg == name), None)
 
 
-def _local_values(function: ast.AST) -> dict:
-    """{local name: [values assigned to it]} for the plain `name = value` statements of a function."""
-    local: dict[str, list] = {}
-    for node in ast.walk(function):
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            local.setdefault(node.targets[0].id, []).append(node.value)
-    return local
+def _host_facts(function: ast.AST) -> tuple[dict, list]:
+    """({local name: [values assigned to it]} for the plain `name = value` statements of a function, its
+    calls and those assignments), in one walk (a plain stack: ast.walk's generators cost more), memoized."""
+    cached = getattr(function, "_host_facts", None)
+    if cached is None:
+        local: dict[str, list] = {}
+        found = []
+        stack = [function]
+        while stack:
+            node = stack.pop()
+            if node.__class__ is ast.Call:
+                found.append(node)
+            elif node.__class__ is ast.Assign:
+                found.append(node)
+                if len(node.targets) == 1 and node.targets[0].__class__ is ast.Name:
+                    local.setdefault(node.targets[0].id, []).append(node.value)
+            for name in getattr(node, "_fields", ()):
+                value = getattr(node, name, None)
+                if value.__class__ is list:
+                    stack.extend(value)
+                elif isinstance(value, ast.AST):
+                    stack.append(value)
+        cached = function._host_facts = (local, sorted(found, key=lambda n: (n.lineno, n.col_offset)))
+    return cached

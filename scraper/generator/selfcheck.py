@@ -43,13 +43,21 @@ def _missing_module_attributes(blocks: list) -> set:
     """`X.attr` read somewhere but never set, for each X the module builds as `X = types.ModuleType(...)` (a
     repository module rebuilt by the closure; `language.math` read on one built without `math` fails with
     AttributeError on import, though every name is bound)."""
-    objects = {m.group(1) for block in blocks for m in _MODULE_OBJECT.finditer(block)}
+    objects = set().union(*(_module_facts(block)[0] for block in blocks))
     if not objects:
         return set()
-    attributes = {f"{name}.{attr}" for block in blocks for name, attr in _ATTRIBUTE_SET.findall(block) if name in objects}
-    read = {f"{name}.{attr}" for block in blocks if any(f"{name}." in block for name in objects)
-            for name, attrs in _block_attribute_uses(block).items() if name in objects for attr in attrs}
+    attributes = set().union(*(_module_facts(block)[1] for block in blocks))
+    read = set()
+    for block in blocks:
+        for name in module_symbols(block).reads & objects:  # only blocks reading an object are parsed
+            read.update(f"{name}.{attr}" for attr in _block_attribute_uses(block).get(name, ()))
     return read - attributes
+
+
+@functools.lru_cache(maxsize=8192)
+def _module_facts(block: str) -> tuple[frozenset, frozenset]:
+    """(names a block builds as `X = types.ModuleType(...)`, the `X.attr` it sets at its top level)."""
+    return frozenset(_MODULE_OBJECT.findall(block)), frozenset(f"{n}.{a}" for n, a in _ATTRIBUTE_SET.findall(block))
 
 
 @functools.lru_cache(maxsize=4096)
