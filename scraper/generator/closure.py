@@ -151,7 +151,7 @@ class _Closure:
                 self.imports[_import_line(alias)] = None
             elif self.index.find_module(module.path, alias.name, 0):
                 target_path = self.index.find_module(module.path, alias.name, 0)
-                if alias.asname:  # `import pkg.helpers as h`
+                if alias.asname or "." not in alias.name:  # `import pkg.helpers as h`, `import helpers`
                     self._make_module_object(module, name, target_path, depth)
                 else:  # `import pkg.helpers` then `pkg.helpers.f`: not followed
                     self.reasons.setdefault(name, "module_object")
