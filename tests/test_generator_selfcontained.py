@@ -144,3 +144,32 @@ def test_configs_read_from_a_data_file_of_the_repository(tmp_path):
     assert not result.self_contained and result.reasons == {"__file__": "data_file:tune_configs.json"}
     done = run_module(tmp_path, result.code)
     assert done.returncode != 0 and "tune_configs.json" in done.stderr
+
+
+def test_a_name_a_function_declares_global_comes_with_its_module_binding(tmp_path):
+    # unsloth's fp8.py: a decorator factory reads and sets a module-level cache through `global`; the cache's
+    # module-level `= None` must be copied, or applying the decorator fails with NameError on import
+    text = textwrap.dedent('''\
+        _library = None
+
+
+        def registered(name):
+            def decorator(fn):
+                global _library
+                if _library is None:
+                    _library = {}
+                _library[name] = fn
+                return fn
+            return decorator
+
+
+        @registered("launch")
+        def launch(x):
+            return x
+        ''')
+    result = extract_closure(RepoIndex({"fp8.py": text}), "fp8.py", "launch")
+    assert result.self_contained and "_library = None" in result.code
+    done = run_module(tmp_path, result.code, "\nprint(launch(3), sorted(_library))\n")
+    assert done.returncode == 0 and done.stdout.strip() == "3 ['launch']", done.stderr
+    without = result.code.replace("_library = None\n", "")
+    assert "_library" in check_module(without).missing  # a `global` declaration binds nothing at module level

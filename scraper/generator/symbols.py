@@ -19,7 +19,7 @@ from typing import Optional
 _SCOPE_OFF, _SCOPE_MASK = _symtable.SCOPE_OFF, _symtable.SCOPE_MASK
 _GLOBAL_SCOPES = (_symtable.GLOBAL_IMPLICIT, _symtable.GLOBAL_EXPLICIT)
 _BINDS = _symtable.DEF_LOCAL | _symtable.DEF_IMPORT
-_STAR_IMPORT = re.compile(r"^\s*from\s+[\w.]+\s+import\s+\*", re.MULTILINE)
+_STAR_IMPORT = re.compile(r"^[ \t]*from[ \t]+[\w.]+[ \t]+import[ \t]+\*", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,9 @@ def module_symbols(text: str) -> Symbols:
             top = _symtable.symtable(text, "<generated>", "exec")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         return Symbols(error=f"{type(exc).__name__}: {exc}")
-    bound = {name for name, flags in top.symbols.items()
-             if flags & _BINDS or (flags >> _SCOPE_OFF) & _SCOPE_MASK == _symtable.GLOBAL_EXPLICIT}
+    # a `global X` in a function binds nothing at module level until the function runs: X stays free (the
+    # closure copies the module's `X = None`; unsloth's decorator reads it while the module is imported)
+    bound = {name for name, flags in top.symbols.items() if flags & _BINDS}
     reads = {name for name, flags in top.symbols.items() if flags & _symtable.USE}
     stack = list(top.children)
     while stack:
@@ -55,4 +56,4 @@ def module_symbols(text: str) -> Symbols:
         stack.extend(table.children)
         reads.update(name for name, flags in table.symbols.items()
                      if flags & _symtable.USE and (flags >> _SCOPE_OFF) & _SCOPE_MASK in _GLOBAL_SCOPES)
-    return Symbols(frozenset(reads), frozenset(bound), bool(_STAR_IMPORT.search(text)))
+    return Symbols(frozenset(reads), frozenset(bound), "*" in text and bool(_STAR_IMPORT.search(text)))
