@@ -81,6 +81,9 @@ class _Closure:
         # compound statements holding the definition being extracted: never copied whole (the target would be
         # there twice); the bindings inside them are used instead
         self.holders: set[int] = set()
+        # a copied module-level statement (not a def, class or import) reads a def or class of the repository:
+        # importing the module runs project code (FlagGems' device detection), see _decorators_resolve
+        self.runs_project_code = False
 
     def note_attributes(self, module: ModuleIndex, node: ast.AST, free: Iterable[str], depth: int) -> None:
         """Remember which attributes `node` reads on each name (for names that turn out to be repository
@@ -246,6 +249,8 @@ class _Closure:
         free = free - binds
         if "__file__" in free:
             self._note_data_file(module, node, text)
+        if not self.runs_project_code and not isinstance(node, DEFINITIONS + (ast.Import, ast.ImportFrom)):
+            self.runs_project_code = any(_reads_project_definition(module, name) for name in free)
         self.note_attributes(module, node, free, depth + 1)
         self.need_names(module, free, depth + 1, skip)
         self._add_block(text, binds, module.path)
@@ -456,7 +461,7 @@ def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional
     if drop_unresolvable_decorators:
         # FlagGems' @libentry() pulls in the project's whole runtime: without the outermost decorators that are
         # not triton's, the kernel (autotune configs and all) may stand alone; they go when their own closure
-        # leaves something unresolved
+        # leaves something unresolved or runs project code on import (device detection that fails elsewhere)
         extra = foreign_decorator_count(node, index.aliases.names(module.path), first)
         if extra and not _decorators_resolve(index, scope, node.decorator_list[first:first + extra]):
             first += extra
@@ -473,8 +478,23 @@ def _decorators_resolve(index: RepoIndex, scope: ModuleIndex, decorators: list) 
         for decorator in decorators:
             closure.note_attributes(scope, decorator, free, 1)
         closure.need_names(scope, free, 1)
-        index.cache[key] = not closure.reasons
+        index.cache[key] = not closure.reasons and not closure.runs_project_code
     return index.cache[key]
+
+
+def _reads_project_definition(module: ModuleIndex, name: str) -> bool:
+    """True when `name`, at the top level of `module`, is a def or class of the file or is imported from
+    another file of the repository (memoized per file)."""
+    key = ("project_definition", name)
+    if key not in module.memo:
+        scope = module
+        while scope is not None and name not in scope.bindings:
+            scope = scope.parent
+        bindings = scope.bindings[name] if scope is not None else []
+        module.memo[key] = any(isinstance(b.node, DEFINITIONS) or (b.alias is not None and module.in_repo
+                                                                    and module.in_repo(module.path.split("::")[0], b.node))
+                               for b in bindings)
+    return module.memo[key]
 
 
 def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, path: str, qualname: str,
