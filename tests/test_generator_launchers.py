@@ -180,3 +180,15 @@ def test_cli_records_carry_dialect_role_and_launcher(tmp_path):
     assert {n for n, r in records.items() if r.launcher} == {"double_kernel", "raw_kernel", "run_kernel", "tuned_kernel"}
     stats = (out / "stats.json").read_text()
     assert '"kernels_with_launcher": 4' in stats and '"role_helper": 1' in stats
+
+
+def test_a_launch_in_a_nested_function_belongs_to_the_function_around_it():
+    # sglang's `def op(...): ... def run_kernel(): kernel[grid](...)`: `op` allocates and calls; its closure is
+    # the whole operator, where the nested function alone reads op's locals
+    host = ("import triton\n\nfrom .kernels import raw_kernel\n\n\n"
+            "def op(x):\n    n = x.numel()\n\n    def run():\n        raw_kernel[(1,)](x, n, BLOCK=16)\n\n    run()\n    return x\n")
+    index = RepoIndex({**FILES, "ops/nested.py": host})
+    kernel = next(k for k in index.kernels("ops/kernels.py") if k.name == "raw_kernel")
+    sites = repo_launches(index).sites_of(kernel)
+    nested = [s for s in sites if s.path == "ops/nested.py"]
+    assert [(s.host, s.lineno, s.host_lineno) for s in nested] == [("op", line_of(host, "raw_kernel[(1,)]"), line_of(host, "def op"))]

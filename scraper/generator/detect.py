@@ -21,7 +21,7 @@ from typing import Optional
 
 from scraper.generator.parse import ParsedModule, parse_source, source_segment
 from scraper.generator.segments import function_source
-from scraper.generator.syntax import FUNCTIONS, first_line, iter_statements, walk_definitions
+from scraper.generator.syntax import FUNCTIONS, first_line, import_statements, walk_definitions
 
 # Fully qualified names that are triton's decorators (re-exports included).
 JIT_NAMES = frozenset({"triton.jit", "triton.runtime.jit", "triton.runtime.jit.jit", "triton.runtime.jit.JITFunction"})
@@ -59,7 +59,7 @@ class TritonNames:
     def __init__(self, tree: ast.AST, aliases: Optional[dict] = None) -> None:
         self.names: dict[str, str] = {}  # local name -> fully qualified name
         self.star_triton = False
-        for node in iter_statements(getattr(tree, "body", [])):
+        for node in import_statements(tree) if hasattr(tree, "body") else []:
             if isinstance(node, ast.Import):
                 self._add_import(node)
             elif isinstance(node, ast.ImportFrom):
@@ -288,7 +288,7 @@ class RepoAliases:
         cached = self._import_froms.get(module.path)
         if cached is None:
             cached = self._import_froms[module.path] = [
-                node for node in iter_statements(module.parsed.tree.body)
+                node for node in import_statements(module.parsed.tree)
                 if isinstance(node, ast.ImportFrom) and node.module != "__future__"
                 and (node.level or (node.module and not self.index.is_allowed(node.module)))]
         return cached

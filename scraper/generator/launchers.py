@@ -20,7 +20,7 @@ from scraper.generator.closure import ClosureResult, attribute_uses, extract_clo
 from scraper.generator.resolve import Resolver, Target
 from scraper.generator.segments import statement_text
 from scraper.generator.symbols import module_symbols
-from scraper.generator.syntax import FUNCTIONS, first_line, walk_definitions
+from scraper.generator.syntax import DEFINITIONS, FUNCTIONS, first_line, is_compound, iter_statements, walk_definitions
 
 # what a launch looks like in the text: `...](` (a subscript called) or `.run(`; only files with one are walked
 _LAUNCH_TEXT = re.compile(r"\]\s*\(|\.run\s*\(")
@@ -111,14 +111,10 @@ class RepoLaunches:
         lines = _match_lines(text)
         if not lines:
             return
-        hosts = {}
-        functions = [d for d in walk_definitions(self.index.module(path).parsed.tree.body) if isinstance(d.node, FUNCTIONS)]
-        for line in lines:
-            host = _innermost_function(functions, line)
-            if host is not None and id(host.node) not in hosts and not self._is_jit(path, host):
-                hosts[id(host.node)] = host
-        for host in hosts.values():
-            for target, lineno, how in self._launches_in(path, host):
+        for host, host_lines in _hosts(self.index.module(path), lines):
+            if self._is_jit(path, host):
+                continue
+            for target, lineno, how in self._launches_in(path, host, host_lines):
                 site = LaunchSite(path, host.qualname, first_line(host.node), lineno, how)
                 self.sites.setdefault(target, []).append(site)
 
@@ -129,10 +125,8 @@ class RepoLaunches:
         lines = _match_lines(text, re.compile(r"\b(?:%s)\s*\(" % "|".join(map(re.escape, sorted(names)))))
         if not lines:
             return
-        functions = [d for d in walk_definitions(self.index.module(path).parsed.tree.body) if isinstance(d.node, FUNCTIONS)]
-        hosts = {id(h.node): h for h in (_innermost_function(functions, line) for line in lines) if h is not None}
-        for host in hosts.values():
-            local, calls = _host_facts(host.node)
+        for host, host_lines in _hosts(self.index.module(path), lines):
+            local, calls = _host_facts(host.node, host_lines)
             for call in (n for n in calls if isinstance(n, ast.Call)):
                 for wrapper in self.resolver.expression(path, call.func) if isinstance(call.func, (ast.Name, ast.Attribute)) else ():
                     argument = _argument(call, *self.wrappers.get(wrapper, (None, None)))
@@ -143,12 +137,12 @@ class RepoLaunches:
     def _is_jit(self, path: str, host) -> bool:
         return any(k.node is host.node for k in self.index.kernels(path))
 
-    def _launches_in(self, path: str, host):
+    def _launches_in(self, path: str, host, lines: set):
         """(kernel target, line, how) of each launch inside function `host` (a Definition); a module-level
         function launching one of its parameters (`def launch(kernel, grid): kernel[grid](...)`) is noted as
         a wrapper: its callers launch what they pass it."""
         function = host.node
-        local, calls = _host_facts(function)
+        local, calls = _host_facts(function, lines)
         params = _positional_params(function)
         for node in calls:
             launched, how = _launched_expression(node)
@@ -198,14 +192,15 @@ def _match_lines(text: str, pattern: re.Pattern = _LAUNCH_TEXT) -> list[int]:
     return lines
 
 
-def _innermost_function(functions: list, line: int):
-    """The innermost of `functions` (walk_definitions' Definitions, in walk order) whose lines hold `line`,
-    or None (module level)."""
-    best = None
+def _host_function(functions: list, line: int):
+    """The function a caller calls around `line`: the outermost of `functions` (walk_definitions'
+    Definitions) holding it that is not nested in another function (a module-level function or a method;
+    a launch inside `def run(): k[grid](...)` nested in `def op(...)` belongs to `op`, which allocates and
+    calls). None at module level."""
     for definition in functions:
-        if first_line(definition.node) <= line <= definition.node.end_lineno:
-            best = definition  # walk order is outer before inner
-    return best
+        if definition.enclosing is None and first_line(definition.node) <= line <= definition.node.end_lineno:
+            return definition
+    return None
 
 
 def _launched_expression(node: ast.AST) -> tuple:
@@ -237,27 +232,47 @@ def _argument(call: ast.Call, position: Optional[int], name: Optional[str]) -> O
     return next((k.value for k in call.keywords if k.arg == name), None)
 
 
-def _host_facts(function: ast.AST) -> tuple[dict, list]:
-    """({local name: [values assigned to it]} for the plain `name = value` statements of a function, its
-    calls and those assignments), in one walk (a plain stack: ast.walk's generators cost more), memoized."""
-    cached = getattr(function, "_host_facts", None)
-    if cached is None:
-        local: dict[str, list] = {}
-        found = []
-        stack = [function]
-        while stack:
-            node = stack.pop()
-            if node.__class__ is ast.Call:
-                found.append(node)
-            elif node.__class__ is ast.Assign:
-                found.append(node)
-                if len(node.targets) == 1 and node.targets[0].__class__ is ast.Name:
-                    local.setdefault(node.targets[0].id, []).append(node.value)
-            for name in getattr(node, "_fields", ()):
-                value = getattr(node, name, None)
-                if value.__class__ is list:
-                    stack.extend(value)
-                elif isinstance(value, ast.AST):
-                    stack.append(value)
-        cached = function._host_facts = (local, sorted(found, key=lambda n: (n.lineno, n.col_offset)))
-    return cached
+def _hosts(module, lines: list) -> list:
+    """[(the function holding some of `lines` (a Definition, see _host_function), those lines)] of a file."""
+    functions = module.memo.get("functions")
+    if functions is None:
+        functions = module.memo["functions"] = [d for d in walk_definitions(module.parsed.tree.body)
+                                                 if isinstance(d.node, FUNCTIONS)]
+    hosts: dict[int, tuple] = {}
+    for line in lines:
+        host = _host_function(functions, line)
+        if host is not None:
+            hosts.setdefault(id(host.node), (host, set()))[1].add(line)
+    return list(hosts.values())
+
+
+def _host_facts(function: ast.AST, lines: set) -> tuple[dict, list]:
+    """({local name: [values assigned to it]} for the plain `name = value` statements of a function, [the
+    calls and assignments inside its simple statements that span one of `lines`]). Only those statements are
+    walked, with a plain stack (ast.walk's generators cost more than the walk)."""
+    local: dict[str, list] = {}
+    found = []
+    for statement in iter_statements(function.body):
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.targets[0], ast.Name):
+            local.setdefault(statement.targets[0].id, []).append(statement.value)
+        if is_compound(statement) or isinstance(statement, DEFINITIONS):
+            continue
+        if any(statement.lineno <= line <= statement.end_lineno for line in lines):
+            found.extend(_calls_and_assignments(statement))
+    return local, sorted(found, key=lambda n: (n.lineno, n.col_offset))
+
+
+def _calls_and_assignments(statement: ast.stmt) -> list:
+    found = []
+    stack = [statement]
+    while stack:
+        node = stack.pop()
+        if node.__class__ is ast.Call or node.__class__ is ast.Assign:
+            found.append(node)
+        for name in getattr(node, "_fields", ()):
+            value = getattr(node, name, None)
+            if value.__class__ is list:
+                stack.extend(value)
+            elif isinstance(value, ast.AST):
+                stack.append(value)
+    return found

@@ -33,6 +33,16 @@ def iter_statements(body) -> Iterator[ast.stmt]:
                 stack.extend(reversed(children))
 
 
+def import_statements(tree: ast.Module) -> list:
+    """Every import statement of a module, at any depth (in functions and blocks too), in source order;
+    memoized on the tree: detection and the alias pass both ask."""
+    cached = getattr(tree, "_import_statements", None)
+    if cached is None:
+        cached = tree._import_statements = [node for node in iter_statements(tree.body)
+                                            if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return cached
+
+
 def block_statements(node: ast.stmt) -> list:
     """The statements directly inside a compound statement: body, else, finally and every handler's body."""
     inner = list(getattr(node, "body", [])) + list(getattr(node, "orelse", [])) + list(getattr(node, "finalbody", []))
