@@ -49,9 +49,19 @@ def _missing_module_attributes(blocks: list) -> set:
     attributes = set().union(*(_module_facts(block)[1] for block in blocks))
     read = set()
     for block in blocks:
-        for name in module_symbols(block).reads & objects:  # only blocks reading an object are parsed
-            read.update(f"{name}.{attr}" for attr in _block_attribute_uses(block).get(name, ()))
+        for name in module_symbols(block).reads & objects:
+            # the text's `X.attr` spellings are a superset of the attributes read (comments and strings add
+            # some): only a block spelling one that is not set is parsed to know
+            if not {f"{name}.{attr}" for attr in _spelled_attributes(block, name)} <= attributes:
+                read.update(f"{name}.{attr}" for attr in _block_attribute_uses(block).get(name, ()))
     return read - attributes
+
+
+def _spelled_attributes(block: str, name: str) -> set:
+    """Every `name.attr` spelled in the text, also across line breaks, backslashes and comments (implicit
+    line joining inside brackets allows `name  # ...` then `.attr` on the next line)."""
+    gap = r"(?:\s|\\|#[^\n]*)*"
+    return set(re.findall(rf"\b{re.escape(name)}{gap}\.{gap}(\w+)", block))
 
 
 @functools.lru_cache(maxsize=8192)
