@@ -23,6 +23,7 @@ import argparse
 import ast
 import json
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -76,7 +77,23 @@ def iter_sources(archives: list[Path]):
 
 def floor(archives: list[Path]) -> float:
     """Seconds to read every .py and ast.parse those mentioning triton."""
-    start = time.perf_counter()
+    return timed(_floor, archives)[0]
+
+
+def timed(function, *args) -> tuple:
+    """(wall seconds, CPU seconds of this process and its finished children, result) of function(*args): the
+    CPU figure is what a machine shared with other jobs changes least."""
+    start, cpu = time.perf_counter(), _cpu()
+    result = function(*args)
+    return time.perf_counter() - start, _cpu() - cpu, result
+
+
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _floor(archives: list[Path]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _, _, text in iter_sources(archives):
@@ -85,7 +102,6 @@ def floor(archives: list[Path]) -> float:
                     ast.parse(text)
                 except SyntaxError:
                     pass
-    return time.perf_counter() - start
 
 
 def oracle_kernels(archives: list[Path]) -> tuple[Counter, int]:
@@ -148,19 +164,17 @@ def direct_launches(archives: list[Path], names: set) -> set:
     return found
 
 
-def timed_run(archives, out_dir: Path, jobs: int) -> tuple[float, object]:
-    start = time.perf_counter()
-    stats = run(archives, out_dir, {}, jobs, force=True)
-    return time.perf_counter() - start, stats
+def timed_run(archives, out_dir: Path, jobs: int) -> tuple[float, float, object]:
+    return timed(run, archives, out_dir, {}, jobs, True)
 
 
 def measure(label: str, archives: list[Path], tmp: Path, args) -> None:
     """Time floor and generator in the same run (best of --repeat) and print every figure for one corpus."""
     floors, parallel, single = [], [], []
     for attempt in range(args.repeat):
-        floors.append(floor(archives))
-        seconds, stats = timed_run(archives, tmp / f"{label}-out{attempt}", args.jobs)
-        parallel.append(seconds)
+        floors.append(timed(_floor, archives)[:2])
+        seconds, cpu, stats = timed_run(archives, tmp / f"{label}-out{attempt}", args.jobs)
+        parallel.append((seconds, cpu))
         if not args.no_single:
             single.append(timed_run(archives, tmp / f"{label}-single{attempt}", 1)[0])
     records = read_records(tmp / f"{label}-out0" / "kernels.jsonl")
@@ -180,9 +194,12 @@ def measure(label: str, archives: list[Path], tmp: Path, args) -> None:
     reasons = {k: v for k, v in sorted(counts.items()) if k.startswith("not_self_contained_")}
     print(f"  not self-contained by reason: {json.dumps(reasons)}")
     print_launchers(records, archives)
-    best_floor, best_parallel = min(floors), min(parallel)
+    best_floor, best_parallel = min(w for w, _ in floors), min(w for w, _ in parallel)
+    floor_cpu, parallel_cpu = min(c for _, c in floors), min(c for _, c in parallel)
     print(f"floor (read all .py, ast.parse those mentioning triton): {best_floor:.2f} s")
     print(f"generator --jobs {args.jobs}: {best_parallel:.2f} s = {best_parallel / best_floor:.2f}x floor")
+    print(f"CPU time, all processes: floor {floor_cpu:.2f} s, generator {parallel_cpu:.2f} s = "
+          f"{parallel_cpu / floor_cpu:.2f}x (over {args.jobs} processes: {parallel_cpu / args.jobs / floor_cpu:.2f}x)")
     if single:
         print(f"generator --jobs 1: {min(single):.2f} s = {min(single) / best_floor:.2f}x floor")
 
