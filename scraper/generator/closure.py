@@ -22,6 +22,7 @@ from scraper.generator.fileindex import (Binding, ModuleIndex, index_function_sc
                                          wrappers_of)
 from scraper.generator.parse import source_segment
 from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS, RepoIndex
+from scraper.generator.resolve import resolver_of
 from scraper.generator.scopes import BUILTINS, bound_names, free_names
 from scraper.generator.segments import statement_text
 from scraper.generator.selfcheck import check_blocks
@@ -470,16 +471,27 @@ def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional
 
 def _decorators_resolve(index: RepoIndex, scope: ModuleIndex, decorators: list) -> bool:
     """True when the closure of these decorator expressions (as `scope` sees them) resolves every name; cached
-    per file and decorator text (a project decorator is shared by most of its kernels)."""
-    key = ("decorators", scope.path, tuple(source_segment(scope.text, d) for d in decorators))
+    by decorator text and what its names are (a project decorator imported by a thousand files is judged once)."""
+    free = frozenset().union(*(free_names(d) for d in decorators))
+    key = ("decorators", tuple(source_segment(scope.text, d) for d in decorators),
+           tuple(_origin(index, scope, name) for name in sorted(free)))
     if key not in index.cache:
         closure = _Closure(index)
-        free = frozenset().union(*(free_names(d) for d in decorators))
         for decorator in decorators:
             closure.note_attributes(scope, decorator, free, 1)
         closure.need_names(scope, free, 1)
         index.cache[key] = not closure.reasons and not closure.runs_project_code
     return index.cache[key]
+
+
+def _origin(index: RepoIndex, scope: ModuleIndex, name: str) -> tuple:
+    """What `name` is in `scope`, as a cache key: for a name bound only by imports, the import texts and the
+    repository definitions they reach (the same in every file importing them); else the file itself."""
+    bindings = scope.bindings.get(name, []) if scope.parent is None else []
+    if not bindings or any(b.alias is None or b.inner is not None for b in bindings):
+        return name, scope.path
+    texts = tuple(source_segment(scope.text, b.node) or "" for b in bindings)
+    return name, texts, resolver_of(index).definitions(scope.path, name)
 
 
 def _reads_project_definition(module: ModuleIndex, name: str) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from scraper.generator.closure import ClosureResult, attribute_uses, extract_closure, find_definition
-from scraper.generator.resolve import Resolver, Target
+from scraper.generator.resolve import Target, resolver_of
 from scraper.generator.segments import statement_text
 from scraper.generator.symbols import module_symbols
 from scraper.generator.syntax import DEFINITIONS, FUNCTIONS, first_line, is_compound, iter_statements, walk_definitions
@@ -52,7 +52,7 @@ class RepoLaunches:
 
     def __init__(self, index) -> None:
         self.index = index
-        self.resolver = Resolver(index)
+        self.resolver = resolver_of(index)
         paths = [path for path, text in index.texts.items() if "triton" in text]
         kernels = [k for path in paths for k in index.kernels(path) if not k.nested]
         self.kernels = {Target(k.path, k.name) for k in kernels}

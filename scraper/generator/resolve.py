@@ -24,6 +24,13 @@ class Target(NamedTuple):
     name: Optional[str] = None
 
 
+def resolver_of(index) -> "Resolver":
+    """The Resolver of a repository index, made once and kept in the index's cache."""
+    if "resolver" not in index.cache:
+        index.cache["resolver"] = Resolver(index)
+    return index.cache["resolver"]
+
+
 class Resolver:
     """Name resolution over one repository index (repoindex.RepoIndex)."""
 
