@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 
 from pairs_helpers import (  # noqa: F401  (fixtures)
     REPO_ROOT, extract, old_pairs, read_lines, recorded_pairs, recorded_root, run_interpreted, suite_roots)
@@ -251,3 +252,21 @@ def test_rerun_keeps_pairs_and_their_check(recorded_root, recorded_pairs, tmp_pa
     again = pairs_of(out)
     assert [p["id"] for p in again] == [p["id"] for p in pairs]
     assert (again[0]["pair_correct"], again[0]["speedup"]) == (True, 1.5)
+
+
+def test_a_pairing_record_cannot_write_code_into_triton_code():
+    """The pairing record of a walled --suite modules run comes from a process that ran scraped code: only
+    checked ints, string reprs and dtype names reach triton_code."""
+    from scraper.pairs.launch import PairError
+    from scraper.pairs.modelnew import model_level
+
+    graph = {"inputs": [{"kind": "input", "index": 0}, {"kind": "parameter", "name": "w'); import os; ('"}],
+             "returns": [0]}
+    state = {"w'); import os; ('": {"shape": [4], "dtype": "float32"}}
+    text = model_level("m", graph, state, 0)
+    assert "weight(\"model.w'); import os; ('\")" in text  # a string literal, not code
+    for bad_graph, bad_state in (({**graph, "inputs": [{"kind": "input", "index": "0]; import os; x = [0"}]}, {}),
+                                 ({**graph, "returns": ["0] + [os.system('x')"]}, state),
+                                 (graph, {"w'); import os; ('": {"shape": [4], "dtype": "float32; import os"}})):
+        with pytest.raises(PairError, match="bad_pairing"):
+            model_level("m", bad_graph, bad_state, 0)

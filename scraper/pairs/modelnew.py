@@ -13,9 +13,11 @@ Graph level (no recording: an older debug root, graph breaks, a training graph):
 
 from __future__ import annotations
 
-from typing import Optional
+import re
+from scraper.pairs.launch import PairError
 
 MODEL_ATTRIBUTE = "model"  # Model (scraper.suite.problems) keeps the suite's model as self.model
+_DTYPE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 _GRAPH_LEVEL = '''class ModelNew(nn.Module):
     """The graph as Triton: forward(*args) takes the graph's inputs (Model's forward arguments) and returns
@@ -61,23 +63,37 @@ def graph_level() -> str:
 
 def model_level(model: str, graph: dict, state: dict, output_offset: int) -> str:
     """ModelNew of a model-level pair from one recorded graph (scraper.suite.recording.model_level_graph), the
-    model's state table and where the model's outputs start among call()'s outputs."""
+    model's state table and where the model's outputs start among call()'s outputs. The record is data a worker
+    wrote (for --suite modules, next to scraped code): only checked ints, reprs of strings and known dtype names
+    reach the code; anything else raises PairError("bad_pairing")."""
     weights, arguments = [], []
     for entry in graph["inputs"]:
-        if entry["kind"] == "input":
-            arguments.append(f"inputs[{entry['index']}]")
+        if entry.get("kind") == "input":
+            arguments.append(f"inputs[{integer(entry.get('index'))}]")
             continue
+        if entry.get("kind") not in ("parameter", "buffer") or not isinstance(entry.get("name"), str):
+            raise PairError("bad_pairing", f"input entry {entry!r:.80}")
         name = f"{MODEL_ATTRIBUTE}.{entry['name']}"
         info = state.get(entry["name"]) or {}
-        weights.append(f"    ({name!r}, {tuple(info.get('shape') or ())!r}, torch.{info.get('dtype', 'float32')}),\n")
+        shape = tuple(integer(n) for n in info.get("shape") or ())
+        weights.append(f"    ({name!r}, {shape!r}, torch.{dtype_name(info.get('dtype', 'float32'))}),\n")
         arguments.append(f"weight({name!r})")
-    indices = [output_offset + index for index in graph["returns"]]
+    indices = [integer(output_offset) + integer(index) for index in graph["returns"]]
     returns = f"outputs[{indices[0]}]" if len(indices) == 1 else \
         "(" + ", ".join(f"outputs[{i}]" for i in indices) + ")"
     return _MODEL_LEVEL.format(model=model, weights="".join(dict.fromkeys(weights)),
                                arguments="".join(f"            {a},\n" for a in arguments), returns=returns)
 
 
-def weight_names(graph: Optional[dict]) -> list[str]:
-    """The state-dict names (in Model, with its `model.` prefix) a model-level ModelNew holds."""
-    return [f"{MODEL_ATTRIBUTE}.{e['name']}" for e in (graph or {}).get("inputs", []) if e["kind"] != "input"]
+def integer(value) -> int:
+    """A non-negative int of the pairing record, else PairError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PairError("bad_pairing", f"{value!r:.40} where a count or an index belongs")
+    return value
+
+
+def dtype_name(value) -> str:
+    """A torch dtype's name of the pairing record (float32, bfloat16, ...), else PairError."""
+    if not isinstance(value, str) or not _DTYPE.match(value):
+        raise PairError("bad_pairing", f"dtype {value!r:.40}")
+    return value

@@ -33,9 +33,10 @@ from tqdm import tqdm
 from scraper.paths import PACKAGE_PARENT
 from scraper.records import append_jsonl, atomic_write_text
 from scraper.stats import Stats
+from scraper.sandbox import Walled, clean_result, private_folder, take_out, worker_environment
+from scraper.suite import confined
 from scraper.suite.lists import ModelSpec, safe_name
 from scraper.suite.manifest import RESUME_KEYS, find_run_dir, latest_entries, resume_key, run_dir_contents
-from scraper.validate.pool import worker_environment
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,12 @@ class Settings:
     torchbench_dir: Optional[Path] = None  # --suite torchbench: the checkout of pytorch/benchmark
     random_weights: bool = False  # --suite torchbench: no pretrained checkpoints, the random initialization
     accuracy: bool = True  # compare compiled outputs with eager (the worker's --no-accuracy turns it off)
+    unsafe_no_sandbox: bool = False  # run --suite modules workers without the bubblewrap wall
+
+    @property
+    def walled(self) -> bool:
+        """Whether workers run behind the wall: those of --suite modules, which execute scraped code."""
+        return self.suite == "modules" and not self.unsafe_no_sandbox
 
     @property
     def suite_dir(self) -> Path:
@@ -129,8 +136,9 @@ def worker_slots(gpus: Sequence[str], per_gpu: int) -> list[Optional[str]]:
 
 
 def job_paths(settings: Settings, job: Job) -> dict[str, Path]:
-    """Where the worker of `job` writes its program, log and result: under <suite>/<variant>/, the variant
-    being mode-dtype[-max_autotune], so that compiling a model two ways keeps both programs."""
+    """Where the worker of `job` writes its program, log, result, KernelBench problem and pairing record: under
+    <suite>/<variant>/, the variant being mode-dtype[-max_autotune], so that compiling a model two ways keeps
+    both programs."""
     stem = safe_name(job.name)
     variant = f"{settings.mode}-{settings.dtype}" + ("-max_autotune" if settings.max_autotune else "")
     base = settings.suite_dir
@@ -138,15 +146,25 @@ def job_paths(settings: Settings, job: Job) -> dict[str, Path]:
         "program": base / "programs" / settings.suite / variant / f"{stem}.py",
         "log": base / "logs" / settings.suite / variant / f"{stem}.log",
         "result": base / "results" / settings.suite / variant / f"{stem}.json",
+        "problem": base / "problems" / settings.suite / variant / f"{stem}.py",
+        "pairing": base / "pairing" / settings.suite / variant / f"{stem}.json",
     }
 
 
 def worker_argv(settings: Settings, job: Job, paths: dict[str, Path]) -> list[str]:
     """The worker's command line for `job`."""
     script = settings.worker or (Path(__file__).resolve().parent / "worker.py")
-    argv = [sys.executable, str(script), "--suite", settings.suite, "--model", job.name,
-            "--graph-name", safe_name(job.name), "--out", str(settings.out.resolve()),
-            "--program", str(paths["program"].resolve()), "--result", str(paths["result"].resolve()),
+    source = str(Path(job.source).resolve()) if job.source is not None else None
+    return [sys.executable, str(script), *worker_args(settings, job, str(settings.out.resolve()),
+                                                      {k: str(p.resolve()) for k, p in paths.items()}, source)]
+
+
+def worker_args(settings: Settings, job: Job, out: str, paths: dict, source: Optional[str]) -> list:
+    """The worker's arguments for `job`, with the paths (program, result, problem, pairing) as the worker sees
+    them."""
+    argv = ["--suite", settings.suite, "--model", job.name, "--graph-name", safe_name(job.name), "--out", out,
+            "--program", paths["program"], "--result", paths["result"], "--problem", paths["problem"],
+            "--pairing", paths["pairing"],
             "--mode", settings.mode, "--dtype", settings.dtype,
             "--seq-len", str(settings.seq_len), "--hf-layers", str(settings.hf_layers),
             "--backend", settings.backend]
@@ -162,8 +180,8 @@ def worker_argv(settings: Settings, job: Job, paths: dict[str, Path]) -> list[st
         argv.append("--no-accuracy")
     if settings.device:
         argv += ["--device", settings.device]
-    if job.source is not None:
-        argv += ["--source", str(Path(job.source).resolve()), "--class-name", job.class_name or job.name]
+    if source is not None:
+        argv += ["--source", source, "--class-name", job.class_name or job.name]
     return argv
 
 
@@ -194,25 +212,54 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
     for path in paths.values():
         path.parent.mkdir(parents=True, exist_ok=True)
     paths["result"].unlink(missing_ok=True)
-    paths["program"].unlink(missing_ok=True)  # a program left by an earlier attempt is not this run's
+    for name in ("program", "problem", "pairing"):  # what an earlier attempt left is not this run's
+        paths[name].unlink(missing_ok=True)
     if job.code is not None and job.source is not None:
         atomic_write_text(job.source, job.code)
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     started = time.monotonic()
     with open(paths["log"], "wb") as log_file:
-        returncode, pid = run_with_timeout(worker_argv(settings, job, paths),
-                                           worker_env(gpu, settings.torchbench_dir), log_file, settings.timeout)
-    entry = base_entry(settings, job, gpu, started_at, time.monotonic() - started, returncode, paths)
-    entry.update(result_fields(paths, returncode, settings.timeout))
-    if entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
+        if settings.walled:
+            returncode, pid, run_dir = run_behind_wall(settings, job, gpu, paths, log_file)
+        else:
+            returncode, pid = run_with_timeout(worker_argv(settings, job, paths),
+                                               worker_env(gpu, settings.torchbench_dir), log_file, settings.timeout)
+    entry = result_fields(paths, returncode, settings.timeout)
+    base = base_entry(settings, job, gpu, started_at, time.monotonic() - started, returncode, paths)
+    if not settings.walled and entry.get("batch_size") is not None:
+        del base["batch_size"]  # a trusted worker reports the batch size it used (torchbench: the model's own)
+    # The orchestrator's own fields win over anything a walled worker (which ran scraped code) claims.
+    entry.update(base)
+    if settings.walled:  # what is on disk, not what the worker said
+        entry.update(output_fields(run_dir))
+    elif entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
         entry.update(leftover_output(settings.out, pid))
     return entry
+
+
+def run_behind_wall(settings: Settings, job: Job, gpu: Optional[str], paths: dict[str, Path],
+                    log_file) -> tuple[Optional[int], int, Optional[Path]]:
+    """Run the worker of `job` in a bubblewrap sandbox (scraper.suite.confined) with a timeout; once nothing of
+    the sandbox runs, move what it made into place. Returns (exit status or None, host pid, run folder)."""
+    with private_folder(settings.suite_dir / "sandbox") as folder:
+        inside = confined.INSIDE
+        command = confined.worker_command(settings.worker) + worker_args(
+            settings, job, inside["out"], inside, confined.source_inside(job.source))
+        process = confined.start(command, worker_env(gpu), folder, job.source, settings.worker, gpu, log_file)
+        returncode, pid = wait_with_timeout(process, settings.timeout)
+        process.kill()  # already over, or the namespace of a stopped run: gone before its files are read
+        take_out(folder)
+        return returncode, pid, confined.move_out(folder, paths, settings.out, pid)
 
 
 def leftover_output(debug_root: Path, pid: int) -> dict:
     """run_dir, graphs and kernels of a worker that was killed or crashed (found by its pid), so that the graphs
     it finished still join back to their model."""
-    run_dir = find_run_dir(debug_root, pid)
+    return output_fields(find_run_dir(debug_root, pid))
+
+
+def output_fields(run_dir: Optional[Path]) -> dict:
+    """run_dir (its name), graphs and kernels of a debug run folder; none of them when there is no folder."""
     if run_dir is None:
         return {"run_dir": None, "graphs": [], "kernels": 0}
     return {"run_dir": run_dir.name, **run_dir_contents(run_dir)}
@@ -226,6 +273,12 @@ def run_with_timeout(argv: list[str], env: dict, log_file, timeout: float) -> tu
     """Run `argv` in its own process group, output to `log_file`; on timeout kill the whole group (Inductor's
     compile workers included). Returns (exit status or None after a timeout, pid)."""
     process = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    return wait_with_timeout(process, timeout)
+
+
+def wait_with_timeout(process, timeout: float) -> tuple[Optional[int], int]:
+    """Wait for a worker (a Popen leading its process group, or a Walled sandbox); kill it all at the timeout.
+    Returns (exit status or None after a timeout, pid)."""
     with _RUNNING_LOCK:
         _RUNNING.add(process)
     try:
@@ -250,8 +303,11 @@ def stop_all() -> int:
     return len(running)
 
 
-def kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the process group that `process` leads, then reap it."""
+def kill_group(process) -> None:
+    """SIGKILL the process group that `process` leads (a sandbox: every process in it), then reap it."""
+    if isinstance(process, Walled):
+        process.kill()
+        return
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -266,6 +322,8 @@ def base_entry(settings, job, gpu, started_at, seconds, returncode, paths) -> di
              "max_autotune": settings.max_autotune, "batch_size": batch_size(settings, job), "gpu": gpu,
              "started_at": started_at, "seconds": round(seconds, 3), "returncode": returncode,
              "program": rel(paths["program"]) if paths["program"].exists() else None, "log": rel(paths["log"]),
+             "problem": rel(paths["problem"]) if paths["problem"].exists() else None,
+             "pairing": rel(paths["pairing"]) if paths["pairing"].exists() else None,
              "shard": "/".join(map(str, settings.shard)) if settings.shard else None}
     if job.meta:
         entry["module"] = job.meta
@@ -284,18 +342,25 @@ def result_fields(paths: dict[str, Path], returncode: Optional[int], timeout: fl
         status, error = "ok", None
     else:
         status, error = ("skipped" if result.get("skip_reason") else "failed"), result.get("error")
-    fields = {key: value for key, value in (result or {}).items() if key not in ("suite", "model", "seconds")}
+    fields = {key: value for key, value in clean_result(result or {}).items()
+              if key not in ("suite", "model", "seconds")}
+    error = clean_result(error)
     fields.update(status=status, success=status == "ok", error=None if status == "ok" else error)
     if result is not None:
         fields["worker_seconds"] = result.get("seconds")
     return fields
 
 
+MAX_RESULT_BYTES = 1024 * 1024  # a worker's result is a few KB; anything larger is not one
+
+
 def read_result(path: Path) -> Optional[dict]:
-    """The worker's result JSON, or None when it wrote none (crash, kill) or wrote garbage."""
+    """The worker's result JSON, or None when it wrote none (crash, kill), too much, or garbage."""
     import json
 
     try:
+        if path.stat().st_size > MAX_RESULT_BYTES:
+            return None
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
@@ -305,7 +370,7 @@ def read_result(path: Path) -> Optional[dict]:
 def crash_message(returncode: int, log_path: Path) -> str:
     """Why a worker died without a result: its signal or exit status and the last line of its log."""
     how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
-    return f"worker {how} without a result; last output: {last_line(log_path)}"
+    return f"worker {how} without a result; last output: {clean_result(last_line(log_path))}"
 
 
 def last_line(path: Path) -> str:

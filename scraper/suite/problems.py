@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-from pathlib import Path
 from typing import Optional
 
 from scraper.suite.accuracy import flat_tensors
@@ -119,14 +118,3 @@ def problem_text(program: str, name: str) -> Optional[str]:
     interface = _INTERFACE.format(name=name, build_binding=binding,
                                   flat_tensors=inspect.getsource(flat_tensors))
     return program.rstrip("\n") + "\n" + interface
-
-
-def sibling_path(program: Path, debug_root: Path, folder: str, suffix: str) -> Path:
-    """Where the file of kind `folder` (problems, pairing) of a program goes: suite/<folder>/... mirroring the
-    program's place under suite/programs/, else beside the program (`<stem>.<folder><suffix>`)."""
-    programs = Path(debug_root) / "suite" / "programs"
-    try:
-        relative = Path(program).resolve().relative_to(programs.resolve())
-    except ValueError:
-        return Path(program).with_name(f"{Path(program).stem}.{folder}{suffix}")
-    return (Path(debug_root) / "suite" / folder / relative).with_suffix(suffix)

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="debug root: run_*/ folders are created here")
     parser.add_argument("--program", required=True, help="where to write the model's standalone program")
     parser.add_argument("--result", required=True, help="where to write the result JSON")
+    parser.add_argument("--problem", help="where to write the model's KernelBench problem (none without)")
+    parser.add_argument("--pairing", help="where to write the pairing record (none without)")
     parser.add_argument("--mode", choices=("inference", "training"), default="inference")
     parser.add_argument("--dtype", choices=programs.DTYPES, default="float32")
     parser.add_argument("--batch-size", type=int, help="default: 8; torchbench: the model's own")
@@ -149,7 +151,7 @@ def run(args: argparse.Namespace, info: dict) -> None:
     info.update(built_details(program))
     # Grad mode of the forward: training, or the few models whose forward takes gradients itself (maml).
     grad = training or bool(getattr(program, "INFERENCE_GRAD", False))
-    write_problem(args, text, info)
+    write_problem(args, text)
     compile_and_check(args, info, model, call_args, call_kwargs, grad)
 
 
@@ -163,7 +165,7 @@ def compile_and_check(args: argparse.Namespace, info: dict, model, call_args, ca
                                                               args.mode == "training", args, recorder, grad))
     info["compile_seconds"] = round(time.monotonic() - started, 3)
     if recorder is not None:
-        write_pairing(args, recorder.finish(model, call_args, call_kwargs, output), info)
+        write_pairing(args, recorder.finish(model, call_args, call_kwargs, output))
     if args.accuracy:
         info.update(check_accuracy(copies, result, call_args, call_kwargs, args, grad))
 
@@ -279,24 +281,21 @@ def check_accuracy(copies, result: dict, call_args, call_kwargs, args: argparse.
         return accuracy.skipped(f"eager run failed: {describe(exc)}")
 
 
-def write_problem(args: argparse.Namespace, program: str, info: dict) -> None:
-    """The model's KernelBench problem beside its program (suite/problems/...), path recorded in `info`."""
+def write_problem(args: argparse.Namespace, program: str) -> None:
+    """The model's KernelBench problem at --problem (the orchestrator names it, beside the program)."""
     text = problems.problem_text(program, args.model)
-    if text is None:
+    if text is None or not args.problem:
         return
-    path = problems.sibling_path(Path(args.program), Path(args.out), "problems", ".py")
-    atomic_write_text(path, text)
-    os.chmod(path, 0o644)
-    info["problem"] = os.path.relpath(path, args.out)
+    atomic_write_text(args.problem, text)
+    os.chmod(args.problem, 0o644)
 
 
-def write_pairing(args: argparse.Namespace, pairing: dict, info: dict) -> None:
-    """The pairing record (scraper.suite.recording) beside the program (suite/pairing/...json), with the launch
-    configurations of the Triton kernels, path recorded in `info`."""
-    pairing["kernels"] = recording.kernel_configs()
-    path = problems.sibling_path(Path(args.program), Path(args.out), "pairing", ".json")
-    atomic_write_json(path, pairing)
-    info["pairing"] = os.path.relpath(path, args.out)
+def write_pairing(args: argparse.Namespace, pairing: dict) -> None:
+    """The pairing record (scraper.suite.recording) with the launch configurations of the Triton kernels, at
+    --pairing."""
+    if args.pairing:
+        pairing["kernels"] = recording.kernel_configs()
+        atomic_write_json(args.pairing, pairing)
 
 
 def loss_of(output):
