@@ -27,8 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FAKE_WORKER = r'''
 import argparse, json, os, re, signal, subprocess, sys, time
 p = argparse.ArgumentParser()
-for a in ("--suite", "--model", "--graph-name", "--out", "--program", "--result", "--mode", "--dtype",
-          "--batch-size", "--seq-len", "--hf-layers", "--backend", "--device", "--source", "--class-name"):
+for a in ("--suite", "--model", "--graph-name", "--out", "--program", "--result", "--problem", "--pairing",
+          "--mode", "--dtype", "--batch-size", "--seq-len", "--hf-layers", "--backend", "--device", "--source",
+          "--class-name"):
     p.add_argument(a)
 p.add_argument("--max-autotune", action="store_true")
 a = p.parse_args()
