@@ -45,6 +45,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--with-reference", action="store_true",
                         help="completion: put the PyTorch a kernel implements (ATen ops, graph fragment) above it "
                              "as comments")
+    parser.add_argument("--with-launcher", action="store_true",
+                        help="completion: the whole operator where the generator found one: the host code that "
+                             "launches the kernel (grid, strides, block sizes, output allocation) with the kernel")
+    parser.add_argument("--drop-helpers", action="store_true",
+                        help="completion: no rows for jit helpers only other jit functions call (their code is "
+                             "already inside the modules of the kernels that call them)")
+    parser.add_argument("--dialect", choices=("any", "triton", "gluon"), default="any",
+                        help="completion: only kernels of this Triton dialect (gluon: triton.experimental.gluon; "
+                             "default: any)")
     parser.add_argument("--column", default="text", help="name of the text column (e.g. 'input'; default: text)")
     parser.add_argument("--no-fence", dest="fenced", action="store_false",
                         help="write the bare code instead of wrapping it in ```python ... ```")

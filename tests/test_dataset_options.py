@@ -239,3 +239,38 @@ def test_few_groups_get_a_validation_split_within_the_fraction():
     large = [i for i in items if i.record.repo in ("big/a", "mid/c")]  # both too large: no validation
     split_module.assign_splits(large, 0.05)
     assert {i.split for i in large} == {"train"}
+
+
+def launch_repo_manifest(folder):
+    """A generator-style manifest: a kernel with a launcher, a helper, a gluon kernel (fields as the generator
+    writes them: dialect, role, launcher with the host module's code)."""
+    from scraper.records import KernelRecord, write_jsonl
+
+    kernel = "import triton\n\n@triton.jit\ndef add_kernel(x):\n    pass\n"
+    host = kernel + "\n\ndef add(x):\n    add_kernel[(1,)](x)\n    return x\n"
+    records = [
+        KernelRecord(name="add_kernel", code=kernel, source="github", repo="a/ops", role="kernel", dialect="triton",
+                     launcher={"qualname": "add", "code": host, "how": "grid", "self_contained": True}),
+        KernelRecord(name="_twice", code="import triton\n\n@triton.jit\ndef _twice(x):\n    return x * 2\n",
+                     source="github", repo="a/ops", role="helper", dialect="triton"),
+        KernelRecord(name="g_kernel", code="from triton.experimental import gluon\n\n@gluon.jit\ndef g_kernel(x):\n"
+                     "    pass\n", source="github", repo="a/ops", role="kernel", dialect="gluon"),
+    ]
+    folder.mkdir(parents=True)
+    write_jsonl(folder / "kernels.jsonl", records)
+    return folder, host
+
+
+def test_launchers_helpers_and_dialects(tmp_path):
+    inputs, host = launch_repo_manifest(tmp_path / "gen")
+    out = tmp_path / "out" / "ds.jsonl"
+    args = [str(inputs), "-o", str(out), "--format", "jsonl", "--near-threshold", "0", "-q"]
+    assert create_json.main(args + ["--with-launcher", "--drop-helpers"]) == 0
+    rows = {row["kernel_name"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"add_kernel", "g_kernel"}  # the helper is gone
+    assert rows["add_kernel"]["text"] == f"```python\n{host.strip()}\n```" and rows["add_kernel"]["with_launcher"]
+    assert not rows["g_kernel"]["with_launcher"] and rows["g_kernel"]["dialect"] == "gluon"
+    counts = json.loads((out.parent / "stats.json").read_text())["counts"]
+    assert counts["dropped_helper"] == 1
+    assert create_json.main(args + ["--dialect", "gluon"]) == 0
+    assert [json.loads(line)["kernel_name"] for line in out.read_text().splitlines()] == ["g_kernel"]

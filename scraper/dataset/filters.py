@@ -63,10 +63,22 @@ def count_lines(code: str) -> int:
     return sum(1 for line in code.splitlines() if line.strip())
 
 
+def dialect_check(dialect: str) -> Check:
+    """Drop items of another Triton dialect (`triton` or `gluon`; a record without one is plain triton)."""
+    return lambda item: None if (item.record.dialect or "triton") == dialect else "dialect"
+
+
+def helper_check(item: Item) -> Optional[str]:
+    """Drop jit helpers: functions only other jit functions call (their code is in their callers' modules)."""
+    return "helper" if item.record.role == "helper" else None
+
+
 def build_checks(license: str = "any", max_tokens: Optional[int] = None, min_lines: Optional[int] = None,
-                 extra_checks: Iterable[Check] = ()) -> list:
+                 dialect: str = "any", drop_helpers: bool = False, extra_checks: Iterable[Check] = ()) -> list:
     """The checks the options ask for, cheapest first."""
-    checks = []
+    checks = [dialect_check(dialect)] if dialect != "any" else []
+    if drop_helpers:
+        checks.append(helper_check)
     allowed = license_allowlist(license)
     if allowed is not None:
         checks.append(license_check(allowed))

@@ -37,6 +37,9 @@ class Options:
     column: str = "text"
     fenced: bool = True
     with_reference: bool = False  # prefix each kernel with the PyTorch (ATen ops, graph fragment) it implements
+    with_launcher: bool = False  # the whole operator: the launcher's module (host code + kernel) where there is one
+    drop_helpers: bool = False  # no rows for jit helpers (their code is inside the modules of the kernels using them)
+    dialect: str = "any"  # triton | gluon | any
     near_threshold: float = dedup.DEFAULT_THRESHOLD  # 0 turns near dedup off
     license: str = "any"
     max_tokens: Optional[int] = None
@@ -50,6 +53,10 @@ class Options:
     # `require_checks` (e.g. filters.requirement_check("compiles", scraper.validate.meets)) drop.
     validate: Optional[Callable[[list, Stats], None]] = None
     require_checks: list = field(default_factory=list)
+
+    def text_style(self) -> write.TextStyle:
+        """How each row's text is made."""
+        return write.TextStyle(self.fenced, self.with_reference, self.with_launcher)
 
     def output_path(self) -> Path:
         """The main output file (an existing folder given as output gets the default file name inside)."""
@@ -84,9 +91,9 @@ def build_dataset(options: Options) -> BuildResult:
     atomic_write_text(rejects.path, "")  # present even when nothing is dropped
 
     items = load.load_inputs(options.inputs, stats, rejects)
-    count_tokens(items, counter, options.fenced, options.with_reference)
+    count_tokens(items, counter, options.text_style())
     items = filters.apply_filters(items, filters.build_checks(
-        options.license, options.max_tokens, options.min_lines), rejects)
+        options.license, options.max_tokens, options.min_lines, options.dialect, options.drop_helpers), rejects)
     items = drop_contaminated(items, options, stats, rejects)
     items, clusters = deduplicate(items, options.near_threshold, rejects)
     if options.validate is not None:
@@ -96,7 +103,7 @@ def build_dataset(options: Options) -> BuildResult:
     stats.counts.update({f"groups_{name}": count for name, count in groups.items()})
 
     items = sorted(items, key=_row_order)
-    rows = [write.to_row(item, options.column, options.fenced, options.with_reference) for item in items]
+    rows = [write.to_row(item, options.column, options.text_style()) for item in items]
     columns = schema.completion_columns(options.column)
     split_files = write_outputs(output, rows, items, options.fmt, columns)
     count_outputs(rows, stats)
@@ -107,10 +114,9 @@ def build_dataset(options: Options) -> BuildResult:
     return BuildResult(rows, output, split_files, stats, clusters)
 
 
-def count_tokens(items: list[Item], counter: tokens.TokenCounter, fenced: bool, with_reference: bool = False
-                 ) -> None:
+def count_tokens(items: list[Item], counter: tokens.TokenCounter, style: write.TextStyle) -> None:
     """Store each item's token count (of the text it will train on)."""
-    counts = counter.count([write.row_text(item.record, fenced, with_reference) for item in items])
+    counts = counter.count([write.row_text(item.record, style) for item in items])
     for item, count in zip(items, counts):
         item.n_tokens = count
 

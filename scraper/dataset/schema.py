@@ -12,6 +12,7 @@ COMPLETION_METADATA = {
     "id": STRING, "source": STRING, "kernel_name": STRING, "kind": STRING, "repo": STRING, "commit": STRING,
     "path": STRING, "license": STRING, "stars": INT, "model": STRING, "graph": STRING, "aten_ops": STRINGS,
     "n_tokens": INT, "cluster_size": INT, "split": STRING, "pytorch_program": STRING,
+    "dialect": STRING, "role": STRING, "with_launcher": BOOL,
 }
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from scraper.dataset import schema
 from scraper.dataset.item import Item
@@ -26,11 +28,32 @@ def fence(code: str) -> str:
     return f"```python\n{code.strip(chr(10))}\n```"
 
 
-def row_text(record: KernelRecord, fenced: bool = True, with_reference: bool = False) -> str:
-    """The training text of a record: its self-contained code (after the PyTorch it implements as a comment
-    header, `with_reference`), fenced unless `fenced` is False."""
-    code = reference_header(record) + record.code if with_reference else record.code
-    return fence(code) if fenced else code
+@dataclass(frozen=True)
+class TextStyle:
+    """How a completion row's text is made: fenced in ```python, with the PyTorch it implements as a comment
+    header (`reference`), and as the whole operator (`launcher`: the host code that launches the kernel, with
+    the kernel, where the generator found one)."""
+
+    fenced: bool = True
+    reference: bool = False
+    launcher: bool = False
+
+
+def row_text(record: KernelRecord, style: TextStyle = TextStyle()) -> str:
+    """The training text of a record: its self-contained code (or its launcher's module, which holds the kernel
+    too, with `style.launcher`), after the reference header with `style.reference`, fenced with `style.fenced`."""
+    code = launcher_code(record) if style.launcher else None
+    code = code or record.code
+    code = reference_header(record) + code if style.reference else code
+    return fence(code) if style.fenced else code
+
+
+def launcher_code(record: KernelRecord) -> Optional[str]:
+    """The module of the host code that launches the kernel (the kernel is in it), or None when the generator
+    found no launcher."""
+    launcher = record.launcher if isinstance(record.launcher, dict) else {}
+    code = launcher.get("code")
+    return code if isinstance(code, str) and code.strip() else None
 
 
 def reference_header(record: KernelRecord) -> str:
@@ -45,10 +68,10 @@ def reference_header(record: KernelRecord) -> str:
     return "".join(line + "\n" for line in lines) + ("\n" if lines else "")
 
 
-def to_row(item: Item, column: str = "text", fenced: bool = True, with_reference: bool = False) -> dict:
+def to_row(item: Item, column: str = "text", style: TextStyle = TextStyle()) -> dict:
     """One dataset row: the text column, then the METADATA columns."""
     record = item.record
-    row = {column: row_text(record, fenced, with_reference)}
+    row = {column: row_text(record, style)}
     row.update({
         "id": record.id, "source": record.source, "kernel_name": record.name, "kind": record.kind,
         "repo": record.repo, "commit": record.commit, "path": record.path, "license": record.license,
@@ -57,6 +80,8 @@ def to_row(item: Item, column: str = "text", fenced: bool = True, with_reference
         "aten_ops": aten_ops_column(record.aten_ops),
         "n_tokens": item.n_tokens, "cluster_size": item.cluster_size, "split": item.split,
         "pytorch_program": (record.extra.get("pytorch") or {}).get("program_file"),  # the suite's program, if any
+        "dialect": record.dialect or "triton", "role": record.role,
+        "with_launcher": bool(style.launcher and launcher_code(record)),
     })
     return row
 
