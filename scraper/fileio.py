@@ -195,3 +195,44 @@ def temporary_path(path: str | os.PathLike) -> Path:
     """`<folder>/.<name>.<pid>.tmp`: where a file is written before it is renamed over `path`."""
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+OWNERSHIP = ".triton-data.json"  # in an output folder: which stage wrote which of its files
+
+
+class OutputFolder:
+    """A stage's output folder, and the rule that a run never replaces a file it did not create: the files a
+    stage writes are listed in the folder's `.triton-data.json` with the stage's name, and a run may replace only
+    those. A folder written before that list existed is taken as the stage's own when `adopt(folder)` says so."""
+
+    def __init__(self, folder: str | os.PathLike, stage: str, adopt: Optional[Callable[[Path], bool]] = None) -> None:
+        self.folder, self.stage = Path(folder), stage
+        self.owned = self._read()
+        if not (self.folder / OWNERSHIP).exists() and adopt is not None and self.folder.is_dir() and adopt(self.folder):
+            self.owned = {name: stage for name in os.listdir(self.folder) if not name.startswith(".")}
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads((self.folder / OWNERSHIP).read_text(encoding="utf-8"))
+            return {str(k): str(v) for k, v in data.get("files", {}).items()}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
+    def foreign(self, names: Iterable[str]) -> list[str]:
+        """The `names` that exist in the folder but are not files this stage wrote."""
+        return [name for name in names if (self.folder / name).exists() and self.owned.get(name) != self.stage]
+
+    def refuse_foreign(self, names: Iterable[str]) -> None:
+        """FileExistsError naming the files among `names` that this run may not replace."""
+        foreign = self.foreign(names)
+        if foreign:
+            raise FileExistsError(
+                f"{self.folder} holds {', '.join(sorted(foreign))}, which {self.stage} did not write; it replaces "
+                f"only its own files: choose another output folder")
+
+    def claim(self, names: Iterable[str]) -> None:
+        """Record `names` as this stage's files (written before they are, so a crash cannot orphan them)."""
+        new = {name: self.stage for name in names if self.owned.get(name) != self.stage}
+        if new:
+            self.owned.update(new)
+            atomic_write_json(self.folder / OWNERSHIP, {"files": dict(sorted(self.owned.items()))})

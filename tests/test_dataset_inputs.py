@@ -17,9 +17,9 @@ def write_manifest(folder: Path, items: list) -> Path:
     return path
 
 
-def build(tmp_path: Path, *inputs, extra=()) -> tuple[list, dict, list]:
+def build(tmp_path: Path, *inputs, extra=(), status=0) -> tuple[list, dict, list]:
     out = tmp_path / "not" / "yet" / "there" / "ds.json"
-    assert create_json.main([str(i) for i in inputs] + ["-o", str(out), "-q", *extra]) == 0
+    assert create_json.main([str(i) for i in inputs] + ["-o", str(out), "-q", *extra]) == status
     stats = json.loads((out.parent / "stats.json").read_text())
     rejects = [json.loads(line) for line in (out.parent / "rejects.jsonl").read_text().splitlines()]
     return json.loads(out.read_text()), stats, rejects
@@ -34,8 +34,9 @@ def test_bad_inputs_are_counted_and_the_run_goes_on(tmp_path):
         handle.write(json.dumps(github_record("surrogate", "x = '\ud800'\n", "a/a")) + "\n")  # cannot be UTF-8
         handle.write(json.dumps(github_record("softmax_kernel", SOFTMAX_KERNEL, "b/b")) + "\n")
     (tmp_path / "empty").mkdir()
-    rows, stats, rejects = build(tmp_path, good, tmp_path / "missing", tmp_path / "empty")
+    rows, stats, rejects = build(tmp_path, good, tmp_path / "missing", tmp_path / "empty", status=3)
     assert sorted(row["kernel_name"] for row in rows) == ["add_kernel", "softmax_kernel"]
+    assert build(tmp_path, good, tmp_path / "missing", extra=["--keep-going"])[0] == rows  # 0: told to go on
     # torn line, record without code key, code that cannot be UTF-8 (no id), missing folder, empty folder
     assert stats["counts"]["errors_load"] == 5
     assert stats["counts"]["dropped_no_code"] == 1

@@ -10,7 +10,7 @@ import io
 from collections import Counter
 from pathlib import Path
 
-from scraper.dataset import schema
+from scraper.dataset import outputs, schema
 from scraper.fileio import atomic_write_bytes, atomic_write_text
 
 HISTOGRAM = "token_lengths.png"
@@ -53,7 +53,7 @@ def card_text(rows: list, split_files: dict, stats: dict, token_counter: str, hi
     present = {row["split"] for row in rows}
     listed = {split: name for split, name in split_files.items() if split in present} or split_files
     header += [f"  - split: {split}\n    path: {name}" for split, name in listed.items()]
-    header += schema.card_features(columns) + ["---", ""]
+    header += schema.card_features(columns) + ["---", outputs.CARD_MARKER, ""]
     counts = stats.get("counts", {})
     body = ["# Triton kernels", "",
             "Triton GPU kernels for fine-tuning language models: kernels PyTorch Inductor generated for a set of "

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 from tqdm import tqdm
 
-from scraper.dataset import card, decontam, dedup, filters, load, schema, split, tokens, write
+from scraper.dataset import card, decontam, dedup, filters, load, outputs, schema, split, tokens, write
 from scraper.dataset.item import Item
 from scraper.fileio import atomic_write_json, atomic_write_text
 from scraper.records import KERNELS, ManifestWriter
@@ -23,7 +23,6 @@ from scraper.stats import REJECTS, STATS, Rejects, Stats
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUTPUT_DIR = Path("datasets")
 DEFAULT_STEM = "triton_functions"
 
 
@@ -59,12 +58,8 @@ class Options:
         return write.TextStyle(self.fenced, self.with_reference, self.with_launcher)
 
     def output_path(self) -> Path:
-        """The main output file (an existing folder given as output gets the default file name inside)."""
-        default_name = f"{DEFAULT_STEM}.{self.fmt}"
-        if not self.output:
-            return DEFAULT_OUTPUT_DIR / default_name
-        output = Path(self.output)
-        return output / default_name if output.is_dir() else output
+        """The main output file (`-o DIR/` or an existing folder gets the default file name inside)."""
+        return outputs.resolve(self.output, f"{DEFAULT_STEM}.{self.fmt}")
 
 
 @dataclass
@@ -83,8 +78,9 @@ def build_dataset(options: Options) -> BuildResult:
     the card into the output's folder."""
     output = options.output_path()
     folder = output.parent
-    folder.mkdir(parents=True, exist_ok=True)
     counter = tokens.TokenCounter(options.tokenizer)  # first: a bad tokenizer path fails before any work
+    side = [write.split_path(output, name).name for name in (split.TRAIN, split.VALIDATION)]
+    card_ok = outputs.claim(output, side + [KERNELS, STATS, REJECTS], card=options.card)
     stats = Stats("create_json")
     rejects = Rejects(folder / REJECTS, stats)
     rejects.reset()
@@ -108,7 +104,7 @@ def build_dataset(options: Options) -> BuildResult:
     split_files = write_outputs(output, rows, items, options.fmt, columns)
     count_outputs(rows, stats)
     save_stats(folder, stats, clusters, counter.name)
-    if options.card:
+    if card_ok:
         card.write_card(folder, rows, {s: p.name for s, p in split_files.items()}, stats.to_dict(), counter.name,
                         columns)
     return BuildResult(rows, output, split_files, stats, clusters)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from scraper.dataset import filters, schema, split, tokens, write
+from scraper.dataset import filters, outputs, schema, split, tokens, write
 from scraper.fileio import atomic_write_json, atomic_write_text, iter_jsonl
 from scraper.pairs.record import PAIRS, PROBLEMS_DIR, PROBLEMS_INDEX, PairRecord, iter_pairs
 from scraper.records import kernel_id
@@ -51,11 +51,8 @@ class TaskResult:
 
 
 def output_path(task: str, output: Optional[Path], fmt: str) -> Path:
-    """The main file of a task (an existing folder given as output gets the default name inside)."""
-    name = f"{DEFAULT_STEMS[task]}.{fmt}"
-    if output is None:
-        return Path("datasets") / name
-    return output / name if output.is_dir() else output
+    """The main file of a task (`-o DIR/` or an existing folder gets the default name inside)."""
+    return outputs.resolve(output, f"{DEFAULT_STEMS[task]}.{fmt}")
 
 
 def build_task(task: str, inputs: list, output: Optional[Path], fmt: str = "json", license: str = "any",
@@ -63,8 +60,9 @@ def build_task(task: str, inputs: list, output: Optional[Path], fmt: str = "json
                val_fraction: float = 0.05) -> TaskResult:
     """Build the `pairs` or `problems` dataset and write it (every row, one file per split, stats, rejects)."""
     path = output_path(task, output, fmt)
-    path.parent.mkdir(parents=True, exist_ok=True)
     counter = tokens.TokenCounter(tokenizer)
+    splits = [write.split_path(path, name).name for name in (split.TRAIN, split.VALIDATION)]
+    outputs.claim(path, splits + [f"{path.stem}.rejects.jsonl", f"{path.stem}.stats.json"])
     stats = Stats(f"create_json --task {task}")
     rejects = Rejects(path.with_name(f"{path.stem}.rejects.jsonl"), stats)
     rejects.reset()

@@ -1,0 +1,63 @@
+"""A run writes only its named output and files of its own: it never replaces a file it did not create."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import create_json
+from dataset_helpers import ADD_KERNEL, SOFTMAX_KERNEL, github_record
+
+
+def inputs(tmp_path: Path) -> Path:
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    rows = [github_record("add_kernel", ADD_KERNEL, "a/a"), github_record("softmax_kernel", SOFTMAX_KERNEL, "b/b")]
+    (folder / "kernels.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
+def test_a_readme_that_is_not_the_card_is_left_alone(tmp_path, monkeypatch):
+    """The bug: `create_json.py inductor_kernels -o my.jsonl` from the repository root replaced its README.md."""
+    source = inputs(tmp_path)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README.md").write_text("# my project\n")
+    monkeypatch.chdir(project)
+    assert create_json.main([str(source), "-o", "my.jsonl", "--format", "jsonl", "-q", "--near-threshold", "0"]) == 0
+    assert (project / "README.md").read_text() == "# my project\n"
+    assert not (project / "token_lengths.png").exists()
+    assert len((project / "my.jsonl").read_text().splitlines()) == 2
+    assert (project / "my.train.jsonl").exists() and (project / "stats.json").exists()
+
+
+def test_a_side_file_of_someone_else_stops_the_run_before_any_work(tmp_path, monkeypatch, capsys):
+    source = inputs(tmp_path)
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    (folder / "stats.json").write_text('{"mine": true}\n')
+    assert create_json.main([str(source), "-o", str(folder / "ds.json"), "-q"]) == 2
+    assert (folder / "stats.json").read_text() == '{"mine": true}\n' and not (folder / "ds.json").exists()
+    assert "did not write" in capsys.readouterr().err
+
+
+def test_a_trailing_slash_means_a_folder_and_reruns_replace_their_own_files(tmp_path):
+    source = inputs(tmp_path)
+    target = tmp_path / "newdir"
+    for _ in range(2):  # the second run replaces what the first wrote
+        assert create_json.main([str(source), "-o", f"{target}/", "-q", "--near-threshold", "0"]) == 0
+    assert (target / "triton_functions.json").is_file() and (target / "triton_functions.train.json").is_file()
+    assert (target / "README.md").read_text().count("dataset card written by triton-data") == 1
+    assert not (tmp_path / "newdir.train").exists()
+
+
+def test_the_output_folder_of_another_stage_is_refused(tmp_path):
+    """`-o inductor_kernels/` would have replaced the Inductor stage's own kernels.jsonl."""
+    import get_kernels_from_debug_info
+
+    source = inputs(tmp_path)
+    stage1 = tmp_path / "stage1"
+    assert get_kernels_from_debug_info.main([str(tmp_path / "no-such-debug-folder"), "-o", str(stage1), "-q"]) == 1
+    before = (stage1 / "kernels.jsonl").read_bytes()
+    assert create_json.main([str(source), "-o", f"{stage1}/", "-q"]) == 2
+    assert (stage1 / "kernels.jsonl").read_bytes() == before
