@@ -236,3 +236,24 @@ class OutputFolder:
         if new:
             self.owned.update(new)
             atomic_write_json(self.folder / OWNERSHIP, {"files": dict(sorted(self.owned.items()))})
+
+
+def first_object(path: Path) -> Optional[dict]:
+    """The first JSON object line of a JSONL file, or None (missing, empty, not JSON)."""
+    try:
+        return next((line.data for line in iter_jsonl_lines(path) if line.data is not None), None)
+    except OSError:
+        return None
+
+
+def claim_output(folder: str | os.PathLike, stage: str, names: Iterable[str],
+                 adopt: Optional[Callable[[Path], bool]] = None) -> OutputFolder:
+    """Make `folder`, refuse (FileExistsError) when one of `names` is there and not this stage's, and record
+    `names` as this stage's files."""
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise NotADirectoryError(f"output {folder} exists and is not a folder")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    owned = OutputFolder(folder, stage, adopt)
+    owned.refuse_foreign(names)
+    owned.claim(names)
+    return owned

@@ -61,3 +61,28 @@ def test_the_output_folder_of_another_stage_is_refused(tmp_path):
     before = (stage1 / "kernels.jsonl").read_bytes()
     assert create_json.main([str(source), "-o", f"{stage1}/", "-q"]) == 2
     assert (stage1 / "kernels.jsonl").read_bytes() == before
+
+
+def test_generator_keeps_to_its_own_folder_and_clean_removes_only_its_files(tmp_path, capsys):
+    from scraper.generator import main as generator_main
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "k.py").write_text("import triton\n\n\n@triton.jit\ndef k(x):\n    pass\n")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "stats.json").write_text("{}\n")
+    assert generator_main.main(["--generate-one", str(repo), "-o", str(theirs), "--jobs", "1", "-q"]) == 2
+    assert (theirs / "stats.json").read_text() == "{}\n" and not (theirs / "kernels.jsonl").exists()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")  # a file of the user's in the generator's folder
+    # the old flag name still works, with a warning
+    assert generator_main.main(["--generate-one", str(repo), "--tests-dir", str(out), "--jobs", "1", "-q"]) == 0
+    assert "--tests-dir is deprecated" in capsys.readouterr().err
+    assert (out / "kernels.jsonl").is_file() and (out / "repo").is_dir()
+    assert generator_main.main(["--generate-one", str(repo), "-o", str(out), "--clean", "--jobs", "1", "-q"]) == 0
+    assert (out / "notes.txt").read_text() == "mine\n" and (out / "kernels.jsonl").is_file()
+    argv = ["--generate-one", str(tmp_path / "gone"), "--generate-one", str(repo), "-o", str(out), "--jobs", "1"]
+    assert generator_main.main(argv + ["-q"]) == 3  # a missing archive: exit 3
+    assert generator_main.main(argv + ["-q", "--keep-going"]) == 0

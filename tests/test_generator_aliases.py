@@ -92,7 +92,7 @@ def repo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def generated(repo, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("aliases_out")
-    assert generator_main.main(["--generate-one", str(repo), "--tests-dir", str(out), "--jobs", "1", "-q"]) == 0
+    assert generator_main.main(["--generate-one", str(repo), "-o", str(out), "--jobs", "1", "-q"]) == 0
     return out
 
 

@@ -24,7 +24,7 @@ EXPECTED_PAIRS = sorted((path, name) for path, names in EXPECTED_KERNELS.items()
 @pytest.fixture(scope="module")
 def dir_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gen_dir")
-    assert generator_main.main(["--generate-one", str(FIXTURE_REPO), "--tests-dir", str(out), "--jobs", "1", "-q"]) == 0
+    assert generator_main.main(["--generate-one", str(FIXTURE_REPO), "-o", str(out), "--jobs", "1", "-q"]) == 0
     return out
 
 
@@ -79,7 +79,7 @@ def _download_dir(tmp_path: Path) -> Path:
 
 def test_generate_all_zips_manifest_bad_input_and_resume(tmp_path):
     download, out = _download_dir(tmp_path), tmp_path / "generated"
-    argv = ["--generate-all", "--download-dir", str(download), "--tests-dir", str(out), "--jobs", "2", "-q"]
+    argv = ["--generate-all", "--download-dir", str(download), "-o", str(out), "--jobs", "2", "-q"]
     assert generator_main.main(argv) == 0
     records = read_records(out / "kernels.jsonl")
     acme = [r for r in records if r.repo == "acme/kernels"]
@@ -118,14 +118,14 @@ def test_command_from_its_folder_and_help(tmp_path):
     shown = subprocess.run([sys.executable, "main.py", "--help"], cwd=folder, env=env, capture_output=True, text=True)
     assert shown.returncode == 0 and "--generate-all" in shown.stdout and "--jobs" in shown.stdout
     out = tmp_path / "gen"
-    done = subprocess.run([sys.executable, "main.py", "--generate-one", str(FIXTURE_REPO), "--tests-dir", str(out)],
+    done = subprocess.run([sys.executable, "main.py", "--generate-one", str(FIXTURE_REPO), "-o", str(out)],
                           cwd=folder, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "kernels_found" in done.stderr and not done.stdout
     assert len((out / "kernels.jsonl").read_text().splitlines()) == EXPECTED_COUNT
     missing = subprocess.run([sys.executable, "main.py", "--generate-all", "--download-dir", str(tmp_path / "nope")],
                              cwd=folder, env=env, capture_output=True, text=True)
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert missing.returncode == 3 and "does not exist" in missing.stderr
 
 
 RUN_GENERATED = textwrap.dedent("""
@@ -176,7 +176,7 @@ def test_an_internal_error_costs_one_kernel_not_the_run(tmp_path, monkeypatch):
         return real(index, path, qualname, lineno)
 
     monkeypatch.setattr(run_module, "extract_closure", flaky)
-    assert generator_main.main(["--generate-one", str(FIXTURE_REPO), "--tests-dir", str(tmp_path), "--jobs", "1",
+    assert generator_main.main(["--generate-one", str(FIXTURE_REPO), "-o", str(tmp_path), "--jobs", "1",
                                 "-q"]) == 0
     names = [r.extra["qualname"] for r in read_records(tmp_path / "kernels.jsonl")]
     assert len(names) == EXPECTED_COUNT - 1 and "add_kernel" not in names
@@ -192,7 +192,7 @@ def test_a_folder_edited_below_its_top_level_is_redone(tmp_path):
     kernel = repo / "pkg" / "ops.py"
     kernel.write_text("import triton\n\n\n@triton.jit\ndef old_name(x):\n    pass\n")
     out = tmp_path / "gen"
-    argv = ["--generate-all", "--download-dir", str(tmp_path / "downloads"), "--tests-dir", str(out), "--jobs", "1"]
+    argv = ["--generate-all", "--download-dir", str(tmp_path / "downloads"), "-o", str(out), "--jobs", "1"]
     assert generator_main.main(argv) == 0
     top_mtime = repo.stat().st_mtime_ns
     kernel.write_text("import triton\n\n\n@triton.jit\ndef new_name(x):\n    pass\n")

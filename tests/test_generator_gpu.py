@@ -50,7 +50,7 @@ RUN_ON_GPU = textwrap.dedent("""
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="needs an NVIDIA GPU")
 def test_generated_kernels_compile_and_run_on_gpu(tmp_path):
-    assert generator_main.main(["--generate-one", str(FIXTURE_REPO), "--tests-dir", str(tmp_path), "-q"]) == 0
+    assert generator_main.main(["--generate-one", str(FIXTURE_REPO), "-o", str(tmp_path), "-q"]) == 0
     files = {r.extra["qualname"]: tmp_path / r.file for r in read_records(tmp_path / "kernels.jsonl")}
     names = ["add_kernel", "scale_kernel", "k_heuristics", "k_module_attribute", "k_from_import"]
     done = subprocess.run([sys.executable, "-c", RUN_ON_GPU, *(f"{n}={files[n]}" for n in names)],

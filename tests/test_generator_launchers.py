@@ -157,7 +157,7 @@ def test_gluon_kernels_are_found_extracted_and_launched(tmp_path):
     (repo / "g").mkdir(parents=True)
     (repo / "g" / "ops.py").write_text(GLUON)
     out = tmp_path / "out"
-    assert generator_main.main(["--generate-one", str(repo), "--tests-dir", str(out), "--jobs", "1", "-q"]) == 0
+    assert generator_main.main(["--generate-one", str(repo), "-o", str(out), "--jobs", "1", "-q"]) == 0
     [record] = read_records(out / "kernels.jsonl")
     assert (record.name, record.dialect, record.role, record.self_contained) == ("gluon_copy", "gluon", "kernel", True)
     assert record.launcher["qualname"] == "copy" and record.launcher["launch_lineno"] == line_of(GLUON, "gluon_copy[(1,)]")
@@ -173,7 +173,7 @@ def test_cli_records_carry_dialect_role_and_launcher(tmp_path):
         (repo / path).parent.mkdir(parents=True, exist_ok=True)
         (repo / path).write_text(text)
     out = tmp_path / "out"
-    assert generator_main.main(["--generate-one", str(repo), "--tests-dir", str(out), "--jobs", "1", "-q"]) == 0
+    assert generator_main.main(["--generate-one", str(repo), "-o", str(out), "--jobs", "1", "-q"]) == 0
     records = {r.name: r for r in read_records(out / "kernels.jsonl")}
     assert {r.dialect for r in records.values()} == {"triton"}
     assert {n for n, r in records.items() if r.role == "helper"} == {"_twice"}

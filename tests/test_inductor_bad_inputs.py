@@ -68,8 +68,9 @@ def test_missing_path_and_folder_without_output_code_are_reported_and_the_run_go
     graph(good, "m__0_inference_0.0", output_code(triton_block("triton_poi_fused_a_0")))
     (tmp_path / "empty").mkdir()
     out = tmp_path / "out"
-    assert run_extraction([tmp_path / "nope", tmp_path / "empty", good], out) == 0
+    assert run_extraction([tmp_path / "nope", tmp_path / "empty", good], out) == 3  # an input missing: not 0
     messages = capfd.readouterr().err
+    assert run_extraction([tmp_path / "nope", tmp_path / "empty", good], out, "--keep-going") == 0
     assert "nope does not exist" in messages and "empty has no output_code.py below it" in messages
     stats = stats_of(out)
     assert stats["counts"]["errors_input"] == 2 and stats["counts"]["kernels"] == 1

@@ -86,7 +86,7 @@ def write_repo(folder: Path, files: dict) -> Path:
 
 
 def run_generator(download: Path, out: Path, *extra: str) -> int:
-    return generator_main.main(["--generate-all", "--download-dir", str(download), "--tests-dir", str(out),
+    return generator_main.main(["--generate-all", "--download-dir", str(download), "-o", str(out),
                                 "--jobs", "1", "-q", *extra])
 
 
@@ -108,7 +108,7 @@ def test_a_rerun_keeps_the_rejects_and_errors_of_archives_it_does_not_redo(tmp_p
 def test_files_whose_names_fold_to_one_module_path_get_distinct_modules(tmp_path):
     repo = write_repo(tmp_path / "repo", {"x y.py": KERNEL.format(name="k"), "x_y.py": KERNEL.format(name="k")})
     out = tmp_path / "out"
-    assert generator_main.main(["--generate-one", str(repo), "--tests-dir", str(out), "--jobs", "1", "-q"]) == 0
+    assert generator_main.main(["--generate-one", str(repo), "-o", str(out), "--jobs", "1", "-q"]) == 0
     rows = read_records(out / "kernels.jsonl")
     assert sorted(r.path for r in rows) == ["x y.py", "x_y.py"]
     assert len({r.file for r in rows}) == 2 and all((out / r.file).is_file() for r in rows)

@@ -47,7 +47,7 @@ def test_inductor_validate_then_require_compiles(tcd_roots, tmp_path):
 def test_generator_validate_fills_levels(tmp_path):
     out = tmp_path / "generated"
     result = run("scraper/generator/main.py", "--generate-one", REPO_ROOT / "examples/repos/kernelsmith/softmax-triton",
-                 "--tests-dir", out, "--jobs", "1", "--validate", "imports", "--validate-jobs", "1")
+                 "-o", out, "--jobs", "1", "--validate", "imports", "--validate-jobs", "1")
     assert result.returncode == 0, result.stderr
     records = read_records(out / "kernels.jsonl")
     assert records and all(r.source == "github" for r in records)

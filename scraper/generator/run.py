@@ -31,12 +31,14 @@ from scraper.generator.write import duplicate_qualnames, module_relpath, unique_
 from scraper.records import KERNELS, KernelRecord, append_jsonl, append_records, iter_jsonl, iter_records, write_jsonl
 from scraper.repos import SKIP_DIRS
 from scraper.stats import ERRORS, REJECTS, STATS, Rejects, Stats
-from scraper.validate.api import LEVELS
+from scraper.fileio import OutputFolder, claim_output, first_object
+from scraper.validate.api import LEVELS, VALIDATE_CACHE
 
 log = logging.getLogger(__name__)
 
 STAGE = "generator"
 DONE_NAME = "archives.jsonl"
+OUTPUT_FILES = (KERNELS, STATS, REJECTS, ERRORS, DONE_NAME, VALIDATE_CACHE)
 Step = Callable[[list[KernelRecord]], list[KernelRecord]]
 
 
@@ -317,7 +319,7 @@ def run(locations: list[Path], out_dir: Path, manifest: dict, jobs: int, force: 
     """Process every location into out_dir, each repository's records through `steps` (`step(records) ->
     records`, e.g. validation up to level `validated`) before they are appended; returns the merged Stats (also
     saved as stats.json, errors.csv)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    owned = output_folder(out_dir)
     stats = stats or Stats(STAGE)
     todo = plan(locations, out_dir, force, stats, validated)
     redo = {location.name for location in todo}
@@ -326,6 +328,7 @@ def run(locations: list[Path], out_dir: Path, manifest: dict, jobs: int, force: 
     tasks = [Task(str(location), str(out_dir), manifest, allowed_imports) for location in todo]
     with tqdm(total=len(tasks), unit="repo", desc="repositories", disable=None) as bar:
         for result in _results(tasks, jobs):
+            owned.claim(sorted({record.file.split("/")[0] for record in result.records if record.file}))
             _collect(result, out_dir, steps, stats, rejects, validated)
             bar.update(1)
     stats.save(out_dir / STATS)
@@ -366,9 +369,26 @@ def _collect(result: RepoResult, out_dir: Path, steps: Sequence[Step], stats: St
         append_jsonl(out_dir / DONE_NAME, entry)
 
 
+def output_folder(out_dir: Path) -> OutputFolder:
+    """The generator's output folder: refuses (FileExistsError) a folder whose files are someone else's, and
+    records this stage's files; a folder an earlier version wrote (archives.jsonl, no list yet) is adopted."""
+    return claim_output(out_dir, STAGE, OUTPUT_FILES,
+                        adopt=lambda folder: (folder / DONE_NAME).is_file() or _has_github_records(folder))
+
+
+def _has_github_records(folder: Path) -> bool:
+    first = first_object(folder / KERNELS)
+    return first is not None and first.get("source") == "github"
+
+
 def clean_output(out_dir: Path) -> None:
-    """Remove what earlier runs wrote (everything but README.md) for --clean."""
-    for entry in Path(out_dir).iterdir() if Path(out_dir).is_dir() else []:
-        if entry.name == "README.md":
+    """--clean: remove what earlier runs of the generator wrote (the files and repository folders it lists as its
+    own; README.md and anything else stay)."""
+    if not Path(out_dir).is_dir():
+        return
+    owned = output_folder(out_dir)
+    for name, stage in owned.owned.items():
+        entry = Path(out_dir) / name
+        if stage != STAGE or name == "README.md" or not entry.exists():
             continue
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()

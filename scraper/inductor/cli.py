@@ -23,9 +23,23 @@ import sys
 from pathlib import Path
 
 from scraper.cli import EXIT_USAGE, add_keep_going, add_logging_args, exit_status, setup_logging
+from scraper.fileio import claim_output, first_object
 from scraper.pairs.build import PairStep
+from scraper.pairs.record import PAIRS, PAIRS_REJECTS, PROBLEMS_DIR
+from scraper.records import KERNELS
+from scraper.stats import REJECTS, STATS
 from scraper.suite.attach import PyTorchSide
 from scraper.validate import VALIDATE_CACHE, add_validate_args, validator_from_args
+
+# What this stage writes directly in its output folder (graph folders are claimed by their provenance.json).
+OUTPUT_FILES = (KERNELS, STATS, REJECTS, PAIRS, PAIRS_REJECTS, PROBLEMS_DIR, VALIDATE_CACHE)
+
+
+def earlier_inductor_output(folder: Path) -> bool:
+    """A folder an earlier version of this stage wrote (before .triton-data.json): its kernels.jsonl holds
+    Inductor records."""
+    first = first_object(folder / KERNELS)
+    return first is not None and first.get("source") == "inductor"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,9 +61,14 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args)
     from scraper.inductor import extract_kernels
-    from scraper.stats import STATS, Stats
+    from scraper.stats import Stats
 
     stats = Stats("inductor")
+    try:
+        claim_output(args.output, "inductor", OUTPUT_FILES, adopt=earlier_inductor_output)
+    except (FileExistsError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     # The chain: extract -> attach the PyTorch side -> pair -> validate -> write (kernels.jsonl, once);
     # the pair step writes pairs.jsonl and problems/ when the chain is done.
     pairs = PairStep(args.inputs, args.output, stats)
