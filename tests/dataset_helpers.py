@@ -77,7 +77,7 @@ def build_stage_outputs(tcd_roots: dict, work: Path) -> tuple[Path, Path]:
     inductor, download, generated = work / "inductor_kernels", work / "download", work / "generated"
     run_script("get_kernels_from_debug_info.py", *tcd_roots.values(), "-o", inductor, "-q")
     local = [f"{repo}={repo.relative_to(EXAMPLES).as_posix()}" for repo in sorted(EXAMPLES.glob("*/*"))]
-    run_script("scrape_github.py", "--local", *local, "--download-dir", download, "-q")
+    run_script("scrape_github.py", "--local", *local, "-o", download, "-q")
     run_script("main.py", "--generate-all", "--download-dir", download, "-o", generated, "--jobs", "1",
                "-q", cwd=REPO_ROOT / "scraper" / "generator")
     return inductor, generated

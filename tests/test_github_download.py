@@ -55,10 +55,10 @@ def test_repos_file_pinned_downloads_and_rerun(monkeypatch, tmp_path):
     listing = write_list(tmp_path / "repos.txt", "a-b/c", "# a comment", "https://github.com/a/b-c",
                          "tritonserver/client", "not a name", "")
     with FakeGitHub(repos) as fake:
-        assert run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "--download-dir", str(out)) == 0
+        assert run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "-o", str(out)) == 0
         first = list(fake.requests)
         fake.requests.clear()
-        assert run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "--download-dir", str(out)) == 0
+        assert run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "-o", str(out)) == 0
         second = list(fake.requests)
 
     entries = {e["full_name"]: e for e in manifest(out)}
@@ -190,7 +190,7 @@ def test_search_discovery_combines_repo_and_code_search(monkeypatch, tmp_path):
     ]
     out = tmp_path / "dl"
     with FakeGitHub(repos) as fake:
-        assert run_main(monkeypatch, tmp_path, fake, "--download-dir", str(out)) == 0
+        assert run_main(monkeypatch, tmp_path, fake, "-o", str(out)) == 0
         paths = collections.Counter(fake.paths())
     assert {e["full_name"] for e in manifest(out)} == {"alpha/fa", "beta/kern"}
     assert sorted((out / "candidates.txt").read_text().split()) == ["alpha/fa", "beta/kern", "delta/server",
@@ -205,9 +205,9 @@ def test_search_discovery_combines_repo_and_code_search(monkeypatch, tmp_path):
 
 def test_without_token_code_search_is_skipped_or_refused(monkeypatch, tmp_path, capsys):
     with FakeGitHub([kernel_repo("alpha/fa")]) as fake:
-        assert run_main(monkeypatch, tmp_path, fake, "--download-dir", str(tmp_path / "dl"), token=None) == 0
+        assert run_main(monkeypatch, tmp_path, fake, "-o", str(tmp_path / "dl"), token=None) == 0
         assert not any(p.startswith("/search/code") for p in fake.paths())
-        assert run_main(monkeypatch, tmp_path, fake, "--search", "code", "--download-dir", str(tmp_path / "d2"),
+        assert run_main(monkeypatch, tmp_path, fake, "--search", "code", "-o", str(tmp_path / "d2"),
                         token=None) == 2
     err = capsys.readouterr().err
     assert "code search needs a token" in err
@@ -224,7 +224,7 @@ def test_resume_after_kill_mid_download(tmp_path):
     with FakeGitHub(repos) as fake:
         fake.fault("^/_codeload/o/r2/", "stall")
         env = {**os.environ, "GITHUB_API_URL": fake.url, "GITHUB_TOKEN": TOKEN, "PYTHONPATH": str(SCRIPT.parent)}
-        command = [sys.executable, str(SCRIPT), "--repos", str(listing), "--download-dir", str(out), "--jobs", "1"]
+        command = [sys.executable, str(SCRIPT), "--repos", str(listing), "-o", str(out), "--jobs", "1"]
         proc = subprocess.Popen([*command, "-v"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
@@ -261,7 +261,7 @@ def test_a_failing_search_keeps_what_the_other_found(monkeypatch, tmp_path):
     out = tmp_path / "dl"
     with FakeGitHub([kernel_repo("alpha/fa"), kernel_repo("beta/kern", files={"README.md": "fast"})]) as fake:
         fake.fault("^/search/code$", "forbidden")
-        assert run_main(monkeypatch, tmp_path, fake, "--download-dir", str(out)) == 1
+        assert run_main(monkeypatch, tmp_path, fake, "-o", str(out)) == 1
     assert [e["full_name"] for e in manifest(out)] == ["alpha/fa"]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["counts"]["errors_search"] == 1
@@ -272,7 +272,7 @@ def test_discover_only_downloads_nothing(monkeypatch, tmp_path):
     out = tmp_path / "dl"
     with FakeGitHub([kernel_repo("alpha/fa"), kernel_repo("beta/kern")]) as fake:
         assert run_main(monkeypatch, tmp_path, fake, "--discover-only", "--search", "repo",
-                        "--download-dir", str(out)) == 0
+                        "-o", str(out)) == 0
         assert fake.paths() == ["/search/repositories"]
     assert (out / "candidates.txt").read_text() == "alpha/fa\nbeta/kern\n"
     assert not (out / "manifest.jsonl").exists()
@@ -304,9 +304,9 @@ def test_token_from_dotenv_and_environment_wins(monkeypatch, tmp_path):
     monkeypatch.setenv("GITHUB_TOKEN", "placeholder")  # recorded, so whatever load_dotenv sets is undone
     listing = write_list(tmp_path / "repos.txt", "alpha/fa")
     with FakeGitHub([kernel_repo("alpha/fa")]) as fake:
-        run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "--download-dir", str(tmp_path / "a"),
+        run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "-o", str(tmp_path / "a"),
                  token=None)
-        run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "--download-dir", str(tmp_path / "b"),
+        run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "-o", str(tmp_path / "b"),
                  token="ghp_fromenv")
         tokens = [r.headers.get("Authorization") for r in fake.requests if r.path == "/repos/alpha/fa"]
     assert tokens == ["Bearer ghp_fromdotenv", "Bearer ghp_fromenv"]
@@ -355,6 +355,6 @@ def test_unreadable_repos_file_is_a_clear_error_and_bad_bytes_a_counted_line(mon
         except SystemExit as exc:  # argparse's usage error
             code = exc.code
         assert code == 2 and "missing.txt" in capsys.readouterr().err and fake.requests == []
-        assert run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "--download-dir", str(tmp_path / "dl")) == 0
+        assert run_main(monkeypatch, tmp_path, fake, "--repos", str(listing), "-o", str(tmp_path / "dl")) == 0
     assert [e["full_name"] for e in manifest(tmp_path / "dl")] == ["o/r1"]
     assert json.loads((tmp_path / "dl" / "stats.json").read_text())["counts"]["errors_input"] == 1

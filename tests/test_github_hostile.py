@@ -125,7 +125,7 @@ def test_token_echoed_by_the_server_is_never_printed_or_written(monkeypatch, tmp
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("GITHUB_API_URL", fake.url)
         monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
-        status = scrape_github.main(["--repos", str(listing(tmp_path, "o/r1", "o/r2")), "--download-dir", str(out),
+        status = scrape_github.main(["--repos", str(listing(tmp_path, "o/r1", "o/r2")), "-o", str(out),
                                      "-v"])
         assert [r.headers["Authorization"] for r in fake.requests][:1] == [f"Bearer {TOKEN}"]
     printed = capsys.readouterr()

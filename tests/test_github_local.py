@@ -57,7 +57,7 @@ def members(archive: Path) -> list[str]:
 def test_bundled_examples_ingest_and_rerun(tmp_path):
     out = tmp_path / "dl"
     folders = [str(EXAMPLES / name) for name in EXAMPLE_TABLE]
-    assert scrape_github.main(["--local", *folders, "--download-dir", str(out), "-q"]) == 0
+    assert scrape_github.main(["--local", *folders, "-o", str(out), "-q"]) == 0
     entries = {e["full_name"]: e for e in manifest(out)}
     for name, (license_id, kernels) in EXAMPLE_TABLE.items():
         folder, entry = EXAMPLES / name, entries["local/" + name.split("/")[1]]
@@ -77,7 +77,7 @@ def test_bundled_examples_ingest_and_rerun(tmp_path):
     assert stats(out)["local_ingested"] == 4
 
     before = (out / "manifest.jsonl").read_text()
-    assert scrape_github.main(["--local", *folders, "--download-dir", str(out), "-q"]) == 0
+    assert scrape_github.main(["--local", *folders, "-o", str(out), "-q"]) == 0
     assert (out / "manifest.jsonl").read_text() == before  # same bytes: nothing appended
     assert stats(out)["local_unchanged"] == 4
 
@@ -104,7 +104,7 @@ def test_git_clone_gets_commit_branch_and_committed_files_only(tmp_path):
     head = git(clone, "rev-parse", "HEAD")
 
     out = tmp_path / "dl"
-    assert scrape_github.main(["--local", f"{clone}=acme/kernels", "--download-dir", str(out), "-q"]) == 0
+    assert scrape_github.main(["--local", f"{clone}=acme/kernels", "-o", str(out), "-q"]) == 0
     [entry] = manifest(out)
     assert entry["full_name"] == "acme/kernels" and entry["archive"] == "acme__kernels.zip"
     assert entry["commit_sha"] == head and entry["default_branch"] == "trunk"
@@ -133,8 +133,8 @@ def test_zip_inputs_copied_repacked_or_refused(tmp_path, capsys):
         zf.writestr(member, "/etc/passwd")
     out = tmp_path / "dl"
     argv = ["--local", str(ball), str(flat), str(evil), str(link), str(tmp_path / "missing"),
-            "--download-dir", str(out)]
-    assert scrape_github.main(argv) == 0
+            "-o", str(out)]
+    assert scrape_github.main(argv) == 3  # an input is missing
     entries = {e["full_name"]: e for e in manifest(out)}
     assert set(entries) == {"local/ball", "local/flat"}
     assert (out / "local__ball.zip").read_bytes() == ball.read_bytes()  # already zipball layout: copied
