@@ -38,7 +38,7 @@ class Lines:
 
     def __init__(self, iterable: Optional[Iterable], desc: str, total: Optional[int], unit: str) -> None:
         self.iterable, self.desc, self.total, self.unit = iterable, desc, total, unit
-        self.n, self.started = 0, time.monotonic()
+        self.n, self.shown, self.started = 0, 0, time.monotonic()
         self.interval = float(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL))
         self.last = self.started
         self.closed = False
@@ -58,12 +58,13 @@ class Lines:
             self._line()
 
     def close(self) -> None:
-        """Log the final count once (only when something happened)."""
-        if not self.closed and self.n:
+        """Log the final count, unless nothing happened or the last line already said it."""
+        if not self.closed and self.n != self.shown:
             self._line()
         self.closed = True
 
     def _line(self) -> None:
+        self.shown = self.n
         of = f"/{self.total}" if self.total is not None else ""
         log.info("%s: %d%s %s (%.0f s)", self.desc, self.n, of, self.unit, time.monotonic() - self.started)
 

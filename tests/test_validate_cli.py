@@ -46,7 +46,7 @@ def write_manifest(path) -> list[KernelRecord]:
 def test_cli_validates_rewrites_and_caches(tmp_path):
     manifest = tmp_path / "kernels.jsonl"
     write_manifest(manifest)
-    assert main([str(manifest), "--jobs", "2"]) == 0
+    assert main([str(manifest), "--validate-jobs", "2"]) == 0
     rows = list(iter_jsonl(manifest))
     assert [(r["parses"], r["imports"], r["compiles"]) for r in rows] == [
         (True, True, None), (True, False, False), (True, True, True)]
@@ -59,7 +59,7 @@ def test_cli_validates_rewrites_and_caches(tmp_path):
     assert stats["counts"]["validate_jobs_run"] == 3 + 1  # three imports, one compile (the only signature)
     first = manifest.read_text()
 
-    assert main([str(manifest), "--jobs", "2"]) == 0  # rerun: everything from the cache
+    assert main([str(manifest), "--validate-jobs", "2"]) == 0  # rerun: everything from the cache
     stats = json.loads((tmp_path / "validate_stats.json").read_text())
     assert "validate_jobs_run" not in stats["counts"] and stats["counts"]["validate_cached"] == 3 + 1
     assert manifest.read_text() == first
@@ -73,7 +73,7 @@ def test_cli_validates_rewrites_and_caches(tmp_path):
 def test_cli_help_and_missing_manifest(tmp_path):
     done = subprocess.run([sys.executable, "-m", "scraper.validate", "--help"], cwd=REPO_ROOT,
                           capture_output=True, text=True, check=True)
-    assert "--jobs" in done.stdout and "compiles" in done.stdout
+    assert "--validate-jobs" in done.stdout and "compiles" in done.stdout
     assert main([str(tmp_path / "absent.jsonl")]) == 2
 
 
@@ -214,7 +214,7 @@ def test_lines_that_are_not_records_keep_their_own_number_and_text(tmp_path):
     write_jsonl(manifest, [KernelRecord(name="copy", code=GOOD, source="github")])
     with open(manifest, "a") as handle:
         handle.write('{"torn": \n\n{"name": "no code"}\n[1, 2]\n')
-    assert main([str(manifest), "--level", "parses"]) == 0
+    assert main([str(manifest), "--validate", "parses"]) == 0
     rejects = [(r["line"], r["text"]) for r in iter_jsonl(tmp_path / "validate_rejects.jsonl")]
     assert rejects == [(2, '{"torn": '), (4, '{"name": "no code"}'), (5, "[1, 2]")]
     lines = manifest.read_text().splitlines()

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from tqdm import tqdm
 
+from scraper.progress import progress
 from scraper.dataset.item import Item
 from scraper.records import KERNELS, KernelRecord, read_records
 from scraper.repos import MAX_SCAN_BYTES, SKIP_DIRS
@@ -88,7 +88,7 @@ def python_files(root: Path) -> Iterator[Path]:
 def scan_folder(root: Path, stats: Stats) -> list[KernelRecord]:
     """Records for every jit kernel in the .py files under `root` (source="github", repo=None)."""
     records = []
-    for file in tqdm(list(python_files(root)), desc=f"scan {root.name}", unit="file", disable=None):
+    for file in progress(list(python_files(root)), desc=f"scan {root.name}", unit="file"):
         records.extend(scan_file(file, root, stats))
     return records
 

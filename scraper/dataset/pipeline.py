@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from tqdm import tqdm
 
+from scraper.progress import progress
 from scraper.dataset import card, decontam, dedup, filters, load, outputs, schema, split, tokens, write
 from scraper.dataset.item import Item
 from scraper.fileio import atomic_write_json, atomic_write_text
@@ -145,7 +145,7 @@ def deduplicate(items: list[Item], near_threshold: float, rejects: Rejects) -> t
 
 
 def _band_progress(bands):
-    return tqdm(bands, desc="near dedup (LSH bands)", unit="band", disable=None)
+    return progress(bands, desc="near dedup (LSH bands)", unit="band")
 
 
 def _reject_duplicates(result: dedup.DedupResult, reason: str, rejects: Rejects) -> None:

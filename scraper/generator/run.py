@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from tqdm import tqdm
 
+from scraper.progress import progress
 from scraper.generator.archives import ArchiveError, read_repository
 from scraper.generator.closure import extract_closure
 from scraper.generator.detect import decorator_roots
@@ -326,7 +326,7 @@ def run(locations: list[Path], out_dir: Path, manifest: dict, jobs: int, force: 
     rejects = Rejects(out_dir / REJECTS, stats)
     rejects.reset(keep=lambda row: row.get("archive") not in redo)
     tasks = [Task(str(location), str(out_dir), manifest, allowed_imports) for location in todo]
-    with tqdm(total=len(tasks), unit="repo", desc="repositories", disable=None) as bar:
+    with progress(total=len(tasks), unit="repo", desc="repositories") as bar:
         for result in _results(tasks, jobs):
             owned.claim(sorted({record.file.split("/")[0] for record in result.records if record.file}))
             _collect(result, out_dir, steps, stats, rejects, validated)

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
+from scraper.progress import progress
 from scraper.github.client import GitHubClient, GitHubError, RateLimitTooLong
 from scraper.github.download import (
     DOWNLOAD_DEADLINE, RepoInfo, Skip, download_archive, fetch_commit, fetch_info, manifest_entry,
@@ -109,7 +108,7 @@ class Stage:
 
     def run_local(self) -> int:
         """--local: ingest each path; no network."""
-        for arg in tqdm(self.options.local, desc="local", unit="repo", disable=None):
+        for arg in progress(self.options.local, desc="local", unit="repo"):
             try:
                 status, entry = ingest(arg, self.dir, self.options.max_bytes)
             except (LocalError, OSError, zipfile.BadZipFile) as exc:  # BadZipFile: refused by zipsafe's counting pass
@@ -194,13 +193,13 @@ class Stage:
 
     def repo_search(self, found: dict[str, Candidate], report: SearchReport) -> None:
         items = search_repositories(self.client, self.options.query, self.options.min_stars, report)
-        for item in tqdm(items, desc="repo search", unit="repo", disable=None):
+        for item in progress(items, desc="repo search", unit="repo"):
             found.setdefault(item["full_name"].lower(), Candidate(item["full_name"], RepoInfo.from_api(item)))
             self.stats.inc("found_repo_search")
 
     def code_search(self, found: dict[str, Candidate], report: SearchReport) -> None:
         items = search_code_repositories(self.client, self.options.code_query, report)
-        for repo in tqdm(items, desc="code search", unit="repo", disable=None):
+        for repo in progress(items, desc="code search", unit="repo"):
             self.stats.inc("found_code_search")
             if repo["full_name"].lower() not in found:
                 self.stats.inc("found_code_search_only")
@@ -225,8 +224,7 @@ class Stage:
         candidates = list(candidates)
         self.manifest = read_manifest(self.dir)
         self.no_triton = read_latest(self.dir / NO_TRITON)
-        with logging_redirect_tqdm(), tqdm(total=len(candidates), desc="download", unit="repo",
-                                           disable=None) as bar, \
+        with progress(total=len(candidates), desc="download", unit="repo") as bar, \
                 ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
             futures = [pool.submit(self.fetch_one, candidate) for candidate in candidates]
             try:

@@ -17,8 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Sequence
 
-from tqdm import tqdm
 
+from scraper.progress import progress
 from scraper.inductor.kernel import KernelModuleError, clean_kernel
 from scraper.inductor.layout import (
     FX_GRAPH,
@@ -66,7 +66,7 @@ def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = 
     planned = plan_graphs(paths, FolderAllocator(out_dir), stats, rejects)
     written = 0
     with ManifestWriter(out_dir / KERNELS) as writer:
-        for folder in sorted(set(planned) | set(earlier)):
+        for folder in progress(sorted(set(planned) | set(earlier)), desc="graphs", unit="graph"):
             records = earlier[folder] if folder not in planned else run_chain(planned[folder], out_dir, steps,
                                                                                stats, rejects)
             if folder in planned and records != earlier.get(folder):
@@ -101,7 +101,7 @@ def plan_graphs(paths: list[Path], allocator: FolderAllocator, stats: Stats, rej
     """The folder of every readable output_code.py (allocated in input order, so the first of two same-named
     graphs keeps the plain name), by folder."""
     planned = {}
-    for path in tqdm(paths, desc="graphs (plan)", unit="graph", disable=None):
+    for path in progress(paths, desc="graphs (read)", unit="graph"):
         text, content, lossy = read_text(path, stats, rejects)
         if text is None:
             continue

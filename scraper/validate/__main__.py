@@ -14,17 +14,18 @@ import logging
 import sys
 from pathlib import Path
 
-from scraper.cli import add_logging_args, setup_logging
+from scraper.cli import add_logging_args, deprecated_alias, setup_logging
 from scraper.records import atomic_write_json
 from scraper.sandbox import SandboxUnavailable
 from scraper.stats import Stats
-from scraper.validate.api import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LEVELS, VALIDATE_CACHE, validate_manifest
+from scraper.validate.api import LEVELS, VALIDATE_CACHE, add_validate_args, options_from_args, validate_manifest
 
 log = logging.getLogger("scraper.validate")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """Command-line options."""
+    """Command-line options: the stages' validate flags (--validate LEVEL, --validate-jobs, ...), the older
+    names of this command (--level, --jobs, --timeout, --memory-mb, --cache) kept as deprecated aliases."""
     parser = argparse.ArgumentParser(
         prog="python -m scraper.validate",
         description="Check every kernel of a kernels.jsonl manifest: parses (ast), imports (runs the module in a "
@@ -33,22 +34,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                     "Fills parses/imports/compiles/validation and writes the manifest again atomically (lines that are "
                     "not records are kept as they are).")
     parser.add_argument("manifest", type=Path, help="a kernels.jsonl written by one of the stages")
-    parser.add_argument("--level", choices=LEVELS, default="compiles",
-                        help="highest level to check (default: compiles)")
-    parser.add_argument("--jobs", "-j", type=int, default=None, help="sandbox workers (default: cores)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help=f"seconds per check before it is killed (default {DEFAULT_TIMEOUT:g})")
-    parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
-                        help=f"memory a module may allocate, RLIMIT_AS on top of the worker (default "
-                             f"{DEFAULT_MEMORY_MB})")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="result cache (default: validate_cache.jsonl beside the manifest)")
+    add_validate_args(parser)
+    parser.set_defaults(validate="compiles")
     parser.add_argument("--no-cache", action="store_true", help="check everything again, write no cache")
-    parser.add_argument("--unsafe-no-sandbox", action="store_true",
-                        help="run imports/compiles even where the bubblewrap sandbox cannot run (scraped code "
-                             "could then read your files); without it they are refused there")
+    for old, new, dest, kind in (("--level", "--validate", "validate", str), ("--jobs", "--validate-jobs",
+                                 "validate_jobs", int), ("-j", "--validate-jobs", "validate_jobs", int),
+                                 ("--timeout", "--validate-timeout", "validate_timeout", float),
+                                 ("--memory-mb", "--validate-memory-mb", "validate_memory_mb", int),
+                                 ("--cache", "--validate-cache", "validate_cache", str)):
+        deprecated_alias(parser, old, new, dest, type=kind)
     add_logging_args(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.validate not in LEVELS:
+        parser.error(f"--validate/--level must be one of {', '.join(LEVELS)}")
+    return args
 
 
 def main(argv=None) -> int:
@@ -61,11 +60,11 @@ def main(argv=None) -> int:
         return 2
     folder = args.manifest.parent
     stats = Stats("validate")
-    cache = None if args.no_cache else (args.cache or folder / VALIDATE_CACHE)
+    options = options_from_args(args, str(folder / VALIDATE_CACHE))
+    if args.no_cache:
+        options["cache_path"] = None
     try:
-        fractions = validate_manifest(args.manifest, stats, levels=(args.level,), jobs=args.jobs,
-                                      timeout=args.timeout, memory_mb=args.memory_mb, cache_path=cache,
-                                      unsafe_no_sandbox=args.unsafe_no_sandbox)
+        fractions = validate_manifest(args.manifest, stats, **options)
     except SandboxUnavailable as exc:
         log.error("%s", exc)
         return 2

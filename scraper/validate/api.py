@@ -17,8 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Optional
 
-from tqdm import tqdm
 
+from scraper.progress import progress
 from scraper.cli import default_jobs
 from scraper.records import KernelRecord, ManifestWriter, iter_jsonl_lines, record_of_line
 from scraper.sandbox import SandboxUnavailable, require_wall
@@ -151,7 +151,7 @@ def _run_level(records, level, pool_of, cache, version, timeout, memory_mb, stat
     if not pending:
         return
     jobs = [dict(make_job(same[0], level, timeout, memory_mb), key=key) for key, same in pending.items()]
-    with tqdm(total=len(jobs), desc=f"validate {level}", unit="kernel", disable=None) as bar:
+    with progress(total=len(jobs), desc=f"validate {level}", unit="kernel") as bar:
         def on_result(job: dict, result: dict) -> None:
             cache.put(job["key"], result, timeout)
             for record in pending[job["key"]]:  # duplicates share one check

@@ -1,0 +1,92 @@
+"""What every command line of the pipeline shares: logging, exit statuses, flag aliases, the version, jobs.
+
+Exit statuses (the same for every stage; README "Exit statuses"):
+    0  the stage produced what it was asked for
+    1  it ran, but produced nothing (no kernel found, every download failed, no row left)
+    2  it could not run: bad arguments, an output it may not write, no sandbox for scraped code
+    3  an input it was given is missing or unreadable (the others were processed); --keep-going makes that 0
+       when something was produced
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib import metadata
+
+from scraper.progress import TqdmHandler
+
+EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_MISSING_INPUT = 0, 1, 2, 3
+log = logging.getLogger("scraper.cli")
+
+
+def version() -> str:
+    """The installed package's version (the source tree's when it is not installed)."""
+    try:
+        return metadata.version("triton-data")
+    except metadata.PackageNotFoundError:
+        return "0.2.0+source"
+
+
+def add_logging_args(parser) -> None:
+    """`-v/--verbose`, `-q/--quiet` and `--version` on an argparse parser."""
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument("--version", action="version", version=f"triton-data {version()}")
+
+
+def add_keep_going(parser) -> None:
+    """`--keep-going`: a missing input is reported but does not change the exit status."""
+    parser.add_argument("--keep-going", action="store_true",
+                        help="exit 0 when something was produced even if some input is missing (default: exit 3)")
+
+
+def setup_logging(args=None) -> None:
+    """Messages to stderr, printed above any progress bar; level from -v/-q (or TRITON_DATA_LOG_LEVEL)."""
+    level = os.environ.get("TRITON_DATA_LOG_LEVEL", "INFO").upper()
+    if args is not None and getattr(args, "verbose", False):
+        level = "DEBUG"
+    elif args is not None and getattr(args, "quiet", False):
+        level = "WARNING"
+    handler = TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def exit_status(produced: bool, missing_inputs: int, keep_going: bool = False) -> int:
+    """The exit status of a run that produced something or nothing, with `missing_inputs` inputs it could not
+    read (see the table above)."""
+    if not produced:
+        return EXIT_NOTHING
+    return EXIT_MISSING_INPUT if missing_inputs and not keep_going else EXIT_OK
+
+
+class _Deprecated(argparse.Action):
+    """An old flag name: stores into the new one's destination and says which name to use."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+def deprecated_alias(parser, old: str, new: str, dest: str, flag: bool = False, **kwargs) -> None:
+    """Keep `old` working as `new` (same destination, hidden from --help, a warning when used); `flag` for an
+    option that takes no value."""
+    if flag:
+        kwargs["nargs"] = 0
+    parser.add_argument(old, dest=dest, action=_Deprecated, new=new, help=argparse.SUPPRESS,
+                        default=argparse.SUPPRESS, **kwargs)
+
+
+def default_jobs() -> int:
+    """Worker processes to use by default: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,104 @@
+"""Find GitHub repositories with Triton kernels and download them, pinned to a commit, with a manifest.
+
+Examples:
+  GITHUB_TOKEN=... python scrape_github.py                     # search (repositories + code) and download
+  python scrape_github.py --repos repos.txt                    # these owner/name repositories only
+  python scrape_github.py --local ~/src/flash-attention ~/x.zip=owner/name   # offline: clones / zips
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from dotenv import find_dotenv, load_dotenv
+
+from scraper.cli import (EXIT_MISSING_INPUT, EXIT_OK, EXIT_USAGE, add_keep_going, add_logging_args, deprecated_alias,
+                         setup_logging)
+from scraper.fileio import claim_output
+from scraper.github import DEFAULT_API_URL, GitHubClient, Options, run
+from scraper.github.local import parse_local_arg
+from scraper.github.manifest import DOWNLOAD_MANIFEST, NO_TRITON
+from scraper.paths import DEFAULT_DOWNLOAD_DIR as DEFAULT_DIR
+from scraper.stats import ERRORS, REJECTS, STATS
+
+OUTPUT_FILES = (DOWNLOAD_MANIFEST, NO_TRITON, "candidates.txt", STATS, REJECTS, ERRORS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see docs/github.md)."""
+    defaults = Options(download_dir=DEFAULT_DIR)
+    parser = argparse.ArgumentParser(
+        prog="scrape_github.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Environment: GITHUB_TOKEN (or a .env file) for auth; GITHUB_API_URL for GitHub Enterprise or a "
+               f"test server (default {DEFAULT_API_URL}). Outputs in the download folder: <owner>__<name>.zip, "
+               "manifest.jsonl, candidates.txt, stats.json, rejects.jsonl, errors.csv, no_triton.jsonl.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--repos", type=Path, metavar="FILE", help="download the owner/name repositories listed in "
+                        "FILE (one per line, # comments) instead of searching")
+    source.add_argument("--local", nargs="+", metavar="PATH[=OWNER/NAME]", default=[],
+                        help="offline: ingest git clones, folders or zip archives into the download folder")
+    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_DIR, help="the download folder: where archives "
+                        "and manifest.jsonl go (default: %(default)s)")
+    deprecated_alias(parser, "--download-dir", "-o/--output", "output", type=Path)
+    parser.add_argument("--search", choices=("repo", "code", "both"), default=defaults.search,
+                        help="discovery: repository search, code search (needs a token), or both (default)")
+    parser.add_argument("--query", default=defaults.query, help="repository search query, without stars: "
+                        "(default: %(default)r)")
+    parser.add_argument("--code-query", default=defaults.code_query, help="code search query, without size: "
+                        "(default: %(default)r)")
+    parser.add_argument("--min-stars", type=int, default=defaults.min_stars, help="(default: %(default)s)")
+    parser.add_argument("--max-size-mb", type=float, default=defaults.max_size_mb,
+                        help="skip repositories (GitHub size) and archives above this; 0 = no cap "
+                        "(default: %(default)s)")
+    parser.add_argument("--max-repos", type=int, help="fetch at most this many of the candidates")
+    parser.add_argument("--jobs", "-j", type=int, default=defaults.jobs, help="parallel downloads "
+                        "(default: %(default)s)")
+    parser.add_argument("--refresh", action="store_true", help="re-check finished repositories and download again "
+                        "those whose default branch moved")
+    parser.add_argument("--no-confirm", dest="confirm", action="store_false",
+                        help="keep archives with no .py file mentioning triton and jit")
+    parser.add_argument("--discover-only", action="store_true", help="search, write candidates.txt, download nothing")
+    parser.add_argument("--max-wait", type=float, default=3700.0, help="longest rate-limit wait in seconds; a longer "
+                        "one stops the run (rerun to resume) (default: %(default)s)")
+    parser.add_argument("--retries", type=int, default=5, help="retries on 5xx and dropped connections "
+                        "(default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP read (default: %(default)s)")
+    add_keep_going(parser)
+    add_logging_args(parser)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Parse arguments, build the client from the environment, run the stage."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.repos and not args.repos.is_file():
+        parser.error(f"--repos {args.repos}: no such file")
+    setup_logging(args)
+    if not args.verbose:  # urllib3 logs each retry; the summary counts them (http_retries)
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+    load_dotenv(find_dotenv(usecwd=True), override=False)  # the environment wins over .env
+    client = GitHubClient(os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL, os.environ.get("GITHUB_TOKEN"),
+                          timeout=args.timeout, retries=args.retries, max_wait=args.max_wait)
+    if args.search == "code" and not (args.repos or args.local) and not client.has_token:
+        print("error: code search needs a token: set GITHUB_TOKEN (environment or .env)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        claim_output(args.output, "scrape_github", OUTPUT_FILES,
+                     adopt=lambda folder: (folder / DOWNLOAD_MANIFEST).is_file())
+    except (FileExistsError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    options = Options(download_dir=args.output, query=args.query, code_query=args.code_query,
+                      min_stars=args.min_stars, search=args.search, repos_file=args.repos, local=args.local,
+                      max_size_mb=args.max_size_mb or None, max_repos=args.max_repos, jobs=args.jobs,
+                      refresh=args.refresh, confirm=args.confirm, discover_only=args.discover_only)
+    status = run(options, client)
+    missing = [arg for arg in args.local if not parse_local_arg(arg)[0].exists()]
+    if status == EXIT_OK and missing and not args.keep_going:
+        return EXIT_MISSING_INPUT
+    return status

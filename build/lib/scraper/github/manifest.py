@@ -1,0 +1,91 @@
+"""The download folder's manifest: one JSON line per repository archive (the latest line for a name wins).
+
+Line format (shared contract with the generator): full_name, commit_sha, default_branch, stars, license (SPDX id
+or null), size_kb, archive (file name in the download folder), sha256, fetched_at (ISO-8601 UTC), origin
+("github" | "local"), html_url; plus `archive_bytes` and `triton_files` (count of .py files that mention triton
+and jit) which readers may ignore.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import threading
+import zipfile
+from pathlib import Path
+from typing import Optional
+
+from scraper.fileio import append_jsonl
+from scraper.repos import (  # noqa: F401  (re-exported: the GitHub stage's names for the shared facts)
+    DOWNLOAD_MANIFEST,
+    FULL_NAME,
+    archive_name,
+    latest_by_full_name as read_latest,
+    read_download_manifest as read_manifest,
+    repo_of_archive as full_name_of_archive,
+    top_folder,
+)
+
+log = logging.getLogger(__name__)
+
+NO_TRITON = "no_triton.jsonl"  # repositories whose archive had no Triton code, so reruns skip them
+PART_SUFFIX = ".part"
+
+_append_lock = threading.Lock()
+
+
+
+
+
+
+
+
+def utc_now() -> str:
+    """Current time as ISO-8601 UTC with a Z, to the second."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+
+
+def append_entry(download_dir: Path, entry: dict, file_name: str = DOWNLOAD_MANIFEST) -> None:
+    """Append one complete manifest line (thread-safe; a crash loses at most this line)."""
+    with _append_lock:
+        append_jsonl(Path(download_dir) / file_name, entry)
+
+
+def archive_ok(path: Path, expected_bytes: Optional[int] = None) -> bool:
+    """True when `path` is a zip whose central directory reads and whose size matches `expected_bytes`."""
+    try:
+        if expected_bytes is not None and path.stat().st_size != expected_bytes:
+            return False
+        with zipfile.ZipFile(path) as archive:
+            archive.infolist()
+        return True
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def is_finished(download_dir: Path, entry: Optional[dict]) -> bool:
+    """A manifest entry whose archive is on disk, opens as a zip and has the recorded size."""
+    if not entry or not entry.get("archive"):
+        return False
+    return archive_ok(Path(download_dir) / entry["archive"], entry.get("archive_bytes"))
+
+
+def remove_partials(download_dir: Path) -> int:
+    """Delete temporary `.part` files a killed run left behind; returns how many."""
+    removed = 0
+    for part in Path(download_dir).glob(f".*{PART_SUFFIX}"):
+        part.unlink(missing_ok=True)
+        removed += 1
+    return removed

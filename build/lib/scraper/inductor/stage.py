@@ -1,0 +1,320 @@
+"""The Inductor stage: torch_compile_debug folders -> inductor_kernels/ (files, kernels.jsonl, stats.json).
+
+For each graph (one output_code.py): every embedded Triton kernel becomes a KernelRecord (clean code + original
+text + provenance) and a file `<model>/<graph>/kernels/<name>.py`; the graph's output_code.py and
+fx_graph_readable.py are copied beside them. Nothing is executed.
+
+Reruns: the manifest is keyed by graph folder. A rerun re-extracts the graphs it is given, replaces their
+records and keeps the records of other graphs (from earlier runs on other inputs), in folder order, so the same
+input always gives the same kernels.jsonl, and several debug folders can be added one run at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, NamedTuple, Optional, Sequence
+
+
+from scraper.progress import progress
+from scraper.inductor.kernel import KernelModuleError, clean_kernel
+from scraper.inductor.layout import (
+    FX_GRAPH,
+    OUTPUT_CODE,
+    PROVENANCE,
+    FolderAllocator,
+    Graph,
+    describe_graph,
+    find_output_codes,
+    module_name,
+    safe_name,
+)
+from scraper.inductor.output_code import EmbeddedKernel, parse_comment, read_fallback_source, read_output_code
+from scraper.records import KERNELS, KernelRecord, ManifestWriter, atomic_write_bytes, iter_records
+from scraper.stats import REJECTS, STATS, Rejects, Stats
+
+log = logging.getLogger(__name__)
+# An output_code.py larger than this is not one Inductor wrote (the largest real ones are a few MB).
+MAX_OUTPUT_CODE_BYTES = 256 * 1024 * 1024
+
+
+Step = Callable[[list[KernelRecord]], list[KernelRecord]]
+
+
+def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = None,
+                    steps: Sequence[Step] = ()) -> Stats:
+    """Extract every Triton kernel below `inputs` into `out_dir`; returns the run's Stats (also saved as
+    stats.json). Bad inputs are reported, counted and skipped; the run goes on.
+
+    The stage is one chain: each graph's records are extracted, passed through `steps` (e.g. attaching the
+    PyTorch side, validating; each `step(records) -> records`) and written to kernels.jsonl as they stream, in
+    the order of their graph folders, together with the records other runs put there (written once: the file
+    replaces the old one when the run ends)."""
+    stats = stats or Stats("inductor")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output {out_dir} exists and is not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rejects = Rejects(out_dir / REJECTS, stats)
+    rejects.reset()
+    paths, problems = find_output_codes(inputs, skip=out_dir)
+    for root, reason in problems:
+        log.error("input %s %s", root, reason)
+        stats.error("input", str(root), f"input {reason}")
+    earlier = earlier_records(out_dir / KERNELS, stats)
+    planned = plan_graphs(paths, FolderAllocator(out_dir), stats, rejects)
+    written = 0
+    with ManifestWriter(out_dir / KERNELS) as writer:
+        for folder in progress(sorted(set(planned) | set(earlier)), desc="graphs", unit="graph"):
+            records = earlier[folder] if folder not in planned else run_chain(planned[folder], out_dir, steps,
+                                                                               stats, rejects)
+            if folder in planned and records != earlier.get(folder):
+                stats.inc("manifest_records_changed", len(records))
+            for record in records:
+                writer.write(record)
+            written += len(records)
+    stats.inc("manifest_records", written)
+    stats.save(out_dir / STATS)
+    return stats
+
+
+def run_chain(item: "PlannedGraph", out_dir: Path, steps: Sequence[Step], stats: Stats, rejects: Rejects
+              ) -> list[KernelRecord]:
+    """Extract one graph and pass its records through the steps."""
+    records = extract_graph(item, out_dir, stats, rejects)
+    for step in steps:
+        records = step(records)
+    return records
+
+
+class PlannedGraph(NamedTuple):
+    """One output_code.py with the folder it goes to."""
+
+    path: Path
+    graph: Graph
+    folder: str
+
+
+def plan_graphs(paths: list[Path], allocator: FolderAllocator, stats: Stats, rejects: Rejects
+                ) -> dict[str, PlannedGraph]:
+    """The folder of every readable output_code.py (allocated in input order, so the first of two same-named
+    graphs keeps the plain name), by folder."""
+    planned = {}
+    for path in progress(paths, desc="graphs (read)", unit="graph"):
+        text, content, lossy = read_text(path, stats, rejects)
+        if text is None:
+            continue
+        graph = describe_graph(path, content)
+        graph.lossy_text = lossy
+        folder = allocator.folder_for(graph)
+        planned[folder] = PlannedGraph(path, graph, folder)
+    return planned
+
+
+def extract_graph(item: PlannedGraph, out_dir: Path, stats: Stats, rejects: Rejects) -> list[KernelRecord]:
+    """Extract one output_code.py into its graph folder; returns the graph's records."""
+    path, graph, folder = item
+    text, content, _ = read_text(path, None, None)  # read again: planning kept only the folder, not the bytes
+    if text is None:
+        stats.error("read", str(path), "gone or unreadable since the run started")
+        return []
+    stats.inc("graphs")
+    if folder != f"{safe_name(graph.model)}/{graph.graph}":
+        stats.inc("graphs_renamed_same_name_other_run")
+    target = out_dir / folder
+    # provenance.json first: it claims the folder for this run before anything else lands there.
+    mark = json.dumps(FolderAllocator.mark(folder, graph), indent=2, sort_keys=True) + "\n"
+    write_if_changed(target / PROVENANCE, mark.encode("utf-8"))
+    write_if_changed(target / OUTPUT_CODE, content)
+    has_fx = copy_fx_graph(graph, target, stats)
+    embedded = read_output_code(text, str(path))
+    report_damage(path, embedded, stats, rejects)
+    records = []
+    for kernel in embedded.kernels:
+        record = kernel_record(kernel, graph, folder, has_fx, stats, rejects)
+        if record is not None:
+            records.append(record)
+    records = unique_files(records, stats)
+    write_kernel_files(target, folder, records)
+    stats.inc("kernels", len(records))
+    for record in records:
+        stats.inc(f"kernels_{record.kind}")
+    return records
+
+
+def read_text(path: Path, stats: Optional[Stats], rejects: Optional[Rejects]) -> tuple[Optional[str], bytes, bool]:
+    """The file's text, its bytes, and whether the text is lossy: non-UTF-8 bytes are replaced by U+FFFD (and
+    counted) so the rest can still be read. The text is None when the file cannot be read. Problems are
+    reported to `stats` and `rejects` (not at all when they are None: a second read of a planned file)."""
+    try:
+        if path.stat().st_size > MAX_OUTPUT_CODE_BYTES:
+            raise OSError(f"larger than {MAX_OUTPUT_CODE_BYTES} bytes")
+        content = path.read_bytes()
+    except OSError as exc:
+        if stats is not None:
+            log.error("cannot read %s: %s", path, exc)
+            stats.error("read", str(path), exc)
+            rejects.add("unreadable", output_code=str(path), error=str(exc))
+        return None, b"", False
+    try:
+        return content.decode("utf-8-sig"), content, False  # -sig: an editor's byte-order mark is not code
+    except UnicodeDecodeError as exc:
+        if stats is not None:
+            log.warning("%s is not UTF-8 (%s); reading it with the bad bytes replaced", path, exc)
+            stats.error("decode", str(path), f"not UTF-8: {exc.reason} at byte {exc.start}")
+        return content.decode("utf-8-sig", errors="replace"), content, True
+
+
+def copy_fx_graph(graph: Graph, target: Path, stats: Stats) -> bool:
+    """Copy the graph's fx_graph_readable.py beside its kernels; False (counted) when there is none."""
+    try:
+        content = graph.fx_graph.read_bytes()
+    except OSError:
+        stats.inc("graphs_without_fx_graph")
+        return False
+    write_if_changed(target / FX_GRAPH, content)
+    return True
+
+
+def report_damage(path: Path, embedded, stats: Stats, rejects: Rejects) -> None:
+    """Count what a damaged or kernel-less output_code.py lost or lacked."""
+    if embedded.salvaged:
+        kept = len(embedded.kernels)
+        message = f"does not parse ({embedded.parse_error}); kept the {kept} kernels before the damage"
+        log.error("%s %s, lost %d", path, message, embedded.lost_kernels)
+        stats.error("parse", str(path), message)
+        stats.inc("kernels_lost_in_damaged_files", embedded.lost_kernels)
+        rejects.add("output_code_does_not_parse", output_code=str(path), error=embedded.parse_error,
+                    kernels_kept=len(embedded.kernels), kernels_lost=embedded.lost_kernels)
+    if embedded.kernels:
+        stats.inc("graphs_with_triton_kernels")
+    elif embedded.other_kernels:
+        log.info("%s has no Triton kernels (%d C++/other kernels): a CPU graph", path, embedded.other_kernels)
+        stats.inc("graphs_cpu_only")
+    elif not embedded.salvaged:
+        stats.inc("graphs_without_kernels")
+    stats.inc("non_triton_kernels_skipped", embedded.other_kernels)
+
+
+def kernel_record(
+    kernel: EmbeddedKernel, graph: Graph, folder: str, has_fx: bool, stats: Stats, rejects: Rejects
+) -> Optional[KernelRecord]:
+    """The record of one embedded kernel, or None (rejected with its reason)."""
+    where = f"{graph.output_code}:{kernel.lineno}"
+    source = kernel.source
+    if source is None:
+        source = read_fallback_source(kernel)
+        kernel.source_from = "kernel_path" if source is not None else "missing"
+        stats.inc(f"kernels_source_{kernel.source_from}")
+    if source is None:
+        return _reject(rejects, stats, "no_source", where, kernel, "no embedded source and no kernel path file")
+    if graph.lossy_text and "\ufffd" in source:
+        return _reject(rejects, stats, "not_utf8", where, kernel, "kernel text holds bytes that are not UTF-8")
+    try:
+        clean = clean_kernel(source, kernel.name)
+    except KernelModuleError as exc:
+        return _reject(rejects, stats, "kernel_does_not_parse", where, kernel, str(exc))
+    info = parse_comment(kernel.comment)
+    name = module_name(kernel.name)
+    return KernelRecord(
+        name=kernel.name,
+        code=clean.code,
+        source="inductor",
+        kind=clean.kind,
+        original=source,
+        file=f"{folder}/kernels/{name}.py",
+        model=graph.model,
+        graph=graph.graph,
+        run_dir=graph.run_dir,
+        output_code=f"{folder}/{OUTPUT_CODE}",
+        fx_graph=f"{folder}/{FX_GRAPH}" if has_fx else None,
+        comment=kernel.comment,
+        aten_ops=info.get("aten_ops", []),
+        source_nodes=info.get("source_nodes", []),
+        graph_fragment=info.get("graph_fragment"),
+        signature=clean.signature,
+        constants=clean.constants,
+        launch=clean.launch,
+        extra=_extra(kernel, graph, info, clean.dropped_statements),
+    )
+
+
+def _extra(kernel: EmbeddedKernel, graph: Graph, info: dict, dropped: list) -> dict:
+    extra = {
+        "graph_kind": graph.graph_kind,
+        "variable": kernel.variable,
+        "name_passed": kernel.name_passed,
+        "lineno": kernel.lineno,
+        "source_from": kernel.source_from,
+        "kernel_path": info.get("kernel_path"),
+        "source_node_mapping": info.get("source_node_mapping"),
+        "dropped_statements": dropped,
+        "input_output_code": str(graph.output_code),
+    }
+    if "original_path" in info:
+        extra["original_path"] = info["original_path"]
+    return extra
+
+
+def _reject(rejects: Rejects, stats: Stats, reason: str, where: str, kernel: EmbeddedKernel, message: str) -> None:
+    log.warning("%s: kernel %s skipped: %s", where, kernel.name, message)
+    stats.error("extract", where, message)
+    rejects.add(reason, where=where, name=kernel.name, error=message)
+    return None
+
+
+def unique_files(records: list[KernelRecord], stats: Stats) -> list[KernelRecord]:
+    """Give two kernels of one graph that map to the same file name distinct files (`<name>__2.py`)."""
+    seen: dict[str, int] = defaultdict(int)
+    for record in records:
+        seen[record.file] += 1
+        if seen[record.file] > 1:
+            stats.inc("kernels_same_name_in_graph")
+            record.file = record.file.removesuffix(".py") + f"__{seen[record.file]}.py"
+    return records
+
+
+def write_kernel_files(target: Path, folder: str, records: list[KernelRecord]) -> None:
+    """Write each record's clean code to its file; remove kernel files a previous run left that are gone now."""
+    kernels_dir = target / "kernels"
+    wanted = {Path(record.file).name for record in records}
+    if kernels_dir.is_dir():
+        for stale in kernels_dir.glob("*.py"):
+            if stale.name not in wanted:
+                stale.unlink()
+    for record in records:
+        write_if_changed(target.parent.parent / record.file, record.code.encode("utf-8"))
+
+
+def write_if_changed(path: Path, content: bytes) -> None:
+    """Write `content` atomically unless the file already holds exactly that (reruns then write nothing)."""
+    try:
+        if path.stat().st_size == len(content) and path.read_bytes() == content:
+            return
+    except OSError:
+        pass
+    atomic_write_bytes(path, content)
+
+
+def earlier_records(path: Path, stats: Stats) -> dict[str, list[KernelRecord]]:
+    """The records an earlier run wrote to kernels.jsonl, by graph folder; records of graph folders someone deleted
+    since (they would point at nothing) are left out and counted."""
+    latest: dict[str, KernelRecord] = {}  # file -> record; a later line for the same file wins
+    if path.exists():
+        for record in iter_records(path, on_error=lambda n, m: stats.error("manifest", str(path), m)):
+            if isinstance(record.file, str) and record.source == "inductor":
+                latest[record.file] = record
+            else:
+                stats.error("manifest", str(path), "line is not an Inductor kernel record")
+    by_folder: dict[str, list[KernelRecord]] = defaultdict(list)
+    for record in latest.values():
+        by_folder[graph_folder(record.file)].append(record)
+    for folder in [f for f in by_folder if not (path.parent / f / PROVENANCE).is_file()]:
+        stats.inc("manifest_records_dropped_folder_gone", len(by_folder.pop(folder)))
+    return dict(by_folder)
+
+
+def graph_folder(file: Optional[str]) -> str:
+    """`<model>/<graph>` of a record's `<model>/<graph>/kernels/<name>.py`."""
+    return str(Path(file or "").parent.parent.as_posix())

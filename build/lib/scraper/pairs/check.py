@@ -1,0 +1,416 @@
+"""The GPU check of pairs: does triton_code compute what python_code computes, and how fast?
+
+    python -m scraper.pairs.check inductor_kernels/pairs.jsonl [--jobs 8] [--timeout 300] [--runs 20]
+
+For each pair a child process (a fresh interpreter: the code is generated, and a kernel can crash the process)
+imports python_code and triton_code from files, builds `Model(*get_init_inputs())` and `ModelNew(...)`, gives
+ModelNew Model's weights (model level: `load_state_dict` with Model's state dict and non-persistent buffers; every
+weight ModelNew holds must be provided), moves both and `get_inputs()` to the GPU, runs ModelNew once (Triton
+compiles its kernels), then, holding a lock on the GPU so that no other child's kernels overlap: runs both under
+no_grad, compares their outputs (scraper.suite.accuracy.compare: the suite's tolerances, with a float64 run of
+Model as the reference where it runs in float64) and times both (CUDA events, median of --runs after --warmup).
+
+The results are written back into pairs.jsonl (rewritten atomically): `pair_correct` (True / False; None when the
+pair could not be checked for a reason that is not the pair's: no GPU, a library the problem needs is missing),
+`speedup` (eager ms / Triton ms) and `check` (the evidence). Without a GPU nothing is checked and every pair stays
+None. A summary (counts, pass rate, speedup quartiles) goes to stderr and to pairs_check.json beside the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from scraper.cli import add_logging_args, setup_logging  # noqa: E402
+from scraper.fileio import atomic_write_json, write_jsonl  # noqa: E402
+from scraper.paths import PACKAGE_PARENT  # noqa: E402
+from scraper.pairs.record import PairRecord, read_pairs  # noqa: E402
+
+log = logging.getLogger("scraper.pairs.check")
+
+CHECK_SUMMARY = "pairs_check.json"
+ENVIRONMENT_ERRORS = ("ModuleNotFoundError", "ImportError")  # the problem needs a library that is not here
+PROBLEM, TRITON, RESULT = "problem.py", "triton_code.py", "result.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scraper.pairs.check", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pairs", type=Path, nargs="?", help="a pairs.jsonl (or the folder holding it)")
+    parser.add_argument("--jobs", type=int, default=8, help="pairs prepared at once (compiling their kernels is "
+                        "CPU work; GPU runs and timing take turns under a lock; default: 8)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per pair (default: 300)")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs of each side (default: 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
+    parser.add_argument("--limit", type=int, help="check only the first N pairs")
+    parser.add_argument("--time-budget", type=float, help="start no pair after this many seconds (the others stay "
+                        "unchecked; a rerun checks them)")
+    parser.add_argument("--recheck", action="store_true", help="check pairs that already have a result too")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: a dry run for tests, "
+                        "kernels interpreted (TRITON_INTERPRET=1), Inductor's CUDA allocations made on the CPU, "
+                        "wall-clock timing; its results are written like a GPU run's (default: cuda)")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # a child's work folder (internal)
+    parser.add_argument("--lock", type=Path, help=argparse.SUPPRESS)
+    add_logging_args(parser)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Check the pairs of a pairs.jsonl; 0 when every checked pair passed, 1 when some failed or nothing could
+    be checked (no GPU), 2 on bad usage."""
+    args = build_parser().parse_args(argv)
+    if args.child is not None:
+        return child_main(args)
+    setup_logging(args)
+    path = args.pairs / "pairs.jsonl" if args.pairs and args.pairs.is_dir() else args.pairs
+    if path is None or not path.is_file():
+        log.error("no pairs file: %s", args.pairs)
+        return 2
+    pairs = read_pairs(path)
+    todo = [p for p in pairs if args.recheck or p.pair_correct is None][: args.limit]
+    if args.device == "cuda" and not gpu_available():
+        print(f"no GPU: {len(todo)} pairs left unchecked (pair_correct stays None)", file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    results = check_all(todo, args)
+    for pair in todo:
+        apply_result(pair, results.get(pair.id))
+    write_jsonl(path, pairs)
+    summary = summarize(todo, time.monotonic() - started)
+    atomic_write_json(path.with_name(CHECK_SUMMARY), summary)
+    print(summary_text(summary), file=sys.stderr)
+    return 0 if summary["failed"] == 0 and summary["checked"] else 1
+
+
+def gpu_available() -> bool:
+    """True when torch sees a CUDA device (asked in a child: this process stays free of CUDA)."""
+    probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
+    try:
+        return subprocess.run([sys.executable, "-c", probe], timeout=120).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def check_all(pairs: list[PairRecord], args: argparse.Namespace) -> dict:
+    """pair id -> the child's result, `--jobs` children at a time."""
+    deadline = time.monotonic() + args.time_budget if args.time_budget is not None else None
+    with tempfile.TemporaryDirectory(prefix="pairs-check-") as scratch:
+        lock = Path(scratch) / "gpu.lock"
+        lock.touch()
+
+        def one(indexed):
+            index, pair = indexed
+            if deadline is not None and time.monotonic() > deadline:
+                return pair.id, None  # not started: stays unchecked
+            return pair.id, run_child(pair, Path(scratch) / f"pair{index}", lock, args)
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            return {key: value for key, value in pool.map(one, enumerate(pairs)) if value is not None}
+
+
+def run_child(pair: PairRecord, folder: Path, lock: Path, args: argparse.Namespace) -> dict:
+    """Write the pair's two files and job, run the child with a timeout, read its result."""
+    folder.mkdir(parents=True)
+    (folder / PROBLEM).write_text(pair.python_code, encoding="utf-8")
+    (folder / TRITON).write_text(pair.triton_code, encoding="utf-8")
+    job = {"pair_level": pair.pair_level, "mode": pair.mode, "dtype": pair.dtype, "runs": args.runs,
+           "warmup": args.warmup, "device": args.device}
+    (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    argv = [sys.executable, "-m", "scraper.pairs.check", "--child", str(folder), "--lock", str(lock)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    if args.device == "cpu":
+        env["TRITON_INTERPRET"] = "1"
+    started = time.monotonic()
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=args.timeout,
+                              cwd=folder, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "phase": "timeout", "error": f"timed out after {args.timeout:g} s"}
+    result = read_json(folder / RESULT)
+    if result is None:
+        tail = (done.stderr or "").strip().splitlines()[-1:] or ["(no output)"]
+        return {"ok": False, "phase": "crashed", "error": f"exit status {done.returncode}: {tail[0][:300]}"}
+    result["seconds"] = round(time.monotonic() - started, 3)
+    return result
+
+
+def read_json(path: Path) -> Optional[dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def apply_result(pair: PairRecord, result: Optional[dict]) -> None:
+    """pair_correct, speedup and check from a child's result (None: the pair could not be judged)."""
+    if result is None:
+        return
+    environment = result.get("error_class") in ENVIRONMENT_ERRORS and result.get("phase") in ("import", "build")
+    pair.pair_correct = None if environment else bool(result.get("ok"))
+    pair.speedup = result.get("speedup") if pair.pair_correct else None
+    pair.check = result
+
+
+def summarize(pairs: list[PairRecord], seconds: float) -> dict:
+    """Counts, pass rate and speedup quartiles of the pairs just checked."""
+    passed = [p for p in pairs if p.pair_correct is True]
+    failed = [p for p in pairs if p.pair_correct is False]
+    speedups = sorted(p.speedup for p in passed if p.speedup is not None)
+    phases: dict = {}
+    for pair in failed + [p for p in pairs if p.pair_correct is None]:
+        phase = (pair.check or {}).get("phase") or "unchecked"
+        phases[phase] = phases.get(phase, 0) + 1
+    return {"pairs": len(pairs), "checked": len(passed) + len(failed), "passed": len(passed),
+            "failed": len(failed), "unchecked": len(pairs) - len(passed) - len(failed),
+            "pass_rate": round(len(passed) / max(1, len(passed) + len(failed)), 4),
+            "not_passed_by_phase": phases, "seconds": round(seconds, 1),
+            "speedup": quartiles(speedups)}
+
+
+def quartiles(values: list[float]) -> Optional[dict]:
+    """min, q1, median, q3, max of sorted values (None when empty)."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return {"min": values[0], "q1": values[0], "median": values[0], "q3": values[0], "max": values[0]}
+    q1, median, q3 = statistics.quantiles(values, n=4)
+    return {key: round(value, 3) for key, value in
+            (("min", values[0]), ("q1", q1), ("median", median), ("q3", q3), ("max", values[-1]))}
+
+
+def summary_text(summary: dict) -> str:
+    """The summary as a few lines."""
+    lines = [f"pairs checked {summary['checked']} of {summary['pairs']}: passed {summary['passed']}, failed "
+             f"{summary['failed']}, unchecked {summary['unchecked']} (pass rate {summary['pass_rate']:.1%}) "
+             f"in {summary['seconds']} s"]
+    if summary["not_passed_by_phase"]:
+        lines.append("not passed, by phase: " + json.dumps(summary["not_passed_by_phase"], sort_keys=True))
+    if summary["speedup"]:
+        s = summary["speedup"]
+        lines.append(f"speedup over eager: median {s['median']}x, quartiles {s['q1']}x / {s['q3']}x, "
+                     f"range {s['min']}x - {s['max']}x")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ the child
+
+
+def child_main(args: argparse.Namespace) -> int:
+    """Check the pair in args.child; always writes result.json (unless killed)."""
+    folder = args.child
+    job = json.loads((folder / "job.json").read_text(encoding="utf-8"))
+    result: dict = {"ok": False}
+    try:
+        result.update(check_pair(folder, args.lock, job))
+    except PhaseError as exc:
+        result.update(phase=exc.phase, error_class=type(exc.error).__name__, error=describe(exc.error))
+    (folder / RESULT).write_text(json.dumps(result, default=str), encoding="utf-8")
+    return 0
+
+
+class PhaseError(Exception):
+    def __init__(self, phase: str, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.phase, self.error = phase, error
+
+
+@contextlib.contextmanager
+def phase(name: str):
+    """Turn any exception inside into a PhaseError of `name`."""
+    try:
+        yield
+    except PhaseError:
+        raise
+    except Exception as exc:
+        raise PhaseError(name, exc) from exc
+
+
+def describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:500] if text else ''}".rstrip(": ")
+
+
+def load_module(path: Path, name: str):
+    """Import a file as a fresh module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # triton's JIT reads the kernels' source through the module
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_pair(folder: Path, lock: Path, job: dict) -> dict:
+    """The child's work (module docstring)."""
+    import torch
+
+    from scraper.suite import accuracy
+
+    with phase("import"):
+        problem = load_module(folder / PROBLEM, "pair_problem")
+    with phase("build"):
+        torch.manual_seed(0)
+        init = problem.get_init_inputs()
+        model = problem.Model(*init).eval()
+        inputs = problem.get_inputs()
+    with phase("import_triton"):
+        triton_module = load_module(folder / TRITON, "pair_triton")
+        new = triton_module.ModelNew(*init).eval()
+    with phase("weights"):
+        give_weights(new, model)
+    device = torch.device(job.get("device") or "cuda")
+    if device.type == "cpu":  # the dry run: Inductor's host code allocates with _empty_strided_cuda
+        triton_module.empty_strided_cuda = cpu_empty_strided
+    with phase("to_gpu"):
+        model, new = model.to(device), new.to(device)
+        inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]
+    with phase("triton_compile"), torch.no_grad():
+        new(*clones(inputs))  # the first run JIT-compiles the kernels: CPU work, outside the GPU lock
+        synchronize()
+    with gpu_lock(lock):
+        return judge_and_time(model, new, inputs, job, accuracy)
+
+
+def give_weights(new, model) -> None:
+    """Copy Model's weights into ModelNew by name; every weight ModelNew holds must be provided."""
+    names = dict(new.named_buffers())
+    if not names:
+        return
+    source = {**model.state_dict(), **dict(model.named_buffers())}
+    missing = sorted(set(names) - set(source))
+    if missing:
+        raise KeyError(f"Model has no weight named {missing[0]} ({len(missing)} missing)")
+    new.load_state_dict({name: source[name] for name in names}, strict=False)
+
+
+def cpu_empty_strided(size, stride, dtype):
+    """`empty_strided_cuda` of a dry run on the CPU."""
+    import torch
+
+    return torch.empty_strided(size, stride, dtype=dtype)
+
+
+def synchronize() -> None:
+    """Wait for the GPU (nothing to wait for without one)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def clones(inputs: list) -> list:
+    return [x.clone() if hasattr(x, "clone") else x for x in inputs]
+
+
+@contextlib.contextmanager
+def gpu_lock(path: Optional[Path]):
+    """Exclusive use of the GPU among the check's children (fcntl lock on a shared file)."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def judge_and_time(model, new, inputs: list, job: dict, accuracy) -> dict:
+    """Compare ModelNew with Model (and a float64 Model where possible), then time both."""
+    import copy
+
+    import torch
+
+    with phase("run"), torch.no_grad():
+        reference = accuracy.named_outputs(model(*clones(inputs)))
+        result = accuracy.named_outputs(new(*clones(inputs)))
+        synchronize()
+    fp64 = accuracy.float64_run(copy.deepcopy(model), tuple(clones(inputs)), {}, False, None)
+    mode = job.get("mode") or "inference"
+    dtype = job.get("dtype") or dtype_name(reference)
+    tol = accuracy.tolerance_for(mode, dtype)
+    with phase("compare"):
+        if not reference:
+            raise ValueError("Model returns no tensor: nothing to compare")
+        verdict = accuracy.compare(reference, result, fp64, tol)
+    timer = median_ms if job.get("device", "cuda") == "cuda" else median_wall_ms
+    with phase("timing"), torch.no_grad():
+        eager_ms = timer(lambda: model(*inputs), job["warmup"], job["runs"])
+        triton_ms = timer(lambda: new(*inputs), job["warmup"], job["runs"])
+    return {"ok": verdict.ok, "max_error": verdict.max_error, "tolerance": tol, "compared": verdict.compared,
+            "failures": verdict.failures, "float64_reference": fp64 is not None, "eager_ms": eager_ms,
+            "triton_ms": triton_ms, "speedup": round(eager_ms / triton_ms, 4) if triton_ms else None,
+            "phase": None if verdict.ok else "compare",
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "triton": triton_version()}
+
+
+def dtype_name(named: dict) -> str:
+    """float32 / bfloat16 / float16: the dtype of the first floating-point output."""
+    for tensor in named.values():
+        if tensor.is_floating_point():
+            return str(tensor.dtype).removeprefix("torch.")
+    return "float32"
+
+
+def median_ms(run, warmup: int, runs: int) -> float:
+    """Median milliseconds of `runs` calls of `run`, each between two CUDA events, after `warmup` calls."""
+    import torch
+
+    for _ in range(warmup):
+        run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(max(1, runs)):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return round(statistics.median(times), 4)
+
+
+def median_wall_ms(run, warmup: int, runs: int) -> float:
+    """Median wall-clock milliseconds of `runs` calls (the CPU dry run)."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(max(1, runs)):
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 4)
+
+
+def triton_version() -> Optional[str]:
+    try:
+        import triton
+
+        return triton.__version__
+    except ImportError:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Compile a suite of models with TORCH_COMPILE_DEBUG=1 to produce Inductor debug folders (and their Triton
+kernels) for get_kernels_from_debug_info.py. One worker subprocess per model (random weights, nothing
+downloaded), one worker per visible GPU, a timeout per model; failures and timeouts are recorded in the manifest
+and the suite goes on; a rerun skips the models already in the manifest (see --redo). TorchBench models that
+need a download or a package that is not installed are recorded as skipped, with the reason.
+
+examples:
+  python run_inductor_suite.py --suite timm             # the list in scraper/suite/models/timm.txt
+  python run_inductor_suite.py --suite huggingface --models BertForMaskedLM,GPT2LMHeadModel --mode training
+  python run_inductor_suite.py --suite modules          # nn.Modules of scraper/generator/paritybench_download/
+  python run_inductor_suite.py --suite torchbench --torchbench-dir ~/benchmark   # scraper/suite/models/torchbench.txt
+  python run_inductor_suite.py --suite torchbench --torchbench-dir ~/benchmark --list   # the checkout's models
+  python run_inductor_suite.py --suite timm --shard 0/4 --out tcd_0   # job 0 of 4 (a Slurm array: see docs)
+  python get_kernels_from_debug_info.py torch_compile_debug     # then extract the kernels
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+from scraper.cli import add_logging_args, setup_logging
+from scraper.sandbox import SandboxUnavailable, require_wall
+from scraper.stats import Stats
+from scraper.suite import lists, modules, torchbench
+from scraper.suite.manifest import latest_entries
+from scraper.suite.orchestrate import Job, Settings, jobs_to_run, run_suite, visible_gpus, worker_slots
+
+log = logging.getLogger(__name__)
+
+
+def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line of run_inductor_suite.py (`description`: the script's docstring)."""
+    parser = argparse.ArgumentParser(prog="run_inductor_suite.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_argument_group("what to compile")
+    what.add_argument("--suite", required=True, choices=lists.SUITES,
+                      help="timm (timm.create_model, pretrained=False), huggingface (transformers classes built "
+                           "from their configs), modules (nn.Module classes found in scraped repositories), "
+                           "torchbench (the models of a TorchBench checkout, built through its own API)")
+    what.add_argument("--models", help="comma-separated names (name or name:batch_size) instead of the list file; "
+                      "torchbench: 'all' = every model of the checkout")
+    what.add_argument("--models-file", type=Path, help="a list file (`name [batch_size]` per line, # comments); "
+                      "default: scraper/suite/models/<suite>.txt")
+    what.add_argument("--modules-file", type=Path, help="modules: JSONL of modules to compile (class_name and "
+                      "source_file or code per line; see docs/suite.md); default: found in --repos")
+    what.add_argument("--repos", type=Path, default=modules.DEFAULT_REPOS,
+                      help="modules: folder of downloaded repositories (zips or folders) to take nn.Module classes "
+                           "from, each with its dependency closure (default: %(default)s)")
+    what.add_argument("--per-repo", type=int, help="modules: at most this many classes per repository")
+    what.add_argument("--torchbench-dir", type=Path, help="torchbench: a checkout of github.com/pytorch/benchmark "
+                      "(its torchbenchmark/ and utils/ folders suffice; default: $TORCHBENCH_DIR)")
+    what.add_argument("--limit", type=int, help="only the first N models (after sharding)")
+    what.add_argument("--shard", help="i/N: run only shard i (0-based) of N; the N shards split the list "
+                      "deterministically (round robin), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    how = parser.add_argument_group("how to compile")
+    how.add_argument("--mode", choices=("inference", "training"), default="inference",
+                     help="inference: forward under no_grad; training: forward + backward (default: %(default)s)")
+    how.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    how.add_argument("--max-autotune", action="store_true",
+                     help="torch.compile(mode='max-autotune-no-cudagraphs'): adds matmul/conv template kernels")
+    how.add_argument("--seq-len", type=int, default=512, help="huggingface: tokens per sequence (default: 512, "
+                     "capped by the config's max_position_embeddings)")
+    how.add_argument("--hf-layers", type=int, default=2, help="huggingface: at most this many layers per stack "
+                     "(repeated layers give the same kernels; 0 = the config's own; default: 2)")
+    how.add_argument("--random-weights", action="store_true", help="torchbench: where a model would fetch a "
+                     "pretrained checkpoint (torchvision weights), keep its random initialization instead of "
+                     "skipping it as `needs download` (kernels do not depend on weight values)")
+    how.add_argument("--backend", default="inductor", help="torch.compile backend (default: inductor); 'none' "
+                     "runs each model eagerly without torch.compile: a dry run of the programs and inputs")
+    how.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when the worker sees a GPU")
+    how.add_argument("--no-accuracy", dest="accuracy", action="store_false",
+                     help="do not check the compiled model against eager (default: checked, as PyTorch's runner "
+                          "does with --accuracy; recorded as accuracy pass|fail|skipped and max_error)")
+    run = parser.add_argument_group("running")
+    run.add_argument("--out", type=Path, default=Path("torch_compile_debug"),
+                     help="debug root: run_*/ folders from torch, suite/ (manifest, programs, logs) "
+                          "(default: %(default)s)")
+    run.add_argument("--timeout", type=float, default=900, help="seconds per model before its worker (and "
+                     "its compile subprocesses) is killed (default: %(default)s)")
+    run.add_argument("--gpus", help="GPU ids to use, e.g. 0,1 (default: CUDA_VISIBLE_DEVICES, else all that "
+                     "nvidia-smi lists); 'none' runs without a GPU")
+    run.add_argument("--workers-per-gpu", type=int, default=1, help="worker processes per GPU (compiling is "
+                     "mostly CPU work: 2-4 keep one GPU busier; default: 1)")
+    run.add_argument("--time-budget", type=float, help="start no model after this many seconds (running ones "
+                     "finish or time out; a rerun takes up the rest), e.g. to end within a batch job's walltime")
+    run.add_argument("--redo", choices=("none", "failed", "all"), default="none",
+                     help="models already in the manifest: skip them (none), rerun the failed ones, or rerun all")
+    run.add_argument("--list", action="store_true", help="print the models this invocation would run, then exit; "
+                     "torchbench: every model of the checkout, those left out followed by `# left out: reason`")
+    run.add_argument("--worker", type=Path, help="a replacement worker script taking the same arguments as "
+                     "scraper/suite/worker.py (custom compile steps; the tests use a fake one)")
+    run.add_argument("--unsafe-no-sandbox", action="store_true",
+                     help="modules: run the workers (which execute scraped code) even where the bubblewrap "
+                          "sandbox cannot run; they could then read your files. Without it, such a run is refused")
+    add_logging_args(parser)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the suite; returns 0 when every model ran, was skipped or was already done, 1 when some failed, 2 on
+    bad usage."""
+    parser = build_parser(__doc__)
+    args = parser.parse_args(argv)
+    setup_logging(args)
+    try:
+        settings = make_settings(args)
+        jobs = select(load_jobs(args, settings), settings.shard, args.limit)
+        listed = list_lines(args, settings, jobs) if args.list else None
+    except (ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    if listed is not None:
+        print("\n".join(listed))
+        return 0
+    try:
+        if settings.suite == "modules":
+            require_wall(settings.unsafe_no_sandbox)
+    except SandboxUnavailable as exc:
+        log.error("%s", exc)
+        return 2
+    return run(settings, jobs, args)
+
+
+def make_settings(args: argparse.Namespace) -> Settings:
+    """Settings from the parsed arguments (validates --shard and the numbers)."""
+    if args.timeout <= 0 or args.workers_per_gpu < 1 or (args.limit is not None and args.limit < 1):
+        raise ValueError("--timeout must be > 0, --workers-per-gpu and --limit >= 1")
+    return Settings(
+        suite=args.suite, out=args.out, mode=args.mode, dtype=args.dtype, max_autotune=args.max_autotune,
+        timeout=args.timeout, seq_len=args.seq_len, hf_layers=args.hf_layers, backend=args.backend,
+        device=args.device, worker=args.worker, shard=lists.parse_shard(args.shard) if args.shard else None,
+        torchbench_dir=torchbench.find_checkout(args.torchbench_dir) if args.suite == "torchbench" else None,
+        random_weights=args.random_weights,
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
+        accuracy=args.accuracy,
+    )
+
+
+def load_jobs(args: argparse.Namespace, settings: Settings) -> list[Job]:
+    """The jobs named by --models / --models-file / the default list (timm, huggingface), or the modules."""
+    if args.suite == "modules":
+        return modules.load_module_jobs(args.modules_file, args.repos, settings.suite_dir, args.models,
+                                        args.per_repo)
+    if args.suite == "torchbench" and args.models and args.models.strip() == "all":
+        specs = [lists.ModelSpec(name) for name in torchbench.list_models(settings.torchbench_dir)]
+    elif args.models:
+        specs = lists.parse_models_arg(args.models)
+    else:
+        specs = lists.read_model_list(args.models_file or lists.default_list_path(args.suite))
+    if not specs:
+        raise ValueError("no models to run (empty --models or list file)")
+    return [Job(spec) for spec in specs]
+
+
+def list_lines(args: argparse.Namespace, settings: Settings, jobs: list[Job]) -> list[str]:
+    """What --list prints: the jobs' names; for torchbench every model of the checkout, with the reason the
+    models file gives for those it leaves out."""
+    if args.suite != "torchbench":
+        return [job.name for job in jobs]
+    models_file = args.models_file or lists.default_list_path("torchbench")
+    left_out = torchbench.read_left_out(models_file) if models_file.is_file() else {}
+    return torchbench.listing(torchbench.list_models(settings.torchbench_dir), [job.name for job in jobs],
+                              left_out)
+
+
+def select(jobs: list[Job], shard: Optional[tuple[int, int]], limit: Optional[int]) -> list[Job]:
+    """This shard's jobs, then the first `limit` of them."""
+    if shard:
+        jobs = lists.shard(jobs, *shard)
+    return jobs[:limit] if limit else jobs
+
+
+def run(settings: Settings, jobs: list[Job], args: argparse.Namespace) -> int:
+    """Run the jobs not done yet on the worker pool; save stats; print the summary."""
+    stats = Stats("suite")
+    stats.inc("models_listed", len(jobs))
+    todo = jobs_to_run(settings, jobs, args.redo, stats)
+    gpus = visible_gpus(args.gpus)
+    if not gpus and settings.device != "cpu":
+        log.warning("no GPU visible: workers run without one (Inductor then writes C++ kernels, not Triton)")
+    slots = worker_slots(gpus, args.workers_per_gpu)
+    log.info("%d models to run (%d listed) on %d worker(s), GPUs: %s", len(todo), len(jobs), min(len(slots),
+             max(1, len(todo))), ",".join(gpus) or "none")
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None  # kill/Slurm too
+    try:
+        entries = run_suite(settings, todo, slots, stats, budget=args.time_budget) if todo else []
+    except KeyboardInterrupt:
+        save_stats(settings, stats)
+        print(stats.summary(), file=sys.stderr)
+        return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    save_stats(settings, stats)
+    print(stats.summary(), file=sys.stderr)
+    print(f"{manifest_totals(settings)}\nmanifest: {settings.manifest_path}", file=sys.stderr)
+    # Skipped models (a TorchBench model needing a download or a package) are not failures of the run.
+    return 0 if all(entry.get("success") or entry.get("status") == "skipped" for entry in entries) else 1
+
+
+def manifest_totals(settings: Settings) -> str:
+    """One line: models of this suite/mode/dtype per status over every manifest of --out (earlier runs too)."""
+    wanted = (settings.suite, settings.mode, settings.dtype, settings.max_autotune)
+    statuses = Counter(entry.get("status") for entry in latest_entries(settings.out).values()
+                       if (entry.get("suite"), entry.get("mode"), entry.get("dtype"), entry.get("max_autotune"))
+                       == wanted)
+    listed = ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())) or "none"
+    return f"all runs in {settings.out} ({settings.suite}, {settings.mode}, {settings.dtype}): {listed}"
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def save_stats(settings: Settings, stats: Stats) -> None:
+    """stats.json and errors.csv beside the manifest (suffixed like it for a shard)."""
+    suffix = settings.manifest_path.stem.removeprefix("manifest")
+    settings.suite_dir.mkdir(parents=True, exist_ok=True)
+    stats.save(settings.suite_dir / f"stats{suffix}.json")
+    stats.save_errors_csv(settings.suite_dir / f"errors{suffix}.csv")

@@ -1,0 +1,478 @@
+"""Run a suite: one worker subprocess per model, a pool of workers over the visible GPUs, a manifest of results.
+
+Layout of --out (the debug root, `torch_compile_debug` by default):
+    run_<date>-pid_<pid>/torchinductor/<model>__0_inference_0.0/...   what TORCH_COMPILE_DEBUG=1 writes,
+                                                                    one run_ folder per worker process
+    suite/manifest.jsonl            one line per model attempt (the latest line of a model wins; the fields
+                                    are listed in scraper/suite/manifest.py)
+    suite/stats.json, errors.csv    counts and failures of the last invocation
+    suite/programs/<suite>/<mode>-<dtype>/<model>.py   the standalone PyTorch program of each model
+                                    (status "skipped": a TorchBench model that needs a download or a package)
+    suite/logs/<suite>/<mode>-<dtype>/<model>.log      the worker's stdout + stderr
+This process never imports torch nor the scraped code: everything model-related happens in the worker.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from tqdm import tqdm
+
+from scraper.paths import PACKAGE_PARENT
+from scraper.records import append_jsonl, atomic_write_text
+from scraper.stats import Stats
+from scraper.sandbox import Walled, clean_result, private_folder, take_out, worker_environment
+from scraper.suite import confined
+from scraper.suite.lists import ModelSpec, safe_name
+from scraper.suite.manifest import RESUME_KEYS, find_run_dir, latest_entries, resume_key, run_dir_contents
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = {"timm": 8, "huggingface": 8, "modules": 4, "torchbench": None}  # None: the model's own
+
+
+@dataclass
+class Settings:
+    """How every model of one invocation is compiled (the worker's command-line options)."""
+
+    suite: str
+    out: Path
+    mode: str = "inference"
+    dtype: str = "float32"
+    max_autotune: bool = False
+    timeout: float = 900.0
+    seq_len: int = 512
+    hf_layers: int = 2
+    backend: str = "inductor"
+    device: Optional[str] = None
+    worker: Optional[Path] = None  # a replacement worker script (tests, custom compile steps)
+    shard: Optional[tuple[int, int]] = None
+    torchbench_dir: Optional[Path] = None  # --suite torchbench: the checkout of pytorch/benchmark
+    random_weights: bool = False  # --suite torchbench: no pretrained checkpoints, the random initialization
+    accuracy: bool = True  # compare compiled outputs with eager (the worker's --no-accuracy turns it off)
+    unsafe_no_sandbox: bool = False  # run --suite modules workers without the bubblewrap wall
+
+    @property
+    def walled(self) -> bool:
+        """Whether workers run behind the wall: those of --suite modules, which execute scraped code."""
+        return self.suite == "modules" and not self.unsafe_no_sandbox
+
+    @property
+    def suite_dir(self) -> Path:
+        return self.out / "suite"
+
+    @property
+    def manifest_path(self) -> Path:
+        """suite/manifest.jsonl, or suite/manifest-<i>-of-<N>.jsonl for a shard (no two jobs append to one file)."""
+        if self.shard and self.shard[1] > 1:
+            return self.suite_dir / f"manifest-{self.shard[0]}-of-{self.shard[1]}.jsonl"
+        return self.suite_dir / "manifest.jsonl"
+
+
+@dataclass
+class Job:
+    """One model to compile; `source`/`class_name`/`meta` only for --suite modules."""
+
+    spec: ModelSpec
+    source: Optional[Path] = None  # a module's source file, or where `code` is written before the run
+    class_name: Optional[str] = None
+    meta: dict = field(default_factory=dict)
+    code: Optional[str] = None  # a module's source text (its closure), written to `source` by run_job
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+# ---------------------------------------------------------------------------------------------------- GPUs
+
+
+def visible_gpus(requested: Optional[str] = None) -> list[str]:
+    """GPU ids for the worker pool: `requested` ("0,1", or "none"), else CUDA_VISIBLE_DEVICES, else the GPUs
+    `nvidia-smi -L` lists; [] when there is none (the workers then run without a GPU)."""
+    if requested is not None:
+        return [] if requested.strip().lower() in ("", "none", "cpu") else split_ids(requested)
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return split_ids(os.environ["CUDA_VISIBLE_DEVICES"])
+    return nvidia_smi_gpus()
+
+
+def split_ids(text: str) -> list[str]:
+    """"0, 1,2" -> ["0", "1", "2"] (ids may also be GPU UUIDs)."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def nvidia_smi_gpus() -> list[str]:
+    """Indices of the GPUs `nvidia-smi -L` lists; [] without nvidia-smi or a driver."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(l for l in listing.stdout.splitlines() if l.startswith("GPU "))]
+
+
+def worker_slots(gpus: Sequence[str], per_gpu: int) -> list[Optional[str]]:
+    """One slot per worker process: each GPU `per_gpu` times, or [None] when there is no GPU."""
+    if not gpus:
+        return [None] * max(1, per_gpu)
+    return [gpu for gpu in gpus for _ in range(max(1, per_gpu))]
+
+
+# ---------------------------------------------------------------------------------------------------- one job
+
+
+def job_paths(settings: Settings, job: Job) -> dict[str, Path]:
+    """Where the worker of `job` writes its program, log, result, KernelBench problem and pairing record: under
+    <suite>/<variant>/, the variant being mode-dtype[-max_autotune], so that compiling a model two ways keeps
+    both programs."""
+    stem = safe_name(job.name)
+    variant = f"{settings.mode}-{settings.dtype}" + ("-max_autotune" if settings.max_autotune else "")
+    base = settings.suite_dir
+    return {
+        "program": base / "programs" / settings.suite / variant / f"{stem}.py",
+        "log": base / "logs" / settings.suite / variant / f"{stem}.log",
+        "result": base / "results" / settings.suite / variant / f"{stem}.json",
+        "problem": base / "problems" / settings.suite / variant / f"{stem}.py",
+        "pairing": base / "pairing" / settings.suite / variant / f"{stem}.json",
+    }
+
+
+def worker_argv(settings: Settings, job: Job, paths: dict[str, Path]) -> list[str]:
+    """The worker's command line for `job`."""
+    script = settings.worker or (Path(__file__).resolve().parent / "worker.py")
+    source = str(Path(job.source).resolve()) if job.source is not None else None
+    return [sys.executable, str(script), *worker_args(settings, job, str(settings.out.resolve()),
+                                                      {k: str(p.resolve()) for k, p in paths.items()}, source)]
+
+
+def worker_args(settings: Settings, job: Job, out: str, paths: dict, source: Optional[str]) -> list:
+    """The worker's arguments for `job`, with the paths (program, result, problem, pairing) as the worker sees
+    them."""
+    argv = ["--suite", settings.suite, "--model", job.name, "--graph-name", safe_name(job.name), "--out", out,
+            "--program", paths["program"], "--result", paths["result"], "--problem", paths["problem"],
+            "--pairing", paths["pairing"],
+            "--mode", settings.mode, "--dtype", settings.dtype,
+            "--seq-len", str(settings.seq_len), "--hf-layers", str(settings.hf_layers),
+            "--backend", settings.backend]
+    if batch_size(settings, job) is not None:
+        argv += ["--batch-size", str(batch_size(settings, job))]
+    if settings.max_autotune:
+        argv.append("--max-autotune")
+    if settings.torchbench_dir is not None:
+        argv += ["--torchbench-dir", str(Path(settings.torchbench_dir).resolve())]
+    if settings.random_weights:
+        argv.append("--random-weights")
+    if not settings.accuracy:
+        argv.append("--no-accuracy")
+    if settings.device:
+        argv += ["--device", settings.device]
+    if source is not None:
+        argv += ["--source", source, "--class-name", job.class_name or job.name]
+    return argv
+
+
+def batch_size(settings: Settings, job: Job) -> Optional[int]:
+    """The model's batch size: from its list entry, else the suite's default (None for torchbench: the
+    worker then uses PyTorch's batch size for the model, else TorchBench's own default)."""
+    return job.spec.batch_size or DEFAULT_BATCH.get(settings.suite, 8)
+
+
+def worker_env(gpu: Optional[str], torchbench_dir: Optional[Path] = None) -> dict[str, str]:
+    """The worker's environment: debug on, nothing downloaded, this one GPU, `scraper` importable; no variable
+    that looks like a secret (GITHUB_TOKEN, ...), since `--suite modules` runs scraped code there. With
+    `torchbench_dir`, TORCHBENCH_DIR names it (the programs read it before their own default)."""
+    env = worker_environment()
+    env.update(TORCH_COMPILE_DEBUG="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    if torchbench_dir is not None:
+        env["TORCHBENCH_DIR"] = str(Path(torchbench_dir).resolve())
+    return env
+
+
+def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
+    """Run the worker of one model with a timeout; returns its manifest entry (never raises for the model's
+    own failures: a crash, a timeout or a failed compile are all recorded)."""
+    paths = job_paths(settings, job)
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    paths["result"].unlink(missing_ok=True)
+    for name in ("program", "problem", "pairing"):  # what an earlier attempt left is not this run's
+        paths[name].unlink(missing_ok=True)
+    if job.code is not None and job.source is not None:
+        atomic_write_text(job.source, job.code)
+    started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    started = time.monotonic()
+    with open(paths["log"], "wb") as log_file:
+        if settings.walled:
+            returncode, pid, run_dir = run_behind_wall(settings, job, gpu, paths, log_file)
+        else:
+            returncode, pid = run_with_timeout(worker_argv(settings, job, paths),
+                                               worker_env(gpu, settings.torchbench_dir), log_file, settings.timeout)
+    entry = result_fields(paths, returncode, settings.timeout)
+    base = base_entry(settings, job, gpu, started_at, time.monotonic() - started, returncode, paths)
+    if not settings.walled and entry.get("batch_size") is not None:
+        del base["batch_size"]  # a trusted worker reports the batch size it used (torchbench: the model's own)
+    # The orchestrator's own fields win over anything a walled worker (which ran scraped code) claims.
+    entry.update(base)
+    if settings.walled:  # what is on disk, not what the worker said
+        entry.update(output_fields(run_dir))
+    elif entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
+        entry.update(leftover_output(settings.out, pid))
+    return entry
+
+
+def run_behind_wall(settings: Settings, job: Job, gpu: Optional[str], paths: dict[str, Path],
+                    log_file) -> tuple[Optional[int], int, Optional[Path]]:
+    """Run the worker of `job` in a bubblewrap sandbox (scraper.suite.confined) with a timeout; once nothing of
+    the sandbox runs, move what it made into place. Returns (exit status or None, host pid, run folder)."""
+    with private_folder(settings.suite_dir / "sandbox") as folder:
+        inside = confined.INSIDE
+        command = confined.worker_command(settings.worker) + worker_args(
+            settings, job, inside["out"], inside, confined.source_inside(job.source))
+        process = confined.start(command, worker_env(gpu), folder, job.source, settings.worker, gpu, log_file)
+        returncode, pid = wait_with_timeout(process, settings.timeout)
+        process.kill()  # already over, or the namespace of a stopped run: gone before its files are read
+        take_out(folder)
+        return returncode, pid, confined.move_out(folder, paths, settings.out, pid)
+
+
+def leftover_output(debug_root: Path, pid: int) -> dict:
+    """run_dir, graphs and kernels of a worker that was killed or crashed (found by its pid), so that the graphs
+    it finished still join back to their model."""
+    return output_fields(find_run_dir(debug_root, pid))
+
+
+def output_fields(run_dir: Optional[Path]) -> dict:
+    """run_dir (its name), graphs and kernels of a debug run folder; none of them when there is no folder."""
+    if run_dir is None:
+        return {"run_dir": None, "graphs": [], "kernels": 0}
+    return {"run_dir": run_dir.name, **run_dir_contents(run_dir)}
+
+
+_RUNNING: set = set()  # worker processes alive now, killed by stop_all() on Ctrl-C / SIGTERM
+_RUNNING_LOCK = threading.Lock()
+
+
+def run_with_timeout(argv: list[str], env: dict, log_file, timeout: float) -> tuple[Optional[int], int]:
+    """Run `argv` in its own process group, output to `log_file`; on timeout kill the whole group (Inductor's
+    compile workers included). Returns (exit status or None after a timeout, pid)."""
+    process = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    return wait_with_timeout(process, timeout)
+
+
+def wait_with_timeout(process, timeout: float) -> tuple[Optional[int], int]:
+    """Wait for a worker (a Popen leading its process group, or a Walled sandbox); kill it all at the timeout.
+    Returns (exit status or None after a timeout, pid)."""
+    with _RUNNING_LOCK:
+        _RUNNING.add(process)
+    try:
+        return process.wait(timeout=timeout), process.pid
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+        return None, process.pid
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(process)
+
+
+def stop_all() -> int:
+    """Kill the process group of every running worker (the orchestrator is being stopped); returns how many."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for process in running:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(running)
+
+
+def kill_group(process) -> None:
+    """SIGKILL the process group that `process` leads (a sandbox: every process in it), then reap it."""
+    if isinstance(process, Walled):
+        process.kill()
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def base_entry(settings, job, gpu, started_at, seconds, returncode, paths) -> dict:
+    """The manifest fields the orchestrator knows without the worker's result."""
+    rel = lambda path: os.path.relpath(path, settings.out)  # noqa: E731
+    entry = {"suite": settings.suite, "model": job.name, "mode": settings.mode, "dtype": settings.dtype,
+             "max_autotune": settings.max_autotune, "batch_size": batch_size(settings, job), "gpu": gpu,
+             "started_at": started_at, "seconds": round(seconds, 3), "returncode": returncode,
+             "program": rel(paths["program"]) if paths["program"].exists() else None, "log": rel(paths["log"]),
+             "problem": rel(paths["problem"]) if paths["problem"].exists() else None,
+             "pairing": rel(paths["pairing"]) if paths["pairing"].exists() else None,
+             "shard": "/".join(map(str, settings.shard)) if settings.shard else None}
+    if job.meta:
+        entry["module"] = job.meta
+    return entry
+
+
+def result_fields(paths: dict[str, Path], returncode: Optional[int], timeout: float) -> dict:
+    """status/success/error/... from the worker's result JSON, or from how the process ended. A worker that
+    reports a `skip_reason` (a TorchBench model needing a download or a missing package) is "skipped"."""
+    result = read_result(paths["result"])
+    if returncode is None:
+        status, error = "timeout", f"timed out after {timeout:g} s"
+    elif result is None:
+        status, error = "crashed", crash_message(returncode, paths["log"])
+    elif result.get("success"):
+        status, error = "ok", None
+    else:
+        status, error = ("skipped" if result.get("skip_reason") else "failed"), result.get("error")
+    fields = {key: value for key, value in clean_result(result or {}).items()
+              if key not in ("suite", "model", "seconds")}
+    error = clean_result(error)
+    fields.update(status=status, success=status == "ok", error=None if status == "ok" else error)
+    if result is not None:
+        fields["worker_seconds"] = result.get("seconds")
+    return fields
+
+
+MAX_RESULT_BYTES = 1024 * 1024  # a worker's result is a few KB; anything larger is not one
+
+
+def read_result(path: Path) -> Optional[dict]:
+    """The worker's result JSON, or None when it wrote none (crash, kill), too much, or garbage."""
+    import json
+
+    try:
+        if path.stat().st_size > MAX_RESULT_BYTES:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def crash_message(returncode: int, log_path: Path) -> str:
+    """Why a worker died without a result: its signal or exit status and the last line of its log."""
+    how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
+    return f"worker {how} without a result; last output: {clean_result(last_line(log_path))}"
+
+
+def last_line(path: Path) -> str:
+    """The last non-blank line of a text file (bounded read)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+            lines = [l for l in handle.read().decode("utf-8", "replace").splitlines() if l.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1].strip()[:300] if lines else "(empty log)"
+
+
+# ---------------------------------------------------------------------------------------------------- resume
+
+
+def jobs_to_run(settings: Settings, jobs: Sequence[Job], redo: str, stats: Stats) -> list[Job]:
+    """The jobs not done yet. redo: "none" skips every model already in the manifest, "failed" reruns the
+    ones that failed or timed out, "all" reruns everything."""
+    if redo == "all":
+        return list(jobs)
+    done = latest_entries(settings.out)
+    todo = []
+    for job in jobs:
+        entry = done.get(resume_key(job_identity(settings, job)))
+        if entry is None or (redo == "failed" and not entry.get("success")):
+            todo.append(job)
+        else:
+            stats.inc("skipped_done" if entry.get("success") else "skipped_failed_before")
+    return todo
+
+
+def job_identity(settings: Settings, job: Job) -> dict:
+    """The RESUME_KEYS fields of `job` under `settings`."""
+    return {"suite": settings.suite, "model": job.name, "mode": settings.mode, "dtype": settings.dtype,
+            "max_autotune": settings.max_autotune}
+
+
+# ---------------------------------------------------------------------------------------------------- pool
+
+
+def run_suite(settings: Settings, jobs: Sequence[Job], slots: Sequence[Optional[str]], stats: Stats,
+              run_one: Callable[[Settings, Job, Optional[str]], dict] = run_job,
+              budget: Optional[float] = None) -> list[dict]:
+    """Run `jobs` on a pool of one thread per slot (each thread drives one worker subprocess at a time, on its
+    GPU), appending each result to the manifest as soon as it is known. No model is started once `budget`
+    seconds have passed (those left are counted as `not_started`, and a rerun picks them up). On Ctrl-C or
+    SIGTERM the running workers are killed and not recorded (a rerun redoes them). Returns the entries."""
+    todo: queue.Queue = queue.Queue()
+    for job in jobs:
+        todo.put(job)
+    entries: list[dict] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    deadline = time.monotonic() + budget if budget is not None else None
+    bar = tqdm(total=len(jobs), desc=f"{settings.suite} models", unit="model", disable=None)
+
+    def drive(slot: Optional[str]) -> None:
+        while not stop.is_set():
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            try:
+                job = todo.get_nowait()
+            except queue.Empty:
+                return
+            entry = run_one(settings, job, slot)
+            if stop.is_set():
+                return
+            with lock:
+                append_jsonl(settings.manifest_path, entry)
+                entries.append(entry)
+                count_entry(stats, entry)
+                bar.update(1)
+                log.info("%s: %s in %.0f s%s", job.name, entry["status"], entry["seconds"],
+                         f" ({entry['error']})" if entry.get("error") else "")
+
+    threads = [threading.Thread(target=drive, args=(slot,), daemon=True) for slot in slots[: max(1, len(jobs))]]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        stop.set()
+        log.warning("interrupted: killing %d running worker(s); a rerun redoes them", stop_all())
+        for thread in threads:
+            thread.join()
+        raise
+    finally:
+        bar.close()
+    stats.inc("not_started", todo.qsize())
+    return entries
+
+
+def count_entry(stats: Stats, entry: dict) -> None:
+    """Fold one manifest entry into the counters and error groups."""
+    stats.inc("models")
+    stats.inc(f"models_{entry['status']}")
+    stats.inc("graphs", len(entry.get("graphs") or []))
+    stats.inc("kernels", int(entry.get("kernels") or 0))
+    if entry["status"] == "skipped":  # not an error: counted by reason ("needs download", ...)
+        stats.inc(f"models_skipped_{safe_name(entry.get('skip_reason') or 'unknown')}")
+    elif not entry.get("success"):
+        phase = entry.get("phase") or entry["status"]
+        stats.error(phase, f"{entry['suite']}/{entry['model']}", entry.get("error") or entry["status"])

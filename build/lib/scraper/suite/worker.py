@@ -1,0 +1,540 @@
+"""The per-model worker: ONE model per process, started by the orchestrator with TORCH_COMPILE_DEBUG=1.
+
+    python -m scraper.suite.worker --suite timm --model resnet18 --out DEBUG_ROOT \\
+        --program PROGRAM.py --result RESULT.json [--mode inference|training] [--dtype float32] ...
+
+It writes the model's standalone program (scraper.suite.programs), builds the model BY RUNNING that program,
+names the graphs after the model (`torch._functorch.aot_autograd.set_model_name`, as PyTorch's
+benchmarks/dynamo runner does), compiles and runs it once, checks the compiled outputs against eager
+(scraper.suite.accuracy; --no-accuracy skips it), and writes RESULT.json: success, the phase that failed
+(program / import / init / inputs / build / compile), the error, timings, versions, the debug run folder and its
+graphs and kernel count, accuracy, and where it wrote the model's KernelBench problem (scraper.suite.problems) and
+its pairing record (what each graph's `call(args)` takes and returns, scraper.suite.recording). Scraped code
+(--suite modules) and TorchBench's models (--suite torchbench) are executed here, in this throw-away process,
+never in the orchestrator. A TorchBench model that cannot be built because it needs a download, a package that is
+not installed, or that TorchBench does not implement is reported as skipped (`skip_reason`), not failed. The exit
+status is 0 on success, 1 on a recorded failure or skip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import logging
+import os
+import re
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+if __package__ in (None, ""):  # run as a file path: make `scraper` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from scraper.records import atomic_write_json, atomic_write_text  # noqa: E402
+from scraper.suite import accuracy, problems, programs, recording, torchbench  # noqa: E402
+from scraper.suite.manifest import run_dir_contents  # noqa: E402
+
+log = logging.getLogger("scraper.suite.worker")
+
+# paritybench-style guesses, tried in order: the first that runs in eager mode wins.
+INPUT_SHAPE_CANDIDATES = [(4, 3, 64, 64), (4, 4), (4, 16), (4, 4, 4, 4), (4, 4, 4), (4, 64), (4, 3, 32, 32),
+                          (4, 1, 28, 28), (4, 16, 16), (4, 64, 16, 16), (4, 3, 224, 224), (4, 8, 32),
+                          (4, 1, 64, 64), (4, 16, 64)]
+INIT_INT_GUESSES = (4, 16, 1, 64)
+MAX_INPUT_TRIALS = 40
+FLOAT_PARAM_HINTS = ("drop", "eps", "rate", "ratio", "prob", "alpha", "beta", "gamma", "scale", "temperature")
+
+
+class PhaseError(Exception):
+    """A failure in a named phase of the worker."""
+
+    def __init__(self, phase: str, error: BaseException | str) -> None:
+        super().__init__(str(error))
+        self.phase = phase
+        self.error = error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of the worker (set by the orchestrator; see scraper.suite.orchestrate.worker_argv)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", required=True, choices=("timm", "huggingface", "modules", "torchbench"))
+    parser.add_argument("--model", required=True, help="timm name, transformers class, module id, or "
+                        "TorchBench model")
+    parser.add_argument("--graph-name", help="name given to the graphs (default: --model)")
+    parser.add_argument("--out", required=True, help="debug root: run_*/ folders are created here")
+    parser.add_argument("--program", required=True, help="where to write the model's standalone program")
+    parser.add_argument("--result", required=True, help="where to write the result JSON")
+    parser.add_argument("--problem", help="where to write the model's KernelBench problem (none without)")
+    parser.add_argument("--pairing", help="where to write the pairing record (none without)")
+    parser.add_argument("--mode", choices=("inference", "training"), default="inference")
+    parser.add_argument("--dtype", choices=programs.DTYPES, default="float32")
+    parser.add_argument("--batch-size", type=int, help="default: 8; torchbench: the model's own")
+    parser.add_argument("--seq-len", type=int, default=512, help="huggingface: tokens per sequence (capped by "
+                        "the config's max_position_embeddings)")
+    parser.add_argument("--hf-layers", type=int, default=2, help="huggingface: max layers per stack; 0 = all")
+    parser.add_argument("--max-autotune", action="store_true", help="mode='max-autotune-no-cudagraphs'")
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend; none = run eagerly, "
+                        "without torch.compile (a dry run of the program)")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="do not compare the "
+                        "compiled model's outputs (and, in training, loss and gradients) with eager")
+    parser.add_argument("--cache", action="store_true", help="keep Inductor's FX-graph/autograd caches on "
+                        "(off by default: a cache hit can skip writing the debug files)")
+    parser.add_argument("--source", help="modules: the module's source file (its dependency closure)")
+    parser.add_argument("--class-name", help="modules: the nn.Module class to build")
+    parser.add_argument("--torchbench-dir", help="torchbench: the checkout of pytorch/benchmark (default: "
+                        "$TORCHBENCH_DIR)")
+    parser.add_argument("--random-weights", action="store_true", help="torchbench: keep the random "
+                        "initialization where a model would fetch a pretrained checkpoint")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run one model; always writes --result (unless killed), returns 0 on success."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s worker: %(message)s")
+    os.environ.setdefault("TORCH_COMPILE_DEBUG", "1")  # read by torch at import: set before importing it
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    result: dict[str, Any] = {"suite": args.suite, "model": args.model, "success": False, "phase": None,
+                              "error": None, "pid": os.getpid()}
+    started = time.monotonic()
+    try:
+        run(args, result)
+        result["success"] = True
+    except PhaseError as exc:
+        result["phase"], result["error"] = exc.phase, describe(exc.error)
+        if args.suite == "torchbench" and exc.phase == "build" and isinstance(exc.error, BaseException):
+            note_skip(result, exc.error, args)
+        traceback.print_exception(exc.error if isinstance(exc.error, BaseException) else exc, file=sys.stderr)
+    except Exception as exc:  # anything unforeseen is still a recorded failure, not a lost model
+        result["phase"], result["error"] = "worker", describe(exc)
+        traceback.print_exc()
+    finally:
+        result.pop("_program", None)
+        result["seconds"] = round(time.monotonic() - started, 3)
+        result.update(collect_debug_output(args.out))
+        result["versions"] = versions(args.suite)
+        atomic_write_json(args.result, result)
+    return 0 if result["success"] else 1
+
+
+def describe(error: BaseException | str) -> str:
+    """`Type: first line of the message` (the full traceback goes to the log)."""
+    if not isinstance(error, BaseException):
+        return str(error)
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:500] if text else ''}".rstrip(": ")
+
+
+def run(args: argparse.Namespace, info: dict) -> None:
+    """Write the program, build the model from it, compile and run once, check accuracy; fills `info` as it goes
+    (so a failure still reports what was inferred before it)."""
+    import torch
+
+    configure_torch(args)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    training = args.mode == "training"
+    info["device"] = device
+    started = time.monotonic()
+    text, extra = program_text(args, device, training)
+    info.update(extra)
+    atomic_write_text(args.program, text)
+    os.chmod(args.program, 0o644)  # a script for people to read and run (the atomic write makes it 0600)
+    program = phase("build", lambda: load_program(args.program))
+    info["_program"] = program  # for note_skip; dropped before the result is written
+    model, call_args, call_kwargs = phase("build", lambda: program.build(device))
+    info["build_seconds"] = round(time.monotonic() - started, 3)
+    info["parameters"] = sum(p.numel() for p in model.parameters())
+    info.update(built_details(program))
+    # Grad mode of the forward: training, or the few models whose forward takes gradients itself (maml).
+    grad = training or bool(getattr(program, "INFERENCE_GRAD", False))
+    write_problem(args, text)
+    compile_and_check(args, info, model, call_args, call_kwargs, grad)
+
+
+def compile_and_check(args: argparse.Namespace, info: dict, model, call_args, call_kwargs, grad: bool) -> None:
+    """Compile and run once (recording what each graph's call takes), then check accuracy against eager on
+    copies made before compiling; fills `info`."""
+    copies = accuracy_copies(model) if args.accuracy else None
+    recorder = make_recorder(args)
+    started = time.monotonic()
+    output, result = phase("compile", lambda: compile_and_run(model, call_args, call_kwargs,
+                                                              args.mode == "training", args, recorder, grad))
+    info["compile_seconds"] = round(time.monotonic() - started, 3)
+    if recorder is not None:
+        write_pairing(args, recorder.finish(model, call_args, call_kwargs, output))
+    if args.accuracy:
+        info.update(check_accuracy(copies, result, call_args, call_kwargs, args, grad))
+
+
+def phase(name: str, step):
+    """Run `step()`; any exception becomes a PhaseError of `name`."""
+    try:
+        return step()
+    except Exception as exc:
+        raise PhaseError(name, exc) from exc
+
+
+def configure_torch(args: argparse.Namespace) -> None:
+    """Debug root, graph names, and no caches that could hide the debug output."""
+    import torch
+    import torch._dynamo.config
+    import torch._functorch.aot_autograd
+    import torch._functorch.config
+    import torch._inductor.config
+
+    torch._dynamo.config.debug_dir_root = str(Path(args.out).resolve())
+    torch._functorch.aot_autograd.set_model_name(args.graph_name or args.model)
+    if not args.cache:
+        for module, flag in ((torch._inductor.config, "fx_graph_cache"),
+                             (torch._functorch.config, "enable_autograd_cache")):
+            if hasattr(module, flag):
+                setattr(module, flag, False)
+    if args.accuracy:  # as PyTorch's runner with --accuracy: the same random numbers and conv algorithms
+        torch.backends.cudnn.deterministic = True
+        torch._inductor.config.fallback_random = args.mode == "training"
+
+
+def program_text(args: argparse.Namespace, device: str, training: bool) -> tuple[str, dict]:
+    """The standalone program of this model, and what was inferred to write it."""
+    if args.suite == "timm":
+        return programs.timm_program(args.model, args.batch_size or 8, args.dtype, training), {}
+    if args.suite == "huggingface":
+        return programs.huggingface_program(args.model, args.batch_size or 8, args.dtype, training,
+                                            args.seq_len, args.hf_layers), {}
+    if args.suite == "torchbench":
+        return torchbench_program(args, training)
+    return module_program(args, device, training)
+
+
+def load_program(path: str):
+    """Import the program file as a fresh module (in this worker process only)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"suite_program_{os.getpid()}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compile_and_run(model, call_args, call_kwargs, training: bool, args: argparse.Namespace, recorder,
+                    grad: bool = False):
+    """torch.compile the model (through `recorder` when there is one) and run it once: forward (inference) or
+    forward + backward (training); `grad`: the forward runs with autograd on (default: only when training).
+    Returns (the model's output, its named tensors for the accuracy check)."""
+    import torch
+
+    mode = "max-autotune-no-cudagraphs" if args.max_autotune else None
+    # backend "none": no torch.compile at all, a dry run of the program and its inputs
+    if args.backend == "none":
+        compiled = model
+    elif recorder is not None:
+        compiled = torch.compile(model, backend=recorder)  # the recorder applies `mode` itself
+    else:
+        compiled = torch.compile(model, backend=args.backend, mode=mode)
+    output, result = accuracy.seeded(lambda: accuracy.run_once(compiled, call_args, call_kwargs, training,
+                                                               loss_of, named_from=model, grad=grad))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return output, result
+
+
+def make_recorder(args: argparse.Namespace) -> Optional[recording.GraphRecorder]:
+    """The recording backend around --backend (None without compiling)."""
+    import torch._dynamo.utils
+
+    if args.backend == "none":
+        return None
+    mode = "max-autotune-no-cudagraphs" if args.max_autotune else None
+    return recording.GraphRecorder(args.backend, mode, debug_dir=lambda: Path(torch._dynamo.utils.get_debug_dir()))
+
+
+def accuracy_copies(model):
+    """Copies of the model for the eager and float64 runs, made before compiling; None when it cannot be copied
+    (the check is then skipped with that reason)."""
+    try:
+        return accuracy.copies_for_accuracy(model)
+    except Exception as exc:  # a model holding something deepcopy refuses
+        return describe(exc)
+
+
+def check_accuracy(copies, result: dict, call_args, call_kwargs, args: argparse.Namespace, grad: bool) -> dict:
+    """Eager (and float64) runs of the copies, compared with the compiled run; the manifest's accuracy fields.
+    A failure here is the check's, not the model's: it is recorded as skipped with the reason."""
+    if not isinstance(copies, tuple):
+        return accuracy.skipped(f"model cannot be copied: {copies}")
+    training = args.mode == "training"
+    try:
+        _, eager = accuracy.seeded(lambda: accuracy.run_once(copies[0], call_args, call_kwargs, training,
+                                                             loss_of, grad=grad))
+        if not eager:
+            return accuracy.skipped("no tensor in the model's output to compare")
+        fp64 = accuracy.seeded(lambda: accuracy.float64_run(copies[1], call_args, call_kwargs, training,
+                                                            loss_of, grad))
+        tol = accuracy.tolerance_for(args.mode, args.dtype)
+        return accuracy.verdict_fields(accuracy.compare(eager, result, fp64, tol), tol, fp64 is not None)
+    except Exception as exc:
+        traceback.print_exc()
+        return accuracy.skipped(f"eager run failed: {describe(exc)}")
+
+
+def write_problem(args: argparse.Namespace, program: str) -> None:
+    """The model's KernelBench problem at --problem (the orchestrator names it, beside the program)."""
+    text = problems.problem_text(program, args.model)
+    if text is None or not args.problem:
+        return
+    atomic_write_text(args.problem, text)
+    os.chmod(args.problem, 0o644)
+
+
+def write_pairing(args: argparse.Namespace, pairing: dict) -> None:
+    """The pairing record (scraper.suite.recording) with the launch configurations of the Triton kernels, at
+    --pairing."""
+    if args.pairing:
+        pairing["kernels"] = recording.kernel_configs()
+        atomic_write_json(args.pairing, pairing)
+
+
+def loss_of(output):
+    """A scalar to call backward() on: the model's own `.loss` when it computed one, else the sum of the
+    means of every floating-point tensor in the output (as PyTorch's reduce_to_scalar_loss)."""
+    loss = getattr(output, "loss", None)
+    if loss is not None:
+        return loss
+    tensors = list(float_tensors(output))
+    if not tensors:
+        raise ValueError(f"no floating-point tensor in the output ({type(output).__name__}) to train on")
+    return sum(t.float().mean() for t in tensors)
+
+
+def float_tensors(value):
+    """Every floating-point tensor inside nested tuples/lists/dicts/ModelOutputs."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() and value.requires_grad:
+            yield value
+    elif isinstance(value, dict) or hasattr(value, "to_tuple"):
+        for item in (value.values() if isinstance(value, dict) else value.to_tuple()):
+            yield from float_tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from float_tensors(item)
+
+
+# ------------------------------------------------------------------------------------------ modules suite
+
+
+def module_program(args: argparse.Namespace, device: str, training: bool) -> tuple[str, dict]:
+    """Load a scraped module's source, infer constructor arguments and inputs by trial, and return its program
+    (the source plus a build() holding what was inferred)."""
+    import torch
+
+    if not args.source or not args.class_name:
+        raise PhaseError("program", "--suite modules needs --source and --class-name")
+    source = Path(args.source).read_text(encoding="utf-8")
+    namespace = phase("import", lambda: exec_source(source, args.source))
+    cls = namespace.get(args.class_name)
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise PhaseError("import", f"{args.class_name} is not an nn.Module class of {args.source}")
+    dtype = getattr(torch, args.dtype)
+    model, init_args, init_kwargs = phase("init", lambda: instantiate(cls))
+    model = model.to(device=device, dtype=dtype).eval()
+    shapes = phase("inputs", lambda: infer_input_shapes(model, device, dtype))
+    text = programs.module_program(source, args.class_name, init_args, init_kwargs, shapes, args.dtype, training)
+    return text, {"init_args": init_args, "init_kwargs": init_kwargs, "input_shapes": shapes}
+
+
+def exec_source(source: str, filename: str) -> dict:
+    """Execute module source in a fresh namespace (this worker process only)."""
+    namespace: dict[str, Any] = {"__name__": "suite_module", "__file__": filename}
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - scraped code, isolated worker process
+    return namespace
+
+
+def instantiate(cls) -> tuple[Any, list, dict]:
+    """Build `cls` with no arguments, else with guesses for its required parameters (ints by name, floats for
+    names like dropout/eps); returns (model, args, kwargs) of the first guess that constructs."""
+    required = required_params(cls.__init__)
+    errors = []
+    for guess in INIT_INT_GUESSES:
+        kwargs = {name: guess_value(name, guess) for name in required}
+        try:
+            return cls(**kwargs), [], kwargs
+        except Exception as exc:
+            errors.append(describe(exc))
+            if not required:
+                break
+    raise RuntimeError(f"could not construct {cls.__name__}({', '.join(required)}): {errors[0]}")
+
+
+def required_params(function) -> list[str]:
+    """Names of the parameters without a default (self, *args and **kwargs excluded)."""
+    try:
+        params = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+             inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params[1:] if p.kind in kinds and p.default is inspect.Parameter.empty]
+
+
+def guess_value(name: str, integer: int):
+    """A plausible value for a constructor parameter called `name`."""
+    lowered = name.lower()
+    if any(hint in lowered for hint in FLOAT_PARAM_HINTS):
+        return 0.1
+    if lowered.startswith(("use_", "is_", "with_", "has_")) or lowered in ("bias", "inplace", "affine"):
+        return False
+    return integer
+
+
+def infer_input_shapes(model, device: str, dtype) -> list[list[int]]:
+    """The first shape that the model's forward accepts in eager mode, one tensor per required positional
+    argument (paritybench's trial): the candidates in order, plus shapes suggested by the errors (a Linear's
+    in_features, a convolution's channels). Returns a list of shapes."""
+    import torch
+
+    forward = model.forward.__func__ if hasattr(model.forward, "__func__") else model.forward
+    count = max(1, len(required_params(forward)))
+    candidates, tried, errors = list(INPUT_SHAPE_CANDIDATES), set(), []
+    while candidates and len(tried) < MAX_INPUT_TRIALS:
+        shape = tuple(candidates.pop(0))
+        if shape in tried:
+            continue
+        tried.add(shape)
+        try:
+            with torch.no_grad():
+                output = model(*(torch.rand(shape, device=device, dtype=dtype) for _ in range(count)))
+        except Exception as exc:
+            errors.append(f"{shape}: {describe(exc)}")
+            candidates[:0] = suggested_shapes(shape, str(exc))  # try what the error asks for next
+            continue
+        if any(True for _ in all_tensors(output)):
+            return [list(shape)] * count
+        errors.append(f"{shape}: output has no tensor")
+    raise RuntimeError(f"no input shape worked for {count} input(s) after {len(tried)} tries; "
+                       f"last: {errors[-1][:300]}")
+
+
+def suggested_shapes(shape: tuple, message: str) -> list[tuple]:
+    """Shapes an error message points to: `mat1 and mat2 shapes cannot be multiplied (AxB and CxD)` -> last
+    dimension C; `expected input[...] to have C channels` -> C channels."""
+    found = []
+    matmul = re.search(r"cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)", message)
+    if matmul:
+        features = int(matmul.group(3))
+        found += [shape[:-1] + (features,), (4, features)]
+    channels = re.search(r"to have (\d+) channels", message)
+    if channels and len(shape) >= 2:
+        found += [(shape[0], int(channels.group(1))) + shape[2:]]
+    groups = re.search(r"divisible by num_groups.*?num_groups=(\d+)", message)
+    if groups and len(shape) >= 2:
+        found += [(shape[0], 2 * int(groups.group(1))) + shape[2:]]
+    return found
+
+
+def all_tensors(value):
+    """Every tensor inside nested containers."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from all_tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from all_tensors(item)
+
+
+# ------------------------------------------------------------------------------------------ torchbench suite
+
+
+def torchbench_program(args: argparse.Namespace, training: bool) -> tuple[str, dict]:
+    """The program that builds TorchBench model --model through the checkout (--torchbench-dir), with
+    PyTorch's batch size for it unless one was given."""
+    try:
+        checkout = torchbench.find_checkout(args.torchbench_dir)
+    except ValueError as exc:
+        raise PhaseError("program", exc) from exc
+    batch_size = torchbench.batch_size_for(args.model, args.mode, args.batch_size)
+    text = programs.torchbench_program(args.model, batch_size, args.dtype, training, str(checkout),
+                                       random_weights=args.random_weights,
+                                       inference_grad=args.model in torchbench.INFERENCE_NEEDS_GRAD)
+    return text, {"torchbench_dir": str(checkout), "torchbench_commit": torchbench.checkout_commit(checkout),
+                  "random_weights": bool(args.random_weights)}
+
+
+def note_skip(result: dict, error: BaseException, args: argparse.Namespace) -> None:
+    """Mark a TorchBench model that could not be built as skipped, with the reason (torchbench.skip_reason),
+    and list the network accesses its program refused."""
+    program = result.get("_program")
+    blocked = list(getattr(program, "blocked", None) or [])
+    reason = torchbench.skip_reason(error, result.get("torchbench_dir"), blocked)
+    if reason is not None:
+        result["skip_reason"] = reason
+    if blocked:
+        result["blocked"] = blocked[:5]
+
+
+def built_details(program) -> dict:
+    """What a TorchBench program's build() leaves behind: the batch size TorchBench used and the checkpoints
+    that were replaced by the random initialization; {} for the other suites."""
+    benchmark = getattr(program, "benchmark", None)
+    details = {}
+    if benchmark is not None and getattr(benchmark, "batch_size", None) is not None:
+        details["batch_size"] = benchmark.batch_size
+    if getattr(program, "random_weights_used", None):
+        details["random_weights_used"] = list(program.random_weights_used)
+    return details
+
+
+# ------------------------------------------------------------------------------------------ what was written
+
+
+def collect_debug_output(out: str) -> dict:
+    """This process's debug run folder (relative to --out), its graph folders and Triton kernel count."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {"run_dir": None, "graphs": [], "kernels": 0}
+    try:
+        run_dir = Path(torch._dynamo.utils.get_debug_dir())
+    except Exception:  # torch half-imported or too old: nothing to report
+        return {"run_dir": None, "graphs": [], "kernels": 0}
+    rel = os.path.relpath(run_dir, Path(out).resolve()) if run_dir.exists() else None
+    return {"run_dir": rel, **run_dir_contents(run_dir)}
+
+
+def versions(suite: str) -> dict:
+    """torch, triton, CUDA, GPU, Python and the suite library's versions (those already imported)."""
+    found: dict[str, Any] = {"python": sys.version.split()[0]}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        found["torch"] = getattr(torch, "__version__", None)
+        found["cuda"] = getattr(getattr(torch, "version", None), "cuda", None)
+        try:
+            found["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        except Exception:
+            found["gpu"] = None
+    libraries = {"timm": ("timm",), "huggingface": ("transformers",),
+                 "torchbench": ("torchvision", "transformers", "timm")}.get(suite, ())
+    for name in ("triton", *libraries):
+        module = sys.modules.get(name)
+        if module is not None:
+            found[name] = getattr(module, "__version__", None)
+    if "triton" not in found:
+        try:
+            import triton
+
+            found["triton"] = triton.__version__
+        except Exception:
+            found["triton"] = None
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())

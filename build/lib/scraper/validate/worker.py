@@ -1,0 +1,122 @@
+"""A long-lived validation worker: `python -m scraper.validate.worker` (started by scraper.validate.pool, inside
+the bubblewrap sandbox of scraper.sandbox unless --unsafe-no-sandbox).
+
+It imports torch, triton and Inductor's runtime helpers once, then reads one JSON job per line on stdin
+({"seq", "level": "imports"|"compiles", "name", "code", "signature", "constants", "launch", "timeout",
+"memory_mb"}), runs each in a forked, confined child (scraper.validate.sandbox) and answers one JSON result per
+line, carrying the job's "seq", on its original stdout. Its own stdout is moved to stderr first, so nothing a
+library prints can corrupt the answers; the children close both channels and cannot reach them through /proc
+(this process is not dumpable).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+from scraper.sandbox.inside import forbid_dumping
+from scraper.validate.sandbox import run_confined
+
+CHECKS = ("imports", "compiles")
+
+
+def preload() -> None:
+    """Import what every kernel module imports, so each forked child starts with it in memory."""
+    os.environ.pop("TRITON_INTERPRET", None)
+    import torch  # noqa: F401
+    import triton  # noqa: F401
+    import triton.language  # noqa: F401
+    from torch._inductor.runtime import hints, triton_helpers, triton_heuristics  # noqa: F401
+    from triton.runtime import autotuner, interpreter  # noqa: F401
+
+    from scraper.validate.compiles import install_compile_hooks
+
+    install_compile_hooks()
+    # Move everything imported so far out of the collector's sight: a child's garbage collections then do not
+    # touch (and copy-on-write) the pages shared with this worker; forks get measurably cheaper.
+    gc.collect()
+    gc.freeze()
+
+
+def warm_compiler(base: str) -> None:
+    """Compile one trusted kernel here, before any fork: it loads LLVM and fills the lru caches (ptxas version)
+    that would otherwise need a subprocess, which the sandbox refuses, in every child."""
+    from scraper.validate.compiles import check_compiles
+    from scraper.validate.imports import write_module
+
+    scratch = tempfile.mkdtemp(dir=base)
+    os.environ["TRITON_CACHE_DIR"] = os.path.join(scratch, "triton_cache")
+    write_module(scratch, WARMUP_KERNEL)
+    result = check_compiles({"name": "warmup", "signature": {"x_ptr": "*fp32", "n": "i32", "BLOCK": "constexpr"},
+                             "constants": {"BLOCK": 64}}, scratch)
+    if not result.get("ok"):
+        print(f"validate worker: compiler warm-up failed: {result.get('error')}", file=sys.stderr)
+    sys.modules.pop("kernel_module", None)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+WARMUP_KERNEL = """
+import triton
+import triton.language as tl
+
+@triton.jit
+def warmup(x_ptr, n, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < n
+    tl.store(x_ptr + offsets, tl.load(x_ptr + offsets, mask=mask) * 2, mask=mask)
+"""
+
+
+def run_job(job: dict, base: str, channels: tuple[int, ...] = ()) -> dict:
+    """One job in a fresh scratch directory, removed afterwards; `channels`: descriptors the child closes."""
+    from scraper.validate.compiles import check_compiles
+    from scraper.validate.imports import check_imports, write_module
+
+    level = job.get("level")
+    if level not in CHECKS:
+        return {"ok": False, "error_class": "ValueError", "error": f"ValueError: unknown level {level!r}"}
+    check = check_imports if level == "imports" else check_compiles
+    scratch = tempfile.mkdtemp(prefix="k", dir=base)
+    try:
+        write_module(scratch, job["code"])
+        return run_confined(lambda where: check(job, where), scratch, timeout=float(job["timeout"]),
+                            memory_mb=int(job["memory_mb"]), channels=channels)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main() -> int:
+    """Serve jobs from stdin until it closes."""
+    answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    forbid_dumping()
+    preload()
+    base = os.environ.get("TRITON_VALIDATE_SCRATCH") or tempfile.mkdtemp(prefix="triton-validate-")
+    warmed = False
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            job = json.loads(line)
+            if job.get("level") == "compiles" and not warmed:
+                warm_compiler(base)
+                gc.freeze()
+                warmed = True
+            result = run_job(job, base, channels=(answers.fileno(),))
+            answers.write(json.dumps({**result, "seq": job.get("seq")}, default=str) + "\n")
+            answers.flush()
+    finally:
+        if not os.environ.get("TRITON_VALIDATE_SCRATCH"):
+            shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    status = main()
+    sys.stderr.flush()
+    # Skip interpreter teardown: with triton loaded it only prints nanobind "leaked instance" noise to stderr.
+    os._exit(status)
