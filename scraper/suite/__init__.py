@@ -4,6 +4,8 @@ TorchBench) with TORCH_COMPILE_DEBUG=1, one worker subprocess per model, and rec
     lists.py       model lists (models/*.txt) and --shard i/N
     programs.py    the standalone PyTorch program written for each model
     worker.py      the per-model subprocess (the only place torch, timm, transformers or scraped code run)
+    phases.py      a worker failure tied to its phase (import, init, inputs, build, compile, ...)
+    infer/         --suite modules, worker side: construct a scraped nn.Module, infer its inputs
     orchestrate.py the worker pool over the visible GPUs, timeouts, manifest, resume
     modules.py     --suite modules: nn.Module classes found in scraped repositories
     torchbench.py  --suite torchbench: a TorchBench checkout's models, batch sizes, skip reasons, trimming
