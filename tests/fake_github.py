@@ -6,17 +6,22 @@ size:, language:; at most 1000 results per query; `Link` pagination), /repos/{o}
 the token), and the archive itself, built from the files of a `FakeRepo` in GitHub's zipball layout. Every request
 is logged (`FakeGitHub.requests`). `Fault`s inject what GitHub does under load: 403 + Retry-After, 429, 403 with
 X-RateLimit-Remaining: 0, secondary-limit 403 without headers, a 200 that uses up the quota, 502, a connection cut
-mid-archive, and an archive body that stalls until the test releases it.
+mid-archive, and an archive body that stalls until the test releases it. Hostile kinds play a server that is not
+GitHub: pagination that links a page to itself, search counts of a billion, bodies trickled a byte at a time,
+answers that echo the Authorization header, invalid `full_name`s, endless or gzip-bombed bodies; a repository
+can serve any archive bytes (`FakeRepo.archive`: zip bombs).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
 import io
 import json
 import math
 import re
+import struct
 import threading
 import time
 import zipfile
@@ -42,6 +47,7 @@ class FakeRepo:
     language: str = "Python"
     created: str = "2021-03-04"
     size_kb: int = 12
+    archive: Optional[bytes] = None  # served instead of the zipball built from `files` (hostile archives)
 
     @property
     def sha(self) -> str:
@@ -55,7 +61,9 @@ class FakeRepo:
         return f"{owner}-{name}-{self.sha[:7]}"
 
     def zip_bytes(self) -> bytes:
-        """The zipball: one top folder `<owner>-<name>-<sha7>/` holding the tree."""
+        """The zipball: one top folder `<owner>-<name>-<sha7>/` holding the tree (or `archive` when set)."""
+        if self.archive is not None:
+            return self.archive
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(zipfile.ZipInfo(self.top + "/", (2024, 1, 2, 3, 4, 6)), b"")
@@ -100,12 +108,19 @@ class Fault:
     X-RateLimit-Remaining: 0, reset `value` s ahead) | secondary (403 "secondary rate limit", no headers) |
     quota_spent (normal 200 answer saying Remaining: 0, reset `value` s ahead) | bad_gateway (502) |
     cut (archive: half the body, then the connection closes) | stall (half the body, then wait for release) |
-    corrupt (archive of the right length with damaged member bytes) | forbidden (a plain 403, not a limit)."""
+    corrupt (archive of the right length with damaged member bytes) | forbidden (a plain 403, not a limit).
+    Hostile: trickle (archive: one byte every `value` s) | redirect_trickle (zipball: a 302 whose body is one
+    byte every `value` s, never ending) | link_loop (search: `Link: rel="next"` to the page itself) |
+    huge_total (search: total_count 10**9) | item_name (search items and repository answers: full_name `text`) |
+    echo_auth (403 whose message holds the Authorization header) | echo_body (200 whose body is that header) |
+    big_body (200 JSON of `value` MiB of spaces) | gzip_bomb (200, Content-Encoding gzip, `value` MiB of zeros) |
+    json (200 whose body is `text`, JSON of any shape)."""
 
     path: str
     kind: str
     times: int = 1
     value: float = 1
+    text: str = ""
 
 
 @dataclass
@@ -127,6 +142,7 @@ class FakeGitHub:
         self.requests: list[Seen] = []
         self.release = threading.Event()
         self.stalled = threading.Event()
+        self.sent_bytes = 0  # body bytes written by big_body answers
         self.codeload_host = codeload_host
         self.latency = latency  # seconds added before every answer (benchmarks: a network round trip)
         self.lock = threading.Lock()
@@ -150,8 +166,8 @@ class FakeGitHub:
         self.repos[repo.full_name.lower()] = repo
         return repo
 
-    def fault(self, path: str, kind: str, times: int = 1, value: float = 1) -> None:
-        self.faults.append(Fault(path, kind, times, value))
+    def fault(self, path: str, kind: str, times: int = 1, value: float = 1, text: str = "") -> None:
+        self.faults.append(Fault(path, kind, times, value, text))
 
     def paths(self, pattern: str = "") -> list[str]:
         """Paths of the requests seen (those matching the regex `pattern`)."""
@@ -164,6 +180,11 @@ class FakeGitHub:
                     fault.times -= 1
                     return fault
         return None
+
+
+# faults that change a normal answer (the others replace it)
+_ROUTED = frozenset({"quota_spent", "cut", "stall", "corrupt", "trickle", "redirect_trickle", "link_loop",
+                     "huge_total", "item_name"})
 
 
 def _in_range(value, spec: str, parse) -> bool:
@@ -206,9 +227,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.fake.latency:
             time.sleep(self.fake.latency)
         fault = self.fake.take_fault(parts.path)
-        if fault and fault.kind not in ("quota_spent", "cut", "stall", "corrupt"):
-            return self.send_fault(fault)
         try:
+            if fault and fault.kind not in _ROUTED:
+                return self.send_fault(fault)
             self.route(parts.path, query, fault)
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -250,8 +271,49 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_json(502, {"message": "Server Error"})
         elif fault.kind == "forbidden":
             self.send_json(403, {"message": "Repository access blocked"})
+        elif fault.kind == "echo_auth":
+            self.send_json(403, {"message": f"Bad credentials: {self.headers.get('Authorization')}"})
+        elif fault.kind == "echo_body":
+            self.send_body(200, str(self.headers.get("Authorization")).encode(), "text/plain")
+        elif fault.kind == "gzip_bomb":
+            body = gzip.compress(bytes(int(fault.value * 2**20)))
+            self.send_body(200, body, "application/json", {"Content-Encoding": "gzip"})
+        elif fault.kind == "json":
+            self.send_body(200, fault.text.encode(), "application/json")
+        elif fault.kind == "big_body":
+            self.send_spaces(int(fault.value * 2**20))
         else:
             raise ValueError(fault.kind)
+
+    def send_body(self, status: int, body: bytes, content_type: str, headers: Optional[dict] = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_spaces(self, size: int) -> None:
+        """A JSON answer of `size` bytes of spaces, written a block at a time (counted in `sent_bytes`)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        block = b" " * (1 << 16)
+        while size > 0:
+            self.wfile.write(block[:size])
+            self.fake.sent_bytes += min(size, len(block))
+            size -= len(block)
+
+    def trickle(self, body: bytes, seconds: float) -> None:
+        """`body` one byte every `seconds`, until the client leaves or the test releases the server."""
+        for byte in body:
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            if self.fake.release.wait(seconds):
+                break
+        self.close_connection = True
 
     def not_found(self) -> None:
         self.send_json(404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})
@@ -260,11 +322,11 @@ class _Handler(BaseHTTPRequestHandler):
         remaining, reset_in = (0, fault.value) if fault and fault.kind == "quota_spent" else (4999, 3600)
         rate = self.rate_headers(path, remaining, reset_in)
         if path == "/search/repositories":
-            return self.search_repositories(query, rate)
+            return self.search_repositories(query, rate, fault)
         if path == "/search/code":
             if not self.headers.get("Authorization"):
                 return self.send_json(401, {"message": "Requires authentication"}, rate)
-            return self.search_code(query, rate)
+            return self.search_code(query, rate, fault)
         if path.startswith("/_codeload/"):
             return self.archive(path, fault)
         match = re.fullmatch(r"/repos/([^/]+)/([^/]+)(?:/(commits|zipball)/(.+))?", path)
@@ -280,7 +342,10 @@ class _Handler(BaseHTTPRequestHandler):
         if repo is None:
             return self.not_found()
         if match[3] is None:
-            return self.send_json(200, repo.api(self.fake.url), rate)
+            answer = repo.api(self.fake.url)
+            if fault and fault.kind == "item_name":
+                answer["full_name"] = fault.text
+            return self.send_json(200, answer, rate)
         if match[4] not in (repo.default_branch, repo.sha):
             return self.send_json(422, {"message": f"No commit found for SHA: {match[4]}"}, rate)
         if match[3] == "commits":
@@ -297,10 +362,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(302)
         self.send_header("Location", f"http://{self.fake.codeload_host}:{self.fake.port}/_codeload/"
                                      f"{repo.full_name}/legacy.zip/{repo.sha}")
-        self.send_header("Content-Length", "0")
+        endless = fault is not None and fault.kind == "redirect_trickle"
+        self.send_header("Content-Length", str(10**12) if endless else "0")
         for key, value in rate.items():
             self.send_header(key, value)
         self.end_headers()
+        if endless:
+            self.trickle(b"<html>" * 10**6, fault.value)
 
     def archive(self, path: str, fault: Optional[Fault]) -> None:
         match = re.fullmatch(r"/_codeload/([^/]+/[^/]+)/legacy\.zip/([0-9a-f]{40})", path)
@@ -309,13 +377,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self.not_found()
         body = repo.zip_bytes()
         if fault and fault.kind == "corrupt":  # right length, damaged member data: only a CRC check notices
-            start = len(repo.top) + 80
+            start = _largest_py_data(body)
             body = body[:start] + bytes(b ^ 0xFF for b in body[start:start + 16]) + body[start + 16:]
         self.send_response(200)
         self.send_header("Content-Type", "application/zip")
         self.send_header("Content-Disposition", f"attachment; filename={repo.top}.zip")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if fault and fault.kind == "trickle":
+            return self.trickle(body, fault.value)
         if fault and fault.kind in ("cut", "stall"):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
@@ -328,7 +398,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------------------------------- search
 
-    def page(self, path: str, query: dict, matches: list, rate: dict, to_item) -> None:
+    def page(self, path: str, query: dict, matches: list, rate: dict, to_item, fault: Optional[Fault]) -> None:
         per_page = min(int(query.get("per_page", 30)), 100)
         page = int(query.get("page", 1))
         if (page - 1) * per_page >= CAP:
@@ -341,20 +411,28 @@ class _Handler(BaseHTTPRequestHandler):
             if (rel in ("next", "last") and page < last) or (rel in ("first", "prev") and page > 1):
                 link_query = urlencode({**query, "page": number})
                 links.append(f'<{self.fake.url}{path}?{link_query}>; rel="{rel}"')
+        kind = fault.kind if fault else None
+        if kind == "link_loop":
+            links = [f'<{self.fake.url}{self.path}>; rel="next"']
         headers = dict(rate)
         if links:
             headers["Link"] = ", ".join(links)
-        data = {"total_count": len(matches), "incomplete_results": False, "items": [to_item(m) for m in items]}
+        data = {"total_count": 10**9 if kind == "huge_total" else len(matches), "incomplete_results": False,
+                "items": [to_item(m) for m in items]}
+        if kind == "item_name":
+            for item in data["items"]:
+                item.get("repository", item)["full_name"] = fault.text
         self.send_json(200, data, headers)
 
-    def search_repositories(self, query: dict, rate: dict) -> None:
+    def search_repositories(self, query: dict, rate: dict, fault: Optional[Fault] = None) -> None:
         terms, qualifiers = parse_query(query.get("q", ""))
         matches = [r for r in self.fake.repos.values() if self.repo_matches(r, terms, qualifiers)]
         if query.get("sort") == "stars":
             matches.sort(key=lambda r: (-r.stars, r.full_name))
         else:
             matches.sort(key=lambda r: r.full_name)
-        self.page("/search/repositories", query, matches, rate, lambda r: {**r.api(self.fake.url), "score": 1.0})
+        self.page("/search/repositories", query, matches, rate, lambda r: {**r.api(self.fake.url), "score": 1.0},
+                  fault)
 
     @staticmethod
     def repo_matches(repo: FakeRepo, terms: list, qualifiers: dict) -> bool:
@@ -366,7 +444,7 @@ class _Handler(BaseHTTPRequestHandler):
                      or _in_range(created, qualifiers["created"], dt.date.fromisoformat))
                 and ("language" not in qualifiers or qualifiers["language"].lower() == repo.language.lower()))
 
-    def search_code(self, query: dict, rate: dict) -> None:
+    def search_code(self, query: dict, rate: dict, fault: Optional[Fault] = None) -> None:
         terms, qualifiers = parse_query(query.get("q", ""))
         hits = [CodeHit(r.full_name, p, len(t.encode())) for r in self.fake.repos.values()
                 for p, t in sorted(r.files.items()) if p.endswith(".py") and all(x in t.lower() for x in terms)]
@@ -386,7 +464,15 @@ class _Handler(BaseHTTPRequestHandler):
                                    "fork": False},
                     "score": 1.0}
 
-        self.page("/search/code", query, hits, rate, item)
+        self.page("/search/code", query, hits, rate, item, fault)
+
+
+def _largest_py_data(archive: bytes) -> int:
+    """Offset of the middle of the largest .py member's compressed data (what the scraper reads and checks)."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as handle:
+        info = max((i for i in handle.infolist() if i.filename.endswith(".py")), key=lambda i: i.compress_size)
+    name_length, extra_length = struct.unpack_from("<HH", archive, info.header_offset + 26)
+    return info.header_offset + 30 + name_length + extra_length + info.compress_size // 2 - 8
 
 
 class FakeClock:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 
 import pytest
 
-from scraper.generator.archives import (ArchiveError, decode_source, read_repository, read_zip,
-                                        safe_member_path)
+from hostile_zip import RawMember, member, peak_growth_mib, write_zip, zeros
+from scraper.generator.archives import ArchiveError, decode_source, read_repository, read_zip
 from scraper.generator.provenance import load_manifest, provenance_for
 from scraper.repos import repo_of_archive as repo_from_archive_name
 from tests.generator_helpers import FIXTURE_REPO, ZIPBALL_TOP, make_zipball
@@ -24,11 +25,6 @@ def test_zip_and_directory_give_the_same_files(tmp_path):
     assert sorted(f.path for f in from_zip.files) == FIXTURE_PY == sorted(f.path for f in from_dir.files)
     assert {f.path: f.text for f in from_zip.files} == {f.path: f.text for f in from_dir.files}
     assert not from_zip.problems and "Permission is hereby granted" in from_zip.license_text
-
-
-@pytest.mark.parametrize("name", ["../evil.py", "/etc/evil.py", "a/../../evil.py", "C:/evil.py", "..\\evil.py"])
-def test_escaping_entries_are_refused(name):
-    assert safe_member_path(name) is None
 
 
 def test_zip_with_escaping_entry_keeps_the_rest(tmp_path):
@@ -50,6 +46,51 @@ def test_size_caps_are_read_not_trusted(tmp_path):
     assert [(p.path, p.reason) for p in source.problems] == [("big.py", "too_large")]
     source = read_zip(archive, max_file_bytes=10_000, max_total=5000)
     assert [f.path for f in source.files] == ["big.py"] and source.problems[0].reason == "archive_cap"
+
+
+MiB = 1 << 20
+
+
+def bomb(method: int, size: int, name: str) -> RawMember:
+    return dataclasses.replace(zeros(method, size), name=name)
+
+
+@pytest.mark.timeout(120)
+def test_bzip2_and_lzma_bombs_cost_no_memory(tmp_path):
+    """zipfile decompresses a bzip2 or LZMA chunk whole before any cap: 128 MiB from ~100 bytes at once."""
+    archive = write_zip(tmp_path / "o__bomb.zip", [
+        bomb(zipfile.ZIP_BZIP2, 128 * MiB, "o-bomb-abcdef1/k.py"),
+        bomb(zipfile.ZIP_LZMA, 64 * MiB, "o-bomb-abcdef1/l.py"),
+        member("o-bomb-abcdef1/ok.py", b"import triton\n", zipfile.ZIP_BZIP2),
+    ])
+    growth, printed = peak_growth_mib(
+        "from scraper.generator.archives import read_repository",
+        f"source = read_repository({str(archive)!r})\n"
+        "print([f.path for f in source.files], sorted((p.path, p.reason) for p in source.problems))")
+    assert printed.strip() == "['ok.py'] [('k.py', 'too_large'), ('l.py', 'too_large')]"
+    assert growth < 32
+
+
+def test_entries_sharing_data_refuse_the_archive(tmp_path):
+    """200 directory entries on one 64 MiB member: each read stopped at the cap, but 200 caps were decompressed."""
+    shared = bomb(zipfile.ZIP_DEFLATED, 64 * MiB, "a.py")
+    archive = write_zip(tmp_path / "o__shared.zip", [shared] + [dataclasses.replace(shared, shares=0)] * 199)
+    with pytest.raises(ArchiveError, match="overlap"):
+        read_repository(archive)
+
+
+def test_archive_budget_counts_bytes_of_refused_files(tmp_path):
+    archive = write_zip(tmp_path / "o__many.zip", [bomb(zipfile.ZIP_DEFLATED, 4 * MiB, f"m{i}.py") for i in range(20)])
+    source = read_zip(archive, max_file_bytes=MiB, max_total=8 * MiB)
+    reasons = [p.reason for p in source.problems]
+    assert reasons.count("too_large") <= 8 and reasons.count("archive_cap") == 20 - reasons.count("too_large")
+
+
+def test_huge_central_directory_is_refused(tmp_path):
+    """350 000 entries: zipfile would hold them all in memory (~170 MiB) before any per-entry cap."""
+    archive = write_zip(tmp_path / "o__many.zip", [RawMember(f"{i:x}.py") for i in range(350_000)])
+    with pytest.raises(ArchiveError, match="central directory"):
+        read_repository(archive)
 
 
 def test_corrupt_and_missing_archives_raise_archive_error(tmp_path):

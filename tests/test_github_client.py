@@ -129,7 +129,7 @@ def test_link_pagination_and_token_kept_off_foreign_urls(fake):
         fake.add(kernel_repo(f"org{i}/triton-{i}"))
     client = client_for(fake)
     pages = list(client.paginate("/search/repositories", {"q": "triton", "per_page": 100}))
-    names = [item["full_name"] for page in pages for item in page.json()["items"]]
+    names = [item["full_name"] for page in pages for item in page["items"]]
     expected = {"octo/kern"} | {f"org{i}/triton-{i}" for i in range(250)}  # every README says "Triton"
     assert len(pages) == 3 and len(names) == 251 and set(names) == expected
     assert [r.query.get("page") for r in fake.requests] == [None, "2", "3"]
@@ -144,3 +144,18 @@ def test_connection_refused_is_a_network_error():
     with pytest.raises(GitHubError, match="network error") as info:
         client.get_json("/repos/a/b")
     assert info.value.status is None and TOKEN not in str(info.value)
+
+
+def test_retries_are_counted_when_they_all_fail(fake):
+    """urllib3 retried, then gave up: each retry made is counted (the summary said 0)."""
+    with FakeGitHub() as server:
+        closed = server.url  # nothing listens there any more: every connection is refused
+    refused = GitHubClient(closed, TOKEN, retries=3, backoff=0, clock=FakeClock())
+    with pytest.raises(GitHubError, match="network error"):
+        refused.get_json("/repos/a/b")
+    fake.fault("/repos/octo/kern$", "bad_gateway", times=10)
+    failing = client_for(fake, retries=2)
+    with pytest.raises(GitHubError):
+        failing.get_json("/repos/octo/kern")
+    assert (refused.counts.retries, failing.counts.retries) == (3, 2)
+    assert len(fake.requests) == 3

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from scraper.github.local import parse_local_arg, safe_member
+from scraper.github.local import parse_local_arg
+from scraper.zipsafe import safe_member_path
 from scraper.github.manifest import archive_name, full_name_of_archive
 
 import scrape_github
@@ -160,4 +161,26 @@ def test_names_cannot_collide_and_round_trip():
 @pytest.mark.parametrize("name,ok", [("a/b.py", True), ("../x", False), ("/etc/passwd", False),
                                       ("a/../../x", False), ("C:/x", False), ("a\\..\\..\\x", False)])
 def test_safe_member(name, ok):
-    assert safe_member(name) is ok
+    assert (safe_member_path(name) is not None) is ok
+
+
+def test_a_bzip2_bomb_given_as_local_zip_is_refused_without_inflating_it(tmp_path):
+    """A --local zip that is not in zipball layout gets re-packed: its members go through zipsafe's capped reader,
+    so a 1 GiB bzip2 member (a few KB on disk) costs nothing and the zip is refused with its reason."""
+    from dataclasses import replace
+
+    from hostile_zip import peak_growth_mib, write_zip, zeros
+
+    bomb = write_zip(tmp_path / "bomb.zip", [replace(zeros(zipfile.ZIP_BZIP2, 1 << 30), name="kernel.py")])
+    assert bomb.stat().st_size < 100_000
+    (tmp_path / "dl").mkdir()
+    setup = f"from scraper.github.local import ingest; import pathlib; out = pathlib.Path({str(tmp_path / 'dl')!r})"
+    action = f"""
+try:
+    ingest({str(bomb)!r}, out, None)
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+    growth, printed = peak_growth_mib(setup, action)
+    assert printed.startswith("LocalError") and "too_large" in printed
+    assert growth < 200  # MiB: nowhere near the member's 1 GiB

@@ -1,9 +1,11 @@
 """Read the Python files of a repository from a zip archive or a directory, safely.
 
-Scraped archives are untrusted: entries with absolute paths or `..` components are refused, every file is read
-with a size cap (the zip header's size is not trusted: reads stop at the cap), the archive as a whole has a cap,
-and bytes that are not UTF-8 are decoded by their PEP 263 cookie or, failing that, with replacement characters.
-Nothing is extracted to disk and nothing is executed.
+Scraped archives are untrusted. Zips are read through `scraper.zipsafe` (the pipeline's one reader of zip
+archives): entries with absolute paths or `..` components are refused, every member is decompressed with a
+hard byte cap whatever its compression method (the zip header's size is not trusted: reads stop at the cap),
+every byte decompressed counts against the archive's budget, and an archive whose central directory is too
+large or whose entries share data is refused whole. Bytes that are not UTF-8 are decoded by their PEP 263
+cookie or, failing that, with replacement characters. Nothing is extracted to disk and nothing is executed.
 """
 
 from __future__ import annotations
@@ -15,21 +17,24 @@ import re
 import tokenize
 import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Optional
+
+from scraper.repos import LICENSE_NAMES, SKIP_DIRS
+from scraper.zipsafe import DEFAULT_LIMITS, Limits, MemberRefused, SafeZip, UnsafeArchive, safe_member_path
 
 log = logging.getLogger(__name__)
 
-MAX_FILE_BYTES = 2 * 1024 * 1024  # a .py above this is generated data, not a kernel file
-MAX_ARCHIVE_BYTES = 512 * 1024 * 1024  # total .py bytes read from one repository
-MAX_FILES = 100_000
-SKIP_DIRS = {".git", "__pycache__", ".tox", ".venv", "venv", "node_modules", ".eggs"}
+MAX_FILE_BYTES = DEFAULT_LIMITS.member_bytes  # a .py above this is generated data, not a kernel file
+MAX_ARCHIVE_BYTES = DEFAULT_LIMITS.total_bytes  # bytes read from one repository
+MAX_FILES = DEFAULT_LIMITS.members
+LICENSE_BYTES = 64 * 1024  # the head of a LICENSE file is enough to name the license
 # GitHub zipball top folder: <owner>-<name>-<sha7>
 _ZIPBALL_TOP = re.compile(r"^(?P<slug>.+)-(?P<sha>[0-9a-f]{7,40})$")
 
 
 class ArchiveError(Exception):
-    """The archive as a whole cannot be read (corrupt zip, missing path)."""
+    """The archive as a whole cannot be read (corrupt zip, missing path, refused as unsafe)."""
 
 
 @dataclass
@@ -46,7 +51,7 @@ class FileProblem:
     """A file that was refused or could not be read, with the phase and reason for the stats."""
 
     path: str
-    reason: str  # unsafe_path | too_large | archive_cap | read_error | not_a_file
+    reason: str  # unsafe_path | too_large | archive_cap | unsupported | read_error | not_a_file
     message: str
 
 
@@ -62,17 +67,6 @@ class RepoSource:
     problems: list = field(default_factory=list)  # FileProblem
     other_files: int = 0  # entries that are not .py
     license_text: Optional[str] = None  # the repository's root LICENSE file, when it has one
-
-
-def safe_member_path(name: str) -> Optional[str]:
-    """The normalized relative POSIX path of an archive entry, or None when it is absolute or escapes with `..`."""
-    name = name.replace("\\", "/")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        return None
-    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
-    if any(p == ".." for p in parts) or not parts:
-        return None
-    return "/".join(parts)
 
 
 def decode_source(data: bytes) -> tuple[str, Optional[str]]:
@@ -100,72 +94,66 @@ def zipball_top(names: list[str]) -> Optional[str]:
     return None
 
 
-def _read_capped(handle, cap: int) -> Optional[bytes]:
-    data = handle.read(cap + 1)
-    return None if len(data) > cap else data
-
-
 def read_zip(path: Path, max_file_bytes: int = MAX_FILE_BYTES, max_total: int = MAX_ARCHIVE_BYTES) -> RepoSource:
-    """Every .py of a zip archive (zipball top folder stripped), with refused entries listed as problems."""
+    """Every .py of a zip archive (zipball top folder stripped), with refused entries listed as problems.
+    `max_total` caps the bytes decompressed from the archive, read or refused."""
+    limits = Limits(member_bytes=max_file_bytes, total_bytes=max_total, members=MAX_FILES)
     try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        with SafeZip(path, limits) as archive:
+            return _read_members(archive, path)
+    except UnsafeArchive as exc:
+        raise ArchiveError(f"refused: {exc}") from exc
+    except (zipfile.BadZipFile, OSError) as exc:
         raise ArchiveError(f"cannot open zip: {exc}") from exc
-    with archive:
-        infos = archive.infolist()
-        top = zipball_top([n for n in (safe_member_path(i.filename) for i in infos) if n])
-        source = RepoSource(location=str(path), name=path.name, top=top)
-        source.commit_hint = _commit_from_top(top)
-        total = 0
-        for info in infos[:MAX_FILES]:
-            if info.is_dir():
-                continue
-            relative = safe_member_path(info.filename)
-            if relative is None:
-                source.problems.append(FileProblem(info.filename, "unsafe_path", "absolute or `..` path refused"))
-                continue
-            if top and relative.startswith(top + "/"):
-                relative = relative[len(top) + 1:]
-            if not relative.endswith(".py") or _skipped_dir(relative):
-                source.other_files += 1
-                if relative in LICENSE_NAMES:
-                    source.license_text = _read_license(lambda: archive.open(info))
-                continue
-            total += _read_zip_member(archive, info, relative, source, max_file_bytes, max_total - total)
-        if len(infos) > MAX_FILES:
-            source.problems.append(FileProblem(path.name, "archive_cap", f"only the first {MAX_FILES} entries read"))
+
+
+def _read_members(archive: SafeZip, path: Path) -> RepoSource:
+    """The RepoSource of an opened archive: its .py files, its LICENSE, and what was refused."""
+    infos = archive.members
+    top = zipball_top([n for n in (safe_member_path(i.filename) for i in infos) if n])
+    source = RepoSource(location=str(path), name=path.name, top=top, commit_hint=_commit_from_top(top))
+    for info in infos:
+        if info.is_dir():
+            continue
+        relative = safe_member_path(info.filename)
+        if relative is None:
+            source.problems.append(FileProblem(info.filename, "unsafe_path", "absolute or `..` path refused"))
+            continue
+        if top and relative.startswith(top + "/"):
+            relative = relative[len(top) + 1:]
+        if relative.endswith(".py") and not _skipped_dir(relative):
+            _read_zip_member(archive, info, relative, source)
+            continue
+        source.other_files += 1
+        if relative in LICENSE_NAMES:
+            source.license_text = _zip_license(archive, info)
+    if archive.left_out:
+        source.problems.append(FileProblem(path.name, "archive_cap", f"only the first {MAX_FILES} entries read"))
     return source
 
 
-def _read_zip_member(archive, info, relative, source, max_file_bytes, budget) -> int:
-    """Read one member into `source`; returns the bytes read (0 when refused)."""
-    if budget <= 0:
-        source.problems.append(FileProblem(relative, "archive_cap", "archive size cap reached"))
-        return 0
+def _read_zip_member(archive: SafeZip, info, relative: str, source: RepoSource) -> None:
+    """Read one member into `source`, or list why it was not read (a damaged member is a read_error)."""
     try:
-        with archive.open(info) as handle:
-            data = _read_capped(handle, min(max_file_bytes, budget))
-    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError, NotImplementedError) as exc:
+        data = archive.read(info)
+    except MemberRefused as exc:
+        source.problems.append(FileProblem(relative, exc.reason, str(exc)))
+        return
+    except UnsafeArchive:
+        raise
+    except zipfile.BadZipFile as exc:
         source.problems.append(FileProblem(relative, "read_error", f"{type(exc).__name__}: {exc}"))
-        return 0
-    return _add_file(source, relative, data, max_file_bytes)
-
-
-def _add_file(source, relative: str, data: Optional[bytes], max_file_bytes: int) -> int:
-    """Decode one file read under the cap into `source`; returns its bytes (0 when it was over the cap: None)."""
-    if data is None:
-        source.problems.append(FileProblem(relative, "too_large", f"over {max_file_bytes} bytes"))
-        return 0
+        return
     text, error = decode_source(data)
     source.files.append(SourceFile(relative, text, error))
-    return len(data)
 
 
-def _read_license(opener) -> Optional[str]:
+def _zip_license(archive: SafeZip, info) -> Optional[str]:
     try:
-        with opener() as handle:
-            return handle.read(64 * 1024).decode("utf-8", errors="replace")
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError, RuntimeError):
+        return archive.read_prefix(info, LICENSE_BYTES).decode("utf-8", errors="replace")
+    except UnsafeArchive:
+        raise
+    except (zipfile.BadZipFile, MemberRefused):
         return None
 
 
@@ -193,10 +181,15 @@ def read_directory(root: Path, max_file_bytes: int = MAX_FILE_BYTES, max_total: 
             if not name.endswith(".py"):
                 source.other_files += 1
                 if relative in LICENSE_NAMES and full.is_file():
-                    source.license_text = _read_license(lambda: open(full, "rb"))
+                    source.license_text = _file_license(full)
                 continue
             total += _read_dir_file(full, relative, real_root, source, max_file_bytes, max_total - total)
     return source
+
+
+def _read_capped(handle, cap: int) -> Optional[bytes]:
+    data = handle.read(cap + 1)
+    return None if len(data) > cap else data
 
 
 def _read_dir_file(full: Path, relative, real_root, source, max_file_bytes, budget) -> int:
@@ -219,6 +212,24 @@ def _read_dir_file(full: Path, relative, real_root, source, max_file_bytes, budg
     return _add_file(source, relative, data, max_file_bytes)
 
 
+def _add_file(source, relative: str, data: Optional[bytes], max_file_bytes: int) -> int:
+    """Decode one file read under the cap into `source`; returns its bytes (0 when it was over the cap: None)."""
+    if data is None:
+        source.problems.append(FileProblem(relative, "too_large", f"over {max_file_bytes} bytes"))
+        return 0
+    text, error = decode_source(data)
+    source.files.append(SourceFile(relative, text, error))
+    return len(data)
+
+
+def _file_license(path: Path) -> Optional[str]:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(LICENSE_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+
+
 def read_repository(location: str | os.PathLike, **caps) -> RepoSource:
     """A repository from a zip archive or a directory (raises ArchiveError when it cannot be read at all)."""
     path = Path(location)
@@ -227,66 +238,3 @@ def read_repository(location: str | os.PathLike, **caps) -> RepoSource:
     if not path.exists():
         raise ArchiveError(f"no such file or directory: {path}")
     return read_zip(path, **caps)
-
-
-LICENSE_NAMES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "LICENCE", "COPYING", "LICENSE.rst")
-# Enough to name the common licenses from their text; anything else stays unknown (None). The family whose
-# marker comes first in the text wins (MPL-2.0 names the GNU licenses further down, LGPL-3.0 the GPL).
-_LICENSE_MARKERS = [
-    ("Apache-2.0", "apache license"), ("MIT", "permission is hereby granted, free of charge"),
-    ("BSD", "redistribution and use in source and binary forms"), ("MPL-2.0", "mozilla public license"),
-    ("GNU", "gnu general public license"), ("GNU", "gnu lesser general public license"),
-    ("GNU", "gnu library general public license"), ("GNU", "gnu affero general public license"),
-]
-# (GNU license title, version) -> SPDX id, as GitHub's license API names them; "-or-later" is added when the
-# text puts the work under "version N or (at your option) any later version".
-_GNU_IDS = {
-    ("general", "1"): "GPL-1.0", ("general", "2"): "GPL-2.0", ("general", "3"): "GPL-3.0",
-    ("library", "2"): "LGPL-2.0", ("lesser", "2.1"): "LGPL-2.1", ("lesser", "3"): "LGPL-3.0",
-    ("affero", "3"): "AGPL-3.0",
-}
-# title, then the first "version N" in the same sentence: "GPL ... Version 2, June 1991" (a license's own
-# heading) or "GPL as published by the Free Software Foundation; either version 2 of the License" (a notice)
-_GNU_TITLE = re.compile(
-    r"gnu (?:(affero|lesser|library) )?general public license([^.]{0,160}?)\bversion (\d+(?:\.\d+)?)")
-# one id alone on its line (an expression such as `MIT OR Apache-2.0` is not one license: the text decides)
-_SPDX_TAG = re.compile(r"spdx-license-identifier:[ \t]*([a-z0-9.+-]+)[ \t]*(?:\*/|-->)?[ \t]*$", re.I | re.M)
-
-
-def license_from_text(text: Optional[str]) -> Optional[str]:
-    """SPDX id guessed from a LICENSE/COPYING file's text, else None: Apache-2.0, MIT, BSD-3-Clause/BSD-2-Clause,
-    MPL-2.0, and the GNU licenses by title and version (GPL-1.0/2.0/3.0, LGPL-2.0/2.1/3.0, AGPL-3.0, with
-    `-or-later` when the text says "or (at your option) any later version" outside the license's own
-    how-to-apply appendix). An `SPDX-License-Identifier: <id>` line in the first 2 KiB wins."""
-    if not text:
-        return None
-    tag = _SPDX_TAG.search(text[:2048])
-    if tag:
-        return tag.group(1)
-    flat = _flatten(text)
-    found = [(flat.find(marker), spdx) for spdx, marker in _LICENSE_MARKERS if marker in flat]
-    if not found:
-        return None
-    family = min(found)[1]
-    if family == "BSD":
-        return "BSD-3-Clause" if "neither the name" in flat else "BSD-2-Clause"
-    return _gnu_license(flat) if family == "GNU" else family
-
-
-def _flatten(text: str) -> str:
-    """Lower case, comment markers (`#`, `//`, ` * `) at line starts dropped, whitespace runs as one space."""
-    lines = (line.strip().lstrip("#*/;!-").strip() for line in text.lower().splitlines())
-    return " ".join(" ".join(lines).split())
-
-
-def _gnu_license(flat: str) -> Optional[str]:
-    match = _GNU_TITLE.search(flat)
-    if not match:
-        return None
-    version = match.group(3).removesuffix(".0")
-    spdx = _GNU_IDS.get((match.group(1) or "general", version))
-    # the license texts end with "How to Apply These Terms", whose sample notice says "any later version"
-    terms = flat.split("how to apply these terms")[0]
-    if spdx and "or (at your option) any later version" in terms:
-        spdx += "-or-later"
-    return spdx

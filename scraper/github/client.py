@@ -11,20 +11,30 @@ Two layers, each doing what it is good at:
   instead of provoking a 403. These waits are counted (time and number) and capped by `max_wait`; sleeping goes
   through a clock object so tests can replace it.
 
-The token only ever travels in the `Authorization` header of requests to the API base; it is never logged
-(`repr` hides it), and requests drops it when a redirect leaves the API host (codeload.github.com).
+Server answers are hostile input too. Every body is streamed and read one socket read at a time against a
+deadline for the whole body (a per-read timeout alone lets a server trickle one byte every few seconds forever)
+and a size cap; bodies are asked for and read without content encoding (no gzip bomb). Redirects are followed
+here, not by requests (which reads a redirect's whole body into memory first), at most `MAX_REDIRECTS` hops.
+`Link` pagination stops at a URL it has already read. `full_name`s are checked elsewhere (download.py) before
+they become paths.
+
+The token only ever travels in the `Authorization` header of requests to URLs under the API base (so not to
+codeload.github.com after the zipball redirect); it is never logged (`repr` hides it), and `mask` removes its
+value from every error message the client makes, in case a server echoes it back.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
-from urllib.parse import urlsplit
+from typing import Any, Callable, Iterator, Optional
+from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -36,6 +46,10 @@ API_VERSION = "2022-11-28"
 # GitHub: "If you receive a secondary rate limit error without retry-after or x-ratelimit headers, wait for at
 # least one minute before retrying" and increase the wait if it keeps failing.
 SECONDARY_LIMIT_WAIT = 60.0
+MAX_REDIRECTS = 5
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # an API answer (a search page of 100 items is about 600 KB)
+MESSAGE_BYTES = 4096  # what is read of an error answer to find its message
+CHUNK = 1 << 16
 
 
 class GitHubError(Exception):
@@ -61,13 +75,28 @@ class Clock:
 
 
 class _ServerRetry(Retry):
-    """urllib3 Retry that leaves 429 (and 413) to the GitHub layer: only 503's Retry-After is honoured here."""
+    """urllib3 Retry that leaves 429 (and 413) to the GitHub layer: only 503's Retry-After is honoured here.
+    It calls `on_retry` for every retry urllib3 makes, so retries that end in an error are counted too."""
 
     RETRY_AFTER_STATUS_CODES = frozenset({503})
 
+    def __init__(self, *args, on_retry: Optional[Callable[[], None]] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_retry = on_retry
 
-def make_retry(retries: int, backoff: float) -> Retry:
-    """The urllib3 policy: `retries` attempts on connection errors and 5xx, exponential backoff, no raise."""
+    def new(self, **kwargs) -> "_ServerRetry":
+        return super().new(on_retry=self.on_retry, **kwargs)  # urllib3 copies the policy at every attempt
+
+    def increment(self, *args, **kwargs) -> "_ServerRetry":
+        retry = super().increment(*args, **kwargs)  # raises MaxRetryError when no retry is left: none is made
+        if self.on_retry is not None:
+            self.on_retry()
+        return retry
+
+
+def make_retry(retries: int, backoff: float, on_retry: Optional[Callable[[], None]] = None) -> Retry:
+    """The urllib3 policy: `retries` attempts on connection errors and 5xx, exponential backoff, no raise;
+    `on_retry` is called for each retry made."""
     return _ServerRetry(
         total=retries,
         connect=retries,
@@ -78,6 +107,7 @@ def make_retry(retries: int, backoff: float) -> Retry:
         allowed_methods=frozenset({"GET", "HEAD"}),
         raise_on_status=False,  # the last 5xx comes back as a response; we turn it into a GitHubError
         respect_retry_after_header=True,
+        on_retry=on_retry,
     )
 
 
@@ -87,6 +117,7 @@ class CallCounts:
 
     api_calls: int = 0
     retries: int = 0  # extra attempts urllib3 made (5xx, dropped connections)
+    pagination_stopped: int = 0  # `Link: rel="next"` chains cut short (a page seen before, or too many pages)
     rate_limit_waits: int = 0
     rate_limit_wait_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -105,9 +136,11 @@ class GitHubClient:
     """GET requests against the GitHub REST API with auth, retries and rate-limit handling.
 
     `api_url`: the API base (GitHub Enterprise `https://host/api/v3`, or a local test server); `token`: a personal
-    access token or None; `max_wait`: the longest single rate-limit wait (seconds) before `RateLimitTooLong`;
-    `clock`: object with time()/sleep(); `retries`/`backoff`: urllib3 Retry settings for 5xx and network errors;
-    `reset_margin`: seconds added to GitHub's reset time against clock skew.
+    access token or None; `timeout`: seconds for one socket read; `deadline`: seconds for a whole API answer's
+    body (downloads pass their own); `max_wait`: the longest single rate-limit wait (seconds) before
+    `RateLimitTooLong`; `clock`: object with time()/sleep(); `retries`/`backoff`: urllib3 Retry settings for 5xx
+    and network errors; `reset_margin`: seconds added to GitHub's reset time against clock skew;
+    `max_answer_bytes`: the largest API answer read.
     """
 
     def __init__(
@@ -116,17 +149,21 @@ class GitHubClient:
         token: Optional[str] = None,
         *,
         timeout: float = 30.0,
+        deadline: float = 120.0,
         retries: int = 5,
         backoff: float = 0.5,
         max_wait: float = 3700.0,
         max_rate_retries: int = 8,
         reset_margin: float = 1.0,
         clock: Optional[Clock] = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self._token = token or None
         self.timeout = timeout
-        self.retry = make_retry(retries, backoff)
+        self.deadline = deadline
+        self.max_answer_bytes = max_answer_bytes
+        self.retry = make_retry(retries, backoff, self._count_retry)
         self.max_wait = max_wait
         self.max_rate_retries = max_rate_retries
         self.reset_margin = reset_margin  # seconds added to X-RateLimit-Reset for clock skew
@@ -143,6 +180,14 @@ class GitHubClient:
     def has_token(self) -> bool:
         return self._token is not None
 
+    def mask(self, text: str) -> str:
+        """`text` with the token's value replaced by `***` (a server may echo the Authorization header)."""
+        return text.replace(self._token, "***") if self._token else text
+
+    def error(self, message: str, status: Optional[int] = None) -> GitHubError:
+        """A GitHubError whose message is masked; every error the client makes goes through here."""
+        return GitHubError(self.mask(message), status)
+
     # ------------------------------------------------------------------------------------------ session
 
     def session(self) -> requests.Session:
@@ -153,88 +198,172 @@ class GitHubClient:
             adapter = HTTPAdapter(max_retries=self.retry, pool_maxsize=4)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            session.headers.update(
-                {"User-Agent": USER_AGENT, "Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}
-            )
+            session.headers.update({
+                "User-Agent": USER_AGENT, "Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION,
+                "Accept-Encoding": "identity",  # bodies as sent: no decompression of what a server chose to send
+            })
             self._local.session = session
         return session
 
     def url(self, path_or_url: str) -> str:
         """Absolute URL for an API path; absolute URLs (Link headers) must lie under the API base."""
         if path_or_url.startswith(("http://", "https://")):
-            if not path_or_url.startswith(self.api_url + "/"):
-                raise GitHubError(f"refusing to send the token to a URL outside the API: {path_or_url}")
+            if not self._in_api(path_or_url):
+                raise self.error(f"refusing to send the token to a URL outside the API: {path_or_url[:200]}")
             return path_or_url
         return self.api_url + "/" + path_or_url.lstrip("/")
 
+    def _in_api(self, url: str) -> bool:
+        return url.startswith(self.api_url + "/")
+
     def _path(self, url: str) -> str:
-        return "/" + url[len(self.api_url):].lstrip("/").split("?")[0]
+        if self._in_api(url):
+            return "/" + url[len(self.api_url):].lstrip("/").split("?")[0]
+        return urlsplit(url).path
 
     # ------------------------------------------------------------------------------------------ requests
 
-    def get(self, path_or_url: str, params: Optional[dict] = None, *, stream: bool = False,
-            ok: tuple[int, ...] = (200,), headers: Optional[dict] = None) -> requests.Response:
-        """GET an API path, waiting out rate limits; returns a response whose status is in `ok`, else raises
-        GitHubError (RateLimitTooLong when a wait would exceed max_wait). `headers` add to the session's."""
+    def get(self, path_or_url: str, params: Optional[dict] = None, *, ok: tuple[int, ...] = (200,),
+            headers: Optional[dict] = None) -> requests.Response:
+        """GET an API path, waiting out rate limits; returns a streamed response whose status is in `ok` (read
+        its body with `read` or `chunks`), else raises GitHubError (RateLimitTooLong when a wait would exceed
+        max_wait). `headers` add to the session's."""
         url = self.url(path_or_url)
         resource = resource_of(self._path(url))
         for attempt in range(self.max_rate_retries + 1):
             self._wait_if_blocked(resource)
-            response = self._send(url, params, stream, headers)
+            response = self._send(url, params, headers)
             self._note_quota(resource, response)
             if response.status_code in ok:
                 return response
-            wait = self._rate_limit_wait(response, attempt)
+            message = self._message(response)
+            wait = self._rate_limit_wait(response, message, attempt)
             if wait is None:
-                raise GitHubError(_describe(response, url), response.status_code)
-            response.close()
+                raise self.error(f"HTTP {response.status_code} on {self._path(url)}: {message}".rstrip(": "),
+                                 response.status_code)
             self._block(resource, wait)  # the other threads wait too instead of hammering a limited server
             self._sleep(wait, f"rate limited ({response.status_code}) on {self._path(url)}")
-        raise GitHubError(f"still rate limited after {self.max_rate_retries} waits: {self._path(url)}", 429)
+        raise self.error(f"still rate limited after {self.max_rate_retries} waits: {self._path(url)}", 429)
 
     def get_json(self, path_or_url: str, params: Optional[dict] = None) -> Any:
         """GET and decode JSON."""
-        response = self.get(path_or_url, params)
+        return self.json_of(self.get(path_or_url, params))
+
+    def json_of(self, response: requests.Response) -> Any:
+        """The JSON of a response's body (read within the caps)."""
         try:
-            return response.json()
+            return json.loads(self.read(response))
         except ValueError as exc:
-            raise GitHubError(f"invalid JSON from {self._path(self.url(path_or_url))}: {exc}") from None
+            raise self.error(f"invalid JSON from {self._path(response.url)}: {exc}") from None
 
-    def paginate(self, path_or_url: str, params: Optional[dict] = None) -> Iterator[requests.Response]:
-        """Each page's response, following `Link: <...>; rel="next"` until there is none."""
+    def paginate(self, path_or_url: str, params: Optional[dict] = None,
+                 max_pages: Optional[int] = None) -> Iterator[Any]:
+        """Each page's JSON, following `Link: <...>; rel="next"` until there is none, the next URL is one already
+        read (a server that links a page to itself would be followed forever), or `max_pages` were read."""
         response = self.get(path_or_url, params)
-        yield response
+        seen, pages = {response.url}, 1
+        yield self.json_of(response)
         while "next" in response.links:
-            response = self.get(response.links["next"]["url"])
-            yield response
+            url = self.url(response.links["next"]["url"])
+            if url in seen or (max_pages is not None and pages >= max_pages):
+                self._stop_pagination(url, pages)
+                return
+            response = self.get(url)
+            seen.update({url, response.url})
+            pages += 1
+            yield self.json_of(response)
 
-    def _send(self, url: str, params: Optional[dict], stream: bool, extra: Optional[dict]) -> requests.Response:
-        headers = dict(extra or {})
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
+    def _stop_pagination(self, url: str, pages: int) -> None:
+        log.warning("not following Link rel=next after %d pages: %s", pages, self.mask(url)[:200])
+        with self.counts.lock:
+            self.counts.pagination_stopped += 1
+
+    def _send(self, url: str, params: Optional[dict], extra: Optional[dict]) -> requests.Response:
+        """One call: the request and its redirects (the token only to URLs under the API base)."""
         with self.counts.lock:
             self.counts.api_calls += 1
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._request(url, params, extra)
+            if not response.is_redirect:
+                return response
+            url, params = urljoin(response.url, response.headers["Location"]), None
+            response.close()  # not read: a redirect's body is of no use, and could be endless
+        raise self.error(f"more than {MAX_REDIRECTS} redirects, last to {urlsplit(url).path}")
+
+    def _request(self, url: str, params: Optional[dict], extra: Optional[dict]) -> requests.Response:
+        headers = dict(extra or {})
+        if self._token and self._in_api(url):
+            headers["Authorization"] = f"Bearer {self._token}"
+        session = self.session()
         try:
-            response = self.session().get(url, params=params, headers=headers, stream=stream, timeout=self.timeout)
+            # Through the adapter, not Session.send: that reads a redirect's whole body first, even with
+            # allow_redirects=False (to prepare Response.next), and a hostile redirect's body never ends.
+            prepared = session.prepare_request(requests.Request("GET", url, params=params, headers=headers))
+            settings = session.merge_environment_settings(prepared.url, {}, True, None, None)  # proxies, CA file
+            return session.get_adapter(prepared.url).send(prepared, timeout=self.timeout, **settings)
         except requests.RequestException as exc:
             # The exception text names host and path only; headers (the token) are never part of it.
-            raise GitHubError(f"network error on {self._path(url)}: {type(exc).__name__}: {_short(exc)}") from None
-        self._count_retries(response)
-        return response
+            raise self.error(f"network error on {self._path(url)}: {type(exc).__name__}: {_short(exc)}") from None
 
-    def _count_retries(self, response: requests.Response) -> None:
-        """Add the attempts urllib3 repeated (on this response and on the redirects before it)."""
-        extra = 0
-        for hop in [*response.history, response]:
-            history = getattr(getattr(hop.raw, "retries", None), "history", ()) or ()
-            extra += sum(1 for item in history if item.redirect_location is None)
-        if extra:
-            with self.counts.lock:
-                self.counts.retries += extra
+    def _count_retry(self) -> None:
+        with self.counts.lock:
+            self.counts.retries += 1
+
+    # ------------------------------------------------------------------------------------------ bodies
+
+    def chunks(self, response: requests.Response, seconds: Optional[float] = None) -> Iterator[bytes]:
+        """The body of a streamed response as it arrives, one socket read at a time, so the whole body is bounded
+        in time: GitHubError once it has taken longer than `seconds` (default: the client's deadline)."""
+        seconds = self.deadline if seconds is None else seconds
+        encoding = response.headers.get("Content-Encoding", "identity").lower()
+        if encoding != "identity":
+            response.close()
+            raise self.error(f"{self._path(response.url)}: unasked-for Content-Encoding {encoding[:40]!r}")
+        deadline = time.monotonic() + seconds
+        try:
+            while chunk := response.raw.read1(CHUNK, decode_content=False):
+                if time.monotonic() > deadline:
+                    response.close()
+                    raise self.error(f"{self._path(response.url)}: body not complete after {seconds:.0f} s")
+                yield chunk
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            response.close()
+            raise self.error(f"network error reading {self._path(response.url)}: {type(exc).__name__}: "
+                             f"{_short(exc)}") from None
+
+    def read(self, response: requests.Response) -> bytes:
+        """A streamed response's whole body: GitHubError past `max_answer_bytes` or the client's deadline."""
+        limit = self.max_answer_bytes
+        body = bytearray()
+        for chunk in self.chunks(response):
+            body += chunk
+            if len(body) > limit:
+                response.close()
+                raise self.error(f"{self._path(response.url)}: answer larger than {limit} bytes")
+        return bytes(body)
+
+    def _message(self, response: requests.Response) -> str:
+        """The `message` of an error answer, from its first MESSAGE_BYTES (the rest is not read), masked."""
+        body = bytearray()
+        try:
+            for chunk in self.chunks(response):
+                body += chunk
+                if len(body) >= MESSAGE_BYTES:
+                    break
+        except GitHubError:
+            pass  # a message that does not arrive is no message
+        finally:
+            response.close()
+        text = body.decode("utf-8", errors="replace")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return self.mask(text[:200])
+        return self.mask(str(data.get("message", ""))[:200]) if isinstance(data, dict) else ""
 
     # ------------------------------------------------------------------------------------------ rate limits
 
-    def _rate_limit_wait(self, response: requests.Response, attempt: int) -> Optional[float]:
+    def _rate_limit_wait(self, response: requests.Response, message: str, attempt: int) -> Optional[float]:
         """Seconds to wait before retrying a 403/429 that is a rate limit; None when it is a real error."""
         if response.status_code not in (403, 429):
             return None
@@ -244,7 +373,7 @@ class GitHubClient:
             return float(retry_after)
         if headers.get("X-RateLimit-Remaining") == "0" and headers.get("X-RateLimit-Reset", "").isdigit():
             return max(0.0, float(headers["X-RateLimit-Reset"]) - self.clock.time()) + self.reset_margin
-        if response.status_code == 429 or "rate limit" in _message(response).lower():
+        if response.status_code == 429 or "rate limit" in message.lower():
             return SECONDARY_LIMIT_WAIT * (2 ** attempt)
         return None  # a plain 403: forbidden, blocked repository, bad token ...
 
@@ -281,19 +410,6 @@ class GitHubClient:
             self.counts.rate_limit_waits += 1
             self.counts.rate_limit_wait_seconds += seconds
         self.clock.sleep(seconds)
-
-
-def _message(response: requests.Response) -> str:
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text[:200]
-    return str(data.get("message", "")) if isinstance(data, dict) else ""
-
-
-def _describe(response: requests.Response, url: str) -> str:
-    path = urlsplit(url).path
-    return f"HTTP {response.status_code} on {path}: {_message(response)[:200]}".rstrip(": ")
 
 
 def _short(exc: BaseException) -> str:

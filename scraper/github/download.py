@@ -2,11 +2,15 @@
 
 Flow per repository: metadata (`/repos/{o}/{r}`, skipped when a search result already carried it), the default
 branch's head commit (`/repos/{o}/{r}/commits/{branch}`), then `/repos/{o}/{r}/zipball/{sha}`, whose 302 to
-codeload.github.com requests follows (dropping the token, since the host changes). The body streams into a
-hidden `.part` file in the download folder while its sha256 is computed; only a complete archive (the byte count
-matches Content-Length when sent, the zip's central directory reads, every member's CRC checks) is renamed to
-its final name. A connection cut mid-body is retried from the start a few times (urllib3 retries cannot cover a
-body that requests is already streaming).
+codeload.github.com the client follows (without the token, since the host changes). The body streams into a
+hidden `.part` file in the download folder while its sha256 is computed, within a deadline for the whole body;
+only a complete archive is renamed to its final name: the byte count matches Content-Length when sent, the
+archive passes `scraper.zipsafe`'s limits (safe member names, a bounded directory, no entries sharing data), and
+every member the pipeline will read (`.py` files up to the generator's cap) passes its CRC check. The same pass
+counts the Triton files. A connection cut mid-body or a damaged member is retried from the start a few times
+(urllib3 retries cannot cover a body that is already streaming); a hostile archive is refused at once.
+
+A `full_name` from the server becomes a file name: it is checked against GitHub's rules first.
 """
 
 from __future__ import annotations
@@ -16,25 +20,21 @@ import logging
 import os
 import re
 import zipfile
-import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
 
-import requests
-
 from scraper.github.client import GitHubClient, GitHubError
 from scraper.github.manifest import PART_SUFFIX, archive_name, utc_now
+from scraper.repos import is_full_name
+from scraper.zipsafe import DEFAULT_LIMITS, MemberRefused, SafeZip, UnsafeArchive, safe_member_path
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 16
-MAX_SCAN_BYTES = 2 << 20  # .py members above 2 MiB are generated data, not kernels: not scanned
+DOWNLOAD_DEADLINE = 1800.0  # seconds for one archive's whole body (500 MiB at 0.3 MB/s)
 _TRITON = re.compile(rb"\btriton\b")
 _JIT = re.compile(rb"\bjit\b")
-# What reading a damaged or odd zip can raise: truncated deflate data, encrypted or unknown-compression members.
-ZIP_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, RuntimeError, NotImplementedError)
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
@@ -44,6 +44,11 @@ class Skip(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def _typed(value, kind: type):
+    """`value` when it has the JSON type `kind` (a bool is not an int), else None."""
+    return value if type(value) is kind else None
 
 
 @dataclass
@@ -59,21 +64,42 @@ class RepoInfo:
 
     @classmethod
     def from_api(cls, data: dict) -> "RepoInfo":
-        """From GitHub's repository JSON (full or search item); license None when GitHub detected none."""
-        license_data = data.get("license") or {}
+        """From GitHub's repository JSON (full or search item); license None when GitHub detected none. Fields
+        of the wrong type count as missing; GitHubError when `full_name` is not a valid owner/name."""
+        if not isinstance(data, dict) or not is_full_name(data.get("full_name")):
+            raise GitHubError("repository answer without a valid owner/name full_name")
+        license_data = data.get("license") if isinstance(data.get("license"), dict) else {}
         return cls(
             full_name=data["full_name"],
-            default_branch=data.get("default_branch"),
-            stars=data.get("stargazers_count"),
-            license=license_data.get("spdx_id") or None,
-            size_kb=data.get("size"),
-            html_url=data.get("html_url"),
+            default_branch=_typed(data.get("default_branch"), str),
+            stars=_typed(data.get("stargazers_count"), int),
+            license=_typed(license_data.get("spdx_id"), str) or None,
+            size_kb=_typed(data.get("size"), int),
+            html_url=_typed(data.get("html_url"), str),
         )
 
     @property
     def complete(self) -> bool:
         """True when a search item carried everything, so `/repos/{o}/{r}` can be skipped."""
         return self.default_branch is not None and self.stars is not None and self.size_kb is not None
+
+
+@dataclass
+class ArchiveScan:
+    """What one pass over an archive found: Triton files, and members whose bytes fail their CRC or size."""
+
+    triton_files: int = 0
+    damaged: list = field(default_factory=list)
+
+
+@dataclass
+class Archive:
+    """A verified archive in the download folder."""
+
+    path: Path
+    sha256: str
+    size: int
+    triton_files: int
 
 
 def repo_path(full_name: str) -> str:
@@ -104,85 +130,109 @@ def fetch_commit(client: GitHubClient, full_name: str, branch: str) -> str:
         if exc.status in (404, 422):
             raise Skip("not_found", str(exc)) from None
         raise
-    text = response.text.strip()
     if "json" in response.headers.get("Content-Type", ""):  # a server that ignores the media type
-        text = str(response.json().get("sha", ""))
+        data = client.json_of(response)
+        text = str(data.get("sha", "")) if isinstance(data, dict) else ""
+    else:
+        text = client.read(response).decode("utf-8", errors="replace").strip()
     if not _SHA.fullmatch(text):
-        raise GitHubError(f"{path}: not a commit SHA: {text[:80]!r}")
+        raise client.error(f"{path}: not a commit SHA: {text[:80]!r}")
     return text
 
 
-def download_archive(client: GitHubClient, full_name: str, sha: str, download_dir: Path,
-                     max_bytes: Optional[int], attempts: int = 3) -> tuple[Path, str, int]:
-    """Download the zipball of `sha` to `<download_dir>/<owner>__<name>.zip`; returns (path, sha256, bytes).
+def archive_path(download_dir: Path, full_name: str) -> Path:
+    """`<download_dir>/<owner>__<name>.zip`; ValueError for a name that is not a valid owner/name."""
+    if not is_full_name(full_name):
+        raise ValueError(f"not a valid owner/name: {full_name[:120]!r}")
+    return Path(download_dir) / archive_name(full_name)
 
-    Raises Skip('too_large') past `max_bytes`, Skip('bad_archive') when no attempt gives a valid zip."""
-    target = Path(download_dir) / archive_name(full_name)
+
+def download_archive(client: GitHubClient, full_name: str, sha: str, download_dir: Path,
+                     max_bytes: Optional[int], deadline: float = DOWNLOAD_DEADLINE, attempts: int = 3) -> Archive:
+    """Download the zipball of `sha` to `<download_dir>/<owner>__<name>.zip`, verified (see the module).
+
+    Raises Skip('too_large') past `max_bytes`, Skip('unsafe_archive') for an archive refused by zipsafe,
+    Skip('bad_archive') when no attempt gives a complete one (a cut, a damaged member, `deadline` passed)."""
+    target = archive_path(download_dir, full_name)
     part = target.with_name(f".{target.name}{PART_SUFFIX}")
     last_error = ""
     for attempt in range(1, attempts + 1):
         try:
-            digest, size = _stream_to(client, f"{repo_path(full_name)}/zipball/{sha}", part, max_bytes)
-            check_zip(part)
-        except (requests.RequestException, GitHubError, OSError, *ZIP_ERRORS) as exc:
+            digest, size = _stream_to(client, f"{repo_path(full_name)}/zipball/{sha}", part, max_bytes, deadline)
+            scan = scan_archive(part)
+            if scan.damaged:
+                raise zipfile.BadZipFile(f"damaged member {scan.damaged[0]}")
+        except UnsafeArchive as exc:
+            part.unlink(missing_ok=True)
+            raise Skip("unsafe_archive", client.mask(str(exc))) from None
+        except (GitHubError, OSError, zipfile.BadZipFile) as exc:
             part.unlink(missing_ok=True)
             if isinstance(exc, GitHubError) and exc.status is not None:
                 raise
-            last_error = f"{type(exc).__name__}: {exc}"
+            last_error = client.mask(f"{type(exc).__name__}: {exc}")
             log.info("%s: archive attempt %d/%d failed: %s", full_name, attempt, attempts, last_error)
             continue
         except Skip:
             part.unlink(missing_ok=True)
             raise
         os.replace(part, target)
-        return target, digest, size
+        return Archive(target, digest, size, scan.triton_files)
     raise Skip("bad_archive", f"no complete archive after {attempts} attempts ({last_error})")
 
 
-def _stream_to(client: GitHubClient, path: str, part: Path, max_bytes: Optional[int]) -> tuple[str, int]:
+def _stream_to(client: GitHubClient, path: str, part: Path, max_bytes: Optional[int],
+               deadline: float) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
-    with client.get(path, stream=True) as response:
+    with client.get(path) as response, open(part, "wb") as handle:
         expected = response.headers.get("Content-Length")
         if max_bytes is not None and expected and expected.isdigit() and int(expected) > max_bytes:
             raise Skip("too_large", f"archive is {int(expected) / 2**20:.1f} MiB, over --max-size-mb")
-        with open(part, "wb") as handle:
-            for chunk in response.iter_content(CHUNK):
-                size += len(chunk)
-                if max_bytes is not None and size > max_bytes:
-                    raise Skip("too_large", f"archive passed {max_bytes / 2**20:.1f} MiB (--max-size-mb)")
-                digest.update(chunk)
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
+        for chunk in client.chunks(response, deadline):
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:
+                raise Skip("too_large", f"archive passed {max_bytes / 2**20:.1f} MiB (--max-size-mb)")
+            digest.update(chunk)
+            handle.write(chunk)
+        handle.flush()
+        os.fsync(handle.fileno())
     if expected and expected.isdigit() and int(expected) != size:
         raise OSError(f"got {size} bytes of {expected}")
     return digest.hexdigest(), size
 
 
-def check_zip(path: Path) -> None:
-    """Raise zipfile.BadZipFile unless `path` is a zip whose members all pass their CRC check."""
-    with zipfile.ZipFile(path) as archive:
-        bad = archive.testzip()
-    if bad is not None:
-        raise zipfile.BadZipFile(f"CRC error in member {bad}")
+def scan_archive(path: Path) -> ArchiveScan:
+    """One pass over an archive: the `.py` members the generator will read (up to its per-file cap, within its
+    per-archive budget) are read through zipsafe, checked against their CRC, and counted when they mention both
+    `triton` and `jit` as words (a cheap pre-filter: the generator does the real AST detection). Members the
+    pipeline never reads (data, binaries, oversized files) are not decompressed: their damage would not matter.
+    Raises UnsafeArchive (a member name leaving the folder, entries sharing data, a directory over its cap) and
+    zipfile.BadZipFile (not a readable zip)."""
+    scan = ArchiveScan()
+    with SafeZip(path, DEFAULT_LIMITS) as archive:
+        unsafe = [info.filename for info in archive.members if safe_member_path(info.filename) is None]
+        if unsafe:
+            raise UnsafeArchive(f"member name leaves the archive's folder: {unsafe[0][:200]!r}")
+        for info in archive.members:
+            if info.is_dir() or not info.filename.endswith(".py"):
+                continue
+            try:
+                data = archive.read(info)
+            except MemberRefused as exc:
+                if exc.reason == "archive_cap":
+                    break  # the generator stops reading here too
+                continue
+            except UnsafeArchive:
+                raise
+            except zipfile.BadZipFile:
+                scan.damaged.append(info.filename)
+                continue
+            scan.triton_files += bool(_TRITON.search(data) and _JIT.search(data))
+    return scan
 
 
 def count_triton_files(path: Path) -> int:
-    """Number of `.py` members whose text mentions both `triton` and `jit` (a cheap pre-filter: the generator
-    does the real AST detection). Reads members through zipfile only; nothing is extracted or executed."""
-    count = 0
-    with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            if info.is_dir() or not info.filename.endswith(".py") or info.file_size > MAX_SCAN_BYTES:
-                continue
-            try:
-                with archive.open(info) as member:
-                    text = member.read(MAX_SCAN_BYTES + 1)
-            except (*ZIP_ERRORS, OSError):
-                continue
-            if _TRITON.search(text) and _JIT.search(text):
-                count += 1
-    return count
+    """Number of `.py` members whose text mentions both `triton` and `jit` (see `scan_archive`)."""
+    return scan_archive(path).triton_files
 
 
 def manifest_entry(info: RepoInfo, sha: Optional[str], archive: Path, digest: str, size: int,

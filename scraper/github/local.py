@@ -18,13 +18,14 @@ import re
 import shutil
 import subprocess
 import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterator, Optional
 
-from scraper.repos import LICENSE_NAMES, git_head, license_from_text
+from scraper.repos import LICENSE_NAMES, git_head, is_full_name, license_from_text
+from scraper.zipsafe import MemberRefused, SafeZip, safe_member_path
 from scraper.github.download import RepoInfo, count_triton_files, manifest_entry
 from scraper.github.manifest import (
-    FULL_NAME, PART_SUFFIX, append_entry, archive_name, is_finished, read_manifest, sha256_file, top_folder,
+    PART_SUFFIX, append_entry, archive_name, is_finished, read_manifest, sha256_file, top_folder,
 )
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class LocalError(Exception):
 def parse_local_arg(arg: str) -> tuple[Path, Optional[str]]:
     """`PATH` or `PATH=owner/name` -> (path, full_name or None)."""
     path, sep, name = arg.rpartition("=")
-    if sep and FULL_NAME.match(name) and path:
+    if sep and is_full_name(name) and path:
         return Path(path), name
     return Path(arg), None
 
@@ -107,22 +108,17 @@ def pack_folder(folder: Path, top: str, target: Path, max_bytes: Optional[int], 
             archive.writestr(info, data)
 
 
-def safe_member(name: str) -> bool:
-    """A zip member name that stays inside the extraction folder (no absolute path, drive, or `..`)."""
-    posix = PurePosixPath(name.replace("\\", "/"))
-    return not posix.is_absolute() and ".." not in posix.parts and not re.match(r"^[A-Za-z]:", name)
-
-
 def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return (info.external_attr >> 16) & 0o170000 == 0o120000
 
 
 def copy_zip(source: Path, top: str, target: Path, max_bytes: Optional[int]) -> None:
-    """Copy a zip that is already in zipball layout; re-pack one that is not. Refuses unsafe member names."""
+    """Copy a zip that is already in zipball layout; re-pack one that is not (each member read through the capped
+    reader of scraper.zipsafe). Refuses unsafe member names and archives zipsafe refuses."""
     try:
-        with zipfile.ZipFile(source) as archive:
-            infos = archive.infolist()
-            unsafe = [i.filename for i in infos if not safe_member(i.filename) or _is_symlink(i)]
+        with SafeZip(source) as archive:
+            infos = archive.members
+            unsafe = [i.filename for i in infos if safe_member_path(i.filename) is None or _is_symlink(i)]
             if unsafe:
                 raise LocalError(f"{source}: unsafe member name {unsafe[0]!r}")
             total = sum(i.file_size for i in infos)
@@ -139,8 +135,10 @@ def copy_zip(source: Path, top: str, target: Path, max_bytes: Optional[int]) -> 
                         member = zipfile.ZipInfo(f"{top}/{info.filename}", FIXED_TIME)
                         member.compress_type = zipfile.ZIP_DEFLATED
                         out.writestr(member, archive.read(info))
-    except zipfile.BadZipFile as exc:
-        raise LocalError(f"{source}: not a zip archive ({exc})") from None
+    except MemberRefused as exc:
+        raise LocalError(f"{source}: a member was not read ({exc.reason}: {exc})") from None
+    except zipfile.BadZipFile as exc:  # UnsafeArchive too
+        raise LocalError(f"{source}: not a zip archive or refused ({exc})") from None
 
 
 def license_of_folder(folder: Path) -> Optional[str]:

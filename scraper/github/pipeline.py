@@ -1,11 +1,18 @@
 """The GitHub stage end to end: pick repositories (search, --repos, or --local), download them in parallel,
-keep the manifest, count everything, print the summary."""
+keep the manifest, count everything, print the summary.
+
+Whatever the stage records (stats.json, errors.csv, rejects.jsonl, log lines) passes through the client's `mask`,
+so a token a server echoes back is never written. `repos_failed` counts the repositories that ended in an error
+(network, server, a damaged or refused archive, a stop); a run in which every repository to fetch failed
+returns 1.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import threading
+import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,14 +23,15 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from scraper.github.client import GitHubClient, GitHubError, RateLimitTooLong
 from scraper.github.download import (
-    RepoInfo, Skip, count_triton_files, download_archive, fetch_commit, fetch_info, manifest_entry,
+    DOWNLOAD_DEADLINE, RepoInfo, Skip, download_archive, fetch_commit, fetch_info, manifest_entry,
 )
 from scraper.github.local import LocalError, ingest
 from scraper.github.manifest import (
-    FULL_NAME, NO_TRITON, append_entry, is_finished, read_latest, read_manifest, remove_partials, utc_now,
+    NO_TRITON, append_entry, is_finished, read_latest, read_manifest, remove_partials, utc_now,
 )
 from scraper.github.search import SearchReport, search_code_repositories, search_repositories
 from scraper.records import atomic_write_text
+from scraper.repos import is_full_name
 from scraper.stats import Rejects, Stats
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,7 @@ NO_TOKEN_WARNING = (
     "GITHUB_TOKEN is not set (environment or .env): unauthenticated clients get 60 API calls per hour and "
     "10 searches per minute, and code search is not available"
 )
+FAILED_REASONS = frozenset({"bad_archive", "unsafe_archive", "stopped"})  # Skips that are failures, not choices
 
 
 @dataclass
@@ -48,6 +57,7 @@ class Options:
     max_size_mb: Optional[float] = 500.0
     max_repos: Optional[int] = None
     jobs: int = 4
+    download_deadline: float = DOWNLOAD_DEADLINE  # seconds for one archive's whole body
     refresh: bool = False
     confirm: bool = True
     discover_only: bool = False
@@ -102,7 +112,7 @@ class Stage:
         for arg in tqdm(self.options.local, desc="local", unit="repo", disable=None):
             try:
                 status, entry = ingest(arg, self.dir, self.options.max_bytes)
-            except (LocalError, OSError) as exc:
+            except (LocalError, OSError, zipfile.BadZipFile) as exc:  # BadZipFile: refused by zipsafe's counting pass
                 log.warning("skipped: %s", exc)
                 self.stats.error("local", arg, exc)
                 continue
@@ -123,7 +133,8 @@ class Stage:
         if self.options.discover_only:
             return 0
         self.download_all(candidates)
-        return 1 if self.stop.is_set() or self.search_failed else 0
+        all_failed = bool(candidates) and self.stats.counts["repos_failed"] == len(candidates)
+        return 1 if self.stop.is_set() or self.search_failed or all_failed else 0
 
     def finish(self) -> None:
         """Copy the client's counters into the stats, save stats.json / errors.csv, print the summary."""
@@ -133,6 +144,8 @@ class Stage:
             self.stats.counts["http_retries"] = counts.retries
             self.stats.counts["rate_limit_waits"] = counts.rate_limit_waits
             self.stats.counts["rate_limit_wait_seconds"] = round(counts.rate_limit_wait_seconds, 1)
+            if counts.pagination_stopped:
+                self.stats.counts["pagination_stopped"] = counts.pagination_stopped
         self.stats.save(self.dir / "stats.json")
         self.stats.save_errors_csv(self.dir / "errors.csv")
         print(self.stats.summary(), file=sys.stderr)
@@ -148,7 +161,7 @@ class Stage:
             name = name.split("github.com/", 1)[-1]
             if not name:
                 continue
-            if not FULL_NAME.match(name):
+            if not is_full_name(name):
                 self.stats.error("input", f"{self.options.repos_file}:{number}", f"not an owner/name: {line!r}")
                 continue
             names.setdefault(name.lower(), Candidate(name))
@@ -174,8 +187,9 @@ class Stage:
             search(found, report)
         except GitHubError as exc:
             self.search_failed = True
-            self.stats.error("search", prefix, exc)
-            log.error("%s failed, going on with the %d repositories found so far: %s", prefix, len(found), exc)
+            self.stats.error("search", prefix, self.describe(exc))
+            log.error("%s failed, going on with the %d repositories found so far: %s", prefix, len(found),
+                      self.describe(exc))
         self.note_search(report, prefix)
 
     def repo_search(self, found: dict[str, Candidate], report: SearchReport) -> None:
@@ -195,10 +209,14 @@ class Stage:
     def note_search(self, report: SearchReport, prefix: str) -> None:
         self.stats.inc(f"{prefix}_queries", report.queries)
         self.stats.inc(f"{prefix}_parts", report.parts)
-        if report.truncated_parts:
-            self.stats.inc(f"{prefix}_truncated_parts", report.truncated_parts)
-        if report.incomplete_results:
-            self.stats.inc(f"{prefix}_incomplete_pages", report.incomplete_results)
+        for key, value in (("truncated_parts", report.truncated_parts), ("skipped_parts", report.skipped_parts),
+                           ("incomplete_pages", report.incomplete_results), ("invalid_items", report.invalid_items)):
+            if value:
+                self.stats.inc(f"{prefix}_{key}", value)
+
+    def describe(self, exc: BaseException) -> str:
+        """`Type: message` of an exception, masked (its text may hold what a server sent)."""
+        return self.client.mask(f"{type(exc).__name__}: {exc}")
 
     # ---------------------------------------------------------------------------------------- downloads
 
@@ -224,28 +242,36 @@ class Stage:
         """Fetch one repository; every outcome is counted, none raises."""
         name = candidate.full_name
         if self.stop.is_set():
-            with self.lock:
-                self.rejects.add("stopped", full_name=name, message="run stopped by a rate-limit wait over --max-wait")
+            self.reject(name, Skip("stopped", "run stopped by a rate-limit wait over --max-wait"))
             return
         try:
             self.stats_inc(self.fetch(candidate))
         except Skip as skip:
-            with self.lock:
-                self.rejects.add(skip.reason, full_name=name, message=str(skip))
+            self.reject(name, skip)
         except RateLimitTooLong as exc:
             self.stop.set()
-            with self.lock:
-                self.stats.error("download", name, exc)
-            log.error("%s: %s; stopping (rerun later to resume)", name, exc)
+            self.fail(name, exc)
+            log.error("%s: %s; stopping (rerun later to resume)", name, self.describe(exc))
         except GitHubError as exc:
-            log.warning("%s: %s", name, exc)
-            with self.lock:
-                self.stats.error("download", name, exc)
+            self.fail(name, exc)
+            log.warning("%s: %s", name, self.describe(exc))
         except Exception as exc:  # one bad repository must not end the run; the error is grouped in the summary
-            log.warning("%s: unexpected %s: %s", name, type(exc).__name__, exc)
+            self.fail(name, exc)
+            log.warning("%s: unexpected %s", name, self.describe(exc))
             log.debug("traceback for %s", name, exc_info=True)
-            with self.lock:
-                self.stats.error("download", name, exc)
+
+    def reject(self, name: str, skip: Skip) -> None:
+        """Record a repository left out, with its reason; some reasons are failures."""
+        with self.lock:
+            self.rejects.add(skip.reason, full_name=name, message=self.client.mask(str(skip)))
+            if skip.reason in FAILED_REASONS:
+                self.stats.inc("repos_failed")
+
+    def fail(self, name: str, exc: BaseException) -> None:
+        """Record a repository whose fetch ended in an error."""
+        with self.lock:
+            self.stats.error("download", name, self.describe(exc))
+            self.stats.inc("repos_failed")
 
     def stats_inc(self, *keys: str) -> None:
         with self.lock:
@@ -275,15 +301,16 @@ class Stage:
             return "unchanged"
         if known_empty and self.no_triton[key].get("commit_sha") == sha:
             return "unchanged_no_triton"
-        path, digest, size = download_archive(self.client, info.full_name, sha, self.dir, self.options.max_bytes)
-        triton_files = count_triton_files(path)
-        if triton_files == 0 and self.options.confirm:
-            path.unlink(missing_ok=True)
+        archive = download_archive(self.client, info.full_name, sha, self.dir, self.options.max_bytes,
+                                   self.options.download_deadline)
+        if archive.triton_files == 0 and self.options.confirm:
+            archive.path.unlink(missing_ok=True)
             append_entry(self.dir, {"full_name": info.full_name, "commit_sha": sha, "fetched_at": utc_now()},
                          NO_TRITON)
             raise Skip("no_triton", f"no .py file mentions triton and jit at {sha[:7]}")
-        append_entry(self.dir, manifest_entry(info, sha, path, digest, size, triton_files))
-        if triton_files:
+        append_entry(self.dir, manifest_entry(info, sha, archive.path, archive.sha256, archive.size,
+                                              archive.triton_files))
+        if archive.triton_files:
             self.stats_inc("confirmed")
         return "downloaded"
 

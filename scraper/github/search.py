@@ -5,6 +5,11 @@ qualifier range and each half searched again, until every part has <= 1000 resul
 through `Link` headers. Repository search splits on `stars:` ranges, then on `created:` dates when one star
 count alone has more than 1000 repositories; code search splits on file `size:` ranges (bytes). Results are
 de-duplicated by full name, since live star counts can move a repository across a boundary between queries.
+
+A server is not trusted to make this end: a part deeper than `max_depth` splits is not split again, and once
+`max_queries` queries are spent the parts not yet searched are skipped; both are counted and named in a warning
+(`truncated_parts`, `skipped_parts`). Pages stop after the 10 that hold 1000 results. Answers that are not
+GitHub's shape raise GitHubError; items without a valid `owner/name` are dropped and counted (`invalid_items`).
 """
 
 from __future__ import annotations
@@ -15,11 +20,17 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 from scraper.github.client import GitHubClient, GitHubError
+from scraper.repos import is_full_name
 
 log = logging.getLogger(__name__)
 
 SEARCH_CAP = 1000
 PER_PAGE = 100
+MAX_PAGES = SEARCH_CAP // PER_PAGE
+# Stars from 100 to ~500 000 take 19 halvings, then creation dates since 2007 another 13; code search's file
+# sizes 19. A server claiming more than 1000 results everywhere would have every part split to the bottom.
+MAX_SPLIT_DEPTH = 40
+MAX_QUERIES = 2000  # per partitioned search: at GitHub's 30 searches a minute, about an hour
 FIRST_DAY = dt.date(2007, 10, 1)  # GitHub's first repositories
 MAX_CODE_FILE_SIZE = 400_000  # code search indexes files under 384 KB
 
@@ -56,8 +67,10 @@ class SearchReport:
 
     queries: int = 0
     parts: int = 0
-    truncated_parts: int = 0
+    truncated_parts: int = 0  # more than 1000 results but not split further: only the first 1000 read
+    skipped_parts: int = 0  # not searched: the query budget was spent
     incomplete_results: int = 0
+    invalid_items: int = 0  # items without a valid owner/name
 
 
 def search_pages(client: GitHubClient, endpoint: str, query: str, report: SearchReport,
@@ -66,60 +79,75 @@ def search_pages(client: GitHubClient, endpoint: str, query: str, report: Search
     params = {"q": query, "per_page": PER_PAGE}
     if sort:
         params.update(sort=sort, order="desc")
-    pages = client.paginate(endpoint, params)
+    pages = client.paginate(endpoint, params, max_pages=MAX_PAGES)
     report.queries += 1
-    data = _decode(next(pages))
+    total, first_items = _decode(next(pages), report)
 
     def items() -> Iterator[list]:
-        page = data
+        page_items = first_items
         while True:
-            if page.get("incomplete_results"):
-                report.incomplete_results += 1
-            yield page.get("items", [])
-            response = next(pages, None)
-            if response is None:
+            yield page_items
+            data = next(pages, None)
+            if data is None:
                 return
             report.queries += 1
-            page = _decode(response)
+            page_items = _decode(data, report)[1]
 
-    return int(data.get("total_count", 0)), list(data.get("items", [])), items()
+    return total, list(first_items), items()
 
 
-def _decode(response) -> dict:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise GitHubError(f"search answer is not JSON: {exc}") from None
+def _decode(data, report: SearchReport) -> tuple[int, list]:
+    """(total_count, items that are objects) of a search answer (the others counted as invalid items);
+    GitHubError when the answer is not GitHub's shape."""
     if not isinstance(data, dict):
         raise GitHubError("search answer is not a JSON object")
-    return data
+    total, items = data.get("total_count", 0), data.get("items", [])
+    if type(total) is not int or total < 0 or not isinstance(items, list):
+        raise GitHubError(f"search answer without a count and a list of items: total_count={str(total)[:40]!r}")
+    if data.get("incomplete_results"):
+        report.incomplete_results += 1
+    objects = [item for item in items if isinstance(item, dict)]
+    report.invalid_items += len(items) - len(objects)
+    return total, objects
 
 
 def partitioned_search(client: GitHubClient, endpoint: str, query: str, first: Part,
                        refine: Callable[[Part, dict], Optional[Part]], report: SearchReport,
-                       sort: Optional[str] = None) -> Iterator[dict]:
+                       sort: Optional[str] = None, max_depth: int = MAX_SPLIT_DEPTH,
+                       max_queries: int = MAX_QUERIES) -> Iterator[dict]:
     """Every item of `query` over `first`, splitting parts with more than SEARCH_CAP results.
 
     `refine(part, first_item)` turns an unbounded part into a bounded one (or a part that cannot be split on its
-    own qualifier into one on another qualifier); it returns None when there is nothing finer to try.
+    own qualifier into one on another qualifier); it returns None when there is nothing finer to try. A part
+    `max_depth` splits deep is not split again; parts left when `max_queries` are spent are skipped.
     """
-    stack = [(first, "")]
+    stack = [(first, "", 0)]
     while stack:
-        part, outer = stack.pop()
+        if report.queries >= max_queries:
+            _skip_rest(stack, query, report)
+            return
+        part, outer, depth = stack.pop()
         text = f"{query} {outer} {part.text()}".replace("  ", " ").strip()
         total, first_items, pages = search_pages(client, endpoint, text, report, sort)
         if total > SEARCH_CAP:
-            finer = _finer(part, outer, first_items, refine)
+            finer = _finer(part, outer, first_items, refine) if depth < max_depth else []
             if finer:
                 log.debug("%s: %d results, split", text, total)
-                stack.extend(reversed(finer))
+                stack.extend((child, child_outer, depth + 1) for child, child_outer in reversed(finer))
                 continue
             report.truncated_parts += 1
-            log.warning("search %r has %d results and cannot be split further; only the first %d are reachable",
+            log.warning("search %r has %d results and is not split further; only the first %d are reachable",
                         text, total, SEARCH_CAP)
         report.parts += 1
         for items in pages:
             yield from items
+
+
+def _skip_rest(stack: list, query: str, report: SearchReport) -> None:
+    report.skipped_parts += len(stack)
+    names = ", ".join(f"{outer} {part.text()}".strip() for part, outer, _ in stack[-3:])
+    log.warning("search %r: %d queries spent, %d parts not searched (%s ...)", query, report.queries,
+                len(stack), names)
 
 
 def _finer(part: Part, outer: str, first_items: list, refine) -> list[tuple[Part, str]]:
@@ -137,37 +165,47 @@ def _finer(part: Part, outer: str, first_items: list, refine) -> list[tuple[Part
 def _refine_stars(part: Part, top_item: dict) -> Optional[Part]:
     if part.qualifier == "stars" and part.high is None:
         # sorted by stars, descending: the first item carries the highest count
-        return Part("stars", part.low, max(part.low, int(top_item.get("stargazers_count", part.low))))
+        top = top_item.get("stargazers_count")
+        return Part("stars", part.low, max(part.low, top if type(top) is int else part.low))
     if part.qualifier == "stars":
         return Part("created", FIRST_DAY, dt.date.today())
     return None
 
 
-def search_repositories(client: GitHubClient, query: str, min_stars: int,
-                        report: Optional[SearchReport] = None) -> Iterator[dict]:
+def search_repositories(client: GitHubClient, query: str, min_stars: int, report: Optional[SearchReport] = None,
+                        **bounds) -> Iterator[dict]:
     """Every repository (GitHub's search item: full_name, stargazers_count, default_branch, license, size, ...)
-    matching `query` with at least `min_stars` stars, each once."""
+    matching `query` with at least `min_stars` stars, each once. `bounds`: max_depth, max_queries."""
     report = report if report is not None else SearchReport()
     seen: set[str] = set()
     for item in partitioned_search(client, "/search/repositories", query, Part("stars", min_stars),
-                                   _refine_stars, report, sort="stars"):
-        key = item.get("full_name", "").lower()
-        if key and key not in seen:
-            seen.add(key)
+                                   _refine_stars, report, sort="stars", **bounds):
+        if _new_name(item, seen, report):
             yield item
 
 
-def search_code_repositories(client: GitHubClient, query: str,
-                             report: Optional[SearchReport] = None) -> Iterator[dict]:
+def search_code_repositories(client: GitHubClient, query: str, report: Optional[SearchReport] = None,
+                             **bounds) -> Iterator[dict]:
     """Repositories (code search's short repository objects) holding a file that matches `query`, each once.
+    `bounds`: max_depth, max_queries.
 
     Code search needs a token; the caller checks `client.has_token` first."""
     report = report if report is not None else SearchReport()
     seen: set[str] = set()
     for item in partitioned_search(client, "/search/code", query, Part("size", 0, MAX_CODE_FILE_SIZE),
-                                   lambda part, item: None, report):
-        repo = item.get("repository") or {}
-        key = repo.get("full_name", "").lower()
-        if key and key not in seen:
-            seen.add(key)
+                                   lambda part, item: None, report, **bounds):
+        repo = item.get("repository")
+        if isinstance(repo, dict) and _new_name(repo, seen, report):
             yield repo
+
+
+def _new_name(repo: dict, seen: set[str], report: SearchReport) -> bool:
+    """True the first time a repository with a valid `full_name` comes; invalid names are counted."""
+    name = repo.get("full_name")
+    if not is_full_name(name):
+        report.invalid_items += 1  # not logged: its text is the server's
+        return False
+    if name.lower() in seen:
+        return False
+    seen.add(name.lower())
+    return True

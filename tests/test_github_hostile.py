@@ -1,0 +1,243 @@
+"""The GitHub stage against a hostile server on 127.0.0.1 (tests/fake_github.py's hostile faults) and hostile
+zipballs: nothing may hang, exhaust memory, leak the token, or write outside the download folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from fake_github import KERNEL, FakeClock, FakeGitHub, FakeRepo, kernel_repo
+from hostile_zip import member, peak_growth_mib, write_zip, zeros
+from scraper.github.client import GitHubClient, GitHubError
+from scraper.github.pipeline import Options, run
+from scraper.github.search import SearchReport, search_repositories
+
+import scrape_github
+
+TOKEN = "ghp_hostile0123456789abcdef"
+MiB = 1 << 20
+
+
+def client_for(fake: FakeGitHub, **kwargs) -> GitHubClient:
+    return GitHubClient(fake.url, TOKEN, clock=FakeClock(), backoff=0, **kwargs)
+
+
+def listing(tmp_path: Path, *names: str) -> Path:
+    path = tmp_path / "repos.txt"
+    path.write_text("".join(f"{name}\n" for name in names))
+    return path
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def zipball(tmp_path: Path, top: str, members: list) -> bytes:
+    """A hostile archive's bytes, every member under the zipball's top folder."""
+    members = [dataclasses.replace(m, name=f"{top}/{m.name}") for m in members]
+    return write_zip(tmp_path / f"{top}.zip", members).read_bytes()
+
+
+# ------------------------------------------------------------------------------------------------ pagination
+
+@pytest.mark.timeout(30, method="thread")
+def test_link_to_the_page_itself_is_not_followed_forever():
+    with FakeGitHub([kernel_repo("a/triton-x")]) as fake:
+        fake.fault("^/search/repositories$", "link_loop", times=10**6)
+        client = client_for(fake)
+        found = [item["full_name"] for item in search_repositories(client, "triton", 100, SearchReport())]
+        sent = len(fake.requests)
+    assert found == ["a/triton-x"]
+    assert sent == 1 and client.counts.pagination_stopped == 1
+
+
+@pytest.mark.timeout(60, method="thread")
+def test_a_billion_results_everywhere_end_at_the_depth_bound_and_the_query_budget():
+    repos = [kernel_repo(f"o{i}/triton-{i}", stars=100 + 7 * i) for i in range(30)]
+    with FakeGitHub(repos) as fake:
+        fake.fault("^/search/", "huge_total", times=10**9)
+        client = client_for(fake)
+        deep = SearchReport()
+        found = {item["full_name"] for item in search_repositories(client, "triton", 100, deep, max_depth=4)}
+        deep_requests = len(fake.requests)
+        fake.requests.clear()
+        spent = SearchReport()
+        list(search_repositories(client, "triton", 100, spent, max_queries=25))
+        spent_requests = len(fake.requests)
+    assert found == {r.full_name for r in repos}  # every part still read its first page
+    assert deep.truncated_parts > 0 and deep_requests <= 2 ** (4 + 1) - 1  # a binary tree 4 splits deep
+    assert spent.skipped_parts > 0 and spent_requests == spent.queries == 25
+
+
+# ------------------------------------------------------------------------------------------------ slow bodies
+
+@pytest.mark.timeout(60, method="thread")
+def test_archive_trickled_a_byte_at_a_time_hits_the_whole_download_deadline(tmp_path):
+    with FakeGitHub([kernel_repo("o/slow")]) as fake:
+        fake.fault("^/_codeload/", "trickle", times=3, value=0.2)  # each byte well within the read timeout
+        status = run(Options(tmp_path / "dl", repos_file=listing(tmp_path, "o/slow"), jobs=1, download_deadline=1),
+                     client_for(fake, timeout=5))
+        attempts = len(fake.paths("^/_codeload/"))
+    [reject] = lines(tmp_path / "dl" / "rejects.jsonl")
+    assert reject["reason"] == "bad_archive" and "not complete after 1 s" in reject["message"]
+    assert attempts == 3 and status == 1
+    assert not list((tmp_path / "dl").glob("*.zip")) and not list((tmp_path / "dl").glob(".*.part"))
+
+
+@pytest.mark.timeout(30, method="thread")
+def test_endless_body_of_a_redirect_is_not_read(tmp_path):
+    """requests reads a redirect's whole body before following it; this one never ends."""
+    repo = kernel_repo("o/r")
+    with FakeGitHub([repo]) as fake:
+        fake.fault("^/repos/o/r/zipball/", "redirect_trickle", value=0.5)
+        status = run(Options(tmp_path / "dl", repos_file=listing(tmp_path, "o/r"), jobs=1), client_for(fake))
+    assert status == 0 and (tmp_path / "dl" / "o__r.zip").read_bytes() == repo.zip_bytes()
+
+
+@pytest.mark.timeout(30, method="thread")
+def test_huge_api_answer_is_cut_at_the_cap():
+    with FakeGitHub([kernel_repo("o/r")]) as fake:
+        fake.fault("^/repos/o/r$", "big_body", value=256)
+        with pytest.raises(GitHubError, match="larger than"):
+            client_for(fake, max_answer_bytes=MiB).get_json("/repos/o/r")
+        assert fake.sent_bytes < 64 * MiB  # the client left; the rest was never sent
+
+
+def test_content_encoding_is_refused_not_inflated():
+    with FakeGitHub([kernel_repo("o/r")]) as fake:
+        fake.fault("^/repos/o/r$", "gzip_bomb", value=64)
+        with pytest.raises(GitHubError, match="Content-Encoding"):
+            client_for(fake).get_json("/repos/o/r")
+        assert fake.requests[0].headers["Accept-Encoding"] == "identity"
+
+
+# ------------------------------------------------------------------------------------------------ the token
+
+def test_token_echoed_by_the_server_is_never_printed_or_written(monkeypatch, tmp_path, capsys):
+    out = tmp_path / "dl"
+    with FakeGitHub([kernel_repo("o/r1"), kernel_repo("o/r2")]) as fake:
+        fake.fault("^/repos/o/r1$", "echo_auth")  # 403 "Bad credentials: Bearer <token>"
+        fake.fault("^/repos/o/r2/commits/", "echo_body")  # 200 whose body is "Bearer <token>"
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("GITHUB_API_URL", fake.url)
+        monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+        status = scrape_github.main(["--repos", str(listing(tmp_path, "o/r1", "o/r2")), "--download-dir", str(out),
+                                     "-v"])
+        assert [r.headers["Authorization"] for r in fake.requests][:1] == [f"Bearer {TOKEN}"]
+    printed = capsys.readouterr()
+    written = {p.name: p.read_text(errors="replace") for p in out.iterdir()}
+    for text in [printed.out, printed.err, *written.values()]:
+        assert TOKEN not in text
+    assert "Bad credentials: Bearer ***" in written["errors.csv"] and "not a commit SHA" in written["errors.csv"]
+    assert status == 1  # both failed
+
+
+def test_link_outside_the_api_is_refused_without_showing_the_token():
+    client = GitHubClient("http://127.0.0.1:9", TOKEN)
+    with pytest.raises(GitHubError, match="outside the API") as refused:
+        client.get(f"https://evil.example.com/next?access_token={TOKEN}")
+    assert TOKEN not in str(refused.value)
+
+
+# ------------------------------------------------------------------------------------------------ names
+
+def test_invalid_full_names_from_search_never_become_requests_or_paths(monkeypatch, tmp_path):
+    out = tmp_path / "dl"
+    with FakeGitHub([kernel_repo("o/triton-a"), kernel_repo("p/triton-b")]) as fake:
+        fake.fault("^/search/repositories$", "item_name", text="x/../../..")
+        client = client_for(fake)
+        status = run(Options(out, search="repo"), client)
+        paths = fake.paths()
+    assert paths == ["/search/repositories"]
+    counts = json.loads((out / "stats.json").read_text())["counts"]
+    assert counts["repo_search_invalid_items"] == 2 and counts["candidates"] == 0 and status == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dl"]
+
+
+def test_invalid_full_name_in_a_repository_answer_is_an_error(tmp_path):
+    out = tmp_path / "dl"
+    with FakeGitHub([kernel_repo("o/r"), kernel_repo("o/ok")]) as fake:
+        fake.fault("^/repos/o/r$", "item_name", text="x/..")
+        status = run(Options(out, repos_file=listing(tmp_path, "o/r", "o/ok"), jobs=1), client_for(fake))
+        paths = fake.paths("/o/r")
+    assert paths == ["/repos/o/r"]  # no commit, no zipball for a name that is not owner/name
+    counts = json.loads((out / "stats.json").read_text())["counts"]
+    assert counts["errors_download"] == 1 and counts["repos_failed"] == 1 and counts["downloaded"] == 1
+    assert status == 0  # one of two failed: the run goes on and says so in its counts
+    assert sorted(p.name for p in out.glob("*.zip")) == ["o__ok.zip"]
+
+
+# ------------------------------------------------------------------------------------------------ archives
+
+@pytest.mark.timeout(120, method="thread")
+def test_zipball_bomb_is_checked_without_decompressing_it(tmp_path):
+    """check_zip's CRC pass decompressed every member whole: 4 bzip2 members of 128 MiB from ~400 bytes."""
+    bomb = zeros(zipfile.ZIP_BZIP2, 128 * MiB)
+    members = [dataclasses.replace(bomb, name=f"pkg/gen{i}.py") for i in range(4)]
+    repo = FakeRepo("o/bomb", {"x": "1"})
+    repo.archive = zipball(tmp_path, repo.top, members + [member("pkg/k.py", KERNEL.encode())])
+    out = tmp_path / "dl"
+    with FakeGitHub([repo]) as fake:
+        growth, printed = peak_growth_mib(
+            "from pathlib import Path\nfrom scraper.github.client import GitHubClient\n"
+            "from scraper.github.pipeline import Options, run",
+            f"print(run(Options(Path({str(out)!r}), repos_file=Path({str(listing(tmp_path, 'o/bomb'))!r}), "
+            f"jobs=1), GitHubClient({fake.url!r}, 'token')))")
+    [entry] = lines(out / "manifest.jsonl")
+    assert printed.strip() == "0" and entry["triton_files"] == 1
+    assert growth < 48
+
+
+def test_zipball_with_escaping_names_or_shared_entries_is_refused_at_once(tmp_path):
+    escaping, shared = FakeRepo("o/escape", {"a": "1"}), FakeRepo("o/shared", {"b": "2"})
+    kernel = member("pkg/k.py", KERNEL.encode())
+    escaping.archive = zipball(tmp_path, escaping.top, [kernel, member("../../evil.py", b"import os\n")])
+    shared.archive = zipball(tmp_path, shared.top, [kernel] + [dataclasses.replace(kernel, shares=0)] * 50)
+    out = tmp_path / "dl"
+    with FakeGitHub([escaping, shared]) as fake:
+        status = run(Options(out, repos_file=listing(tmp_path, "o/escape", "o/shared"), jobs=1), client_for(fake))
+        archive_requests = len(fake.paths("^/_codeload/"))
+    assert sorted((r["reason"], r["full_name"]) for r in lines(out / "rejects.jsonl")) == [
+        ("unsafe_archive", "o/escape"), ("unsafe_archive", "o/shared")]
+    assert archive_requests == 2  # refused, not fetched again
+    assert status == 1 and not list(out.glob("*.zip")) and not list(out.glob(".*.part"))
+    assert lines(out / "manifest.jsonl") == []
+
+
+# ------------------------------------------------------------------------------------------------ outcome
+
+def test_a_run_where_every_download_fails_says_so(tmp_path):
+    repos = [kernel_repo("o/r1"), kernel_repo("o/r2")]
+    with FakeGitHub(repos) as fake:
+        fake.fault("^/_codeload/", "corrupt", times=6)
+        failed = run(Options(tmp_path / "a", repos_file=listing(tmp_path, "o/r1", "o/r2"), jobs=1),
+                     client_for(fake))
+        fake.fault("^/_codeload/o/r1/", "corrupt", times=3)
+        partial = run(Options(tmp_path / "b", repos_file=listing(tmp_path, "o/r1", "o/r2"), jobs=1),
+                      client_for(fake))
+    counts = [json.loads((tmp_path / d / "stats.json").read_text())["counts"] for d in "ab"]
+    assert (failed, counts[0]["repos_failed"], counts[0].get("downloaded", 0)) == (1, 2, 0)
+    assert (partial, counts[1]["repos_failed"], counts[1]["downloaded"]) == (0, 1, 1)
+
+
+def test_answers_of_the_wrong_shape_are_errors_not_crashes(tmp_path):
+    """JSON that is not GitHub's shape ended the whole stage with an AttributeError or ValueError."""
+    items = json.dumps({"total_count": 3, "items": [1, "x", {"full_name": 5}, {"full_name": "o/ok", "size": "big",
+                                                                               "license": [1], "stargazers_count": 200}]})
+    out = tmp_path / "dl"
+    with FakeGitHub([kernel_repo("o/ok", stars=200), kernel_repo("o/r")]) as fake:
+        fake.fault("^/search/repositories$", "json", text=items)
+        fake.fault("^/search/code$", "json", text=json.dumps({"total_count": "many", "items": 5}))
+        status = run(Options(out), client_for(fake))
+        fake.fault("^/repos/o/r$", "json", text="[1, 2]")
+        fake.fault("^/repos/o/ok/commits/", "json", text="[]")
+        listed = run(Options(tmp_path / "d2", repos_file=listing(tmp_path, "o/r", "o/ok"), jobs=1), client_for(fake))
+    counts = json.loads((out / "stats.json").read_text())["counts"]
+    assert counts["repo_search_invalid_items"] == 3 and counts["errors_search"] == 1 and status == 1
+    assert [e["full_name"] for e in lines(out / "manifest.jsonl")] == ["o/ok"]  # size "big" counted as unknown
+    errors = (tmp_path / "d2" / "errors.csv").read_text()
+    assert "without a valid owner/name" in errors and "not a commit SHA" in errors and listed == 1
