@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 
 class PhaseError(Exception):
-    """A failure in a named phase of the worker."""
+    """A failure in a named phase of the worker; `details` are result fields saying more (what was tried)."""
 
-    def __init__(self, phase: str, error: BaseException | str) -> None:
+    def __init__(self, phase: str, error: BaseException | str, details: Optional[dict] = None) -> None:
         super().__init__(str(error))
         self.phase = phase
         self.error = error
+        self.details = details or {}
 
 
 def phase(name: str, step):

@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(off by default: a cache hit can skip writing the debug files)")
     parser.add_argument("--source", help="modules: the module's source file (its dependency closure)")
     parser.add_argument("--class-name", help="modules: the nn.Module class to build")
+    parser.add_argument("--hints", help="modules: JSON list of the class's calls in its repository (usages)")
     parser.add_argument("--torchbench-dir", help="torchbench: the checkout of pytorch/benchmark (default: "
                         "$TORCHBENCH_DIR)")
     parser.add_argument("--random-weights", action="store_true", help="torchbench: keep the random "
@@ -81,6 +82,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         run(args, result)
         result["success"] = True
     except PhaseError as exc:
+        result.update(exc.details)
         result["phase"], result["error"] = exc.phase, describe(exc.error)
         if args.suite == "torchbench" and exc.phase == "build" and isinstance(exc.error, BaseException):
             note_skip(result, exc.error, args)
@@ -159,6 +161,7 @@ def load_program(path: str):
 
     spec = importlib.util.spec_from_file_location(f"suite_program_{os.getpid()}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import does: dataclasses and typing look their module up there
     spec.loader.exec_module(module)
     return module
 

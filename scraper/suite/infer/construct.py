@@ -1,48 +1,344 @@
-"""Constructor arguments of a scraped nn.Module, guessed paritybench-style."""
+"""Constructor arguments of a scraped nn.Module: where to start, and how to repair a call that fails.
+
+Starts, in order (each is recorded as the `init` path of the module that gets built from it):
+    usage <file:line>   a call of the class in the repository's own tests, benchmarks or examples (scraper.suite.usage),
+                        unknown values filled in by the guesses below
+    defaults            no arguments, when every parameter has a default
+    signature           a guess for each required parameter (scraper.suite.infer.values: type hint, name,
+                        what the module reads from a config object, strings it compares a parameter with)
+A start that fails is repaired from the error and tried again (REPAIRS, in order): a keyword it does not take is
+dropped, a missing one added, and the parameter the error or the failing line names gets a value of the kind the
+error asks for (a tensor where `'int' object has no attribute 'device'`, a list where an int is not iterable, a
+layer where it is not callable, a torch dtype, a config object with the attribute it lacks, a multiple of what it
+must be divisible by, another of the strings the module accepts, other sizes for an assertion on sizes).
+"""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any
+import re
+import time
+import typing
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
 
-from scraper.suite.phases import describe
+from scraper.suite.infer.errors import Failure, failure_of
+from scraper.suite.infer.values import HIDDEN, annotation_text, attribute_guess, by_name, init_guess, \
+    module_expression, namespace_expression, tensor_expression
 
-INIT_INT_GUESSES = (4, 16, 1, 64)
-FLOAT_PARAM_HINTS = ("drop", "eps", "rate", "ratio", "prob", "alpha", "beta", "gamma", "scale", "temperature")
-
-
-def instantiate(cls) -> tuple[Any, list, dict]:
-    """Build `cls` with no arguments, else with guesses for its required parameters (ints by name, floats for
-    names like dropout/eps); returns (model, args, kwargs) of the first guess that constructs."""
-    required = required_params(cls.__init__)
-    errors = []
-    for guess in INIT_INT_GUESSES:
-        kwargs = {name: guess_value(name, guess) for name in required}
-        try:
-            return cls(**kwargs), [], kwargs
-        except Exception as exc:
-            errors.append(describe(exc))
-            if not required:
-                break
-    raise RuntimeError(f"could not construct {cls.__name__}({', '.join(required)}): {errors[0]}")
+MAX_INIT_TRIALS = 48
+SIZE_LADDER = ("64", "128", "256", "32", "16", "8", "4", "2", "1")
+COMMON_CHOICES = ("gelu", "relu", "silu", "layer", "rms", "layernorm", "rmsnorm", "mean", "sum", "none", "default",
+                  "linear", "softmax", "triton", "torch")
+TENSOR_ATTRIBUTES = ("device", "dtype", "shape", "size", "ndim", "dim", "numel", "to", "float", "half", "is_cuda",
+                     "data", "contiguous", "view", "reshape", "clone", "new_zeros", "new_empty", "unsqueeze",
+                     "type_as", "detach", "element_size", "T", "t", "is_floating_point", "requires_grad")
 
 
-def required_params(function) -> list[str]:
-    """Names of the parameters without a default (self, *args and **kwargs excluded)."""
+@dataclass
+class Call:
+    """Constructor arguments as expressions: keyword arguments, plus positional ones only where the signature
+    has no name for them."""
+
+    kwargs: dict = field(default_factory=dict)
+    args: list = field(default_factory=list)
+
+    def key(self) -> tuple:
+        return tuple(self.args), tuple(sorted(self.kwargs.items()))
+
+    def with_value(self, name: str, value: str) -> "Call":
+        return Call({**self.kwargs, name: value}, list(self.args))
+
+    def without(self, name: str) -> "Call":
+        return Call({k: v for k, v in self.kwargs.items() if k != name}, list(self.args))
+
+
+@dataclass
+class Built:
+    """A constructed model and how."""
+
+    model: object
+    call: Call
+    path: str  # usage <where> | defaults | signature
+    trials: int  # constructor calls made so far for this module
+
+
+class Constructor:
+    """Builds one class by trial; `evaluate(expression)` turns a guess into a value."""
+
+    def __init__(self, cls, evaluate: Callable[[str], object], filename: str, facts, namespace: dict) -> None:
+        self.cls, self.evaluate, self.filename, self.facts, self.namespace = cls, evaluate, filename, facts, namespace
+        self.params = constructor_params(cls)
+        self.trials, self.tried, self.errors = 0, set(), []
+        self.obstacle: Optional[BaseException] = None  # the first start's last error
+        self.deadline = time.monotonic() + 60
+
+    def models(self, hints: list) -> Iterator[Built]:
+        """Every distinct model the starts (repaired) construct, best start first."""
+        for path, start in self.starts(hints):
+            built = self.repair_loop(start, path)
+            if built is not None:
+                yield built
+
+    def starts(self, hints: list) -> list[tuple[str, Call]]:
+        """(path, call) of each start: the repository's own calls, no arguments, guesses for the required ones."""
+        starts = [(f"usage {hint['where']}", self.from_usage(hint["init"])) for hint in hints if "init" in hint]
+        required = [name for name, param in self.params.items() if param.default is inspect.Parameter.empty]
+        if not required:
+            starts.append(("defaults", Call()))
+        starts.append(("signature", Call({name: self.guess(name) for name in required})))
+        return starts
+
+    def from_usage(self, init: dict) -> Call:
+        """A call from a usage hint: its known values, guesses for the unknown and the missing required ones."""
+        names = [name for name, p in self.params.items() if p.kind != inspect.Parameter.KEYWORD_ONLY]
+        call = Call()
+        for position, value in enumerate(init.get("args", [])):
+            if position < len(names):
+                call.kwargs[names[position]] = value if value is not None else self.guess(names[position])
+            else:
+                call.args.append(value if value is not None else "16")
+        for name, value in init.get("kwargs", {}).items():
+            call.kwargs[name] = value if value is not None else self.guess(name)
+        for name, param in self.params.items():
+            if param.default is inspect.Parameter.empty and name not in call.kwargs:
+                call.kwargs[name] = self.guess(name)
+        return call
+
+    def guess(self, name: str) -> str:
+        param = self.params.get(name)
+        annotation = param.annotation if param is not None else inspect.Parameter.empty
+        return init_guess(name, annotation, self.namespace, self.facts)
+
+    def repair_loop(self, call: Call, path: str) -> Optional[Built]:
+        """Try `call`, repairing it after each failure, until it constructs or nothing new is left to try. The
+        first start's last error stays as the `obstacle` reported when nothing works."""
+        first = self.trials == 0
+        while call is not None and call.key() not in self.tried:
+            if self.trials >= MAX_INIT_TRIALS or time.monotonic() > self.deadline:
+                return None
+            self.tried.add(call.key())
+            self.trials += 1
+            try:
+                args = [self.evaluate(value) for value in call.args]
+                kwargs = {name: self.evaluate(value) for name, value in call.kwargs.items()}
+                return Built(self.cls(*args, **kwargs), call, path, self.trials)
+            except Exception as exc:  # scraped code: any exception is a failed trial
+                failure = failure_of(exc, self.filename)
+                self.obstacle = exc if self.obstacle is None or first else self.obstacle
+                self.errors.append(failure.text)
+                call = self.repair(call, failure)
+        return None
+
+    def repair(self, call: Call, failure: Failure) -> Optional[Call]:
+        """The first repair that gives a call not tried yet; None when there is none."""
+        for rule in REPAIRS:
+            for candidate in rule(self, call, failure) or []:
+                if candidate is not None and candidate.key() not in self.tried:
+                    return candidate
+        return None
+
+    def culprits(self, call: Call, failure: Failure) -> list[str]:
+        """Parameters of the call the error names, then those the failing line uses (directly or as self.<x>)."""
+        line = set(failure.names_in_line())
+        named = [name for name in call.kwargs if re.search(rf"(?<![\w.]){re.escape(name)}\b", failure.message)]
+        used = [name for name in call.kwargs if self.facts.holders(name) & line]
+        return list(dict.fromkeys(named + used))
+
+
+def constructor_params(cls) -> dict[str, inspect.Parameter]:
+    """The constructor's parameters (self, *args, **kwargs left out), annotations resolved when possible."""
     try:
-        params = list(inspect.signature(function).parameters.values())
+        signature = inspect.signature(cls)
     except (TypeError, ValueError):
+        return {}
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable forward references: keep the annotations' text
+        hints = {}
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {name: p.replace(annotation=hints.get(name, p.annotation)) for name, p in signature.parameters.items()
+            if p.kind in kinds}
+
+
+# ------------------------------------------------------------------------------------------ repairs
+
+
+def drop_unexpected(self: Constructor, call: Call, failure: Failure):
+    match = failure.search(r"unexpected keyword argument '(\w+)'")
+    return [call.without(match.group(1))] if match and match.group(1) in call.kwargs else []
+
+
+def add_missing(self: Constructor, call: Call, failure: Failure):
+    match = failure.search(r"missing \d+ required (?:positional |keyword-only )?arguments?: (.*)")
+    if not match:
         return []
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-             inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params[1:] if p.kind in kinds and p.default is inspect.Parameter.empty]
+    names = re.findall(r"'(\w+)'", match.group(1))
+    return [Call({**call.kwargs, **{name: self.guess(name) for name in names}}, list(call.args))]
 
 
-def guess_value(name: str, integer: int):
-    """A plausible value for a constructor parameter called `name`."""
-    lowered = name.lower()
-    if any(hint in lowered for hint in FLOAT_PARAM_HINTS):
-        return 0.1
-    if lowered.startswith(("use_", "is_", "with_", "has_")) or lowered in ("bias", "inplace", "affine"):
-        return False
-    return integer
+def tensor_for_int(self: Constructor, call: Call, failure: Failure):
+    match = failure.search(r"'(int|float|bool|str)' object has no attribute '(\w+)'")
+    if not match or match.group(2) not in TENSOR_ATTRIBUTES:
+        return []
+    return [call.with_value(name, tensor_expression((HIDDEN, HIDDEN))) for name in self.culprits(call, failure)
+            if not call.kwargs[name].startswith("torch.rand")]
+
+
+def config_for_value(self: Constructor, call: Call, failure: Failure):
+    """A config object where the module reads attributes of a plain value or of a namespace that lacks one."""
+    match = failure.search(r"'(int|float|bool|str|NoneType|SimpleNamespace|types\.SimpleNamespace|dict)' object "
+                           r"has no attribute '(\w+)'")
+    if not match or match.group(2) in TENSOR_ATTRIBUTES:
+        return []
+    wanted = match.group(2)
+    repaired = []
+    for name in self.culprits(call, failure) or list(call.kwargs):
+        attributes = namespace_attributes(call.kwargs[name])
+        if attributes is None:
+            attributes = {attr: attribute_guess(attr) for attr in self.facts.attributes(name)}
+        if wanted not in attributes:
+            attributes[wanted] = attribute_guess(wanted)
+            repaired.append(call.with_value(name, namespace_expression(attributes)))
+    return repaired
+
+
+def dict_config(self: Constructor, call: Call, failure: Failure):
+    """A dict where a config is subscripted; a missing key added to a dict config."""
+    if failure.search(r"'SimpleNamespace' object is not subscriptable"):
+        return [call.with_value(name, "dict" + value[len("types.SimpleNamespace"):])
+                for name, value in call.kwargs.items() if value.startswith("types.SimpleNamespace(")]
+    match = failure.search(r"^KeyError: '(\w+)'")
+    if match:
+        return [call.with_value(name, value[:-1] + (", " if value != "dict()" else "")
+                                + f"{match.group(1)}={attribute_guess(match.group(1))})")
+                for name, value in call.kwargs.items() if value.startswith("dict(")]
+    return []
+
+
+def list_for_int(self: Constructor, call: Call, failure: Failure):
+    if not failure.search(r"'int' object is not (iterable|subscriptable)|cannot unpack non-iterable int|object of "
+                          r"type 'int' has no len|must be an iterable, not int|'int' object is not reversible"):
+        return []
+    return [call.with_value(name, f"[{call.kwargs[name]}, {call.kwargs[name]}]") for name in
+            self.culprits(call, failure) or list(call.kwargs) if re.fullmatch(r"\d+", call.kwargs[name])]
+
+
+def list_length(self: Constructor, call: Call, failure: Failure):
+    match = failure.search(r"(?:not enough|too many) values to unpack \(expected (\d+)")
+    if not match:
+        return []
+    want = int(match.group(1))
+    return [call.with_value(name, "[" + ", ".join([call.kwargs[name][1:-1].split(",")[0].strip()] * want) + "]")
+            for name in self.culprits(call, failure) or list(call.kwargs) if call.kwargs[name].startswith("[")]
+
+
+def layer_for_value(self: Constructor, call: Call, failure: Failure):
+    not_callable = failure.search(r"'(int|float|str|bool)' object is not callable|must be callable")
+    not_module = failure.search(r"is not a Module subclass|must be an? (?:nn\.)?Module|is not a Module")
+    if not (not_callable or not_module):
+        return []
+    return [call.with_value(name, module_expression(name, instance=bool(not_module)))
+            for name in self.culprits(call, failure) or list(call.kwargs)
+            if "torch.nn." not in call.kwargs[name]]
+
+
+def dtype_for_int(self: Constructor, call: Call, failure: Failure):
+    if not failure.search(r"dtype"):
+        return []
+    after_dtype = re.findall(r"dtype\s*=\s*(?:self\.)?(\w+)", failure.line)
+    names = [name for name in call.kwargs if name in after_dtype or "dtype" in name]
+    return [call.with_value(name, "DTYPE") for name in names if call.kwargs[name] != "DTYPE"]
+
+
+def divisible(self: Constructor, call: Call, failure: Failure):
+    match = failure.search(r"(?:divisible by|multiple of|divides?|% ?|must be a power of) ?\(?(\d+)")
+    if not match:
+        return []
+    factor = int(match.group(1))
+    candidates = []
+    for name in self.culprits(call, failure) or list(call.kwargs):
+        value = call.kwargs[name]
+        if re.fullmatch(r"\d+", value) and factor > 1 and int(value) % factor:
+            candidates.append(call.with_value(name, str(factor * max(1, -(-int(value) // factor)))))
+    return candidates
+
+
+def other_choice(self: Constructor, call: Call, failure: Failure):
+    """Another string for a string parameter the module refused (KeyError, unknown, unsupported, ...)."""
+    strings = {name: value for name, value in call.kwargs.items() if re.fullmatch(r"'[^']*'", value)}
+    if not strings or not failure.search(r"KeyError|NotImplementedError|[Uu]nknown|[Uu]nsupported|not supported|"
+                                         r"[Ii]nvalid|one of|not implemented|[Uu]nrecognized|not in|ValueError|"
+                                         r"AssertionError"):
+        return []
+    offered = re.findall(r"'([\w.-]+)'", failure.message.split("one of")[-1]) if "one of" in failure.message else []
+    candidates = []
+    for name in self.culprits(call, failure) or list(strings):
+        if name in strings:
+            for choice in [*offered, *self.facts.choices(name), *COMMON_CHOICES]:
+                candidates.append(call.with_value(name, repr(choice)))
+    return candidates
+
+
+def nonzero(self: Constructor, call: Call, failure: Failure):
+    if not failure.search(r"ZeroDivisionError|division by zero|must be positive|greater than 0|> ?0|between 0 and 1"):
+        return []
+    fixes = {"0": "1", "0.0": "0.1", "1.0": "0.5"} if failure.search("between 0 and 1") else {"0": "1", "0.0": "0.1"}
+    return [call.with_value(name, fixes[call.kwargs[name]]) for name in self.culprits(call, failure) or
+            list(call.kwargs) if call.kwargs[name] in fixes]
+
+
+def integer_for_float(self: Constructor, call: Call, failure: Failure):
+    if not failure.search(r"'float' object cannot be interpreted as an integer|must be (?:an )?int|expected int|"
+                          r"tuple of ints, but found element of type float|integer argument expected"):
+        return []
+    return [call.with_value(name, str(max(1, int(float(call.kwargs[name]))) if float(call.kwargs[name]) >= 1
+                                      else 4))
+            for name in self.culprits(call, failure) or list(call.kwargs)
+            if re.fullmatch(r"\d+\.\d*(e-?\d+)?", call.kwargs[name])]
+
+
+def other_sizes(self: Constructor, call: Call, failure: Failure):
+    """Other sizes for the integer parameters of a failing assertion or size check (a relation between sizes:
+    heads dividing the hidden size, in/out features, ...): each in turn through SIZE_LADDER, then all equal."""
+    if not (failure.kind in ("AssertionError", "ValueError", "RuntimeError", "IndexError")):
+        return []
+    names = [name for name in self.culprits(call, failure) if re.fullmatch(r"\d+", call.kwargs[name])]
+    candidates = [call.with_value(name, size) for name in names for size in SIZE_LADDER]
+    for size in SIZE_LADDER:
+        candidates.append(Call({**call.kwargs, **{name: size for name in names}}, list(call.args)))
+    return candidates
+
+
+def by_name_again(self: Constructor, call: Call, failure: Failure):
+    """Last resort: each parameter back to its plain name rule (a usage's value may not suit this module)."""
+    return [call.with_value(name, by_name(name)) for name in self.culprits(call, failure)
+            if by_name(name) and by_name(name) != call.kwargs[name]]
+
+
+REPAIRS = [drop_unexpected, add_missing, tensor_for_int, dtype_for_int, config_for_value, dict_config,
+           list_for_int, list_length, layer_for_value, divisible, integer_for_float, nonzero, other_choice,
+           other_sizes, by_name_again]
+
+
+# ------------------------------------------------------------------------------------------ namespaces
+
+
+def namespace_attributes(expression: str) -> Optional[dict]:
+    """{attribute: expression} of a `types.SimpleNamespace(...)` guess; None for anything else."""
+    if not expression.startswith("types.SimpleNamespace("):
+        return None
+    import ast
+
+    try:
+        call = ast.parse(expression, mode="eval").body
+    except SyntaxError:
+        return None
+    return {kw.arg: ast.unparse(kw.value) for kw in call.keywords if kw.arg}
+
+
+def describe_params(cls) -> str:
+    """`name: annotation` of the required constructor parameters, for error messages."""
+    params = constructor_params(cls)
+    return ", ".join(f"{n}: {annotation_text(p.annotation)}".rstrip(": ") for n, p in params.items()
+                     if p.default is inspect.Parameter.empty)

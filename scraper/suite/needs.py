@@ -1,0 +1,118 @@
+"""What a module's closure needs from the environment, found statically, so that a module that cannot run here is
+skipped before it takes a GPU worker (`missing extension flash_attn_2_cuda`, `missing package einops`).
+
+    required_imports(code)                      # top-level modules the closure imports unconditionally
+    extension_names(files)                      # modules a repository's setup.py builds (CUDAExtension(...))
+    own_packages(paths)                         # the repository's own top-level packages
+    skip_reason(imports, extensions, packages)  # "missing extension X" / "missing package X" / None
+
+Imports inside try/except or if blocks at module level, and imports inside functions, are not required: a
+module that falls back when `selective_scan_cuda` is absent still runs. Availability is checked with
+importlib.util.find_spec on the top-level name only, which imports nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+import re
+import sys
+from typing import Iterable, Optional
+
+# Import names of compiled extensions: torch's `_C` convention and the `*_cuda` / `*_ext` / `*_cpp` names that
+# CUDAExtension builds carry (flash_attn_2_cuda, selective_scan_cuda, causal_conv1d_cuda, fused_dense_lib ...).
+EXTENSION_NAME = re.compile(r"(^_C$|^_?C_|_cuda(_lib)?$|^cuda_|_ext$|^_ext|_cpp$|_lib$|_kernels?_?cuda|^_\w+_ops$)")
+EXTENSION_BUILDERS = {"CUDAExtension", "CppExtension", "Extension", "Pybind11Extension", "SyclExtension"}
+
+
+def required_imports(code: str) -> list[str]:
+    """Dotted names of the modules `code` imports at module level outside try/if blocks, in order, without
+    relative imports and __future__; [] when it does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError):
+        return []
+    found: dict[str, None] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update((alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module != "__future__":
+            found[node.module] = None
+            # `from pkg import name` may name a submodule (from flash_attn import flash_attn_2_cuda)
+            found.update((f"{node.module}.{alias.name}", None) for alias in node.names
+                         if EXTENSION_NAME.search(alias.name))
+    return list(found)
+
+
+def extension_names(files: Iterable) -> set[str]:
+    """Import names of the compiled extensions a repository builds: the `name=` of CUDAExtension(...) and the
+    like in its setup.py files (full dotted name and last part)."""
+    names: set[str] = set()
+    for file in files:
+        if not file.path.endswith("setup.py"):
+            continue
+        try:
+            tree = ast.parse(file.text)
+        except (SyntaxError, ValueError, RecursionError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and builder_name(node.func) in EXTENSION_BUILDERS:
+                name = extension_argument(node)
+                if name:
+                    names.update({name, name.rsplit(".", 1)[-1]})
+    return names
+
+
+def builder_name(func: ast.expr) -> str:
+    """`CUDAExtension` of `CUDAExtension` / `cpp_extension.CUDAExtension`."""
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
+def extension_argument(call: ast.Call) -> Optional[str]:
+    """The string literal given as `name=` or first argument of an extension builder call."""
+    candidates = [kw.value for kw in call.keywords if kw.arg == "name"] + call.args[:1]
+    for node in candidates:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+    return None
+
+
+def skip_reason(imports: Iterable[str], extensions: Iterable[str] = (), own_packages: Iterable[str] = ()) -> \
+        Optional[str]:
+    """Why a module cannot run in this environment: the first required import whose top-level module is not
+    installed, as "missing extension X" (a compiled module: named like one, built by the repository's setup.py,
+    or a module of the repository's own packages, which has no .py file since the closure did not copy it) or
+    "missing package X"; None when every one is installed."""
+    extensions, own_packages = set(extensions), set(own_packages)
+    for name in imports:
+        top = name.split(".")[0]
+        if installed(top):
+            continue
+        if top in own_packages or name in extensions or EXTENSION_NAME.search(name.rsplit(".", 1)[-1]):
+            return f"missing extension {name}"
+        return f"missing package {top}"
+    return None
+
+
+def own_packages(paths: Iterable[str]) -> set[str]:
+    """Top-level package names of a repository's files (`pkg/...`, or `src/pkg/...`)."""
+    names = set()
+    for path in paths:
+        parts = path.split("/")
+        if len(parts) > 2 and parts[0] in ("src", "python", "lib"):
+            parts = parts[1:]
+        if len(parts) > 1:
+            names.add(parts[0])
+    return names
+
+
+@functools.lru_cache(maxsize=None)
+def installed(top: str) -> bool:
+    """Whether a top-level module can be imported here (builtin, or found on sys.path); imports nothing."""
+    if top in sys.builtin_module_names:
+        return True
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
