@@ -105,7 +105,7 @@ def repository_entry(entry: dict, listing) -> dict:
 
     found = {key: value for key, value in entry.items() if key != "imports"}
     found.update(listing.provenance, kind=source_kind(entry["path"]))
-    reason = skip_reason(entry.get("imports") or [], listing.extensions, listing.packages)
+    reason = skip_reason(entry.get("imports") or {}, listing.extensions, listing.packages)
     if reason:
         found["skip_reason"] = reason
     return found

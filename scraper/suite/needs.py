@@ -6,8 +6,9 @@ skipped before it takes a GPU worker (`missing extension flash_attn_2_cuda`, `mi
     own_packages(paths)                         # the repository's own top-level packages
     skip_reason(imports, extensions, packages)  # "missing extension X" / "missing package X" / None
 
-Imports inside try/except or if blocks at module level, and imports inside functions, are not required: a
-module that falls back when `selective_scan_cuda` is absent still runs. Availability is checked with
+Imports inside try blocks at module level, and imports inside functions, are not required: a module that falls
+back when `selective_scan_cuda` is absent still runs. Imports inside if/else blocks are required when they are
+compiled extensions (`if hip: ... else: import flash_attn_2_cuda`): nothing replaces those. Availability is checked with
 importlib.util.find_spec on the top-level name only, which imports nothing.
 """
 
@@ -26,23 +27,43 @@ EXTENSION_NAME = re.compile(r"(^_C$|^_?C_|_cuda(_lib)?$|^cuda_|_ext$|^_ext|_cpp$
 EXTENSION_BUILDERS = {"CUDAExtension", "CppExtension", "Extension", "Pybind11Extension", "SyclExtension"}
 
 
-def required_imports(code: str) -> list[str]:
-    """Dotted names of the modules `code` imports at module level outside try/if blocks, in order, without
-    relative imports and __future__; [] when it does not parse."""
+def required_imports(code: str) -> dict[str, list[str]]:
+    """Dotted names of the modules `code` imports at module level outside try blocks, in order, without relative
+    imports and __future__: {"always": [...] (unconditional), "if": [...] (inside if/else blocks: required only
+    when they are compiled extensions, which have no fallback)}; empty lists when it does not parse."""
+    found = {"always": {}, "if": {}}
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError, RecursionError):
-        return []
-    found: dict[str, None] = {}
-    for node in tree.body:
+        return {"always": [], "if": []}
+    for node, conditional in module_level(tree.body, False):
+        bucket = found["if" if conditional else "always"]
         if isinstance(node, ast.Import):
-            found.update((alias.name, None) for alias in node.names)
+            bucket.update((alias.name, None) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module != "__future__":
-            found[node.module] = None
+            bucket[node.module] = None
             # `from pkg import name` may name a submodule (from flash_attn import flash_attn_2_cuda)
-            found.update((f"{node.module}.{alias.name}", None) for alias in node.names
-                         if EXTENSION_NAME.search(alias.name))
-    return list(found)
+            bucket.update((f"{node.module}.{alias.name}", None) for alias in node.names
+                          if EXTENSION_NAME.search(alias.name))
+    return {key: list(names) for key, names in found.items()}
+
+
+def module_level(body: list, conditional: bool):
+    """(statement, inside an if block) of the module-level statements: if/else blocks entered, and try blocks
+    whose handlers raise again (`except ImportError: raise ImportError("please install ...")`); other try
+    blocks and definitions not."""
+    for node in body:
+        if isinstance(node, ast.If):
+            yield from module_level(node.body + node.orelse, True)
+        elif isinstance(node, ast.Try) and node.handlers and all(reraises(h) for h in node.handlers):
+            yield from module_level(node.body, conditional)
+        else:
+            yield node, conditional
+
+
+def reraises(handler: ast.ExceptHandler) -> bool:
+    """Whether an except block ends by raising (so what its try imports is required)."""
+    return bool(handler.body) and isinstance(handler.body[-1], ast.Raise)
 
 
 def extension_names(files: Iterable) -> set[str]:
@@ -78,20 +99,21 @@ def extension_argument(call: ast.Call) -> Optional[str]:
     return None
 
 
-def skip_reason(imports: Iterable[str], extensions: Iterable[str] = (), own_packages: Iterable[str] = ()) -> \
-        Optional[str]:
-    """Why a module cannot run in this environment: the first required import whose top-level module is not
-    installed, as "missing extension X" (a compiled module: named like one, built by the repository's setup.py,
-    or a module of the repository's own packages, which has no .py file since the closure did not copy it) or
-    "missing package X"; None when every one is installed."""
+def skip_reason(imports: dict, extensions: Iterable[str] = (), own_packages: Iterable[str] = ()) -> Optional[str]:
+    """Why a module cannot run in this environment: the first required import (`required_imports`) whose
+    top-level module is not installed, as "missing extension X" (a compiled module: named like one, built by the
+    repository's setup.py, or a module of the repository's own packages, which has no .py file since the closure
+    did not copy it) or "missing package X"; None when every one is installed."""
     extensions, own_packages = set(extensions), set(own_packages)
-    for name in imports:
-        top = name.split(".")[0]
-        if installed(top):
-            continue
-        if top in own_packages or name in extensions or EXTENSION_NAME.search(name.rsplit(".", 1)[-1]):
-            return f"missing extension {name}"
-        return f"missing package {top}"
+
+    def compiled(name: str) -> bool:
+        return (name.split(".")[0] in own_packages or name in extensions
+                or bool(EXTENSION_NAME.search(name.rsplit(".", 1)[-1])))
+
+    required = list(imports.get("always", [])) + [name for name in imports.get("if", []) if compiled(name)]
+    for name in required:
+        if not installed(name.split(".")[0]):
+            return f"missing extension {name}" if compiled(name) else f"missing package {name.split('.')[0]}"
     return None
 
 
