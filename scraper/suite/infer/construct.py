@@ -30,6 +30,7 @@ MAX_INIT_TRIALS = 48
 SIZE_LADDER = ("64", "128", "256", "32", "16", "8", "4", "2", "1")
 COMMON_CHOICES = ("gelu", "relu", "silu", "layer", "rms", "layernorm", "rmsnorm", "mean", "sum", "none", "default",
                   "linear", "softmax", "triton", "torch")
+OFFERED = re.compile(r"one of|[Aa]vailable|[Ss]upported|choose from|[Ee]xpected|must be in|[Vv]alid")
 TENSOR_ATTRIBUTES = ("device", "dtype", "shape", "size", "ndim", "dim", "numel", "to", "float", "half", "is_cuda",
                      "data", "contiguous", "view", "reshape", "clone", "new_zeros", "new_empty", "unsqueeze",
                      "type_as", "detach", "element_size", "T", "t", "is_floating_point", "requires_grad")
@@ -66,12 +67,13 @@ class Built:
 class Constructor:
     """Builds one class by trial; `evaluate(expression)` turns a guess into a value."""
 
-    def __init__(self, cls, evaluate: Callable[[str], object], filename: str, facts, namespace: dict) -> None:
+    def __init__(self, cls, evaluate: Callable[[str], object], filename: str, facts, namespace: dict,
+                 deadline: float) -> None:
         self.cls, self.evaluate, self.filename, self.facts, self.namespace = cls, evaluate, filename, facts, namespace
         self.params = constructor_params(cls)
         self.trials, self.tried, self.errors = 0, set(), []
         self.obstacle: Optional[BaseException] = None  # the first start's last error
-        self.deadline = time.monotonic() + 60
+        self.deadline = deadline
 
     def models(self, hints: list) -> Iterator[Built]:
         """Every distinct model the starts (repaired) construct, best start first."""
@@ -131,12 +133,22 @@ class Constructor:
         return None
 
     def repair(self, call: Call, failure: Failure) -> Optional[Call]:
-        """The first repair that gives a call not tried yet; None when there is none."""
-        for rule in REPAIRS:
-            for candidate in rule(self, call, failure) or []:
-                if candidate is not None and candidate.key() not in self.tried:
-                    return candidate
+        """The first repair that gives a call not tried yet; None when there is none (or a rule met a value it
+        cannot read)."""
+        try:
+            for rule in REPAIRS:
+                for candidate in rule(self, call, failure) or []:
+                    if candidate is not None and candidate.key() not in self.tried:
+                        return candidate
+        except Exception as exc:  # a rule reading a scraped object: no repair, not a worker failure
+            self.errors.append(f"repair: {type(exc).__name__}: {exc}")
         return None
+
+    def rebuild(self, built: "Built", failure: Failure) -> Optional["Built"]:
+        """Another model for a forward that failed because of a constructor argument (a string it rejects, a
+        layer it calls): the call repaired from forward's error, then repaired as usual."""
+        repaired = self.repair(built.call, failure)
+        return self.repair_loop(repaired, built.path) if repaired is not None else None
 
     def culprits(self, call: Call, failure: Failure) -> list[str]:
         """Parameters of the call the error names, then those the failing line uses (directly or as self.<x>)."""
@@ -189,7 +201,7 @@ def config_for_value(self: Constructor, call: Call, failure: Failure):
     """A config object where the module reads attributes of a plain value or of a namespace that lacks one."""
     match = failure.search(r"'(int|float|bool|str|NoneType|SimpleNamespace|types\.SimpleNamespace|dict)' object "
                            r"has no attribute '(\w+)'")
-    if not match or match.group(2) in TENSOR_ATTRIBUTES:
+    if not match or match.group(2) in TENSOR_ATTRIBUTES + ("get", "keys", "items", "values"):
         return []
     wanted = match.group(2)
     repaired = []
@@ -203,8 +215,21 @@ def config_for_value(self: Constructor, call: Call, failure: Failure):
     return repaired
 
 
+def required_value(self: Constructor, call: Call, failure: Failure):
+    """The value an error says a parameter must have (`requires bias=False`, `expected causal=True`)."""
+    return [call.with_value(name, value) for name, value in
+            re.findall(r"\b(\w+)\s*(?:=|==|must be|should be)\s*(True|False|None|-?\d+(?:\.\d+)?)\b",
+                       failure.message) if name in call.kwargs and call.kwargs[name] != value]
+
+
 def dict_config(self: Constructor, call: Call, failure: Failure):
-    """A dict where a config is subscripted; a missing key added to a dict config."""
+    """A dict where a config is subscripted or read with .get(); a missing key added to a dict config."""
+    match = failure.search(r"'(int|float|str|SimpleNamespace|types\.SimpleNamespace)' object has no attribute "
+                           r"'(get|keys|items|values)'")
+    if match:
+        return [call.with_value(name, "dict(" + ", ".join(f"{key}={attribute_guess(key)}" for key in
+                                                         self.facts.keys(name, "__init__") if key.isidentifier())
+                                + ")") for name in self.culprits(call, failure) or list(call.kwargs)]
     if failure.search(r"'SimpleNamespace' object is not subscriptable"):
         return [call.with_value(name, "dict" + value[len("types.SimpleNamespace"):])
                 for name, value in call.kwargs.items() if value.startswith("types.SimpleNamespace(")]
@@ -238,9 +263,12 @@ def layer_for_value(self: Constructor, call: Call, failure: Failure):
     not_module = failure.search(r"is not a Module subclass|must be an? (?:nn\.)?Module|is not a Module")
     if not (not_callable or not_module):
         return []
-    return [call.with_value(name, module_expression(name, instance=bool(not_module)))
-            for name in self.culprits(call, failure) or list(call.kwargs)
-            if "torch.nn." not in call.kwargs[name]]
+    called = set(re.findall(r"(\w+)\s*\(", failure.line))  # the parameter that was called, not its arguments
+    names = [name for name in self.culprits(call, failure) if self.facts.holders(name) & called] or \
+        self.culprits(call, failure)
+    in_forward = "forward" in failure.functions  # called per input: an instance; in __init__: a class
+    return [call.with_value(name, module_expression(name, instance=bool(not_module) or in_forward))
+            for name in names if "torch.nn." not in call.kwargs[name]]
 
 
 def dtype_for_int(self: Constructor, call: Call, failure: Failure):
@@ -271,7 +299,8 @@ def other_choice(self: Constructor, call: Call, failure: Failure):
                                          r"[Ii]nvalid|one of|not implemented|[Uu]nrecognized|not in|ValueError|"
                                          r"AssertionError"):
         return []
-    offered = re.findall(r"'([\w.-]+)'", failure.message.split("one of")[-1]) if "one of" in failure.message else []
+    offered = re.findall(r"'([\w.-]+)'", OFFERED.split(failure.message, 1)[-1]) if OFFERED.search(failure.message) \
+        else []
     candidates = []
     for name in self.culprits(call, failure) or list(strings):
         if name in strings:
@@ -316,7 +345,7 @@ def by_name_again(self: Constructor, call: Call, failure: Failure):
             if by_name(name) and by_name(name) != call.kwargs[name]]
 
 
-REPAIRS = [drop_unexpected, add_missing, tensor_for_int, dtype_for_int, config_for_value, dict_config,
+REPAIRS = [drop_unexpected, add_missing, required_value, tensor_for_int, dtype_for_int, config_for_value, dict_config,
            list_for_int, list_length, layer_for_value, divisible, integer_for_float, nonzero, other_choice,
            other_sizes, by_name_again]
 

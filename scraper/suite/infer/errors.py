@@ -20,6 +20,7 @@ class Failure:
     message: str  # str(exception), bounded
     lines: list = field(default_factory=list)  # source lines of the module's frames, innermost first
     text: str = ""  # `Kind: first line` (scraper.suite.phases.describe)
+    functions: list = field(default_factory=list)  # names of the module's functions in the traceback
 
     @property
     def line(self) -> str:
@@ -38,7 +39,9 @@ class Failure:
 def failure_of(exc: BaseException, filename: str) -> Failure:
     """The Failure of `exc`, with the lines of the frames whose file is the module's `filename` (its closure)."""
     frames = traceback.extract_tb(exc.__traceback__)
-    own = [frame.line or "" for frame in reversed(frames) if frame.filename == filename and frame.line]
+    mine = [frame for frame in reversed(frames) if frame.filename == filename]
+    own = [frame.line for frame in mine if frame.line]
     if isinstance(exc, AssertionError) and not own and frames:  # an assert of a helper: its line still helps
         own = [frames[-1].line or ""]
-    return Failure(kind=type(exc).__name__, message=str(exc)[:2000], lines=own, text=describe(exc))
+    return Failure(kind=type(exc).__name__, message=str(exc)[:2000], lines=own, text=describe(exc),
+                   functions=[frame.name for frame in mine])

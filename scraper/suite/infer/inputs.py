@@ -115,13 +115,14 @@ class Found:
 class InputSearch:
     """The search for one constructed model; `run(expression list)` calls forward with evaluated arguments."""
 
-    def __init__(self, model, facts, filename: str, call: Callable, cast: Callable) -> None:
+    def __init__(self, model, facts, filename: str, call: Callable, cast: Callable, deadline: float) -> None:
         self.model, self.facts, self.filename, self.call, self.cast = model, facts, filename, call, cast
         self.sizes = model_sizes(model)
         self.params = forward_params(model, facts, self.sizes.get("vocab", VOCAB))
         self.trials, self.tried, self.errors = 0, set(), []
         self.obstacle: Optional[BaseException] = None  # the first start's last error
-        self.deadline = time.monotonic() + 90
+        self.failure: Optional[Failure] = None  # the same, as read by the repairs
+        self.deadline = deadline
 
     def find(self, hints: list) -> Optional[Found]:
         """The first trial forward accepts (returning a tensor), or None."""
@@ -158,16 +159,22 @@ class InputSearch:
                 return Found(args, kwargs, trial.path, self.trials, trial.dtype, tensor_shapes(trial))
             except Exception as exc:  # scraped code: any exception is a failed trial
                 failure = failure_of(exc, self.filename)
-                self.obstacle = exc if self.obstacle is None or first else self.obstacle
+                if self.obstacle is None or first:
+                    self.obstacle, self.failure = exc, failure
                 self.errors.append(f"{trial.layout}: {failure.text}")
                 trial = self.repair(trial, failure)
         return None
 
     def repair(self, trial: Trial, failure: Failure) -> Optional[Trial]:
-        for rule in REPAIRS:
-            for candidate in rule(self, trial, failure) or []:
-                if candidate is not None and candidate.key() not in self.tried:
-                    return candidate
+        """The first repair that gives a trial not tried yet; None when there is none (or a rule met a value it
+        cannot read)."""
+        try:
+            for rule in REPAIRS:
+                for candidate in rule(self, trial, failure) or []:
+                    if candidate is not None and candidate.key() not in self.tried:
+                        return candidate
+        except Exception as exc:  # a rule reading a scraped object: no repair, not a worker failure
+            self.errors.append(f"repair: {type(exc).__name__}: {exc}")
         return None
 
     def culprits(self, trial: Trial, failure: Failure) -> list[str]:
@@ -320,7 +327,7 @@ DOC_SIDE = {"w", "width", "height", "x", "y", "z", "hh", "ww"}
 def docstring_layouts(model, sizes: dict) -> list[tuple]:
     """Layouts from the shapes written in the class's and forward's docstrings: `(B, L, D)`, `[b, c, h, w]`,
     `batch x seq x dim`; each name becomes a size (features and heads from the model)."""
-    text = "\n".join(filter(None, (inspect.getdoc(type(model).forward), inspect.getdoc(type(model)))))
+    text = "\n".join(own_docstrings(type(model)))
     layouts = []
     for match in DOC_SHAPE.finditer(text):
         tokens = [token.strip().lower() for token in re.split(r"[,x×]", match.group(1))]
@@ -328,6 +335,18 @@ def docstring_layouts(model, sizes: dict) -> list[tuple]:
         if layout and layout not in layouts:
             layouts.append(layout)
     return layouts[:4]
+
+
+def own_docstrings(cls) -> list[str]:
+    """The docstrings of forward and of the class, from the class and its bases up to torch's own classes
+    (whose docstrings are examples for other modules)."""
+    docs = []
+    for klass in cls.__mro__:
+        if klass.__module__.startswith("torch"):
+            break
+        forward = klass.__dict__.get("forward")
+        docs += [doc for doc in (getattr(forward, "__doc__", None), klass.__dict__.get("__doc__")) if doc]
+    return docs
 
 
 def doc_layout(tokens: list[str], sizes: dict) -> Optional[tuple]:
@@ -525,8 +544,8 @@ def attribute_sizes(self: InputSearch, trial: Trial, failure: Failure):
     failing line (`assert x.shape[-1] == self.dim`), as the last or the second dimension."""
     if not failure.line:
         return []
-    values = [getattr(self.model, name) for name in failure.names_in_line()
-              if isinstance(getattr(self.model, name, None), int) and not isinstance(getattr(self.model, name), bool)]
+    values = [value for value in (vars(self.model).get(name) for name in failure.names_in_line())
+              if isinstance(value, int) and not isinstance(value, bool)]
     candidates = []
     for value in dict.fromkeys(v for v in values if 0 < v <= 1 << 14):
         candidates += [relayout(trial, trial.layout[:-1] + (value,)),
@@ -534,5 +553,15 @@ def attribute_sizes(self: InputSearch, trial: Trial, failure: Failure):
     return candidates
 
 
+def scalar_for_tensor(self: InputSearch, trial: Trial, failure: Failure):
+    """A number where forward uses a parameter as one (`torch.arange(n)`, `range(n)`, an index)."""
+    if not failure.search(r"only integer tensors of a single element can be converted to an index|'Tensor' object "
+                          r"cannot be interpreted as an integer|must be int, not Tensor|received an invalid "
+                          r"combination of arguments - got \(Tensor"):
+        return []
+    return [trial.with_role(name, "scalar", (str(LENGTH),)) for name in self.culprits(trial, failure)
+            if any(p.name == name and p.role != "scalar" for p in trial.params)]
+
+
 REPAIRS = [matmul_features, norm_features, channels, unpacked_tuple, rank, broadcast, view_size, index_roles,
-           tensor_for_none, dict_input, half_precision, divisible_layout, attribute_sizes]
+           scalar_for_tensor, tensor_for_none, dict_input, half_precision, divisible_layout, attribute_sizes]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from scraper.suite.infer.source import SourceFacts
 from scraper.suite.phases import PhaseError, phase
 
 MODULE_NAME = "suite_module"  # the scraped closure's name in sys.modules while the worker runs it
-MAX_MODELS = 3  # constructed models an input search is tried on before giving up
+MAX_MODELS = 4  # constructed models an input search is tried on before giving up
+SEARCH_SECONDS = 60  # for the whole search (constructor and inputs): a model that needs more is not compiled
 MAX_ERRORS = 4  # trial errors kept per phase in the result
 
 
@@ -64,17 +66,23 @@ def exec_source(source: str, filename: str) -> dict:
 
 def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str, device: str, dtype) -> dict:
     """Constructor call and inputs (expressions) that work, and the manifest fields saying how they were found;
-    raises PhaseError("init") when no start constructs, PhaseError("inputs") when no input works."""
+    raises PhaseError("init") when no start constructs, PhaseError("inputs") when no input works. A forward
+    error caused by a constructor argument gets the constructor repaired (Constructor.rebuild)."""
     import torch
 
     env = {**namespace, "torch": torch, "types": types, "device": device, "DTYPE": dtype}
     evaluate = lambda expression: eval(expression, env)  # noqa: E731,S307 - our own expressions
-    constructor = Constructor(cls, evaluate, filename, facts, namespace)
+    deadline = time.monotonic() + SEARCH_SECONDS
+    constructor = Constructor(cls, evaluate, filename, facts, namespace, deadline)
     searches, paths = [], []
-    for built in constructor.models(hints):
+    models = constructor.models(hints)
+    built = next(models, None)
+    while built is not None and len(searches) < MAX_MODELS:
         paths.append(built.path)
+        env["DTYPE"] = dtype
         model = built.model.to(device=device, dtype=dtype).eval()
-        inputs = InputSearch(model, facts, filename, call_with(model, evaluate), cast_with(model, env, dtype))
+        inputs = InputSearch(model, facts, filename, call_with(model, evaluate), cast_with(model, env, dtype),
+                             deadline)
         found = inputs.find(hints)
         searches.append(inputs)
         if found is not None:
@@ -84,8 +92,8 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
             if found.dtype:
                 fields["module_dtype"] = found.dtype.removeprefix("torch.")
             return {"init": built, "inputs": found, "dtype": found.dtype, "fields": fields}
-        if len(searches) >= MAX_MODELS:
-            break
+        rebuilt = constructor.rebuild(built, inputs.failure) if inputs.failure is not None else None
+        built = rebuilt or next(models, None)
     if not searches:
         raise PhaseError("init", constructor.obstacle or "no constructor call to try",
                          details(constructor, searches, None, None))

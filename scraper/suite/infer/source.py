@@ -24,7 +24,7 @@ class SourceFacts:
             tree = ast.Module(body=[], type_ignores=[])
         classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
         self.classes = list(lineage(classes, class_name))
-        self.dict_keys = {key for node in ast.walk(tree) if isinstance(node, ast.Dict)
+        self.dict_keys = {key.value for node in ast.walk(tree) if isinstance(node, ast.Dict)
                           for key in node.keys if isinstance(key, ast.Constant) and isinstance(key.value, str)}
 
     def methods(self, name: Optional[str] = None):
@@ -78,7 +78,8 @@ class SourceFacts:
         return list(found)
 
     def keys(self, param: str, method: str = "forward") -> list[str]:
-        """String keys the method reads from parameter `param` (`param["k"]`, `param.get("k")`)."""
+        """String keys the method reads from parameter `param` (`param["k"]`, `param.get("k")`), first use
+        first."""
         found = {}
         for function in self.methods(method):
             for node in ast.walk(function):

@@ -57,12 +57,17 @@ NAME_RULES = [
     (r"(act|activation|act_fn|hidden_act|nonlinearity|activation_fn|act_layer_name)", "'gelu'"),
     (r"(.*_)?(act_layer|activation_layer|act_cls|activation_cls)", "torch.nn.GELU"),
     (r"(.*_)?(norm_layer|norm_cls)", "torch.nn.LayerNorm"),
+    (r".*_(cls|class|layer|module_cls|block_cls)", "torch.nn.Identity"),
+    (r"(fn|func|module|block|layer|net|model|backbone|encoder|decoder|mixer|sublayer|body|submodule)",
+     "torch.nn.Identity()"),
     (r"(name|mode|type|kind|method|impl|backend|norm_type|attn_type|variant|style|pooling|reduction|"
      r"init|layout|provider|arch|version)", "'default'"),
     (r"(.*_)?(dim|dims|size|features|channels|hidden|width|planes|embd|embed|units|d_model|hidden_size|"
      r"intermediate_size|inner_dim|ffn_dim|d_ff|dim_ff|d_inner|emb|embedding|in|out|ch|chans|filters|c|d|"
      r"n_embd|n_embed|nf|nx|hid|model)(_.*)?|.*(features|channels|dim|size|width|hidden)s?", str(HIDDEN)),
 ]
+TENSOR_READS = {"shape", "dtype", "device", "T", "ndim", "numel", "contiguous", "view", "reshape", "size",
+                "float", "half", "data", "detach", "clone", "unsqueeze", "t", "is_cuda"}
 CONFIG_NAMES = re.compile(r"(.*_)?(config|cfg|conf|args|opt|opts|options|params|hparams|hp|settings|"
                           r"model_args|configs)")
 UNKNOWN_INT = "16"
@@ -129,8 +134,37 @@ def by_annotation(name: str, text: str, namespace: dict) -> Optional[str]:
         return module_expression(name, instance="Type[" not in text)
     cls = namespace.get(last)
     if isinstance(cls, type) and not cls.__module__.startswith(("torch", "typing", "builtins")):
-        return f"{last}()"  # a class of the module (a config dataclass): its defaults first
+        return class_expression(last, cls, namespace)
     return None
+
+
+def class_expression(name: str, cls: type, namespace: dict) -> str:
+    """A value of a class of the module: an Enum's first member; else a call with guesses for its required
+    parameters, and for size-like ones whose default is a placeholder (-1, 0, None) or a layer count (a config
+    dataclass: `ModelArgs(n_layer=2)`, small and fast to compile)."""
+    import enum
+    import inspect
+
+    if issubclass(cls, enum.Enum):
+        members = list(cls)
+        return f"{name}.{members[0].name}" if members else f"{name}()"
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return f"{name}()"
+    arguments = []
+    for param in params:
+        if param.kind not in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY):
+            continue
+        guess = by_name(param.name)
+        placeholder = param.default in (-1, 0, None) and guess and re.fullmatch(r"[\d.e+-]+", guess)
+        layers = guess == "2" and param.default is not inspect.Parameter.empty
+        if param.default is inspect.Parameter.empty:
+            typed = by_annotation(param.name, annotation_text(param.annotation), {})
+            arguments.append(f"{param.name}={typed or guess or UNKNOWN_INT}")
+        elif placeholder or layers:
+            arguments.append(f"{param.name}={guess}")
+    return f"{name}({', '.join(arguments)})"
 
 
 def typed_by_name(name: str, kind: str) -> str:
@@ -151,8 +185,10 @@ def typed_by_name(name: str, kind: str) -> str:
 
 def module_expression(name: str, instance: bool = True) -> str:
     """An nn.Module (class, or instance) for a parameter that takes a layer: a norm for norm-like names, an
-    activation otherwise."""
-    cls = "torch.nn.LayerNorm" if "norm" in name.lower() else "torch.nn.GELU"
+    activation for activation-like ones, else Identity (which takes any arguments)."""
+    lowered = name.lower()
+    cls = "torch.nn.LayerNorm" if "norm" in lowered else "torch.nn.GELU" if "act" in lowered else \
+        "torch.nn.Identity"
     if not instance:
         return cls
     return f"{cls}({HIDDEN})" if cls.endswith("LayerNorm") else f"{cls}()"
@@ -190,9 +226,15 @@ def attribute_guess(name: str) -> str:
 
 def init_guess(name: str, annotation, namespace: dict, facts) -> str:
     """The first guess for a required constructor parameter: config objects from what the module reads of
-    them, then the type hint, then strings the module compares it with, then the name."""
+    them (a tensor when what it reads is a tensor's, a dict when it indexes it with strings), then the type
+    hint, then strings the module compares it with, then the name."""
     text = annotation_text(annotation)
     attributes = facts.attributes(name)
+    if TENSOR_READS & set(attributes):
+        return tensor_expression((HIDDEN, HIDDEN))
+    keys = facts.keys(name, "__init__")
+    if keys and not text:
+        return "dict(" + ", ".join(f"{key}={attribute_guess(key)}" for key in keys if key.isidentifier()) + ")"
     if CONFIG_NAMES.fullmatch(name.lower()) and attributes and not by_annotation(name, text, namespace):
         return config_expression(attributes)
     typed = by_annotation(name, text, namespace)
