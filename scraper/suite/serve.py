@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import os
 import sys
@@ -77,12 +78,27 @@ def reset() -> None:
     fresh_debug_dir = getattr(torch._dynamo.utils._get_debug_dir, "cache_clear", None)
     if fresh_debug_dir is not None:  # torch caches the run_<time>-pid_<pid> folder per process
         fresh_debug_dir()
+    restart_graph_numbers(torch)
     torch.set_default_dtype(torch.float32)
     torch.set_grad_enabled(True)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
+
+
+def restart_graph_numbers(torch) -> None:
+    """Number the next model's graphs from 0, as in a fresh process (`<model>__0_inference_0.0`): AOT
+    autograd's graph counters and Inductor's debug folder counter are per process."""
+    aot = sys.modules.get("torch._functorch.aot_autograd")
+    if aot is not None and hasattr(aot, "AOT_COUNTER"):
+        aot.AOT_COUNTER = itertools.count()
+    naming = sys.modules.get("torch._functorch._aot_autograd.logging_utils")
+    if naming is not None and hasattr(naming, "nth_graph"):
+        naming.nth_graph = 0
+    debug = sys.modules.get("torch._inductor.debug")
+    if debug is not None and hasattr(getattr(debug, "DebugContext", None), "_counter"):
+        debug.DebugContext._counter = itertools.count()
 
 
 if __name__ == "__main__":
