@@ -199,13 +199,15 @@ def tensor_for_int(self: Constructor, call: Call, failure: Failure):
 
 def config_for_value(self: Constructor, call: Call, failure: Failure):
     """A config object where the module reads attributes of a plain value or of a namespace that lacks one."""
-    match = failure.search(r"'(int|float|bool|str|NoneType|SimpleNamespace|types\.SimpleNamespace|dict)' object "
-                           r"has no attribute '(\w+)'")
-    if not match or match.group(2) in TENSOR_ATTRIBUTES + ("get", "keys", "items", "values"):
+    match = failure.search(r"'([\w.]+)' object has no attribute '(\w+)'")
+    if not match or match.group(2) in TENSOR_ATTRIBUTES + ("get", "keys", "items", "values") or \
+            match.group(1) in ("Tensor", "Parameter"):
         return []
     wanted = match.group(2)
     repaired = []
     for name in self.culprits(call, failure) or list(call.kwargs):
+        if call.kwargs[name].startswith(("torch.rand", "DTYPE", "device")):
+            continue
         attributes = namespace_attributes(call.kwargs[name])
         if attributes is None:
             attributes = {attr: attribute_guess(attr) for attr in self.facts.attributes(name)}
@@ -216,16 +218,16 @@ def config_for_value(self: Constructor, call: Call, failure: Failure):
 
 
 def required_value(self: Constructor, call: Call, failure: Failure):
-    """The value an error says a parameter must have (`requires bias=False`, `expected causal=True`)."""
+    """The value an error says a parameter must have (`requires bias=False`, `expected causal=True`), also for a
+    parameter the call leaves to its default."""
     return [call.with_value(name, value) for name, value in
             re.findall(r"\b(\w+)\s*(?:=|==|must be|should be)\s*(True|False|None|-?\d+(?:\.\d+)?)\b",
-                       failure.message) if name in call.kwargs and call.kwargs[name] != value]
+                       failure.message) if name in self.params and call.kwargs.get(name) != value]
 
 
 def dict_config(self: Constructor, call: Call, failure: Failure):
     """A dict where a config is subscripted or read with .get(); a missing key added to a dict config."""
-    match = failure.search(r"'(int|float|str|SimpleNamespace|types\.SimpleNamespace)' object has no attribute "
-                           r"'(get|keys|items|values)'")
+    match = failure.search(r"'([\w.]+)' object has no attribute '(get|keys|items|values)'")
     if match:
         return [call.with_value(name, "dict(" + ", ".join(f"{key}={attribute_guess(key)}" for key in
                                                          self.facts.keys(name, "__init__") if key.isidentifier())
@@ -293,8 +295,10 @@ def divisible(self: Constructor, call: Call, failure: Failure):
 
 
 def other_choice(self: Constructor, call: Call, failure: Failure):
-    """Another string for a string parameter the module refused (KeyError, unknown, unsupported, ...)."""
-    strings = {name: value for name, value in call.kwargs.items() if re.fullmatch(r"'[^']*'", value)}
+    """Another string for a string parameter the module refused (KeyError, unknown, unsupported, ...), or for
+    one it got None for and names in the error."""
+    strings = {name: value for name, value in call.kwargs.items() if re.fullmatch(r"'[^']*'", value)
+               or (value == "None" and re.search(rf"\b{re.escape(name)}\b", failure.message))}
     if not strings or not failure.search(r"KeyError|NotImplementedError|[Uu]nknown|[Uu]nsupported|not supported|"
                                          r"[Ii]nvalid|one of|not implemented|[Uu]nrecognized|not in|ValueError|"
                                          r"AssertionError"):

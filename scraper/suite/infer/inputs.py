@@ -30,6 +30,7 @@ from scraper.suite.infer.values import HEADS, HEAD_DIM, HIDDEN, VOCAB, annotatio
 
 BATCH, LENGTH, SIDE = 2, 64, 32
 MAX_INPUT_TRIALS = 60
+REPEATED = 4  # the same error for this many inputs in a row: no input will do, the search stops
 GENERIC_LAYOUTS = [(BATCH, LENGTH, HIDDEN), (BATCH, HIDDEN), (BATCH, 3, SIDE, SIDE), (BATCH, HIDDEN, SIDE, SIDE),
                    (BATCH, HEADS, LENGTH, HEAD_DIM), (BATCH, LENGTH, HEADS, HEAD_DIM), (BATCH, HIDDEN, LENGTH),
                    (BATCH, 16), (BATCH, LENGTH, 16), (BATCH, 1, 28, 28), (BATCH * LENGTH, HIDDEN)]
@@ -119,7 +120,7 @@ class InputSearch:
         self.model, self.facts, self.filename, self.call, self.cast = model, facts, filename, call, cast
         self.sizes = model_sizes(model)
         self.params = forward_params(model, facts, self.sizes.get("vocab", VOCAB))
-        self.trials, self.tried, self.errors = 0, set(), []
+        self.trials, self.tried, self.errors, self.texts = 0, set(), [], []
         self.obstacle: Optional[BaseException] = None  # the first start's last error
         self.failure: Optional[Failure] = None  # the same, as read by the repairs
         self.deadline = deadline
@@ -146,7 +147,7 @@ class InputSearch:
         first start's last error stays as the `obstacle` reported when nothing works."""
         first = self.trials == 0
         while trial is not None and trial.key() not in self.tried:
-            if self.trials >= MAX_INPUT_TRIALS or time.monotonic() > self.deadline:
+            if self.trials >= MAX_INPUT_TRIALS or time.monotonic() > self.deadline or self.stuck():
                 return None
             self.tried.add(trial.key())
             self.trials += 1
@@ -162,8 +163,15 @@ class InputSearch:
                 if self.obstacle is None or first:
                     self.obstacle, self.failure = exc, failure
                 self.errors.append(f"{trial.layout}: {failure.text}")
-                trial = self.repair(trial, failure)
+                self.texts.append(failure.text)
+                trial = None if self.stuck() else self.repair(trial, failure)
         return None
+
+    def stuck(self) -> bool:
+        """The same error, with a message, for the last REPEATED inputs: inputs are not what it is about (a
+        constructor argument may be; Constructor.rebuild gets the next word)."""
+        last = self.texts[-REPEATED:]
+        return len(last) == REPEATED and len(set(last)) == 1 and ": " in last[0]
 
     def repair(self, trial: Trial, failure: Failure) -> Optional[Trial]:
         """The first repair that gives a trial not tried yet; None when there is none (or a rule met a value it
@@ -430,8 +438,8 @@ def channels(self: InputSearch, trial: Trial, failure: Failure):
 def rank(self: InputSearch, trial: Trial, failure: Failure):
     """Another number of dimensions: what the error asks for (`Expected 4D input`, `expected 3D or 4D input`,
     unpacking x.shape into N names), keeping the features last."""
-    wanted = [int(n) for n in re.findall(r"(\d)[D-](?:dimensional)?", failure.message)
-              if 1 <= int(n) <= 5 and int(n) != len(trial.layout)]
+    wanted = [int(n) for n in re.findall(r"(\d)[D-](?:dimensional)?|<= ?(\d) dim|(\d) dimensions", failure.message)
+              for n in n if n and 1 <= int(n) <= 5 and int(n) != len(trial.layout)]
     unpack = failure.search(r"(?:not enough|too many) values to unpack \(expected (\d+)")
     if unpack and re.search(r"\.(shape|size\(\))", failure.line):
         wanted.insert(0, int(unpack.group(1)))

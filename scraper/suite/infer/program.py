@@ -5,7 +5,7 @@ The search: each model the constructor starts build (scraper.suite.infer.constru
 input search (scraper.suite.infer.inputs); the first model whose forward accepts inputs wins. What was tried is
 recorded in the result's `inference`: the path that succeeded for the constructor (`usage <file:line>`,
 `defaults`, `signature`) and for the inputs (`usage <file:line>`, `docstring`, `model`, `generic`), the trial
-counts, and the first errors. A failure is raised as the phase's PhaseError carrying the module's own exception
+counts, and the first errors. A failure (the last model's: the one that got furthest) is raised as the phase's PhaseError carrying the module's own exception
 (so `error` says what the module said, `Type: message`), with the same details.
 """
 
@@ -97,7 +97,8 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
     if not searches:
         raise PhaseError("init", constructor.obstacle or "no constructor call to try",
                          details(constructor, searches, None, None))
-    raise PhaseError("inputs", searches[0].obstacle or "no inputs to try", details(constructor, searches, paths[0], None))
+    raise PhaseError("inputs", searches[-1].obstacle or "no inputs to try",
+                     details(constructor, searches, paths[-1], None))
 
 
 def call_with(model, evaluate):
