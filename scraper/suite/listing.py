@@ -63,7 +63,7 @@ def list_repositories(download_dir: Path, cache_dir: Optional[Path] = None, jobs
     todo = [location for location, listing in listings.items() if listing is None]
     if todo:
         log.info("listing %d of %d repositories (%d from the cache)", len(todo), len(keys), len(keys) - len(todo))
-        listings.update(make_listings(todo, manifest, jobs or available_cores()))
+        listings.update(make_listings(todo, manifest, keys, jobs or available_cores()))
         for location in todo:
             write_cached(cache_dir, location, keys[location], listings[location])
     return [listings[location] for location in keys]
@@ -77,12 +77,12 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def make_listings(locations: list[Path], manifest: dict, jobs: int) -> dict[Path, RepoListing]:
+def make_listings(locations: list[Path], manifest: dict, keys: dict, jobs: int) -> dict[Path, RepoListing]:
     """Discover every archive, then cut the classes out in chunks; with a pool of `jobs` processes (spawned:
-    the orchestrator may hold threads) unless jobs is 1."""
+    the orchestrator may hold threads) unless jobs is 1. `keys`: each archive's cache key (its version)."""
     if jobs <= 1:
         found = {location: discover(location, manifest.get(location.name)) for location in locations}
-        return {location: listing_of(found[location], cut_out(location, found[location]["classes"]))
+        return {location: listing_of(found[location], cut_out(location, found[location]["classes"], keys[location]))
                 for location in locations}
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
@@ -90,7 +90,7 @@ def make_listings(locations: list[Path], manifest: dict, jobs: int) -> dict[Path
         chunks = [(location, found[location]["classes"][start:start + CHUNK]) for location in
                   sorted(locations, key=lambda l: -len(found[l]["classes"]))
                   for start in range(0, len(found[location]["classes"]), CHUNK)]
-        pieces = pool.map(cut_out, [c[0] for c in chunks], [c[1] for c in chunks])
+        pieces = pool.map(cut_out, [c[0] for c in chunks], [c[1] for c in chunks], [keys[c[0]] for c in chunks])
         cut: dict[Path, list] = {location: [] for location in locations}
         for (location, _), piece in zip(chunks, pieces):
             cut[location].append(piece)
@@ -149,16 +149,16 @@ def provenance_fields(provenance) -> dict:
     return {key: getattr(provenance, key) for key in ("repo", "commit", "license", "stars")}
 
 
-_INDEXES: dict[str, object] = {}  # this pool process's archive indexes, most recent last
+_INDEXES: dict[str, object] = {}  # this process's archive indexes by cache key, most recent last
 
 
-def cut_out(location: Path, classes: list) -> tuple[list, int]:
-    """Closures of `classes` [(path, name, lineno, order)] of one archive: (entries of the self-contained ones,
-    how many were not). A pool task."""
+def cut_out(location: Path, classes: list, key: str) -> tuple[list, int]:
+    """Closures of `classes` [(path, name, lineno, order)] of one archive (whose cache key is `key`): (entries of
+    the self-contained ones, how many were not). A pool task."""
     from scraper.generator import extract_closure
     from scraper.suite.needs import required_imports
 
-    index = archive_index(location)
+    index = archive_index(location, key)
     entries, dropped = [], 0
     for path, name, lineno, order in classes:
         try:
@@ -175,15 +175,20 @@ def cut_out(location: Path, classes: list) -> tuple[list, int]:
     return entries, dropped
 
 
-def archive_index(location: Path):
-    """The RepoIndex of an archive (files parsed on demand), kept for the next chunks of the same archive."""
+def archive_index(location: Path, key: str):
+    """The RepoIndex of an archive (files parsed on demand), kept for the next chunks of the same archive (of
+    the same content: `key`). Every
+    library the repository imports from outside is allowed (kept as an import in the closures), not only the
+    generator's default list: whether it is installed is decided per run (scraper.suite.needs.skip_reason)."""
     from scraper.generator import RepoIndex, read_repository
+    from scraper.suite.needs import external_imports
 
-    key = str(location)
     if key not in _INDEXES:
         while len(_INDEXES) >= INDEX_MEMO:
             _INDEXES.pop(next(iter(_INDEXES)))
-        _INDEXES[key] = RepoIndex.from_source(read_repository(location))
+        source = read_repository(location)
+        allowed = RepoIndex({}).allowed_imports | external_imports(source.files)  # the generator's list and more
+        _INDEXES[key] = RepoIndex.from_source(source, allowed_imports=allowed)
     return _INDEXES[key]
 
 

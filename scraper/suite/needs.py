@@ -4,6 +4,7 @@ skipped before it takes a GPU worker (`missing extension flash_attn_2_cuda`, `mi
     required_imports(code)                      # top-level modules the closure imports unconditionally
     extension_names(files)                      # modules a repository's setup.py builds (CUDAExtension(...))
     own_packages(paths)                         # the repository's own top-level packages
+    external_imports(files)                     # what it imports from outside (the closures keep those imports)
     skip_reason(imports, extensions, packages)  # "missing extension X" / "missing package X" / None
 
 Imports inside try blocks at module level, and imports inside functions, are not required: a module that falls
@@ -115,6 +116,23 @@ def skip_reason(imports: dict, extensions: Iterable[str] = (), own_packages: Ite
         if not installed(name.split(".")[0]):
             return f"missing extension {name}" if compiled(name) else f"missing package {name.split('.')[0]}"
     return None
+
+
+IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([A-Za-z_]\w*)[\w.]*[ \t]+import\b|import[ \t]+([^#\n]+))", re.M)
+
+
+def external_imports(files: Iterable) -> set[str]:
+    """Top-level names a repository imports that none of its own folders or files is called (einops,
+    flash_attn_2_cuda, transformers ...): the closures keep such imports (`skip_reason` then tells whether
+    they are installed here) instead of counting them as unresolved."""
+    files = list(files)
+    own = {part.removesuffix(".py") for file in files for part in file.path.split("/")}
+    found = set()
+    for file in files:
+        for from_name, import_list in IMPORT_LINE.findall(file.text):
+            names = [from_name] if from_name else [item.split()[0] for item in import_list.split(",") if item.split()]
+            found.update(name.split(".")[0] for name in names if name.split(".")[0].isidentifier())
+    return found - own
 
 
 def own_packages(paths: Iterable[str]) -> set[str]:
