@@ -152,7 +152,61 @@ class Normed(nn.Module):
     def forward(self, x):
         return self.norm(x)
 ''',
+    "provided": '''
+class Either(nn.Module):
+    def __init__(self, dim, left=None, right=None):
+        super().__init__()
+        if left is None and right is None:
+            raise ValueError("either left or right must be provided")
+        self.fc = nn.Linear(dim, dim)
+    def forward(self, x):
+        return self.fc(x)
+''',
+    "as_list": '''
+class Split(nn.Module):
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        if not isinstance(out_features, list):
+            raise TypeError("this layer requires out_features to be a list")
+        self.heads = nn.ModuleList(nn.Linear(in_features, n) for n in out_features)
+    def forward(self, x):
+        return torch.cat([head(x) for head in self.heads], -1)
+''',
+    "pass_through": '''
+class Mixed(nn.Module):
+    def __init__(self, dim, mixer_cls):
+        super().__init__()
+        self.mixer = mixer_cls(dim)
+        self.fc = nn.Linear(dim, dim)
+    def forward(self, x):
+        return self.mixer(self.fc(x), inference_params=None)
+''',
+    "size_table": '''
+KERNELS = {16: "small", 32: "large"}
+
+class Tabled(nn.Module):
+    def __init__(self, num_heads):
+        super().__init__()
+        self.kernel = KERNELS[num_heads]
+    def forward(self, x):
+        return x * 2
+''',
     # --- inputs
+    "expected_size": '''
+class Sized(nn.Module):
+    def forward(self, x):
+        if x.shape[-1] != 256:
+            raise AssertionError(f"Input size mismatch: Expected input size 256, but got {x.shape[-1]}")
+        return x + 1
+''',
+    "labels": '''
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 10)
+    def forward(self, x, labels):
+        return nn.functional.cross_entropy(self.fc(x), labels)
+''',
     "rank4": '''
 class Spatial(nn.Module):
     def forward(self, x):
@@ -335,6 +389,33 @@ def test_enum_member(rows):
     assert ok(rows, "enum_arg")["init_kwargs"]["kind"] == "Kind.SUM"
 
 
+def test_value_for_a_parameter_the_error_says_is_missing(rows):
+    assert "left" in ok(rows, "provided")["init_kwargs"]
+
+
+def test_kind_the_error_names(rows):
+    assert ok(rows, "as_list")["init_kwargs"]["out_features"].startswith("[")
+
+
+def test_layer_taking_any_arguments(rows):
+    row = ok(rows, "pass_through")
+    assert row["init_kwargs"]["mixer_cls"].startswith("lambda *args, **kwargs:")
+
+
+def test_other_size_for_a_missing_table_entry(rows):
+    assert ok(rows, "size_table")["init_kwargs"]["num_heads"] in ("16", "32")
+
+
+def test_size_an_error_expects(rows):
+    assert ok(rows, "expected_size")["input_shapes"][0][-1] == 256
+
+
+def test_labels_one_per_row_within_the_classes(rows):
+    row = ok(rows, "labels")
+    assert row["input_shapes"] == [[2, 16]]
+    assert row["inputs"]["args"][1] == "torch.randint(0, 2, (2,), device=device, dtype=torch.long)"
+
+
 def test_rank_four_from_unpacking_the_shape(rows):
     assert len(ok(rows, "rank4")["input_shapes"][0]) == 4
 
@@ -388,7 +469,7 @@ def test_forward_error_repairs_the_constructor(rows):
 
 def test_programs_rebuild_what_was_inferred(rows):
     """Each program, run alone in a fresh interpreter, builds the model and calls it as the worker did."""
-    for name in ("typed", "config_class", "batch_dict", "half", "enum_arg"):
+    for name in ("typed", "config_class", "batch_dict", "half", "enum_arg", "pass_through", "labels"):
         program = rows[name]["_root"] / ok(rows, name)["program"]
         ran = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=120,
                              cwd=program.parent)

@@ -151,11 +151,20 @@ class Constructor:
         return self.repair_loop(repaired, built.path) if repaired is not None else None
 
     def culprits(self, call: Call, failure: Failure) -> list[str]:
-        """Parameters of the call the error names, then those the failing line uses (directly or as self.<x>)."""
+        """Constructor parameters the error names, then those the failing line uses (directly or as
+        self.<x>); also parameters the call leaves to their defaults."""
         line = set(failure.names_in_line())
-        named = [name for name in call.kwargs if re.search(rf"(?<![\w.]){re.escape(name)}\b", failure.message)]
-        used = [name for name in call.kwargs if self.facts.holders(name) & line]
+        names = list(dict.fromkeys([*call.kwargs, *self.params]))
+        named = [name for name in names if re.search(rf"(?<![\w.]){re.escape(name)}\b", failure.message)]
+        used = [name for name in names if self.facts.holders(name) & line]
         return list(dict.fromkeys(named + used))
+
+    def current(self, call: Call, name: str) -> str:
+        """The expression a parameter has in `call`: its own, else its default's (None when not a literal)."""
+        if name in call.kwargs:
+            return call.kwargs[name]
+        default = self.params[name].default if name in self.params else None
+        return repr(default) if isinstance(default, (int, float, str, bool)) else "None"
 
 
 def constructor_params(cls) -> dict[str, inspect.Parameter]:
@@ -174,6 +183,7 @@ def constructor_params(cls) -> dict[str, inspect.Parameter]:
 
 
 # ------------------------------------------------------------------------------------------ repairs
+# Each rule: (constructor, call, failure) -> candidate calls, best first.
 
 
 def drop_unexpected(self: Constructor, call: Call, failure: Failure):
@@ -189,12 +199,23 @@ def add_missing(self: Constructor, call: Call, failure: Failure):
     return [Call({**call.kwargs, **{name: self.guess(name) for name in names}}, list(call.args))]
 
 
-def tensor_for_int(self: Constructor, call: Call, failure: Failure):
-    match = failure.search(r"'(int|float|bool|str)' object has no attribute '(\w+)'")
-    if not match or match.group(2) not in TENSOR_ATTRIBUTES:
+def provide_named(self: Constructor, call: Call, failure: Failure):
+    """A value for a parameter left to a None default that the error or the failing line needs (`either mlstm
+    or slstm must be provided`, `'NoneType' object has no attribute ...`)."""
+    if not failure.search(r"None|provided|must be given|required|is not set"):
+        return []
+    return [call.with_value(name, self.guess(name)) for name in self.culprits(call, failure)
+            if self.current(call, name) == "None" and name not in call.kwargs]
+
+
+def tensor_for_value(self: Constructor, call: Call, failure: Failure):
+    """A tensor where the module reads a tensor's attribute, or stores the value as a buffer or parameter."""
+    match = failure.search(r"'(int|float|bool|str|NoneType)' object has no attribute '(\w+)'")
+    stored = failure.search(r"cannot assign '\w+' object to (?:buffer|parameter) '(\w+)'")
+    if not ((match and match.group(2) in TENSOR_ATTRIBUTES) or stored):
         return []
     return [call.with_value(name, tensor_expression((HIDDEN, HIDDEN))) for name in self.culprits(call, failure)
-            if not call.kwargs[name].startswith("torch.rand")]
+            if not self.current(call, name).startswith("torch.rand")]
 
 
 def config_for_value(self: Constructor, call: Call, failure: Failure):
@@ -205,10 +226,11 @@ def config_for_value(self: Constructor, call: Call, failure: Failure):
         return []
     wanted = match.group(2)
     repaired = []
-    for name in self.culprits(call, failure) or list(call.kwargs):
-        if call.kwargs[name].startswith(("torch.rand", "DTYPE", "device")):
+    for name in self.culprits(call, failure):
+        value = self.current(call, name)
+        if value.startswith(("torch.rand", "DTYPE", "device")):
             continue
-        attributes = namespace_attributes(call.kwargs[name])
+        attributes = namespace_attributes(value)
         if attributes is None:
             attributes = {attr: attribute_guess(attr) for attr in self.facts.attributes(name)}
         if wanted not in attributes:
@@ -225,13 +247,30 @@ def required_value(self: Constructor, call: Call, failure: Failure):
                        failure.message) if name in self.params and call.kwargs.get(name) != value]
 
 
+def required_type(self: Constructor, call: Call, failure: Failure):
+    """The kind of value an error says a parameter must be (`requires out_features to be a list`)."""
+    found = re.findall(r"\b(\w+)\s+(?:to be|must be|should be)\s+an?\s+(list|tuple|dict|tensor|Tensor|string|str|"
+                       r"int|integer|float|bool)", failure.message)
+    candidates = []
+    for name, kind in found:
+        if name not in self.params:
+            continue
+        guess = self.guess(name)
+        size = guess if re.fullmatch(r"\d+", guess) else str(HIDDEN)
+        value = {"list": f"[{size}, {size}]", "tuple": f"({size}, {size})", "dict": "{}", "string": "'default'",
+                 "str": "'default'", "int": size, "integer": size, "float": "1.0", "bool": "False"}.get(
+            kind, tensor_expression((HIDDEN, HIDDEN)))
+        candidates.append(call.with_value(name, value))
+    return candidates
+
+
 def dict_config(self: Constructor, call: Call, failure: Failure):
     """A dict where a config is subscripted or read with .get(); a missing key added to a dict config."""
     match = failure.search(r"'([\w.]+)' object has no attribute '(get|keys|items|values)'")
     if match:
         return [call.with_value(name, "dict(" + ", ".join(f"{key}={attribute_guess(key)}" for key in
                                                          self.facts.keys(name, "__init__") if key.isidentifier())
-                                + ")") for name in self.culprits(call, failure) or list(call.kwargs)]
+                                + ")") for name in self.culprits(call, failure)]
     if failure.search(r"'SimpleNamespace' object is not subscriptable"):
         return [call.with_value(name, "dict" + value[len("types.SimpleNamespace"):])
                 for name, value in call.kwargs.items() if value.startswith("types.SimpleNamespace(")]
@@ -245,10 +284,11 @@ def dict_config(self: Constructor, call: Call, failure: Failure):
 
 def list_for_int(self: Constructor, call: Call, failure: Failure):
     if not failure.search(r"'int' object is not (iterable|subscriptable)|cannot unpack non-iterable int|object of "
-                          r"type 'int' has no len|must be an iterable, not int|'int' object is not reversible"):
+                          r"type 'int' has no len|must be an iterable, not int|'int' object is not reversible|"
+                          r"iterable, but got int"):
         return []
     return [call.with_value(name, f"[{call.kwargs[name]}, {call.kwargs[name]}]") for name in
-            self.culprits(call, failure) or list(call.kwargs) if re.fullmatch(r"\d+", call.kwargs[name])]
+            self.culprits(call, failure) or list(call.kwargs) if re.fullmatch(r"\d+", call.kwargs.get(name, ""))]
 
 
 def list_length(self: Constructor, call: Call, failure: Failure):
@@ -257,7 +297,7 @@ def list_length(self: Constructor, call: Call, failure: Failure):
         return []
     want = int(match.group(1))
     return [call.with_value(name, "[" + ", ".join([call.kwargs[name][1:-1].split(",")[0].strip()] * want) + "]")
-            for name in self.culprits(call, failure) or list(call.kwargs) if call.kwargs[name].startswith("[")]
+            for name in self.culprits(call, failure) if call.kwargs.get(name, "").startswith("[")]
 
 
 def layer_for_value(self: Constructor, call: Call, failure: Failure):
@@ -270,7 +310,16 @@ def layer_for_value(self: Constructor, call: Call, failure: Failure):
         self.culprits(call, failure)
     in_forward = "forward" in failure.functions  # called per input: an instance; in __init__: a class
     return [call.with_value(name, module_expression(name, instance=bool(not_module) or in_forward))
-            for name in names if "torch.nn." not in call.kwargs[name]]
+            for name in names if "torch.nn." not in self.current(call, name)]
+
+
+def permissive_layer(self: Constructor, call: Call, failure: Failure):
+    """A layer that takes any arguments where the module calls the Identity it was given with more than one
+    (`self.mixer(x, inference_params=...)`): a function returning its first argument."""
+    if not failure.search(r"Identity\.forward\(\) (got an unexpected keyword|takes)"):
+        return []
+    layers = {"torch.nn.Identity": PASS_THROUGH_CLASS, "torch.nn.Identity()": PASS_THROUGH}
+    return [Call({name: layers.get(value, value) for name, value in call.kwargs.items()}, list(call.args))]
 
 
 def dtype_for_int(self: Constructor, call: Call, failure: Failure):
@@ -288,7 +337,7 @@ def divisible(self: Constructor, call: Call, failure: Failure):
     factor = int(match.group(1))
     candidates = []
     for name in self.culprits(call, failure) or list(call.kwargs):
-        value = call.kwargs[name]
+        value = call.kwargs.get(name, "")
         if re.fullmatch(r"\d+", value) and factor > 1 and int(value) % factor:
             candidates.append(call.with_value(name, str(factor * max(1, -(-int(value) // factor)))))
     return candidates
@@ -318,7 +367,7 @@ def nonzero(self: Constructor, call: Call, failure: Failure):
         return []
     fixes = {"0": "1", "0.0": "0.1", "1.0": "0.5"} if failure.search("between 0 and 1") else {"0": "1", "0.0": "0.1"}
     return [call.with_value(name, fixes[call.kwargs[name]]) for name in self.culprits(call, failure) or
-            list(call.kwargs) if call.kwargs[name] in fixes]
+            list(call.kwargs) if call.kwargs.get(name) in fixes]
 
 
 def integer_for_float(self: Constructor, call: Call, failure: Failure):
@@ -328,15 +377,20 @@ def integer_for_float(self: Constructor, call: Call, failure: Failure):
     return [call.with_value(name, str(max(1, int(float(call.kwargs[name]))) if float(call.kwargs[name]) >= 1
                                       else 4))
             for name in self.culprits(call, failure) or list(call.kwargs)
-            if re.fullmatch(r"\d+\.\d*(e-?\d+)?", call.kwargs[name])]
+            if re.fullmatch(r"\d+\.\d*(e-?\d+)?", call.kwargs.get(name, ""))]
 
 
 def other_sizes(self: Constructor, call: Call, failure: Failure):
     """Other sizes for the integer parameters of a failing assertion or size check (a relation between sizes:
-    heads dividing the hidden size, in/out features, ...): each in turn through SIZE_LADDER, then all equal."""
-    if not (failure.kind in ("AssertionError", "ValueError", "RuntimeError", "IndexError")):
+    heads dividing the hidden size, in/out features, a size a table has no entry for: `KeyError: 4`), each in
+    turn through SIZE_LADDER, then all equal."""
+    if not (failure.kind in ("AssertionError", "ValueError", "RuntimeError", "IndexError", "KeyError")):
         return []
-    names = [name for name in self.culprits(call, failure) if re.fullmatch(r"\d+", call.kwargs[name])]
+    names = [name for name in self.culprits(call, failure) if re.fullmatch(r"\d+", call.kwargs.get(name, ""))]
+    missing_key = failure.search(r"^KeyError: (\d+)$")
+    if missing_key:
+        names += [name for name, value in call.kwargs.items() if value == missing_key.group(1)]
+    names = list(dict.fromkeys(names))
     candidates = [call.with_value(name, size) for name in names for size in SIZE_LADDER]
     for size in SIZE_LADDER:
         candidates.append(Call({**call.kwargs, **{name: size for name in names}}, list(call.args)))
@@ -346,12 +400,14 @@ def other_sizes(self: Constructor, call: Call, failure: Failure):
 def by_name_again(self: Constructor, call: Call, failure: Failure):
     """Last resort: each parameter back to its plain name rule (a usage's value may not suit this module)."""
     return [call.with_value(name, by_name(name)) for name in self.culprits(call, failure)
-            if by_name(name) and by_name(name) != call.kwargs[name]]
+            if by_name(name) and by_name(name) != call.kwargs.get(name)]
 
 
-REPAIRS = [drop_unexpected, add_missing, required_value, tensor_for_int, dtype_for_int, config_for_value, dict_config,
-           list_for_int, list_length, layer_for_value, divisible, integer_for_float, nonzero, other_choice,
-           other_sizes, by_name_again]
+REPAIRS = [drop_unexpected, add_missing, required_value, required_type, tensor_for_value, dtype_for_int,
+           provide_named, config_for_value, dict_config, list_for_int, list_length, layer_for_value,
+           permissive_layer, divisible, integer_for_float, nonzero, other_choice, other_sizes, by_name_again]
+PASS_THROUGH = "lambda x, *args, **kwargs: x"
+PASS_THROUGH_CLASS = f"lambda *args, **kwargs: ({PASS_THROUGH})"
 
 
 # ------------------------------------------------------------------------------------------ namespaces

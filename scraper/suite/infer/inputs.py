@@ -36,6 +36,7 @@ GENERIC_LAYOUTS = [(BATCH, LENGTH, HIDDEN), (BATCH, HIDDEN), (BATCH, 3, SIDE, SI
                    (BATCH, 16), (BATCH, LENGTH, 16), (BATCH, 1, 28, 28), (BATCH * LENGTH, HIDDEN)]
 IDS = re.compile(r"(.*_)?(ids|id|idx|index|indices|tokens?|labels?|targets?|positions?|token_ids|input_ids|"
                  r"seq_idx|classes|y)")
+TARGETS = re.compile(r"(.*_)?(labels?|targets?|y|classes)")
 MASKS = re.compile(r"(.*_)?(mask|masks|bias|attn_mask|attention_mask|key_padding_mask|padding_mask)")
 STATES = re.compile(r"(.*_)?(cache|caches|past|past_key_values?|state|states|inference_params|kv_cache|"
                     r"layer_past|memory|hidden_state_prev|prev|conv_state|ssm_state|position_embeddings|"
@@ -85,7 +86,7 @@ class Trial:
     def expression(self, param: Param) -> str:
         layout = self.layout
         if param.role == "ids":
-            return tensor_expression(layout[:2] if len(layout) > 2 else layout[:1] + (LENGTH,), "torch.long",
+            return tensor_expression(ids_shape(param.name, layout), "torch.long",
                                      param.detail[0] if param.detail else VOCAB)
         if param.role == "none":
             return "None"
@@ -251,6 +252,14 @@ def usage_trial(hint: dict, params: tuple) -> Optional[Trial]:
     dtype = next((f"torch.{spec['dtype']}" for spec in floats if spec.get("dtype") in ("float16", "bfloat16")),
                  None)
     return Trial(layout, params, f"usage {hint['where']}", dtype, tuple(overrides))
+
+
+def ids_shape(name: str, layout: tuple) -> tuple:
+    """Token ids beside float inputs of `layout`: targets and labels one per row of features (all dimensions
+    but the last), other ids (input_ids, tokens) batch x length."""
+    if TARGETS.fullmatch(name.lower()):
+        return layout[:-1] or (BATCH,)
+    return layout[:2] if len(layout) > 2 else (layout[0], LENGTH)
 
 
 def tensor_shapes(trial: Trial) -> list[list[int]]:
@@ -561,6 +570,16 @@ def attribute_sizes(self: InputSearch, trial: Trial, failure: Failure):
     return candidates
 
 
+def expected_size(self: InputSearch, trial: Trial, failure: Failure):
+    """The size a check names (`Expected input size 256, but got 64`): in place of the one it got."""
+    match = failure.search(r"[Ee]xpected[^\d\n]{0,40}?(\d+)[^\d\n]{0,40}?got[^\d\n]{0,12}(\d+)")
+    if not match:
+        return []
+    wanted, got = int(match.group(1)), int(match.group(2))
+    return [relayout(trial, trial.layout[:i] + (wanted,) + trial.layout[i + 1:])
+            for i in reversed(range(len(trial.layout))) if trial.layout[i] == got]
+
+
 def scalar_for_tensor(self: InputSearch, trial: Trial, failure: Failure):
     """A number where forward uses a parameter as one (`torch.arange(n)`, `range(n)`, an index)."""
     if not failure.search(r"only integer tensors of a single element can be converted to an index|'Tensor' object "
@@ -571,5 +590,6 @@ def scalar_for_tensor(self: InputSearch, trial: Trial, failure: Failure):
             if any(p.name == name and p.role != "scalar" for p in trial.params)]
 
 
-REPAIRS = [matmul_features, norm_features, channels, unpacked_tuple, rank, broadcast, view_size, index_roles,
+REPAIRS = [matmul_features, norm_features, channels, unpacked_tuple, rank, broadcast, view_size, expected_size,
+           index_roles,
            scalar_for_tensor, tensor_for_none, dict_input, half_precision, divisible_layout, attribute_sizes]

@@ -52,7 +52,8 @@ NAME_RULES = [
     (r"(group_size|groupsize|quant_group_size|block_k|chunk_size|chunk|window|window_size|page_size|"
      r"block_len|seg_len|segment_size)", "16"),
     (r"(n|num)_?experts?|experts", "4"),
-    (r"(top_k|topk|k|num_experts_per_tok|n_activated_experts|num_selected)", "2"),
+    (r"(top_k|topk|k|num_experts_per_tok|n_activated_experts|num_activated_experts|num_selected|"
+     r"moe_top_k|n_shared_experts)", "2"),
     (r"(d_state|state_size|ssm_state_size|n_state)", "16"),
     (r"(act|activation|act_fn|hidden_act|nonlinearity|activation_fn|act_layer_name)", "'gelu'"),
     (r"(.*_)?(act_layer|activation_layer|act_cls|activation_cls)", "torch.nn.GELU"),
@@ -220,7 +221,8 @@ def attribute_guess(name: str) -> str:
     """A config attribute's value by its name (an unknown one: a size)."""
     value = by_name(name)
     if value in (None, "DTYPE", "device", "torch.nn.GELU", "torch.nn.LayerNorm"):
-        return "'gelu'" if re.search(r"act", name) else UNKNOWN_INT if value is None else value
+        return "'gelu'" if re.search(r"(^|_)(act|activation|hidden_act)($|_)", name) else \
+            UNKNOWN_INT if value is None else value
     return value
 
 
