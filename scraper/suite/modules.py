@@ -21,7 +21,7 @@ from typing import Optional
 
 from scraper.fileio import iter_jsonl
 from scraper.paths import DEFAULT_DOWNLOAD_DIR
-from scraper.suite.lists import ModelSpec, parse_models_arg, safe_name
+from scraper.suite.lists import ModelSpec, safe_name
 from scraper.suite.orchestrate import Job
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ def load_module_jobs(modules_file: Optional[Path], repos: Path, suite_dir: Path,
         entries = list(iter_jsonl(modules_file))
     else:
         entries = modules_from_repositories(repos, per_repo, suite_dir / LISTING_CACHE, list_jobs)
-    wanted = {spec.name for spec in parse_models_arg(only)} if only else None
+    # Module names hold a colon (`repo/path.py:Class`): --models is a plain comma-separated list here.
+    wanted = {name.strip() for name in only.split(",") if name.strip()} if only else None
     jobs, seen = [], set()
     for number, entry in enumerate(entries, start=1):
         job = entry_job(entry, suite_dir, f"{modules_file or repos}:{number}")
