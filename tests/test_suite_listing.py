@@ -40,6 +40,9 @@ FILES = {
                        "    def forward(self, x):\n        return layers_fast.run(x)\n",
     "layers/flash.py": "import torch\nimport flash_attn_2_cuda\nfrom torch import nn\n\n\nclass Flash(nn.Module):\n"
                        "    def forward(self, x):\n        return flash_attn_2_cuda.fwd(x)\n",
+    "layers/lazy.py": "import torch\nfrom torch import nn\n\n\ndef norm_class():\n"
+                      "    from layers.norm import ScaledNorm\n    return ScaledNorm\n\n\n"
+                      "class Lazy(nn.Module):\n    def forward(self, x):\n        return norm_class()(x.shape[-1], 37)(x)\n",
     "layers/log.py": '''import logging
 import sys
 
@@ -93,7 +96,8 @@ def test_norm(dim):
 }
 LIBRARY = {"layers/norm.py:ScaledNorm", "layers/log.py:Logged"}
 SKIPPED = {"layers/fused.py:Fused": "missing extension layers_fast",
-           "layers/flash.py:Flash": "missing extension flash_attn_2_cuda"}
+           "layers/flash.py:Flash": "missing extension flash_attn_2_cuda",
+           "layers/lazy.py:Lazy": "missing package layers"}  # imports its own package in a function
 
 
 def write_zip(path: Path, files: dict) -> Path:
@@ -156,7 +160,7 @@ def test_dry_run_uses_the_repository_test_and_skips_before_the_gpu(tmp_path, rep
         assert row["status"] == "skipped" and row["skip_reason"] == reason == row["error"]
         assert row["log"] is None and row["program"] is None and row["gpu"] is None  # no worker ran
     stats = json.loads((out / "suite" / "stats.json").read_text())["counts"]
-    assert stats["models_skipped"] == 2 and stats["models_skipped_missing_extension_flash_attn_2_cuda"] == 1
+    assert stats["models_skipped"] == 3 and stats["models_skipped_missing_extension_flash_attn_2_cuda"] == 1
 
 
 def test_listing_is_cached_per_archive(tmp_path, repos, monkeypatch):
@@ -191,5 +195,5 @@ def test_parallel_listing_equals_the_serial_one(tmp_path, repos):
     parallel = [asdict(x) for x in listing.list_repositories(repos, None, jobs=2)]
     assert parallel == serial and [x["archive"] for x in serial] == ["acme__layers.zip", "other__copy.zip"]
     names = {entry["class_name"] for entry in serial[0]["entries"]}
-    assert names == {"ScaledNorm", "Fused", "Flash", "Logged", "TestNet", "BenchNet", "DemoNet"}
+    assert names == {"ScaledNorm", "Fused", "Flash", "Lazy", "Logged", "TestNet", "BenchNet", "DemoNet"}
     assert serial[0]["extensions"] == ["layers_fast"]

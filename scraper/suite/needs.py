@@ -7,9 +7,11 @@ skipped before it takes a GPU worker (`missing extension flash_attn_2_cuda`, `mi
     external_imports(files)                     # what it imports from outside (the closures keep those imports)
     skip_reason(imports, extensions, packages)  # "missing extension X" / "missing package X" / None
 
-Imports inside try blocks at module level, and imports inside functions, are not required: a module that falls
-back when `selective_scan_cuda` is absent still runs. Imports inside if/else blocks are required when they are
-compiled extensions (`if hip: ... else: import flash_attn_2_cuda`): nothing replaces those. Availability is checked with
+Imports inside try blocks at module level, and imports of other libraries inside functions, are not required: a
+module that falls back when `selective_scan_cuda` is absent still runs. Imports inside if/else blocks are required
+when they are compiled extensions (`if hip: ... else: import flash_attn_2_cuda`): nothing replaces those. Imports
+of the repository's own packages inside functions (`def singleton(cls): from lmdeploy.utils import get_logger`)
+are required: the closure copies definitions, not packages, so such a module needs its repository installed. Availability is checked with
 importlib.util.find_spec on the top-level name only, which imports nothing.
 """
 
@@ -31,12 +33,21 @@ EXTENSION_BUILDERS = {"CUDAExtension", "CppExtension", "Extension", "Pybind11Ext
 def required_imports(code: str) -> dict[str, list[str]]:
     """Dotted names of the modules `code` imports at module level outside try blocks, in order, without relative
     imports and __future__: {"always": [...] (unconditional), "if": [...] (inside if/else blocks: required only
-    when they are compiled extensions, which have no fallback)}; empty lists when it does not parse."""
-    found = {"always": {}, "if": {}}
+    when they are compiled extensions, which have no fallback), "functions": [...] (imported inside functions:
+    required when they are the repository's own packages, which the closure cannot stand in for)}; empty lists
+    when it does not parse."""
+    found = {"always": {}, "if": {}, "functions": {}}
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError, RecursionError):
-        return {"always": [], "if": []}
+        return {key: [] for key in found}
+    for function in ast.walk(tree):
+        if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    found["functions"][node.module] = None
+                elif isinstance(node, ast.Import):
+                    found["functions"].update((alias.name, None) for alias in node.names)
     for node, conditional in module_level(tree.body, False):
         bucket = found["if" if conditional else "always"]
         if isinstance(node, ast.Import):
@@ -111,28 +122,13 @@ def skip_reason(imports: dict, extensions: Iterable[str] = (), own_packages: Ite
         return (name.split(".")[0] in own_packages or name in extensions
                 or bool(EXTENSION_NAME.search(name.rsplit(".", 1)[-1])))
 
-    required = list(imports.get("always", [])) + [name for name in imports.get("if", []) if compiled(name)]
-    for name in required:
+    required = [(name, compiled(name)) for name in imports.get("always", [])]
+    required += [(name, True) for name in imports.get("if", []) if compiled(name)]
+    required += [(name, False) for name in imports.get("functions", []) if name.split(".")[0] in own_packages]
+    for name, is_compiled in required:
         if not installed(name.split(".")[0]):
-            return f"missing extension {name}" if compiled(name) else f"missing package {name.split('.')[0]}"
+            return f"missing extension {name}" if is_compiled else f"missing package {name.split('.')[0]}"
     return None
-
-
-IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([A-Za-z_]\w*)[\w.]*[ \t]+import\b|import[ \t]+([^#\n]+))", re.M)
-
-
-def external_imports(files: Iterable) -> set[str]:
-    """Top-level names a repository imports that none of its own folders or files is called (einops,
-    flash_attn_2_cuda, transformers ...): the closures keep such imports (`skip_reason` then tells whether
-    they are installed here) instead of counting them as unresolved."""
-    files = list(files)
-    own = {part.removesuffix(".py") for file in files for part in file.path.split("/")}
-    found = set()
-    for file in files:
-        for from_name, import_list in IMPORT_LINE.findall(file.text):
-            names = [from_name] if from_name else [item.split()[0] for item in import_list.split(",") if item.split()]
-            found.update(name.split(".")[0] for name in names if name.split(".")[0].isidentifier())
-    return found - own
 
 
 def own_packages(paths: Iterable[str]) -> set[str]:
