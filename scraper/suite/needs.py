@@ -131,6 +131,23 @@ def skip_reason(imports: dict, extensions: Iterable[str] = (), own_packages: Ite
     return None
 
 
+IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([A-Za-z_]\w*)[\w.]*[ \t]+import\b|import[ \t]+([^#\n]+))", re.M)
+
+
+def external_imports(files: Iterable) -> set[str]:
+    """Top-level names a repository imports that none of its own folders or files is called (einops,
+    flash_attn_2_cuda, transformers ...): the closures keep such imports (`skip_reason` then tells whether
+    they are installed here) instead of counting them as unresolved."""
+    files = list(files)
+    own = {part.removesuffix(".py") for file in files for part in file.path.split("/")}
+    found = set()
+    for file in files:
+        for from_name, import_list in IMPORT_LINE.findall(file.text):
+            names = [from_name] if from_name else [item.split()[0] for item in import_list.split(",") if item.split()]
+            found.update(name.split(".")[0] for name in names if name.split(".")[0].isidentifier())
+    return found - own
+
+
 def own_packages(paths: Iterable[str]) -> set[str]:
     """Top-level package names of a repository's files (`pkg/...`, or `src/pkg/...`)."""
     names = set()
