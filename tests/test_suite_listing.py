@@ -42,7 +42,8 @@ FILES = {
                        "    def forward(self, x):\n        return flash_attn_2_cuda.fwd(x)\n",
     "layers/lazy.py": "import torch\nfrom torch import nn\n\n\ndef norm_class():\n"
                       "    from layers.norm import ScaledNorm\n    return ScaledNorm\n\n\n"
-                      "class Lazy(nn.Module):\n    def forward(self, x):\n        return norm_class()(x.shape[-1], 37)(x)\n",
+                      "class Lazy(nn.Module):\n    def forward(self, x):\n"
+                      "        return norm_class()(x.shape[-1], 37)(x)\n",
     "layers/log.py": '''import logging
 import sys
 

@@ -11,8 +11,8 @@ Imports inside try blocks at module level, and imports of other libraries inside
 module that falls back when `selective_scan_cuda` is absent still runs. Imports inside if/else blocks are required
 when they are compiled extensions (`if hip: ... else: import flash_attn_2_cuda`): nothing replaces those. Imports
 of the repository's own packages inside functions (`def singleton(cls): from lmdeploy.utils import get_logger`)
-are required: the closure copies definitions, not packages, so such a module needs its repository installed. Availability is checked with
-importlib.util.find_spec on the top-level name only, which imports nothing.
+are required: the closure copies definitions, not packages, so such a module needs its repository installed.
+Availability is checked with importlib.util.find_spec on the top-level name only, which imports nothing.
 """
 
 from __future__ import annotations

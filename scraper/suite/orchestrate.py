@@ -547,6 +547,7 @@ class PersistentWorker:
 
     @staticmethod
     def forget(process: subprocess.Popen) -> None:
+        """No longer a running worker: out of the set stop_all() kills, its pipes closed."""
         with _RUNNING_LOCK:
             _RUNNING.discard(process)
         for pipe in (process.stdin, process.stdout):

@@ -1,20 +1,22 @@
 """Constructor arguments of a scraped nn.Module: where to start, and how to repair a call that fails.
 
 Starts, in order (each is recorded as the `init` path of the module that gets built from it):
-    usage <file:line>   a call of the class in the repository's own tests, benchmarks or examples (scraper.suite.usage),
-                        unknown values filled in by the guesses below
+    usage <file:line>   a call of the class in the repository's own tests, benchmarks or examples
+                        (scraper.suite.usage), unknown values filled in by the guesses below
     defaults            no arguments, when every parameter has a default
     signature           a guess for each required parameter (scraper.suite.infer.values: type hint, name,
                         what the module reads from a config object, strings it compares a parameter with)
 A start that fails is repaired from the error and tried again (REPAIRS, in order): a keyword it does not take is
 dropped, a missing one added, and the parameter the error or the failing line names gets a value of the kind the
 error asks for (a tensor where `'int' object has no attribute 'device'`, a list where an int is not iterable, a
-layer where it is not callable, a torch dtype, a config object with the attribute it lacks, a multiple of what it
-must be divisible by, another of the strings the module accepts, other sizes for an assertion on sizes).
+layer where it is not callable, a torch dtype, a config object with the attribute it lacks, the value or kind
+the error names, a multiple of what it must be divisible by, another of the strings the module accepts, other
+sizes for an assertion on sizes). `Constructor.rebuild` repairs a call from a forward error the same way.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
 import time
@@ -23,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 from scraper.suite.infer.errors import Failure, failure_of
-from scraper.suite.infer.values import HIDDEN, annotation_text, attribute_guess, by_name, init_guess, \
-    module_expression, namespace_expression, tensor_expression
+from scraper.suite.infer.values import HIDDEN, attribute_guess, by_name, init_guess, module_expression, \
+    namespace_expression, tensor_expression
 
 MAX_INIT_TRIALS = 48
 SIZE_LADDER = ("64", "128", "256", "32", "16", "8", "4", "2", "1")
@@ -417,17 +419,8 @@ def namespace_attributes(expression: str) -> Optional[dict]:
     """{attribute: expression} of a `types.SimpleNamespace(...)` guess; None for anything else."""
     if not expression.startswith("types.SimpleNamespace("):
         return None
-    import ast
-
     try:
         call = ast.parse(expression, mode="eval").body
     except SyntaxError:
         return None
     return {kw.arg: ast.unparse(kw.value) for kw in call.keywords if kw.arg}
-
-
-def describe_params(cls) -> str:
-    """`name: annotation` of the required constructor parameters, for error messages."""
-    params = constructor_params(cls)
-    return ", ".join(f"{n}: {annotation_text(p.annotation)}".rstrip(": ") for n, p in params.items()
-                     if p.default is inspect.Parameter.empty)

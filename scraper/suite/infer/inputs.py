@@ -332,8 +332,8 @@ def model_layouts(model, sizes: dict) -> list[tuple]:
 
 DOC_SHAPE = re.compile(r"[(\[]\s*((?:[A-Za-z_]\w*|\d+)(?:\s*[,x×]\s*(?:[A-Za-z_]\w*|\d+)){1,4})\s*,?\s*[)\]]")
 DOC_BATCH = {"b", "batch", "bs", "bsz", "batch_size", "nb"}
-DOC_LENGTH = {"l", "t", "s", "n", "seq", "seq_len", "seqlen", "len", "length", "tokens", "num_tokens", "sequence_length",
-              "seq_length", "nt", "m"}
+DOC_LENGTH = {"l", "t", "s", "n", "seq", "seq_len", "seqlen", "len", "length", "tokens", "num_tokens",
+              "sequence_length", "seq_length", "nt", "m"}
 DOC_FEATURES = {"d", "dim", "c", "channels", "hidden", "d_model", "e", "embed_dim", "features", "hidden_size",
                 "hidden_dim", "emb", "channel", "in_channels", "num_features", "in_features", "model_dim"}
 DOC_HEADS = {"h", "heads", "nh", "nheads", "num_heads", "n_heads"}
@@ -506,7 +506,8 @@ def index_roles(self: InputSearch, trial: Trial, failure: Failure):
     """Token ids where an integer index is expected; smaller ids when they are out of range."""
     if failure.search(r"Long|Int[, ]|int64|int32|integer tensors|scalar type Long|indices.*Float|Float.*indices|"
                       r"index.*dtype|dtype.*index"):
-        return [trial.with_role(name, "ids", (self.sizes.get("vocab", VOCAB),)) for name in self.culprits(trial, failure) or
+        vocab = self.sizes.get("vocab", VOCAB)
+        return [trial.with_role(name, "ids", (vocab,)) for name in self.culprits(trial, failure) or
                 [p.name for p in trial.params] if any(p.name == name and p.role != "ids" for p in trial.params)]
     if failure.search(r"index out of range|out of bounds|index \d+ is out of bounds"):
         return [trial.with_role(p.name, "ids", (2,)) for p in trial.params if p.role == "ids" and p.detail != (2,)]

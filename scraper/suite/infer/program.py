@@ -5,8 +5,9 @@ The search: each model the constructor starts build (scraper.suite.infer.constru
 input search (scraper.suite.infer.inputs); the first model whose forward accepts inputs wins. What was tried is
 recorded in the result's `inference`: the path that succeeded for the constructor (`usage <file:line>`,
 `defaults`, `signature`) and for the inputs (`usage <file:line>`, `docstring`, `model`, `generic`), the trial
-counts, and the first errors. A failure (the last model's: the one that got furthest) is raised as the phase's PhaseError carrying the module's own exception
-(so `error` says what the module said, `Type: message`), with the same details.
+counts, and the first errors. A failure (the last model's: the one that got furthest) is raised as the phase's
+PhaseError carrying the module's own exception (so `error` says what the module said, `Type: message`), with the
+same details.
 """
 
 from __future__ import annotations
