@@ -191,6 +191,27 @@ class Tabled(nn.Module):
     def forward(self, x):
         return x * 2
 ''',
+    "config_value": '''
+class Configured(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        if config.normalization != "RMSNorm":
+            raise ValueError(f"requires config.normalization='RMSNorm'; got {config.normalization}")
+        self.weight = nn.Parameter(torch.ones(config.hidden_size))
+    def forward(self, x):
+        return x * self.weight
+''',
+    "layer_list": '''
+class Stacked(nn.Module):
+    def __init__(self, blocks):
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        self.blocks.extend(blocks)
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+''',
     # --- inputs
     "expected_size": '''
 class Sized(nn.Module):
@@ -400,6 +421,14 @@ def test_kind_the_error_names(rows):
 def test_layer_taking_any_arguments(rows):
     row = ok(rows, "pass_through")
     assert row["init_kwargs"]["mixer_cls"].startswith("lambda *args, **kwargs:")
+
+
+def test_config_attribute_the_error_names(rows):
+    assert "normalization='RMSNorm'" in ok(rows, "config_value")["init_kwargs"]["config"]
+
+
+def test_list_of_layers_where_one_is_not_iterable(rows):
+    assert ok(rows, "layer_list")["init_kwargs"]["blocks"] == "[torch.nn.Identity(), torch.nn.Identity()]"
 
 
 def test_other_size_for_a_missing_table_entry(rows):

@@ -158,7 +158,7 @@ class Constructor:
         line = set(failure.names_in_line())
         names = list(dict.fromkeys([*call.kwargs, *self.params]))
         named = [name for name in names if re.search(rf"(?<![\w.]){re.escape(name)}\b", failure.message)]
-        used = [name for name in names if self.facts.holders(name) & line]
+        used = [name for name in names if {holder.removeprefix("self.") for holder in self.facts.holders(name)} & line]
         return list(dict.fromkeys(named + used))
 
     def current(self, call: Call, name: str) -> str:
@@ -242,11 +242,17 @@ def config_for_value(self: Constructor, call: Call, failure: Failure):
 
 
 def required_value(self: Constructor, call: Call, failure: Failure):
-    """The value an error says a parameter must have (`requires bias=False`, `expected causal=True`), also for a
-    parameter the call leaves to its default."""
-    return [call.with_value(name, value) for name, value in
-            re.findall(r"\b(\w+)\s*(?:=|==|must be|should be)\s*(True|False|None|-?\d+(?:\.\d+)?)\b",
-                       failure.message) if name in self.params and call.kwargs.get(name) != value]
+    """The value an error says a parameter, or a config attribute, must have (`requires bias=False`,
+    `requires config.normalization='RMSNorm'`), also for a parameter the call leaves to its default."""
+    value_pattern = r"(True|False|None|-?\d+(?:\.\d+)?|'[^']*'|\"[^\"]*\")"
+    candidates = [call.with_value(name, value) for name, value in
+                  re.findall(r"\b(\w+)\s*(?:=|==|must be|should be)\s*" + value_pattern + r"(?!\w)", failure.message)
+                  if name in self.params and call.kwargs.get(name) != value]
+    for holder, attribute, value in re.findall(r"\b(\w+)\.(\w+)\s*(?:=|==)\s*" + value_pattern, failure.message):
+        attributes = namespace_attributes(call.kwargs.get(holder, ""))
+        if attributes is not None and attributes.get(attribute) != value:
+            candidates.append(call.with_value(holder, namespace_expression({**attributes, attribute: value})))
+    return candidates
 
 
 def required_type(self: Constructor, call: Call, failure: Failure):
@@ -285,12 +291,14 @@ def dict_config(self: Constructor, call: Call, failure: Failure):
 
 
 def list_for_int(self: Constructor, call: Call, failure: Failure):
+    """A list where the module iterates or indexes a single value (an int, or a layer it wants several of)."""
     if not failure.search(r"'int' object is not (iterable|subscriptable)|cannot unpack non-iterable int|object of "
                           r"type 'int' has no len|must be an iterable, not int|'int' object is not reversible|"
-                          r"iterable, but got int"):
+                          r"iterable, but got \w+|'\w+' object is not iterable"):
         return []
     return [call.with_value(name, f"[{call.kwargs[name]}, {call.kwargs[name]}]") for name in
-            self.culprits(call, failure) or list(call.kwargs) if re.fullmatch(r"\d+", call.kwargs.get(name, ""))]
+            self.culprits(call, failure) or list(call.kwargs)
+            if re.fullmatch(r"\d+|torch\.nn\.\w+\(.*\)", call.kwargs.get(name, ""))]
 
 
 def list_length(self: Constructor, call: Call, failure: Failure):
@@ -308,7 +316,8 @@ def layer_for_value(self: Constructor, call: Call, failure: Failure):
     if not (not_callable or not_module):
         return []
     called = set(re.findall(r"(\w+)\s*\(", failure.line))  # the parameter that was called, not its arguments
-    names = [name for name in self.culprits(call, failure) if self.facts.holders(name) & called] or \
+    names = [name for name in self.culprits(call, failure)
+             if {holder.removeprefix("self.") for holder in self.facts.holders(name)} & called] or \
         self.culprits(call, failure)
     in_forward = "forward" in failure.functions  # called per input: an instance; in __init__: a class
     return [call.with_value(name, module_expression(name, instance=bool(not_module) or in_forward))

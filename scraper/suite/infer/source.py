@@ -35,19 +35,21 @@ class SourceFacts:
                     yield node
 
     def holders(self, param: str) -> set[str]:
-        """Names through which the class reads parameter `param`: itself and `self.<x>` assigned from it."""
+        """Names through which the class reads parameter `param`: itself and the `self.<x>` assigned from it
+        (`self.x = param`), as `self.x`."""
         names = {param}
         for method in self.methods("__init__"):
             for node in ast.walk(method):
                 if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Name) and node.value.id == param):
-                    names.update(t.attr for t in node.targets if isinstance(t, ast.Attribute))
+                    names.update(f"self.{t.attr}" for t in node.targets if isinstance(t, ast.Attribute))
         return names
 
     def reads(self, node: ast.AST, names: set[str]) -> bool:
-        """Whether `node` is one of `names` or `self.<one of names>`."""
-        return ((isinstance(node, ast.Name) and node.id in names)
-                or (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
-                    and node.attr in names))
+        """Whether `node` is one of `names` (`x`, or `self.x` for an attribute)."""
+        if isinstance(node, ast.Name):
+            return node.id in names
+        return (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
+                and f"self.{node.attr}" in names)
 
     def attributes(self, param: str) -> list[str]:
         """Attributes read on parameter `param` (also through `self.x = param`), in first-use order."""
