@@ -1,14 +1,20 @@
 #!/usr/bin/env python
-"""Benchmark of the generator (scraper/generator) on real repositories: recall, self-contained rate, speed.
+"""Benchmark of the generator (scraper/generator) on real repositories: recall, self-contained rate, launchers, speed.
 
     python benchmarks/bench_generator.py            # corpus of benchmarks/third_party/corpus + torch's own Triton files
+    pip download --no-deps flag-gems==5.0.2 sglang==0.5.23 -d /work/gen_corpus     # outside the repository
+    python benchmarks/bench_generator.py --wheel /work/gen_corpus/flag_gems-5.0.2-py3-none-any.whl \
+        --wheel /work/gen_corpus/sglang-0.5.23-*.whl                              # each wheel: one more corpus
 
 Builds one zip per repository in GitHub's zipball layout in a temporary folder, then measures, in the same run:
 - floor: read every .py of every archive and ast.parse those that mention triton (one process);
 - the generator end to end (scraper.generator.run.run, --jobs = cores, and --jobs 1), output to a temp folder;
 - recall against an independent count: this script's own AST walk (decorators spelled `<triton alias>.jit`,
   `<jit alias>` or a call of those, aliases read from the file's imports; a regex for files 3.11 cannot parse);
-- the share of extracted kernels that pass the static self-contained check.
+- the share of extracted kernels that pass the static self-contained check;
+- launchers: kernels with a launcher, helpers, gluon kernels, and how many of the kernels some file launches
+  directly by name (`name[...](`, `name.run(`: a regex count, blind to aliases and wrappers) got a launcher.
+Each `--wheel` (a wheel or sdist zip of another project) is a corpus of its own, measured the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import ast
 import json
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -70,7 +77,23 @@ def iter_sources(archives: list[Path]):
 
 def floor(archives: list[Path]) -> float:
     """Seconds to read every .py and ast.parse those mentioning triton."""
-    start = time.perf_counter()
+    return timed(_floor, archives)[0]
+
+
+def timed(function, *args) -> tuple:
+    """(wall seconds, CPU seconds of this process and its finished children, result) of function(*args): the
+    CPU figure is what a machine shared with other jobs changes least."""
+    start, cpu = time.perf_counter(), _cpu()
+    result = function(*args)
+    return time.perf_counter() - start, _cpu() - cpu, result
+
+
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _floor(archives: list[Path]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _, _, text in iter_sources(archives):
@@ -79,7 +102,6 @@ def floor(archives: list[Path]) -> float:
                     ast.parse(text)
                 except SyntaxError:
                     pass
-    return time.perf_counter() - start
 
 
 def oracle_kernels(archives: list[Path]) -> tuple[Counter, int]:
@@ -106,11 +128,14 @@ def oracle_kernels(archives: list[Path]) -> tuple[Counter, int]:
 
 
 def _jit_spellings(tree: ast.AST) -> set:
-    """Texts a jit decorator can have in this file: triton.jit, <alias>.jit, a name imported from triton."""
+    """Texts a jit decorator can have in this file: triton.jit, <alias>.jit, a name imported from triton,
+    gluon.jit (`from triton.experimental import gluon`)."""
     spellings = {"triton.jit"}
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             spellings |= {f"{a.asname}.jit" for a in node.names if a.name == "triton" and a.asname}
+        if isinstance(node, ast.ImportFrom) and node.module == "triton.experimental":
+            spellings |= {f"{a.asname or a.name}.jit" for a in node.names if a.name == "gluon"}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("triton"):
             spellings |= {a.asname or a.name for a in node.names if a.name == "jit"}
         elif isinstance(node, ast.Assign) and ast.unparse(node.value) in spellings and len(node.targets) == 1:
@@ -118,32 +143,46 @@ def _jit_spellings(tree: ast.AST) -> set:
     return spellings
 
 
-def timed_run(archives, out_dir: Path, jobs: int) -> tuple[float, object]:
-    start = time.perf_counter()
-    stats = run(archives, out_dir, {}, jobs, force=True)
-    return time.perf_counter() - start, stats
+def wheel_archive(wheel: Path, dest: Path) -> Path:
+    """A wheel (or any zip of a project) re-packed in zipball layout, .py files only, without *.dist-info."""
+    name = wheel.name.split("-")[0]
+    target = dest / f"pypi__{name}.zip"
+    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for entry in source.namelist():
+            if entry.endswith(".py") and ".dist-info/" not in entry:
+                archive.writestr(f"pypi-{name}-0000000/{entry}", source.read(entry))
+    return target
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=3, help="timings are the best of N runs (default 3)")
-    parser.add_argument("--no-torch", action="store_true", help="leave out the installed torch's Triton files")
-    parser.add_argument("--jobs", type=int, default=default_jobs(), help="generator worker processes")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        archives = build_archives(tmp, not args.no_torch)
-        floors, parallel, single = [], [], []
-        for attempt in range(args.repeat):
-            floors.append(floor(archives))
-            seconds, stats = timed_run(archives, tmp / f"out{attempt}", args.jobs)
-            parallel.append(seconds)
-            single.append(timed_run(archives, tmp / f"single{attempt}", 1)[0])
-        records = read_records(tmp / "out0" / "kernels.jsonl")
-        oracle, by_regex = oracle_kernels(archives)
+def direct_launches(archives: list[Path], names: set) -> set:
+    """(archive, kernel name) for the names some file of the archive launches directly: `name[...](` or
+    `name.run(` (an independent regex count, blind to aliases, module attributes and wrappers)."""
+    launch = re.compile(r"\b(\w+)(?:\[[^\]\n]*\]\s*\(|\.run\s*\()")
+    found = set()
+    for archive, _, text in iter_sources(archives):
+        found.update((archive, name) for name in launch.findall(text) if name in names)
+    return found
+
+
+def timed_run(archives, out_dir: Path, jobs: int) -> tuple[float, float, object]:
+    return timed(run, archives, out_dir, {}, jobs, True)
+
+
+def measure(label: str, archives: list[Path], tmp: Path, args) -> None:
+    """Time floor and generator in the same run (best of --repeat) and print every figure for one corpus."""
+    floors, parallel, single = [], [], []
+    for attempt in range(args.repeat):
+        floors.append(timed(_floor, archives)[:2])
+        seconds, cpu, stats = timed_run(archives, tmp / f"{label}-out{attempt}", args.jobs)
+        parallel.append((seconds, cpu))
+        if not args.no_single:
+            single.append(timed_run(archives, tmp / f"{label}-single{attempt}", 1)[0])
+    records = read_records(tmp / f"{label}-out0" / "kernels.jsonl")
+    oracle, by_regex = oracle_kernels(archives)
     generated = Counter((r.extra["archive"], r.path, r.name) for r in records)
     matched = sum((oracle & generated).values())
     counts = stats.counts
+    print(f"== {label}")
     print(f"archives: {len(archives)}  .py files: {counts['files_read']}  mention triton: "
           f"{counts['files_mention_triton']}  salvaged: {counts.get('files_salvaged', 0)}")
     print(f"recall: {matched}/{sum(oracle.values())} = {matched / max(1, sum(oracle.values())):.2%} "
@@ -154,10 +193,45 @@ def main(argv=None) -> int:
           f"{counts.get('kernels_self_contained', 0) / max(1, extracted):.2%}")
     reasons = {k: v for k, v in sorted(counts.items()) if k.startswith("not_self_contained_")}
     print(f"  not self-contained by reason: {json.dumps(reasons)}")
-    best_floor, best_parallel, best_single = min(floors), min(parallel), min(single)
+    print_launchers(records, archives)
+    best_floor, best_parallel = min(w for w, _ in floors), min(w for w, _ in parallel)
+    floor_cpu, parallel_cpu = min(c for _, c in floors), min(c for _, c in parallel)
     print(f"floor (read all .py, ast.parse those mentioning triton): {best_floor:.2f} s")
     print(f"generator --jobs {args.jobs}: {best_parallel:.2f} s = {best_parallel / best_floor:.2f}x floor")
-    print(f"generator --jobs 1: {best_single:.2f} s = {best_single / best_floor:.2f}x floor")
+    print(f"CPU time, all processes: floor {floor_cpu:.2f} s, generator {parallel_cpu:.2f} s = "
+          f"{parallel_cpu / floor_cpu:.2f}x (over {args.jobs} processes: {parallel_cpu / args.jobs / floor_cpu:.2f}x)")
+    if single:
+        print(f"generator --jobs 1: {min(single):.2f} s = {min(single) / best_floor:.2f}x floor")
+
+
+def print_launchers(records: list, archives: list[Path]) -> None:
+    """Launchers, roles and dialects of the records, and the direct launches the generator missed."""
+    launched = {(r.extra["archive"], r.name) for r in records if r.launcher}
+    direct = direct_launches(archives, {r.name for r in records})
+    kernels = sum(1 for r in records if r.role == "kernel")
+    with_launcher = sum(1 for r in records if r.launcher)
+    launcher_ok = sum(1 for r in records if r.launcher and r.launcher["self_contained"])
+    print(f"launchers: {with_launcher}/{len(records)} kernels have one ({launcher_ok} self-contained); "
+          f"role kernel {kernels}, helper {len(records) - kernels}; gluon {sum(r.dialect == 'gluon' for r in records)}")
+    print(f"  directly launched by name (regex): {len(direct)}, with a launcher: {len(direct & launched)}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="timings are the best of N runs (default 3)")
+    parser.add_argument("--no-torch", action="store_true", help="leave out the installed torch's Triton files")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="generator worker processes")
+    parser.add_argument("--no-single", action="store_true", help="skip the --jobs 1 timing")
+    parser.add_argument("--no-corpus", action="store_true", help="skip the bundled corpus (only the wheels)")
+    parser.add_argument("--wheel", type=Path, action="append", default=[],
+                        help="a downloaded wheel or zip of another project: one more corpus (repeatable)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if not args.no_corpus:
+            measure("corpus", build_archives(tmp, not args.no_torch), tmp, args)
+        if args.wheel:
+            measure("wheels", [wheel_archive(wheel, tmp) for wheel in args.wheel], tmp, args)
     return 0
 
 

@@ -44,7 +44,9 @@ SOURCES = ("inductor", "github")
 # graphs and models under another number, so the number is folded away before hashing.
 _INDUCTOR_NUMBERED_NAME = re.compile(r"\b(triton_[A-Za-z0-9_]*?)_\d+\b")
 _WHITESPACE = re.compile(r"\s+")
-_SPACE_BESIDE_PUNCTUATION = re.compile(r" ?([^\w\s]) ?")
+# A space next to punctuation (whitespace is already folded to single spaces); removed without a replacement
+# template, which costs a template expansion per match.
+_SPACE_BESIDE_PUNCTUATION = re.compile(r" (?=[^\w\s])|(?<=[^\w\s]) ")
 # A string literal (kept: a `#` inside it is no comment) or a comment (dropped). Triple quotes first.
 _STRING_OR_COMMENT = re.compile(
     r'(?P<string>[rRbBuUfF]{0,2}(?:"""(?:\\.|[^\\])*?"""' r"|'''(?:\\.|[^\\])*?'''"
@@ -94,6 +96,10 @@ class KernelRecord:
     imports: Optional[bool] = None
     compiles: Optional[bool] = None
     validation: Optional[dict] = None  # error class / first line / triton version / target / chosen config
+    # GitHub: how the kernel is used (scraper.generator.launchers)
+    dialect: Optional[str] = None  # "triton" | "gluon" (`@gluon.jit`, triton.experimental.gluon)
+    role: Optional[str] = None  # "kernel" | "helper" (a jit function only read by other jit functions)
+    launcher: Optional[dict] = None  # the host function launching the kernel, with its own closure (see docs)
     extra: dict = field(default_factory=dict)  # anything a stage wants to keep that has no field yet
 
     def __post_init__(self) -> None:
@@ -129,7 +135,7 @@ def normalize_source(code: str) -> str:
     Regexes rather than `tokenize`: about 3x faster on real kernels, with the same equivalence classes on the 312
     fixture kernels and the benchmark corpus, and defined for code that does not tokenize."""
     text = _INDUCTOR_NUMBERED_NAME.sub(r"\1_N", strip_comments(code))
-    return _SPACE_BESIDE_PUNCTUATION.sub(r"\1", _WHITESPACE.sub(" ", text)).strip()
+    return _SPACE_BESIDE_PUNCTUATION.sub("", _WHITESPACE.sub(" ", text)).strip()
 
 
 def kernel_id(code: str) -> str:

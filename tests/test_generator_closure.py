@@ -170,8 +170,10 @@ def test_an_if_else_with_stand_ins_comes_whole():
     assert_self_contained(result)
     guard = compat[compat.index("if triton is not None"):].rstrip("\n")
     assert result.code.count(guard) == 1 and result.code.count("class tl") == 1 and result.conflicts == []
-    assert result.code.index("try:\n    import triton\nexcept ImportError:\n    triton = None") \
-        < result.code.index(guard) < result.code.index("@triton.jit\ndef k(")
+    # `triton` comes from `try: import triton` / `except ImportError: triton = None`: a guarded import of an
+    # allowed library with a stand-in comes as its import line alone (the kernel needs Triton anyway)
+    assert "import triton" in result.imports and "triton = None" not in result.code
+    assert result.code.index(guard) < result.code.index("@triton.jit\ndef k(")
 
 
 def test_kernel_wrapped_by_a_call_under_another_name(index):

@@ -181,14 +181,16 @@ def test_earlier_definitions_come_first_whichever_name_brings_the_block(tmp_path
 def test_a_guard_that_reads_a_name_it_also_binds_gets_the_earlier_binding(tmp_path):
     # torch/_inductor/runtime/triton_compat.py: `try: import triton` / `except ImportError: triton = None`, then
     # `if triton is not None: import triton.language as tl ...` / `else: ... triton = stand-in`; a kernel that
-    # reads only `tl` needs the try block before the if block
+    # reads KIND from the if block needs the earlier binding of `triton` (here the try block's import line,
+    # which a guarded import with a stand-in reduces to) before the if block
     compat = ("try:\n    import json as triton\nexcept ImportError:\n    triton = None\n\n"
-              "if triton is not None:\n    import json as tl\nelse:\n    class triton:\n        pass\n    tl = None\n")
-    user = "from .compat import tl\n\n\ndef k():\n    return tl.__name__\n"
+              "if triton is not None:\n    import json as tl\n    KIND = 'real'\nelse:\n    class triton:\n        pass\n"
+              "    tl = None\n    KIND = 'stand-in'\n")
+    user = "from .compat import tl, KIND\n\n\ndef k():\n    return tl.__name__, KIND\n"
     result = extract_closure(RepoIndex({"p/__init__.py": "", "p/compat.py": compat, "p/user.py": user}), "p/user.py", "k")
     assert result.self_contained and result.unresolved == []
-    assert result.code.index("try:\n    import json as triton") < result.code.index("if triton is not None:")
-    assert run_module(result.code, "k()", tmp_path, {}) == "'json'\n"
+    assert result.code.index("import json as triton") < result.code.index("if triton is not None:")
+    assert run_module(result.code, "k()", tmp_path, {}) == "('json', 'real')\n"
 
 
 def test_a_main_guard_is_copied_only_for_names_nothing_else_binds():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scraper.generator.archives import license_from_text
+from scraper.repos import license_from_text
 
 GPL2_HEAD = """                    GNU GENERAL PUBLIC LICENSE
                        Version 2, June 1991

@@ -10,10 +10,11 @@ Scraped code is only parsed, never imported or executed.
 """
 
 from scraper.generator.archives import ArchiveError, RepoSource, read_repository
-from scraper.generator.closure import RepoIndex, extract_closure
+from scraper.generator.closure import extract_closure
 from scraper.generator.detect import find_kernels_in_source
 from scraper.generator.parse import parse_source
 from scraper.generator.provenance import Provenance, load_manifest, provenance_for
+from scraper.generator.repoindex import RepoIndex
 
 __all__ = ["ArchiveError", "Provenance", "RepoIndex", "RepoSource", "extract_closure", "find_kernels_in_source", "load_manifest",
            "parse_source", "provenance_for", "read_repository"]

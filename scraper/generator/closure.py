@@ -1,6 +1,6 @@
 """Static dependency closure: cut a definition out of a repository with everything it reads.
 
-`RepoIndex` holds a repository's Python files (parsed lazily, cached); `extract_closure(index, path, qualname)`
+`extract_closure(index, path, qualname)` (index: repoindex.RepoIndex, the files and their name indexes)
 returns a self-contained module for any def or class of the repository (jit kernels, helpers, nn.Module
 classes): the definitions it reads, transitively, across files through absolute and relative imports; module
 constants and `tl.constexpr` globals; what its decorators read (autotune config lists, `get_configs()` helpers,
@@ -13,452 +13,31 @@ from __future__ import annotations
 
 import ast
 import copy
-import posixpath
 import re
-import sys
-import textwrap
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
-from scraper.generator.detect import TritonNames, _at_column, function_source, iter_statements
-from scraper.generator.parse import ParsedModule, line_bytes, parse_source, source_segment
+from scraper.generator.detect import decorator_roots, foreign_decorator_count
+from scraper.generator.fileindex import (Binding, ModuleIndex, index_function_scope, mutated_names,
+                                         wrappers_of)
+from scraper.generator.parse import source_segment
+from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS, RepoIndex
+from scraper.generator.resolve import resolver_of
 from scraper.generator.scopes import BUILTINS, bound_names, free_names
-from scraper.generator.selfcheck import check_module
+from scraper.generator.segments import statement_text
+from scraper.generator.selfcheck import check_blocks
+from scraper.generator.symbols import module_symbols
+from scraper.generator.syntax import (DEFINITIONS, attribute_uses, branches, first_line, holders_of, is_main_guard, iter_statements,
+                                      walk_definitions)
 
-# Libraries a generated module may import: the standard library plus what a Triton kernel runs with
-# (`packaging`: kernels pick code paths by `version.parse(triton.__version__)`; it is in every pip environment).
-DEFAULT_ALLOWED_IMPORTS = frozenset(sys.stdlib_module_names) | {"torch", "triton", "numpy", "typing_extensions",
-                                                                 "packaging"}
-_MUTATING_METHODS = {"append", "extend", "insert", "update", "add", "setdefault", "__setitem__"}
-_COMPOUND = (ast.If, ast.Try, ast.With, ast.For, ast.While)
+# Re-exported: callers outside the generator (suite/modules.py, run.py, main.py) import these from here.
+__all__ = ["ClosureResult", "DEFAULT_ALLOWED_IMPORTS", "RepoIndex", "attribute_uses", "decorator_roots",
+           "extract_closure", "find_definition"]
+
+# a file name a statement builds a path to: the data a module reads from beside its own file
+_DATA_FILE = re.compile(r"""["']([\w./-]*\.(?:ya?ml|json|toml|csv|txt|cfg|ini|pkl|pt|npy|npz|bin))["']""")
 # Decorators that only make sense inside a class; a method lifted to module level goes without them.
 _CLASS_ONLY_DECORATORS = {"staticmethod", "classmethod"}
-
-
-@dataclass
-class Binding:
-    """A top-level statement binding a name; for imports, the one alias that binds it."""
-
-    node: ast.stmt
-    alias: Optional[ast.alias] = None
-    # for a compound statement copied whole: the name's bindings inside it, statement by statement (used when
-    # the statement holds the definition being extracted, which must not be copied a second time)
-    inner: Optional[list] = None
-
-
-@dataclass
-class ModuleIndex:
-    """One parsed file of a repository with its top-level bindings."""
-
-    path: str
-    parsed: ParsedModule
-    bindings: dict = field(default_factory=dict)  # name -> [Binding] in source order
-    mutators: dict = field(default_factory=dict)  # name -> [top-level statements that fill it]
-    star_imports: list = field(default_factory=list)  # ImportFrom nodes with `*`
-    future: list = field(default_factory=list)  # `from __future__ import ...` nodes
-    in_repo: Optional[Callable] = None  # (path, import node) -> bool, see index_module
-    parent: Optional["ModuleIndex"] = None  # for a function body seen as a scope: the module around it
-    params: set = field(default_factory=set)  # for a function body: its parameters (not resolvable statically)
-
-    @property
-    def text(self) -> str:
-        return self.parsed.text
-
-
-def index_module(path: str, parsed: ParsedModule, in_repo: Optional[Callable] = None) -> ModuleIndex:
-    """Bindings, mutators, star and __future__ imports of a parsed file's top level (through if/try/with).
-
-    `in_repo(path, import_node)` tells whether an import names a module of the repository (relative imports
-    always do). A name bound inside an if/try/with/for statement is bound to that whole statement (it is copied
-    whole, so `X = a` / `if c: X = b` and `try: ... except ImportError: ...` keep choosing at run time), except
-    in a statement with a repository import that runs, which is indexed statement by statement."""
-    module = ModuleIndex(path, parsed)
-    module.in_repo = in_repo
-    setters = _global_setters(parsed.tree.body)
-    for statement in parsed.tree.body:
-        _index_statement(module, statement)
-        for name in _mutated_names(statement) | _set_by_call(statement, setters):
-            module.mutators.setdefault(name, []).append(statement)
-    return module
-
-
-def _global_setters(body: list) -> dict[str, set[str]]:
-    """{function: module-level names it assigns through `global`} for the top-level functions of a file."""
-    setters = {}
-    for node in body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            names = {name for inner in ast.walk(node) if isinstance(inner, ast.Global) for name in inner.names}
-            if names:
-                setters[node.name] = names
-    return setters
-
-
-def _set_by_call(statement: ast.stmt, setters: dict[str, set[str]]) -> set[str]:
-    """Names a top-level call statement sets through a same-file function's `global` (lightllm's
-    `_setup_logger()` filling `_default_handler`): such a call is a mutator of those names, copied with them."""
-    if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call) and \
-            isinstance(statement.value.func, ast.Name):
-        return setters.get(statement.value.func.id, set())
-    return set()
-
-
-def index_function_scope(module: ModuleIndex, function: ast.AST) -> ModuleIndex:
-    """A function's body indexed like a module (its local imports, helpers and constants), falling back to
-    `module` for the rest: what a kernel defined inside a function reads from around it."""
-    scope = ModuleIndex(f"{module.path}::{function.name}", module.parsed, parent=module, in_repo=module.in_repo)
-    args = function.args
-    scope.params = {a.arg for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg] if a}
-    for statement in function.body:
-        _index_statement(scope, statement)
-        for name in _mutated_names(statement):
-            scope.mutators.setdefault(name, []).append(statement)
-    return scope
-
-
-def _bind(module: ModuleIndex, name: str, binding: Binding) -> None:
-    module.bindings.setdefault(name, []).append(binding)
-
-
-def _index_statement(module: ModuleIndex, node: ast.stmt) -> None:
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        _bind(module, node.name, Binding(node))
-    elif isinstance(node, ast.ImportFrom) and node.module == "__future__":
-        module.future.append(node)
-    elif isinstance(node, (ast.Import, ast.ImportFrom)):
-        for alias in node.names:
-            if alias.name == "*":
-                module.star_imports.append(node)
-            else:
-                _bind(module, alias.asname or alias.name.split(".")[0], Binding(node, alias))
-    elif isinstance(node, (ast.Assign, ast.AnnAssign)) and getattr(node, "value", None) is not None:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        for name in sorted(bound_names(targets)):
-            _bind(module, name, Binding(node))
-    elif isinstance(node, _COMPOUND) or type(node).__name__ == "TryStar":
-        _index_compound(module, node)
-
-
-def _index_compound(module: ModuleIndex, node: ast.stmt) -> None:
-    """Bind every name a compound statement binds to the whole statement (its guard, its alternatives and
-    all), keeping the bindings inside it for when it holds the target; a statement with a repository import
-    that runs cannot be copied as text and is indexed statement by statement (its main path wins)."""
-    inner = ModuleIndex(module.path, module.parsed, in_repo=module.in_repo)
-    _index_branches(inner, node)
-    module.star_imports.extend(inner.star_imports)
-    if _runs_repository_import(module, node):
-        if isinstance(node, (ast.For, ast.With)):  # loop / with targets bind to the whole statement
-            heads = [node.target] if isinstance(node, ast.For) else [i.optional_vars for i in node.items if i.optional_vars]
-            for name in sorted(bound_names(heads)):
-                _bind(module, name, Binding(node))
-        for name, bindings in inner.bindings.items():
-            module.bindings.setdefault(name, []).extend(bindings)
-        return
-    for name in sorted(bound_names([node])):
-        _bind(module, name, Binding(node, inner=inner.bindings.get(name, [])))
-
-
-def _index_branches(module: ModuleIndex, node: ast.stmt) -> None:
-    """Index the statements inside a compound statement; a name the main path binds is taken from the main
-    path only (`if triton is not None: import triton.language as tl` / `else: class tl: ...` must not end with
-    the stand-in); the other branches add only new names."""
-    primary, alternatives = _branches(node)
-    for child in primary:
-        _index_statement(module, child)
-    taken = bound_names(primary)
-    side = ModuleIndex(module.path, module.parsed, in_repo=module.in_repo)
-    for child in alternatives:
-        _index_statement(side, child)
-    module.star_imports.extend(side.star_imports)
-    for name, bindings in side.bindings.items():
-        if name not in taken:
-            module.bindings.setdefault(name, []).extend(bindings)
-
-
-def _branches(node: ast.stmt) -> tuple[list, list]:
-    """(statements of the main path, statements of the alternatives) of a compound statement."""
-    if isinstance(node, ast.If):
-        return node.body, node.orelse
-    if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
-        return node.body + node.orelse + node.finalbody, [s for h in node.handlers for s in h.body]
-    return node.body + getattr(node, "orelse", []), []
-
-
-def _runs_repository_import(module: ModuleIndex, node: ast.stmt) -> bool:
-    """True when a compound statement holds an import of the repository (relative, or of one of its modules)
-    that runs: copied as text it would fail outside the repository. Imports under `if TYPE_CHECKING:` never
-    run, so they do not count."""
-    stack = [node]
-    while stack:
-        child = stack.pop()
-        if isinstance(child, ast.If) and _is_type_checking(child.test):
-            stack.extend(child.orelse)
-            continue
-        if isinstance(child, ast.ImportFrom) and (child.level or child.module == "__future__"):
-            return True
-        if isinstance(child, (ast.Import, ast.ImportFrom)) and module.in_repo and module.in_repo(module.path, child):
-            return True
-        stack.extend(c for c in ast.iter_child_nodes(child) if isinstance(c, (ast.stmt, ast.excepthandler)))
-    return False
-
-
-def _is_main_guard(node: ast.stmt) -> bool:
-    """`if __name__ == "__main__":` without an else (a script's harness, never run on import)."""
-    test = getattr(node, "test", None)
-    return (isinstance(node, ast.If) and not node.orelse and isinstance(test, ast.Compare) and len(test.ops) == 1
-            and isinstance(test.ops[0], ast.Eq) and {_name_or_text(test.left), _name_or_text(test.comparators[0])}
-            == {"__name__", "__main__"})
-
-
-def _name_or_text(node: ast.expr) -> Optional[str]:
-    if isinstance(node, ast.Name):
-        return node.id
-    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
-
-
-def _is_type_checking(test: ast.expr) -> bool:
-    """`TYPE_CHECKING` or `typing.TYPE_CHECKING` (true only for static type checkers)."""
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
-def _mutated_names(statement: ast.stmt) -> set[str]:
-    """Names a top-level statement fills in place: `X.append(...)`, `X += ...`, `X[k] = ...`."""
-    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)):
-        return set()
-    if isinstance(statement, (ast.Assign, ast.AnnAssign)) and not any(
-            isinstance(t, ast.Subscript) for t in getattr(statement, "targets", [getattr(statement, "target", None)])):
-        # a plain assignment fills nothing in place (skips walking big literal tables); `f = triton.jit(f)` re-binds
-        wrapped = _rewrapped_name(statement) if isinstance(statement, ast.Assign) else None
-        return {wrapped} if wrapped else set()
-    names = set()
-    for node in _walk_module_scope(statement):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
-            if node.func.attr in _MUTATING_METHODS:
-                names.add(node.func.value.id)
-        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
-            names.add(node.target.id)
-        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store) and isinstance(node.value, ast.Name):
-            names.add(node.value.id)
-    wrapped = _rewrapped_name(statement)
-    if wrapped:
-        names.add(wrapped)
-    return names
-
-
-def _walk_module_scope(statement: ast.stmt):
-    """ast.walk that does not enter function, class or lambda bodies (what runs there is not module level)."""
-    stack = [statement]
-    while stack:
-        node = stack.pop()
-        yield node
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-            stack.extend(ast.iter_child_nodes(node))
-
-
-def _wrappers_of(module: ModuleIndex, name: str, aliases: Iterable[str] = ()) -> list:
-    """Top-level `other = something.jit(name)` (or `other = my_jit(name)` for a name in `aliases`) statements:
-    the kernel as the file's users see it."""
-    found = []
-    for statement in module.parsed.tree.body:
-        value = getattr(statement, "value", None)
-        if (isinstance(statement, ast.Assign) and isinstance(value, ast.Call) and value.args
-                and isinstance(value.args[0], ast.Name) and value.args[0].id == name):
-            callee = value.func.func if isinstance(value.func, ast.Call) else value.func
-            called = getattr(callee, "attr", None) or getattr(callee, "id", None)
-            if called == "jit" or (isinstance(callee, ast.Name) and called in aliases):
-                found.append(statement)
-    return found
-
-
-def _rewrapped_name(statement: ast.stmt) -> Optional[str]:
-    """`f = triton.jit(f)` (a decorator applied by hand, as unsloth does): the name it re-binds, else None."""
-    if not (isinstance(statement, ast.Assign) and len(statement.targets) == 1 and isinstance(statement.value, ast.Call)):
-        return None
-    target, call = statement.targets[0], statement.value
-    if isinstance(target, ast.Name) and call.args and isinstance(call.args[0], ast.Name) and call.args[0].id == target.id:
-        return target.id
-    return None
-
-
-def module_dotted_name(path: str) -> str:
-    """`pkg/sub/mod.py` -> `pkg.sub.mod`; `pkg/__init__.py` -> `pkg`."""
-    stem = path[:-3] if path.endswith(".py") else path
-    parts = stem.split("/")
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
-
-
-class RepoIndex:
-    """The Python files of one repository, parsed on demand (each at most once), with module lookup."""
-
-    def __init__(self, files: dict[str, str], name: str = "", allowed_imports: Iterable[str] = DEFAULT_ALLOWED_IMPORTS):
-        self.name = name
-        self.texts = dict(files)  # path in repo -> text
-        self.allowed_imports = frozenset(allowed_imports)
-        self._modules: dict[str, ModuleIndex] = {}
-        self._own_aliases: dict[str, dict] = {}  # path -> aliases of triton's decorators the file itself binds
-        self._aliases: dict[str, dict] = {}  # path -> triton_aliases(path)
-        self._import_froms: dict[str, list] = {}  # path -> its ImportFrom statements that may name the repository
-        self._by_dotted: dict[str, list[str]] = {}
-        for path in self.texts:
-            parts = module_dotted_name(path).split(".")
-            for start in range(len(parts)):  # every suffix: repos keep packages under src/, python/, ...
-                self._by_dotted.setdefault(".".join(parts[start:]), []).append(path)
-
-    @classmethod
-    def from_source(cls, source, **kwargs) -> "RepoIndex":
-        """Index of an `archives.RepoSource`."""
-        return cls({f.path: f.text for f in source.files}, name=source.name, **kwargs)
-
-    @classmethod
-    def from_location(cls, location, **kwargs) -> "RepoIndex":
-        """Index of a zip archive (GitHub zipball layout or not) or a directory."""
-        from scraper.generator.archives import read_repository
-
-        return cls.from_source(read_repository(location), **kwargs)
-
-    def module(self, path: str) -> Optional[ModuleIndex]:
-        """The indexed module at `path` (parsed on first use), or None when the repository has no such file."""
-        if path not in self._modules:
-            if path not in self.texts:
-                return None
-            self._modules[path] = index_module(path, parse_source(self.texts[path], path), self.imports_from_repo)
-        return self._modules[path]
-
-    def add_parsed(self, path: str, parsed: ParsedModule) -> ModuleIndex:
-        """Register a module already parsed by the caller (saves parsing it twice)."""
-        self._modules[path] = index_module(path, parsed, self.imports_from_repo)
-        return self._modules[path]
-
-    def imports_from_repo(self, importer: str, node: ast.stmt) -> bool:
-        """True when an import statement in `importer` names a module of this repository."""
-        if isinstance(node, ast.ImportFrom):
-            return bool(node.level) or self.find_module(importer, node.module, 0) is not None
-        return any(self.find_module(importer, alias.name, 0) for alias in node.names)
-
-    def triton_aliases(self, path: str) -> dict[str, str]:
-        """{local name: "triton.jit" | "triton.autotune" | "triton.heuristics"} for the names file `path` uses
-        as decorators (or calls at module level) and imports from another file of the repository where they are
-        aliases of triton's decorators: `from .u import my_jit` with `my_jit = triton.jit` (or
-        `from triton import jit as my_jit`, or `functools.partial(triton.jit, ...)`) in u.py, through
-        re-exports (`__init__.py`) and star imports. The `aliases` argument of detect.find_kernels_in_tree.
-        Only files whose text holds the name are parsed."""
-        if path not in self._aliases:
-            module = self.module(path)
-            found = {}
-            if module is not None and self._repository_import_froms(module):
-                found = self._imported_aliases(module, decorator_roots(module.text), {path})
-            self._aliases[path] = found
-        return self._aliases[path]
-
-    def _imported_aliases(self, module: ModuleIndex, wanted: set, seen: set) -> dict[str, str]:
-        found: dict[str, str] = {}
-        stars = []
-        for node in self._repository_import_froms(module):
-            for alias in node.names:
-                local = alias.asname or alias.name
-                if alias.name == "*":
-                    stars.append(node)
-                elif local in wanted:
-                    target = self.find_module(module.path, node.module, node.level)
-                    resolved = self._alias_in(target, alias.name, seen) if target else None
-                    if resolved:
-                        found[local] = resolved
-        for node in stars:  # `from .u import *` then `@my_jit`
-            target = self.find_module(module.path, node.module, node.level)
-            for name in sorted(wanted - set(found)) if target else []:
-                resolved = None if name.startswith("_") else self._alias_in(target, name, seen)
-                if resolved:
-                    found[name] = resolved
-        return found
-
-    def _repository_import_froms(self, module: ModuleIndex) -> list:
-        """The `from X import ...` statements of a file (anywhere in it) that may name a repository module."""
-        cached = self._import_froms.get(module.path)
-        if cached is None:
-            cached = self._import_froms[module.path] = [
-                node for node in iter_statements(module.parsed.tree.body)
-                if isinstance(node, ast.ImportFrom) and node.module != "__future__"
-                and (node.level or (node.module and not self.is_allowed(node.module)))]
-        return cached
-
-    def own_triton_aliases(self, path: str) -> dict[str, str]:
-        """{name: triton decorator} for the aliases of triton's decorators file `path` binds itself
-        (`my_jit = triton.jit`, `from triton import jit as my_jit`, `functools.partial(triton.jit, ...)`)."""
-        if path not in self._own_aliases:
-            module = self.module(path)
-            self._own_aliases[path] = TritonNames(module.parsed.tree).aliases() \
-                if module is not None and "triton" in module.text and _MAY_ALIAS.search(module.text) else {}
-        return self._own_aliases[path]
-
-    def _alias_in(self, path: str, name: str, seen: set) -> Optional[str]:
-        """The triton decorator that top-level `name` of file `path` is an alias of (own or imported), else None."""
-        text = self.texts.get(path, "")
-        if path in seen or (name not in text and "import *" not in text):
-            return None  # an import cycle, or a file that cannot bind the name
-        module = self.module(path)
-        if module is None:
-            return None
-        own = self.own_triton_aliases(path)
-        if name in own:
-            return own[name]
-        return self._imported_aliases(module, {name}, seen | {path}).get(name)
-
-    def is_allowed(self, module_name: str) -> bool:
-        """True when `module_name` is an allow-listed library (never looked up in the repository)."""
-        return module_name.split(".")[0] in self.allowed_imports
-
-    def find_module(self, importer: str, module_name: Optional[str], level: int) -> Optional[str]:
-        """Path of the repository file that `from <level dots><module_name> import ...` in `importer` names."""
-        if level:
-            package = posixpath.dirname(importer)
-            for _ in range(level - 1):
-                package = posixpath.dirname(package)
-            base = posixpath.join(package, *module_name.split(".")) if module_name else package
-            for candidate in (base + ".py", posixpath.join(base, "__init__.py")):
-                if candidate in self.texts:
-                    return candidate.lstrip("/")
-            return None
-        if not module_name or self.is_allowed(module_name):
-            return None
-        candidates = self._by_dotted.get(module_name, [])
-        # the copy nearest to the importer wins (longest shared directory prefix), then the shortest path
-        return min(candidates, key=lambda p: (-_shared_prefix(p, importer), len(p), p), default=None)
-
-    def submodule(self, package_path: str, name: str) -> Optional[str]:
-        """Path of `name` as a submodule of the package whose __init__.py is `package_path` (None for a module)."""
-        if posixpath.basename(package_path) != "__init__.py":
-            return None
-        base = posixpath.join(posixpath.dirname(package_path), name)
-        for candidate in (base + ".py", posixpath.join(base, "__init__.py")):
-            if candidate in self.texts:
-                return candidate
-        return None
-
-
-# `@my_jit`, `@ my_jit.x(...)` and a module-level `k = my_jit(fn)`: the names that can make a def a kernel
-_ROOT_NAMES = re.compile(r"^[ \t]*@[ \t]*(\w+)|^\w+[ \t]*=[ \t]*(\w+)[ \t]*[(.]", re.M)
-
-
-# a line that can bind an alias of triton's decorators: `x = ...jit/autotune/heuristics...` or `from triton... import`
-_MAY_ALIAS = re.compile(r"^[ \t]*(?:\w+[ \t]*(?::[^=\n]*)?=[^=\n]*\b(?:jit|autotune|heuristics|partial)\b"
-                        r"|from[ \t]+triton\b)", re.M)
-
-
-def decorator_roots(text: str) -> set[str]:
-    """Names at the root of the decorators (`my_jit` of `@my_jit(...)`, `u` of `@u.jit`) and of module-level
-    calls (`k = my_jit(fn)`) of a file: a cheap superset of the names that can make a def a jit kernel."""
-    return {a or b for a, b in _ROOT_NAMES.findall(text)}
-
-
-def _shared_prefix(a: str, b: str) -> int:
-    count = 0
-    for x, y in zip(a.split("/")[:-1], b.split("/")[:-1]):
-        if x != y:
-            break
-        count += 1
-    return count
 
 
 @dataclass
@@ -503,11 +82,21 @@ class _Closure:
         # compound statements holding the definition being extracted: never copied whole (the target would be
         # there twice); the bindings inside them are used instead
         self.holders: set[int] = set()
+        # a copied module-level statement (not a def, class or import) reads a def or class of the repository:
+        # importing the module runs project code (FlagGems' device detection), see _decorators_resolve
+        self.runs_project_code = False
 
-    def note_attributes(self, module: ModuleIndex, node: ast.AST, depth: int) -> None:
+    def note_attributes(self, module: ModuleIndex, node: ast.AST, free: Iterable[str], depth: int) -> None:
         """Remember which attributes `node` reads on each name (for names that turn out to be repository
-        modules: `from pkg import helpers as h` ... `h.f(x)` copies `f` and builds `h` as a module object)."""
+        modules: `from pkg import helpers as h` ... `h.f(x)` copies `f` and builds `h` as a module object).
+        Only names of `free` (what `node` reads from its module) imported from outside an allowed library can
+        be such modules; the tree is walked only when `node` reads one."""
+        candidates = {name for name in free if _may_be_module(module, name, self.index)}
+        if not candidates:
+            return
         for name, attrs in attribute_uses(node).items():
+            if name not in candidates:
+                continue
             key = (module.path, name)
             seen = set()
             while key is not None and key not in seen:
@@ -545,10 +134,15 @@ class _Closure:
     def _use_binding(self, module: ModuleIndex, name: str, bindings: list, depth: int) -> None:
         # every top-level statement binding `name`, in file order: `X = a` then `if c: X = b` works as in the file;
         # an `if __name__ == "__main__":` block does not run on import: it counts only when nothing else binds
-        bindings = [b for b in bindings if not _is_main_guard(b.node)] or bindings
+        bindings = [b for b in bindings if not is_main_guard(b.node)] or bindings
         for binding in bindings:
             if binding.inner is not None and id(binding.node) in self.holders:
                 self._use_binding(module, name, binding.inner, depth)
+            elif binding.inner and _only_allowed_reimport(binding, name, self.index):
+                # `if HAS_TRITON: import triton.language as tl ... (600 lines)`: the import line is what the
+                # kernel needs, not the block (a fallback between two imports, try/except ImportError, stays whole)
+                for inner in binding.inner:
+                    self._use_import(module, name, inner, depth)
             elif binding.alias is None:
                 self.add_statement(module, binding.node, depth)
             else:
@@ -561,7 +155,7 @@ class _Closure:
                 self.imports[_import_line(alias)] = None
             elif self.index.find_module(module.path, alias.name, 0):
                 target_path = self.index.find_module(module.path, alias.name, 0)
-                if alias.asname:  # `import pkg.helpers as h`
+                if alias.asname or "." not in alias.name:  # `import pkg.helpers as h`, `import helpers`
                     self._make_module_object(module, name, target_path, depth)
                 else:  # `import pkg.helpers` then `pkg.helpers.f`: not followed
                     self.reasons.setdefault(name, "module_object")
@@ -646,15 +240,21 @@ class _Closure:
             return
         self.done_statements.add(key)
         for future in module.future:
-            self.future[_statement_text(module.text, future)] = None
+            self.future[statement_text(module.text, future)] = None
         binds = _statement_binds(node)
         for name in sorted(binds):  # `X = 0` before `if c: X = 1`, also when the block came for another name
             earlier = self._earlier_bindings(module.bindings.get(name, []), node)
             if earlier:
                 self._use_binding(module, name, earlier, depth + 1)
-        self.note_attributes(module, node, depth + 1)
-        self.need_names(module, free_names(node) - binds, depth + 1, skip)
-        self._add_block(_statement_text(module.text, node), binds, module.path)
+        text, free = _text_and_free_names(module, node)
+        free = free - binds
+        if "__file__" in free:
+            self._note_data_file(module, node, text)
+        if not self.runs_project_code and not isinstance(node, DEFINITIONS + (ast.Import, ast.ImportFrom)):
+            self.runs_project_code = any(_reads_project_definition(module, name) for name in free)
+        self.note_attributes(module, node, free, depth + 1)
+        self.need_names(module, free, depth + 1, skip)
+        self._add_block(text, binds, module.path)
         self.dependencies.append(f"{module.path}:{','.join(sorted(binds)) or node.lineno}")
         for name in sorted(binds):
             for mutator in self._mutators(module, name):
@@ -666,7 +266,7 @@ class _Closure:
         for binding in bindings:
             if binding.inner is not None and id(binding.node) in self.holders:
                 found.extend(self._earlier_bindings(binding.inner, node))
-            elif not _is_main_guard(binding.node) and _position(binding.node) < _position(node):
+            elif not is_main_guard(binding.node) and _position(binding.node) < _position(node):
                 found.append(binding)
         return found
 
@@ -677,14 +277,24 @@ class _Closure:
         pending = list(module.mutators.get(name, []))
         while pending:
             statement = pending.pop(0)
-            if _is_main_guard(statement):  # does not run when the module is imported
+            if is_main_guard(statement):  # does not run when the module is imported
                 continue
             if id(statement) not in self.holders:
                 found.append(statement)
                 continue
-            primary, alternatives = _branches(statement)
-            pending[:0] = [child for child in primary + alternatives if name in _mutated_names(child)]
+            primary, alternatives = branches(statement)
+            pending[:0] = [child for child in primary + alternatives if name in mutated_names(child)]
         return found
+
+    def _note_data_file(self, module: ModuleIndex, node: ast.stmt, text: str) -> None:
+        """A copied statement building a path from `__file__` to a data file (FlagGems' tuned configs in
+        YAML), or doing so at import time, reads files beside its original file: the generated module, written
+        elsewhere, would not find them, so it is not self-contained. A function that only may (fla's config
+        cache, which falls back when the folder is not there) does not count."""
+        literal = _DATA_FILE.search(text)
+        if literal or not isinstance(node, DEFINITIONS):
+            where = literal.group(1) if literal else module.path.split("::")[0]
+            self.reasons.setdefault("__file__", f"data_file:{where}")
 
     def _add_block(self, text: str, binds: set, origin: str) -> None:
         """Append a block binding `binds`, copied from (or made for) file `origin`. A name bound by blocks of two
@@ -697,6 +307,10 @@ class _Closure:
                 self.conflicts.add(name)
         self.blocks.append(text)
 
+    def rendered_blocks(self) -> list:
+        """The texts `render` joins: __future__ imports, allowed imports, copied statements."""
+        return list(self.future) + list(self.imports) + self.blocks
+
     def render(self) -> str:
         """The module: __future__ imports, allowed imports, then the copied statements in dependency order."""
         heads = []
@@ -704,14 +318,15 @@ class _Closure:
             heads.append("\n".join(self.future))
         if self.imports:
             heads.append("\n".join(sorted(self.imports, key=lambda line: (not line.startswith("import "), line))))
-        out = "\n\n".join(heads)
+        parts = ["\n\n".join(heads)] if heads else []
         previous_simple = False
         for block in self.blocks:
             simple = not block.lstrip().startswith(("def ", "async def ", "class ", "@"))
-            separator = "\n" if simple and previous_simple else "\n\n\n"
-            out = f"{out}{separator}{block.rstrip()}" if out else block.rstrip()
+            if parts:  # simple statements in a row stay together; definitions get two blank lines around them
+                parts.append("\n" if simple and previous_simple else "\n\n\n")
+            parts.append(block.rstrip())
             previous_simple = simple
-        return out + "\n"
+        return "".join(parts) + "\n"
 
 
 def _position(node: ast.stmt) -> tuple[int, int]:
@@ -727,104 +342,24 @@ def _import_line(alias: ast.alias) -> str:
 
 
 def _statement_binds(node: ast.stmt) -> set[str]:
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return {node.name}
-    return bound_names([node])
-
-
-def _statement_text(text: str, node: ast.AST) -> str:
-    """Exact source of a statement (decorators included), dedented when it sits inside a block."""
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        segment = function_source(text, node)
-        start = (node.decorator_list[0].lineno, _at_column(text, node.decorator_list[0])) if node.decorator_list \
-            else (node.lineno, node.col_offset)
-    else:
-        segment, start = source_segment(text, node) or "", (node.lineno, node.col_offset)
-    return _dedent(text, start, segment + _trailing_comment(text, node))
-
-
-def _trailing_comment(text: str, node: ast.AST) -> str:
-    """The `  # comment` after a statement's last token on its last line (ast segments stop before it)."""
-    rest = line_bytes(text, node.end_lineno)[node.end_col_offset:]
-    return rest.decode("utf-8", "replace").rstrip() if rest.strip().startswith(b"#") else ""
-
-
-def _dedent(text: str, start: tuple, segment: str) -> str:
-    """Dedent a segment that starts at byte column start[1] of line start[0] (its first line lacks the indent)."""
-    if start[1] <= 0:
-        return segment
-    prefix = line_bytes(text, start[0])[: start[1]].decode("utf-8", "replace")
-    if prefix.strip():  # `if x: y = 1` on one line: the indent of what follows is unknown, use spaces
-        prefix = " " * len(prefix)
-    return textwrap.dedent(prefix + segment)
-
-
-def walk_definitions(body, prefix="", parent=None):
-    """Yield (node, qualname, enclosing function or None) for every def and class, nested ones included."""
-    for node in body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            qualname = f"{prefix}{node.name}"
-            yield node, qualname, parent
-            is_class = isinstance(node, ast.ClassDef)
-            inner_prefix = f"{qualname}." if is_class else f"{qualname}.<locals>."
-            yield from walk_definitions(node.body, inner_prefix, parent if is_class else node)
-        elif isinstance(node, _COMPOUND) or type(node).__name__ == "TryStar":
-            for child in ("body", "orelse", "finalbody"):
-                yield from walk_definitions(getattr(node, child, []), prefix, parent)
-            for handler in getattr(node, "handlers", []):
-                yield from walk_definitions(handler.body, prefix, parent)
-
-
-def holders_of(body: list, target: ast.AST) -> set[int]:
-    """ids of the compound statements (if/try/with/for/while, at any depth, also inside an enclosing def or
-    class) that hold `target`."""
-    holders: set[int] = set()
-    statements = list(body)
-    while statements:
-        statement = statements.pop()
-        if statement is target or not statement.lineno <= target.lineno <= (statement.end_lineno or 0):
-            continue
-        if not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            holders.add(id(statement))
-        for child in ("body", "orelse", "finalbody"):
-            statements.extend(getattr(statement, child, []))
-        for handler in getattr(statement, "handlers", []):
-            statements.extend(handler.body)
-    return holders
+    """Names a top-level statement binds (memoized on the node: shared statements are asked many times)."""
+    cached = getattr(node, "_binds", None)
+    if cached is None:
+        cached = node._binds = frozenset({node.name} if isinstance(node, DEFINITIONS) else bound_names([node]))
+    return cached
 
 
 def find_definition(module: ModuleIndex, qualname: str, lineno: Optional[int] = None):
     """(node, enclosing function or None) of the def/class `qualname` (the one starting at `lineno` if given)."""
-    for node, name, enclosing in walk_definitions(module.parsed.tree.body):
-        if name == qualname and (lineno is None or lineno in (node.lineno, _first_line(node))):
+    definitions = module.memo.get("definitions")
+    if definitions is None:
+        definitions = module.memo["definitions"] = {}
+        for node, name, _, enclosing in walk_definitions(module.parsed.tree.body):
+            definitions.setdefault(name, []).append((node, enclosing))
+    for node, enclosing in definitions.get(qualname, []):
+        if lineno is None or lineno in (node.lineno, first_line(node)):
             return node, enclosing
     return None, None
-
-
-def _first_line(node) -> int:
-    return min([node.lineno] + [d.lineno for d in node.decorator_list])
-
-
-def _lifted_source(module: ModuleIndex, node, first_decorator: int) -> str:
-    """Source of the target from its `first_decorator`-th decorator on, dedented when it sits in a block."""
-    if not first_decorator:
-        return _statement_text(module.text, node)
-    segment = function_source(module.text, node, first_decorator=first_decorator)
-    remaining = node.decorator_list[first_decorator:]
-    start = (remaining[0].lineno, _at_column(module.text, remaining[0])) if remaining else (node.lineno, node.col_offset)
-    return _dedent(module.text, start, segment + _trailing_comment(module.text, node))
-
-
-def attribute_uses(node: ast.AST) -> dict:
-    """{name: attributes read on it} for every `name.attr` in `node` (memoized on the node)."""
-    cached = getattr(node, "_attribute_uses", None)
-    if cached is None:
-        cached = {}
-        for child in ast.walk(node):
-            if isinstance(child, ast.Attribute) and isinstance(child.value, ast.Name):
-                cached.setdefault(child.value.id, set()).add(child.attr)
-        node._attribute_uses = cached
-    return cached
 
 
 def _class_only_count(node, nested: bool) -> int:
@@ -837,25 +372,76 @@ def _class_only_count(node, nested: bool) -> int:
     return count
 
 
-def _project_decorator_count(index: RepoIndex, module: ModuleIndex, node, start: int) -> int:
-    """How many outermost decorators from `start` on are not triton's (a project's `@libentry()`)."""
-    names = TritonNames(module.parsed.tree, index.triton_aliases(module.path))
-    count = 0
-    for decorator in node.decorator_list[start:]:
-        if names.triton_role(decorator) is not None:
-            break
-        count += 1
-    return count if count < len(node.decorator_list) - start or not isinstance(node, ast.ClassDef) else 0
+def statement_free_names(text: str, node: ast.AST) -> frozenset:
+    """Names the statement `text` (the source of `node`) reads from module scope and does not bind, builtins
+    included: from the compiler's symbol tables; from scopes.py's analysis of `node` for a statement that
+    does not compile alone (`yield` or `return` in a function body seen as a scope)."""
+    symbols = module_symbols(text)
+    return free_names(node) if symbols.error else symbols.free
 
 
-def _free_without_decorators(node, count: int) -> frozenset:
-    """free_names of a def/class as if its `count` outermost decorators were not there."""
+def _text_and_free_names(module: ModuleIndex, node: ast.stmt) -> tuple[str, frozenset]:
+    """statement_text and statement_free_names of a top-level statement, memoized on the node."""
+    cached = getattr(node, "_text_and_free", None)
+    if cached is None:
+        text = statement_text(module.text, node)
+        cached = node._text_and_free = (text, statement_free_names(text, node))
+    return cached
+
+
+def _trimmed_free_names(text: str, node, count: int) -> frozenset:
+    """statement_free_names of a def/class without its `count` outermost decorators (`text` is that source)."""
     if not count:
-        return free_names(node)
+        return statement_free_names(text, node)
     trimmed = copy.copy(node)
     trimmed.decorator_list = node.decorator_list[count:]
     trimmed.__dict__.pop("_free_names", None)
-    return free_names(trimmed)
+    return statement_free_names(text, trimmed)
+
+
+def _may_be_module(module: ModuleIndex, name: str, index: RepoIndex) -> bool:
+    """True when `name`, as `module` sees it, may be a repository module: bound by `import x.y [as z]` of the
+    repository, or by `from x import name` where name is a submodule of x or x imports it (a re-export);
+    memoized per file."""
+    key = ("may_be_module", name)
+    if key not in module.memo:
+        scope = module
+        while scope is not None and name not in scope.bindings:
+            scope = scope.parent
+        bindings = [c for b in (scope.bindings[name] if scope is not None else []) for c in [b] + (b.inner or [])]
+        module.memo[key] = any(c.alias is not None and _may_import_module(c, index, module.path) for c in bindings)
+    return module.memo[key]
+
+
+def _may_import_module(binding: Binding, index: RepoIndex, importer: str) -> bool:
+    if _imports_allowed(binding, index):
+        return False
+    node, alias = binding.node, binding.alias
+    if isinstance(node, ast.Import):
+        return True
+    target_path = index.find_module(importer.split("::")[0], node.module, node.level)
+    target = index.module(target_path) if target_path else None
+    if target is None:
+        return False
+    return bool(index.submodule(target_path, alias.name)) or target.star_imports != [] or any(
+        b.alias is not None or b.inner for b in target.bindings.get(alias.name, []))
+
+
+def _only_allowed_reimport(binding: Binding, name: str, index: RepoIndex) -> bool:
+    """True when a compound statement binds `name` on its main path only by imports of allowed libraries and
+    its alternatives (else, except) import no other module under that name."""
+    if not all(inner.alias is not None and _imports_allowed(inner, index) for inner in binding.inner):
+        return False
+    alternatives = branches(binding.node)[1]
+    return not any(isinstance(node, (ast.Import, ast.ImportFrom)) and name in bound_names([node])
+                   for node in iter_statements(alternatives))
+
+
+def _imports_allowed(binding: Binding, index: RepoIndex) -> bool:
+    node = binding.node
+    if isinstance(node, ast.Import):
+        return index.is_allowed(binding.alias.name)
+    return not node.level and index.is_allowed(node.module or "")
 
 
 def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional[int] = None,
@@ -873,16 +459,54 @@ def extract_closure(index: RepoIndex, path: str, qualname: str, lineno: Optional
         raise KeyError(f"no definition {qualname!r} in {path}")
     scope = index_function_scope(module, enclosing) if enclosing is not None else module
     first = _class_only_count(node, "." in qualname)
-    result = _extract(index, module, scope, node, path, qualname, first)
-    if drop_unresolvable_decorators and not result.self_contained:
+    if drop_unresolvable_decorators:
         # FlagGems' @libentry() pulls in the project's whole runtime: without the outermost decorators that are
-        # not triton's, the kernel (autotune configs and all) may stand alone; keep that when it does better
-        extra = _project_decorator_count(index, module, node, first)
-        if extra:
-            alternative = _extract(index, module, scope, node, path, qualname, first + extra)
-            if len(alternative.unresolved) < len(result.unresolved):
-                result = alternative
-    return result
+        # not triton's, the kernel (autotune configs and all) may stand alone; they go when their own closure
+        # leaves something unresolved or runs project code on import (device detection that fails elsewhere)
+        extra = foreign_decorator_count(node, index.aliases.names(module.path), first)
+        if extra and not _decorators_resolve(index, scope, node.decorator_list[first:first + extra]):
+            first += extra
+    return _extract(index, module, scope, node, path, qualname, first)
+
+
+def _decorators_resolve(index: RepoIndex, scope: ModuleIndex, decorators: list) -> bool:
+    """True when the closure of these decorator expressions (as `scope` sees them) resolves every name; cached
+    by decorator text and what its names are (a project decorator imported by a thousand files is judged once)."""
+    free = frozenset().union(*(free_names(d) for d in decorators))
+    key = ("decorators", tuple(source_segment(scope.text, d) for d in decorators),
+           tuple(_origin(index, scope, name) for name in sorted(free)))
+    if key not in index.cache:
+        closure = _Closure(index)
+        for decorator in decorators:
+            closure.note_attributes(scope, decorator, free, 1)
+        closure.need_names(scope, free, 1)
+        index.cache[key] = not closure.reasons and not closure.runs_project_code
+    return index.cache[key]
+
+
+def _origin(index: RepoIndex, scope: ModuleIndex, name: str) -> tuple:
+    """What `name` is in `scope`, as a cache key: for a name bound only by imports, the import texts and the
+    repository definitions they reach (the same in every file importing them); else the file itself."""
+    bindings = scope.bindings.get(name, []) if scope.parent is None else []
+    if not bindings or any(b.alias is None or b.inner is not None for b in bindings):
+        return name, scope.path
+    texts = tuple(source_segment(scope.text, b.node) or "" for b in bindings)
+    return name, texts, resolver_of(index).definitions(scope.path, name)
+
+
+def _reads_project_definition(module: ModuleIndex, name: str) -> bool:
+    """True when `name`, at the top level of `module`, is a def or class of the file or is imported from
+    another file of the repository (memoized per file)."""
+    key = ("project_definition", name)
+    if key not in module.memo:
+        scope = module
+        while scope is not None and name not in scope.bindings:
+            scope = scope.parent
+        bindings = scope.bindings[name] if scope is not None else []
+        module.memo[key] = any(isinstance(b.node, DEFINITIONS) or (b.alias is not None and module.in_repo
+                                                                    and module.in_repo(module.path.split("::")[0], b.node))
+                               for b in bindings)
+    return module.memo[key]
 
 
 def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, path: str, qualname: str,
@@ -891,19 +515,21 @@ def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, pa
     closure = _Closure(index)
     closure.holders = holders_of(module.parsed.tree.body, node)
     for future in module.future:
-        closure.future[_statement_text(module.text, future)] = None
+        closure.future[statement_text(module.text, future)] = None
     if scope is module:  # a helper that calls back into the target must not copy it a second time
         closure.visited.add((module.path, node.name))
         closure.done_statements.add((module.path, node.lineno, node.col_offset))
-    closure.note_attributes(scope, node, 1)
-    closure.need_names(scope, _free_without_decorators(node, dropped) - {node.name}, 1)
-    closure._add_block(_lifted_source(module, node, dropped), {node.name}, path)
+    text = statement_text(module.text, node, dropped)
+    free = _trimmed_free_names(text, node, dropped) - {node.name}
+    closure.note_attributes(scope, node, free, 1)
+    closure.need_names(scope, free, 1)
+    closure._add_block(text, {node.name}, path)
     if scope is module:  # `kernel = triton.jit(kernel)` / `fast = triton.jit(kernel)` after the def
         aliases = {**index.own_triton_aliases(path), **index.triton_aliases(path)}
-        for statement in closure._mutators(module, node.name) + _wrappers_of(module, node.name, aliases):
+        for statement in closure._mutators(module, node.name) + wrappers_of(module, node.name, aliases):
             closure.add_statement(module, statement, 1, skip={node.name})
     code = closure.render()
-    check = check_module(code, f"{path}:{qualname}")
+    check = check_blocks(closure.rendered_blocks())
     reasons = dict(closure.reasons)
     for name in check.missing:
         reasons.setdefault(name, "undefined")
@@ -911,6 +537,9 @@ def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, pa
         reasons.setdefault("<compile>", check.error or "does not compile")
     return ClosureResult(
         code=code, name=node.name, qualname=qualname, path=path, unresolved=sorted(reasons), reasons=reasons,
-        self_contained=check.self_contained, dependencies=closure.dependencies, conflicts=sorted(closure.conflicts),
+        # the closure's own findings count too: `language.math` on a rebuilt module object binds no name the
+        # symbol tables could miss, yet fails with AttributeError on import
+        self_contained=check.self_contained and not reasons, dependencies=closure.dependencies,
+        conflicts=sorted(closure.conflicts),
         dropped_decorators=[source_segment(module.text, d) or "" for d in node.decorator_list[:dropped]],
     )

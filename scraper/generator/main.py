@@ -23,7 +23,7 @@ if str(REPO_ROOT) not in sys.path:  # runnable as `cd scraper/generator && pytho
     sys.path.insert(0, str(REPO_ROOT))
 
 from scraper.cli import add_logging_args, default_jobs, setup_logging  # noqa: E402
-from scraper.generator.closure import DEFAULT_ALLOWED_IMPORTS  # noqa: E402
+from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS  # noqa: E402
 from scraper.generator.provenance import load_manifest  # noqa: E402
 from scraper.generator.run import STAGE, clean_output, run  # noqa: E402
 from scraper.repos import list_archives  # noqa: E402

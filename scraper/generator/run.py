@@ -22,9 +22,11 @@ from typing import Callable, Iterable, Sequence
 from tqdm import tqdm
 
 from scraper.generator.archives import ArchiveError, read_repository
-from scraper.generator.closure import DEFAULT_ALLOWED_IMPORTS, RepoIndex, decorator_roots, extract_closure
-from scraper.generator.detect import find_kernels_in_tree
+from scraper.generator.closure import extract_closure
+from scraper.generator.detect import decorator_roots
+from scraper.generator.launchers import repo_launches
 from scraper.generator.provenance import Provenance, provenance_for
+from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS, RepoIndex
 from scraper.generator.write import duplicate_qualnames, module_relpath, unique_relpath, write_module
 from scraper.records import KERNELS, KernelRecord, append_jsonl, append_records, iter_jsonl, iter_records, write_jsonl
 from scraper.repos import SKIP_DIRS
@@ -150,7 +152,7 @@ def _process_file(file, index: RepoIndex, provenance: Provenance, out_dir: Path,
         stats.inc(f"files_salvaged_{parse_failure_kind(parsed.errors[0])}")
         stats.inc("blocks_lost", parsed.blocks_lost)
         stats.error("parse", where, parsed.errors[0])
-    kernels = find_kernels_in_tree(parsed, file.path, index.triton_aliases(file.path))
+    kernels = index.kernels(file.path)
     stats.inc("kernels_found", len(kernels))
     duplicates = duplicate_qualnames(kernels)
     for kernel in kernels:
@@ -181,11 +183,20 @@ def _extract_kernel(kernel, index, provenance: Provenance, out_dir: Path, result
         result.rejects.append({"reason": "extract_failed", "archive": result.archive, "path": kernel.path,
                                "name": kernel.qualname, "lineno": kernel.lineno, "message": str(exc)})
         return
+    try:
+        launches = repo_launches(index)
+        usage = {"role": launches.role(kernel), "launcher": launches.launcher_record(kernel)}
+    except Exception as exc:  # the kernel stays; only how it is launched is lost, counted
+        stats.error("launcher", where, exc)
+        usage = {"role": None, "launcher": None}
+    stats.inc(f"kernels_{kernel.dialect}")
+    stats.inc(f"role_{usage['role']}")
+    if usage["launcher"]:
+        stats.inc("kernels_with_launcher")
     relpath = unique_relpath(module_relpath(provenance.slug, kernel.path, kernel.qualname, kernel.lineno, duplicate),
                              kernel.path, result.files)
     write_module(out_dir, relpath, closure.code)
-    record = _record(kernel, closure, provenance, relpath, result.archive)
-    result.records.append(record)
+    result.records.append(_record(kernel, closure, provenance, relpath, result.archive, usage))
     stats.inc("kernels_extracted")
     _count_self_contained(stats, closure, where)
 
@@ -203,8 +214,9 @@ def _count_self_contained(stats: Stats, closure, where: str) -> None:
     stats.error("deps", where, f"unresolved: {detail}")
 
 
-def _record(kernel, closure, provenance: Provenance, relpath: str, archive: str) -> KernelRecord:
+def _record(kernel, closure, provenance: Provenance, relpath: str, archive: str, usage: dict) -> KernelRecord:
     return KernelRecord(
+        dialect=kernel.dialect, role=usage["role"], launcher=usage["launcher"],
         name=kernel.name, code=closure.code, source="github", kind=kernel.kind, file=relpath, original=kernel.source,
         repo=provenance.repo, commit=provenance.commit, path=kernel.path, license=provenance.license,
         stars=provenance.stars, lineno=kernel.lineno, end_lineno=kernel.end_lineno,

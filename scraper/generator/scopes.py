@@ -12,6 +12,8 @@ import ast
 import builtins
 from typing import Iterable
 
+from scraper.generator.syntax import function_params
+
 BUILTINS = frozenset(dir(builtins)) | {"__file__", "__name__", "__doc__", "__spec__", "__builtins__",
                                        "__package__", "__loader__", "__path__", "__annotations__"}
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
@@ -91,18 +93,13 @@ def _free_statement(node: ast.AST) -> set[str]:
     return _free_expr(node)
 
 
-def _function_params(args: ast.arguments) -> set[str]:
-    every = args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]
-    return {a.arg for a in every}
-
-
 def _free_function(node) -> set[str]:
     args = node.args
     annotations = [a.annotation for a in args.posonlyargs + args.args + args.kwonlyargs if a.annotation]
     annotations += [a.annotation for a in (args.vararg, args.kwarg) if a and a.annotation]
     outer = _free_many(node.decorator_list + args.defaults + [d for d in args.kw_defaults if d] + annotations
                        + ([node.returns] if node.returns else []))
-    return outer | _free_in_body(node.body, _function_params(args))
+    return outer | _free_in_body(node.body, function_params(args))
 
 
 def _free_many(nodes: Iterable[ast.AST]) -> set[str]:
@@ -120,7 +117,7 @@ def _free_expr(node: ast.AST) -> set[str]:
         return _free_statement(node)
     if isinstance(node, ast.Lambda):
         defaults = node.args.defaults + [d for d in node.args.kw_defaults if d]
-        return _free_many(defaults) | (_free_expr(node.body) - _function_params(node.args))
+        return _free_many(defaults) | (_free_expr(node.body) - function_params(node.args))
     if isinstance(node, _COMPREHENSIONS):
         return _free_comprehension(node)
     free: set[str] = set()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Optional
 
 from scraper.cli import add_logging_args, setup_logging
+from scraper.sandbox import SandboxUnavailable, require_wall
 from scraper.stats import Stats
 from scraper.suite import lists, modules, torchbench
 from scraper.suite.manifest import latest_entries
@@ -98,6 +99,9 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
                      "(default: %(default)s)")
     run.add_argument("--worker", type=Path, help="a replacement worker script taking the same arguments as "
                      "scraper/suite/worker.py (custom compile steps; the tests use a fake one)")
+    run.add_argument("--unsafe-no-sandbox", action="store_true",
+                     help="modules: run the workers (which execute scraped code) even where the bubblewrap "
+                          "sandbox cannot run; they could then read your files. Without it, such a run is refused")
     add_logging_args(parser)
     return parser
 
@@ -118,6 +122,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if listed is not None:
         print("\n".join(listed))
         return 0
+    try:
+        if settings.suite == "modules":
+            require_wall(settings.unsafe_no_sandbox)
+    except SandboxUnavailable as exc:
+        log.error("%s", exc)
+        return 2
     return run(settings, jobs, args)
 
 
@@ -131,6 +141,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
         device=args.device, worker=args.worker, shard=lists.parse_shard(args.shard) if args.shard else None,
         torchbench_dir=torchbench.find_checkout(args.torchbench_dir) if args.suite == "torchbench" else None,
         random_weights=args.random_weights,
+        unsafe_no_sandbox=args.unsafe_no_sandbox,
     )
 
 
@@ -211,10 +222,12 @@ def run(settings: Settings, jobs: list[Job], args: argparse.Namespace) -> int:
 
 
 def job_runner(settings: Settings, args: argparse.Namespace):
-    """How run_suite runs a job: --suite modules in persistent workers (several models per process, torch
-    imported once), unless a replacement --worker or --modules-per-process 1 asks for a process per model, as
-    every other suite gets."""
-    if settings.suite == "modules" and settings.worker is None and args.modules_per_process > 1:
+    """How run_suite runs a job: --suite modules outside the wall (--unsafe-no-sandbox) in persistent workers
+    (several models per process, torch imported once), unless a replacement --worker or --modules-per-process 1
+    asks for a process per model, as every other suite gets. Behind the wall every module has its own sandboxed
+    process: a sandbox's files are taken out only once nothing runs in it."""
+    if settings.suite == "modules" and not settings.walled and settings.worker is None and \
+            args.modules_per_process > 1:
         return PersistentWorkers(settings, args.modules_per_process)
     return run_job
 

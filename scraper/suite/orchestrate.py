@@ -35,9 +35,10 @@ from tqdm import tqdm
 from scraper.paths import PACKAGE_PARENT
 from scraper.records import append_jsonl, atomic_write_text
 from scraper.stats import Stats
+from scraper.sandbox import Walled, clean_result, private_folder, take_out, worker_environment
+from scraper.suite import confined
 from scraper.suite.lists import ModelSpec, safe_name
 from scraper.suite.manifest import RESUME_KEYS, find_run_dir, latest_entries, resume_key, run_dir_contents
-from scraper.validate.pool import worker_environment
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,12 @@ class Settings:
     shard: Optional[tuple[int, int]] = None
     torchbench_dir: Optional[Path] = None  # --suite torchbench: the checkout of pytorch/benchmark
     random_weights: bool = False  # --suite torchbench: no pretrained checkpoints, the random initialization
+    unsafe_no_sandbox: bool = False  # run --suite modules workers without the bubblewrap wall
+
+    @property
+    def walled(self) -> bool:
+        """Whether workers run behind the wall: those of --suite modules, which execute scraped code."""
+        return self.suite == "modules" and not self.unsafe_no_sandbox
 
     @property
     def suite_dir(self) -> Path:
@@ -147,9 +154,16 @@ def job_paths(settings: Settings, job: Job) -> dict[str, Path]:
 def worker_argv(settings: Settings, job: Job, paths: dict[str, Path]) -> list[str]:
     """The worker's command line for `job`."""
     script = settings.worker or (Path(__file__).resolve().parent / "worker.py")
-    argv = [sys.executable, str(script), "--suite", settings.suite, "--model", job.name,
-            "--graph-name", safe_name(job.name), "--out", str(settings.out.resolve()),
-            "--program", str(paths["program"].resolve()), "--result", str(paths["result"].resolve()),
+    source = str(Path(job.source).resolve()) if job.source is not None else None
+    return [sys.executable, str(script), *worker_args(settings, job, str(settings.out.resolve()),
+                                                      str(paths["program"].resolve()),
+                                                      str(paths["result"].resolve()), source)]
+
+
+def worker_args(settings: Settings, job: Job, out: str, program: str, result: str, source: Optional[str]) -> list:
+    """The worker's arguments for `job`, with the paths as the worker sees them."""
+    argv = ["--suite", settings.suite, "--model", job.name,
+            "--graph-name", safe_name(job.name), "--out", out, "--program", program, "--result", result,
             "--mode", settings.mode, "--dtype", settings.dtype,
             "--seq-len", str(settings.seq_len), "--hf-layers", str(settings.hf_layers),
             "--backend", settings.backend]
@@ -163,8 +177,8 @@ def worker_argv(settings: Settings, job: Job, paths: dict[str, Path]) -> list[st
         argv.append("--random-weights")
     if settings.device:
         argv += ["--device", settings.device]
-    if job.source is not None:
-        argv += ["--source", str(Path(job.source).resolve()), "--class-name", job.class_name or job.name]
+    if source is not None:
+        argv += ["--source", source, "--class-name", job.class_name or job.name]
     if job.hints:
         argv += ["--hints", json.dumps(job.hints)]
     return argv
@@ -197,11 +211,20 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     started = time.monotonic()
     with open(paths["log"], "wb") as log_file:
-        returncode, pid = run_with_timeout(worker_argv(settings, job, paths),
-                                           worker_env(gpu, settings.torchbench_dir), log_file, settings.timeout)
-    entry = base_entry(settings, job, gpu, started_at, time.monotonic() - started, returncode, paths)
-    entry.update(result_fields(paths, returncode, settings.timeout))
-    if entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
+        if settings.walled:
+            returncode, pid, run_dir = run_behind_wall(settings, job, gpu, paths, log_file)
+        else:
+            returncode, pid = run_with_timeout(worker_argv(settings, job, paths),
+                                               worker_env(gpu, settings.torchbench_dir), log_file, settings.timeout)
+    entry = result_fields(paths, returncode, settings.timeout)
+    base = base_entry(settings, job, gpu, started_at, time.monotonic() - started, returncode, paths)
+    if not settings.walled and entry.get("batch_size") is not None:
+        del base["batch_size"]  # a trusted worker reports the batch size it used (torchbench: the model's own)
+    # The orchestrator's own fields win over anything a walled worker (which ran scraped code) claims.
+    entry.update(base)
+    if settings.walled:  # what is on disk, not what the worker said
+        entry.update(output_fields(run_dir))
+    elif entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
         entry.update(leftover_output(settings.out, pid))
     return entry
 
@@ -219,10 +242,29 @@ def prepare_job(settings: Settings, job: Job) -> dict[str, Path]:
     return paths
 
 
+def run_behind_wall(settings: Settings, job: Job, gpu: Optional[str], paths: dict[str, Path],
+                    log_file) -> tuple[Optional[int], int, Optional[Path]]:
+    """Run the worker of `job` in a bubblewrap sandbox (scraper.suite.confined) with a timeout; once nothing of
+    the sandbox runs, move what it made into place. Returns (exit status or None, host pid, run folder)."""
+    with private_folder(settings.suite_dir / "sandbox") as folder:
+        inside = confined.INSIDE
+        command = confined.worker_command(settings.worker) + worker_args(
+            settings, job, inside["out"], inside["program"], inside["result"], confined.source_inside(job.source))
+        process = confined.start(command, worker_env(gpu), folder, job.source, settings.worker, gpu, log_file)
+        returncode, pid = wait_with_timeout(process, settings.timeout)
+        process.kill()  # already over, or the namespace of a stopped run: gone before its files are read
+        take_out(folder)
+        return returncode, pid, confined.move_out(folder, paths, settings.out, pid)
+
+
 def leftover_output(debug_root: Path, pid: int) -> dict:
     """run_dir, graphs and kernels of a worker that was killed or crashed (found by its pid), so that the graphs
     it finished still join back to their model."""
-    run_dir = find_run_dir(debug_root, pid)
+    return output_fields(find_run_dir(debug_root, pid))
+
+
+def output_fields(run_dir: Optional[Path]) -> dict:
+    """run_dir (its name), graphs and kernels of a debug run folder; none of them when there is no folder."""
     if run_dir is None:
         return {"run_dir": None, "graphs": [], "kernels": 0}
     return {"run_dir": run_dir.name, **run_dir_contents(run_dir)}
@@ -236,6 +278,12 @@ def run_with_timeout(argv: list[str], env: dict, log_file, timeout: float) -> tu
     """Run `argv` in its own process group, output to `log_file`; on timeout kill the whole group (Inductor's
     compile workers included). Returns (exit status or None after a timeout, pid)."""
     process = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    return wait_with_timeout(process, timeout)
+
+
+def wait_with_timeout(process, timeout: float) -> tuple[Optional[int], int]:
+    """Wait for a worker (a Popen leading its process group, or a Walled sandbox); kill it all at the timeout.
+    Returns (exit status or None after a timeout, pid)."""
     with _RUNNING_LOCK:
         _RUNNING.add(process)
     try:
@@ -260,8 +308,11 @@ def stop_all() -> int:
     return len(running)
 
 
-def kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the process group that `process` leads, then reap it."""
+def kill_group(process) -> None:
+    """SIGKILL the process group that `process` leads (a sandbox: every process in it), then reap it."""
+    if isinstance(process, Walled):
+        process.kill()
+        return
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -294,18 +345,25 @@ def result_fields(paths: dict[str, Path], returncode: Optional[int], timeout: fl
         status, error = "ok", None
     else:
         status, error = ("skipped" if result.get("skip_reason") else "failed"), result.get("error")
-    fields = {key: value for key, value in (result or {}).items() if key not in ("suite", "model", "seconds")}
+    fields = {key: value for key, value in clean_result(result or {}).items()
+              if key not in ("suite", "model", "seconds")}
+    error = clean_result(error)
     fields.update(status=status, success=status == "ok", error=None if status == "ok" else error)
     if result is not None:
         fields["worker_seconds"] = result.get("seconds")
     return fields
 
 
+MAX_RESULT_BYTES = 1024 * 1024  # a worker's result is a few KB; anything larger is not one
+
+
 def read_result(path: Path) -> Optional[dict]:
-    """The worker's result JSON, or None when it wrote none (crash, kill) or wrote garbage."""
+    """The worker's result JSON, or None when it wrote none (crash, kill), too much, or garbage."""
     import json
 
     try:
+        if path.stat().st_size > MAX_RESULT_BYTES:
+            return None
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
@@ -315,7 +373,7 @@ def read_result(path: Path) -> Optional[dict]:
 def crash_message(returncode: int, log_path: Path) -> str:
     """Why a worker died without a result: its signal or exit status and the last line of its log."""
     how = f"killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
-    return f"worker {how} without a result; last output: {last_line(log_path)}"
+    return f"worker {how} without a result; last output: {clean_result(last_line(log_path))}"
 
 
 def last_line(path: Path) -> str:
@@ -450,7 +508,8 @@ class PersistentWorker:
     """One worker process that runs several models in turn (scraper.suite.serve), over JSON lines on its stdin
     and stdout: torch is imported once per process, not once per model. It is replaced by a fresh one after a
     model that did not succeed (a crash, a timeout, or a failure that may have left the process in a bad state)
-    and after `reuse` models."""
+    and after `reuse` models. It runs outside the wall (--unsafe-no-sandbox): behind it each module gets its own
+    sandbox (run_behind_wall), whose files are taken out only once nothing in it runs."""
 
     def __init__(self, settings: Settings, gpu: Optional[str], reuse: int) -> None:
         self.settings, self.gpu, self.reuse = settings, gpu, max(1, reuse)
@@ -481,9 +540,11 @@ class PersistentWorker:
         started = time.monotonic()
         argv = worker_argv(self.settings, job, paths)[2:]  # without the interpreter and the worker script
         returncode = self.ask({"argv": argv, "log": str(paths["log"].resolve())})
-        entry = base_entry(self.settings, job, self.gpu, started_at, time.monotonic() - started, returncode,
-                           paths)
-        entry.update(result_fields(paths, returncode, self.settings.timeout))
+        entry = result_fields(paths, returncode, self.settings.timeout)
+        base = base_entry(self.settings, job, self.gpu, started_at, time.monotonic() - started, returncode, paths)
+        if entry.get("batch_size") is not None:
+            del base["batch_size"]  # as run_job: a trusted worker reports the batch size it used
+        entry.update(base)
         if entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
             entry.update(leftover_output_since(self.settings.out, pid, before))
         self.served += 1
@@ -561,9 +622,7 @@ def leftover_output_since(debug_root: Path, pid: int, before: set) -> dict:
     """run_dir, graphs and kernels of the run folder process `pid` made for the model it died in (a folder it
     did not have before that model), so that the graphs it finished still join back to it."""
     made = sorted(set(Path(debug_root).glob(f"run_*-pid_{pid}")) - before)
-    if not made:
-        return {"run_dir": None, "graphs": [], "kernels": 0}
-    return {"run_dir": made[-1].name, **run_dir_contents(made[-1])}
+    return output_fields(made[-1] if made else None)
 
 
 class PersistentWorkers:

@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a file path: make `scraper` importable
 
 from scraper.records import atomic_write_json, atomic_write_text  # noqa: E402
 from scraper.suite import programs, torchbench  # noqa: E402
-from scraper.suite.infer import module_program  # noqa: E402
+from scraper.suite.infer.program import module_program  # noqa: E402
 from scraper.suite.manifest import run_dir_contents  # noqa: E402
 from scraper.suite.phases import PhaseError, describe, phase  # noqa: E402
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from scraper.cli import add_logging_args, setup_logging
 from scraper.records import atomic_write_json
+from scraper.sandbox import SandboxUnavailable
 from scraper.stats import Stats
 from scraper.validate.api import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LEVELS, VALIDATE_CACHE, validate_manifest
 
@@ -43,13 +44,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache", type=Path, default=None,
                         help="result cache (default: validate_cache.jsonl beside the manifest)")
     parser.add_argument("--no-cache", action="store_true", help="check everything again, write no cache")
+    parser.add_argument("--unsafe-no-sandbox", action="store_true",
+                        help="run imports/compiles even where the bubblewrap sandbox cannot run (scraped code "
+                             "could then read your files); without it they are refused there")
     add_logging_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     """Validate one manifest in place. Exit status 0 when it was processed (failed kernels are results), 2 when
-    the manifest cannot be read."""
+    the manifest cannot be read or the sandbox cannot run (without --unsafe-no-sandbox)."""
     args = parse_args(argv)
     setup_logging(args)
     if not args.manifest.is_file():
@@ -58,8 +62,13 @@ def main(argv=None) -> int:
     folder = args.manifest.parent
     stats = Stats("validate")
     cache = None if args.no_cache else (args.cache or folder / VALIDATE_CACHE)
-    fractions = validate_manifest(args.manifest, stats, levels=(args.level,), jobs=args.jobs, timeout=args.timeout,
-                                  memory_mb=args.memory_mb, cache_path=cache)
+    try:
+        fractions = validate_manifest(args.manifest, stats, levels=(args.level,), jobs=args.jobs,
+                                      timeout=args.timeout, memory_mb=args.memory_mb, cache_path=cache,
+                                      unsafe_no_sandbox=args.unsafe_no_sandbox)
+    except SandboxUnavailable as exc:
+        log.error("%s", exc)
+        return 2
     stats.extra.pop("validation")  # this command reports them as "fractions", below
     stats.inc("records", sum(source["records"] for source in fractions.values()))
     summary = stats.to_dict()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib.metadata
 import logging
 from collections import defaultdict
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from scraper.cli import default_jobs
 from scraper.records import KernelRecord, ManifestWriter, iter_jsonl_lines, record_of_line
+from scraper.sandbox import SandboxUnavailable, require_wall
 from scraper.stats import Rejects, Stats
 from scraper.validate.cache import ResultCache, cache_key
 from scraper.validate.compiles import target_text
@@ -59,13 +61,17 @@ def add_validate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--validate-cache", default=None, metavar="PATH",
                        help="JSONL cache of results by record id, level and Triton version (default: "
                             "validate_cache.jsonl in the output folder)")
+    group.add_argument("--unsafe-no-sandbox", action="store_true",
+                       help="run imports/compiles checks even where the bubblewrap sandbox cannot run (scraped "
+                            "code could then read your files); without it they are refused there")
 
 
 def options_from_args(args: argparse.Namespace, default_cache: Optional[str] = None) -> dict:
     """`Validator`'s keyword options from the flags of add_validate_args."""
     return {"levels": LEVELS[: LEVELS.index(args.validate) + 1], "jobs": args.validate_jobs,
             "timeout": args.validate_timeout, "memory_mb": args.validate_memory_mb,
-            "cache_path": args.validate_cache or default_cache}
+            "cache_path": args.validate_cache or default_cache,
+            "unsafe_no_sandbox": getattr(args, "unsafe_no_sandbox", False)}
 
 
 def validator_from_args(args: argparse.Namespace, stats: Optional[Stats], default_cache: Optional[str] = None
@@ -73,7 +79,8 @@ def validator_from_args(args: argparse.Namespace, stats: Optional[Stats], defaul
     """The validate step a stage CLI puts in its chain, or None when --validate was not given."""
     if not getattr(args, "validate", None):
         return None
-    return Validator(stats=stats, **options_from_args(args, default_cache))
+    with refusal_exits():
+        return Validator(stats=stats, **options_from_args(args, default_cache))
 
 
 def validate_from_args(records: list[KernelRecord], args: argparse.Namespace, *, stats: Optional[Stats] = None,
@@ -81,7 +88,18 @@ def validate_from_args(records: list[KernelRecord], args: argparse.Namespace, *,
     """validate_records with the options of add_validate_args; does nothing when --validate was not given."""
     if not getattr(args, "validate", None):
         return
-    validate_records(records, stats=stats, **options_from_args(args, default_cache))
+    with refusal_exits():
+        validate_records(records, stats=stats, **options_from_args(args, default_cache))
+
+
+@contextlib.contextmanager
+def refusal_exits():
+    """For the stage CLIs: no sandbox for imports/compiles -> the reason on stderr and exit status 2."""
+    try:
+        yield
+    except SandboxUnavailable as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
 
 
 def check_parses(record: KernelRecord) -> dict:
@@ -176,13 +194,18 @@ class Validator:
     Triton version, so identical kernels of later batches are not checked again. Counters
     `validate_<level>_ok/failed`, `validate_compiles_skipped` (no signature), `validate_cached` and
     `validate_jobs_run` go to `stats`, failures to its "validate" error phase. Use it as a context manager so the
-    workers are always stopped.
+    workers are always stopped. Levels above parses need the bubblewrap sandbox (scraper.sandbox): it raises
+    SandboxUnavailable without one, unless `unsafe_no_sandbox`.
     """
 
     def __init__(self, *, levels: Iterable[str] = LEVELS, jobs: Optional[int] = None,
                  timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB,
-                 cache_path: Optional[str] = None, stats: Optional[Stats] = None) -> None:
+                 cache_path: Optional[str] = None, stats: Optional[Stats] = None,
+                 unsafe_no_sandbox: bool = False) -> None:
         self.needed = _needed_levels(levels)
+        if len(self.needed) > 1:
+            require_wall(unsafe_no_sandbox)
+        self.unsafe_no_sandbox = unsafe_no_sandbox
         self.timeout, self.memory_mb, self.stats = timeout, memory_mb, stats
         self.version = triton_version()
         self.cache = ResultCache(cache_path)
@@ -217,7 +240,7 @@ class Validator:
 
     def _pool(self) -> WorkerPool:
         if self.pool is None:
-            self.pool = WorkerPool(self.jobs)
+            self.pool = WorkerPool(self.jobs, self.unsafe_no_sandbox)
         return self.pool
 
     def close(self) -> None:

@@ -1,19 +1,20 @@
-"""Confinement for untrusted kernel modules: fork a child per check, limit it, kill it on timeout.
+"""Confinement of each check inside a validate worker: fork a child per check, limit it, kill it on timeout.
 
-Runs inside a worker process (scraper.validate.worker), never in the pipeline's own process. The worker has
-imported torch and triton once; `run_confined` forks a child (a few ms, the imports are shared), and the child,
-before it touches the kernel, applies every limit it can:
+The wall is outside: the worker runs in a bubblewrap sandbox (scraper.sandbox; no network, no $HOME, no checkout,
+nothing writable but its tmpfs, no capabilities). Inside it, `run_confined` forks a child per check (a few ms, the
+imports are shared) with a fresh pipe for its answer, and the child, before it touches the kernel:
 
-- a new user + network namespace (`unshare`), so there is no network at all, when the kernel allows it;
+- lets go of the worker's own job and answer channels (so it can report nothing but its own result);
 - rlimits: address space (RLIMIT_AS = what the worker already maps + `memory_mb`), CPU seconds, file size,
   core dumps off;
 - its working directory, TMPDIR and TRITON_CACHE_DIR in a fresh scratch directory, stdout/stderr to a file there;
+- Landlock: writes only under the scratch directory; seccomp: threads but no new process, so nothing it starts
+  outlives it;
 - an audit hook (PEP 578) that refuses writes, deletes and renames outside the scratch directory, starting
-  processes, sockets and ctypes calls.
+  processes, sockets and ctypes calls: a tripwire for the careless, not a wall (one line turns it off).
 
-Audit hooks are not a security boundary against code written to escape them (they are a tripwire for the
-accidental and the careless); the namespace and the rlimits are the harder walls. The parent side kills the
-child's process group with SIGKILL when the time limit passes.
+Without the wall (--unsafe-no-sandbox) the child also tries a user + network namespace of its own. The parent
+side kills the child's process group with SIGKILL when the time limit passes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Callable
+from typing import Callable, Iterable
+
+from scraper.sandbox.inside import WALL_ENV, forbid_new_processes
 
 MIB = 1024 * 1024
 FILE_SIZE_LIMIT = 64 * MIB  # no single file the child writes may grow past this
@@ -183,11 +186,25 @@ def set_limits(memory_mb: int, timeout: float) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+def drop_channels(channels: Iterable[int]) -> None:
+    """Close the worker's job and answer channels in the child (stdin becomes /dev/null): its only way to
+    report is then the fresh pipe of its own check, however it walks the worker's frames."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    for fd in channels:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def confine(scratch: str, memory_mb: int, timeout: float) -> dict:
     """Everything the child does to itself before running untrusted code. Returns what was applied."""
     os.setpgid(0, 0)
     die_with_parent()
-    network = "namespace" if isolate_network() else "audit-hook only"
+    walled = os.environ.get(WALL_ENV) == "bwrap"
+    network = "none (sandbox)" if walled else "namespace" if isolate_network() else "audit-hook only"
     log_fd = os.open(os.path.join(scratch, "output.log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
@@ -199,8 +216,10 @@ def confine(scratch: str, memory_mb: int, timeout: float) -> dict:
     tempfile.tempdir = scratch
     set_limits(memory_mb, timeout)
     files = "landlock" if restrict_writes(os.path.realpath(scratch)) else "audit-hook only"
+    processes = "seccomp: none" if forbid_new_processes() else "audit-hook only"
     sys.addaudithook(make_audit_hook(scratch))
-    return {"network": network, "files": files, "memory_mb": memory_mb, "timeout_s": timeout}
+    return {"wall": "bubblewrap" if walled else "none (--unsafe-no-sandbox)", "network": network, "files": files,
+            "processes": processes, "memory_mb": memory_mb, "timeout_s": timeout}
 
 
 def describe_error(exc: BaseException, module_file: str | None = None) -> dict:
@@ -220,10 +239,12 @@ def describe_error(exc: BaseException, module_file: str | None = None) -> dict:
     return info
 
 
-def _child(check: Callable[[str], dict], scratch: str, memory_mb: int, timeout: float, write_fd: int) -> None:
+def _child(check: Callable[[str], dict], scratch: str, memory_mb: int, timeout: float, write_fd: int,
+           channels: Iterable[int]) -> None:
     """Body of the forked child; never returns."""
     try:
         try:
+            drop_channels(channels)
             sandbox = confine(scratch, memory_mb, timeout)
             result = check(scratch)
             result["sandbox"] = sandbox
@@ -237,9 +258,9 @@ def _child(check: Callable[[str], dict], scratch: str, memory_mb: int, timeout: 
 
 
 def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
-    """Everything written to `fd` until its writer closes it; (data, timed_out)."""
-    chunks = []
-    while True:
+    """Everything written to `fd` until its writer closes it (at most RESULT_LIMIT bytes); (data, timed_out)."""
+    chunks, size = [], 0
+    while size <= RESULT_LIMIT:
         left = deadline - time.monotonic()
         if left <= 0:
             return b"".join(chunks), True
@@ -247,8 +268,10 @@ def _read_until(fd: int, deadline: float) -> tuple[bytes, bool]:
         if ready:
             chunk = os.read(fd, 65536)
             if not chunk:
-                return b"".join(chunks), False
+                break
             chunks.append(chunk)
+            size += len(chunk)
+    return b"".join(chunks), False
 
 
 def _kill_group(pid: int) -> None:
@@ -259,8 +282,10 @@ def _kill_group(pid: int) -> None:
             pass
 
 
-def run_confined(check: Callable[[str], dict], scratch: str, *, timeout: float, memory_mb: int) -> dict:
-    """Fork, confine the child to `scratch`, run `check(scratch)` there and return its result dict.
+def run_confined(check: Callable[[str], dict], scratch: str, *, timeout: float, memory_mb: int,
+                 channels: Iterable[int] = ()) -> dict:
+    """Fork, confine the child to `scratch`, run `check(scratch)` there and return its result dict, read once
+    from a pipe made for this check alone. `channels`: the worker's descriptors the child must close.
 
     A child that outlives `timeout` seconds is killed; one that dies or exits without a result (os._exit, a
     signal, the memory limit) is reported as a failure with the reason.
@@ -270,7 +295,7 @@ def run_confined(check: Callable[[str], dict], scratch: str, *, timeout: float, 
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
-        _child(check, scratch, memory_mb, timeout, write_fd)
+        _child(check, scratch, memory_mb, timeout, write_fd, channels)
     os.close(write_fd)
     try:
         os.setpgid(pid, pid)
@@ -278,8 +303,7 @@ def run_confined(check: Callable[[str], dict], scratch: str, *, timeout: float, 
         pass  # the child already did it, or is gone
     data, timed_out = _read_until(read_fd, started + timeout)
     os.close(read_fd)
-    if timed_out:
-        _kill_group(pid)
+    _kill_group(pid)  # also after an answer: a child that closed its pipe and lingers must not hang the worker
     _, status = os.waitpid(pid, 0)
     seconds = round(time.monotonic() - started, 3)
     if timed_out:
@@ -288,6 +312,8 @@ def run_confined(check: Callable[[str], dict], scratch: str, *, timeout: float, 
     try:
         result = json.loads(data)
     except ValueError:
+        result = None
+    if not isinstance(result, dict):  # nothing, or not what _child writes
         result = {"ok": False, "error_class": "SandboxExit", "error": _exit_reason(status)}
     result["seconds"] = seconds
     if not result.get("ok"):

@@ -1,9 +1,12 @@
-"""A long-lived validation worker: `python -m scraper.validate.worker` (started by scraper.validate.pool).
+"""A long-lived validation worker: `python -m scraper.validate.worker` (started by scraper.validate.pool, inside
+the bubblewrap sandbox of scraper.sandbox unless --unsafe-no-sandbox).
 
 It imports torch, triton and Inductor's runtime helpers once, then reads one JSON job per line on stdin
-({"level": "imports"|"compiles", "name", "code", "signature", "constants", "launch", "timeout", "memory_mb"}),
-runs each in a forked, confined child (scraper.validate.sandbox) and answers one JSON result per line on its
-original stdout. Its own stdout is moved to stderr first, so nothing a library prints can corrupt the answers.
+({"seq", "level": "imports"|"compiles", "name", "code", "signature", "constants", "launch", "timeout",
+"memory_mb"}), runs each in a forked, confined child (scraper.validate.sandbox) and answers one JSON result per
+line, carrying the job's "seq", on its original stdout. Its own stdout is moved to stderr first, so nothing a
+library prints can corrupt the answers; the children close both channels and cannot reach them through /proc
+(this process is not dumpable).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import shutil
 import sys
 import tempfile
 
+from scraper.sandbox.inside import forbid_dumping
 from scraper.validate.sandbox import run_confined
 
 CHECKS = ("imports", "compiles")
@@ -67,8 +71,8 @@ def warmup(x_ptr, n, BLOCK: tl.constexpr):
 """
 
 
-def run_job(job: dict, base: str) -> dict:
-    """One job in a fresh scratch directory, removed afterwards."""
+def run_job(job: dict, base: str, channels: tuple[int, ...] = ()) -> dict:
+    """One job in a fresh scratch directory, removed afterwards; `channels`: descriptors the child closes."""
     from scraper.validate.compiles import check_compiles
     from scraper.validate.imports import check_imports, write_module
 
@@ -79,8 +83,8 @@ def run_job(job: dict, base: str) -> dict:
     scratch = tempfile.mkdtemp(prefix="k", dir=base)
     try:
         write_module(scratch, job["code"])
-        return run_confined(lambda where: check(job, where), scratch,
-                            timeout=float(job["timeout"]), memory_mb=int(job["memory_mb"]))
+        return run_confined(lambda where: check(job, where), scratch, timeout=float(job["timeout"]),
+                            memory_mb=int(job["memory_mb"]), channels=channels)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -89,6 +93,7 @@ def main() -> int:
     """Serve jobs from stdin until it closes."""
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
+    forbid_dumping()
     preload()
     base = os.environ.get("TRITON_VALIDATE_SCRATCH") or tempfile.mkdtemp(prefix="triton-validate-")
     warmed = False
@@ -101,7 +106,8 @@ def main() -> int:
                 warm_compiler(base)
                 gc.freeze()
                 warmed = True
-            answers.write(json.dumps(run_job(job, base), default=str) + "\n")
+            result = run_job(job, base, channels=(answers.fileno(),))
+            answers.write(json.dumps({**result, "seq": job.get("seq")}, default=str) + "\n")
             answers.flush()
     finally:
         if not os.environ.get("TRITON_VALIDATE_SCRATCH"):

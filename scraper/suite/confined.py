@@ -1,0 +1,70 @@
+"""--suite modules behind the wall: each worker (scraper/suite/worker.py, or a --worker script) runs in a
+bubblewrap sandbox (scraper.sandbox) that sees the Python installation, the module's source (read-only, at /src)
+and one private job folder (/job, read-write), nothing of --out, the checkout or $HOME. What it leaves in /job is
+made safe (`scraper.sandbox.take_out`) and moved to its place by the orchestrator: the program, the result and
+the debug run folder, renamed after the sandbox's host pid (inside, every worker is pid 2).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from scraper.sandbox import Wall, Walled, gpu_devices, launch
+from scraper.sandbox.inside import CODE_ROOT
+
+SUITE_WALL = Wall("suite", ("scraper/sandbox/inside.py", "scraper/records.py", "scraper/suite/worker.py",
+                            "scraper/suite/programs.py", "scraper/suite/manifest.py"),
+                  max_processes=4096, scratch_mb=16384)
+JOB = "/job"
+INSIDE = {"out": f"{JOB}/debug", "program": f"{JOB}/program.py", "result": f"{JOB}/result.json"}
+CUSTOM_WORKER = f"{CODE_ROOT}/custom_worker.py"
+_RUN_DIR = re.compile(r"run_[A-Za-z0-9_.-]+$")
+
+
+def source_inside(source: Optional[Path]) -> Optional[str]:
+    """Where the module's source file appears in the sandbox."""
+    return None if source is None else f"/src/{Path(source).name}"
+
+
+def worker_command(custom: Optional[Path]) -> list[str]:
+    """The worker as launched inside: the real one as a module, or the --worker script copied in."""
+    return [CUSTOM_WORKER] if custom else ["-m", "scraper.suite.worker"]
+
+
+def start(command: list[str], env: dict, folder: Path, source: Optional[Path], custom: Optional[Path],
+          gpu: Optional[str], log_file) -> Walled:
+    """Launch one worker: `folder` as /job, the source and a custom worker copied in, and, with a GPU slot, the
+    NVIDIA devices; stdout and stderr to `log_file`."""
+    files = {}
+    if source is not None and Path(source).is_file():  # else the worker cannot read it: its failure, recorded
+        files[source_inside(source)] = str(source)
+    if custom is not None:
+        files[CUSTOM_WORKER] = str(custom)
+    return launch(SUITE_WALL, command, env=env, binds={str(folder): JOB}, files=files,
+                  devices=gpu_devices() if gpu is not None else (), stdout=log_file, stderr=subprocess.STDOUT,
+                  start_new_session=True)
+
+
+def move_out(folder: Path, paths: dict[str, Path], debug_root: Path, pid: int) -> Optional[Path]:
+    """Move the program and the result from a made-safe job folder to their places and the debug run folder
+    into `debug_root` as run_<...>-pid_<pid>; returns that folder (None when the worker made none)."""
+    for name in ("program", "result"):
+        made = folder / Path(INSIDE[name]).name
+        if made.is_file():
+            os.replace(made, paths[name])
+    debug = folder / "debug"
+    runs = sorted(p for p in debug.iterdir() if p.is_dir() and _RUN_DIR.match(p.name)) if debug.is_dir() else []
+    if not runs:
+        return None
+    stem = re.sub(r"-pid_\d+$", "", runs[-1].name)
+    target = debug_root / f"{stem}-pid_{pid}"
+    number = 1
+    while target.exists():  # a folder of an earlier run whose worker had the same pid
+        target = debug_root / f"{stem}.{number}-pid_{pid}"
+        number += 1
+    os.replace(runs[-1], target)
+    return target
