@@ -11,15 +11,18 @@
 #      candidates: the first classes of each repository in path order), one process per module, Inductor's
 #      default compile threads, as the issue's measurement ran it;
 #   2. NEW: this checkout on exactly the modules OLD ran (--models), persistent workers, parallel cached listing,
-#      $COMPILE_THREADS Inductor compile threads per worker;
+#      $COMPILE_THREADS Inductor compile threads per worker; like OLD (which has no sandbox) outside the bubblewrap
+#      wall (--unsafe-no-sandbox: persistent workers run only there; the corpus is a fixed, known set), or behind
+#      it with SANDBOX=1 (one sandboxed process per module);
 #   3. the kernels of both, extracted with get_kernels_from_debug_info.py;
 #   4. prints, for each: candidates, skipped (not installed: missing extension / missing package), attempted,
 #      compiled (share of the non-skipped candidates), failures by phase (and the top error kinds), kernels,
 #      distinct kernels, wall and listing seconds, modules per GPU-minute; then the ratios NEW / OLD.
 #
-# Settings (environment): PER_REPO=2 WORKERS=12 COMPILE_THREADS=1 TIMEOUT=60 (seconds per module)
-#   OLD_BUDGET=90 NEW_BUDGET=150 (no module started after that many seconds of a run's pool)
-#   OLD_CAP=250 NEW_CAP=220 (hard wall per run: SIGTERM, then the summary of what finished)
+# Settings (environment): PER_REPO=3 WORKERS=12 COMPILE_THREADS=1 TIMEOUT=60 (seconds per module) SANDBOX=0
+#   OLD_BUDGET=120 NEW_BUDGET=150 (no module started after that many seconds of a run's pool)
+#   OLD_CAP=250 NEW_CAP=210 (hard wall per run: SIGTERM, then the summary of what finished; with the 10 s grace
+#   and 2 x 30 s of extraction the script ends within 9.5 minutes whatever happens)
 #   OUT=gpu_modules_out WORK=/tmp/modules_gpu REPOS=.gpu/repos
 #   EXTRA="..." more options for both runs (a CPU dry run of this script: EXTRA="--gpus none --device cpu
 #   --backend none" PER_REPO=1)
@@ -28,14 +31,16 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-PER_REPO=${PER_REPO:-2}
+PER_REPO=${PER_REPO:-3}
 WORKERS=${WORKERS:-12}
 COMPILE_THREADS=${COMPILE_THREADS:-1}
 TIMEOUT=${TIMEOUT:-60}
-OLD_BUDGET=${OLD_BUDGET:-90}
+OLD_BUDGET=${OLD_BUDGET:-120}
 NEW_BUDGET=${NEW_BUDGET:-150}
 OLD_CAP=${OLD_CAP:-250}
-NEW_CAP=${NEW_CAP:-220}
+NEW_CAP=${NEW_CAP:-210}
+WALL=(--unsafe-no-sandbox)
+[ "${SANDBOX:-0}" = 1 ] && WALL=()
 OUT=${OUT:-gpu_modules_out}
 WORK=${WORK:-/tmp/modules_gpu}
 REPOS=${REPOS:-.gpu/repos}
@@ -46,7 +51,7 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 
 run_capped() {  # run_capped CAP LOG COMMAND...: the command, SIGTERM after CAP seconds (its workers killed too)
     local cap=$1 log=$2; shift 2
-    timeout --kill-after=20 -s TERM "$cap" "$@" >"$log" 2>&1
+    timeout --kill-after=10 -s TERM "$cap" "$@" >"$log" 2>&1
 }
 
 # 1. OLD: its own listing (one process) and one worker process per module; fresh compiler caches.
@@ -74,14 +79,14 @@ started=$(date +%s.%N)
 TRITON_CACHE_DIR=$WORK/cache_new/triton TORCHINDUCTOR_CACHE_DIR=$WORK/cache_new/inductor \
     TORCHINDUCTOR_COMPILE_THREADS=$COMPILE_THREADS \
     run_capped "$NEW_CAP" "$OUT/new.log" python3 run_inductor_suite.py --suite modules --repos "$REPOS" \
-    "${choice[@]}" --out "$WORK/new" --workers-per-gpu "$WORKERS" --timeout "$TIMEOUT" \
+    "${choice[@]}" "${WALL[@]}" --out "$WORK/new" --workers-per-gpu "$WORKERS" --timeout "$TIMEOUT" \
     --time-budget "$NEW_BUDGET" ${EXTRA:-} -q
 echo "new: exit status $? after $(python3 -c "import time; print(round(time.time() - $started))") s"
 echo "$started $(date +%s.%N)" >"$WORK/new_times"
 
 # 3. Kernels of both runs.
 for run in old new; do
-    timeout 60 python3 get_kernels_from_debug_info.py "$WORK/$run" -o "$WORK/kernels_$run" -q >"$WORK/extract_$run.log" 2>&1
+    timeout 30 python3 get_kernels_from_debug_info.py "$WORK/$run" -o "$WORK/kernels_$run" -q >"$WORK/extract_$run.log" 2>&1
 done
 
 # 4. Summary (plain json over the manifests: no project code).

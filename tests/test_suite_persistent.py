@@ -1,6 +1,7 @@
-"""--suite modules in persistent workers (scraper.suite.serve driven by orchestrate.PersistentWorker): several
-modules per process, a fresh process after a failure, a crash or after --modules-per-process modules, and the
-same results as one process per module. The REAL worker on CPU; the oracles are the process ids the worker
+"""--suite modules in persistent workers (scraper.suite.serve driven by orchestrate.PersistentWorker, outside the
+wall: --unsafe-no-sandbox): several modules per process, a fresh process after a failure, a crash or after
+--modules-per-process modules, the same results as one process per module, and one sandboxed process per module
+behind the wall. The REAL worker on CPU; the oracles are the process ids the worker
 reports (its `pid`) and the one-process-per-module run of the same modules."""
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ COMPARED = ("status", "phase", "error", "init_kwargs", "inputs", "input_shapes",
             "graphs", "kernels")
 
 
-def run(tmp_path: Path, name: str, *extra: str) -> dict[str, dict]:
-    """The modules above through the suite (one worker slot), its manifest by model name."""
+def run(tmp_path: Path, name: str, *extra: str, unsafe: bool = True) -> dict[str, dict]:
+    """The modules above through the suite (one worker slot), its manifest by model name; outside the wall
+    (where persistent workers run) unless `unsafe` is False."""
     modules_file = tmp_path / "modules.jsonl"
     modules_file.write_text("".join(json.dumps({"name": n, "class_name": code.split("class ")[1].split("(")[0],
                                                 "code": HEADER + code}) + "\n" for n, code in MODULES),
@@ -42,7 +44,7 @@ def run(tmp_path: Path, name: str, *extra: str) -> dict[str, dict]:
     out = tmp_path / name
     run_inductor_suite.main(["--suite", "modules", "--modules-file", str(modules_file), "--out", str(out),
                              "--gpus", "none", "--device", "cpu", "--backend", "none", "-q", "--timeout", "300",
-                             *extra])
+                             *(["--unsafe-no-sandbox"] if unsafe else []), *extra])
     lines = (out / "suite" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
     return {row["model"]: dict(row, _root=out) for row in map(json.loads, lines)}
 
@@ -52,6 +54,19 @@ def runs(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("persistent")
     return {"persistent": run(base, "persistent"), "single": run(base, "single", "--modules-per-process", "1"),
             "reuse2": run(base, "reuse2", "--modules-per-process", "2")}
+
+
+def test_behind_the_wall_every_module_has_its_own_sandbox(tmp_path):
+    from scraper.sandbox.wall import SandboxUnavailable, check_wall
+
+    try:
+        check_wall()
+    except SandboxUnavailable as exc:
+        pytest.skip(f"no sandbox here: {exc}")
+    rows = run(tmp_path, "walled", "--modules-per-process", "20", unsafe=False)
+    # Inside its sandbox every worker is pid 2: each module ran in one, not in a shared process of the host.
+    assert {rows[name]["pid"] for name in ("first", "second", "float64", "third")} == {2}
+    assert rows["third"]["status"] == "ok"
 
 
 def test_several_modules_share_one_process(runs):
