@@ -212,6 +212,22 @@ class Stacked(nn.Module):
             x = block(x)
         return x
 ''',
+    "axis": '''
+class Softmaxed(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+    def forward(self, x):
+        return torch.softmax(x, self.dim)
+''',
+    "device_string": '''
+class Placed(nn.Module):
+    def __init__(self, dim, placement: str):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim, device=placement))
+    def forward(self, x):
+        return x * self.weight
+''',
     # --- inputs
     "expected_size": '''
 class Sized(nn.Module):
@@ -429,6 +445,14 @@ def test_config_attribute_the_error_names(rows):
 
 def test_list_of_layers_where_one_is_not_iterable(rows):
     assert ok(rows, "layer_list")["init_kwargs"]["blocks"] == "[torch.nn.Identity(), torch.nn.Identity()]"
+
+
+def test_axis_where_a_size_was_given(rows):
+    assert ok(rows, "axis")["init_kwargs"]["dim"] == "-1"
+
+
+def test_device_where_a_string_is_not_one(rows):
+    assert ok(rows, "device_string")["init_kwargs"]["placement"] == "device"
 
 
 def test_other_size_for_a_missing_table_entry(rows):

@@ -40,6 +40,9 @@ FILES = {
                        "    def forward(self, x):\n        return layers_fast.run(x)\n",
     "layers/flash.py": "import torch\nimport flash_attn_2_cuda\nfrom torch import nn\n\n\nclass Flash(nn.Module):\n"
                        "    def forward(self, x):\n        return flash_attn_2_cuda.fwd(x)\n",
+    "layers/fallback.py": "import torch\nfrom torch import nn\n\ntry:\n    from flash_attn import flash_fn\n"
+                          "except ImportError:\n    flash_fn = None\n\n\nclass Fallback(nn.Module):\n"
+                          "    def forward(self, x):\n        return x if flash_fn is None else flash_fn(x)\n",
     "layers/lazy.py": "import torch\nfrom torch import nn\n\n\ndef norm_class():\n"
                       "    from layers.norm import ScaledNorm\n    return ScaledNorm\n\n\n"
                       "class Lazy(nn.Module):\n    def forward(self, x):\n"
@@ -95,7 +98,7 @@ def test_norm(dim):
                         "    def forward(self, x):\n        return x * 3\n",
     "third_party/copy/norm.py": NORM,
 }
-LIBRARY = {"layers/norm.py:ScaledNorm", "layers/log.py:Logged"}
+LIBRARY = {"layers/norm.py:ScaledNorm", "layers/log.py:Logged", "layers/fallback.py:Fallback"}
 SKIPPED = {"layers/fused.py:Fused": "missing extension layers_fast",
            "layers/flash.py:Flash": "missing extension flash_attn_2_cuda",
            "layers/lazy.py:Lazy": "missing package layers"}  # imports its own package in a function
@@ -130,7 +133,7 @@ def listed(out: Path, repos: Path, *extra: str) -> dict[str, str]:
 
 
 def test_per_repo_prefers_library_code_that_can_run(tmp_path, repos):
-    chosen = listed(tmp_path / "o", repos, "--per-repo", "2", "--list-jobs", "1")
+    chosen = listed(tmp_path / "o", repos, "--per-repo", "3", "--list-jobs", "1")
     assert set(chosen) == LIBRARY and set(chosen.values()) == {"library"}
     everything = listed(tmp_path / "o", repos, "--list-jobs", "1")
     assert {name: comment.split(", ")[0] for name, comment in everything.items()} == {
@@ -140,8 +143,8 @@ def test_per_repo_prefers_library_code_that_can_run(tmp_path, repos):
     for name, reason in SKIPPED.items():
         assert everything[name] == f"library, skipped: {reason}"
     # Runnable code of any kind before modules that cannot run here; a copy of a library class last.
-    five = listed(tmp_path / "o", repos, "--per-repo", "5", "--list-jobs", "1")
-    assert set(five) == LIBRARY | {"tests/helpers.py:TestNet", "benchmarks/bench_norm.py:BenchNet",
+    six = listed(tmp_path / "o", repos, "--per-repo", "6", "--list-jobs", "1")
+    assert set(six) == LIBRARY | {"tests/helpers.py:TestNet", "benchmarks/bench_norm.py:BenchNet",
                                    "examples/demo.py:DemoNet"}
 
 
@@ -156,6 +159,7 @@ def test_dry_run_uses_the_repository_test_and_skips_before_the_gpu(tmp_path, rep
     assert norm["init_kwargs"]["n_bins"] == "37" and norm["input_shapes"] == [[3, 5, 12]]
     assert norm["inference"]["init"] == norm["inference"]["inputs"] == "usage tests/test_norm.py:9"
     assert rows["layers/log.py:Logged"]["status"] == "ok"  # the closure carries `_setup_logger()`
+    assert rows["layers/fallback.py:Fallback"]["status"] == "ok"  # its guarded import kept with its fallback
     for name, reason in SKIPPED.items():
         row = rows[name]
         assert row["status"] == "skipped" and row["skip_reason"] == reason == row["error"]
@@ -196,5 +200,5 @@ def test_parallel_listing_equals_the_serial_one(tmp_path, repos):
     parallel = [asdict(x) for x in listing.list_repositories(repos, None, jobs=2)]
     assert parallel == serial and [x["archive"] for x in serial] == ["acme__layers.zip", "other__copy.zip"]
     names = {entry["class_name"] for entry in serial[0]["entries"]}
-    assert names == {"ScaledNorm", "Fused", "Flash", "Lazy", "Logged", "TestNet", "BenchNet", "DemoNet"}
+    assert names == {"ScaledNorm", "Fused", "Flash", "Lazy", "Logged", "Fallback", "TestNet", "BenchNet", "DemoNet"}
     assert serial[0]["extensions"] == ["layers_fast"]

@@ -33,17 +33,20 @@ EXTENSION_BUILDERS = {"CUDAExtension", "CppExtension", "Extension", "Pybind11Ext
 def required_imports(code: str) -> dict[str, list[str]]:
     """Dotted names of the modules `code` imports at module level outside try blocks, in order, without relative
     imports and __future__: {"always": [...] (unconditional), "if": [...] (inside if/else blocks: required only
-    when they are compiled extensions, which have no fallback), "functions": [...] (imported inside functions:
-    required when they are the repository's own packages, which the closure cannot stand in for)}; empty lists
-    when it does not parse."""
+    when they are compiled extensions, which have no fallback), "functions": [...] (imported inside functions,
+    outside try blocks: required when they are the repository's own packages, which the closure cannot stand in
+    for)}; empty lists when it does not parse."""
     found = {"always": {}, "if": {}, "functions": {}}
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError, RecursionError):
         return {key: [] for key in found}
+    guarded = {id(node) for block in ast.walk(tree) if isinstance(block, ast.Try) for node in ast.walk(block)}
     for function in ast.walk(tree):
         if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for node in ast.walk(function):
+                if id(node) in guarded:
+                    continue
                 if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     found["functions"][node.module] = None
                 elif isinstance(node, ast.Import):
@@ -131,21 +134,24 @@ def skip_reason(imports: dict, extensions: Iterable[str] = (), own_packages: Ite
     return None
 
 
-IMPORT_LINE = re.compile(r"^[ \t]*(?:from[ \t]+([A-Za-z_]\w*)[\w.]*[ \t]+import\b|import[ \t]+([^#\n]+))", re.M)
+IMPORT_LINE = re.compile(r"^([ \t]*)(?:from[ \t]+([A-Za-z_]\w*)[\w.]*[ \t]+import\b|import[ \t]+([^#\n]+))", re.M)
 
 
 def external_imports(files: Iterable) -> set[str]:
-    """Top-level names a repository imports that none of its own folders or files is called (einops,
-    flash_attn_2_cuda, transformers ...): the closures keep such imports (`skip_reason` then tells whether
-    they are installed here) instead of counting them as unresolved."""
+    """Top-level names a repository imports at the top of its files and never in an indented block, that none of
+    its own folders or files is called (einops, flash_attn_2_cuda, transformers ...): the closures keep such
+    imports (`skip_reason` then tells whether they are installed here) instead of counting them as unresolved.
+    A name the repository also imports inside a try, an if or a function is left out: the generator copies such
+    a block whole, fallback included, only while the name is not an allowed import."""
     files = list(files)
     own = {part.removesuffix(".py") for file in files for part in file.path.split("/")}
-    found = set()
+    top, indented = set(), set()
     for file in files:
-        for from_name, import_list in IMPORT_LINE.findall(file.text):
+        for indent, from_name, import_list in IMPORT_LINE.findall(file.text):
             names = [from_name] if from_name else [item.split()[0] for item in import_list.split(",") if item.split()]
-            found.update(name.split(".")[0] for name in names if name.split(".")[0].isidentifier())
-    return found - own
+            tops = {name.split(".")[0] for name in names if name.split(".")[0].isidentifier()}
+            (indented if indent else top).update(tops)
+    return top - indented - own
 
 
 def own_packages(paths: Iterable[str]) -> set[str]:

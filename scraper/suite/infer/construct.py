@@ -324,6 +324,23 @@ def layer_for_value(self: Constructor, call: Call, failure: Failure):
             for name in names if "torch.nn." not in self.current(call, name)]
 
 
+def axis_for_size(self: Constructor, call: Call, failure: Failure):
+    """An axis (-1) for a parameter that is one (`dim`), where a size was given: `Dimension out of range
+    (expected to be in range of [-3, 2], but got 64)`, also from forward."""
+    match = failure.search(r"[Dd]imension out of range \(expected to be in range of \[-?\d+, \d+\], but got (-?\d+)\)")
+    if not match:
+        return []
+    return [call.with_value(name, "-1") for name, value in call.kwargs.items() if value == match.group(1)]
+
+
+def device_string(self: Constructor, call: Call, failure: Failure):
+    """The build's device where a string given is not one (`device type at start of device string: default`)."""
+    match = failure.search(r"device string: (\S+)")
+    if not match:
+        return []
+    return [call.with_value(name, "device") for name, value in call.kwargs.items() if value == repr(match.group(1))]
+
+
 def permissive_layer(self: Constructor, call: Call, failure: Failure):
     """A layer that takes any arguments where the module calls the Identity it was given with more than one
     (`self.mixer(x, inference_params=...)`): a function returning its first argument."""
@@ -414,9 +431,10 @@ def by_name_again(self: Constructor, call: Call, failure: Failure):
             if by_name(name) and by_name(name) != call.kwargs.get(name)]
 
 
-REPAIRS = [drop_unexpected, add_missing, required_value, required_type, tensor_for_value, dtype_for_int,
-           provide_named, config_for_value, dict_config, list_for_int, list_length, layer_for_value,
-           permissive_layer, divisible, integer_for_float, nonzero, other_choice, other_sizes, by_name_again]
+REPAIRS = [drop_unexpected, add_missing, device_string, axis_for_size, required_value, required_type,
+           tensor_for_value, dtype_for_int, provide_named, config_for_value, dict_config, list_for_int, list_length,
+           layer_for_value, permissive_layer, divisible, integer_for_float, nonzero, other_choice, other_sizes,
+           by_name_again]
 PASS_THROUGH = "lambda x, *args, **kwargs: x"
 PASS_THROUGH_CLASS = f"lambda *args, **kwargs: ({PASS_THROUGH})"
 

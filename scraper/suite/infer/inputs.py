@@ -452,7 +452,8 @@ def rank(self: InputSearch, trial: Trial, failure: Failure):
     unpack = failure.search(r"(?:not enough|too many) values to unpack \(expected (\d+)")
     if unpack and re.search(r"\.(shape|size\(\))", failure.line):
         wanted.insert(0, int(unpack.group(1)))
-    if failure.search(r"dimension out of range \(expected to be in range of \[-(\d+), \d+\], but got (-?\d+)\)"):
+    axis = failure.search(r"[Dd]imension out of range \(expected to be in range of \[-(\d+), \d+\], but got (-?\d+)\)")
+    if axis and abs(int(axis.group(2))) < 8:  # a larger axis is a size given as one: the constructor's
         wanted.append(len(trial.layout) + 1)
     features = trial.layout[-1]
     shapes = {1: (features,), 2: (BATCH, features), 3: (BATCH, LENGTH, features), 4: (BATCH, features, SIDE, SIDE),

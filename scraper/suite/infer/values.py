@@ -21,8 +21,8 @@ VOCAB = 128  # vocabularies, classes, embeddings: input ids are drawn below this
 # Name rules, first match wins: (pattern on the lower-cased name, expression). Patterns match whole names or
 # their `_`-separated parts.
 NAME_RULES = [
-    (r"dtype", "DTYPE"),
-    (r"device", "device"),
+    (r"(.*_)?dtype", "DTYPE"),
+    (r"(.*_)?device", "device"),
     (r"(.*_)?(eps|epsilon)", "1e-05"),
     (r"(.*_)?(drop|dropout|drop_rate|dropout_rate|drop_path|drop_path_rate|p|attn_drop|proj_drop|pdrop)(_.*)?",
      "0.0"),
@@ -65,10 +65,11 @@ NAME_RULES = [
      r"init|layout|provider|arch|version)", "'default'"),
     (r"(.*_)?(dim|dims|size|features|channels|hidden|width|planes|embd|embed|units|d_model|hidden_size|"
      r"intermediate_size|inner_dim|ffn_dim|d_ff|dim_ff|d_inner|emb|embedding|in|out|ch|chans|filters|c|d|"
-     r"n_embd|n_embed|nf|nx|hid|model)(_.*)?|.*(features|channels|dim|size|width|hidden)s?", str(HIDDEN)),
+     r"n_embd|n_embed|nf|nx|hid|model)(_.*)?|.*(features|channels|dim|size|width|hidden|planes)s?", str(HIDDEN)),
 ]
-TENSOR_READS = {"shape", "dtype", "device", "T", "ndim", "numel", "contiguous", "view", "reshape", "size",
-                "float", "half", "data", "detach", "clone", "unsqueeze", "t", "is_cuda"}
+# What only a tensor has (a config may well have `dtype`, `device` or `size` fields).
+TENSOR_READS = {"shape", "T", "ndim", "numel", "contiguous", "view", "reshape", "detach", "clone", "unsqueeze",
+                "is_cuda", "t"}
 CONFIG_NAMES = re.compile(r"(.*_)?(config|cfg|conf|args|opt|opts|options|params|hparams|hp|settings|"
                           r"model_args|configs)")
 UNKNOWN_INT = "16"
@@ -174,7 +175,7 @@ def typed_by_name(name: str, kind: str) -> str:
     if kind == "bool":
         return value if value in ("True", "False") else "False"
     if kind == "str":
-        return value if value and value.startswith("'") else "'default'"
+        return value if value and (value.startswith("'") or value == "device") else "'default'"
     if kind == "float":
         return str(float(value)) if value and re.fullmatch(r"[\d.e+-]+", value) else "1.0"
     if value and re.fullmatch(r"\d+", value):
@@ -232,7 +233,7 @@ def init_guess(name: str, annotation, namespace: dict, facts) -> str:
     hint, then strings the module compares it with, then the name."""
     text = annotation_text(annotation)
     attributes = facts.attributes(name)
-    if TENSOR_READS & set(attributes):
+    if TENSOR_READS & set(attributes) and not text:
         return tensor_expression((HIDDEN, HIDDEN))
     keys = facts.keys(name, "__init__")
     if keys and not text:
