@@ -15,6 +15,7 @@ end of its input; the orchestrator starts a fresh one after a failure or after a
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import gc
 import itertools
 import json
@@ -35,6 +36,7 @@ SCRAPED_MODULES = (MODULE_NAME, "suite_program_")
 def main() -> int:
     """Answer every job line of stdin; the answers go to the original stdout, everything else to the logs."""
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    faulthandler.enable()  # a crash (SIGSEGV in a kernel) leaves its traceback on fd 2: the module's log
     quiet = os.open(os.devnull, os.O_WRONLY)
     os.dup2(quiet, 1)  # nothing but answers on the answer channel, whatever a model prints between jobs
     for line in sys.stdin:

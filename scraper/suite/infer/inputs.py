@@ -119,15 +119,24 @@ class InputSearch:
 
     def __init__(self, model, facts, filename: str, call: Callable, cast: Callable, deadline: float) -> None:
         self.model, self.facts, self.filename, self.call, self.cast = model, facts, filename, call, cast
-        self.sizes = model_sizes(model)
-        self.params = forward_params(model, facts, self.sizes.get("vocab", VOCAB))
+        self.sizes: dict = {}  # what the model tells about its sizes (model_sizes), once placed
+        self.params: list[Param] = []  # forward's required parameters and their roles
         self.trials, self.tried, self.errors, self.texts = 0, set(), [], []
         self.obstacle: Optional[BaseException] = None  # the first start's last error
         self.failure: Optional[Failure] = None  # the same, as read by the repairs
         self.deadline = deadline
 
-    def find(self, hints: list) -> Optional[Found]:
-        """The first trial forward accepts (returning a tensor), or None."""
+    def find(self, hints: list, place: Callable) -> Optional[Found]:
+        """The first trial forward accepts (returning a tensor), or None; `place()` first puts the model on the
+        device in eval mode (a module's own .to() may fail: that is the search's failure)."""
+        try:
+            place()
+            self.sizes = model_sizes(self.model)
+            self.params = forward_params(self.model, self.facts, self.sizes.get("vocab", VOCAB))
+        except Exception as exc:  # scraped code
+            self.obstacle, self.failure = exc, failure_of(exc, self.filename)
+            self.errors.append(f"placing the model: {self.failure.text}")
+            return None
         for trial in self.starts(hints):
             found = self.repair_loop(trial)
             if found is not None:

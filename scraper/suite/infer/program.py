@@ -81,10 +81,10 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
     while built is not None and len(searches) < MAX_MODELS:
         paths.append(built.path)
         env["DTYPE"] = dtype
-        model = built.model.to(device=device, dtype=dtype).eval()
+        model = built.model
         inputs = InputSearch(model, facts, filename, call_with(model, evaluate), cast_with(model, env, dtype),
                              deadline)
-        found = inputs.find(hints)
+        found = inputs.find(hints, lambda: (model.to(device=device, dtype=dtype), model.eval()))
         searches.append(inputs)
         if found is not None:
             fields = details(constructor, searches, built.path, found.path)
