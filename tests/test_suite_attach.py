@@ -174,8 +174,9 @@ def test_program_path_outside_the_debug_root_is_not_read(roots, tmp_path):
 
 def test_module_source_round_trip():
     source = "import torch\n\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return x  # ---\n"
-    program = module_program(source, "Net", [4], {"eps": 0.1}, [(4, 4)], "bfloat16", True)
-    assert program.startswith(source.rstrip("\n")) and "INIT_ARGS = [4]" in program
+    program = module_program(source, "Net", ["4"], {"eps": "0.1"}, ["torch.rand((4, 4), device=device)"], {},
+                             "bfloat16", True)
+    assert program.startswith(source.rstrip("\n")) and "model = Net(4, eps=0.1)" in program
     assert module_source(program) == source
     assert module_source(timm_program("resnet18", 2, "float32", False)) is None
 

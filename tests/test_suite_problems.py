@@ -94,7 +94,9 @@ def test_a_scraped_class_called_model_keeps_its_name_for_build(tmp_path):
     modules_file.write_text(json.dumps({"name": "clash", "class_name": "Model", "code": CLASH}) + "\n")
     out = tmp_path / "tcd"
     row = run_cpu(out, "--suite", "modules", "--modules-file", str(modules_file))["clash"]
-    assert row["init_kwargs"] == {"width": 4}
+    # arguments are recorded as the expressions written into the program (docs/suite.md); the inference picks a
+    # width since nothing in the snippet says one
+    assert list(row["init_kwargs"]) == ["width"] and int(row["init_kwargs"]["width"]) > 0
     text = (out / row["problem"]).read_text()
     assert "The program defines Model, get_inputs itself" in text
     assert compare(out, row, str(Path(run_inductor_suite.__file__).resolve().parent)) == [2, True, True]

@@ -141,7 +141,7 @@ def test_modules_from_a_repository_with_their_closure(tmp_path, monkeypatch):
     row = manifest(out)["acme-kernels/acme/layers.py:Block"]
     assert row["status"] == "ok"
     assert row["module"] == {"repo": "acme-kernels", "path": "acme/layers.py", "license": "MIT", "lineno": 9,
-                             "class_name": "Block"}
+                             "class_name": "Block", "kind": "library"}
     # Block is Linear(HIDDEN=8, 8): only inputs whose last dimension is 8 work.
     assert row["init_kwargs"] == {} and row["input_shapes"][0][-1] == 8
     source = (out / "suite" / "sources" / "acme-kernels_acme_layers_py_Block.py").read_text()
@@ -164,8 +164,9 @@ def test_modules_file_inference_and_failures_by_phase(tmp_path):
     assert run_cpu(out, "--suite", "modules", "--modules-file", str(modules_file)) == 1
     rows = manifest(out)
     conv = rows["conv"]
-    assert conv["status"] == "ok" and conv["init_kwargs"] == {"channels": 4, "dropout": 0.1}
-    assert conv["input_shapes"][0][1] == 4  # Conv2d(channels=4, ...) wants 4 input channels
+    # The constructor's arguments as the expressions the program writes: sizes 64, dropout off.
+    assert conv["status"] == "ok" and conv["init_kwargs"] == {"channels": "64", "dropout": "0.0"}
+    assert conv["input_shapes"][0][1] == 64  # Conv2d(channels=64, ...) wants 64 input channels
     assert conv["module"] == {"repo": "me/convs", "class_name": "ConvBlock"}
     assert rows["broken"]["phase"] == "import"
     assert rows["broken"]["error"] == "ModuleNotFoundError: No module named 'not_a_module_anywhere'"

@@ -71,10 +71,31 @@ def index_function_scope(module: ModuleIndex, function: ast.AST) -> ModuleIndex:
 
 
 def _index_body(module: ModuleIndex, body: list) -> None:
+    setters = _global_setters(body)
     for statement in body:
         _index_statement(module, statement)
-        for name in mutated_names(statement):
+        for name in mutated_names(statement) | _set_by_call(statement, setters):
             module.mutators.setdefault(name, []).append(statement)
+
+
+def _global_setters(body: list) -> dict[str, set[str]]:
+    """{function: module-level names it assigns through `global`} for the functions defined in `body`."""
+    setters = {}
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names = {name for inner in ast.walk(node) if isinstance(inner, ast.Global) for name in inner.names}
+            if names:
+                setters[node.name] = names
+    return setters
+
+
+def _set_by_call(statement: ast.stmt, setters: dict[str, set[str]]) -> set[str]:
+    """Names a call statement sets through a same-file function's `global` (lightllm's `_setup_logger()` filling
+    `_default_handler`): such a call is a mutator of those names, copied with them."""
+    if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call) and \
+            isinstance(statement.value.func, ast.Name):
+        return setters.get(statement.value.func.id, set())
+    return set()
 
 
 def _bind(module: ModuleIndex, name: str, binding: Binding) -> None:

@@ -31,6 +31,7 @@ from scraper.stats import Stats
 from scraper.suite import lists, modules, torchbench
 from scraper.suite.manifest import latest_entries
 from scraper.suite.orchestrate import Job, Settings, jobs_to_run, run_suite, visible_gpus, worker_slots
+from scraper.suite.orchestrate import PersistentWorkers, record_skipped, run_job
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,10 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     what.add_argument("--repos", type=Path, default=modules.DEFAULT_REPOS,
                       help="modules: folder of downloaded repositories (zips or folders) to take nn.Module classes "
                            "from, each with its dependency closure (default: %(default)s)")
-    what.add_argument("--per-repo", type=int, help="modules: at most this many classes per repository")
+    what.add_argument("--per-repo", type=int, help="modules: at most this many classes per repository (library "
+                      "code before examples, benchmarks, tests and vendored copies; see docs/suite.md)")
+    what.add_argument("--list-jobs", type=int, help="modules: processes that list the repositories' classes "
+                      "(default: every core; the listing is cached per archive in <out>/suite/listing/)")
     what.add_argument("--torchbench-dir", type=Path, help="torchbench: a checkout of github.com/pytorch/benchmark "
                       "(its torchbenchmark/ and utils/ folders suffice; default: $TORCHBENCH_DIR)")
     what.add_argument("--limit", type=int, help="only the first N models (after sharding)")
@@ -93,6 +97,9 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
                      help="models already in the manifest: skip them (none), rerun the failed ones, or rerun all")
     run.add_argument("--list", action="store_true", help="print the models this invocation would run, then exit; "
                      "torchbench: every model of the checkout, those left out followed by `# left out: reason`")
+    run.add_argument("--modules-per-process", type=int, default=20, help="modules: models one worker process "
+                     "runs in turn before a fresh one starts (also after any failure); 1 = a process per model "
+                     "(default: %(default)s)")
     run.add_argument("--worker", type=Path, help="a replacement worker script taking the same arguments as "
                      "scraper/suite/worker.py (custom compile steps; the tests use a fake one)")
     run.add_argument("--unsafe-no-sandbox", action="store_true",
@@ -146,7 +153,7 @@ def load_jobs(args: argparse.Namespace, settings: Settings) -> list[Job]:
     """The jobs named by --models / --models-file / the default list (timm, huggingface), or the modules."""
     if args.suite == "modules":
         return modules.load_module_jobs(args.modules_file, args.repos, settings.suite_dir, args.models,
-                                        args.per_repo)
+                                        args.per_repo, args.list_jobs)
     if args.suite == "torchbench" and args.models and args.models.strip() == "all":
         specs = [lists.ModelSpec(name) for name in torchbench.list_models(settings.torchbench_dir)]
     elif args.models:
@@ -159,14 +166,24 @@ def load_jobs(args: argparse.Namespace, settings: Settings) -> list[Job]:
 
 
 def list_lines(args: argparse.Namespace, settings: Settings, jobs: list[Job]) -> list[str]:
-    """What --list prints: the jobs' names; for torchbench every model of the checkout, with the reason the
+    """What --list prints: the jobs' names; for modules with their kind and skip reason (`# library`,
+    `# test, skipped: missing extension X`); for torchbench every model of the checkout, with the reason the
     models file gives for those it leaves out."""
+    if args.suite == "modules":
+        return [module_line(job) for job in jobs]
     if args.suite != "torchbench":
         return [job.name for job in jobs]
     models_file = args.models_file or lists.default_list_path("torchbench")
     left_out = torchbench.read_left_out(models_file) if models_file.is_file() else {}
     return torchbench.listing(torchbench.list_models(settings.torchbench_dir), [job.name for job in jobs],
                               left_out)
+
+
+def module_line(job: Job) -> str:
+    """`name  # kind[, skipped: reason]` for --list."""
+    notes = [job.meta.get("kind")] + ([f"skipped: {job.skip_reason}"] if job.skip_reason else [])
+    notes = [note for note in notes if note]
+    return f"{job.name}  # {', '.join(notes)}" if notes else job.name
 
 
 def select(jobs: list[Job], shard: Optional[tuple[int, int]], limit: Optional[int]) -> list[Job]:
@@ -180,7 +197,7 @@ def run(settings: Settings, jobs: list[Job], args: argparse.Namespace) -> int:
     """Run the jobs not done yet on the worker pool; save stats; print the summary."""
     stats = Stats("suite")
     stats.inc("models_listed", len(jobs))
-    todo = jobs_to_run(settings, jobs, args.redo, stats)
+    todo = record_skipped(settings, jobs_to_run(settings, jobs, args.redo, stats), stats)
     gpus = visible_gpus(args.gpus)
     if not gpus and settings.device != "cpu":
         log.warning("no GPU visible: workers run without one (Inductor then writes C++ kernels, not Triton)")
@@ -189,13 +206,16 @@ def run(settings: Settings, jobs: list[Job], args: argparse.Namespace) -> int:
              max(1, len(todo))), ",".join(gpus) or "none")
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None  # kill/Slurm too
+    runner = job_runner(settings, args)
     try:
-        entries = run_suite(settings, todo, slots, stats, budget=args.time_budget) if todo else []
+        entries = run_suite(settings, todo, slots, stats, run_one=runner, budget=args.time_budget) if todo else []
     except KeyboardInterrupt:
         save_stats(settings, stats)
         print(stats.summary(), file=sys.stderr)
         return 130
     finally:
+        if isinstance(runner, PersistentWorkers):
+            runner.close()
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     save_stats(settings, stats)
@@ -203,6 +223,17 @@ def run(settings: Settings, jobs: list[Job], args: argparse.Namespace) -> int:
     print(f"{manifest_totals(settings)}\nmanifest: {settings.manifest_path}", file=sys.stderr)
     # Skipped models (a TorchBench model needing a download or a package) are not failures of the run.
     return 0 if all(entry.get("success") or entry.get("status") == "skipped" for entry in entries) else 1
+
+
+def job_runner(settings: Settings, args: argparse.Namespace):
+    """How run_suite runs a job: --suite modules outside the wall (--unsafe-no-sandbox) in persistent workers
+    (several models per process, torch imported once), unless a replacement --worker or --modules-per-process 1
+    asks for a process per model, as every other suite gets. Behind the wall every module has its own sandboxed
+    process: a sandbox's files are taken out only once nothing runs in it."""
+    if settings.suite == "modules" and not settings.walled and settings.worker is None and \
+            args.modules_per_process > 1:
+        return PersistentWorkers(settings, args.modules_per_process)
+    return run_job
 
 
 def manifest_totals(settings: Settings) -> str:

@@ -3,11 +3,13 @@
 A modules file is JSONL, one module per line:
     {"class_name": "ResBlock", "source_file": "path/to/closure.py"}          # or "code": "<module text>"
     optional: "name" (the id used for graphs, programs, logs; default "<repo>/<path>:<class_name>" or the
-    class name), "repo", "path", "commit", "license" (kept in the manifest as provenance).
+    class name), "repo", "path", "commit", "license", "kind" (kept in the manifest as provenance), "hints" (how
+    the repository calls the class: scraper.suite.usage).
 Without --modules-file the list is built from the downloaded repositories (the GitHub stage's download folder,
 zips or folders): every top-level nn.Module subclass with a forward, cut out with the generator's dependency
-closure (`modules_from_repositories`). Nothing here imports or executes the scraped code: the worker does, in its
-own process.
+closure (`modules_from_repositories`, listed by scraper.suite.listing), those needing a module that is not
+installed marked with a `skip_reason` (scraper.suite.needs) and, with --per-repo, library code chosen first
+(`choose`). Nothing here imports or executes the scraped code: the worker does, in its own process.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ from typing import Optional
 
 from scraper.fileio import iter_jsonl
 from scraper.paths import DEFAULT_DOWNLOAD_DIR
-from scraper.repos import list_archives
-from scraper.suite.lists import ModelSpec, parse_models_arg, safe_name
+from scraper.suite.lists import ModelSpec, safe_name
 from scraper.suite.orchestrate import Job
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REPOS = DEFAULT_DOWNLOAD_DIR
-PROVENANCE_KEYS = ("repo", "path", "commit", "license", "stars", "lineno")
+PROVENANCE_KEYS = ("repo", "path", "commit", "license", "stars", "lineno", "kind")
+LISTING_CACHE = "listing"  # under suite/: the cached listing of each archive (scraper.suite.listing)
 
 
 def module_name(entry: dict) -> str:
@@ -39,14 +41,16 @@ def module_name(entry: dict) -> str:
 
 
 def load_module_jobs(modules_file: Optional[Path], repos: Path, suite_dir: Path, only: Optional[str] = None,
-                     per_repo: Optional[int] = None) -> list[Job]:
-    """Jobs for the modules of `modules_file` (or found in the repositories of `repos`), optionally only the
-    names in `only` (a --models string). Inline "code" is written to suite/sources/<name>.py when the job runs."""
+                     per_repo: Optional[int] = None, list_jobs: Optional[int] = None) -> list[Job]:
+    """Jobs for the modules of `modules_file` (or found in the repositories of `repos` by `list_jobs`
+    processes, the listing cached in suite/listing/), optionally only the names in `only` (a --models string).
+    Inline "code" is written to suite/sources/<name>.py when the job runs."""
     if modules_file is not None:
         entries = list(iter_jsonl(modules_file))
     else:
-        entries = modules_from_repositories(repos, per_repo)
-    wanted = {spec.name for spec in parse_models_arg(only)} if only else None
+        entries = modules_from_repositories(repos, per_repo, suite_dir / LISTING_CACHE, list_jobs)
+    # Module names hold a colon (`repo/path.py:Class`): --models is a plain comma-separated list here.
+    wanted = {name.strip() for name in only.split(",") if name.strip()} if only else None
     jobs, seen = [], set()
     for number, entry in enumerate(entries, start=1):
         job = entry_job(entry, suite_dir, f"{modules_file or repos}:{number}")
@@ -70,53 +74,92 @@ def entry_job(entry: dict, suite_dir: Path, where: str) -> Optional[Job]:
     meta = {key: entry[key] for key in PROVENANCE_KEYS if entry.get(key) is not None}
     meta["class_name"] = entry["class_name"]
     return Job(ModelSpec(name, entry.get("batch_size")), source=source, class_name=entry["class_name"], meta=meta,
-               code=code)
+               code=code, hints=entry.get("hints"), skip_reason=entry.get("skip_reason"))
 
 
-def modules_from_repositories(download_dir: Path, per_repo: Optional[int] = None) -> list[dict]:
+def modules_from_repositories(download_dir: Path, per_repo: Optional[int] = None,
+                              cache_dir: Optional[Path] = None, jobs: Optional[int] = None) -> list[dict]:
     """Module entries for the nn.Module classes of every repository (zip or folder) in `download_dir`, cut out
-    with the generator's static dependency closure (scraper.generator.extract_closure); only closures
-    the generator reports self-contained are kept. Static analysis only: nothing is imported or executed."""
-    from scraper.generator import ArchiveError, load_manifest, provenance_for, read_repository
+    with the generator's static dependency closure (scraper.suite.listing: in parallel, cached in `cache_dir`);
+    only closures the generator reports self-contained are kept. Each entry carries its `kind` (library, example,
+    benchmark, test, vendored), the repository's own `hints` (scraper.suite.usage) and, when a module it imports
+    is not installed here, a `skip_reason`. With `per_repo`, at most that many per repository, chosen by
+    `choose`. Static analysis only: nothing is imported or executed."""
+    from scraper.suite.listing import list_repositories
 
-    manifest = load_manifest(download_dir) if Path(download_dir).is_dir() else {}
     entries = []
-    for location in (list_archives(download_dir) if Path(download_dir).is_dir() else []):
-        try:
-            source = read_repository(location)
-        except ArchiveError as exc:
-            log.warning("%s: %s", location.name, exc)
+    for listing in list_repositories(download_dir, cache_dir, jobs):
+        if listing.error:
+            log.warning("%s: %s", listing.archive, listing.error)
             continue
-        found = repository_modules(source, provenance_for(source, manifest))
-        entries.extend(found[:per_repo] if per_repo else found)
+        found = [repository_entry(entry, listing) for entry in listing.entries]
+        chosen = choose(found, per_repo)
+        log.info("%s: %d nn.Module classes with a self-contained closure, %d without; %s", listing.provenance["repo"],
+                 len(found), listing.dropped, choice_summary(found, chosen))
+        entries.extend(chosen)
     return entries
 
 
-def repository_modules(source, provenance) -> list[dict]:
-    """Self-contained nn.Module closures of one repository (a scraper.generator.archives.RepoSource)."""
-    from scraper.generator import RepoIndex, extract_closure, parse_source
+def repository_entry(entry: dict, listing) -> dict:
+    """A modules-file entry for one cached candidate: provenance, kind, hints and skip reason."""
+    from scraper.suite.needs import skip_reason
 
-    index = RepoIndex.from_source(source)
-    entries, dropped = [], 0
-    for file in source.files:
-        parsed = parse_source(file.text, file.path)
-        index.add_parsed(file.path, parsed)
-        for node in module_classes(parsed.tree):
-            try:
-                closure = extract_closure(index, file.path, node.name, node.lineno)
-            except (KeyError, RecursionError) as exc:
-                log.debug("%s:%s: %s", file.path, node.name, exc)
-                dropped += 1
-                continue
-            if not closure.self_contained:
-                dropped += 1
-                continue
-            entries.append({"class_name": node.name, "code": closure.code, "repo": provenance.repo,
-                            "path": file.path, "commit": provenance.commit, "license": provenance.license,
-                            "stars": provenance.stars, "lineno": node.lineno})
-    log.info("%s: %d nn.Module classes with a self-contained closure, %d without", provenance.repo,
-             len(entries), dropped)
-    return entries
+    found = {key: value for key, value in entry.items() if key != "imports"}
+    found.update(listing.provenance, kind=source_kind(entry["path"]))
+    reason = skip_reason(entry.get("imports") or {}, listing.extensions, listing.packages)
+    if reason:
+        found["skip_reason"] = reason
+    return found
+
+
+# What a path says about the code in it, best first: --per-repo prefers library code.
+KINDS = ("library", "example", "benchmark", "test", "vendored")
+VENDORED_DIRS = {"third_party", "thirdparty", "3rdparty", "vendor", "vendored", "_vendor", "external", "extern",
+                 "deps", "submodules", "site-packages"}
+TEST_DIRS = {"test", "tests", "testing", "unittest", "unittests", "unit_tests"}
+EXAMPLE_DIRS = {"example", "examples", "demo", "demos", "tutorial", "tutorials", "notebooks", "scripts", "tools",
+                "docs", "playground", "recipes", "sandbox", "samples"}
+
+
+def source_kind(path: str) -> str:
+    """library | example | benchmark | test | vendored, from a file's path in its repository."""
+    parts = [part.lower() for part in path.split("/")]
+    folders, name = parts[:-1], parts[-1]
+    if VENDORED_DIRS & set(folders):
+        return "vendored"
+    if TEST_DIRS & set(folders) or name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py":
+        return "test"
+    if any(part.startswith("bench") for part in folders) or name.startswith("bench"):
+        return "benchmark"
+    if EXAMPLE_DIRS & set(folders) or name.startswith(("example", "demo")):
+        return "example"
+    return "library"
+
+
+def choose(entries: list[dict], per_repo: Optional[int]) -> list[dict]:
+    """At most `per_repo` entries of one repository (all without it), best first: runnable here before
+    skipped, library code before examples, benchmarks, tests and vendored copies, a class name not seen yet
+    before a second class of the same name, then path order. The chosen keep their path order."""
+    if not per_repo or len(entries) <= per_repo:
+        return entries
+    seen: dict[str, int] = {}
+    ranks = []
+    for number, entry in enumerate(entries):
+        repeats = seen.get(entry["class_name"], 0)
+        seen[entry["class_name"]] = repeats + 1
+        ranks.append((bool(entry.get("skip_reason")), KINDS.index(entry["kind"]), repeats > 0, number))
+    return [entries[rank[-1]] for rank in sorted(sorted(ranks)[:per_repo], key=lambda rank: rank[-1])]
+
+
+def choice_summary(found: list[dict], chosen: list[dict]) -> str:
+    """`chose 12 of 84: library 12; left out: test 30, example 5`-like text, plus the skipped ones."""
+    def counts(entries):
+        return ", ".join(f"{kind} {sum(e['kind'] == kind for e in entries)}" for kind in KINDS
+                         if any(e["kind"] == kind for e in entries)) or "none"
+    left = [entry for entry in found if not any(entry is c for c in chosen)]
+    skipped = sum(bool(entry.get("skip_reason")) for entry in chosen)
+    return (f"chose {len(chosen)} of {len(found)}: {counts(chosen)}" + (f"; left out: {counts(left)}" if left else "")
+            + (f"; {skipped} of the chosen need a module not installed here" if skipped else ""))
 
 
 def module_classes(tree: ast.Module) -> list[ast.ClassDef]:

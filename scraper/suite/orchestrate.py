@@ -15,9 +15,11 @@ This process never imports torch nor the scraped code: everything model-related 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import queue
+import select
 import shutil
 import signal
 import subprocess
@@ -90,6 +92,8 @@ class Job:
     class_name: Optional[str] = None
     meta: dict = field(default_factory=dict)
     code: Optional[str] = None  # a module's source text (its closure), written to `source` by run_job
+    hints: Optional[list] = None  # a module's calls in its repository's tests/examples (scraper.suite.usage)
+    skip_reason: Optional[str] = None  # a module not run: it imports one that is not installed here
 
     @property
     def name(self) -> str:
@@ -182,6 +186,8 @@ def worker_args(settings: Settings, job: Job, out: str, paths: dict, source: Opt
         argv += ["--device", settings.device]
     if source is not None:
         argv += ["--source", source, "--class-name", job.class_name or job.name]
+    if job.hints:
+        argv += ["--hints", json.dumps(job.hints)]
     return argv
 
 
@@ -208,14 +214,7 @@ def worker_env(gpu: Optional[str], torchbench_dir: Optional[Path] = None) -> dic
 def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
     """Run the worker of one model with a timeout; returns its manifest entry (never raises for the model's
     own failures: a crash, a timeout or a failed compile are all recorded)."""
-    paths = job_paths(settings, job)
-    for path in paths.values():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    paths["result"].unlink(missing_ok=True)
-    for name in ("program", "problem", "pairing"):  # what an earlier attempt left is not this run's
-        paths[name].unlink(missing_ok=True)
-    if job.code is not None and job.source is not None:
-        atomic_write_text(job.source, job.code)
+    paths = prepare_job(settings, job)
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     started = time.monotonic()
     with open(paths["log"], "wb") as log_file:
@@ -235,6 +234,20 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
     elif entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
         entry.update(leftover_output(settings.out, pid))
     return entry
+
+
+def prepare_job(settings: Settings, job: Job) -> dict[str, Path]:
+    """The job's paths (job_paths), their folders made, files of an earlier attempt removed, a module's code
+    written to its source file."""
+    paths = job_paths(settings, job)
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    paths["result"].unlink(missing_ok=True)
+    for name in ("program", "problem", "pairing"):  # what an earlier attempt left is not this run's
+        paths[name].unlink(missing_ok=True)
+    if job.code is not None and job.source is not None:
+        atomic_write_text(job.source, job.code)
+    return paths
 
 
 def run_behind_wall(settings: Settings, job: Job, gpu: Optional[str], paths: dict[str, Path],
@@ -476,3 +489,171 @@ def count_entry(stats: Stats, entry: dict) -> None:
     elif not entry.get("success"):
         phase = entry.get("phase") or entry["status"]
         stats.error(phase, f"{entry['suite']}/{entry['model']}", entry.get("error") or entry["status"])
+
+
+# ---------------------------------------------------------------------------------------------------- skipped
+
+
+def record_skipped(settings: Settings, jobs: Sequence[Job], stats: Stats) -> list[Job]:
+    """Write the manifest entry of every job that carries a skip_reason (a module importing one that is not
+    installed: no worker, no GPU) and count it; returns the other jobs."""
+    todo = []
+    for job in jobs:
+        if not job.skip_reason:
+            todo.append(job)
+            continue
+        started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        entry = base_entry(settings, job, None, started_at, 0.0, None, job_paths(settings, job))
+        entry.update(status="skipped", success=False, phase=None, error=job.skip_reason,
+                     skip_reason=job.skip_reason, log=None, run_dir=None, graphs=[], kernels=0)
+        append_jsonl(settings.manifest_path, entry)
+        count_entry(stats, entry)
+    return todo
+
+
+# ---------------------------------------------------------------------------------------------------- persistent
+
+
+class PersistentWorker:
+    """One worker process that runs several models in turn (scraper.suite.serve), over JSON lines on its stdin
+    and stdout: torch is imported once per process, not once per model. It is replaced by a fresh one after a
+    model that did not succeed (a crash, a timeout, or a failure that may have left the process in a bad state)
+    and after `reuse` models. It runs outside the wall (--unsafe-no-sandbox): behind it each module gets its own
+    sandbox (run_behind_wall), whose files are taken out only once nothing in it runs."""
+
+    def __init__(self, settings: Settings, gpu: Optional[str], reuse: int) -> None:
+        self.settings, self.gpu, self.reuse = settings, gpu, max(1, reuse)
+        self.process: Optional[subprocess.Popen] = None
+        self.served = 0
+        self.buffer = b""
+
+    def launch(self, log_file) -> subprocess.Popen:
+        """Start the worker process, its startup messages to `log_file` (the first model's log): the one place
+        its command line and environment are made (a sandbox wraps this)."""
+        argv = [sys.executable, str(Path(__file__).resolve().parent / "serve.py")]
+        return subprocess.Popen(argv, env=worker_env(self.gpu, self.settings.torchbench_dir),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
+                                start_new_session=True)
+
+    def run_job(self, job: Job) -> dict:
+        """Run one model in this worker (starting a process when there is none); its manifest entry, as
+        run_job makes it."""
+        paths = prepare_job(self.settings, job)
+        with open(paths["log"], "wb") as log_file:
+            if self.process is None:
+                self.process, self.served, self.buffer = self.launch(log_file), 0, b""
+                with _RUNNING_LOCK:
+                    _RUNNING.add(self.process)
+        pid = self.process.pid
+        before = set(Path(self.settings.out).glob(f"run_*-pid_{pid}"))
+        started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        started = time.monotonic()
+        argv = worker_argv(self.settings, job, paths)[2:]  # without the interpreter and the worker script
+        returncode = self.ask({"argv": argv, "log": str(paths["log"].resolve())})
+        entry = result_fields(paths, returncode, self.settings.timeout)
+        base = base_entry(self.settings, job, self.gpu, started_at, time.monotonic() - started, returncode, paths)
+        if entry.get("batch_size") is not None:
+            del base["batch_size"]  # as run_job: a trusted worker reports the batch size it used
+        entry.update(base)
+        if entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
+            entry.update(leftover_output_since(self.settings.out, pid, before))
+        self.served += 1
+        if not entry["success"] or self.served >= self.reuse:
+            self.stop()
+        return entry
+
+    def ask(self, job: dict) -> Optional[int]:
+        """Send one job, wait for its answer: the worker's exit status for the model, the process's own when it
+        died, None after a timeout (the process group is then killed)."""
+        try:
+            self.process.stdin.write((json.dumps(job) + "\n").encode())
+            self.process.stdin.flush()
+            line = self.read_line(time.monotonic() + self.settings.timeout)
+        except OSError:  # it died: its exit status tells how
+            line = b""
+        if line is None:
+            self.kill()
+            return None
+        if not line:
+            return self.stop()
+        try:
+            return int(json.loads(line)["returncode"])
+        except (ValueError, KeyError, TypeError):
+            return self.stop()
+
+    def read_line(self, deadline: float) -> Optional[bytes]:
+        """The next answer line; b"" when the process closed its stdout, None at the deadline."""
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b""
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line
+
+    def stop(self) -> Optional[int]:
+        """End the process (end of input; killed when it does not exit soon); returns its exit status."""
+        if self.process is None:
+            return None
+        process, self.process = self.process, None
+        try:
+            process.stdin.close()
+            status = process.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            kill_group(process)
+            status = process.returncode
+        self.forget(process)
+        return status
+
+    def kill(self) -> None:
+        """Kill the process group now (a model ran past its timeout)."""
+        if self.process is not None:
+            process, self.process = self.process, None
+            kill_group(process)
+            self.forget(process)
+
+    @staticmethod
+    def forget(process: subprocess.Popen) -> None:
+        """No longer a running worker: out of the set stop_all() kills, its pipes closed."""
+        with _RUNNING_LOCK:
+            _RUNNING.discard(process)
+        for pipe in (process.stdin, process.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+def leftover_output_since(debug_root: Path, pid: int, before: set) -> dict:
+    """run_dir, graphs and kernels of the run folder process `pid` made for the model it died in (a folder it
+    did not have before that model), so that the graphs it finished still join back to it."""
+    made = sorted(set(Path(debug_root).glob(f"run_*-pid_{pid}")) - before)
+    return output_fields(made[-1] if made else None)
+
+
+class PersistentWorkers:
+    """A `run_one` for run_suite: each pool thread drives its own PersistentWorker. close() ends them all."""
+
+    def __init__(self, settings: Settings, reuse: int) -> None:
+        self.settings, self.reuse = settings, reuse
+        self.local = threading.local()
+        self.workers: list[PersistentWorker] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, settings: Settings, job: Job, gpu: Optional[str]) -> dict:
+        worker = getattr(self.local, "worker", None)
+        if worker is None:
+            worker = self.local.worker = PersistentWorker(settings, gpu, self.reuse)
+            with self.lock:
+                self.workers.append(worker)
+        return worker.run_job(job)
+
+    def close(self) -> None:
+        """Stop every worker process."""
+        with self.lock:
+            for worker in self.workers:
+                worker.stop()

@@ -324,22 +324,22 @@ FOOTER_MARKER = "# " + "-" * 105 + "\n# Added by run_inductor_suite.py: how the 
 _MODULE_FOOTER = '''
 
 ''' + FOOTER_MARKER + '''{class_name} ({mode}, {dtype}).
-# Constructor arguments and input shapes were inferred by trial, paritybench-style.
+# Constructor arguments and inputs were inferred (scraper/suite/infer): {how}.
+import types  # noqa: E402
+
 import torch  # noqa: E402
 
-INIT_ARGS = {init_args!r}
-INIT_KWARGS = {init_kwargs!r}
-INPUT_SHAPES = {input_shapes!r}
 DTYPE = torch.{dtype}
 TRAINING = {training!r}
 
 
 def build(device="cuda"):
-    """{class_name} with random weights and random inputs of the inferred shapes, on `device`."""
+    """{class_name} with random weights and the inferred inputs, on `device`."""
     torch.manual_seed(0)
-    model = {class_name}(*INIT_ARGS, **INIT_KWARGS).to(device=device, dtype=DTYPE).train(TRAINING)
-    args = tuple(torch.rand(shape, device=device, dtype=DTYPE) for shape in INPUT_SHAPES)
-    return model, args, {{}}
+    model = {class_name}({init}).to(device=device, dtype=DTYPE).train(TRAINING)
+    args = ({args})
+    kwargs = {{{kwargs}}}
+    return model, args, kwargs
 '''
 
 
@@ -373,15 +373,16 @@ def torchbench_program(name: str, batch_size: Optional[int], dtype: str, trainin
     )
 
 
-def module_program(
-    source: str, class_name: str, init_args: list, init_kwargs: dict, input_shapes: list,
-    dtype: str, training: bool,
-) -> str:
-    """A scraped module's source followed by the `build()` the worker inferred for `class_name`."""
+def module_program(source: str, class_name: str, init_args: list, init_kwargs: dict, input_args: list,
+                   input_kwargs: dict, dtype: str, training: bool, how: str = "") -> str:
+    """A scraped module's source followed by the `build()` the worker inferred for `class_name`: the
+    constructor's and forward's arguments as Python expressions (they may use `torch`, `types`, `device`,
+    `DTYPE` and the module's names); `how` says where they came from."""
+    init = ", ".join([*init_args, *(f"{name}={value}" for name, value in init_kwargs.items())])
     footer = _MODULE_FOOTER.format(
-        class_name=class_name, init_args=list(init_args), init_kwargs=dict(init_kwargs),
-        input_shapes=[list(shape) for shape in input_shapes], dtype=dtype, training=training,
-        mode=_mode(training),
+        class_name=class_name, init=init, args="".join(f"{value}, " for value in input_args).rstrip(" "),
+        kwargs=", ".join(f"{name!r}: {value}" for name, value in input_kwargs.items()), dtype=dtype,
+        training=training, mode=_mode(training), how=how or "by trial",
     )
     return source.rstrip("\n") + "\n" + footer + _MAIN
 

@@ -19,10 +19,8 @@ status is 0 on success, 1 on a recorded failure or skip.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import os
-import re
 import sys
 import time
 import traceback
@@ -34,26 +32,11 @@ if __package__ in (None, ""):  # run as a file path: make `scraper` importable
 
 from scraper.records import atomic_write_json, atomic_write_text  # noqa: E402
 from scraper.suite import accuracy, problems, programs, recording, torchbench  # noqa: E402
+from scraper.suite.infer.program import module_program  # noqa: E402
 from scraper.suite.manifest import run_dir_contents  # noqa: E402
+from scraper.suite.phases import PhaseError, describe, phase  # noqa: E402
 
 log = logging.getLogger("scraper.suite.worker")
-
-# paritybench-style guesses, tried in order: the first that runs in eager mode wins.
-INPUT_SHAPE_CANDIDATES = [(4, 3, 64, 64), (4, 4), (4, 16), (4, 4, 4, 4), (4, 4, 4), (4, 64), (4, 3, 32, 32),
-                          (4, 1, 28, 28), (4, 16, 16), (4, 64, 16, 16), (4, 3, 224, 224), (4, 8, 32),
-                          (4, 1, 64, 64), (4, 16, 64)]
-INIT_INT_GUESSES = (4, 16, 1, 64)
-MAX_INPUT_TRIALS = 40
-FLOAT_PARAM_HINTS = ("drop", "eps", "rate", "ratio", "prob", "alpha", "beta", "gamma", "scale", "temperature")
-
-
-class PhaseError(Exception):
-    """A failure in a named phase of the worker."""
-
-    def __init__(self, phase: str, error: BaseException | str) -> None:
-        super().__init__(str(error))
-        self.phase = phase
-        self.error = error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(off by default: a cache hit can skip writing the debug files)")
     parser.add_argument("--source", help="modules: the module's source file (its dependency closure)")
     parser.add_argument("--class-name", help="modules: the nn.Module class to build")
+    parser.add_argument("--hints", help="modules: JSON list of the class's calls in its repository (usages)")
     parser.add_argument("--torchbench-dir", help="torchbench: the checkout of pytorch/benchmark (default: "
                         "$TORCHBENCH_DIR)")
     parser.add_argument("--random-weights", action="store_true", help="torchbench: keep the random "
@@ -105,6 +89,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         run(args, result)
         result["success"] = True
     except PhaseError as exc:
+        result.update(exc.details)
         result["phase"], result["error"] = exc.phase, describe(exc.error)
         if args.suite == "torchbench" and exc.phase == "build" and isinstance(exc.error, BaseException):
             note_skip(result, exc.error, args)
@@ -119,14 +104,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         result["versions"] = versions(args.suite)
         atomic_write_json(args.result, result)
     return 0 if result["success"] else 1
-
-
-def describe(error: BaseException | str) -> str:
-    """`Type: first line of the message` (the full traceback goes to the log)."""
-    if not isinstance(error, BaseException):
-        return str(error)
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:500] if text else ''}".rstrip(": ")
 
 
 def run(args: argparse.Namespace, info: dict) -> None:
@@ -170,14 +147,6 @@ def compile_and_check(args: argparse.Namespace, info: dict, model, call_args, ca
         info.update(check_accuracy(copies, result, call_args, call_kwargs, args, grad))
 
 
-def phase(name: str, step):
-    """Run `step()`; any exception becomes a PhaseError of `name`."""
-    try:
-        return step()
-    except Exception as exc:
-        raise PhaseError(name, exc) from exc
-
-
 def configure_torch(args: argparse.Namespace) -> None:
     """Debug root, graph names, and no caches that could hide the debug output."""
     import torch
@@ -216,6 +185,7 @@ def load_program(path: str):
 
     spec = importlib.util.spec_from_file_location(f"suite_program_{os.getpid()}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import does: dataclasses and typing look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -323,132 +293,6 @@ def float_tensors(value):
     elif isinstance(value, (list, tuple)):
         for item in value:
             yield from float_tensors(item)
-
-
-# ------------------------------------------------------------------------------------------ modules suite
-
-
-def module_program(args: argparse.Namespace, device: str, training: bool) -> tuple[str, dict]:
-    """Load a scraped module's source, infer constructor arguments and inputs by trial, and return its program
-    (the source plus a build() holding what was inferred)."""
-    import torch
-
-    if not args.source or not args.class_name:
-        raise PhaseError("program", "--suite modules needs --source and --class-name")
-    source = Path(args.source).read_text(encoding="utf-8")
-    namespace = phase("import", lambda: exec_source(source, args.source))
-    cls = namespace.get(args.class_name)
-    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-        raise PhaseError("import", f"{args.class_name} is not an nn.Module class of {args.source}")
-    dtype = getattr(torch, args.dtype)
-    model, init_args, init_kwargs = phase("init", lambda: instantiate(cls))
-    model = model.to(device=device, dtype=dtype).eval()
-    shapes = phase("inputs", lambda: infer_input_shapes(model, device, dtype))
-    text = programs.module_program(source, args.class_name, init_args, init_kwargs, shapes, args.dtype, training)
-    return text, {"init_args": init_args, "init_kwargs": init_kwargs, "input_shapes": shapes}
-
-
-def exec_source(source: str, filename: str) -> dict:
-    """Execute module source in a fresh namespace (this worker process only)."""
-    namespace: dict[str, Any] = {"__name__": "suite_module", "__file__": filename}
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - scraped code, isolated worker process
-    return namespace
-
-
-def instantiate(cls) -> tuple[Any, list, dict]:
-    """Build `cls` with no arguments, else with guesses for its required parameters (ints by name, floats for
-    names like dropout/eps); returns (model, args, kwargs) of the first guess that constructs."""
-    required = required_params(cls.__init__)
-    errors = []
-    for guess in INIT_INT_GUESSES:
-        kwargs = {name: guess_value(name, guess) for name in required}
-        try:
-            return cls(**kwargs), [], kwargs
-        except Exception as exc:
-            errors.append(describe(exc))
-            if not required:
-                break
-    raise RuntimeError(f"could not construct {cls.__name__}({', '.join(required)}): {errors[0]}")
-
-
-def required_params(function) -> list[str]:
-    """Names of the parameters without a default (self, *args and **kwargs excluded)."""
-    try:
-        params = list(inspect.signature(function).parameters.values())
-    except (TypeError, ValueError):
-        return []
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-             inspect.Parameter.KEYWORD_ONLY)
-    return [p.name for p in params[1:] if p.kind in kinds and p.default is inspect.Parameter.empty]
-
-
-def guess_value(name: str, integer: int):
-    """A plausible value for a constructor parameter called `name`."""
-    lowered = name.lower()
-    if any(hint in lowered for hint in FLOAT_PARAM_HINTS):
-        return 0.1
-    if lowered.startswith(("use_", "is_", "with_", "has_")) or lowered in ("bias", "inplace", "affine"):
-        return False
-    return integer
-
-
-def infer_input_shapes(model, device: str, dtype) -> list[list[int]]:
-    """The first shape that the model's forward accepts in eager mode, one tensor per required positional
-    argument (paritybench's trial): the candidates in order, plus shapes suggested by the errors (a Linear's
-    in_features, a convolution's channels). Returns a list of shapes."""
-    import torch
-
-    forward = model.forward.__func__ if hasattr(model.forward, "__func__") else model.forward
-    count = max(1, len(required_params(forward)))
-    candidates, tried, errors = list(INPUT_SHAPE_CANDIDATES), set(), []
-    while candidates and len(tried) < MAX_INPUT_TRIALS:
-        shape = tuple(candidates.pop(0))
-        if shape in tried:
-            continue
-        tried.add(shape)
-        try:
-            with torch.no_grad():
-                output = model(*(torch.rand(shape, device=device, dtype=dtype) for _ in range(count)))
-        except Exception as exc:
-            errors.append(f"{shape}: {describe(exc)}")
-            candidates[:0] = suggested_shapes(shape, str(exc))  # try what the error asks for next
-            continue
-        if any(True for _ in all_tensors(output)):
-            return [list(shape)] * count
-        errors.append(f"{shape}: output has no tensor")
-    raise RuntimeError(f"no input shape worked for {count} input(s) after {len(tried)} tries; "
-                       f"last: {errors[-1][:300]}")
-
-
-def suggested_shapes(shape: tuple, message: str) -> list[tuple]:
-    """Shapes an error message points to: `mat1 and mat2 shapes cannot be multiplied (AxB and CxD)` -> last
-    dimension C; `expected input[...] to have C channels` -> C channels."""
-    found = []
-    matmul = re.search(r"cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)", message)
-    if matmul:
-        features = int(matmul.group(3))
-        found += [shape[:-1] + (features,), (4, features)]
-    channels = re.search(r"to have (\d+) channels", message)
-    if channels and len(shape) >= 2:
-        found += [(shape[0], int(channels.group(1))) + shape[2:]]
-    groups = re.search(r"divisible by num_groups.*?num_groups=(\d+)", message)
-    if groups and len(shape) >= 2:
-        found += [(shape[0], 2 * int(groups.group(1))) + shape[2:]]
-    return found
-
-
-def all_tensors(value):
-    """Every tensor inside nested containers."""
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from all_tensors(item)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from all_tensors(item)
 
 
 # ------------------------------------------------------------------------------------------ torchbench suite

@@ -1,0 +1,453 @@
+"""Constructor arguments of a scraped nn.Module: where to start, and how to repair a call that fails.
+
+Starts, in order (each is recorded as the `init` path of the module that gets built from it):
+    usage <file:line>   a call of the class in the repository's own tests, benchmarks or examples
+                        (scraper.suite.usage), unknown values filled in by the guesses below
+    defaults            no arguments, when every parameter has a default
+    signature           a guess for each required parameter (scraper.suite.infer.values: type hint, name,
+                        what the module reads from a config object, strings it compares a parameter with)
+A start that fails is repaired from the error and tried again (REPAIRS, in order): a keyword it does not take is
+dropped, a missing one added, and the parameter the error or the failing line names gets a value of the kind the
+error asks for (a tensor where `'int' object has no attribute 'device'`, a list where an int is not iterable, a
+layer where it is not callable, a torch dtype, a config object with the attribute it lacks, the value or kind
+the error names, a multiple of what it must be divisible by, another of the strings the module accepts, other
+sizes for an assertion on sizes). `Constructor.rebuild` repairs a call from a forward error the same way.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+import time
+import typing
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+from scraper.suite.infer.errors import Failure, failure_of
+from scraper.suite.infer.values import HIDDEN, attribute_guess, by_name, init_guess, module_expression, \
+    namespace_expression, tensor_expression
+
+MAX_INIT_TRIALS = 48
+SIZE_LADDER = ("64", "128", "256", "32", "16", "8", "4", "2", "1")
+COMMON_CHOICES = ("gelu", "relu", "silu", "layer", "rms", "layernorm", "rmsnorm", "mean", "sum", "none", "default",
+                  "linear", "softmax", "triton", "torch")
+OFFERED = re.compile(r"one of|[Aa]vailable|[Ss]upported|choose from|[Ee]xpected|must be in|[Vv]alid")
+TENSOR_ATTRIBUTES = ("device", "dtype", "shape", "size", "ndim", "dim", "numel", "to", "float", "half", "is_cuda",
+                     "data", "contiguous", "view", "reshape", "clone", "new_zeros", "new_empty", "unsqueeze",
+                     "type_as", "detach", "element_size", "T", "t", "is_floating_point", "requires_grad")
+
+
+@dataclass
+class Call:
+    """Constructor arguments as expressions: keyword arguments, plus positional ones only where the signature
+    has no name for them."""
+
+    kwargs: dict = field(default_factory=dict)
+    args: list = field(default_factory=list)
+
+    def key(self) -> tuple:
+        return tuple(self.args), tuple(sorted(self.kwargs.items()))
+
+    def with_value(self, name: str, value: str) -> "Call":
+        return Call({**self.kwargs, name: value}, list(self.args))
+
+    def without(self, name: str) -> "Call":
+        return Call({k: v for k, v in self.kwargs.items() if k != name}, list(self.args))
+
+
+@dataclass
+class Built:
+    """A constructed model and how."""
+
+    model: object
+    call: Call
+    path: str  # usage <where> | defaults | signature
+    trials: int  # constructor calls made so far for this module
+
+
+class Constructor:
+    """Builds one class by trial; `evaluate(expression)` turns a guess into a value."""
+
+    def __init__(self, cls, evaluate: Callable[[str], object], filename: str, facts, namespace: dict,
+                 deadline: float) -> None:
+        self.cls, self.evaluate, self.filename, self.facts, self.namespace = cls, evaluate, filename, facts, namespace
+        self.params = constructor_params(cls)
+        self.trials, self.tried, self.errors = 0, set(), []
+        self.obstacle: Optional[BaseException] = None  # the first start's last error
+        self.deadline = deadline
+
+    def models(self, hints: list) -> Iterator[Built]:
+        """Every distinct model the starts (repaired) construct, best start first."""
+        for path, start in self.starts(hints):
+            built = self.repair_loop(start, path)
+            if built is not None:
+                yield built
+
+    def starts(self, hints: list) -> list[tuple[str, Call]]:
+        """(path, call) of each start: the repository's own calls, no arguments, guesses for the required ones."""
+        starts = [(f"usage {hint['where']}", self.from_usage(hint["init"])) for hint in hints if "init" in hint]
+        required = [name for name, param in self.params.items() if param.default is inspect.Parameter.empty]
+        if not required:
+            starts.append(("defaults", Call()))
+        starts.append(("signature", Call({name: self.guess(name) for name in required})))
+        return starts
+
+    def from_usage(self, init: dict) -> Call:
+        """A call from a usage hint: its known values, guesses for the unknown and the missing required ones."""
+        names = [name for name, p in self.params.items() if p.kind != inspect.Parameter.KEYWORD_ONLY]
+        call = Call()
+        for position, value in enumerate(init.get("args", [])):
+            if position < len(names):
+                call.kwargs[names[position]] = value if value is not None else self.guess(names[position])
+            else:
+                call.args.append(value if value is not None else "16")
+        for name, value in init.get("kwargs", {}).items():
+            call.kwargs[name] = value if value is not None else self.guess(name)
+        for name, param in self.params.items():
+            if param.default is inspect.Parameter.empty and name not in call.kwargs:
+                call.kwargs[name] = self.guess(name)
+        return call
+
+    def guess(self, name: str) -> str:
+        param = self.params.get(name)
+        annotation = param.annotation if param is not None else inspect.Parameter.empty
+        return init_guess(name, annotation, self.namespace, self.facts)
+
+    def repair_loop(self, call: Call, path: str) -> Optional[Built]:
+        """Try `call`, repairing it after each failure, until it constructs or nothing new is left to try. The
+        first start's last error stays as the `obstacle` reported when nothing works."""
+        first = self.trials == 0
+        while call is not None and call.key() not in self.tried:
+            if self.trials >= MAX_INIT_TRIALS or time.monotonic() > self.deadline:
+                return None
+            self.tried.add(call.key())
+            self.trials += 1
+            try:
+                args = [self.evaluate(value) for value in call.args]
+                kwargs = {name: self.evaluate(value) for name, value in call.kwargs.items()}
+                return Built(self.cls(*args, **kwargs), call, path, self.trials)
+            except Exception as exc:  # scraped code: any exception is a failed trial
+                failure = failure_of(exc, self.filename)
+                self.obstacle = exc if self.obstacle is None or first else self.obstacle
+                self.errors.append(failure.text)
+                call = self.repair(call, failure)
+        return None
+
+    def repair(self, call: Call, failure: Failure) -> Optional[Call]:
+        """The first repair that gives a call not tried yet; None when there is none (or a rule met a value it
+        cannot read)."""
+        try:
+            for rule in REPAIRS:
+                for candidate in rule(self, call, failure) or []:
+                    if candidate is not None and candidate.key() not in self.tried:
+                        return candidate
+        except Exception as exc:  # a rule reading a scraped object: no repair, not a worker failure
+            self.errors.append(f"repair: {type(exc).__name__}: {exc}")
+        return None
+
+    def rebuild(self, built: "Built", failure: Failure) -> Optional["Built"]:
+        """Another model for a forward that failed because of a constructor argument (a string it rejects, a
+        layer it calls): the call repaired from forward's error, then repaired as usual."""
+        repaired = self.repair(built.call, failure)
+        return self.repair_loop(repaired, built.path) if repaired is not None else None
+
+    def culprits(self, call: Call, failure: Failure) -> list[str]:
+        """Constructor parameters the error names, then those the failing line uses (directly or as
+        self.<x>); also parameters the call leaves to their defaults."""
+        line = set(failure.names_in_line())
+        names = list(dict.fromkeys([*call.kwargs, *self.params]))
+        named = [name for name in names if re.search(rf"(?<![\w.]){re.escape(name)}\b", failure.message)]
+        used = [name for name in names if {holder.removeprefix("self.") for holder in self.facts.holders(name)} & line]
+        return list(dict.fromkeys(named + used))
+
+    def current(self, call: Call, name: str) -> str:
+        """The expression a parameter has in `call`: its own, else its default's (None when not a literal)."""
+        if name in call.kwargs:
+            return call.kwargs[name]
+        default = self.params[name].default if name in self.params else None
+        return repr(default) if isinstance(default, (int, float, str, bool)) else "None"
+
+
+def constructor_params(cls) -> dict[str, inspect.Parameter]:
+    """The constructor's parameters (self, *args, **kwargs left out), annotations resolved when possible."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return {}
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable forward references: keep the annotations' text
+        hints = {}
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {name: p.replace(annotation=hints.get(name, p.annotation)) for name, p in signature.parameters.items()
+            if p.kind in kinds}
+
+
+# ------------------------------------------------------------------------------------------ repairs
+# Each rule: (constructor, call, failure) -> candidate calls, best first.
+
+
+def drop_unexpected(self: Constructor, call: Call, failure: Failure):
+    match = failure.search(r"unexpected keyword argument '(\w+)'")
+    return [call.without(match.group(1))] if match and match.group(1) in call.kwargs else []
+
+
+def add_missing(self: Constructor, call: Call, failure: Failure):
+    match = failure.search(r"missing \d+ required (?:positional |keyword-only )?arguments?: (.*)")
+    if not match:
+        return []
+    names = re.findall(r"'(\w+)'", match.group(1))
+    return [Call({**call.kwargs, **{name: self.guess(name) for name in names}}, list(call.args))]
+
+
+def provide_named(self: Constructor, call: Call, failure: Failure):
+    """A value for a parameter left to a None default that the error or the failing line needs (`either mlstm
+    or slstm must be provided`, `'NoneType' object has no attribute ...`)."""
+    if not failure.search(r"None|provided|must be given|required|is not set"):
+        return []
+    return [call.with_value(name, self.guess(name)) for name in self.culprits(call, failure)
+            if self.current(call, name) == "None" and name not in call.kwargs]
+
+
+def tensor_for_value(self: Constructor, call: Call, failure: Failure):
+    """A tensor where the module reads a tensor's attribute, or stores the value as a buffer or parameter."""
+    match = failure.search(r"'(int|float|bool|str|NoneType)' object has no attribute '(\w+)'")
+    stored = failure.search(r"cannot assign '\w+' object to (?:buffer|parameter) '(\w+)'")
+    if not ((match and match.group(2) in TENSOR_ATTRIBUTES) or stored):
+        return []
+    return [call.with_value(name, tensor_expression((HIDDEN, HIDDEN))) for name in self.culprits(call, failure)
+            if not self.current(call, name).startswith("torch.rand")]
+
+
+def config_for_value(self: Constructor, call: Call, failure: Failure):
+    """A config object where the module reads attributes of a plain value or of a namespace that lacks one."""
+    match = failure.search(r"'([\w.]+)' object has no attribute '(\w+)'")
+    if not match or match.group(2) in TENSOR_ATTRIBUTES + ("get", "keys", "items", "values") or \
+            match.group(1) in ("Tensor", "Parameter"):
+        return []
+    wanted = match.group(2)
+    repaired = []
+    for name in self.culprits(call, failure):
+        value = self.current(call, name)
+        if value.startswith(("torch.rand", "DTYPE", "device")):
+            continue
+        attributes = namespace_attributes(value)
+        if attributes is None:
+            attributes = {attr: attribute_guess(attr) for attr in self.facts.attributes(name)}
+        if wanted not in attributes:
+            attributes[wanted] = attribute_guess(wanted)
+            repaired.append(call.with_value(name, namespace_expression(attributes)))
+    return repaired
+
+
+def required_value(self: Constructor, call: Call, failure: Failure):
+    """The value an error says a parameter, or a config attribute, must have (`requires bias=False`,
+    `requires config.normalization='RMSNorm'`), also for a parameter the call leaves to its default."""
+    value_pattern = r"(True|False|None|-?\d+(?:\.\d+)?|'[^']*'|\"[^\"]*\")"
+    candidates = [call.with_value(name, value) for name, value in
+                  re.findall(r"\b(\w+)\s*(?:=|==|must be|should be)\s*" + value_pattern + r"(?!\w)", failure.message)
+                  if name in self.params and call.kwargs.get(name) != value]
+    for holder, attribute, value in re.findall(r"\b(\w+)\.(\w+)\s*(?:=|==)\s*" + value_pattern, failure.message):
+        attributes = namespace_attributes(call.kwargs.get(holder, ""))
+        if attributes is not None and attributes.get(attribute) != value:
+            candidates.append(call.with_value(holder, namespace_expression({**attributes, attribute: value})))
+    return candidates
+
+
+def required_type(self: Constructor, call: Call, failure: Failure):
+    """The kind of value an error says a parameter must be (`requires out_features to be a list`)."""
+    found = re.findall(r"\b(\w+)\s+(?:to be|must be|should be)\s+an?\s+(list|tuple|dict|tensor|Tensor|string|str|"
+                       r"int|integer|float|bool)", failure.message)
+    candidates = []
+    for name, kind in found:
+        if name not in self.params:
+            continue
+        guess = self.guess(name)
+        size = guess if re.fullmatch(r"\d+", guess) else str(HIDDEN)
+        value = {"list": f"[{size}, {size}]", "tuple": f"({size}, {size})", "dict": "{}", "string": "'default'",
+                 "str": "'default'", "int": size, "integer": size, "float": "1.0", "bool": "False"}.get(
+            kind, tensor_expression((HIDDEN, HIDDEN)))
+        candidates.append(call.with_value(name, value))
+    return candidates
+
+
+def dict_config(self: Constructor, call: Call, failure: Failure):
+    """A dict where a config is subscripted or read with .get(); a missing key added to a dict config."""
+    match = failure.search(r"'([\w.]+)' object has no attribute '(get|keys|items|values)'")
+    if match:
+        return [call.with_value(name, "dict(" + ", ".join(f"{key}={attribute_guess(key)}" for key in
+                                                         self.facts.keys(name, "__init__") if key.isidentifier())
+                                + ")") for name in self.culprits(call, failure)]
+    if failure.search(r"'SimpleNamespace' object is not subscriptable"):
+        return [call.with_value(name, "dict" + value[len("types.SimpleNamespace"):])
+                for name, value in call.kwargs.items() if value.startswith("types.SimpleNamespace(")]
+    match = failure.search(r"^KeyError: '(\w+)'")
+    if match:
+        return [call.with_value(name, value[:-1] + (", " if value != "dict()" else "")
+                                + f"{match.group(1)}={attribute_guess(match.group(1))})")
+                for name, value in call.kwargs.items() if value.startswith("dict(")]
+    return []
+
+
+def list_for_int(self: Constructor, call: Call, failure: Failure):
+    """A list where the module iterates or indexes a single value (an int, or a layer it wants several of)."""
+    if not failure.search(r"'int' object is not (iterable|subscriptable)|cannot unpack non-iterable int|object of "
+                          r"type 'int' has no len|must be an iterable, not int|'int' object is not reversible|"
+                          r"iterable, but got \w+|'\w+' object is not iterable"):
+        return []
+    return [call.with_value(name, f"[{call.kwargs[name]}, {call.kwargs[name]}]") for name in
+            self.culprits(call, failure) or list(call.kwargs)
+            if re.fullmatch(r"\d+|torch\.nn\.\w+\(.*\)", call.kwargs.get(name, ""))]
+
+
+def list_length(self: Constructor, call: Call, failure: Failure):
+    match = failure.search(r"(?:not enough|too many) values to unpack \(expected (\d+)")
+    if not match:
+        return []
+    want = int(match.group(1))
+    return [call.with_value(name, "[" + ", ".join([call.kwargs[name][1:-1].split(",")[0].strip()] * want) + "]")
+            for name in self.culprits(call, failure) if call.kwargs.get(name, "").startswith("[")]
+
+
+def layer_for_value(self: Constructor, call: Call, failure: Failure):
+    not_callable = failure.search(r"'(int|float|str|bool)' object is not callable|must be callable")
+    not_module = failure.search(r"is not a Module subclass|must be an? (?:nn\.)?Module|is not a Module")
+    if not (not_callable or not_module):
+        return []
+    called = set(re.findall(r"(\w+)\s*\(", failure.line))  # the parameter that was called, not its arguments
+    names = [name for name in self.culprits(call, failure)
+             if {holder.removeprefix("self.") for holder in self.facts.holders(name)} & called] or \
+        self.culprits(call, failure)
+    in_forward = "forward" in failure.functions  # called per input: an instance; in __init__: a class
+    return [call.with_value(name, module_expression(name, instance=bool(not_module) or in_forward))
+            for name in names if "torch.nn." not in self.current(call, name)]
+
+
+def axis_for_size(self: Constructor, call: Call, failure: Failure):
+    """An axis (-1) for a parameter that is one (`dim`), where a size was given: `Dimension out of range
+    (expected to be in range of [-3, 2], but got 64)`, also from forward."""
+    match = failure.search(r"[Dd]imension out of range \(expected to be in range of \[-?\d+, \d+\], but got (-?\d+)\)")
+    if not match:
+        return []
+    return [call.with_value(name, "-1") for name, value in call.kwargs.items() if value == match.group(1)]
+
+
+def device_string(self: Constructor, call: Call, failure: Failure):
+    """The build's device where a string given is not one (`device type at start of device string: default`)."""
+    match = failure.search(r"device string: (\S+)")
+    if not match:
+        return []
+    return [call.with_value(name, "device") for name, value in call.kwargs.items() if value == repr(match.group(1))]
+
+
+def permissive_layer(self: Constructor, call: Call, failure: Failure):
+    """A layer that takes any arguments where the module calls the Identity it was given with more than one
+    (`self.mixer(x, inference_params=...)`): a function returning its first argument."""
+    if not failure.search(r"Identity\.forward\(\) (got an unexpected keyword|takes)"):
+        return []
+    layers = {"torch.nn.Identity": PASS_THROUGH_CLASS, "torch.nn.Identity()": PASS_THROUGH}
+    return [Call({name: layers.get(value, value) for name, value in call.kwargs.items()}, list(call.args))]
+
+
+def dtype_for_int(self: Constructor, call: Call, failure: Failure):
+    if not failure.search(r"dtype"):
+        return []
+    after_dtype = re.findall(r"dtype\s*=\s*(?:self\.)?(\w+)", failure.line)
+    names = [name for name in call.kwargs if name in after_dtype or "dtype" in name]
+    return [call.with_value(name, "DTYPE") for name in names if call.kwargs[name] != "DTYPE"]
+
+
+def divisible(self: Constructor, call: Call, failure: Failure):
+    match = failure.search(r"(?:divisible by|multiple of|divides?|% ?|must be a power of) ?\(?(\d+)")
+    if not match:
+        return []
+    factor = int(match.group(1))
+    candidates = []
+    for name in self.culprits(call, failure) or list(call.kwargs):
+        value = call.kwargs.get(name, "")
+        if re.fullmatch(r"\d+", value) and factor > 1 and int(value) % factor:
+            candidates.append(call.with_value(name, str(factor * max(1, -(-int(value) // factor)))))
+    return candidates
+
+
+def other_choice(self: Constructor, call: Call, failure: Failure):
+    """Another string for a string parameter the module refused (KeyError, unknown, unsupported, ...), or for
+    one it got None for and names in the error."""
+    strings = {name: value for name, value in call.kwargs.items() if re.fullmatch(r"'[^']*'", value)
+               or (value == "None" and re.search(rf"\b{re.escape(name)}\b", failure.message))}
+    if not strings or not failure.search(r"KeyError|NotImplementedError|[Uu]nknown|[Uu]nsupported|not supported|"
+                                         r"[Ii]nvalid|one of|not implemented|[Uu]nrecognized|not in|ValueError|"
+                                         r"AssertionError"):
+        return []
+    offered = re.findall(r"'([\w.-]+)'", OFFERED.split(failure.message, 1)[-1]) if OFFERED.search(failure.message) \
+        else []
+    candidates = []
+    for name in self.culprits(call, failure) or list(strings):
+        if name in strings:
+            for choice in [*offered, *self.facts.choices(name), *COMMON_CHOICES]:
+                candidates.append(call.with_value(name, repr(choice)))
+    return candidates
+
+
+def nonzero(self: Constructor, call: Call, failure: Failure):
+    if not failure.search(r"ZeroDivisionError|division by zero|must be positive|greater than 0|> ?0|between 0 and 1"):
+        return []
+    fixes = {"0": "1", "0.0": "0.1", "1.0": "0.5"} if failure.search("between 0 and 1") else {"0": "1", "0.0": "0.1"}
+    return [call.with_value(name, fixes[call.kwargs[name]]) for name in self.culprits(call, failure) or
+            list(call.kwargs) if call.kwargs.get(name) in fixes]
+
+
+def integer_for_float(self: Constructor, call: Call, failure: Failure):
+    if not failure.search(r"'float' object cannot be interpreted as an integer|must be (?:an )?int|expected int|"
+                          r"tuple of ints, but found element of type float|integer argument expected"):
+        return []
+    return [call.with_value(name, str(max(1, int(float(call.kwargs[name]))) if float(call.kwargs[name]) >= 1
+                                      else 4))
+            for name in self.culprits(call, failure) or list(call.kwargs)
+            if re.fullmatch(r"\d+\.\d*(e-?\d+)?", call.kwargs.get(name, ""))]
+
+
+def other_sizes(self: Constructor, call: Call, failure: Failure):
+    """Other sizes for the integer parameters of a failing assertion or size check (a relation between sizes:
+    heads dividing the hidden size, in/out features, a size a table has no entry for: `KeyError: 4`), each in
+    turn through SIZE_LADDER, then all equal."""
+    if not (failure.kind in ("AssertionError", "ValueError", "RuntimeError", "IndexError", "KeyError")):
+        return []
+    names = [name for name in self.culprits(call, failure) if re.fullmatch(r"\d+", call.kwargs.get(name, ""))]
+    missing_key = failure.search(r"^KeyError: (\d+)$")
+    if missing_key:
+        names += [name for name, value in call.kwargs.items() if value == missing_key.group(1)]
+    names = list(dict.fromkeys(names))
+    candidates = [call.with_value(name, size) for name in names for size in SIZE_LADDER]
+    for size in SIZE_LADDER:
+        candidates.append(Call({**call.kwargs, **{name: size for name in names}}, list(call.args)))
+    return candidates
+
+
+def by_name_again(self: Constructor, call: Call, failure: Failure):
+    """Last resort: each parameter back to its plain name rule (a usage's value may not suit this module)."""
+    return [call.with_value(name, by_name(name)) for name in self.culprits(call, failure)
+            if by_name(name) and by_name(name) != call.kwargs.get(name)]
+
+
+REPAIRS = [drop_unexpected, add_missing, device_string, axis_for_size, required_value, required_type,
+           tensor_for_value, dtype_for_int, provide_named, config_for_value, dict_config, list_for_int, list_length,
+           layer_for_value, permissive_layer, divisible, integer_for_float, nonzero, other_choice, other_sizes,
+           by_name_again]
+PASS_THROUGH = "lambda x, *args, **kwargs: x"
+PASS_THROUGH_CLASS = f"lambda *args, **kwargs: ({PASS_THROUGH})"
+
+
+# ------------------------------------------------------------------------------------------ namespaces
+
+
+def namespace_attributes(expression: str) -> Optional[dict]:
+    """{attribute: expression} of a `types.SimpleNamespace(...)` guess; None for anything else."""
+    if not expression.startswith("types.SimpleNamespace("):
+        return None
+    try:
+        call = ast.parse(expression, mode="eval").body
+    except SyntaxError:
+        return None
+    return {kw.arg: ast.unparse(kw.value) for kw in call.keywords if kw.arg}

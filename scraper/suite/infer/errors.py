@@ -1,0 +1,47 @@
+"""An exception from a trial, reduced to what the repair rules read: its type and message, and the source lines of
+the scraped module's own frames (innermost first), which tell which parameter the failing statement used."""
+
+from __future__ import annotations
+
+import re
+import traceback
+from dataclasses import dataclass, field
+
+from scraper.suite.phases import describe
+
+IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
+@dataclass
+class Failure:
+    """One failed trial."""
+
+    kind: str  # exception type name
+    message: str  # str(exception), bounded
+    lines: list = field(default_factory=list)  # source lines of the module's frames, innermost first
+    text: str = ""  # `Kind: first line` (scraper.suite.phases.describe)
+    functions: list = field(default_factory=list)  # names of the module's functions in the traceback
+
+    @property
+    def line(self) -> str:
+        """The innermost line of the module's own code ("" when the failure is not in it)."""
+        return self.lines[0] if self.lines else ""
+
+    def names_in_line(self) -> list[str]:
+        """Identifiers of the innermost module line, attribute names included, in order."""
+        return list(dict.fromkeys(IDENTIFIER.findall(self.line)))
+
+    def search(self, pattern: str):
+        """re.search of `pattern` in `Kind: message`."""
+        return re.search(pattern, f"{self.kind}: {self.message}", flags=re.S)
+
+
+def failure_of(exc: BaseException, filename: str) -> Failure:
+    """The Failure of `exc`, with the lines of the frames whose file is the module's `filename` (its closure)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [frame for frame in reversed(frames) if frame.filename == filename]
+    own = [frame.line for frame in mine if frame.line]
+    if isinstance(exc, AssertionError) and not own and frames:  # an assert of a helper: its line still helps
+        own = [frames[-1].line or ""]
+    return Failure(kind=type(exc).__name__, message=str(exc)[:2000], lines=own, text=describe(exc),
+                   functions=[frame.name for frame in mine])

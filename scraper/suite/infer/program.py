@@ -1,0 +1,134 @@
+"""The program of one scraped module: its closure executed, the class constructed, inputs found, the program's
+text written with what worked (scraper.suite.programs.module_program).
+
+The search: each model the constructor starts build (scraper.suite.infer.construct), best start first, gets an
+input search (scraper.suite.infer.inputs); the first model whose forward accepts inputs wins. What was tried is
+recorded in the result's `inference`: the path that succeeded for the constructor (`usage <file:line>`,
+`defaults`, `signature`) and for the inputs (`usage <file:line>`, `docstring`, `model`, `generic`), the trial
+counts, and the first errors. A failure (the last model's: the one that got furthest) is raised as the phase's
+PhaseError carrying the module's own exception (so `error` says what the module said, `Type: message`), with the
+same details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+from scraper.suite import programs
+from scraper.suite.infer.construct import Constructor
+from scraper.suite.infer.inputs import InputSearch
+from scraper.suite.infer.source import SourceFacts
+from scraper.suite.phases import PhaseError, phase
+
+MODULE_NAME = "suite_module"  # the scraped closure's name in sys.modules while the worker runs it
+MAX_MODELS = 4  # constructed models an input search is tried on before giving up
+SEARCH_SECONDS = 60  # for the whole search (constructor and inputs): a model that needs more is not compiled
+MAX_ERRORS = 4  # trial errors kept per phase in the result
+
+
+def module_program(args: argparse.Namespace, device: str, training: bool) -> tuple[str, dict]:
+    """Load a scraped module's source, infer constructor arguments and inputs by trial, and return its program
+    (the source plus a build() holding what was inferred) and the manifest fields of the inference."""
+    import torch
+
+    if not args.source or not args.class_name:
+        raise PhaseError("program", "--suite modules needs --source and --class-name")
+    source = Path(args.source).read_text(encoding="utf-8")
+    namespace = phase("import", lambda: exec_source(source, args.source))
+    cls = namespace.get(args.class_name)
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise PhaseError("import", f"{args.class_name} is not an nn.Module class of {args.source}")
+    hints = json.loads(args.hints) if getattr(args, "hints", None) else []
+    found = search(cls, namespace, SourceFacts(source, args.class_name), hints, args.source, device,
+                   getattr(torch, args.dtype))
+    dtype = (found["dtype"] or f"torch.{args.dtype}").removeprefix("torch.")
+    init, inputs = found["init"], found["inputs"]
+    text = programs.module_program(source, args.class_name, init.call.args, init.call.kwargs, inputs.args,
+                                   inputs.kwargs, dtype, training,
+                                   f"constructor from {init.path}, inputs from {inputs.path}")
+    return text, found["fields"]
+
+
+def exec_source(source: str, filename: str) -> dict:
+    """Execute module source as module `suite_module` (registered in sys.modules, as an imported module is:
+    dataclasses and typing look their module up there) in this worker process only."""
+    module = types.ModuleType(MODULE_NAME)
+    module.__file__ = filename
+    sys.modules[MODULE_NAME] = module
+    exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - scraped code, isolated worker process
+    return module.__dict__
+
+
+def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str, device: str, dtype) -> dict:
+    """Constructor call and inputs (expressions) that work, and the manifest fields saying how they were found;
+    raises PhaseError("init") when no start constructs, PhaseError("inputs") when no input works. A forward
+    error caused by a constructor argument gets the constructor repaired (Constructor.rebuild)."""
+    import torch
+
+    env = {**namespace, "torch": torch, "types": types, "device": device, "DTYPE": dtype}
+    evaluate = lambda expression: eval(expression, env)  # noqa: E731,S307 - our own expressions
+    deadline = time.monotonic() + SEARCH_SECONDS
+    constructor = Constructor(cls, evaluate, filename, facts, namespace, deadline)
+    searches, paths = [], []
+    models = constructor.models(hints)
+    built = next(models, None)
+    while built is not None and len(searches) < MAX_MODELS:
+        paths.append(built.path)
+        env["DTYPE"] = dtype
+        model = built.model
+        inputs = InputSearch(model, facts, filename, call_with(model, evaluate), cast_with(model, env, dtype),
+                             deadline)
+        found = inputs.find(hints, lambda: (model.to(device=device, dtype=dtype), model.eval()))
+        searches.append(inputs)
+        if found is not None:
+            fields = details(constructor, searches, built.path, found.path)
+            fields.update(init_args=built.call.args, init_kwargs=built.call.kwargs, input_shapes=found.shapes,
+                          inputs={"args": found.args, "kwargs": found.kwargs})
+            if found.dtype:
+                fields["module_dtype"] = found.dtype.removeprefix("torch.")
+            return {"init": built, "inputs": found, "dtype": found.dtype, "fields": fields}
+        rebuilt = constructor.rebuild(built, inputs.failure) if inputs.failure is not None else None
+        built = rebuilt or next(models, None)
+    if not searches:
+        raise PhaseError("init", constructor.obstacle or "no constructor call to try",
+                         details(constructor, searches, None, None))
+    raise PhaseError("inputs", searches[-1].obstacle or "no inputs to try",
+                     details(constructor, searches, paths[-1], None))
+
+
+def call_with(model, evaluate):
+    """forward of `model` on evaluated argument expressions, without autograd."""
+    import torch
+
+    def call(args: list, kwargs: dict):
+        with torch.no_grad():
+            return model(*(evaluate(a) for a in args), **{k: evaluate(v) for k, v in kwargs.items()})
+    return call
+
+
+def cast_with(model, env: dict, dtype):
+    """A function that moves the model (and the DTYPE inputs use) to a trial's dtype (None: the suite's)."""
+    def cast(wanted):
+        target = env["torch"].__dict__[wanted.removeprefix("torch.")] if wanted else dtype
+        if env["DTYPE"] is not target:
+            model.to(dtype=target)
+            env["DTYPE"] = target
+    return cast
+
+
+def details(constructor: Constructor, searches: list, init_path, inputs_path) -> dict[str, Any]:
+    """The `inference` manifest field: paths taken, trials, first errors of each phase."""
+    found = {"init": init_path, "inputs": inputs_path, "init_trials": constructor.trials,
+             "input_trials": sum(s.trials for s in searches)}
+    if constructor.errors:
+        found["init_errors"] = constructor.errors[:MAX_ERRORS]
+    errors = [error for s in searches for error in s.errors]
+    if errors:
+        found["input_errors"] = errors[:MAX_ERRORS]
+    return {"inference": found}

@@ -1,0 +1,529 @@
+"""Constructor and input inference of --suite modules, one small module per rule, run by the REAL worker on CPU
+without torch.compile (--backend none), all in one suite run. Each module can only be built and called the way
+its rule finds, so the oracle is the module itself: it raises for anything else. The expected values (sizes,
+paths, dtypes) follow from how each module is written, not from the inference code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import run_inductor_suite
+
+HEADER = "import dataclasses\nimport enum\nimport torch\nfrom torch import nn\n"
+
+MODULES = {
+    # --- constructor
+    "typed": '''
+class Typed(nn.Module):
+    def __init__(self, dim: int, scale: float, causal: bool, mode: str):
+        super().__init__()
+        assert type(dim) is int and type(scale) is float and type(causal) is bool and mode == "fast"
+        self.proj = nn.Linear(dim, dim)
+    def forward(self, x):
+        return self.proj(x)
+''',
+    "defaults": '''
+class Defaults(nn.Module):
+    def __init__(self, width=24, depth=None):
+        super().__init__()
+        self.proj = nn.Linear(width, width)
+    def forward(self, x):
+        return self.proj(x)
+''',
+    "divisible": '''
+class QuantLinear(nn.Module):
+    def __init__(self, infeatures, outfeatures):
+        super().__init__()
+        if infeatures % 128 != 0:
+            raise ValueError(f"infeatures must be divisible by 128, got {infeatures}")
+        self.w = nn.Parameter(torch.randn(outfeatures, infeatures))
+    def forward(self, x):
+        return x @ self.w.t()
+''',
+    "relation": '''
+class Halves(nn.Module):
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        assert in_features == 2 * out_features
+        self.fc = nn.Linear(in_features, out_features)
+    def forward(self, x):
+        return self.fc(x)
+''',
+    "tensor_arg": '''
+class FromWeight(nn.Module):
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+    def forward(self, x):
+        return x @ self.weight
+''',
+    "dtype_arg": '''
+class Head(nn.Module):
+    def __init__(self, hidden, vocab, param_dtype):
+        super().__init__()
+        self.w = nn.Parameter(torch.empty(vocab, hidden, dtype=param_dtype).normal_())
+    def forward(self, x):
+        return x @ self.w.t()
+''',
+    "config": '''
+class FromConfig(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.fc = nn.Linear(config.hidden_size, config.intermediate_size)
+    def forward(self, x):
+        return self.fc(x)
+''',
+    "config_class": '''
+@dataclasses.dataclass
+class Args:
+    dim: int = -1
+    n_layers: int = 12
+
+class WithArgs(nn.Module):
+    def __init__(self, args: Args):
+        super().__init__()
+        assert args.n_layers == 2, "a small model"
+        self.layers = nn.ModuleList(nn.Linear(args.dim, args.dim) for _ in range(args.n_layers))
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+''',
+    "choices": '''
+class Activated(nn.Module):
+    def __init__(self, dim, kind):
+        super().__init__()
+        if kind == "swish":
+            self.act = nn.SiLU()
+        elif kind == "mish":
+            self.act = nn.Mish()
+        else:
+            raise ValueError(f"unknown activation {kind}")
+        self.fc = nn.Linear(dim, dim)
+    def forward(self, x):
+        return self.act(self.fc(x))
+''',
+    "layer_arg": '''
+class Wrapper(nn.Module):
+    def __init__(self, dim, mixer_cls):
+        super().__init__()
+        self.mixer = mixer_cls(dim)
+        self.fc = nn.Linear(dim, dim)
+    def forward(self, x):
+        return self.mixer(self.fc(x))
+''',
+    "list_arg": '''
+class Stack(nn.Module):
+    def __init__(self, dims):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+''',
+    "enum_arg": '''
+class Kind(enum.Enum):
+    SUM = "sum"
+    MAX = "max"
+
+class Pool(nn.Module):
+    def __init__(self, kind: Kind):
+        super().__init__()
+        self.kind = Kind(kind)
+    def forward(self, x):
+        return x.sum(-1) if self.kind is Kind.SUM else x.amax(-1)
+''',
+    "future_dataclass": '''
+@dataclasses.dataclass
+class Settings:
+    eps: "float" = 1e-5
+
+class Normed(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.settings = Settings()
+        self.norm = nn.LayerNorm(dim, eps=self.settings.eps)
+    def forward(self, x):
+        return self.norm(x)
+''',
+    "provided": '''
+class Either(nn.Module):
+    def __init__(self, dim, left=None, right=None):
+        super().__init__()
+        if left is None and right is None:
+            raise ValueError("either left or right must be provided")
+        self.fc = nn.Linear(dim, dim)
+    def forward(self, x):
+        return self.fc(x)
+''',
+    "as_list": '''
+class Split(nn.Module):
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        if not isinstance(out_features, list):
+            raise TypeError("this layer requires out_features to be a list")
+        self.heads = nn.ModuleList(nn.Linear(in_features, n) for n in out_features)
+    def forward(self, x):
+        return torch.cat([head(x) for head in self.heads], -1)
+''',
+    "pass_through": '''
+class Mixed(nn.Module):
+    def __init__(self, dim, mixer_cls):
+        super().__init__()
+        self.mixer = mixer_cls(dim)
+        self.fc = nn.Linear(dim, dim)
+    def forward(self, x):
+        return self.mixer(self.fc(x), inference_params=None)
+''',
+    "size_table": '''
+KERNELS = {16: "small", 32: "large"}
+
+class Tabled(nn.Module):
+    def __init__(self, num_heads):
+        super().__init__()
+        self.kernel = KERNELS[num_heads]
+    def forward(self, x):
+        return x * 2
+''',
+    "config_value": '''
+class Configured(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        if config.normalization != "RMSNorm":
+            raise ValueError(f"requires config.normalization='RMSNorm'; got {config.normalization}")
+        self.weight = nn.Parameter(torch.ones(config.hidden_size))
+    def forward(self, x):
+        return x * self.weight
+''',
+    "layer_list": '''
+class Stacked(nn.Module):
+    def __init__(self, blocks):
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        self.blocks.extend(blocks)
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+''',
+    "axis": '''
+class Softmaxed(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+    def forward(self, x):
+        return torch.softmax(x, self.dim)
+''',
+    "device_string": '''
+class Placed(nn.Module):
+    def __init__(self, dim, placement: str):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim, device=placement))
+    def forward(self, x):
+        return x * self.weight
+''',
+    # --- inputs
+    "expected_size": '''
+class Sized(nn.Module):
+    def forward(self, x):
+        if x.shape[-1] != 256:
+            raise AssertionError(f"Input size mismatch: Expected input size 256, but got {x.shape[-1]}")
+        return x + 1
+''',
+    "labels": '''
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 10)
+    def forward(self, x, labels):
+        return nn.functional.cross_entropy(self.fc(x), labels)
+''',
+    "rank4": '''
+class Spatial(nn.Module):
+    def forward(self, x):
+        b, c, h, w = x.shape
+        return x.mean((2, 3))
+''',
+    "conv1d": '''
+class Temporal(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(7, 8, 3)
+    def forward(self, x):
+        return self.conv(x)
+''',
+    "pair": '''
+class PairSum(nn.Module):
+    def forward(self, pair):
+        a, b = pair
+        return a + b
+''',
+    "batch_dict": '''
+class Masked(nn.Module):
+    def forward(self, batch):
+        return batch["image"] * batch["mask"]
+''',
+    "token_ids": '''
+class Embed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(37, 8)
+    def forward(self, input_ids):
+        assert input_ids.dtype == torch.long and int(input_ids.max()) < 37
+        return self.emb(input_ids)
+''',
+    "optional_mask": '''
+class Attend(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 64)
+    def forward(self, x, attn_mask):
+        y = self.fc(x)
+        return y if attn_mask is None else y.masked_fill(attn_mask, 0)
+''',
+    "docstring": '''
+class Described(nn.Module):
+    def forward(self, x):
+        """x: (B, C, H, W), images"""
+        assert x.dim() == 4 and x.shape[2] == x.shape[3], "square images"
+        return x.flip(-1)
+''',
+    "features": '''
+class Features(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(37, 5)
+    def forward(self, x):
+        return self.fc(x)
+''',
+    "attribute_size": '''
+class Checked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.width = 48
+    def forward(self, x):
+        assert x.shape[-1] == self.width
+        return x * 2
+''',
+    "half": '''
+class HalfOnly(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+    def forward(self, x):
+        if x.dtype != torch.bfloat16:
+            raise TypeError("this kernel only supports bf16 inputs")
+        return x * self.scale
+''',
+    "length_arg": '''
+class Positions(nn.Module):
+    def forward(self, n):
+        return torch.arange(n).float()
+''',
+    "forward_choice": '''
+class Impl(nn.Module):
+    def __init__(self, dim, impl):
+        super().__init__()
+        self.impl = impl
+        self.fc = nn.Linear(dim, dim)
+    def forward(self, x):
+        if self.impl.upper() != self.impl or len(self.impl) != 3:  # no string to read statically
+            raise ValueError(f"Unknown impl {self.impl!r}. Available implementations: ['FA3', 'FA4']")
+        return self.fc(x)
+''',
+}
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory) -> dict:
+    """One suite run over every module above (persistent workers), its manifest by name."""
+    base = tmp_path_factory.mktemp("infer")
+    entries = []
+    for name, code in MODULES.items():
+        class_name = code.split("class ")[-1].split("(")[0].split(":")[0]
+        entries.append({"name": name, "class_name": class_name, "code": HEADER + code})
+    modules_file = base / "modules.jsonl"
+    modules_file.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
+    run_inductor_suite.main(["--suite", "modules", "--modules-file", str(modules_file), "--out", str(base / "tcd"),
+                             "--gpus", "none", "--device", "cpu", "--backend", "none", "-q", "--timeout", "300"])
+    lines = (base / "tcd" / "suite" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    found = {row["model"]: row for row in map(json.loads, lines)}
+    for row in found.values():
+        row["_root"] = base / "tcd"
+    return found
+
+
+def ok(rows: dict, name: str) -> dict:
+    row = rows[name]
+    assert row["status"] == "ok", (row.get("phase"), row.get("error"), row.get("inference"))
+    return row
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_every_module_builds_and_runs(rows, name):
+    ok(rows, name)
+
+
+def test_constructor_values_follow_type_hints(rows):
+    row = ok(rows, "typed")
+    assert row["init_kwargs"] == {"dim": "64", "scale": "1.0", "causal": "False", "mode": "'fast'"}
+    assert row["inference"]["init"] == "signature"
+
+
+def test_defaults_are_kept(rows):
+    row = ok(rows, "defaults")
+    assert row["init_kwargs"] == {} and row["inference"]["init"] == "defaults"
+    assert row["input_shapes"][0][-1] == 24  # Linear(24, 24): the model's own size
+
+
+def test_divisibility_the_error_names(rows):
+    row = ok(rows, "divisible")
+    assert int(row["init_kwargs"]["infeatures"]) % 128 == 0
+    assert row["input_shapes"][0][-1] == int(row["init_kwargs"]["infeatures"])
+
+
+def test_relation_between_sizes(rows):
+    row = ok(rows, "relation")
+    assert int(row["init_kwargs"]["in_features"]) == 2 * int(row["init_kwargs"]["out_features"])
+
+
+def test_tensor_where_a_tensor_is_expected(rows):
+    assert ok(rows, "tensor_arg")["init_kwargs"]["weight"].startswith("torch.rand(")
+
+
+def test_dtype_where_a_dtype_is_expected(rows):
+    assert ok(rows, "dtype_arg")["init_kwargs"]["param_dtype"] == "DTYPE"
+
+
+def test_config_object_with_what_the_module_reads(rows):
+    value = ok(rows, "config")["init_kwargs"]["config"]
+    assert value.startswith("types.SimpleNamespace(") and "hidden_size=" in value and "intermediate_size=" in value
+
+
+def test_config_class_of_the_module(rows):
+    assert ok(rows, "config_class")["init_kwargs"]["args"] == "Args(dim=64, n_layers=2)"
+
+
+def test_string_choices_from_the_source(rows):
+    assert ok(rows, "choices")["init_kwargs"]["kind"] in ("'swish'", "'mish'")
+
+
+def test_layer_where_a_layer_is_called(rows):
+    assert ok(rows, "layer_arg")["init_kwargs"]["mixer_cls"].startswith("torch.nn.")
+
+
+def test_list_where_an_int_is_not_iterable(rows):
+    assert ok(rows, "list_arg")["init_kwargs"]["dims"].startswith("[")
+
+
+def test_enum_member(rows):
+    assert ok(rows, "enum_arg")["init_kwargs"]["kind"] == "Kind.SUM"
+
+
+def test_value_for_a_parameter_the_error_says_is_missing(rows):
+    assert "left" in ok(rows, "provided")["init_kwargs"]
+
+
+def test_kind_the_error_names(rows):
+    assert ok(rows, "as_list")["init_kwargs"]["out_features"].startswith("[")
+
+
+def test_layer_taking_any_arguments(rows):
+    row = ok(rows, "pass_through")
+    assert row["init_kwargs"]["mixer_cls"].startswith("lambda *args, **kwargs:")
+
+
+def test_config_attribute_the_error_names(rows):
+    assert "normalization='RMSNorm'" in ok(rows, "config_value")["init_kwargs"]["config"]
+
+
+def test_list_of_layers_where_one_is_not_iterable(rows):
+    assert ok(rows, "layer_list")["init_kwargs"]["blocks"] == "[torch.nn.Identity(), torch.nn.Identity()]"
+
+
+def test_axis_where_a_size_was_given(rows):
+    assert ok(rows, "axis")["init_kwargs"]["dim"] == "-1"
+
+
+def test_device_where_a_string_is_not_one(rows):
+    assert ok(rows, "device_string")["init_kwargs"]["placement"] == "device"
+
+
+def test_other_size_for_a_missing_table_entry(rows):
+    assert ok(rows, "size_table")["init_kwargs"]["num_heads"] in ("16", "32")
+
+
+def test_size_an_error_expects(rows):
+    assert ok(rows, "expected_size")["input_shapes"][0][-1] == 256
+
+
+def test_labels_one_per_row_within_the_classes(rows):
+    row = ok(rows, "labels")
+    assert row["input_shapes"] == [[2, 16]]
+    assert row["inputs"]["args"][1] == "torch.randint(0, 2, (2,), device=device, dtype=torch.long)"
+
+
+def test_rank_four_from_unpacking_the_shape(rows):
+    assert len(ok(rows, "rank4")["input_shapes"][0]) == 4
+
+
+def test_convolution_rank_and_channels(rows):
+    shape = ok(rows, "conv1d")["input_shapes"][0]
+    assert len(shape) == 3 and shape[1] == 7
+    assert rows["conv1d"]["inference"]["inputs"] == "model"
+
+
+def test_tuple_and_dict_inputs(rows):
+    assert ok(rows, "pair")["inputs"]["args"][0].startswith("(torch.rand(")
+    batch = ok(rows, "batch_dict")["inputs"]["args"][0]
+    assert batch.startswith("{") and "'image'" in batch and "'mask'" in batch
+
+
+def test_token_ids_below_the_vocabulary(rows):
+    assert "torch.randint(0, 37," in ok(rows, "token_ids")["inputs"]["args"][0]
+
+
+def test_optional_mask_is_none(rows):
+    assert ok(rows, "optional_mask")["inputs"]["args"][1] == "None"
+
+
+def test_docstring_shapes(rows):
+    row = ok(rows, "docstring")
+    assert row["inference"]["inputs"] == "docstring" and len(row["input_shapes"][0]) == 4
+
+
+def test_features_from_the_first_layer(rows):
+    assert ok(rows, "features")["input_shapes"][0][-1] == 37
+
+
+def test_size_from_the_failing_assertion(rows):
+    assert ok(rows, "attribute_size")["input_shapes"][0][-1] == 48
+
+
+def test_half_precision(rows):
+    row = ok(rows, "half")
+    assert row["module_dtype"] == "bfloat16"
+    assert "DTYPE = torch.bfloat16" in (row["_root"] / row["program"]).read_text()
+
+
+def test_number_where_forward_wants_one(rows):
+    assert ok(rows, "length_arg")["inputs"]["args"] == ["64"]
+
+
+def test_forward_error_repairs_the_constructor(rows):
+    assert ok(rows, "forward_choice")["init_kwargs"]["impl"] in ("'FA3'", "'FA4'")
+
+
+def test_programs_rebuild_what_was_inferred(rows):
+    """Each program, run alone in a fresh interpreter, builds the model and calls it as the worker did."""
+    for name in ("typed", "config_class", "batch_dict", "half", "enum_arg", "pass_through", "labels"):
+        program = rows[name]["_root"] / ok(rows, name)["program"]
+        ran = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=120,
+                             cwd=program.parent)
+        assert ran.returncode == 0 and ran.stdout.strip() == "Tensor", (name, ran.stderr[-2000:])

@@ -1,0 +1,110 @@
+"""--suite modules in persistent workers (scraper.suite.serve driven by orchestrate.PersistentWorker, outside the
+wall: --unsafe-no-sandbox): several modules per process, a fresh process after a failure, a crash or after
+--modules-per-process modules, the same results as one process per module, and one sandboxed process per module
+behind the wall. The REAL worker on CPU; the oracles are the process ids the worker
+reports (its `pid`) and the one-process-per-module run of the same modules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import run_inductor_suite
+
+HEADER = "import os\nimport signal\nimport torch\nfrom torch import nn\n"
+MODULES = [
+    ("first", "class Double(nn.Module):\n    def forward(self, x):\n        return x * 2\n"),
+    ("second", "class Linear(nn.Module):\n    def __init__(self, dim):\n        super().__init__()\n"
+               "        self.fc = nn.Linear(dim, 3)\n    def forward(self, x):\n        return self.fc(x)\n"),
+    # changes a global default at import: the next module must not see it
+    ("float64", "torch.set_default_dtype(torch.float64)\n"
+                "class Wide(nn.Module):\n    def forward(self, x):\n        return x + torch.ones(x.shape[-1])\n"),
+    ("third", "class Dtype(nn.Module):\n    def forward(self, x):\n"
+              "        assert torch.ones(1).dtype == torch.float32, 'a default dtype leaked from another module'\n"
+              "        return x.sum(-1)\n"),
+    ("fails", "class Never(nn.Module):\n    def forward(self, x):\n        raise ValueError('never works')\n"),
+    ("after_failure", "class Half(nn.Module):\n    def forward(self, x):\n        return x / 2\n"),
+    ("crashes", "class Crash(nn.Module):\n    def forward(self, x):\n"
+                "        os.kill(os.getpid(), signal.SIGKILL)\n"),
+    ("after_crash", "class Neg(nn.Module):\n    def forward(self, x):\n        return -x\n"),
+]
+COMPARED = ("status", "phase", "error", "init_kwargs", "inputs", "input_shapes", "inference", "parameters",
+            "graphs", "kernels")
+
+
+def run(tmp_path: Path, name: str, *extra: str, unsafe: bool = True) -> dict[str, dict]:
+    """The modules above through the suite (one worker slot), its manifest by model name; outside the wall
+    (where persistent workers run) unless `unsafe` is False."""
+    modules_file = tmp_path / "modules.jsonl"
+    modules_file.write_text("".join(json.dumps({"name": n, "class_name": code.split("class ")[1].split("(")[0],
+                                                "code": HEADER + code}) + "\n" for n, code in MODULES),
+                            encoding="utf-8")
+    out = tmp_path / name
+    run_inductor_suite.main(["--suite", "modules", "--modules-file", str(modules_file), "--out", str(out),
+                             "--gpus", "none", "--device", "cpu", "--backend", "none", "-q", "--timeout", "300",
+                             *(["--unsafe-no-sandbox"] if unsafe else []), *extra])
+    lines = (out / "suite" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    return {row["model"]: dict(row, _root=out) for row in map(json.loads, lines)}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("persistent")
+    return {"persistent": run(base, "persistent"), "single": run(base, "single", "--modules-per-process", "1"),
+            "reuse2": run(base, "reuse2", "--modules-per-process", "2")}
+
+
+def test_behind_the_wall_every_module_has_its_own_sandbox(tmp_path):
+    from scraper.sandbox.wall import SandboxUnavailable, check_wall
+
+    try:
+        check_wall()
+    except SandboxUnavailable as exc:
+        pytest.skip(f"no sandbox here: {exc}")
+    rows = run(tmp_path, "walled", "--modules-per-process", "20", unsafe=False)
+    # Inside its sandbox every worker is pid 2: each module ran in one, not in a shared process of the host.
+    assert {rows[name]["pid"] for name in ("first", "second", "float64", "third")} == {2}
+    assert rows["third"]["status"] == "ok"
+
+
+def test_several_modules_share_one_process(runs):
+    rows = runs["persistent"]
+    assert [rows[n]["status"] for n in ("first", "second", "float64", "third")] == ["ok"] * 4
+    assert len({rows[n]["pid"] for n in ("first", "second", "float64", "third")}) == 1
+
+
+def test_a_failure_gets_a_fresh_process(runs):
+    rows = runs["persistent"]
+    assert rows["fails"]["status"] == "failed" and rows["fails"]["phase"] == "inputs"
+    assert rows["fails"]["pid"] == rows["third"]["pid"]  # it ran in the shared process ...
+    assert rows["after_failure"]["status"] == "ok"
+    assert rows["after_failure"]["pid"] != rows["fails"]["pid"]  # ... which ended with it
+
+
+def test_a_crash_is_recorded_and_the_next_module_runs(runs):
+    rows = runs["persistent"]
+    assert rows["crashes"]["status"] == "crashed" and "signal 9" in rows["crashes"]["error"]
+    assert rows["after_crash"]["status"] == "ok" and rows["after_crash"]["pid"] != rows["after_failure"]["pid"]
+
+
+def test_results_equal_one_process_per_module(runs):
+    persistent, single = runs["persistent"], runs["single"]
+    assert set(persistent) == set(single) == {name for name, _ in MODULES}
+    for name in persistent:
+        assert {k: persistent[name].get(k) for k in COMPARED} == {k: single[name].get(k) for k in COMPARED}, name
+    assert len({row["pid"] for row in single.values() if row.get("pid")}) == len(MODULES) - 1  # crash: no pid
+
+
+def test_a_fresh_process_after_n_modules(runs):
+    rows = runs["reuse2"]
+    assert rows["first"]["pid"] == rows["second"]["pid"] != rows["float64"]["pid"] == rows["third"]["pid"]
+    assert rows["third"]["status"] == "ok"
+
+
+def test_each_module_has_its_own_log(runs):
+    rows = runs["persistent"]
+    log = (rows["fails"]["_root"] / rows["fails"]["log"]).read_text()
+    assert "never works" in log and "Double" not in log
+    assert "never works" not in (rows["after_failure"]["_root"] / rows["after_failure"]["log"]).read_text()
