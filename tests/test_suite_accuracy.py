@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import run_inductor_suite
+from scraper.suite import accuracy
 from scraper.suite.accuracy import compare, flat_tensors, tolerance_for
 
 PERTURBATION = 0.01
@@ -118,3 +119,28 @@ def test_worker_training_compares_loss_and_gradients(tmp_path):
 def test_no_accuracy_skips_the_check(tmp_path):
     row = run_modules(tmp_path, "--backend", "none", "--no-accuracy")
     assert row["status"] == "ok" and "accuracy" not in row
+
+
+class FusedAttentionGraph(torch.nn.Module):
+    """What an FX graph of an attention model calls: a fused kernel by name (no float64 kernel, no CPU kernel)
+    and float32 written as a dtype."""
+
+    def forward(self, query, key, value, bias):
+        bias = torch.ops.prims.convert_element_type.default(bias, torch.float32)
+        out = torch.ops.aten._scaled_dot_product_efficient_attention.default(query, key, value, bias, False, 0.0,
+                                                                            True, scale=0.5)
+        return out[0] + torch.ops.aten.full.default([1], 1.0, dtype=torch.float32)
+
+
+def test_the_float64_run_computes_fused_attention_as_math_attention():
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 3, 5, 4) for _ in range(3))
+    bias = torch.randn(2, 3, 5, 5)
+    named = accuracy.float64_run(FusedAttentionGraph(), (query, key, value, bias), {}, False, None)
+    assert named is not None
+    got = named["output[0]"]
+    assert got.dtype == torch.float64
+    want = torch.nn.functional.scaled_dot_product_attention(query.double(), key.double(), value.double(),
+                                                            attn_mask=bias.double() + torch.full((5, 5), float("-inf")).triu(1).double(),
+                                                            scale=0.5) + 1.0
+    torch.testing.assert_close(got, want)

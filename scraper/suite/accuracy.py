@@ -190,9 +190,56 @@ def float64_run(copy_for_fp64, args, kwargs, training, loss_of, grad: bool = Fal
     a dtype hard-coded inside the model, ...)."""
     try:
         model = copy_for_fp64.double()
-        return run_once(model, to_float64(args), to_float64(kwargs), training, loss_of, grad=grad)[1]
+        with in_float64():
+            return run_once(model, to_float64(args), to_float64(kwargs), training, loss_of, grad=grad)[1]
     except Exception:  # the reference is optional: without it the plain tolerance decides
         return None
+
+
+# Fused attention kernels have no float64 version (an FX graph calls them by name): the float64 run computes
+# them as PyTorch's math attention, which is what they approximate.
+FUSED_ATTENTION = ("_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
+                   "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
+
+
+def in_float64():
+    """A dispatch mode for the float64 run of graphs written for float32: float32 given as a dtype (casts,
+    `full`, `arange` in an FX graph) becomes float64, and fused attention runs as math attention."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_map
+
+    def promote(value):
+        return torch.float64 if value is torch.float32 else value
+
+    class Float64(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            args, kwargs = tree_map(promote, args), tree_map(promote, kwargs or {})
+            if func.__name__.split(".")[0] in FUSED_ATTENTION:
+                return math_attention(func, args, kwargs)
+            return func(*args, **kwargs)
+
+    return Float64()
+
+
+def math_attention(func, args, kwargs):
+    """A fused attention op's outputs from math attention: the attention output, then empty tensors for its
+    other results (log-sum-exp, RNG state: nothing an inference graph reads)."""
+    import torch
+
+    bound = {argument.name: argument.default_value for argument in func._schema.arguments if argument.has_default_value()}
+    bound.update(zip((argument.name for argument in func._schema.arguments), args))
+    bound.update(kwargs)
+    query, key, mask = bound["query"], bound["key"], bound.get("attn_bias", bound.get("attn_mask"))
+    causal = bool(bound.get("is_causal"))
+    if causal and mask is not None:  # math attention takes one or the other: the causal mask joins the bias
+        allowed = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
+        mask, causal = mask.masked_fill(~allowed, float("-inf")), False
+    output = torch.ops.aten._scaled_dot_product_attention_math(query, key, bound["value"], mask, 0.0, causal,
+                                                                 scale=bound.get("scale"))[0]
+    # laid out as the fused kernels write it ((batch, seq, heads, dim) memory): the graph's views rely on it
+    output = output.transpose(1, 2).contiguous().transpose(1, 2)
+    return (output, *(torch.empty(0, device=output.device) for _ in func._schema.returns[1:]))
 
 
 def seeded(run: Callable[[], Any], seed: int = 0) -> Any:
