@@ -79,7 +79,7 @@ started=$(date +%s.%N)
 TRITON_CACHE_DIR=$WORK/cache_new/triton TORCHINDUCTOR_CACHE_DIR=$WORK/cache_new/inductor \
     TORCHINDUCTOR_COMPILE_THREADS=$COMPILE_THREADS \
     run_capped "$NEW_CAP" "$OUT/new.log" python3 run_inductor_suite.py --suite modules --repos "$REPOS" \
-    "${choice[@]}" "${WALL[@]}" --out "$WORK/new" --workers-per-gpu "$WORKERS" --timeout "$TIMEOUT" \
+    "${choice[@]}" "${WALL[@]}" -o "$WORK/new" --workers-per-gpu "$WORKERS" --timeout "$TIMEOUT" \
     --time-budget "$NEW_BUDGET" ${EXTRA:-} -q
 echo "new: exit status $? after $(python3 -c "import time; print(round(time.time() - $started))") s"
 echo "$started $(date +%s.%N)" >"$WORK/new_times"

@@ -52,10 +52,10 @@ if [ -z "${SKIP_SUITE:-}" ]; then
     timm=() hf=()
     [ -n "${TIMM_MODELS:-}" ] && timm=(--models "$TIMM_MODELS")
     [ -n "${HF_MODELS:-}" ] && hf=(--models "$HF_MODELS")
-    python3 run_inductor_suite.py --suite timm "${timm[@]}" --mode inference --out "$WORK/tcd_timm" \
+    python3 run_inductor_suite.py --suite timm "${timm[@]}" --mode inference -o "$WORK/tcd_timm" \
         --workers-per-gpu "$half" --timeout "$TIMEOUT" --time-budget "$BUDGET" ${EXTRA:-} -q \
         >"$WORK/suite_timm.log" 2>&1 &
-    python3 run_inductor_suite.py --suite huggingface "${hf[@]}" --mode inference --out "$WORK/tcd_hf" \
+    python3 run_inductor_suite.py --suite huggingface "${hf[@]}" --mode inference -o "$WORK/tcd_hf" \
         --workers-per-gpu "$half" --timeout "$TIMEOUT" --time-budget "$BUDGET" ${EXTRA:-} -q \
         >"$WORK/suite_hf.log" 2>&1 &
     wait

@@ -42,7 +42,7 @@ models=()
 [ -n "${MODELS:-}" ] && models=(--models "$MODELS")
 started=$(date +%s)
 python3 run_inductor_suite.py --suite torchbench --torchbench-dir "$TORCHBENCH_DIR" "${models[@]}" \
-    --random-weights --mode inference --out "$WORK/tcd" --workers-per-gpu "$WORKERS" --timeout "$TIMEOUT" \
+    --random-weights --mode inference -o "$WORK/tcd" --workers-per-gpu "$WORKERS" --timeout "$TIMEOUT" \
     --time-budget "$BUDGET" ${EXTRA:-} -q >"$OUT/suite.log" 2>&1
 echo "suite exit status $? after $(( $(date +%s) - started )) s"
 python3 get_kernels_from_debug_info.py "$WORK/tcd" -o "$WORK/kernels" -q >"$OUT/extract.log" 2>&1

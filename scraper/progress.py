@@ -2,7 +2,7 @@
 file, CI, a pipe), and log messages printed above the bar instead of through it.
 
     for path in progress(paths, desc="graphs", unit="graph"): ...
-    with progress(total=n, desc="download", unit="repo") as bar: ...; bar.update()
+    with progress(total=n, desc="download", unit="repo") as bar: ...; bar.set_postfix({"ok": 3}); bar.update()
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class Lines:
         self.interval = float(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL))
         self.last = self.started
         self.closed = False
+        self.postfix = ""
 
     def __iter__(self):
         for item in self.iterable:
@@ -57,6 +58,11 @@ class Lines:
             self.last = now
             self._line()
 
+    def set_postfix(self, ordered_dict: Optional[dict] = None, refresh: bool = True, **values) -> None:
+        """What tqdm shows after the count (`ok=3, failed=1`): added to the next line, in the order given."""
+        values = {**(ordered_dict or {}), **dict(sorted(values.items()))}  # tqdm sorts the keyword ones too
+        self.postfix = ", ".join(f"{key}={value}" for key, value in values.items())
+
     def close(self) -> None:
         """Log the final count, unless nothing happened or the last line already said it."""
         if not self.closed and self.n != self.shown:
@@ -66,7 +72,9 @@ class Lines:
     def _line(self) -> None:
         self.shown = self.n
         of = f"/{self.total}" if self.total is not None else ""
-        log.info("%s: %d%s %s (%.0f s)", self.desc, self.n, of, self.unit, time.monotonic() - self.started)
+        postfix = f", {self.postfix}" if self.postfix else ""
+        seconds = time.monotonic() - self.started
+        log.info("%s: %d%s %s%s (%.0f s)", self.desc, self.n, of, self.unit, postfix, seconds)
 
     def __enter__(self) -> "Lines":
         return self

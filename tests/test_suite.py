@@ -83,7 +83,7 @@ def fake_worker(tmp_path) -> Path:
 
 def run_suite_cli(out: Path, worker: Path, *args: str) -> int:
     """run_inductor_suite.main with the fake worker, no GPU unless the test names some."""
-    argv = ["--out", str(out), "--worker", str(worker), "-q", *args]
+    argv = ["-o", str(out), "--worker", str(worker), "-q", *args]
     if "--gpus" not in args:
         argv += ["--gpus", "none"]
     return run_inductor_suite.main(argv)
@@ -197,7 +197,7 @@ def test_failures_crashes_and_timeouts_are_recorded_and_the_suite_goes_on(tmp_pa
     assert (rows["ok3"]["batch_seen"], rows["ok12"]["batch_seen"]) == ("16", "8")
     assert all(row["torch_compile_debug"] == "1" and row["hf_hub_offline"] == "1"
                for row in rows.values() if "torch_compile_debug" in row)
-    # Program and log of every model, relative to --out.
+    # Program and log of every model, relative to the output folder.
     assert (out / rows["fail1"]["program"]).read_text() == "# program of fail1\n"
     assert "Segmentation fault (fake)" in (out / rows["crash1"]["log"]).read_text()
     stats = json.loads((out / "suite" / "stats.json").read_text())
@@ -279,7 +279,7 @@ def test_time_budget_starts_nothing_after_it_is_spent(tmp_path, fake_worker):
 def test_sigterm_kills_running_workers_and_records_nothing(tmp_path, fake_worker):
     out = tmp_path / "tcd"
     argv = [sys.executable, str(REPO_ROOT / "run_inductor_suite.py"), "--suite", "timm", "--models", "sleep1,ok1",
-            "--out", str(out), "--worker", str(fake_worker), "--gpus", "none", "-q"]
+            "-o", str(out), "--worker", str(fake_worker), "--gpus", "none", "-q"]
     process = subprocess.Popen(argv, cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
     pids_file = out / "sleep1.pids"
     for _ in range(1200):  # up to 60 s on a busy machine

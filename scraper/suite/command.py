@@ -10,14 +10,23 @@ examples:
   python run_inductor_suite.py --suite modules          # nn.Modules of scraper/generator/paritybench_download/
   python run_inductor_suite.py --suite torchbench --torchbench-dir ~/benchmark   # scraper/suite/models/torchbench.txt
   python run_inductor_suite.py --suite torchbench --torchbench-dir ~/benchmark --list   # the checkout's models
-  python run_inductor_suite.py --suite timm --shard 0/4 --out tcd_0   # job 0 of 4 (a Slurm array: see docs)
+  python run_inductor_suite.py --suite timm --shard 0/4 -o tcd_0     # job 0 of 4 (a Slurm array: see docs)
   python get_kernels_from_debug_info.py torch_compile_debug     # then extract the kernels
+
+The output folder's suite/ is this command's (recorded in its .triton-data.json): a rerun resumes there, and a
+folder whose suite/ another program wrote is refused. Exit status: 0 when every model of this run compiled or
+was skipped (or none was left to run); 1 when some model failed, crashed or timed out (0 with --keep-going when
+another one compiled); 2 on bad usage, an output folder it may not write or no sandbox for --suite modules; 3
+when a models file, modules file, --repos folder or TorchBench checkout named is missing; 130 when interrupted.
+See docs/suite.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -25,7 +34,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from scraper.cli import add_logging_args, setup_logging
+from scraper.cli import EXIT_MISSING_INPUT, EXIT_OK, EXIT_USAGE, add_logging_args, deprecated_alias, setup_logging
+from scraper.fileio import claim_output, first_object
 from scraper.sandbox import SandboxUnavailable, require_wall
 from scraper.stats import Stats
 from scraper.suite import lists, modules, torchbench
@@ -35,10 +45,16 @@ from scraper.suite.orchestrate import PersistentWorkers, record_skipped, run_job
 
 log = logging.getLogger(__name__)
 
+STAGE = "run_inductor_suite"  # its name in an output folder's .triton-data.json
+SUITE_DIR = "suite"  # what it writes in the output folder besides the workers' run_* folders
+EXIT_SOME_FAILED = 1  # scraper.cli's EXIT_NOTHING: for the suite, a model failed (or every one did)
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, as a shell reports a process that SIGINT ended
+
 
 def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     """The command line of run_inductor_suite.py (`description`: the script's docstring)."""
-    parser = argparse.ArgumentParser(prog="run_inductor_suite.py", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="run_inductor_suite.py", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_argument_group("what to compile")
     what.add_argument("--suite", required=True, choices=lists.SUITES,
                       help="timm (timm.create_model, pretrained=False), huggingface (transformers classes built "
@@ -82,9 +98,10 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
                      help="do not check the compiled model against eager (default: checked, as PyTorch's runner "
                           "does with --accuracy; recorded as accuracy pass|fail|skipped and max_error)")
     run = parser.add_argument_group("running")
-    run.add_argument("--out", type=Path, default=Path("torch_compile_debug"),
-                     help="debug root: run_*/ folders from torch, suite/ (manifest, programs, logs) "
-                          "(default: %(default)s)")
+    run.add_argument("-o", "--output", type=Path, default=Path("torch_compile_debug"),
+                     help="debug root: run_*/ folders from torch, suite/ (manifest, programs, logs); a rerun "
+                          "resumes there; one whose suite/ another program wrote is refused (default: %(default)s)")
+    deprecated_alias(run, "--out", "-o/--output", "output", type=Path)
     run.add_argument("--timeout", type=float, default=900, help="seconds per model before its worker (and "
                      "its compile subprocesses) is killed (default: %(default)s)")
     run.add_argument("--gpus", help="GPU ids to use, e.g. 0,1 (default: CUDA_VISIBLE_DEVICES, else all that "
@@ -100,6 +117,8 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     run.add_argument("--modules-per-process", type=int, default=20, help="modules: models one worker process "
                      "runs in turn before a fresh one starts (also after any failure); 1 = a process per model "
                      "(default: %(default)s)")
+    run.add_argument("--keep-going", action="store_true", help="exit 0 when some model of this run compiled even "
+                     "if others failed, crashed or timed out (default: exit 1); the manifest keeps every failure")
     run.add_argument("--worker", type=Path, help="a replacement worker script taking the same arguments as "
                      "scraper/suite/worker.py (custom compile steps; the tests use a fake one)")
     run.add_argument("--unsafe-no-sandbox", action="store_true",
@@ -110,28 +129,89 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Run the suite; returns 0 when every model ran, was skipped or was already done, 1 when some failed, 2 on
-    bad usage."""
+    """Run the suite; returns the exit status (the module docstring and docs/suite.md say which)."""
     parser = build_parser(__doc__)
     args = parser.parse_args(argv)
     setup_logging(args)
+    missing = missing_input(args)
+    if missing:
+        log.error("%s", missing)
+        return EXIT_MISSING_INPUT
     try:
         settings = make_settings(args)
+        if lists_repositories(args):  # the listing is cached in suite/listing/: claim the folder before that
+            claim_debug_root(settings.out)
         jobs = select(load_jobs(args, settings), settings.shard, args.limit)
         listed = list_lines(args, settings, jobs) if args.list else None
-    except (ValueError, OSError) as exc:
+        if listed is None:
+            if settings.suite == "modules":
+                require_wall(settings.unsafe_no_sandbox)
+            claim_debug_root(settings.out)
+    except (ValueError, OSError, SandboxUnavailable) as exc:  # OSError: a refused output folder among them
         log.error("%s", exc)
-        return 2
+        return EXIT_USAGE
     if listed is not None:
         print("\n".join(listed))
-        return 0
-    try:
-        if settings.suite == "modules":
-            require_wall(settings.unsafe_no_sandbox)
-    except SandboxUnavailable as exc:
-        log.error("%s", exc)
-        return 2
+        return EXIT_OK
     return run(settings, jobs, args)
+
+
+def missing_input(args: argparse.Namespace) -> Optional[str]:
+    """Why a file or folder that this invocation reads is not there (exit status 3), or None."""
+    if args.suite == "modules":
+        named = {"--modules-file": args.modules_file} if args.modules_file else {"--repos": args.repos}
+    else:
+        named = {"--models-file": args.models_file}
+    if args.suite == "torchbench":
+        checkout_env = torchbench.CHECKOUT_ENV
+        named["--torchbench-dir" if args.torchbench_dir else f"${checkout_env}"] = \
+            args.torchbench_dir or os.environ.get(checkout_env)
+    for flag, path in named.items():
+        if path and not Path(path).expanduser().exists():
+            return f"{flag} {path}: no such file or folder"
+    return None
+
+
+def lists_repositories(args: argparse.Namespace) -> bool:
+    """Whether the jobs come from listing the classes of --repos (--suite modules without --modules-file), which
+    writes into the output folder even for --list."""
+    return args.suite == "modules" and args.modules_file is None
+
+
+def claim_debug_root(out: Path) -> None:
+    """Make the debug root and record its suite/ as this stage's in .triton-data.json, as every stage claims its
+    output; FileExistsError when the folder holds a suite/ with something in it that this stage did not write
+    (its manifest, programs and logs would be mixed with, and partly replace, someone else's files). The workers'
+    run_* folders get new names (a timestamp and the pid) and are claimed by the manifest lines naming them;
+    nothing outside suite/ is ever replaced or removed."""
+    suite = out / SUITE_DIR
+    checked = [SUITE_DIR] if suite.exists() and not empty_folder(suite) else []
+    claim_output(out, STAGE, checked, adopt=earlier_suite_output).claim([SUITE_DIR])
+
+
+def empty_folder(path: Path) -> bool:
+    """True for a folder with nothing in it."""
+    return path.is_dir() and not any(path.iterdir())
+
+
+def earlier_suite_output(folder: Path) -> bool:
+    """A debug root that an earlier version of this stage wrote (before .triton-data.json): its suite/ holds a
+    manifest of model runs, or the stats of a suite run (one interrupted before any model ended)."""
+    suite = folder / SUITE_DIR
+    for manifest in suite.glob("manifest*.jsonl"):
+        first = first_object(manifest)
+        if first is not None and "suite" in first and "model" in first:
+            return True
+    return any(stats_stage(path) == "suite" for path in suite.glob("stats*.json"))
+
+
+def stats_stage(path: Path) -> Optional[str]:
+    """The `stage` a stats.json names, or None (unreadable, not JSON, another shape)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("stage") if isinstance(data, dict) else None
 
 
 def make_settings(args: argparse.Namespace) -> Settings:
@@ -139,7 +219,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
     if args.timeout <= 0 or args.workers_per_gpu < 1 or (args.limit is not None and args.limit < 1):
         raise ValueError("--timeout must be > 0, --workers-per-gpu and --limit >= 1")
     return Settings(
-        suite=args.suite, out=args.out, mode=args.mode, dtype=args.dtype, max_autotune=args.max_autotune,
+        suite=args.suite, out=args.output, mode=args.mode, dtype=args.dtype, max_autotune=args.max_autotune,
         timeout=args.timeout, seq_len=args.seq_len, hf_layers=args.hf_layers, backend=args.backend,
         device=args.device, worker=args.worker, shard=lists.parse_shard(args.shard) if args.shard else None,
         torchbench_dir=torchbench.find_checkout(args.torchbench_dir) if args.suite == "torchbench" else None,
@@ -212,7 +292,7 @@ def run(settings: Settings, jobs: list[Job], args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         save_stats(settings, stats)
         print(stats.summary(), file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         if isinstance(runner, PersistentWorkers):
             runner.close()
@@ -221,8 +301,15 @@ def run(settings: Settings, jobs: list[Job], args: argparse.Namespace) -> int:
     save_stats(settings, stats)
     print(stats.summary(), file=sys.stderr)
     print(f"{manifest_totals(settings)}\nmanifest: {settings.manifest_path}", file=sys.stderr)
-    # Skipped models (a TorchBench model needing a download or a package) are not failures of the run.
-    return 0 if all(entry.get("success") or entry.get("status") == "skipped" for entry in entries) else 1
+    return run_status(entries, args.keep_going)
+
+
+def run_status(entries: list[dict], keep_going: bool = False) -> int:
+    """0 when every model this run started compiled or was skipped (a TorchBench model needing a download or a
+    package: not a failure of the run), else 1; with `keep_going` also 0 when at least one of them compiled."""
+    if all(entry.get("success") or entry.get("status") == "skipped" for entry in entries):
+        return EXIT_OK
+    return EXIT_OK if keep_going and any(entry.get("success") for entry in entries) else EXIT_SOME_FAILED
 
 
 def job_runner(settings: Settings, args: argparse.Namespace):
@@ -237,7 +324,8 @@ def job_runner(settings: Settings, args: argparse.Namespace):
 
 
 def manifest_totals(settings: Settings) -> str:
-    """One line: models of this suite/mode/dtype per status over every manifest of --out (earlier runs too)."""
+    """One line: models of this suite/mode/dtype per status over every manifest of the output folder (earlier runs
+    too)."""
     wanted = (settings.suite, settings.mode, settings.dtype, settings.max_autotune)
     statuses = Counter(entry.get("status") for entry in latest_entries(settings.out).values()
                        if (entry.get("suite"), entry.get("mode"), entry.get("dtype"), entry.get("max_autotune"))

@@ -1,6 +1,6 @@
 """Run a suite: one worker subprocess per model, a pool of workers over the visible GPUs, a manifest of results.
 
-Layout of --out (the debug root, `torch_compile_debug` by default):
+Layout of -o/--output (the debug root, `torch_compile_debug` by default):
     run_<date>-pid_<pid>/torchinductor/<model>__0_inference_0.0/...   what TORCH_COMPILE_DEBUG=1 writes,
                                                                     one run_ folder per worker process
     suite/manifest.jsonl            one line per model attempt (the latest line of a model wins; the fields
@@ -26,13 +26,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from tqdm import tqdm
-
 from scraper.paths import PACKAGE_PARENT
+from scraper.progress import progress
 from scraper.records import append_jsonl, atomic_write_text
 from scraper.stats import Stats
 from scraper.sandbox import Walled, clean_result, private_folder, take_out, worker_environment
@@ -439,7 +439,8 @@ def run_suite(settings: Settings, jobs: Sequence[Job], slots: Sequence[Optional[
     lock = threading.Lock()
     stop = threading.Event()
     deadline = time.monotonic() + budget if budget is not None else None
-    bar = tqdm(total=len(jobs), desc=f"{settings.suite} models", unit="model", disable=None)
+    bar = progress(total=len(jobs), desc=f"{settings.suite} models", unit="model")
+    statuses: Counter = Counter()
 
     def drive(slot: Optional[str]) -> None:
         while not stop.is_set():
@@ -456,6 +457,8 @@ def run_suite(settings: Settings, jobs: Sequence[Job], slots: Sequence[Optional[
                 append_jsonl(settings.manifest_path, entry)
                 entries.append(entry)
                 count_entry(stats, entry)
+                statuses[entry["status"]] += 1
+                bar.set_postfix(outcomes(statuses))  # before update: a line off a terminal says the new counts
                 bar.update(1)
                 log.info("%s: %s in %.0f s%s", job.name, entry["status"], entry["seconds"],
                          f" ({entry['error']})" if entry.get("error") else "")
@@ -476,6 +479,15 @@ def run_suite(settings: Settings, jobs: Sequence[Job], slots: Sequence[Optional[
         bar.close()
     stats.inc("not_started", todo.qsize())
     return entries
+
+
+def outcomes(statuses: Counter) -> dict:
+    """The progress postfix from the statuses of the models done so far: ok, failed (crashed and timed out
+    included), and skipped when there are any."""
+    shown = {"ok": statuses["ok"], "failed": statuses["failed"] + statuses["crashed"] + statuses["timeout"]}
+    if statuses["skipped"]:
+        shown["skipped"] = statuses["skipped"]
+    return shown
 
 
 def count_entry(stats: Stats, entry: dict) -> None:
