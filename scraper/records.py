@@ -116,12 +116,18 @@ class KernelRecord:
     @classmethod
     def from_dict(cls, data: dict) -> "KernelRecord":
         """Build a record from a dict; keys this version does not know are kept under `extra`."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        unknown = {k: v for k, v in data.items() if k not in known}
-        if unknown:
-            kwargs["extra"] = {**kwargs.get("extra", {}), **unknown}
-        return cls(**kwargs)
+        return from_known_fields(cls, data)
+
+
+def from_known_fields(cls, data: dict):
+    """A dataclass with an `extra` dict (a kernel or a pair record) from a dict: the keys that are its fields
+    as fields, the others kept under `extra` (files written by a newer version still load)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in data.items() if k in known}
+    unknown = {k: v for k, v in data.items() if k not in known}
+    if unknown:
+        kwargs["extra"] = {**kwargs.get("extra", {}), **unknown}
+    return cls(**kwargs)
 
 
 def strip_comments(code: str) -> str:

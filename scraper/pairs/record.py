@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 from scraper.fileio import iter_jsonl_lines, report
-from scraper.records import kernel_id
+from scraper.records import from_known_fields, kernel_id
 
 PAIRS = "pairs.jsonl"  # in the Inductor stage's output folder
 PAIRS_REJECTS = "pairs_rejects.jsonl"  # ... the graphs that gave no pair, with the reason
@@ -73,12 +73,7 @@ class PairRecord:
     @classmethod
     def from_dict(cls, data: dict) -> "PairRecord":
         """A record from a dict; unknown keys go to `extra`."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        unknown = {k: v for k, v in data.items() if k not in known}
-        if unknown:
-            kwargs["extra"] = {**kwargs.get("extra", {}), **unknown}
-        return cls(**kwargs)
+        return from_known_fields(cls, data)
 
 
 def iter_pairs(path: str | os.PathLike, on_error: Optional[Callable[[int, str], None]] = None

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import queue
-import select
 import shutil
 import signal
 import subprocess
@@ -35,7 +34,7 @@ from scraper.paths import PACKAGE_PARENT
 from scraper.progress import progress
 from scraper.records import append_jsonl, atomic_write_text
 from scraper.stats import Stats
-from scraper.sandbox import Walled, clean_result, private_folder, take_out, worker_environment
+from scraper.sandbox import Walled, clean_result, pipe, private_folder, take_out, worker_environment
 from scraper.suite import confined
 from scraper.suite.lists import ModelSpec, safe_name
 from scraper.suite.manifest import RESUME_KEYS, find_run_dir, latest_entries, resume_key, run_dir_contents
@@ -595,16 +594,7 @@ class PersistentWorker:
 
     def read_line(self, deadline: float) -> Optional[bytes]:
         """The next answer line; b"" when the process closed its stdout, None at the deadline."""
-        fd = self.process.stdout.fileno()
-        while b"\n" not in self.buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b""
-            self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
+        line, self.buffer = pipe.read_line(self.process.stdout.fileno(), self.buffer, deadline)
         return line
 
     def stop(self) -> Optional[int]:
@@ -633,9 +623,9 @@ class PersistentWorker:
         """No longer a running worker: out of the set stop_all() kills, its pipes closed."""
         with _RUNNING_LOCK:
             _RUNNING.discard(process)
-        for pipe in (process.stdin, process.stdout):
+        for stream in (process.stdin, process.stdout):
             try:
-                pipe.close()
+                stream.close()
             except OSError:
                 pass
 

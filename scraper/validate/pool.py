@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import queue
-import select
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Callable, Iterable
 
 from scraper.paths import PACKAGE_PARENT
-from scraper.sandbox import Wall, clean_result, launch, worker_environment
+from scraper.sandbox import Wall, clean_result, launch, pipe, worker_environment
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +123,9 @@ class Worker:
         return clean_result(answer)
 
     def _read_line(self, deadline: float) -> bytes | None:
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self.buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                raise OSError("worker exited")
-            self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
+        line, self.buffer = pipe.read_line(self.proc.stdout.fileno(), self.buffer, deadline)
+        if line == b"":
+            raise OSError("worker exited")
         return line
 
     def kill(self) -> None:
