@@ -337,6 +337,16 @@ class Impl(nn.Module):
             raise ValueError(f"Unknown impl {self.impl!r}. Available implementations: ['FA3', 'FA4']")
         return self.fc(x)
 ''',
+    "own_train": '''
+class OwnTrain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+    def train(self):  # not nn.Module.train(mode): model.eval() and model.train(False) call it with a mode
+        raise RuntimeError("the suite must not call a scraped train()")
+    def forward(self, x):
+        return self.fc(x)
+''',
 }
 
 
@@ -520,9 +530,16 @@ def test_forward_error_repairs_the_constructor(rows):
     assert ok(rows, "forward_choice")["init_kwargs"]["impl"] in ("'FA3'", "'FA4'")
 
 
+def test_own_train_method_is_not_called(rows):
+    row = ok(rows, "own_train")
+    program = (row["_root"] / row["program"]).read_text()
+    assert ".train(TRAINING)" not in program and "module.training = TRAINING" in program
+
+
 def test_programs_rebuild_what_was_inferred(rows):
     """Each program, run alone in a fresh interpreter, builds the model and calls it as the worker did."""
-    for name in ("typed", "config_class", "batch_dict", "half", "enum_arg", "pass_through", "labels"):
+    for name in ("typed", "config_class", "batch_dict", "half", "enum_arg", "pass_through", "labels",
+                 "own_train"):
         program = rows[name]["_root"] / ok(rows, name)["program"]
         ran = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=120,
                              cwd=program.parent)

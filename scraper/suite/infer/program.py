@@ -84,7 +84,7 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
         model = built.model
         inputs = InputSearch(model, facts, filename, call_with(model, evaluate), cast_with(model, env, dtype),
                              deadline)
-        found = inputs.find(hints, lambda: (model.to(device=device, dtype=dtype), model.eval()))
+        found = inputs.find(hints, lambda: (model.to(device=device, dtype=dtype), eval_mode(model)))
         searches.append(inputs)
         if found is not None:
             fields = details(constructor, searches, built.path, found.path)
@@ -100,6 +100,13 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
                          details(constructor, searches, None, None))
     raise PhaseError("inputs", searches[-1].obstacle or "no inputs to try",
                      details(constructor, searches, paths[-1], None))
+
+
+def eval_mode(model) -> None:
+    """Every submodule in eval mode without calling model.eval(): a scraped class may override train() or
+    eval() with another signature (`def train(self)`), which nn.Module.eval would call."""
+    for module in model.modules():
+        module.training = False
 
 
 def call_with(model, evaluate):
