@@ -61,7 +61,10 @@ def exec_source(source: str, filename: str) -> dict:
     module = types.ModuleType(MODULE_NAME)
     module.__file__ = filename
     sys.modules[MODULE_NAME] = module
-    exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - scraped code, isolated worker process
+    # dont_inherit: not this file's `from __future__ import annotations` (the module's hints stay objects, as
+    # when its program is imported)
+    code = compile(source, filename, "exec", dont_inherit=True)
+    exec(code, module.__dict__)  # noqa: S102 - scraped code, isolated worker process
     return module.__dict__
 
 
@@ -93,7 +96,7 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
             if found.dtype:
                 fields["module_dtype"] = found.dtype.removeprefix("torch.")
             return {"init": built, "inputs": found, "dtype": found.dtype, "fields": fields}
-        rebuilt = constructor.rebuild(built, inputs.failure) if inputs.failure is not None else None
+        rebuilt = constructor.rebuild(built, inputs.constructor_failures())
         built = rebuilt or next(models, None)
     if not searches:
         raise PhaseError("init", constructor.obstacle or "no constructor call to try",
