@@ -125,6 +125,20 @@ def test_aliases_conflicts_and_module_objects():
         extract_closure(index, "pkg/zzz.py", "k")
 
 
+def test_class_whose_base_has_its_own_name():
+    """`class Impl(Impl, nn.Module)` reads the Impl imported from another module before rebinding the name."""
+    files = {"pkg/__init__.py": "", "pkg/default/__init__.py": "",
+             "pkg/base.py": "class Impl:\n    def scale(self):\n        return 2\n",
+             "pkg/default/impl.py": "from torch import nn\nfrom ..base import Impl\n\n"
+                                    "class Impl(Impl, nn.Module):\n    def forward(self, x):\n"
+                                    "        return x * self.scale()\n"}
+    result = extract_closure(RepoIndex(files), "pkg/default/impl.py", "Impl")
+    assert_self_contained(result)
+    namespace = {}
+    exec(result.code, namespace)
+    assert namespace["Impl"]().forward(3) == 6
+
+
 def test_import_cycle_terminates():
     files = {"a.py": "from b import g\nimport triton\n@triton.jit\ndef f(x):\n    return g(x)\n",
              "b.py": "from a import f\nimport triton\n@triton.jit\ndef g(x):\n    return f(x)\n"}

@@ -337,6 +337,114 @@ class Impl(nn.Module):
             raise ValueError(f"Unknown impl {self.impl!r}. Available implementations: ['FA3', 'FA4']")
         return self.fc(x)
 ''',
+    "own_train": '''
+class OwnTrain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+    def train(self):  # not nn.Module.train(mode): model.eval() and model.train(False) call it with a mode
+        raise RuntimeError("the suite must not call a scraped train()")
+    def forward(self, x):
+        return self.fc(x)
+''',
+    "instance_for_class": '''
+class Frozen(nn.Module):
+    def __init__(self, base_layer):
+        super().__init__()
+        self.base_layer = base_layer
+        for p in base_layer.parameters():
+            p.requires_grad_(False)
+    def forward(self, x):
+        return self.base_layer(x)
+''',
+    "namespace_tensor": '''
+def project(x, weight):
+    return x @ weight.T
+
+
+class Packed(nn.Module):
+    def __init__(self, packed):
+        super().__init__()
+        self.packed = packed
+        self.device = packed.device
+    def forward(self, x):
+        return project(x, self.packed)
+''',
+    "vector_scales": '''
+class Scaled(nn.Module):
+    def __init__(self, weight, scales):
+        super().__init__()
+        self.weight = weight
+        self.scales = scales
+    def forward(self, x):
+        return (x @ self.weight.T) / self.scales.view(1, -1)
+''',
+    "index_statement": '''
+class Gather(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(256, 8))
+        self.proj = nn.Linear(16, 8)
+    def forward(self, x, where):
+        rows = self.table[
+            where
+        ]
+        return self.proj(x) + rows.sum()
+''',
+    "own_shape": '''
+def rotate(x, freqs):
+    freqs = freqs.view(1, x.size(1), 1, x.size(3))
+    return x * freqs
+
+
+class Rotary(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(32, 32)
+    def forward(self, x, freqs):
+        b, s, _ = x.shape
+        return rotate(self.proj(x).view(b, s, 4, 8), freqs)
+''',
+    "hook_arg": '''
+import typing
+
+
+class Hooked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+    def forward(self, x, score_mod: typing.Callable[[torch.Tensor], torch.Tensor]):
+        y = self.fc(x)
+        return y if score_mod is None else score_mod(y)
+''',
+    "hint_objects": '''
+class Hinted(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+    def forward(self, x: torch.Tensor):
+        assert Hinted.forward.__annotations__["x"] is torch.Tensor  # as when the module is imported
+        return self.fc(x)
+''',
+    "batch_cache": '''
+class Cached(nn.Module):
+    def __init__(self, bsz, dim):
+        super().__init__()
+        self.register_buffer("cache", torch.zeros(bsz, dim))
+        self.fc = nn.Linear(dim, dim)
+    def forward(self, x):
+        return self.fc(x) + self.cache.unsqueeze(1)
+''',
+    "ids_view": '''
+class Slots(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("slots", torch.zeros(2, 8))
+    def forward(self, x, batch_idx):
+        b, s, d = x.shape
+        rows = self.slots[batch_idx.view(b, 1)]
+        return x + rows.sum()
+''',
 }
 
 
@@ -520,9 +628,56 @@ def test_forward_error_repairs_the_constructor(rows):
     assert ok(rows, "forward_choice")["init_kwargs"]["impl"] in ("'FA3'", "'FA4'")
 
 
+def test_own_train_method_is_not_called(rows):
+    row = ok(rows, "own_train")
+    program = (row["_root"] / row["program"]).read_text()
+    assert ".train(TRAINING)" not in program and "module.training = TRAINING" in program
+
+
+def test_layer_instance_where_a_method_is_called_on_it(rows):
+    assert ok(rows, "instance_for_class")["init_kwargs"]["base_layer"] == "torch.nn.Identity()"
+
+
+def test_tensor_where_a_config_object_meets_a_tensor_attribute(rows):
+    assert ok(rows, "namespace_tensor")["init_kwargs"]["packed"].startswith("torch.rand((64, 64)")
+
+
+def test_vector_where_a_tensor_argument_is_flattened(rows):
+    assert ok(rows, "vector_scales")["init_kwargs"]["scales"] == "torch.rand((64,), device=device, dtype=DTYPE)"
+
+
+def test_integer_index_named_on_another_line_of_the_statement(rows):
+    args = ok(rows, "index_statement")["inputs"]["args"]
+    assert args[0].startswith("torch.rand(") and args[1].startswith("torch.randint(")
+
+
+def test_own_shape_for_a_tensor_a_helper_views(rows):
+    row = ok(rows, "own_shape")
+    assert row["inputs"]["args"][1] == "torch.rand((1, 64, 1, 8), device=device, dtype=DTYPE)"
+    assert row["input_shapes"] == [[2, 64, 32], [1, 64, 1, 8]]
+
+
+def test_function_argument_is_none_first(rows):
+    assert ok(rows, "hook_arg")["inputs"]["args"][1] == "None"
+
+
+def test_type_hints_are_objects_as_when_imported(rows):
+    ok(rows, "hint_objects")
+
+
+def test_batch_size_of_the_constructor_is_the_inputs(rows):
+    row = ok(rows, "batch_cache")
+    assert row["init_kwargs"]["bsz"] == "2" and row["input_shapes"][0][0] == 2
+
+
+def test_ids_of_their_own_shape_where_forward_views_them(rows):
+    assert ok(rows, "ids_view")["inputs"]["args"][1] == "torch.randint(0, 2, (2, 1), device=device, dtype=torch.long)"
+
+
 def test_programs_rebuild_what_was_inferred(rows):
     """Each program, run alone in a fresh interpreter, builds the model and calls it as the worker did."""
-    for name in ("typed", "config_class", "batch_dict", "half", "enum_arg", "pass_through", "labels"):
+    for name in ("typed", "config_class", "batch_dict", "half", "enum_arg", "pass_through", "labels", "own_train",
+                 "own_shape"):
         program = rows[name]["_root"] / ok(rows, name)["program"]
         ran = subprocess.run([sys.executable, str(program)], capture_output=True, text=True, timeout=120,
                              cwd=program.parent)

@@ -389,6 +389,19 @@ def _text_and_free_names(module: ModuleIndex, node: ast.stmt) -> tuple[str, froz
     return cached
 
 
+def _shadowed_base(closure: _Closure, scope: ModuleIndex, node) -> None:
+    """`class Impl(Impl, nn.Module)`: a class whose bases (or decorators) read the name it rebinds reads the
+    earlier binding of that name (lmdeploy imports the abstract Impl from another module): copy that one first."""
+    if not isinstance(node, ast.ClassDef):
+        return
+    outer = node.bases + [keyword.value for keyword in node.keywords] + node.decorator_list
+    if node.name not in {name for expression in outer for name in free_names(expression)}:
+        return
+    earlier = closure._earlier_bindings(scope.bindings.get(node.name, []), node)
+    if earlier:
+        closure._use_binding(scope, node.name, earlier, 1)
+
+
 def _trimmed_free_names(text: str, node, count: int) -> frozenset:
     """statement_free_names of a def/class without its `count` outermost decorators (`text` is that source)."""
     if not count:
@@ -523,6 +536,7 @@ def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, pa
     free = _trimmed_free_names(text, node, dropped) - {node.name}
     closure.note_attributes(scope, node, free, 1)
     closure.need_names(scope, free, 1)
+    _shadowed_base(closure, scope, node)
     closure._add_block(text, {node.name}, path)
     if scope is module:  # `kernel = triton.jit(kernel)` / `fast = triton.jit(kernel)` after the def
         aliases = {**index.own_triton_aliases(path), **index.triton_aliases(path)}

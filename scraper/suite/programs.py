@@ -341,7 +341,9 @@ TRAINING = {training!r}
 def build(device="cuda"):
     """{class_name} with random weights and the inferred inputs, on `device`."""
     torch.manual_seed(0)
-    model = {class_name}({init}).to(device=device, dtype=DTYPE).train(TRAINING)
+    model = {class_name}({init}).to(device=device, dtype=DTYPE)
+    for module in model.modules():  # not model.train(): a scraped class may override it
+        module.training = TRAINING
     args = ({args})
     kwargs = {{{kwargs}}}
     return model, args, kwargs

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import math
 import re
 import time
 import typing
@@ -146,11 +147,15 @@ class Constructor:
             self.errors.append(f"repair: {type(exc).__name__}: {exc}")
         return None
 
-    def rebuild(self, built: "Built", failure: Failure) -> Optional["Built"]:
+    def rebuild(self, built: "Built", failures: list) -> Optional["Built"]:
         """Another model for a forward that failed because of a constructor argument (a string it rejects, a
-        layer it calls): the call repaired from forward's error, then repaired as usual."""
-        repaired = self.repair(built.call, failure)
-        return self.repair_loop(repaired, built.path) if repaired is not None else None
+        layer it calls): the call repaired from the first of forward's errors that a repair reads, then repaired
+        as usual."""
+        for failure in failures:
+            repaired = self.repair(built.call, failure)
+            if repaired is not None:
+                return self.repair_loop(repaired, built.path)
+        return None
 
     def culprits(self, call: Call, failure: Failure) -> list[str]:
         """Constructor parameters the error names, then those the failing line uses (directly or as
@@ -197,8 +202,18 @@ def add_missing(self: Constructor, call: Call, failure: Failure):
     match = failure.search(r"missing \d+ required (?:positional |keyword-only )?arguments?: (.*)")
     if not match:
         return []
-    names = re.findall(r"'(\w+)'", match.group(1))
-    return [Call({**call.kwargs, **{name: self.guess(name) for name in names}}, list(call.args))]
+    # `missing ... argument: 'self'` is a method called on a class, not the constructor (instance_for_class)
+    names = [name for name in re.findall(r"'(\w+)'", match.group(1)) if name != "self"]
+    return [Call({**call.kwargs, **{name: self.guess(name) for name in names}}, list(call.args))] if names else []
+
+
+def instance_for_class(self: Constructor, call: Call, failure: Failure):
+    """A layer instance where a layer class was given and the module calls a method on it
+    (`next(layer.parameters())`: `Module.parameters() missing 1 required positional argument: 'self'`)."""
+    if not failure.search(r"missing 1 required positional argument: 'self'"):
+        return []
+    classes = [name for name, value in call.kwargs.items() if re.fullmatch(r"torch\.nn\.\w+", value)]
+    return [call.with_value(name, module_expression(name)) for name in classes]
 
 
 def provide_named(self: Constructor, call: Call, failure: Failure):
@@ -211,13 +226,41 @@ def provide_named(self: Constructor, call: Call, failure: Failure):
 
 
 def tensor_for_value(self: Constructor, call: Call, failure: Failure):
-    """A tensor where the module reads a tensor's attribute, or stores the value as a buffer or parameter."""
-    match = failure.search(r"'(int|float|bool|str|NoneType)' object has no attribute '(\w+)'")
+    """A tensor where the module reads a tensor's attribute, or stores the value as a buffer or parameter. A
+    config object guessed for a parameter the module only read `.device` or `.dtype` of in __init__ meets `.T` or
+    `.shape` later, often in a helper whose own parameter names say nothing: then every such object the call
+    holds becomes a tensor."""
+    match = failure.search(r"'(int|float|bool|str|NoneType|(?:types\.)?SimpleNamespace)' object has no attribute "
+                           r"'(\w+)'")
     stored = failure.search(r"cannot assign '\w+' object to (?:buffer|parameter) '(\w+)'")
     if not ((match and match.group(2) in TENSOR_ATTRIBUTES) or stored):
         return []
-    return [call.with_value(name, tensor_expression((HIDDEN, HIDDEN))) for name in self.culprits(call, failure)
-            if not self.current(call, name).startswith("torch.rand")]
+    tensor = tensor_expression((HIDDEN, HIDDEN))
+    names = self.culprits(call, failure)
+    if match and match.group(1).endswith("SimpleNamespace"):
+        objects = [name for name, value in call.kwargs.items() if value.startswith("types.SimpleNamespace(")]
+        if not set(names) & set(objects):
+            return [Call({**call.kwargs, **{name: tensor for name in objects}}, list(call.args))]
+        names = [name for name in names if name in objects]
+    return [call.with_value(name, tensor) for name in names if not self.current(call, name).startswith("torch.rand")]
+
+
+def vector_for_matrix(self: Constructor, call: Call, failure: Failure):
+    """A vector where a tensor given to the constructor is flattened against the features (`scales.view(1, -1)`
+    meets 64 features with the 4096 of a 64 x 64 guess): one of the size the broadcast wants."""
+    match = failure.search(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)")
+    if not match:
+        return []
+    a, b = int(match.group(1)), int(match.group(2))
+    flattened = set(re.findall(r"(\w+)\.(?:view|reshape|flatten)\(", failure.line))
+    holders = {name: {h.removeprefix("self.") for h in self.facts.holders(name)} for name in call.kwargs}
+    candidates = []
+    for name, value in sorted(call.kwargs.items(), key=lambda item: not holders[item[0]] & flattened):
+        shape = re.match(r"torch\.rand\(\(([\d, ]+)\)", value)
+        size = math.prod(int(d) for d in shape.group(1).split(",") if d.strip()) if shape else None
+        if size in (a, b) and a != b:
+            candidates.append(call.with_value(name, tensor_expression((b if size == a else a,))))
+    return candidates
 
 
 def config_for_value(self: Constructor, call: Call, failure: Failure):
@@ -431,8 +474,8 @@ def by_name_again(self: Constructor, call: Call, failure: Failure):
             if by_name(name) and by_name(name) != call.kwargs.get(name)]
 
 
-REPAIRS = [drop_unexpected, add_missing, device_string, axis_for_size, required_value, required_type,
-           tensor_for_value, dtype_for_int, provide_named, config_for_value, dict_config, list_for_int, list_length,
+REPAIRS = [drop_unexpected, add_missing, instance_for_class, device_string, axis_for_size, required_value, required_type,
+           tensor_for_value, vector_for_matrix, dtype_for_int, provide_named, config_for_value, dict_config, list_for_int, list_length,
            layer_for_value, permissive_layer, divisible, integer_for_float, nonzero, other_choice, other_sizes,
            by_name_again]
 PASS_THROUGH = "lambda x, *args, **kwargs: x"

@@ -3,6 +3,7 @@ the scraped module's own frames (innermost first), which tell which parameter th
 
 from __future__ import annotations
 
+import linecache
 import re
 import traceback
 from dataclasses import dataclass, field
@@ -40,8 +41,18 @@ def failure_of(exc: BaseException, filename: str) -> Failure:
     """The Failure of `exc`, with the lines of the frames whose file is the module's `filename` (its closure)."""
     frames = traceback.extract_tb(exc.__traceback__)
     mine = [frame for frame in reversed(frames) if frame.filename == filename]
-    own = [frame.line for frame in mine if frame.line]
+    own = [text for text in map(frame_text, mine) if text]
     if isinstance(exc, AssertionError) and not own and frames:  # an assert of a helper: its line still helps
         own = [frames[-1].line or ""]
     return Failure(kind=type(exc).__name__, message=str(exc)[:2000], lines=own, text=describe(exc),
                    functions=[frame.name for frame in mine])
+
+
+def frame_text(frame: traceback.FrameSummary) -> str:
+    """The source of the expression that failed in `frame`, all its lines (`table[\n    0, where\n]`: the
+    index is on another line than the one the frame names), joined by spaces."""
+    last = frame.end_lineno or frame.lineno
+    if frame.lineno is None or last - frame.lineno > 20:
+        return frame.line or ""
+    lines = [linecache.getline(frame.filename, number).strip() for number in range(frame.lineno, last + 1)]
+    return " ".join(line for line in lines if line) or frame.line or ""

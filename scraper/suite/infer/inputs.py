@@ -25,10 +25,10 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 from scraper.suite.infer.errors import Failure, failure_of
-from scraper.suite.infer.values import HEADS, HEAD_DIM, HIDDEN, VOCAB, annotation_text, strip_optional, \
+from scraper.suite.infer.values import BATCH, HEADS, HEAD_DIM, HIDDEN, VOCAB, annotation_text, strip_optional, \
     tensor_expression
 
-BATCH, LENGTH, SIDE = 2, 64, 32
+LENGTH, SIDE = 64, 32
 MAX_INPUT_TRIALS = 60
 REPEATED = 4  # the same error for this many inputs in a row: no input will do, the search stops
 GENERIC_LAYOUTS = [(BATCH, LENGTH, HIDDEN), (BATCH, HIDDEN), (BATCH, 3, SIDE, SIDE), (BATCH, HIDDEN, SIDE, SIDE),
@@ -124,6 +124,7 @@ class InputSearch:
         self.trials, self.tried, self.errors, self.texts = 0, set(), [], []
         self.obstacle: Optional[BaseException] = None  # the first start's last error
         self.failure: Optional[Failure] = None  # the same, as read by the repairs
+        self.failures: dict[str, Failure] = {}  # every distinct failure, first seen first (for the constructor)
         self.deadline = deadline
 
     def find(self, hints: list, place: Callable) -> Optional[Found]:
@@ -172,10 +173,17 @@ class InputSearch:
                 failure = failure_of(exc, self.filename)
                 if self.obstacle is None or first:
                     self.obstacle, self.failure = exc, failure
+                self.failures.setdefault(failure.text, failure)
                 self.errors.append(f"{trial.layout}: {failure.text}")
                 self.texts.append(failure.text)
                 trial = None if self.stuck() else self.repair(trial, failure)
         return None
+
+    def constructor_failures(self) -> list[Failure]:
+        """What the constructor may be repaired from: the obstacle, then the other distinct failures (a repair of
+        the inputs can hide an error about a constructor argument behind another)."""
+        first = [self.failure] if self.failure is not None else []
+        return first + [f for f in self.failures.values() if f is not self.failure]
 
     def stuck(self) -> bool:
         """The same error, with a message, for the last REPEATED inputs: inputs are not what it is about (a
@@ -233,8 +241,9 @@ def first_role(name: str, annotation: str, keyword: bool, facts, vocab: int) -> 
         return Param(name, "tuple", keyword, (facts.unpacked(name) or 2,))
     if re.match(r"(Dict|dict|Mapping)\b", text) or facts.keys(name):
         return Param(name, "dict", keyword, tuple(facts.keys(name)) or ("x",))
+    # a function (`score_mod: Callable[...]`) is an optional hook more often than not: None first
     if (optional and "Tensor" in text and not IDS.fullmatch(lowered)) or STATES.fullmatch(lowered) or \
-            MASKS.fullmatch(lowered):
+            MASKS.fullmatch(lowered) or text.startswith(("Callable", "typing.Callable", "collections.abc.Callable")):
         return Param(name, "none", keyword)
     if IDS.fullmatch(lowered):
         return Param(name, "ids", keyword, (vocab,))
@@ -272,8 +281,17 @@ def ids_shape(name: str, layout: tuple) -> tuple:
 
 
 def tensor_shapes(trial: Trial) -> list[list[int]]:
-    """Shapes of the float tensors a trial passes (the layout, once per tensor parameter)."""
-    return [list(trial.layout) for p in trial.params if p.role == "tensor"]
+    """Shapes of the float tensors a trial passes (the layout, once per tensor parameter, or the shape of a
+    tensor a repair or a usage gave the parameter)."""
+    overrides = dict(trial.overrides)
+    shapes = []
+    for param in trial.params:
+        own = re.match(r"torch\.rand\(\(([\d, ]+)\)", overrides.get(param.name, ""))
+        if own:
+            shapes.append([int(d) for d in own.group(1).split(",") if d.strip()])
+        elif param.role == "tensor":
+            shapes.append(list(trial.layout))
+    return shapes
 
 
 # ------------------------------------------------------------------------------------------ what the model says
@@ -507,15 +525,33 @@ def view_size(self: InputSearch, trial: Trial, failure: Failure):
     target = [int(d) for d in match.group(1).split(",")]
     known = math.prod(d for d in target if d > 0)
     rest = math.prod(trial.layout[:-1]) or 1
+    own = own_shape(trial, failure, target)
     if -1 not in target and known % rest == 0:
-        return [relayout(trial, trial.layout[:-1] + (known // rest,)), relayout(trial, tuple(target))]
-    return [relayout(trial, trial.layout[:-1] + (trial.layout[-1] * known // math.gcd(trial.layout[-1], known),))]
+        return own + [relayout(trial, trial.layout[:-1] + (known // rest,)), relayout(trial, tuple(target))]
+    return own + [relayout(trial, trial.layout[:-1] + (trial.layout[-1] * known // math.gcd(trial.layout[-1], known),))]
+
+
+def own_shape(trial: Trial, failure: Failure, target: list) -> list:
+    """A tensor of its own shape for the parameter the failing line views (`freqs_cis.view(1, S, 1, D, 2)`): it
+    is not one of the float inputs sharing the layout, but a table of another shape; ids too (`batch_idx.view(B,
+    1)`: one per sequence, not one per token)."""
+    if -1 in target:
+        return []
+    viewed = set(re.findall(r"(\w+)\.(?:view|reshape)\(", failure.line))
+    candidates = []
+    for param in trial.params:
+        if param.name not in viewed or param.name in dict(trial.overrides) or param.role not in ("tensor", "ids"):
+            continue
+        value = tensor_expression(target) if param.role == "tensor" else \
+            tensor_expression(target, "torch.long", param.detail[0] if param.detail else VOCAB)
+        candidates.append(replace(trial, overrides=(*trial.overrides, (param.name, value))))
+    return candidates
 
 
 def index_roles(self: InputSearch, trial: Trial, failure: Failure):
     """Token ids where an integer index is expected; smaller ids when they are out of range."""
     if failure.search(r"Long|Int[, ]|int64|int32|integer tensors|scalar type Long|indices.*Float|Float.*indices|"
-                      r"index.*dtype|dtype.*index"):
+                      r"index.*dtype|dtype.*index|used as indices must be long"):
         vocab = self.sizes.get("vocab", VOCAB)
         return [trial.with_role(name, "ids", (vocab,)) for name in self.culprits(trial, failure) or
                 [p.name for p in trial.params] if any(p.name == name and p.role != "ids" for p in trial.params)]

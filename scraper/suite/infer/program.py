@@ -61,7 +61,10 @@ def exec_source(source: str, filename: str) -> dict:
     module = types.ModuleType(MODULE_NAME)
     module.__file__ = filename
     sys.modules[MODULE_NAME] = module
-    exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 - scraped code, isolated worker process
+    # dont_inherit: not this file's `from __future__ import annotations` (the module's hints stay objects, as
+    # when its program is imported)
+    code = compile(source, filename, "exec", dont_inherit=True)
+    exec(code, module.__dict__)  # noqa: S102 - scraped code, isolated worker process
     return module.__dict__
 
 
@@ -84,7 +87,7 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
         model = built.model
         inputs = InputSearch(model, facts, filename, call_with(model, evaluate), cast_with(model, env, dtype),
                              deadline)
-        found = inputs.find(hints, lambda: (model.to(device=device, dtype=dtype), model.eval()))
+        found = inputs.find(hints, lambda: (model.to(device=device, dtype=dtype), eval_mode(model)))
         searches.append(inputs)
         if found is not None:
             fields = details(constructor, searches, built.path, found.path)
@@ -93,13 +96,20 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
             if found.dtype:
                 fields["module_dtype"] = found.dtype.removeprefix("torch.")
             return {"init": built, "inputs": found, "dtype": found.dtype, "fields": fields}
-        rebuilt = constructor.rebuild(built, inputs.failure) if inputs.failure is not None else None
+        rebuilt = constructor.rebuild(built, inputs.constructor_failures())
         built = rebuilt or next(models, None)
     if not searches:
         raise PhaseError("init", constructor.obstacle or "no constructor call to try",
                          details(constructor, searches, None, None))
     raise PhaseError("inputs", searches[-1].obstacle or "no inputs to try",
                      details(constructor, searches, paths[-1], None))
+
+
+def eval_mode(model) -> None:
+    """Every submodule in eval mode without calling model.eval(): a scraped class may override train() or
+    eval() with another signature (`def train(self)`), which nn.Module.eval would call."""
+    for module in model.modules():
+        module.training = False
 
 
 def call_with(model, evaluate):

@@ -17,6 +17,7 @@ HEADS = 4
 HEAD_DIM = HIDDEN // HEADS
 MAX_LEN = 256  # maximum sequence lengths, position tables
 VOCAB = 128  # vocabularies, classes, embeddings: input ids are drawn below this
+BATCH = 2  # the inputs' batch: also what a constructor's batch size is (a cache allocated per sequence)
 
 # Name rules, first match wins: (pattern on the lower-cased name, expression). Patterns match whole names or
 # their `_`-separated parts.
@@ -38,6 +39,7 @@ NAME_RULES = [
      r"max_position_embeddings|n_ctx|n_positions|num_positions|seq_len|seqlen|seq_length|max_seq_length|"
      r"max_batch_size|cache_size|max_tokens)", str(MAX_LEN)),
     (r"(n|num)_?(layers?|blocks?)|depths?|layers", "2"),
+    (r"bsz|bs|batch|batch_size|n_batch|num_batch", str(BATCH)),
     (r"(.*_)?(idx|index|id|layer_id|layer_number|step|start_pos|offset)", "0"),
     (r"(kernel_size|kernel|ksize|k_size|conv_kernel|d_conv|conv_size)", "3"),
     (r"(stride|dilation)", "1"),
