@@ -99,7 +99,7 @@ def make_inputs(model, config, device):
     seq_len = min(SEQ_LEN, limit) if isinstance(limit, int) and limit > 0 else SEQ_LEN
     # RoBERTa-style embeddings count positions from padding_idx + 1: 512 tokens would index position 513 of 512
     # (a device-side assert on the GPU, an IndexError on the CPU)
-    offset = getattr(getattr(model.base_model, "embeddings", None), "padding_idx", None)
+    offset = getattr(getattr(getattr(model, "base_model", model), "embeddings", None), "padding_idx", None)
     if isinstance(offset, int) and isinstance(limit, int) and limit > 0:
         seq_len = min(seq_len, limit - offset - 1)
     ids = torch.randint(0, config.vocab_size, (batch, seq_len), device=device)
