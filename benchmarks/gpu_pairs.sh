@@ -18,7 +18,8 @@
 #   COMPILE_THREADS=2        Inductor's compile processes per worker
 #   TIMEOUT=180 BUDGET=100   seconds per model / no model started after BUDGET (compile ends by BUDGET + TIMEOUT)
 #   TOTAL=530                seconds the whole script may take; the check starts no pair it cannot finish by then
-#   CHECK_JOBS=8 CHECK_TIMEOUT=90 RUNS=10   the check: children at once, seconds per pair, timed runs per side
+#   CHECK_JOBS=8 CHECK_TIMEOUT=180 RUNS=10  the check: children at once, seconds per pair (4-layer LLMs took up to
+#                                          147 s on the H200 with 5 at once), timed runs per side
 #   TIMM_MODELS=... HF_MODELS=...            comma-separated models instead of the list files
 #   WORK=/tmp/pairs_gpu      scratch: the debug roots, the extracted kernels and pairs
 #   SKIP_SUITE=1             reuse the debug roots already in $WORK (tcd_timm, tcd_hf)
@@ -39,7 +40,7 @@ TIMEOUT=${TIMEOUT:-180}
 BUDGET=${BUDGET:-100}
 TOTAL=${TOTAL:-530}
 CHECK_JOBS=${CHECK_JOBS:-8}
-CHECK_TIMEOUT=${CHECK_TIMEOUT:-90}
+CHECK_TIMEOUT=${CHECK_TIMEOUT:-180}
 RUNS=${RUNS:-10}
 export TORCHINDUCTOR_COMPILE_THREADS=${COMPILE_THREADS:-2} PYTHONUNBUFFERED=1
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)
