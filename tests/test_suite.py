@@ -293,3 +293,22 @@ def test_sigterm_kills_running_workers_and_records_nothing(tmp_path, fake_worker
     for pid in map(int, pids_file.read_text().split()):
         assert not alive(pid)
     assert manifest(out) == []  # the killed model is not recorded: a rerun redoes it
+
+
+def test_two_shards_on_disjoint_gpus_at_once_give_the_one_job_manifest(tmp_path, fake_worker):
+    # issue 18 on CPU: what a node with two GPUs does with `--shard 0/2 --gpus 0` and `--shard 1/2 --gpus 1`
+    # started together into one folder, against one job over both GPUs
+    models = ",".join(f"ok{i}" for i in range(7))
+    base = [sys.executable, str(Path(run_inductor_suite.__file__)), "--worker", str(fake_worker), "-q",
+            "--suite", "timm", "--models", models, "--workers-per-gpu", "2"]
+    shards = [subprocess.Popen([*base, "-o", str(tmp_path / "sharded"), "--shard", f"{i}/2", "--gpus", str(i)])
+              for i in range(2)]
+    assert [shard.wait(timeout=300) for shard in shards] == [0, 0]
+    assert run_suite_cli(tmp_path / "one", fake_worker, "--suite", "timm", "--models", models,
+                         "--workers-per-gpu", "2", "--gpus", "0,1") == 0
+    sharded = {index: manifest(tmp_path / "sharded", f"manifest-{index}-of-2.jsonl") for index in range(2)}
+    assert all(row["gpu"] == str(index) == row["cuda_visible_devices"] for index in range(2) for row in sharded[index])
+    union = sorted((row["model"], row["status"], row["kernels"]) for rows in sharded.values() for row in rows)
+    one = manifest(tmp_path / "one")
+    assert union == sorted((row["model"], row["status"], row["kernels"]) for row in one)
+    assert len(union) == 7 and {row["gpu"] for row in one} == {"0", "1"}
