@@ -114,7 +114,8 @@ class Fault:
     huge_total (search: total_count 10**9) | item_name (search items and repository answers: full_name `text`) |
     echo_auth (403 whose message holds the Authorization header) | echo_body (200 whose body is that header) |
     big_body (200 JSON of `value` MiB of spaces) | gzip_bomb (200, Content-Encoding gzip, `value` MiB of zeros) |
-    json (200 whose body is `text`, JSON of any shape)."""
+    json (200 whose body is `text`, JSON of any shape) | header_trickle (the status line and headers one byte every
+    `value` s, never ending)."""
 
     path: str
     kind: str
@@ -282,6 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_body(200, fault.text.encode(), "application/json")
         elif fault.kind == "big_body":
             self.send_spaces(int(fault.value * 2**20))
+        elif fault.kind == "header_trickle":  # a status line and headers that never end
+            self.trickle(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10**6, fault.value)
         else:
             raise ValueError(fault.kind)
 

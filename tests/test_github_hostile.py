@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import zipfile
 from pathlib import Path
 
@@ -86,6 +87,20 @@ def test_archive_trickled_a_byte_at_a_time_hits_the_whole_download_deadline(tmp_
     assert reject["reason"] == "bad_archive" and "not complete after 1 s" in reject["message"]
     assert attempts == 3 and status == 1
     assert not list((tmp_path / "dl").glob("*.zip")) and not list((tmp_path / "dl").glob(".*.part"))
+
+
+@pytest.mark.timeout(60, method="thread")
+def test_headers_trickled_a_byte_at_a_time_hit_the_answer_deadline():
+    with FakeGitHub([kernel_repo("o/slow")]) as fake:
+        fake.fault("^/repos/o/slow$", "header_trickle", times=10**6, value=0.1)  # each byte within the read timeout
+        client = client_for(fake, timeout=5, deadline=1, retries=1)
+        started = time.monotonic()
+        with pytest.raises(GitHubError, match="network error"):
+            client.get_json("/repos/o/slow")
+        seconds = time.monotonic() - started
+        fake.release.set()
+    assert len(fake.paths("^/repos/o/slow$")) == 2  # the first try and urllib3's one retry, each cut at 1 s
+    assert seconds < 10
 
 
 @pytest.mark.timeout(30, method="thread")

@@ -13,7 +13,7 @@ Two layers, each doing what it is good at:
 
 Server answers are hostile input too. Every body is streamed and read one socket read at a time against a
 deadline for the whole body (a per-read timeout alone lets a server trickle one byte every few seconds forever)
-and a size cap; bodies are asked for and read without content encoding (no gzip bomb). Redirects are followed
+and a size cap; the status line and headers have a deadline of their own (HeaderDeadline); bodies are asked for and read without content encoding (no gzip bomb). Redirects are followed
 here, not by requests (which reads a redirect's whole body into memory first), at most `MAX_REDIRECTS` hops.
 `Link` pagination stops at a URL it has already read. `full_name`s are checked elsewhere (download.py) before
 they become paths.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,49 @@ MAX_REDIRECTS = 5
 MAX_ANSWER_BYTES = 16 * 1024 * 1024  # an API answer (a search page of 100 items is about 600 KB)
 MESSAGE_BYTES = 4096  # what is read of an error answer to find its message
 CHUNK = 1 << 16
+
+
+class HeaderDeadline:
+    """A connection whose status line and headers must all arrive within `header_seconds`: http.client reads them
+    with the per-read timeout only, so a server trickling its headers a byte at a time would hold the request
+    forever. At the deadline the socket is shut down, which ends the read with a connection error."""
+
+    header_seconds = 120.0
+
+    def getresponse(self, *args, **kwargs):
+        timer = threading.Timer(self.header_seconds, self._cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            return super().getresponse(*args, **kwargs)
+        finally:
+            timer.cancel()
+
+    def _cut(self) -> None:
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class HeaderDeadlineAdapter(HTTPAdapter):
+    """requests' adapter over connections with a deadline for the headers (HeaderDeadline)."""
+
+    def __init__(self, header_seconds: float, **kwargs) -> None:
+        self.header_seconds = header_seconds
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        settings = {"header_seconds": self.header_seconds}
+        http = type("Connection", (HeaderDeadline, HTTPConnection), settings)
+        https = type("SecureConnection", (HeaderDeadline, HTTPSConnection), settings)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("Pool", (HTTPConnectionPool,), {"ConnectionCls": http}),
+            "https": type("SecurePool", (HTTPSConnectionPool,), {"ConnectionCls": https}),
+        }
 
 
 class GitHubError(Exception):
@@ -137,7 +183,7 @@ class GitHubClient:
 
     `api_url`: the API base (GitHub Enterprise `https://host/api/v3`, or a local test server); `token`: a personal
     access token or None; `timeout`: seconds for one socket read; `deadline`: seconds for a whole API answer's
-    body (downloads pass their own); `max_wait`: the longest single rate-limit wait (seconds) before
+    body (downloads pass their own) and for the status line and headers of any answer; `max_wait`: the longest single rate-limit wait (seconds) before
     `RateLimitTooLong`; `clock`: object with time()/sleep(); `retries`/`backoff`: urllib3 Retry settings for 5xx
     and network errors; `reset_margin`: seconds added to GitHub's reset time against clock skew;
     `max_answer_bytes`: the largest API answer read.
@@ -195,7 +241,8 @@ class GitHubClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(max_retries=self.retry, pool_maxsize=4)
+            # the headers of an answer within the answer's deadline (its body has its own, in chunks())
+            adapter = HeaderDeadlineAdapter(self.deadline, max_retries=self.retry, pool_maxsize=4)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers.update({
