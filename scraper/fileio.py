@@ -55,8 +55,11 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def json_line(item: Any) -> str:
-    """One JSON Lines line (with its newline) for a dict or anything with `to_dict()`."""
-    data = item.to_dict() if hasattr(item, "to_dict") else item
+    """One JSON Lines line (with its newline) for a dict or anything with `json_fields()` or `to_dict()`."""
+    if hasattr(item, "json_fields"):
+        data = item.json_fields()
+    else:
+        data = item.to_dict() if hasattr(item, "to_dict") else item
     return json.dumps(data, ensure_ascii=False, default=str) + "\n"
 
 

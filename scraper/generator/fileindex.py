@@ -15,7 +15,8 @@ from typing import Callable, Iterable, Optional
 
 from scraper.generator.parse import ParsedModule
 from scraper.generator.scopes import bound_names
-from scraper.generator.syntax import (DEFINITIONS, branches, function_params, is_compound, is_type_checking)
+from scraper.generator.syntax import (DEFINITIONS, branches, function_params, is_compound, is_type_checking,
+                                      iter_statements)
 
 _MUTATING_METHODS = {"append", "extend", "insert", "update", "add", "setdefault", "__setitem__"}
 
@@ -71,7 +72,8 @@ def index_function_scope(module: ModuleIndex, function: ast.AST) -> ModuleIndex:
 
 
 def _index_body(module: ModuleIndex, body: list) -> None:
-    setters = _global_setters(body)
+    # most files have no `global` at all: the text says so before any tree is walked
+    setters = _global_setters(body) if "global" in module.parsed.text else {}
     for statement in body:
         _index_statement(module, statement)
         for name in mutated_names(statement) | _set_by_call(statement, setters):
@@ -83,7 +85,8 @@ def _global_setters(body: list) -> dict[str, set[str]]:
     setters = {}
     for node in body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            names = {name for inner in ast.walk(node) if isinstance(inner, ast.Global) for name in inner.names}
+            names = {name for inner in iter_statements(node.body) if isinstance(inner, ast.Global)
+                     for name in inner.names}  # a statement: no need to visit expressions
             if names:
                 setters[node.name] = names
     return setters

@@ -10,6 +10,7 @@ rejects and errors.csv rows of the archives it does not redo.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -67,17 +68,29 @@ class RepoResult:
 
 
 
-def process_repository(task: Task) -> RepoResult:
-    """Read one repository and extract every kernel of it (runs in a worker; never raises for bad input)."""
-    # The index keeps every parsed file alive; with the cyclic GC on, each allocation burst re-scans those
-    # millions of AST nodes and parsing gets ~4x slower. ASTs hold no reference cycles: refcounting frees them.
+@contextlib.contextmanager
+def no_cyclic_gc():
+    """The cyclic GC off for a while. The index keeps every parsed file alive; with the GC on, each allocation
+    burst re-scans those millions of AST nodes (parsing gets ~4x slower), and collecting a large repository's
+    records re-scans them too. ASTs and records hold no reference cycles: refcounting frees them (FlagGems peaks
+    at the same memory either way). On the way out, what was allocated meanwhile moves to the oldest generation
+    (freeze, then unfreeze: no object stays out of the GC); else the first collection after re-enabling scans
+    all of it at once as young objects (0.8 s of FlagGems' 7.7 s)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _process_repository(task)
+        yield
     finally:
         if enabled:
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
+
+
+def process_repository(task: Task) -> RepoResult:
+    """Read one repository and extract every kernel of it (runs in a worker; never raises for bad input)."""
+    with no_cyclic_gc():
+        return _process_repository(task)
 
 
 def _process_repository(task: Task) -> RepoResult:
@@ -326,7 +339,7 @@ def run(locations: list[Path], out_dir: Path, manifest: dict, jobs: int, force: 
     rejects = Rejects(out_dir / REJECTS, stats)
     rejects.reset(keep=lambda row: row.get("archive") not in redo)
     tasks = [Task(str(location), str(out_dir), manifest, allowed_imports) for location in todo]
-    with progress(total=len(tasks), unit="repo", desc="repositories") as bar:
+    with progress(total=len(tasks), unit="repo", desc="repositories") as bar, no_cyclic_gc():
         for result in _results(tasks, jobs):
             owned.claim(sorted({record.file.split("/")[0] for record in result.records if record.file}))
             _collect(result, out_dir, steps, stats, rejects, validated)

@@ -57,11 +57,12 @@ def _missing_module_attributes(blocks: list) -> set:
     return read - attributes
 
 
-def _spelled_attributes(block: str, name: str) -> set:
+@functools.lru_cache(maxsize=16384)  # a repository's shared blocks come back with every kernel that copies them
+def _spelled_attributes(block: str, name: str) -> frozenset:
     """Every `name.attr` spelled in the text, also across line breaks, backslashes and comments (implicit
     line joining inside brackets allows `name  # ...` then `.attr` on the next line)."""
     gap = r"(?:\s|\\|#[^\n]*)*"
-    return set(re.findall(rf"\b{re.escape(name)}{gap}\.{gap}(\w+)", block))
+    return frozenset(re.findall(rf"\b{re.escape(name)}{gap}\.{gap}(\w+)", block))
 
 
 @functools.lru_cache(maxsize=8192)
