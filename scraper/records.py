@@ -56,8 +56,31 @@ _STRING_OR_COMMENT = re.compile(
 )
 
 
+class RecordFields:
+    """What the kernel and the pair record share: their dict forms, and reading one back from a dict (keys this
+    version does not know are kept under `extra`, so files written by a newer version still load)."""
+
+    def json_fields(self) -> dict:
+        """The fields for serializing, nested values shared rather than deep-copied as `to_dict` does (a tenth
+        of the generator's time on large repositories went to those copies)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_dict(self) -> dict:
+        """The record as a plain JSON-able dict (every field, None included, so columns stay stable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        unknown = {k: v for k, v in data.items() if k not in known}
+        if unknown:
+            kwargs["extra"] = {**kwargs.get("extra", {}), **unknown}
+        return cls(**kwargs)
+
+
 @dataclass
-class KernelRecord:
+class KernelRecord(RecordFields):
     """One Triton kernel with its provenance. Fields that do not apply to a source stay None."""
 
     name: str
@@ -109,30 +132,6 @@ class KernelRecord:
         if not self.id:
             self.id = kernel_id(self.code)
 
-    def json_fields(self) -> dict:
-        """The fields for serializing, nested values shared rather than deep-copied as `to_dict` does (a tenth
-        of the generator's time on large repositories went to those copies)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    def to_dict(self) -> dict:
-        """The record as a plain JSON-able dict (every field, None included, so columns stay stable)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "KernelRecord":
-        """Build a record from a dict; keys this version does not know are kept under `extra`."""
-        return from_known_fields(cls, data)
-
-
-def from_known_fields(cls, data: dict):
-    """A dataclass with an `extra` dict (a kernel or a pair record) from a dict: the keys that are its fields
-    as fields, the others kept under `extra` (files written by a newer version still load)."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in data.items() if k in known}
-    unknown = {k: v for k, v in data.items() if k not in known}
-    if unknown:
-        kwargs["extra"] = {**kwargs.get("extra", {}), **unknown}
-    return cls(**kwargs)
 
 
 def strip_comments(code: str) -> str:

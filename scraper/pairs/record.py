@@ -7,13 +7,12 @@ lines into records and back (as scraper.records does for kernels); the file mech
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 from scraper.fileio import iter_jsonl_lines, report
-from scraper.records import from_known_fields, kernel_id
+from scraper.records import RecordFields, kernel_id
 
 PAIRS = "pairs.jsonl"  # in the Inductor stage's output folder
 PAIRS_REJECTS = "pairs_rejects.jsonl"  # ... the graphs that gave no pair, with the reason
@@ -24,7 +23,7 @@ LEVELS = ("model", "graph")
 
 
 @dataclass
-class PairRecord:
+class PairRecord(RecordFields):
     """One PyTorch -> Triton pair. Fields that do not apply stay None."""
 
     python_code: str  # the KernelBench-form problem: class Model, get_inputs(), get_init_inputs()
@@ -66,19 +65,6 @@ class PairRecord:
         if not self.id:
             self.id = kernel_id(self.triton_code)
 
-    def json_fields(self) -> dict:
-        """The fields for serializing, nested values shared rather than deep-copied as `to_dict` does (a tenth
-        of the generator's time on large repositories went to those copies)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    def to_dict(self) -> dict:
-        """Every field, None included (stable columns)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PairRecord":
-        """A record from a dict; unknown keys go to `extra`."""
-        return from_known_fields(cls, data)
 
 
 def iter_pairs(path: str | os.PathLike, on_error: Optional[Callable[[int, str], None]] = None

@@ -25,7 +25,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
-from scraper.suite.infer.errors import Failure, failure_of
+from scraper.suite.infer.errors import Failure, failure_of, first_new_repair
 from scraper.suite.infer.values import HIDDEN, attribute_guess, by_name, init_guess, module_expression, \
     namespace_expression, tensor_expression
 
@@ -136,16 +136,8 @@ class Constructor:
         return None
 
     def repair(self, call: Call, failure: Failure) -> Optional[Call]:
-        """The first repair that gives a call not tried yet; None when there is none (or a rule met a value it
-        cannot read)."""
-        try:
-            for rule in REPAIRS:
-                for candidate in rule(self, call, failure) or []:
-                    if candidate is not None and candidate.key() not in self.tried:
-                        return candidate
-        except Exception as exc:  # a rule reading a scraped object: no repair, not a worker failure
-            self.errors.append(f"repair: {type(exc).__name__}: {exc}")
-        return None
+        """The first repair (REPAIRS, in order) that gives a call not tried yet; None when there is none."""
+        return first_new_repair(REPAIRS, self, call, failure)
 
     def rebuild(self, built: "Built", failures: list) -> Optional["Built"]:
         """Another model for a forward that failed because of a constructor argument (a string it rejects, a

@@ -56,3 +56,18 @@ def frame_text(frame: traceback.FrameSummary) -> str:
         return frame.line or ""
     lines = [linecache.getline(frame.filename, number).strip() for number in range(frame.lineno, last + 1)]
     return " ".join(line for line in lines if line) or frame.line or ""
+
+
+def first_new_repair(rules: list, search, attempt, failure: Failure):
+    """The first candidate some repair rule makes of `attempt` (a constructor call or an input trial) that
+    `search` has not tried yet, or None (also when a rule met a scraped value it cannot read: that is recorded
+    in `search.errors`, not a worker failure)."""
+    try:
+        for rule in rules:
+            for candidate in rule(search, attempt, failure) or []:
+                if candidate is not None and candidate.key() not in search.tried:
+                    return candidate
+    except Exception as exc:
+        search.errors.append(f"repair: {type(exc).__name__}: {exc}")
+    return None
+

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
-from scraper.suite.infer.errors import Failure, failure_of
+from scraper.suite.infer.errors import Failure, failure_of, first_new_repair
 from scraper.suite.infer.values import BATCH, HEADS, HEAD_DIM, HIDDEN, VOCAB, annotation_text, strip_optional, \
     tensor_expression
 
@@ -192,16 +192,8 @@ class InputSearch:
         return len(last) == REPEATED and len(set(last)) == 1 and ": " in last[0]
 
     def repair(self, trial: Trial, failure: Failure) -> Optional[Trial]:
-        """The first repair that gives a trial not tried yet; None when there is none (or a rule met a value it
-        cannot read)."""
-        try:
-            for rule in REPAIRS:
-                for candidate in rule(self, trial, failure) or []:
-                    if candidate is not None and candidate.key() not in self.tried:
-                        return candidate
-        except Exception as exc:  # a rule reading a scraped object: no repair, not a worker failure
-            self.errors.append(f"repair: {type(exc).__name__}: {exc}")
-        return None
+        """The first repair (REPAIRS, in order) that gives a trial not tried yet; None when there is none."""
+        return first_new_repair(REPAIRS, self, trial, failure)
 
     def culprits(self, trial: Trial, failure: Failure) -> list[str]:
         """Parameters the error message or the failing line names."""
