@@ -202,3 +202,11 @@ def test_parallel_listing_equals_the_serial_one(tmp_path, repos):
     names = {entry["class_name"] for entry in serial[0]["entries"]}
     assert names == {"ScaledNorm", "Fused", "Flash", "Lazy", "Logged", "Fallback", "TestNet", "BenchNet", "DemoNet"}
     assert serial[0]["extensions"] == ["layers_fast"]
+
+
+def test_requested_names_that_are_not_candidates_are_named(tmp_path, repos, capfd):
+    chosen = listed(tmp_path / "o", repos, "--list-jobs", "1", "--models",
+                    "acme/layers/layers/norm.py:ScaledNorm,acme/layers/layers/gone.py:Gone")
+    assert set(chosen) == {"layers/norm.py:ScaledNorm"}
+    warnings = [line for line in capfd.readouterr().err.splitlines() if "not candidates" in line]
+    assert len(warnings) == 1 and warnings[0].endswith("acme/layers/layers/gone.py:Gone")

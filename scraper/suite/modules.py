@@ -58,6 +58,11 @@ def load_module_jobs(modules_file: Optional[Path], repos: Path, suite_dir: Path,
             continue
         seen.add(job.name)
         jobs.append(job)
+    missing = sorted((wanted or set()) - seen)
+    if missing:  # a name the listing no longer offers (a test file, no self-contained closure): say which
+        log.warning("%d of the --models names are not candidates of %s (not listed, or without a self-contained "
+                    "closure): %s", len(missing), modules_file or repos, ", ".join(missing[:10])
+                    + (f" and {len(missing) - 10} more" if len(missing) > 10 else ""))
     if not jobs:
         raise ValueError(f"no modules to run from {modules_file or repos}")
     return jobs
