@@ -23,6 +23,7 @@ from scraper.fileio import iter_jsonl
 from scraper.paths import DEFAULT_DOWNLOAD_DIR
 from scraper.suite.lists import ModelSpec, safe_name
 from scraper.suite.orchestrate import Job
+from scraper.suite.usage import dotted
 
 log = logging.getLogger(__name__)
 
@@ -178,20 +179,10 @@ def module_classes(tree: ast.Module) -> list[ast.ClassDef]:
         for name, node in classes.items():
             if name in modules:
                 continue
-            bases = [base_name(base) for base in node.bases]
+            bases = [dotted(base) for base in node.bases]
             if any(b in ("nn.Module", "torch.nn.Module", "Module") or b in modules for b in bases):
                 own = any(isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == "forward"
                           for item in node.body)
                 modules[name] = own or any(modules.get(b, False) for b in bases)
                 changed = True
     return [classes[name] for name in classes if modules.get(name)]
-
-
-def base_name(node: ast.expr) -> str:
-    """Dotted text of a base class expression (`torch.nn.Module`), "" for anything else."""
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        inner = base_name(node.value)
-        return f"{inner}.{node.attr}" if inner else ""
-    return ""
