@@ -144,3 +144,14 @@ def test_the_float64_run_computes_fused_attention_as_math_attention():
                                                             attn_mask=bias.double() + torch.full((5, 5), float("-inf")).triu(1).double(),
                                                             scale=0.5) + 1.0
     torch.testing.assert_close(got, want)
+
+
+class DropoutAttentionGraph(torch.nn.Module):
+    def forward(self, query, key, value):
+        return torch.ops.aten._scaled_dot_product_efficient_attention.default(query, key, value, None, False, 0.5)[0]
+
+
+def test_fused_attention_with_dropout_gets_no_float64_reference():
+    # dropout draws random numbers: math attention without it would be a different computation, not a reference
+    query, key, value = (torch.randn(1, 2, 4, 8) for _ in range(3))
+    assert accuracy.float64_run(DropoutAttentionGraph(), (query, key, value), {}, False, None) is None

@@ -227,9 +227,12 @@ def math_attention(func, args, kwargs):
     other results (log-sum-exp, RNG state: nothing an inference graph reads)."""
     import torch
 
-    bound = {argument.name: argument.default_value for argument in func._schema.arguments if argument.has_default_value()}
-    bound.update(zip((argument.name for argument in func._schema.arguments), args))
+    arguments = func._schema.arguments
+    bound = {argument.name: argument.default_value for argument in arguments if argument.has_default_value()}
+    bound.update(zip((argument.name for argument in arguments), args))
     bound.update(kwargs)
+    if bound.get("dropout_p"):  # random: math attention would be another computation; no reference then
+        raise NotImplementedError(f"{func.__name__} with dropout has no float64 stand-in")
     query, key, mask = bound["query"], bound["key"], bound.get("attn_bias", bound.get("attn_mask"))
     causal = bool(bound.get("is_causal"))
     if causal and mask is not None:  # math attention takes one or the other: the causal mask joins the bias
