@@ -23,11 +23,12 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Optional
+
+from scraper.repos import git_head
 
 log = logging.getLogger(__name__)
 
@@ -85,24 +86,12 @@ def list_models(checkout: str | os.PathLike) -> list[str]:
 
 
 def checkout_commit(checkout: str | os.PathLike) -> Optional[str]:
-    """The commit a checkout was taken at: its COMMIT file (trim_checkout writes one), else what
-    `git rev-parse HEAD` says there; None when neither knows."""
+    """The commit a checkout was taken at: its COMMIT file (trim_checkout writes one), else the clone's HEAD
+    (scraper.repos.git_head, read from .git's files); None when neither knows."""
     marker = Path(checkout) / COMMIT_FILE
     if marker.is_file():
         return marker.read_text(encoding="utf-8").strip()[:64] or None
     return git_head(Path(checkout))
-
-
-def git_head(folder: Path) -> Optional[str]:
-    """`git rev-parse HEAD` in `folder` (None without git or outside a work tree)."""
-    if not (folder / ".git").exists():
-        return None
-    try:
-        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None
 
 
 def batch_size_for(name: str, mode: str, requested: Optional[int]) -> Optional[int]:
