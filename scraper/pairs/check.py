@@ -39,6 +39,7 @@ from scraper.cli import add_logging_args, setup_logging  # noqa: E402
 from scraper.fileio import atomic_write_json, write_jsonl  # noqa: E402
 from scraper.paths import PACKAGE_PARENT  # noqa: E402
 from scraper.pairs.record import PairRecord, read_pairs  # noqa: E402
+from scraper.suite.phases import PhaseError, describe  # noqa: E402
 
 log = logging.getLogger("scraper.pairs.check")
 
@@ -224,12 +225,6 @@ def child_main(args: argparse.Namespace) -> int:
     return 0
 
 
-class PhaseError(Exception):
-    def __init__(self, phase: str, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.phase, self.error = phase, error
-
-
 @contextlib.contextmanager
 def phase(name: str):
     """Turn any exception inside into a PhaseError of `name`."""
@@ -239,11 +234,6 @@ def phase(name: str):
         raise
     except Exception as exc:
         raise PhaseError(name, exc) from exc
-
-
-def describe(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0][:500] if text else ''}".rstrip(": ")
 
 
 def load_module(path: Path, name: str):
