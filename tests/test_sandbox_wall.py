@@ -253,3 +253,37 @@ def test_what_a_sandbox_leaves_is_made_safe(tmp_path):
 
 def test_the_probe_wall_is_small():
     assert PROBE_WALL.max_processes <= 16 and PROBE_WALL.modules == ("scraper/sandbox/inside.py",)
+
+
+def test_workers_started_from_several_threads_never_parse_at_once(monkeypatch):
+    # The suite starts walled workers from one thread per GPU slot; CPython 3.11's parser breaks when two threads
+    # parse at once ("AST constructor recursion depth mismatch", seen in CI), so the code list is read by one
+    # thread at a time, and once.
+    import time
+    import scraper.sandbox.wall as wall
+
+    inside, most, calls = [0], [0], []
+    real = wall._scraper_imports
+
+    def slow_reader(path):
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        calls.append(path)
+        time.sleep(0.005)  # widens the window two unguarded threads would share
+        inside[0] -= 1
+        return real(path)
+
+    monkeypatch.setattr(wall, "_scraper_imports", slow_reader)
+    wall._closure.cache_clear()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(wall.imported_closure(["scraper/suite/worker.py"])))
+               for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall._closure.cache_clear()
+    assert most[0] == 1
+    assert len(results) == 6 and all(result == results[0] for result in results)
+    assert "scraper/suite/worker.py" in results[0] and "scraper/records.py" in results[0]
+    assert len(calls) == len(results[0])  # each file read once, by the first thread

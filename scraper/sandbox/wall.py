@@ -16,6 +16,7 @@ bwrap is found through TRITON_DATA_BWRAP (a path, e.g. a bwrap unpacked from the
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import logging
 import os
@@ -197,9 +198,21 @@ def code_files(modules: Iterable[str]) -> dict[str, str]:
     return files
 
 
+_CLOSURE_LOCK = threading.Lock()
+
+
 def imported_closure(modules: Iterable[str]) -> list[str]:
     """`modules` (paths like scraper/suite/worker.py) and every module of the `scraper` package they import,
     directly or through each other, read with `ast` (a worker's imports inside functions count too)."""
+    # One thread at a time, and once per set of modules: the suite starts workers from several threads, and
+    # CPython 3.11's parser is not safe to run in two threads at once ("AST constructor recursion depth
+    # mismatch", python/cpython#106905).
+    with _CLOSURE_LOCK:
+        return list(_closure(tuple(sorted(modules))))
+
+
+@functools.lru_cache(maxsize=None)
+def _closure(modules: tuple[str, ...]) -> tuple[str, ...]:
     found, todo = [], list(modules)
     while todo:
         module = todo.pop()
@@ -207,7 +220,7 @@ def imported_closure(modules: Iterable[str]) -> list[str]:
             continue
         found.append(module)
         todo += [m for m in _scraper_imports(PACKAGE_PARENT / module) if m not in found]
-    return sorted(found)
+    return tuple(sorted(found))
 
 
 def _scraper_imports(path: Path) -> list[str]:
