@@ -139,6 +139,28 @@ def test_class_whose_base_has_its_own_name():
     assert namespace["Impl"]().forward(3) == 6
 
 
+def test_a_method_annotated_with_a_module_name_it_shadows():
+    """`def device(self) -> device` reads the module's `device` (torch's) before the def binds it in the class:
+    detectron2's ImageList, copied without `from torch import device`, failed with a NameError on import. A
+    property's `@scale.setter`, read after the class bound `scale`, stays the class's own."""
+    files = {"pkg/__init__.py": "",
+             "pkg/images.py": "from torch import device, dtype\n\nscale = 3\n\n\nclass Images:\n"
+                              "    def __init__(self, tensor):\n        self.tensor = tensor\n\n"
+                              "    def device(self) -> device:\n        return self.tensor.device\n\n"
+                              "    @property\n    def scale(self):\n        return self._scale\n\n"
+                              "    @scale.setter\n    def scale(self, value):\n        self._scale = value\n",
+             "pkg/model.py": "from torch import nn\nfrom pkg.images import Images\n\n\nclass Net(nn.Module):\n"
+                             "    def forward(self, x):\n        return Images(x).device()\n"}
+    result = extract_closure(RepoIndex(files), "pkg/model.py", "Net")
+    assert_self_contained(result)
+    assert "from torch import device" in result.code
+    assert "scale = 3" not in result.code and "dtype" not in result.code  # only what is read early
+    namespace = {}
+    exec(result.code, namespace)
+    import torch
+    assert namespace["Net"]().forward(torch.zeros(2)) == torch.device("cpu")
+
+
 def test_import_cycle_terminates():
     files = {"a.py": "from b import g\nimport triton\n@triton.jit\ndef f(x):\n    return g(x)\n",
              "b.py": "from a import f\nimport triton\n@triton.jit\ndef g(x):\n    return f(x)\n"}

@@ -23,7 +23,7 @@ from scraper.generator.fileindex import (Binding, ModuleIndex, index_function_sc
 from scraper.generator.parse import source_segment
 from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS, RepoIndex
 from scraper.generator.resolve import resolver_of
-from scraper.generator.scopes import BUILTINS, bound_names, free_names
+from scraper.generator.scopes import BUILTINS, bound_names, class_early_reads, free_names
 from scraper.generator.segments import statement_text
 from scraper.generator.selfcheck import check_blocks
 from scraper.generator.symbols import module_symbols
@@ -247,7 +247,7 @@ class _Closure:
             if earlier:
                 self._use_binding(module, name, earlier, depth + 1)
         text, free = _text_and_free_names(module, node)
-        free = free - binds
+        free = (free | _module_bound_early_reads(module, node)) - binds
         if "__file__" in free:
             self._note_data_file(module, node, text)
         if not self.runs_project_code and not isinstance(node, DEFINITIONS + (ast.Import, ast.ImportFrom)):
@@ -402,6 +402,17 @@ def _shadowed_base(closure: _Closure, scope: ModuleIndex, node) -> None:
         closure._use_binding(scope, node.name, earlier, 1)
 
 
+def _module_bound_early_reads(module: ModuleIndex, node: ast.stmt) -> frozenset:
+    """The names a class body reads before binding them (scopes.class_early_reads) that `module` binds: those
+    reads get the module's binding (only those: a class name read after its own def is the class's)."""
+    if not isinstance(node, ast.ClassDef):
+        return frozenset()
+    cached = getattr(node, "_early_reads", None)
+    if cached is None:
+        cached = node._early_reads = class_early_reads(node)
+    return frozenset(name for name in cached if name in module.bindings)
+
+
 def _trimmed_free_names(text: str, node, count: int) -> frozenset:
     """statement_free_names of a def/class without its `count` outermost decorators (`text` is that source)."""
     if not count:
@@ -533,7 +544,7 @@ def _extract(index: RepoIndex, module: ModuleIndex, scope: ModuleIndex, node, pa
         closure.visited.add((module.path, node.name))
         closure.done_statements.add((module.path, node.lineno, node.col_offset))
     text = statement_text(module.text, node, dropped)
-    free = _trimmed_free_names(text, node, dropped) - {node.name}
+    free = (_trimmed_free_names(text, node, dropped) | _module_bound_early_reads(scope, node)) - {node.name}
     closure.note_attributes(scope, node, free, 1)
     closure.need_names(scope, free, 1)
     _shadowed_base(closure, scope, node)

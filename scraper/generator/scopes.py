@@ -138,3 +138,36 @@ def _free_comprehension(node) -> set[str]:
             free |= _free_expr(condition) - targets
     elements = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
     return free | (_free_many(elements) - targets)
+
+
+def class_early_reads(node: ast.AST) -> frozenset[str]:
+    """Names a class body (of `node` or of the classes inside it) reads before it binds them: in `def
+    device(self) -> device` the annotation runs before the def binds `device`, so it reads the module's `device`
+    (a class body looks a name up in its own namespace, then the module's). The symbol tables count such a name
+    as the class's own; the closure must still copy the module's binding when there is one."""
+    found: set[str] = set()
+    for cls in ast.walk(node):
+        if isinstance(cls, ast.ClassDef):
+            found |= _early_in_body(cls.body)
+    return frozenset(found)
+
+
+def _early_in_body(body: list) -> set[str]:
+    bound, early = set(), set()
+    for statement in body:
+        early |= _class_level_reads(statement) - bound
+        bound |= bound_names([statement])
+    return early & bound  # names never bound in the body are free for the symbol tables already
+
+
+def _class_level_reads(statement: ast.stmt) -> set[str]:
+    """What one class-body statement reads while the class body runs (not what its functions read later)."""
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        args = statement.args
+        annotations = [a.annotation for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]
+                       if a is not None and a.annotation is not None]
+        parts = statement.decorator_list + args.defaults + [d for d in args.kw_defaults if d] + annotations
+        return _free_many(parts + ([statement.returns] if statement.returns else []))
+    if isinstance(statement, ast.ClassDef):
+        return _free_many(statement.decorator_list + statement.bases + [k.value for k in statement.keywords])
+    return _free_statement(statement)
