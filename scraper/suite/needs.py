@@ -6,6 +6,7 @@ skipped before it takes a GPU worker (`missing extension flash_attn_2_cuda`, `mi
     own_packages(paths)                         # the repository's own top-level packages
     external_imports(files)                     # what it imports from outside (the closures keep those imports)
     skip_reason(imports, extensions, packages)  # "missing extension X" / "missing package X" / None
+    guarded_missing(code)                       # names bound by try-imports of what is not installed here
 
 Imports inside try blocks at module level, and imports of other libraries inside functions, are not required: a
 module that falls back when `selective_scan_cuda` is absent still runs. Imports inside if/else blocks are required
@@ -164,6 +165,39 @@ def own_packages(paths: Iterable[str]) -> set[str]:
         if len(parts) > 1:
             names.add(parts[0])
     return names
+
+
+IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+
+
+def guarded_missing(code: str) -> dict[str, str]:
+    """{name: top-level module} for the names module-level imports inside try blocks bind (`try: import nvtx`,
+    `from quack.linear import ce`, caught as ImportError) when that module is not installed here. Such a module
+    is optional for the listing (it may fall back); when it fails in code that uses one of these names it is
+    skipped as missing that package, not failed (scraper.suite.infer.program)."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError):
+        return {}
+    found = {}
+    for block in ast.walk(tree):
+        if not (isinstance(block, ast.Try) and any(catches_import_error(h) for h in block.handlers)):
+            continue
+        for node in block.body:
+            if isinstance(node, ast.Import):
+                pairs = [((alias.asname or alias.name).split(".")[0], alias.name) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                pairs = [(alias.asname or alias.name, node.module) for alias in node.names if alias.name != "*"]
+            else:
+                continue
+            found.update((name, module.split(".")[0]) for name, module in pairs if not installed(module.split(".")[0]))
+    return found
+
+
+def catches_import_error(handler: ast.ExceptHandler) -> bool:
+    """Whether an except clause catches a failed import (bare, ImportError, ModuleNotFoundError, Exception)."""
+    kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return handler.type is None or any(builder_name(kind) in IMPORT_ERRORS for kind in kinds if kind is not None)
 
 
 @functools.lru_cache(maxsize=None)

@@ -336,7 +336,7 @@ import torch  # noqa: E402
 
 DTYPE = torch.{dtype}
 TRAINING = {training!r}
-
+{helpers}
 
 def build(device="cuda"):
     """{class_name} with random weights and the inferred inputs, on `device`."""
@@ -344,7 +344,7 @@ def build(device="cuda"):
     model = {class_name}({init}).to(device=device, dtype=DTYPE)
     for module in model.modules():  # not model.train(): a scraped class may override it
         module.training = TRAINING
-    args = ({args})
+{prepare}    args = ({args})
     kwargs = {{{kwargs}}}
     return model, args, kwargs
 '''
@@ -381,12 +381,16 @@ def torchbench_program(name: str, batch_size: Optional[int], dtype: str, trainin
 
 
 def module_program(source: str, class_name: str, init_args: list, init_kwargs: dict, input_args: list,
-                   input_kwargs: dict, dtype: str, training: bool, how: str = "") -> str:
+                   input_kwargs: dict, dtype: str, training: bool, how: str = "", prepare=()) -> str:
     """A scraped module's source followed by the `build()` the worker inferred for `class_name`: the
     constructor's and forward's arguments as Python expressions (they may use `torch`, `types`, `device`,
-    `DTYPE` and the module's names); `how` says where they came from."""
+    `DTYPE` and the module's names), and the statements to run once the model is built (`prepare`, naming it
+    `model`: scraper.suite.infer.setup), with the helpers they call; `how` says where they came from."""
+    from scraper.suite.infer.setup import helpers_for
+
     init = ", ".join([*init_args, *(f"{name}={value}" for name, value in init_kwargs.items())])
     footer = _MODULE_FOOTER.format(
+        helpers=helpers_for(prepare), prepare="".join(f"    {statement}\n" for statement in prepare),
         class_name=class_name, init=init, args="".join(f"{value}, " for value in input_args).rstrip(" "),
         kwargs=", ".join(f"{name!r}: {value}" for name, value in input_kwargs.items()), dtype=dtype,
         training=training, mode=_mode(training), how=how or "by trial",

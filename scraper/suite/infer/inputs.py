@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
+from scraper.suite.infer import setup
 from scraper.suite.infer.errors import Failure, failure_of, first_new_repair
 from scraper.suite.infer.values import BATCH, HEADS, HEAD_DIM, HIDDEN, VOCAB, annotation_text, strip_optional, \
     tensor_expression
@@ -66,9 +67,10 @@ class Trial:
     path: str
     dtype: Optional[str] = None
     overrides: tuple = ()  # (name, expression) given by a usage hint
+    prepare: tuple = ()  # statements run before forward (setup.py): a process group, the model's caches
 
     def key(self) -> tuple:
-        return self.layout, self.params, self.dtype, self.overrides
+        return self.layout, self.params, self.dtype, self.overrides, self.prepare
 
     def with_role(self, name: str, role: str, detail: tuple = ()) -> "Trial":
         params = tuple(replace(p, role=role, detail=detail) if p.name == name else p for p in self.params)
@@ -112,6 +114,7 @@ class Found:
     trials: int
     dtype: Optional[str] = None
     shapes: list = field(default_factory=list)  # shapes of the tensor arguments, in order
+    prepare: tuple = ()  # statements the program runs after building the model (Trial.prepare)
 
 
 class InputSearch:
@@ -165,10 +168,10 @@ class InputSearch:
             args, kwargs = trial.expressions()
             try:
                 self.cast(trial.dtype)
-                output = self.call(args, kwargs)
+                output = self.call(args, kwargs, trial.prepare)
                 if not has_tensor(output):
                     raise ValueError(f"forward returned no tensor ({type(output).__name__})")
-                return Found(args, kwargs, trial.path, self.trials, trial.dtype, tensor_shapes(trial))
+                return Found(args, kwargs, trial.path, self.trials, trial.dtype, tensor_shapes(trial), trial.prepare)
             except Exception as exc:  # scraped code: any exception is a failed trial
                 failure = failure_of(exc, self.filename)
                 if self.obstacle is None or first:
@@ -629,6 +632,55 @@ def scalar_for_tensor(self: InputSearch, trial: Trial, failure: Failure):
             if any(p.name == name and p.role != "scalar" for p in trial.params)]
 
 
-REPAIRS = [matmul_features, norm_features, channels, unpacked_tuple, rank, broadcast, view_size, expected_size,
-           index_roles,
+def process_group(self: InputSearch, trial: Trial, failure: Failure):
+    """A process group of one rank (this process) where forward calls torch.distributed collectives."""
+    if not failure.search(r"process group has not been initiali[sz]ed|init_process_group"):
+        return []
+    return [with_prepare(trial, setup.PROCESS_GROUP_CALL)]
+
+
+def cache_setup(self: InputSearch, trial: Trial, failure: Failure):
+    """The model's own cache set-up (gpt-fast's `setup_caches(max_batch_size, max_seq_length)`) where forward
+    says its caches are not set up."""
+    if not failure.search(setup.CACHES_NOT_SET_UP):
+        return []
+    return [with_prepare(trial, call) for call in setup.cache_calls(self.model)]
+
+
+POSITIONS = re.compile(r"(input_|cache_)?(pos|positions?|position_ids)")
+
+
+def optional_positions(self: InputSearch, trial: Trial, failure: Failure):
+    """Positions 0..L-1 for forward's optional position parameter (gpt-fast's `input_pos=None`, which its cache
+    and rotary tables are indexed with) once the model has failed without them; L is the ids' or the features'
+    length."""
+    if failure.kind not in ("RuntimeError", "IndexError", "ValueError", "TypeError", "AssertionError"):
+        return []
+    given = {p.name for p in trial.params}
+    names = [name for name in optional_params(self.model) if POSITIONS.fullmatch(name.lower()) and name not in given]
+    ids = [p for p in trial.params if p.role == "ids"]
+    length = ids_shape(ids[0].name, trial.layout)[-1] if ids else trial.layout[1] if len(trial.layout) > 2 else LENGTH
+    return [replace(trial, params=trial.params + (Param(name, "scalar", True,
+                                                        (f"torch.arange({length}, device=device)",)),))
+            for name in names]
+
+
+def optional_params(model) -> list[str]:
+    """Names of forward's parameters that have a default."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in parameters if p.default is not inspect.Parameter.empty]
+
+
+def with_prepare(trial: Trial, statement: Optional[str]) -> Optional[Trial]:
+    """`trial` with one more statement run before forward (None when there is none or it is there already)."""
+    if statement is None or statement in trial.prepare:
+        return None
+    return replace(trial, prepare=trial.prepare + (statement,))
+
+
+REPAIRS = [process_group, cache_setup, matmul_features, norm_features, channels, unpacked_tuple, rank, broadcast,
+           view_size, expected_size, index_roles, optional_positions,
            scalar_for_tensor, tensor_for_none, dict_input, half_precision, divisible_layout, attribute_sizes]

@@ -13,7 +13,9 @@ same details.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import re
 import sys
 import time
 import types
@@ -21,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from scraper.suite import programs
+from scraper.suite.infer import setup
 from scraper.suite.infer.construct import Constructor
+from scraper.suite.infer.errors import failure_of
 from scraper.suite.infer.inputs import InputSearch
 from scraper.suite.infer.source import SourceFacts
+from scraper.suite.needs import guarded_missing
 from scraper.suite.phases import PhaseError, phase
 
 MODULE_NAME = "suite_module"  # the scraped closure's name in sys.modules while the worker runs it
@@ -51,7 +56,7 @@ def module_program(args: argparse.Namespace, device: str, training: bool) -> tup
     init, inputs = found["init"], found["inputs"]
     text = programs.module_program(source, args.class_name, init.call.args, init.call.kwargs, inputs.args,
                                    inputs.kwargs, dtype, training,
-                                   f"constructor from {init.path}, inputs from {inputs.path}")
+                                   f"constructor from {init.path}, inputs from {inputs.path}", inputs.prepare)
     return text, found["fields"]
 
 
@@ -75,7 +80,9 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
     import torch
 
     env = {**namespace, "torch": torch, "types": types, "device": device, "DTYPE": dtype}
+    exec(setup.PROCESS_GROUP_HELPER, env)  # noqa: S102 - our own helper, as the program will have it
     evaluate = lambda expression: eval(expression, env)  # noqa: E731,S307 - our own expressions
+    run = lambda statement: exec(statement, env)  # noqa: E731,S102 - our own set-up statements (setup.py)
     deadline = time.monotonic() + SEARCH_SECONDS
     constructor = Constructor(cls, evaluate, filename, facts, namespace, deadline)
     searches, paths = [], []
@@ -84,8 +91,8 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
     while built is not None and len(searches) < MAX_MODELS:
         paths.append(built.path)
         env["DTYPE"] = dtype
-        model = built.model
-        inputs = InputSearch(model, facts, filename, call_with(model, evaluate), cast_with(model, env, dtype),
+        model = env["model"] = built.model  # set-up statements name it
+        inputs = InputSearch(model, facts, filename, call_with(model, evaluate, run), cast_with(model, env, dtype),
                              deadline)
         found = inputs.find(hints, lambda: (model.to(device=device, dtype=dtype), eval_mode(model)))
         searches.append(inputs)
@@ -93,16 +100,53 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
             fields = details(constructor, searches, built.path, found.path)
             fields.update(init_args=built.call.args, init_kwargs=built.call.kwargs, input_shapes=found.shapes,
                           inputs={"args": found.args, "kwargs": found.kwargs})
+            if found.prepare:
+                fields["inputs"]["prepare"] = list(found.prepare)
             if found.dtype:
                 fields["module_dtype"] = found.dtype.removeprefix("torch.")
             return {"init": built, "inputs": found, "dtype": found.dtype, "fields": fields}
         rebuilt = constructor.rebuild(built, inputs.constructor_failures())
         built = rebuilt or next(models, None)
     if not searches:
-        raise PhaseError("init", constructor.obstacle or "no constructor call to try",
-                         details(constructor, searches, None, None))
-    raise PhaseError("inputs", searches[-1].obstacle or "no inputs to try",
-                     details(constructor, searches, paths[-1], None))
+        obstacle, fields = constructor.obstacle, details(constructor, searches, None, None)
+        raise PhaseError("init", obstacle or "no constructor call to try", with_skip(fields, obstacle, cls, namespace,
+                                                                                   facts.source, filename))
+    obstacle, fields = searches[-1].obstacle, details(constructor, searches, paths[-1], None)
+    raise PhaseError("inputs", obstacle or "no inputs to try", with_skip(fields, obstacle, cls, namespace,
+                                                                        facts.source, filename))
+
+
+# What a module says when it fails for want of an optional import: the name is unbound (NameError), was set to
+# None in the except block, or the module asks for something to be installed or built.
+WANTS_IMPORT = (r"^NameError|'NoneType' object (is not callable|has no attribute)|[Ii]nstall|not installed|"
+                r"not available|[Bb]uild the|[Cc]ompile the")
+
+
+def with_skip(fields: dict, obstacle, cls, namespace: dict, source: str, filename: str) -> dict:
+    """`fields`, with a `skip_reason` ("missing package X") when the module failed in code that uses a name
+    bound by a try-import of a module not installed here (scraper.suite.needs.guarded_missing) and says so:
+    kernl's `with nvtx.annotate(...)` after `try: import nvtx except ImportError: ...`, lmdeploy's
+    `if awq_inference_engine is None: raise RuntimeError("... install the kernel ...")`."""
+    if not isinstance(obstacle, BaseException):
+        return fields
+    failure = failure_of(obstacle, filename)
+    guarded = guarded_missing(source)
+    if not guarded or not failure.search(WANTS_IMPORT):
+        return fields
+    text = " ".join(failure.lines + [own_source(cls, namespace, name) for name in failure.functions])
+    for name, module in guarded.items():
+        if re.search(rf"\b{re.escape(name)}\b", text):
+            return {**fields, "skip_reason": f"missing package {module}"}
+    return fields
+
+
+def own_source(cls, namespace: dict, name: str) -> str:
+    """The source of method `name` of `cls` (or of function `name` of the module), "" when there is none."""
+    function = getattr(cls, name, None) or namespace.get(name)
+    try:
+        return inspect.getsource(function)
+    except (TypeError, OSError):
+        return ""
 
 
 def eval_mode(model) -> None:
@@ -112,11 +156,14 @@ def eval_mode(model) -> None:
         module.training = False
 
 
-def call_with(model, evaluate):
-    """forward of `model` on evaluated argument expressions, without autograd."""
+def call_with(model, evaluate, run):
+    """forward of `model` on evaluated argument expressions, without autograd, after the trial's set-up
+    statements."""
     import torch
 
-    def call(args: list, kwargs: dict):
+    def call(args: list, kwargs: dict, prepare: tuple = ()):
+        for statement in prepare:
+            run(statement)
         with torch.no_grad():
             return model(*(evaluate(a) for a in args), **{k: evaluate(v) for k, v in kwargs.items()})
     return call

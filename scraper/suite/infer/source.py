@@ -18,6 +18,7 @@ class SourceFacts:
     """Static facts about one class of a closure; empty when the source does not parse or has no such class."""
 
     def __init__(self, code: str, class_name: str) -> None:
+        self.source = code
         try:
             tree = ast.parse(code)
         except (SyntaxError, ValueError, RecursionError):
