@@ -24,6 +24,13 @@ MODULES = [
     ("third", "class Dtype(nn.Module):\n    def forward(self, x):\n"
               "        assert torch.ones(1).dtype == torch.float32, 'a default dtype leaked from another module'\n"
               "        return x.sum(-1)\n"),
+    # needs a one-rank process group (scraper.suite.infer.setup) ...
+    ("collective", "class Gathered(nn.Module):\n    def forward(self, x):\n        out = torch.empty_like(x)\n"
+                   "        torch.distributed.all_to_all_single(out, x.contiguous())\n        return out * 2\n"),
+    # ... which the next module must not find
+    ("no_group", "class Alone(nn.Module):\n    def forward(self, x):\n"
+                 "        assert not torch.distributed.is_initialized(), 'a process group leaked from another module'\n"
+                 "        return x + 1\n"),
     ("fails", "class Never(nn.Module):\n    def forward(self, x):\n        raise ValueError('never works')\n"),
     ("after_failure", "class Half(nn.Module):\n    def forward(self, x):\n        return x / 2\n"),
     ("crashes", "class Crash(nn.Module):\n    def forward(self, x):\n"
@@ -73,6 +80,12 @@ def test_several_modules_share_one_process(runs):
     rows = runs["persistent"]
     assert [rows[n]["status"] for n in ("first", "second", "float64", "third")] == ["ok"] * 4
     assert len({rows[n]["pid"] for n in ("first", "second", "float64", "third")}) == 1
+
+
+def test_a_process_group_ends_with_its_module(runs):
+    rows = runs["persistent"]
+    assert rows["collective"]["status"] == "ok" and rows["collective"]["inputs"]["prepare"] == ["single_process_group()"]
+    assert rows["no_group"]["status"] == "ok" and rows["no_group"]["pid"] == rows["collective"]["pid"]
 
 
 def test_a_failure_gets_a_fresh_process(runs):

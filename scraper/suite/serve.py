@@ -81,12 +81,21 @@ def reset() -> None:
     if fresh_debug_dir is not None:  # torch caches the run_<time>-pid_<pid> folder per process
         fresh_debug_dir()
     restart_graph_numbers(torch)
+    leave_process_group(torch)
     torch.set_default_dtype(torch.float32)
     torch.set_grad_enabled(True)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
+
+
+def leave_process_group(torch) -> None:
+    """Destroy the one-rank process group a module's set-up made (scraper.suite.infer.setup): the next module
+    starts without one, as in a fresh process (a module may check dist.is_initialized())."""
+    distributed = getattr(torch, "distributed", None)
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def restart_graph_numbers(torch) -> None:
