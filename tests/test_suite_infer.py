@@ -450,14 +450,16 @@ import torch.distributed as dist
 
 
 class SequenceParallel(nn.Module):
-    def __init__(self):
+    def __init__(self, attn_func):
         super().__init__()
+        self.attn_func = attn_func
         self.proj = nn.Linear(16, 16)
     def forward(self, x):
         world = dist.get_world_size()  # ValueError: Default process group has not been initialized ...
         out = torch.empty_like(x)
         dist.all_to_all_single(out, x.contiguous())  # one rank: out is x
-        return self.proj(out) * world
+        # a callable: found by rebuilding the model once the process group is up (a new search, same process)
+        return self.proj(self.attn_func(out)) * world
 ''',
     "cache_setup": '''
 class Decoder(nn.Module):

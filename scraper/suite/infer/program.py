@@ -97,6 +97,7 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
         found = inputs.find(hints, lambda: (model.to(device=device, dtype=dtype), eval_mode(model)))
         searches.append(inputs)
         if found is not None:
+            found.prepare = setup.carried(found.prepare)
             fields = details(constructor, searches, built.path, found.path)
             fields.update(init_args=built.call.args, init_kwargs=built.call.kwargs, input_shapes=found.shapes,
                           inputs={"args": found.args, "kwargs": found.kwargs})

@@ -78,6 +78,17 @@ def cache_arguments(method) -> Optional[str]:
     return ", ".join(given)
 
 
+def carried(prepare: tuple) -> tuple:
+    """`prepare` with the process group first when one is up in this worker: an earlier trial set it up and a
+    later one (of a rebuilt model, which starts its own search) succeeded with it; the program must too. The
+    worker starts each module without one (scraper.suite.serve.reset)."""
+    import torch.distributed as dist
+
+    if PROCESS_GROUP_CALL in prepare or not (dist.is_available() and dist.is_initialized()):
+        return prepare
+    return (PROCESS_GROUP_CALL, *prepare)
+
+
 def helpers_for(statements) -> str:
     """The helper definitions `statements` call (the program copies them before its build())."""
     return PROCESS_GROUP_HELPER if any("single_process_group(" in s for s in statements) else ""
