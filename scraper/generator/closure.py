@@ -407,10 +407,11 @@ def _module_bound_early_reads(module: ModuleIndex, node: ast.stmt) -> frozenset:
     reads get the module's binding (only those: a class name read after its own def is the class's)."""
     if not isinstance(node, ast.ClassDef):
         return frozenset()
-    cached = getattr(node, "_early_reads", None)
+    key = ("early_reads", module.path)  # memoized on the node per scope: a class is copied by many closures
+    cached = node.__dict__.get(key)
     if cached is None:
-        cached = node._early_reads = class_early_reads(node)
-    return frozenset(name for name in cached if name in module.bindings)
+        cached = node.__dict__[key] = class_early_reads(node, module.bindings)
+    return cached
 
 
 def _trimmed_free_names(text: str, node, count: int) -> frozenset:

@@ -140,24 +140,20 @@ def _free_comprehension(node) -> set[str]:
     return free | (_free_many(elements) - targets)
 
 
-def class_early_reads(node: ast.AST) -> frozenset[str]:
-    """Names a class body (of `node` or of the classes inside it) reads before it binds them: in `def
+def class_early_reads(node: ast.ClassDef, outside: Iterable[str]) -> frozenset[str]:
+    """Names of `outside` (the module's) that the body of class `node` reads before it binds them: in `def
     device(self) -> device` the annotation runs before the def binds `device`, so it reads the module's `device`
     (a class body looks a name up in its own namespace, then the module's). The symbol tables count such a name
-    as the class's own; the closure must still copy the module's binding when there is one."""
-    found: set[str] = set()
-    for cls in ast.walk(node):
-        if isinstance(cls, ast.ClassDef):
-            found |= _early_in_body(cls.body)
-    return frozenset(found)
-
-
-def _early_in_body(body: list) -> set[str]:
-    bound, early = set(), set()
-    for statement in body:
-        early |= _class_level_reads(statement) - bound
-        bound |= bound_names([statement])
-    return early & bound  # names never bound in the body are free for the symbol tables already
+    as the class's own; the closure must still copy the module's binding. Classes nested in it are not looked
+    at (rare, and the walk would cost every class of a repository)."""
+    bound = bound_names(node.body)
+    if bound.isdisjoint(outside):  # the common case, found without reading any annotation
+        return frozenset()
+    seen, early = set(), set()
+    for statement in node.body:
+        early |= _class_level_reads(statement) - seen
+        seen |= bound_names([statement])
+    return frozenset(early & bound & set(outside))  # a name never bound in the body is free for the tables
 
 
 def _class_level_reads(statement: ast.stmt) -> set[str]:
