@@ -407,11 +407,12 @@ def _module_bound_early_reads(module: ModuleIndex, node: ast.stmt) -> frozenset:
     reads get the module's binding (only those: a class name read after its own def is the class's)."""
     if not isinstance(node, ast.ClassDef):
         return frozenset()
-    key = ("early_reads", module.path)  # memoized on the node per scope: a class is copied by many closures
-    cached = node.__dict__.get(key)
-    if cached is None:
-        cached = node.__dict__[key] = class_early_reads(node, module.bindings)
-    return cached
+    memo = getattr(node, "_early_reads", None)  # per scope, on the node: a class is copied by many closures
+    if memo is None:
+        memo = node._early_reads = {}
+    if module.path not in memo:
+        memo[module.path] = class_early_reads(node, module.bindings)
+    return memo[module.path]
 
 
 def _trimmed_free_names(text: str, node, count: int) -> frozenset:

@@ -91,4 +91,4 @@ def carried(prepare: tuple) -> tuple:
 
 def helpers_for(statements) -> str:
     """The helper definitions `statements` call (the program copies them before its build())."""
-    return PROCESS_GROUP_HELPER if any("single_process_group(" in s for s in statements) else ""
+    return PROCESS_GROUP_HELPER if PROCESS_GROUP_CALL in statements else ""
