@@ -22,9 +22,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "75b2ae4"  # main when issue 17 started: one process, no cache
 
-OLD = ("import sys; from pathlib import Path; from scraper.suite.modules import modules_from_repositories; "
+OLD = ("import sys; from pathlib import Path; from scraper.modules.classes import modules_from_repositories; "
        "print(len(modules_from_repositories(Path(sys.argv[1]))))")
-NEW = ("import sys; from pathlib import Path; from scraper.suite.listing import list_repositories; "
+NEW = ("import sys; from pathlib import Path; from scraper.modules.listing import list_repositories; "
        "print(sum(len(x.entries) for x in list_repositories(Path(sys.argv[1]), Path(sys.argv[2]), "
        "int(sys.argv[3]) or None)))")
 

@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_pairs.sh          # from the repository root, on the GPU machine
 #
 # 1. run_inductor_suite.py --suite timm and --suite huggingface at the same time, every model of
-#    scraper/suite/models/{timm,huggingface}.txt (those not started within BUDGET seconds are counted, not run);
+#    scraper/suites/models/{timm,huggingface}.txt (those not started within BUDGET seconds are counted, not run);
 # 2. get_kernels_from_debug_info.py over both debug roots: kernels.jsonl, pairs.jsonl, problems/;
 # 3. python -m scraper.pairs.check on pairs.jsonl (no pair started after the time left allows);
 # 4. prints: models ok / failed, accuracy pass / fail / skipped, pairs built (model / graph level) and dropped by

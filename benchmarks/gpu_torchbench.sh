@@ -4,8 +4,8 @@
 #   bash benchmarks/gpu_torchbench.sh          # from the repository root, on the GPU machine
 #
 # Needs a code-only TorchBench checkout at $TORCHBENCH_DIR (default .gpu/torchbench, git-ignored; make one with
-# `python -m scraper.suite.torchbench trim path/to/pytorch-benchmark .gpu/torchbench`, see docs/suite.md).
-# Runs scraper/suite/models/torchbench.txt (inference, float32, --random-weights so the torchvision classifiers
+# `python -m scraper.suites.torchbench trim path/to/pytorch-benchmark .gpu/torchbench`, see docs/suite.md).
+# Runs scraper/suites/models/torchbench.txt (inference, float32, --random-weights so the torchvision classifiers
 # run instead of being skipped as `needs download`), extracts the kernels with get_kernels_from_debug_info.py
 # and prints: models listed / ok / skipped by reason / failed, kernels, distinct kernels (and, with BASELINE,
 # how many of them the given kernels.jsonl files do not have). Nothing is downloaded.

@@ -157,6 +157,8 @@ def kernel_id(code: str) -> str:
 # ------------------------------------------------------------------------------------------------- manifests
 
 KERNELS = "kernels.jsonl"  # every stage's manifest of records, in its output folder
+PAIRS = "pairs.jsonl"  # the Inductor stage's pairs (scraper.pairs), one line each, beside kernels.jsonl
+PAIRS_REJECTS = "pairs_rejects.jsonl"  # ... the graphs and kernels that gave no pair, with the reason
 
 
 def record_of_line(line: JsonlLine) -> tuple[Optional[KernelRecord], Optional[str]]:

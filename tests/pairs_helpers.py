@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SUITE_ARCHIVES = {name: REPO_ROOT / "tests" / "fixtures" / "suite_run" / f"{name}.tar.gz"
                   for name in ("suite_run", "suite_modules")}
 MODULES_MANIFEST = "suite/manifest-0-of-15.jsonl"
-# What the modules fixture's models got when a test gives them an accuracy check (scraper.suite.accuracy).
+# What the modules fixture's models got when a test gives them an accuracy check (scraper.accuracy).
 ACCURACY = {"timm-src/timm/layers/eca.py:EcaModule": ("pass", 2.5e-7),
             "timm-src/timm/layers/activations_me.py:HardMishMe": ("fail", 0.5)}
 
@@ -55,7 +55,7 @@ def record_pairings(root: Path) -> None:
     writes today, in its manifest line."""
     import torch
 
-    from scraper.suite.recording import GraphRecorder
+    from scraper.worker.recording import GraphRecorder
 
     manifest = root / MODULES_MANIFEST
     entries = read_lines(manifest)

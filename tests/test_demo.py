@@ -445,3 +445,19 @@ def test_demo_validate_marks_every_bundled_kernel_importable(demo):
     assert set(github) == set().union(*EXPECTED_KERNELS.values())
     assert all(r["parses"] is True and r["imports"] is True for r in github.values()), github
     assert all(r["imports"] is not None for r in records)  # every kept kernel was checked, inductor ones too
+
+
+# The demo's dataset as the code before the architecture change (69898c7) wrote it: 186 rows, this canonical
+# digest (`pytorch_program` left out: a path). The stages now pass typed records and units; the rows are the same.
+DEMO_ROWS_BEFORE_THE_GRAPH_UNIT = (186, "390cf26b780943c9")
+
+
+def test_the_demo_dataset_is_the_one_before_the_graph_became_the_unit(demo):
+    import hashlib
+
+    root, _ = demo
+    rows = json.loads((root / "datasets" / "triton_functions.json").read_text())
+    for row in rows:
+        row.pop("pytorch_program", None)
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+    assert (len(rows), digest) == DEMO_ROWS_BEFORE_THE_GRAPH_UNIT

@@ -146,23 +146,34 @@ def test_kernel_text_that_does_not_parse_is_rejected(tmp_path):
     assert [r["reason"] for r in rejects_of(out)] == ["kernel_does_not_parse"]
 
 
-def test_kernel_path_file_is_the_fallback_when_the_text_is_not_embedded(tmp_path):
-    cache = tmp_path / "cache" / "cabc.py"
-    cache.parent.mkdir()
-    cache.write_text(KERNEL.replace("NAME", "triton_poi_fused_a_0"))
-    not_python = tmp_path / "cache" / "secret.txt"  # a path in the (untrusted) comment that is no kernel file
-    not_python.write_text(KERNEL.replace("NAME", "triton_poi_fused_c_2"))
+def test_kernel_path_file_is_read_only_inside_the_debug_folder(tmp_path):
+    """The `# kernel path:` comment is input: a walled module writes its own output_code.py naming a host file
+    (issue 23, route 2). Only a .py file inside the run folder being read is ever a fallback."""
+    run = tmp_path / "in" / "run_2026_01_01_00_00_00_000000-pid_1"
+    inside = run / "cache" / "cabc.py"
+    inside.parent.mkdir(parents=True)
+    inside.write_text(KERNEL.replace("NAME", "triton_poi_fused_a_0"))
+    host = tmp_path / "host" / "secret.py"  # a host file holding a secret, outside every debug folder
+    host.parent.mkdir()
+    host.write_text(KERNEL.replace("NAME", "triton_poi_fused_b_1") + "\nTOKEN = 'ghp_SECRET123'\n")
+    link = run / "cache" / "link.py"  # inside by name, outside by target
+    link.symlink_to(host)
+    not_python = run / "cache" / "secret.txt"
+    not_python.write_text(KERNEL.replace("NAME", "triton_poi_fused_d_3"))
     blocks = [
-        f"# kernel path: {cache}\ntriton_poi_fused_a_0 = async_compile.triton('triton_poi_fused_a_0', source_a)\n",
-        f"# kernel path: {tmp_path / 'gone.py'}\ntriton_poi_fused_b_1 = async_compile.triton('triton_poi_fused_b_1', source_b)\n",
-        f"# kernel path: {not_python}\ntriton_poi_fused_c_2 = async_compile.triton('triton_poi_fused_c_2', source_c)\n",
+        f"# kernel path: {inside}\ntriton_poi_fused_a_0 = async_compile.triton('triton_poi_fused_a_0', source_a)\n",
+        f"# kernel path: {host}\ntriton_poi_fused_b_1 = async_compile.triton('triton_poi_fused_b_1', source_b)\n",
+        f"# kernel path: {link}\ntriton_poi_fused_c_2 = async_compile.triton('triton_poi_fused_c_2', source_c)\n",
+        f"# kernel path: {not_python}\ntriton_poi_fused_d_3 = async_compile.triton('triton_poi_fused_d_3', source_d)\n",
     ]
     out = tmp_path / "out"
     assert run_extraction([graph(tmp_path / "in", "m__0_inference_0.0", output_code(*blocks))], out) == 0
     (row,) = load_manifest(out)
     assert row["name"] == "triton_poi_fused_a_0" and row["extra"]["source_from"] == "kernel_path"
-    assert row["original"] == cache.read_text() and row["kind"] == "pointwise"
-    assert [r["reason"] for r in rejects_of(out)] == ["no_source", "no_source"]
+    assert row["original"] == inside.read_text() and row["kind"] == "pointwise"
+    assert [r["reason"] for r in rejects_of(out)] == ["no_source"] * 3
+    written = "".join(path.read_text(errors="replace") for path in out.rglob("*") if path.is_file())
+    assert "ghp_SECRET123" not in written and "triton_poi_fused_b_1(" not in written
 
 
 def test_hostile_names_stay_inside_the_output_folder(tmp_path):

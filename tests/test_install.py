@@ -30,7 +30,7 @@ def test_the_wheel_holds_the_package_and_not_the_output_folders(wheel):
     names = wheel.namelist()
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert tops == {"scraper"}  # no datasets/, inductor_kernels/, tests/ as packages (datasets would shadow HF's)
-    assert "scraper/suite/models/timm.txt" in names and "scraper/console.py" in names
+    assert "scraper/suites/models/timm.txt" in names and "scraper/console.py" in names
     sources = {path.relative_to(REPO_ROOT).as_posix() for path in (REPO_ROOT / "scraper").rglob("*.py")}
     assert sources <= set(names)
 

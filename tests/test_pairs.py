@@ -1,4 +1,4 @@
-"""PyTorch -> Triton pairs and KernelBench problems (scraper.pairs, scraper.suite.problems) from the real fixture debug
+"""PyTorch -> Triton pairs and KernelBench problems (scraper.pairs, scraper.kernelbench) from the real fixture debug
 roots (H100 runs): old-format roots give graph-level pairs, a root with the pairing record gives model-level ones;
 triton_code is checked against the output_code.py it came from (counted independently), and run on CPU tensors
 under TRITON_INTERPRET=1 against its python_code and against the suite program's own eager output."""
@@ -19,7 +19,7 @@ import pytest
 from pairs_helpers import (  # noqa: F401  (fixtures)
     REPO_ROOT, extract, old_pairs, read_lines, recorded_pairs, recorded_root, run_interpreted, suite_roots)
 from scraper.pairs import check
-from scraper.suite.problems import problem_text
+from scraper.kernelbench import problem_text
 
 LAUNCH = re.compile(r"^\s+(\w+)\[.*\]\(", re.MULTILINE)
 RUN = re.compile(r"^\s+(\w+)\.run\(", re.MULTILINE)
@@ -258,7 +258,11 @@ def test_a_pairing_record_cannot_write_code_into_triton_code():
     """The pairing record of a walled --suite modules run comes from a process that ran scraped code: only
     checked ints, string reprs and dtype names reach triton_code."""
     from scraper.pairs.launch import PairError
-    from scraper.pairs.modelnew import model_level
+    from scraper.pairs.modelnew import model_level as modelnew_text
+    from scraper.suiterun import PairingError, PairingGraph
+
+    def model_level(name, graph, state, offset):  # the record as stage 1 reads it: typed, then turned into code
+        return modelnew_text(name, PairingGraph.from_dict(graph), state, offset)
 
     graph = {"inputs": [{"kind": "input", "index": 0}, {"kind": "parameter", "name": "w'); import os; ('"}],
              "returns": [0]}
@@ -268,5 +272,5 @@ def test_a_pairing_record_cannot_write_code_into_triton_code():
     for bad_graph, bad_state in (({**graph, "inputs": [{"kind": "input", "index": "0]; import os; x = [0"}]}, {}),
                                  ({**graph, "returns": ["0] + [os.system('x')"]}, state),
                                  (graph, {"w'); import os; ('": {"shape": [4], "dtype": "float32; import os"}})):
-        with pytest.raises(PairError, match="bad_pairing"):
+        with pytest.raises((PairError, PairingError)):
             model_level("m", bad_graph, bad_state, 0)

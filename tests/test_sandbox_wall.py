@@ -276,7 +276,7 @@ def test_workers_started_from_several_threads_never_parse_at_once(monkeypatch):
     monkeypatch.setattr(wall, "_scraper_imports", slow_reader)
     wall._closure.cache_clear()
     results = []
-    threads = [threading.Thread(target=lambda: results.append(wall.imported_closure(["scraper/suite/worker.py"])))
+    threads = [threading.Thread(target=lambda: results.append(wall.imported_closure(["scraper/worker/"])))
                for _ in range(6)]
     for thread in threads:
         thread.start()
@@ -285,5 +285,5 @@ def test_workers_started_from_several_threads_never_parse_at_once(monkeypatch):
     wall._closure.cache_clear()
     assert most[0] == 1
     assert len(results) == 6 and all(result == results[0] for result in results)
-    assert "scraper/suite/worker.py" in results[0] and "scraper/records.py" in results[0]
+    assert "scraper/worker/run.py" in results[0] and "scraper/records.py" in results[0]
     assert len(calls) == len(results[0])  # each file read once, by the first thread

@@ -25,14 +25,8 @@ from scraper.suite.orchestrate import visible_gpus, worker_slots
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 FAKE_WORKER = r'''
-import argparse, json, os, re, signal, subprocess, sys, time
-p = argparse.ArgumentParser()
-for a in ("--suite", "--model", "--graph-name", "--out", "--program", "--result", "--problem", "--pairing",
-          "--mode", "--dtype", "--batch-size", "--seq-len", "--hf-layers", "--backend", "--device", "--source",
-          "--class-name"):
-    p.add_argument(a)
-p.add_argument("--max-autotune", action="store_true")
-a = p.parse_args()
+import json, os, re, signal, subprocess, sys, time, types
+a = types.SimpleNamespace(**json.load(open(sys.argv[1])))  # the WorkerJob (scraper/worker/job.py)
 seen = {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "torch_compile_debug": os.environ.get("TORCH_COMPILE_DEBUG"),
         "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE"), "batch_seen": a.batch_size,
@@ -194,7 +188,7 @@ def test_failures_crashes_and_timeouts_are_recorded_and_the_suite_goes_on(tmp_pa
     # Graphs and kernels as the fake worker wrote them; batch sizes from --models or the suite default.
     assert rows["ok12"]["kernels"] == 12 and rows["ok12"]["graphs"] == ["ok12__0_inference_0.0"]
     assert (out / rows["ok12"]["run_dir"] / "torchinductor" / "ok12__0_inference_0.0" / "output_code.py").is_file()
-    assert (rows["ok3"]["batch_seen"], rows["ok12"]["batch_seen"]) == ("16", "8")
+    assert (rows["ok3"]["batch_seen"], rows["ok12"]["batch_seen"]) == (16, 8)
     assert all(row["torch_compile_debug"] == "1" and row["hf_hub_offline"] == "1"
                for row in rows.values() if "torch_compile_debug" in row)
     # Program and log of every model, relative to the output folder.

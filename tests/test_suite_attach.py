@@ -1,4 +1,4 @@
-"""The PyTorch side of suite kernels (scraper.suite.attach), on two real H100 suite runs:
+"""The PyTorch side of suite kernels (scraper.inductor.attach), on two real H100 suite runs:
 tests/fixtures/suite_run/suite_run.tar.gz (--suite huggingface) and suite_modules.tar.gz (--suite modules: nn.Module
 classes of timm read as a repository, and the failed acme Block), plus a debug folder without a suite manifest
 (tests/fixtures/torch_compile_debug/tcd_userkernel.tar.gz). The oracles are the fixture files themselves: the
@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 import get_kernels_from_debug_info
-from scraper.records import KernelRecord, write_jsonl
-from scraper.stats import Stats
-from scraper.suite.manifest import pytorch_side
-from scraper.suite.programs import module_program, module_source, timm_program
+from scraper.records import write_jsonl
+from scraper.suiterun import SuiteRoot
+from scraper.worker.programs import module_program, module_source, timm_program
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ARCHIVES = {"suite_run": FIXTURES / "suite_run" / "suite_run.tar.gz",
@@ -75,6 +74,13 @@ def closure_of(root: Path, program: str) -> str:
     return found[0]
 
 
+def program_of(extracted: Path, record: dict) -> str:
+    """The program a kernel record points at: its graph folder's copy, written once per graph."""
+    copy = record["extra"]["pytorch"]["program_copy"]
+    assert copy == f"{Path(record['file']).parent.parent.as_posix()}/program.py"
+    return (extracted / copy).read_text()
+
+
 def test_every_modules_kernel_carries_its_module_source(roots, extracted):
     root = roots["suite_modules"]
     expected = fixture_kernels(root)
@@ -91,11 +97,14 @@ def test_every_modules_kernel_carries_its_module_source(roots, extracted):
             side = record["extra"]["pytorch"]
             assert (side["suite"], side["model"], side["mode"], side["dtype"]) == (
                 "modules", entry["model"], "inference", "float32")
-            assert side["program_file"] == entry["program"] and side["program"] == program
-            assert side["module"].rstrip("\n") == closure_of(root, program).rstrip("\n")
+            assert record["model"] == entry["model"]  # the manifest's name, not the graph folder's
+            assert record["extra"]["scraped"] is True
+            assert side["program_file"] == entry["program"] and program_of(extracted, record) == program
+            assert "program" not in side and "module" not in side  # texts once per graph, not per kernel
+            module = module_source(program_of(extracted, record))
+            assert module.rstrip("\n") == closure_of(root, program).rstrip("\n")
             class_name = entry["module"]["class_name"]
-            assert re.search(rf"^class {class_name}\b", side["module"], re.M)
-            assert "def build(" not in side["module"] and "def build(" in side["program"]
+            assert re.search(rf"^class {class_name}\b", module, re.M) and "def build(" not in module
             assert side["module_provenance"] == entry["module"]
 
 
@@ -106,9 +115,9 @@ def test_huggingface_kernels_carry_their_program_and_others_are_left_alone(roots
     assert len(hf) == sum(hf_expected.values()) == 17
     for record in hf:
         side = record["extra"]["pytorch"]
-        assert side["suite"] == "huggingface" and side["model"] == record["model"] and side["module"] is None
-        assert side["program"] == (roots["suite_run"] / side["program_file"]).read_text()
-        assert f"MODEL = {record['model']!r}" in side["program"]
+        assert side["suite"] == "huggingface" and side["model"] == record["model"] and "scraped" not in record["extra"]
+        assert program_of(extracted, record) == (roots["suite_run"] / side["program_file"]).read_text()
+        assert f"MODEL = {record['model']!r}" in program_of(extracted, record)
     suite_graphs = hf_expected | fixture_kernels(roots["suite_modules"])
     others = [r for r in records if (r["run_dir"], r["graph"]) not in suite_graphs]
     assert others and all("pytorch" not in r["extra"] for r in others)
@@ -117,11 +126,24 @@ def test_huggingface_kernels_carry_their_program_and_others_are_left_alone(roots
     assert counts["pytorch_side_attached"] == 17 + 9 and "pytorch_side_missing" not in counts
 
 
+def test_the_program_is_stored_once_per_graph(roots, extracted):
+    """Every kernel record of a graph used to carry its model's whole program (242 KB over 65 records)."""
+    records = read_lines(extracted / "kernels.jsonl")
+    suite = [r for r in records if "pytorch" in r["extra"]]
+    copies = {r["extra"]["pytorch"]["program_copy"] for r in suite}
+    assert len(copies) == len({Path(r["file"]).parent.parent for r in suite}) < len(suite)
+    programs = {e["program"] for name in ("suite_run", "suite_modules") for e in manifest_entries(roots[name])
+                if e["kernels"]}
+    assert all(len(json.dumps(r["extra"]["pytorch"])) < 2000 for r in suite)
+    assert {r["extra"]["pytorch"]["program_file"] for r in suite} == programs
+
+
 def test_rerun_gives_the_same_manifest(roots, extracted, tmp_path):
     out = Path(shutil.copytree(extracted, tmp_path / "again"))
     argv = [str(roots["suite_modules"]), str(roots["suite_run"]), str(roots["tcd_userkernel"]), "-o", str(out), "-q"]
     assert get_kernels_from_debug_info.main(argv) == 0
     assert (out / "kernels.jsonl").read_bytes() == (extracted / "kernels.jsonl").read_bytes()
+    assert (out / "pairs.jsonl").read_bytes() == (extracted / "pairs.jsonl").read_bytes()
 
 
 def test_a_run_folder_a_file_or_a_folder_of_roots_as_input(roots, tmp_path, monkeypatch):
@@ -158,18 +180,41 @@ def test_graph_missing_from_the_manifest_and_a_lost_program(roots, tmp_path):
     records = read_lines(out / "kernels.jsonl")
     missing = [r for r in records if "pytorch" not in r["extra"]]
     assert {r["graph"] for r in missing} == {"timm-src_timm_layers_mlp_py_GlobalResponseNormMlp__0_inference_0.0"}
+    assert all(r["model"] is None for r in missing)  # a folder the manifest does not list is no model's
     lost = [r["extra"]["pytorch"] for r in records if r["extra"].get("pytorch", {}).get("model") == eca["model"]]
-    assert len(lost) == 2 and all(s["program"] is None and s["module"] is None for s in lost)
+    assert len(lost) == 2 and all(s["program_copy"] is None for s in lost)
+
+
+def test_a_forged_graph_folder_is_credited_to_the_module_that_wrote_it(roots, tmp_path):
+    """A scraped module writes `resnet18__0_inference_0.0` into its own run folder (issue 23, route 3): its
+    kernels are the module's, marked scraped, never resnet18's."""
+    root = Path(shutil.copytree(roots["suite_modules"], tmp_path / "copy"))
+    manifest = root / "suite" / "manifest-0-of-15.jsonl"
+    entries = read_lines(manifest)
+    eca = next(e for e in entries if e["model"].endswith(":EcaModule"))
+    real = next((root / eca["run_dir"] / "torchinductor").iterdir())
+    forged = real.parent / "resnet18__0_inference_0.0"
+    shutil.copytree(real, forged)
+    eca["graphs"] = sorted(eca["graphs"] + [forged.name])  # what a walled run lists: the folders on disk
+    write_jsonl(manifest, entries)
+    out = tmp_path / "out"
+    assert get_kernels_from_debug_info.main([str(root), "-o", str(out), "-q"]) == 0
+    forged_records = [r for r in read_lines(out / "kernels.jsonl") if r["graph"] == forged.name]
+    assert forged_records and all(r["model"] == eca["model"] and r["extra"]["scraped"] is True
+                                  and r["extra"]["pytorch"]["suite"] == "modules" for r in forged_records)
+    assert not [r for r in read_lines(out / "kernels.jsonl") if r["model"] == "resnet18"]
 
 
 def test_program_path_outside_the_debug_root_is_not_read(roots, tmp_path):
     (tmp_path / "secret.py").write_text("SECRET = 1\n")
-    root = roots["suite_modules"]
-    index = {("run_x", "g__0_inference_0.0"): {"suite": "modules", "model": "m",
-                                               "program": f"../{'../' * len(root.parts)}{tmp_path}/secret.py"}}
-    record = KernelRecord(name="k", code="pass\n", source="inductor", run_dir="run_x", graph="g__0_inference_0.0")
-    side = pytorch_side(record, index, root)
-    assert side["model"] == "m" and side["program"] is None
+    root = SuiteRoot(roots["suite_modules"])
+    outside = f"../{'../' * len(roots['suite_modules'].parts)}{tmp_path}/secret.py"
+    assert root.read(outside) is None and root.read(str(tmp_path / "secret.py")) is None
+    (roots["suite_modules"] / "suite" / "link.py").symlink_to(tmp_path / "secret.py")
+    try:
+        assert root.read("suite/link.py") is None  # inside by name, outside by target
+    finally:
+        (roots["suite_modules"] / "suite" / "link.py").unlink()
 
 
 def test_module_source_round_trip():

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from scraper.suite import programs
+from scraper.worker import programs
 
 pytest.importorskip("transformers")
 

@@ -1,4 +1,4 @@
-"""--suite modules' listing (scraper.suite.listing, modules, usage, needs): a repository zip written here, with
+"""--suite modules' listing (scraper.modules.listing, modules, usage, needs): a repository zip written here, with
 library modules, copies in tests / benchmarks / examples / third_party, a test that calls one module with the
 only values it accepts, modules importing compiled extensions that are not installed, and a logger set up by a
 module-level call. Oracles: the layout of that repository (what is library code, what imports what), and the
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import run_inductor_suite
-from scraper.suite import listing
+from scraper.modules import listing
 
 TOP = "acme-layers-0123abc"
 NORM = '''import torch

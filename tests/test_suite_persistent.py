@@ -1,4 +1,4 @@
-"""--suite modules in persistent workers (scraper.suite.serve driven by orchestrate.PersistentWorker, outside the
+"""--suite modules in persistent workers (scraper.worker.serve driven by orchestrate.PersistentWorker, outside the
 wall: --unsafe-no-sandbox): several modules per process, a fresh process after a failure, a crash or after
 --modules-per-process modules, the same results as one process per module, and one sandboxed process per module
 behind the wall. The REAL worker on CPU; the oracles are the process ids the worker
@@ -24,7 +24,7 @@ MODULES = [
     ("third", "class Dtype(nn.Module):\n    def forward(self, x):\n"
               "        assert torch.ones(1).dtype == torch.float32, 'a default dtype leaked from another module'\n"
               "        return x.sum(-1)\n"),
-    # needs a one-rank process group (scraper.suite.infer.setup) ...
+    # needs a one-rank process group (scraper.worker.infer.setup) ...
     ("collective", "class Gathered(nn.Module):\n    def forward(self, x):\n        out = torch.empty_like(x)\n"
                    "        torch.distributed.all_to_all_single(out, x.contiguous())\n        return out * 2\n"),
     # ... which the next module must not find

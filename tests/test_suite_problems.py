@@ -1,4 +1,4 @@
-"""The KernelBench problems the REAL worker writes beside its programs (scraper.suite.problems), for timm and
+"""The KernelBench problems the REAL worker writes beside its programs (scraper.kernelbench), for timm and
 transformers models (small stand-in libraries, as tests/test_suite_worker.py) and for a scraped module that is
 itself called `Model`: each runs in a fresh interpreter as `Model(*get_init_inputs())(*get_inputs())` and equals
 the output of its program's own build() (the oracle: the program, run eagerly)."""

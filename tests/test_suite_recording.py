@@ -1,4 +1,4 @@
-"""The pairing record (scraper.suite.recording) on CPU: which parameters, buffers and inputs `call(args)` takes, in
+"""The pairing record (scraper.worker.recording) on CPU: which parameters, buffers and inputs `call(args)` takes, in
 order, and which of its outputs the model returns. With Inductor itself (C++ kernels on CPU, but the same placeholder
 order and the same `call`), the oracle is the generated output_code.py: its `call`, given the arguments the record
 names, returns the model's outputs. With aot_eager (fast), the expected order is written out by hand."""
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import run_inductor_suite
-from scraper.suite.recording import GraphRecorder, chosen_config, model_level_graph, parse_source
+from scraper.worker.recording import GraphRecorder, chosen_config, model_level_graph, parse_source
 
 
 class Net(nn.Module):

@@ -1,6 +1,6 @@
 """A real suite run (tests/fixtures/suite_run/suite_run.tar.gz: part of the H100 run of docs/suite.md, 3 Hugging
 Face models, one of which failed): its manifest agrees with the debug folders, get_kernels_from_debug_info.py
-extracts it, and scraper.suite.manifest joins every extracted kernel back to its model and PyTorch program."""
+extracts it, and scraper.suiterun joins every extracted kernel back to its model and PyTorch program."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 
 import get_kernels_from_debug_info
 import run_inductor_suite
-from scraper.records import KernelRecord, read_records
-from scraper.suite.manifest import graph_index, pytorch_side
+from scraper.records import read_records
+from scraper.suiterun import SuiteRoot
 
 ARCHIVE = Path(__file__).resolve().parent / "fixtures" / "suite_run" / "suite_run.tar.gz"
 
@@ -57,14 +57,12 @@ def test_extracted_kernels_join_back_to_their_model_and_program(suite_run, tmp_p
     records = read_records(out / "kernels.jsonl")
     rows = manifest_rows(suite_run)
     assert len(records) == rows["GPT2LMHeadModel"]["kernels"] + rows["BertForMaskedLM"]["kernels"]
-    index = graph_index(suite_run)
+    root = SuiteRoot(suite_run)
     for record in records:
-        side = pytorch_side(record, index, suite_run)
-        assert side is not None and side["model"] == record.model and side["suite"] == "huggingface"
-        assert f"MODEL = {record.model!r}" in side["program"]
-    elsewhere = KernelRecord(name="k", code="pass\n", source="inductor", run_dir="run_elsewhere",
-                             graph="x__0_inference_0.0")
-    assert pytorch_side(elsewhere, index, suite_run) is None
+        side = root.side(root.entry_for(record.run_dir, record.graph))
+        assert side.model == record.model and side.suite == "huggingface"
+        assert f"MODEL = {record.model!r}" in side.program
+    assert root.entry_for("run_elsewhere", "x__0_inference_0.0") is None
 
 
 def test_rerun_over_the_real_run_skips_what_it_did(suite_run, tmp_path):

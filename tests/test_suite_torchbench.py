@@ -17,7 +17,7 @@ import pytest
 
 import get_kernels_from_debug_info
 import run_inductor_suite
-from scraper.suite import torchbench
+from scraper.suites import torchbench
 from scraper.suite.lists import read_model_list
 from torchbench_helpers import MODELS, RUNNABLE, write_checkout
 
@@ -104,7 +104,7 @@ def test_downloads_and_missing_packages_are_skipped_with_the_reason(suite_run):
     assert found["pretrained_net"]["blocked"] == ["https://download.example.invalid/checkpoints/"
                                                   "pretrained_net-0123abcd.pth"]
     assert "needs_data_inputs" in found["needs_data"]["error"]
-    assert found["broken"]["status"] == "failed" and "skip_reason" not in found["broken"]
+    assert found["broken"]["status"] == "failed" and found["broken"]["skip_reason"] is None
     assert found["broken"]["phase"] == "build" and found["broken"]["error"] == "ValueError: broken on purpose"
     assert code == 1  # "broken" failed; the skipped ones alone would not fail the run
     counts = json.loads((out / "suite" / "stats.json").read_text())["counts"]
@@ -184,7 +184,7 @@ print(seen, m.blocked)
 
 
 def torchbench_program_text() -> str:
-    from scraper.suite.programs import torchbench_program
+    from scraper.worker.programs import torchbench_program
 
     return torchbench_program("tinyconv", None, "float32", False, "/nonexistent")
 
@@ -293,5 +293,6 @@ def test_torchbench_kernels_join_back_to_their_program(suite_run, tmp_path):
     for record in records:
         side = record["extra"]["pytorch"]
         assert (record["model"], record["graph"]) == ("tinyconv", graph)
-        assert (side["suite"], side["model"], side["module"]) == ("torchbench", "tinyconv", None)
-        assert side["program_file"] == entry["program"] and side["program"] == program
+        assert (side["suite"], side["model"]) == ("torchbench", "tinyconv") and "scraped" not in record["extra"]
+        assert side["program_file"] == entry["program"]
+        assert (kernels / side["program_copy"]).read_text() == program

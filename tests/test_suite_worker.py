@@ -1,4 +1,4 @@
-"""The REAL worker (scraper/suite/worker.py) on CPU, without torch.compile (--backend none: the program is built
+"""The REAL worker (scraper/worker/run.py) on CPU, without torch.compile (--backend none: the program is built
 and run eagerly), so the model-side logic is checked here: the programs written for timm / transformers models
 (against small stand-in `timm` and `transformers` modules placed first on PYTHONPATH), the nn.Module suite's
 closure from a real repository fixture, constructor and input inference, and failures by phase."""

@@ -151,6 +151,20 @@ def is_jit_function(func: ast.AST, names: TritonNames) -> bool:
     return "jit" in decorator_roles(func, names)
 
 
+def find_kernel_function(tree: ast.Module, name: str) -> ast.FunctionDef:
+    """The top-level function called `name` of a kernel module, else its last top-level @triton.jit function;
+    ValueError when it has neither."""
+    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+    for function in functions:
+        if function.name == name:
+            return function
+    names = TritonNames(tree)
+    jitted = [function for function in functions if is_jit_function(function, names)]
+    if jitted:
+        return jitted[-1]
+    raise ValueError(f"no function {name!r} and no @triton.jit function in the kernel module")
+
+
 def foreign_decorator_count(node: ast.AST, names: TritonNames, start: int = 0) -> int:
     """How many outermost decorators of a def, from the `start`-th on, are not triton's (a project's
     `@libentry()`); 0 for a class decorated by nothing else."""

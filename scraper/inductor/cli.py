@@ -8,7 +8,7 @@ CPU-only machine), plus kernels.jsonl (one record per kernel), stats.json and re
 Nothing is executed and no network is used (with --validate, each kernel module is checked in sandboxed worker
 processes: see docs/validate.md). Token counts are not computed here (create_json.py counts them).
 Debug folders made by run_inductor_suite.py (with a suite/ manifest) also give each kernel its PyTorch side:
-the model's program (and, for --suite modules, the module's source) under extra["pytorch"] (docs/suite.md).
+the model, its program file and accuracy check under extra["pytorch"] (docs/suite.md).
 Each graph also becomes a PyTorch -> Triton pair in pairs.jsonl (KernelBook's columns: python_code, a
 KernelBench-form problem; triton_code, the kernels, call(args) and class ModelNew), and every suite model a
 reference problem in problems/ (docs/pairs.md).
@@ -24,11 +24,12 @@ from pathlib import Path
 
 from scraper.cli import EXIT_USAGE, add_keep_going, add_logging_args, exit_status, setup_logging
 from scraper.fileio import claim_output, first_object
+from scraper.inductor.attach import AttachStep
+from scraper.inductor.unit import records_step
 from scraper.pairs.build import PairStep
-from scraper.pairs.record import PAIRS, PAIRS_REJECTS, PROBLEMS_DIR
-from scraper.records import KERNELS
+from scraper.pairs.record import PROBLEMS_DIR
+from scraper.records import KERNELS, PAIRS, PAIRS_REJECTS
 from scraper.stats import REJECTS, STATS
-from scraper.suite.attach import PyTorchSide
 from scraper.validate import VALIDATE_CACHE, add_validate_args, validator_from_args
 
 # What this stage writes directly in its output folder (graph folders are claimed by their provenance.json).
@@ -69,14 +70,14 @@ def main(argv=None) -> int:
     except (FileExistsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    # The chain: extract -> attach the PyTorch side -> pair -> validate -> write (kernels.jsonl, once);
-    # the pair step writes pairs.jsonl and problems/ when the chain is done.
+    # The chain over graphs: extract -> attach the PyTorch side -> pair -> validate -> write (kernels.jsonl and
+    # pairs.jsonl as they stream); the pair step writes problems/ when the chain is done.
     pairs = PairStep(args.inputs, args.output, stats)
-    steps = [PyTorchSide(args.inputs, stats).run, pairs.run]
+    steps = [AttachStep(args.inputs, stats), pairs]
     validator = validator_from_args(args, stats, default_cache=str(args.output / VALIDATE_CACHE))
     try:
         if validator is not None:
-            steps.append(validator.run)
+            steps.append(records_step(validator.run))
         extract_kernels(args.inputs, args.output, stats, steps)
         pairs.close()
     except OSError as exc:  # the output folder cannot be made or written

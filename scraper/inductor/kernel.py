@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from scraper.generator.detect import find_kernel_function
 from scraper.inductor.output_code import split_lines
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,10 @@ def clean_kernel(module_text: str, name: str) -> CleanKernel:
         tree = ast.parse(module_text)
     except (SyntaxError, ValueError, RecursionError) as exc:
         raise KernelModuleError(f"kernel module does not parse: {exc}") from exc
-    function = find_kernel_function(tree, name)
+    try:
+        function = find_kernel_function(tree, name)
+    except ValueError as exc:
+        raise KernelModuleError(str(exc)) from exc
     heuristic = find_heuristics_decorator(function)
     gpu_only = [stmt for stmt in tree.body if is_gpu_only_statement(stmt)]
     lines = split_lines(module_text)
@@ -111,18 +115,6 @@ def classify(heuristic: Optional[str], name: str, launch: Optional[dict] = None)
         if name.startswith(prefix):
             return kind
     return heuristic or "user_defined"
-
-
-def find_kernel_function(tree: ast.Module, name: str) -> ast.FunctionDef:
-    """The top-level function called `name`, else the last top-level @triton.jit function."""
-    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
-    for function in functions:
-        if function.name == name:
-            return function
-    jitted = [f for f in functions if any(_dotted(_callee(d)).endswith("jit") for d in f.decorator_list)]
-    if jitted:
-        return jitted[-1]
-    raise KernelModuleError(f"no function {name!r} and no @triton.jit function in the kernel module")
 
 
 def find_heuristics_decorator(function: ast.FunctionDef) -> Optional[ast.expr]:

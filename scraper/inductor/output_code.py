@@ -233,16 +233,25 @@ def comment_above(lines: list[str], lineno: int) -> str:
     return "\n".join(lines[index + 1 : lineno - 1])
 
 
-def read_fallback_source(kernel: EmbeddedKernel) -> Optional[str]:
-    """The kernel's module text from the file named in its `# kernel path:` comment, if that file exists.
+def read_fallback_source(kernel: EmbeddedKernel, root: Path) -> Optional[str]:
+    """The kernel's module text from the file named in its `# kernel path:` comment, if that file lies inside
+    `root` (the debug folder being read).
 
-    The comment is input like the rest, so only a `.py` file of at most MAX_KERNEL_FILE_BYTES is read."""
-    path = Path(parse_comment(kernel.comment).get("kernel_path") or "")
+    The comment is input like the rest: a walled module can write its own output_code.py naming any host file.
+    Only a regular `.py` file (no link on the way) of at most MAX_KERNEL_FILE_BYTES below `root` is read; Inductor's
+    own cache (/tmp/torchinductor_<user>) is outside every debug folder, so real kernels never come this way."""
+    named = parse_comment(kernel.comment).get("kernel_path") or ""
     try:
-        if path.suffix != ".py" or not path.is_file() or path.stat().st_size > MAX_KERNEL_FILE_BYTES:
+        path, base = Path(named), Path(root).resolve()
+        if not path.is_absolute():
+            return None
+        real = path.resolve()
+        if real != path or base not in real.parents or path.suffix != ".py" or not path.is_file():
+            return None  # a link somewhere on the way, or a file outside the folder being read
+        if path.stat().st_size > MAX_KERNEL_FILE_BYTES:
             return None
         return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
 
 

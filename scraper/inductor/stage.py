@@ -1,12 +1,15 @@
-"""The Inductor stage: torch_compile_debug folders -> inductor_kernels/ (files, kernels.jsonl, stats.json).
+"""The Inductor stage: torch_compile_debug folders -> inductor_kernels/ (files, kernels.jsonl, pairs.jsonl, stats).
 
-For each graph (one output_code.py): every embedded Triton kernel becomes a KernelRecord (clean code + original
-text + provenance) and a file `<model>/<graph>/kernels/<name>.py`; the graph's output_code.py and
-fx_graph_readable.py are copied beside them. Nothing is executed.
+The stage is one chain over graphs (scraper.inductor.unit.GraphUnit): each output_code.py is read and parsed once
+(extract: every embedded Triton kernel becomes a KernelRecord with its clean code, original text and provenance,
+and a file `<model>/<graph>/kernels/<name>.py`; the graph's output_code.py and fx_graph_readable.py are copied
+beside them), then passed through the steps (attach the PyTorch side, pair, validate: each `step(unit) -> unit`)
+and written as it streams. Nothing of the input is executed.
 
-Reruns: the manifest is keyed by graph folder. A rerun re-extracts the graphs it is given, replaces their
-records and keeps the records of other graphs (from earlier runs on other inputs), in folder order, so the same
-input always gives the same kernels.jsonl, and several debug folders can be added one run at a time.
+Reruns: the manifests are keyed by graph folder. A rerun re-extracts the graphs it is given, replaces their
+records and pairs and keeps those of other graphs (from earlier runs on other inputs), in folder order, so the
+same input always gives the same kernels.jsonl, and several debug folders can be added one run at a time. A pair
+made again with the same id keeps the GPU check an earlier run wrote on it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 
 from scraper.progress import progress
@@ -32,15 +35,17 @@ from scraper.inductor.layout import (
     safe_name,
 )
 from scraper.inductor.output_code import EmbeddedKernel, parse_comment, read_fallback_source, read_output_code
-from scraper.records import KERNELS, KernelRecord, ManifestWriter, atomic_write_bytes, iter_records
+from scraper.inductor.unit import GraphUnit, Step
+from scraper.fileio import iter_jsonl_lines
+from scraper.records import KERNELS, PAIRS, PAIRS_REJECTS, KernelRecord, ManifestWriter, atomic_write_bytes, \
+    iter_records
 from scraper.stats import REJECTS, STATS, Rejects, Stats
 
 log = logging.getLogger(__name__)
 # An output_code.py larger than this is not one Inductor wrote (the largest real ones are a few MB).
 MAX_OUTPUT_CODE_BYTES = 256 * 1024 * 1024
-
-
-Step = Callable[[list[KernelRecord]], list[KernelRecord]]
+CHECK_FIELDS = ("pair_correct", "speedup", "check")  # what the GPU check writes on a pair
+PROGRAM = "program.py"  # in a graph folder of a suite run: the model's program (scraper.suiterun)
 
 
 def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = None,
@@ -48,10 +53,10 @@ def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = 
     """Extract every Triton kernel below `inputs` into `out_dir`; returns the run's Stats (also saved as
     stats.json). Bad inputs are reported, counted and skipped; the run goes on.
 
-    The stage is one chain: each graph's records are extracted, passed through `steps` (e.g. attaching the
-    PyTorch side, validating; each `step(records) -> records`) and written to kernels.jsonl as they stream, in
-    the order of their graph folders, together with the records other runs put there (written once: the file
-    replaces the old one when the run ends)."""
+    Each graph is extracted, passed through `steps` (each `step(unit) -> unit`, scraper.inductor.unit) and
+    written as it streams, in the order of the graph folders, together with what other runs put there: its
+    kernel records to kernels.jsonl, its pairs to pairs.jsonl and what gave none to pairs_rejects.jsonl (each
+    written once: the file replaces the old one when the run ends)."""
     stats = stats or Stats("inductor")
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"output {out_dir} exists and is not a folder")
@@ -62,30 +67,109 @@ def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = 
     for root, reason in problems:
         log.error("input %s %s", root, reason)
         stats.error("input", str(root), f"input {reason}")
-    earlier = earlier_records(out_dir / KERNELS, stats)
+    earlier = EarlierOutput(out_dir, stats)
     planned = plan_graphs(paths, FolderAllocator(out_dir), stats, rejects)
-    written = 0
-    with ManifestWriter(out_dir / KERNELS) as writer:
-        for folder in progress(sorted(set(planned) | set(earlier)), desc="graphs", unit="graph"):
-            records = earlier[folder] if folder not in planned else run_chain(planned[folder], out_dir, steps,
-                                                                               stats, rejects)
-            if folder in planned and records != earlier.get(folder):
-                stats.inc("manifest_records_changed", len(records))
-            for record in records:
-                writer.write(record)
-            written += len(records)
-    stats.inc("manifest_records", written)
+    with StageWriter(out_dir) as writer:
+        for folder in progress(sorted(set(planned) | earlier.folders()), desc="graphs", unit="graph"):
+            if folder in planned:
+                unit = run_chain(planned[folder], out_dir, steps, stats, rejects)
+                earlier.keep_checks(unit)
+                if unit.records != earlier.records.get(folder):
+                    stats.inc("manifest_records_changed", len(unit.records))
+                writer.write_unit(unit)
+            else:
+                writer.write_earlier(earlier, folder)
+    stats.inc("manifest_records", writer.kernels.count)
     stats.save(out_dir / STATS)
     return stats
 
 
 def run_chain(item: "PlannedGraph", out_dir: Path, steps: Sequence[Step], stats: Stats, rejects: Rejects
-              ) -> list[KernelRecord]:
-    """Extract one graph and pass its records through the steps."""
-    records = extract_graph(item, out_dir, stats, rejects)
+              ) -> GraphUnit:
+    """Extract one graph and pass its unit through the steps."""
+    unit = extract_graph(item, out_dir, stats, rejects)
     for step in steps:
-        records = step(records)
-    return records
+        unit = step(unit)
+    return unit
+
+
+class StageWriter:
+    """The stage's manifests, written once as the units stream (scraper.records.ManifestWriter): kernels.jsonl,
+    pairs.jsonl and pairs_rejects.jsonl."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.kernels = ManifestWriter(out_dir / KERNELS)
+        self.pairs = ManifestWriter(out_dir / PAIRS)
+        self.pair_rejects = ManifestWriter(out_dir / PAIRS_REJECTS)
+
+    def write_unit(self, unit: GraphUnit) -> None:
+        program = getattr(unit.side, "program", None)
+        if program is not None:  # the suite's program, once per graph (the kernel records point at it)
+            write_if_changed(self.out_dir / unit.folder / PROGRAM, program.encode("utf-8"))
+        for record in unit.records:
+            self.kernels.write(record)
+        for pair in unit.pairs:
+            self.pairs.write(pair)
+        for row in unit.pair_rejects:
+            self.pair_rejects.write(row)
+
+    def write_earlier(self, earlier: "EarlierOutput", folder: str) -> None:
+        """What an earlier run wrote for a graph folder this run did not extract again."""
+        for record in earlier.records.get(folder, []):
+            self.kernels.write(record)
+        for text in earlier.pairs.get(folder, []):
+            self.pairs.write_line(text)
+            earlier.stats.inc("pairs_kept_from_earlier_run")
+        for text in earlier.pair_rejects.get(folder, []):
+            self.pair_rejects.write_line(text)
+
+    def __enter__(self) -> "StageWriter":
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        for writer in (self.kernels, self.pairs, self.pair_rejects):
+            writer.close(keep=kind is None)
+
+
+class EarlierOutput:
+    """What an earlier run left in the output folder, by graph folder: kernel records, and the lines of pairs.jsonl
+    and pairs_rejects.jsonl (kept as they are). Folders someone deleted since are left out and counted."""
+
+    def __init__(self, out_dir: Path, stats: Stats) -> None:
+        self.stats = stats
+        self.records = earlier_records(out_dir / KERNELS, stats)
+        self.pairs = earlier_lines(out_dir / PAIRS, out_dir, stats)
+        self.pair_rejects = earlier_lines(out_dir / PAIRS_REJECTS, out_dir, stats)
+
+    def folders(self) -> set:
+        return set(self.records) | set(self.pairs) | set(self.pair_rejects)
+
+    def keep_checks(self, unit: GraphUnit) -> None:
+        """A pair made again with the id of an earlier one keeps that one's GPU check."""
+        checked = {}
+        for text in self.pairs.get(unit.folder, []):
+            data = json.loads(text)
+            checked[data.get("id")] = data
+        for pair in unit.pairs:
+            if pair.id in checked:
+                for name in CHECK_FIELDS:
+                    setattr(pair, name, checked[pair.id].get(name))
+
+
+def earlier_lines(path: Path, out_dir: Path, stats: Stats) -> dict[str, list[str]]:
+    """The JSON lines of a per-graph file an earlier run wrote, by their "folder" (folders gone are dropped)."""
+    found: dict[str, list[str]] = defaultdict(list)
+    if not path.is_file():
+        return found
+    for line in iter_jsonl_lines(path):
+        if line.error or not isinstance(line.data, dict):
+            stats.error("manifest", str(path), line.error or "not an object")
+            continue
+        folder = line.data.get("folder")
+        if isinstance(folder, str) and (out_dir / folder / PROVENANCE).is_file():
+            found[folder].append(json.dumps(line.data, ensure_ascii=False, default=str))
+    return found
 
 
 class PlannedGraph(NamedTuple):
@@ -112,13 +196,15 @@ def plan_graphs(paths: list[Path], allocator: FolderAllocator, stats: Stats, rej
     return planned
 
 
-def extract_graph(item: PlannedGraph, out_dir: Path, stats: Stats, rejects: Rejects) -> list[KernelRecord]:
-    """Extract one output_code.py into its graph folder; returns the graph's records."""
+def extract_graph(item: PlannedGraph, out_dir: Path, stats: Stats, rejects: Rejects) -> GraphUnit:
+    """Extract one output_code.py into its graph folder; returns the graph's unit."""
     path, graph, folder = item
+    unit = GraphUnit(path=path, graph=graph, folder=folder)
     text, content, _ = read_text(path, None, None)  # read again: planning kept only the folder, not the bytes
     if text is None:
         stats.error("read", str(path), "gone or unreadable since the run started")
-        return []
+        return unit
+    unit.text, unit.content = text, content
     stats.inc("graphs")
     if folder != f"{safe_name(graph.model)}/{graph.graph}":
         stats.inc("graphs_renamed_same_name_other_run")
@@ -127,20 +213,20 @@ def extract_graph(item: PlannedGraph, out_dir: Path, stats: Stats, rejects: Reje
     mark = json.dumps(FolderAllocator.mark(folder, graph), indent=2, sort_keys=True) + "\n"
     write_if_changed(target / PROVENANCE, mark.encode("utf-8"))
     write_if_changed(target / OUTPUT_CODE, content)
-    has_fx = copy_fx_graph(graph, target, stats)
-    embedded = read_output_code(text, str(path))
-    report_damage(path, embedded, stats, rejects)
+    unit.fx_graph = copy_fx_graph(graph, target, stats)
+    unit.embedded = read_output_code(text, str(path))
+    report_damage(path, unit.embedded, stats, rejects)
     records = []
-    for kernel in embedded.kernels:
-        record = kernel_record(kernel, graph, folder, has_fx, stats, rejects)
+    for kernel in unit.embedded.kernels:
+        record = kernel_record(kernel, graph, folder, unit.fx_graph is not None, stats, rejects)
         if record is not None:
             records.append(record)
-    records = unique_files(records, stats)
-    write_kernel_files(target, folder, records)
-    stats.inc("kernels", len(records))
-    for record in records:
+    unit.records = unique_files(records, stats)
+    write_kernel_files(target, folder, unit.records)
+    stats.inc("kernels", len(unit.records))
+    for record in unit.records:
         stats.inc(f"kernels_{record.kind}")
-    return records
+    return unit
 
 
 def read_text(path: Path, stats: Optional[Stats], rejects: Optional[Rejects]) -> tuple[Optional[str], bytes, bool]:
@@ -166,15 +252,19 @@ def read_text(path: Path, stats: Optional[Stats], rejects: Optional[Rejects]) ->
         return content.decode("utf-8-sig", errors="replace"), content, True
 
 
-def copy_fx_graph(graph: Graph, target: Path, stats: Stats) -> bool:
-    """Copy the graph's fx_graph_readable.py beside its kernels; False (counted) when there is none."""
+def copy_fx_graph(graph: Graph, target: Path, stats: Stats) -> Optional[str]:
+    """Copy the graph's fx_graph_readable.py beside its kernels; returns its text, None (counted) when there is
+    none or it is not a regular file of the graph's folder."""
+    path = graph.fx_graph
     try:
-        content = graph.fx_graph.read_bytes()
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > MAX_OUTPUT_CODE_BYTES:
+            raise OSError("not a regular file")
+        content = path.read_bytes()
     except OSError:
         stats.inc("graphs_without_fx_graph")
-        return False
+        return None
     write_if_changed(target / FX_GRAPH, content)
-    return True
+    return content.decode("utf-8", errors="replace")
 
 
 def report_damage(path: Path, embedded, stats: Stats, rejects: Rejects) -> None:
@@ -204,7 +294,7 @@ def kernel_record(
     where = f"{graph.output_code}:{kernel.lineno}"
     source = kernel.source
     if source is None:
-        source = read_fallback_source(kernel)
+        source = read_fallback_source(kernel, graph_root(graph))
         kernel.source_from = "kernel_path" if source is not None else "missing"
         stats.inc(f"kernels_source_{kernel.source_from}")
     if source is None:
@@ -238,6 +328,14 @@ def kernel_record(
         launch=clean.launch,
         extra=_extra(kernel, graph, info, clean.dropped_statements),
     )
+
+
+def graph_root(graph: Graph) -> Path:
+    """The folder a graph's files may come from: its run_* folder, else its own folder. Nothing outside it is
+    read (a debug folder made behind the wall is data a scraped module wrote: it can name any host file)."""
+    folder = graph.output_code.parent
+    run = next((p for p in folder.parents if p.name.startswith("run_")), None)
+    return run if run is not None else folder
 
 
 def _extra(kernel: EmbeddedKernel, graph: Graph, info: dict, dropped: list) -> dict:

@@ -7,7 +7,7 @@ imports python_code and triton_code from files, builds `Model(*get_init_inputs()
 ModelNew Model's weights (model level: `load_state_dict` with Model's state dict and non-persistent buffers; every
 weight ModelNew holds must be provided), moves both and `get_inputs()` to the GPU, runs ModelNew once (Triton
 compiles its kernels), then, holding a lock on the GPU so that no other child's kernels overlap: runs both under
-no_grad, compares their outputs (scraper.suite.accuracy.compare: the suite's tolerances, with a float64 run of
+no_grad, compares their outputs (scraper.accuracy.compare: the suite's tolerances, with a float64 run of
 Model as the reference where it runs in float64) and times both (CUDA events, median of --runs after --warmup).
 
 The results are written back into pairs.jsonl (rewritten atomically): `pair_correct` (True / False; None when the
@@ -39,7 +39,7 @@ from scraper.cli import add_logging_args, setup_logging  # noqa: E402
 from scraper.fileio import atomic_write_json, write_jsonl  # noqa: E402
 from scraper.paths import PACKAGE_PARENT  # noqa: E402
 from scraper.pairs.record import PairRecord, read_pairs  # noqa: E402
-from scraper.suite.phases import PhaseError, describe  # noqa: E402
+from scraper.phases import PhaseError, describe  # noqa: E402
 
 log = logging.getLogger("scraper.pairs.check")
 
@@ -251,7 +251,7 @@ def check_pair(folder: Path, lock: Path, job: dict) -> dict:
     """The child's work (module docstring)."""
     import torch
 
-    from scraper.suite import accuracy
+    from scraper import accuracy
 
     with phase("import"):
         problem = load_module(folder / PROBLEM, "pair_problem")

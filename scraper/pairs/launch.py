@@ -6,7 +6,7 @@ the candidate configurations and the grid rule (`inductor_meta["grid_type"]`). A
 `kernel[grid](*args, XBLOCK=..., num_warps=..., num_stages=...)`. The configuration comes, in this order, from
 
   1. `recorded`: what Inductor's autotuner kept when the suite compiled the model (the pairing record's
-     "kernels", by kernel file or name; scraper.suite.recording.kernel_configs);
+     "kernels", by kernel file or name; scraper.worker.recording.kernel_configs);
   2. `heuristics`: the first configuration Inductor's own heuristics give for the decorator's arguments
      (`triton_heuristics.<pointwise|reduction|persistent_reduction>(..., return_configs=True)`), the call rebuilt
      from the record's JSON `launch` (nothing evaluated: known names only);

@@ -1,7 +1,7 @@
 """`class ModelNew` of a pair's triton_code: what turns `call(args)` back into a module with Model's interface.
 
 Model level (the suite recorded how the model's parameters, buffers and inputs map to `call`'s arguments, and its
-outputs to `call`'s outputs; scraper.suite.recording): ModelNew holds every parameter and buffer `call` reads under
+outputs to `call`'s outputs; scraper.worker.recording): ModelNew holds every parameter and buffer `call` reads under
 Model's own state-dict names (as buffers: they are only read), so `load_state_dict` gives it Model's weights;
 `forward(*inputs)` takes get_inputs() as Model does, passes weights and inputs to `call` in the recorded order and
 returns the recorded outputs (one tensor, or a tuple).
@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from scraper.pairs.launch import PairError
 
-MODEL_ATTRIBUTE = "model"  # Model (scraper.suite.problems) keeps the suite's model as self.model
+MODEL_ATTRIBUTE = "model"  # Model (scraper.kernelbench) keeps the suite's model as self.model
 _DTYPE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 _GRAPH_LEVEL = '''class ModelNew(nn.Module):
@@ -61,24 +61,25 @@ def graph_level() -> str:
     return _GRAPH_LEVEL
 
 
-def model_level(model: str, graph: dict, state: dict, output_offset: int) -> str:
-    """ModelNew of a model-level pair from one recorded graph (scraper.suite.recording.model_level_graph), the
-    model's state table and where the model's outputs start among call()'s outputs. The record is data a worker
-    wrote (for --suite modules, next to scraped code): only checked ints, reprs of strings and known dtype names
-    reach the code; anything else raises PairError("bad_pairing")."""
+def model_level(model: str, graph, state: dict, output_offset: int) -> str:
+    """ModelNew of a model-level pair from one recorded graph (scraper.suiterun.PairingGraph, whose model-level
+    check passed), the model's state table and where the model's outputs start among call()'s outputs. The record
+    is data a worker wrote (for --suite modules, next to scraped code): only checked ints, reprs of strings and
+    known dtype names reach the code; anything else raises PairError("bad_pairing")."""
     weights, arguments = [], []
-    for entry in graph["inputs"]:
-        if entry.get("kind") == "input":
-            arguments.append(f"inputs[{integer(entry.get('index'))}]")
+    for entry in graph.inputs:
+        if entry.kind == "input":
+            arguments.append(f"inputs[{integer(entry.index)}]")
             continue
-        if entry.get("kind") not in ("parameter", "buffer") or not isinstance(entry.get("name"), str):
+        if entry.kind not in ("parameter", "buffer") or not isinstance(entry.name, str):
             raise PairError("bad_pairing", f"input entry {entry!r:.80}")
-        name = f"{MODEL_ATTRIBUTE}.{entry['name']}"
-        info = state.get(entry["name"]) or {}
+        name = f"{MODEL_ATTRIBUTE}.{entry.name}"
+        info = state.get(entry.name) or {}
+        info = info if isinstance(info, dict) else {}
         shape = tuple(integer(n) for n in info.get("shape") or ())
         weights.append(f"    ({name!r}, {shape!r}, torch.{dtype_name(info.get('dtype', 'float32'))}),\n")
         arguments.append(f"weight({name!r})")
-    indices = [integer(output_offset) + integer(index) for index in graph["returns"]]
+    indices = [integer(output_offset) + integer(index) for index in graph.returns]
     returns = f"outputs[{indices[0]}]" if len(indices) == 1 else \
         "(" + ", ".join(f"outputs[{i}]" for i in indices) + ")"
     return _MODEL_LEVEL.format(model=model, weights="".join(dict.fromkeys(weights)),

@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 from scraper.fileio import iter_jsonl_lines, report
-from scraper.records import RecordFields, kernel_id
+from scraper.records import PAIRS, PAIRS_REJECTS, RecordFields, kernel_id  # noqa: F401  (re-exported)
 
-PAIRS = "pairs.jsonl"  # in the Inductor stage's output folder
-PAIRS_REJECTS = "pairs_rejects.jsonl"  # ... the graphs that gave no pair, with the reason
 PROBLEMS_DIR = "problems"  # ... and the reference problems, one .py file each
 PROBLEMS_INDEX = "problems.jsonl"  # inside PROBLEMS_DIR: one line per problem file
 ENTRY_POINT = "Model"  # the reference class; the Triton one is ENTRY_POINT + "New" (KernelBook's convention)

@@ -1,7 +1,7 @@
 """The Triton side of a pair: one graph's kernels and the host code that launches them, as a standalone module
 with `class ModelNew`.
 
-From the graph's output_code.py (as Inductor wrote it) and its extracted kernels (scraper.inductor records):
+From the graph's output_code.py (as Inductor wrote it) and its extracted kernels (the stage's KernelRecords):
 
   * every kernel `call` launches, as plain `@triton.jit` source (the records' clean code: Inductor's heuristics
     decorator and `set_driver_to_gpu()` removed), its imports once at the top;
@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional
 
-from scraper.inductor.kernel import find_kernel_function
+from scraper.generator.detect import find_kernel_function
 from scraper.pairs.launch import GRIDS, LaunchConfig, PairError, grid_text, launch_config
 from scraper.records import KernelRecord
 

@@ -202,8 +202,9 @@ _CLOSURE_LOCK = threading.Lock()
 
 
 def imported_closure(modules: Iterable[str]) -> list[str]:
-    """`modules` (paths like scraper/suite/worker.py) and every module of the `scraper` package they import,
-    directly or through each other, read with `ast` (a worker's imports inside functions count too)."""
+    """`modules` (paths like scraper/validate/worker.py, or folders shipped whole like scraper/worker/) and every
+    module of the `scraper` package they import, directly or through each other, read with `ast` (a worker's
+    imports inside functions count too)."""
     # One thread at a time, and once per set of modules: the suite starts workers from several threads, and
     # CPython 3.11's parser is not safe to run in two threads at once ("AST constructor recursion depth
     # mismatch", python/cpython#106905).
@@ -213,7 +214,7 @@ def imported_closure(modules: Iterable[str]) -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def _closure(modules: tuple[str, ...]) -> tuple[str, ...]:
-    found, todo = [], list(modules)
+    found, todo = [], [file for module in modules for file in folder_files(module)]
     while todo:
         module = todo.pop()
         if module in found:
@@ -221,6 +222,15 @@ def _closure(modules: tuple[str, ...]) -> tuple[str, ...]:
         found.append(module)
         todo += [m for m in _scraper_imports(PACKAGE_PARENT / module) if m not in found]
     return tuple(sorted(found))
+
+
+def folder_files(module: str) -> list[str]:
+    """A module path as itself; a folder (ending in "/": a part of the package shipped whole) as its .py files."""
+    if not module.endswith("/"):
+        return [module]
+    base = PACKAGE_PARENT / module
+    return sorted(path.relative_to(PACKAGE_PARENT).as_posix() for path in base.rglob("*.py")
+                  if "__pycache__" not in path.parts)
 
 
 def _scraper_imports(path: Path) -> list[str]:
@@ -233,7 +243,9 @@ def _scraper_imports(path: Path) -> list[str]:
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-    files = [f"{name.replace('.', '/')}.py" for name in names if name.split(".")[0] == "scraper"]
+    scraper = [name.replace(".", "/") for name in names if name.split(".")[0] == "scraper"]
+    # A module's file, or a package's __init__.py when a name is imported from the package itself.
+    files = [f"{name}.py" for name in scraper] + [f"{name}/__init__.py" for name in scraper]
     return [file for file in files if (PACKAGE_PARENT / file).is_file()]
 
 

@@ -5,10 +5,10 @@ and the suite goes on; a rerun skips the models already in the manifest (see --r
 need a download or a package that is not installed are recorded as skipped, with the reason.
 
 examples:
-  python run_inductor_suite.py --suite timm             # the list in scraper/suite/models/timm.txt
+  python run_inductor_suite.py --suite timm             # the list in scraper/suites/models/timm.txt
   python run_inductor_suite.py --suite huggingface --models BertForMaskedLM,GPT2LMHeadModel --mode training
   python run_inductor_suite.py --suite modules          # nn.Modules of scraper/generator/paritybench_download/
-  python run_inductor_suite.py --suite torchbench --torchbench-dir ~/benchmark   # scraper/suite/models/torchbench.txt
+  python run_inductor_suite.py --suite torchbench --torchbench-dir ~/benchmark   # scraper/suites/models/torchbench.txt
   python run_inductor_suite.py --suite torchbench --torchbench-dir ~/benchmark --list   # the checkout's models
   python run_inductor_suite.py --suite timm --shard 0/4 -o tcd_0     # job 0 of 4 (a Slurm array: see docs)
   python get_kernels_from_debug_info.py torch_compile_debug     # then extract the kernels
@@ -38,8 +38,10 @@ from scraper.cli import EXIT_MISSING_INPUT, EXIT_OK, EXIT_USAGE, add_logging_arg
 from scraper.fileio import claim_output, first_object
 from scraper.sandbox import SandboxUnavailable, require_wall
 from scraper.stats import Stats
-from scraper.suite import lists, modules, torchbench
-from scraper.suite.manifest import latest_entries
+from scraper.modules import classes as modules
+from scraper.suite import lists
+from scraper.suites import torchbench
+from scraper.suiterun import latest_entries
 from scraper.suite.orchestrate import Job, Settings, jobs_to_run, run_suite, visible_gpus, worker_slots
 from scraper.suite.orchestrate import PersistentWorkers, record_skipped, run_job
 
@@ -63,7 +65,7 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     what.add_argument("--models", help="comma-separated names (name or name:batch_size) instead of the list file; "
                       "torchbench: 'all' = every model of the checkout")
     what.add_argument("--models-file", type=Path, help="a list file (`name [batch_size]` per line, # comments); "
-                      "default: scraper/suite/models/<suite>.txt")
+                      "default: scraper/suites/models/<suite>.txt")
     what.add_argument("--modules-file", type=Path, help="modules: JSONL of modules to compile (class_name and "
                       "source_file or code per line; see docs/suite.md); default: found in --repos")
     what.add_argument("--repos", type=Path, default=modules.DEFAULT_REPOS,
@@ -119,8 +121,9 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
                      "(default: %(default)s)")
     run.add_argument("--keep-going", action="store_true", help="exit 0 when some model of this run compiled even "
                      "if others failed, crashed or timed out (default: exit 1); the manifest keeps every failure")
-    run.add_argument("--worker", type=Path, help="a replacement worker script taking the same arguments as "
-                     "scraper/suite/worker.py (custom compile steps; the tests use a fake one)")
+    run.add_argument("--worker", type=Path, help="a replacement worker script, called as `SCRIPT JOB.json` with the "
+                     "job record the real worker gets (scraper/worker/job.py: read it with read_job; custom "
+                     "compile steps; the tests use a fake one)")
     run.add_argument("--unsafe-no-sandbox", action="store_true",
                      help="modules: run the workers (which execute scraped code) even where the bubblewrap "
                           "sandbox cannot run; they could then read your files. Without it, such a run is refused")
@@ -229,11 +232,19 @@ def make_settings(args: argparse.Namespace) -> Settings:
     )
 
 
+def module_job(candidate: modules.Candidate) -> Job:
+    """The job of one module found by scraper.modules."""
+    return Job(lists.ModelSpec(candidate.name, candidate.batch_size), source=candidate.source,
+               class_name=candidate.class_name, meta=candidate.meta, code=candidate.code, hints=candidate.hints,
+               skip_reason=candidate.skip_reason)
+
+
 def load_jobs(args: argparse.Namespace, settings: Settings) -> list[Job]:
     """The jobs named by --models / --models-file / the default list (timm, huggingface), or the modules."""
     if args.suite == "modules":
-        return modules.load_module_jobs(args.modules_file, args.repos, settings.suite_dir, args.models,
-                                        args.per_repo, args.list_jobs)
+        candidates = modules.load_candidates(args.modules_file, args.repos, settings.suite_dir, args.models,
+                                             args.per_repo, args.list_jobs)
+        return [module_job(candidate) for candidate in candidates]
     if args.suite == "torchbench" and args.models and args.models.strip() == "all":
         specs = [lists.ModelSpec(name) for name in torchbench.list_models(settings.torchbench_dir)]
     elif args.models:
@@ -327,9 +338,8 @@ def manifest_totals(settings: Settings) -> str:
     """One line: models of this suite/mode/dtype per status over every manifest of the output folder (earlier runs
     too)."""
     wanted = (settings.suite, settings.mode, settings.dtype, settings.max_autotune)
-    statuses = Counter(entry.get("status") for entry in latest_entries(settings.out).values()
-                       if (entry.get("suite"), entry.get("mode"), entry.get("dtype"), entry.get("max_autotune"))
-                       == wanted)
+    statuses = Counter(entry.status for entry in latest_entries(settings.out).values()
+                       if (entry.suite, entry.mode, entry.dtype, entry.max_autotune) == wanted)
     listed = ", ".join(f"{status} {count}" for status, count in sorted(statuses.items())) or "none"
     return f"all runs in {settings.out} ({settings.suite}, {settings.mode}, {settings.dtype}): {listed}"
 

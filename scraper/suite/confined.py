@@ -1,4 +1,4 @@
-"""--suite modules behind the wall: each worker (scraper/suite/worker.py, or a --worker script) runs in a
+"""--suite modules behind the wall: each worker (scraper/worker/, or a --worker script) runs in a
 bubblewrap sandbox (scraper.sandbox) that sees the Python installation, the module's source (read-only, at /src)
 and one private job folder (/job, read-write), nothing of --out, the checkout or $HOME. What it leaves in /job is
 made safe (`scraper.sandbox.take_out`) and moved to its place by the orchestrator: the program, the result and
@@ -16,12 +16,11 @@ from typing import Optional
 from scraper.sandbox import Wall, Walled, gpu_devices, launch
 from scraper.sandbox.inside import CODE_ROOT
 
-SUITE_WALL = Wall("suite", ("scraper/sandbox/inside.py", "scraper/records.py", "scraper/suite/worker.py",
-                            "scraper/suite/programs.py", "scraper/suite/manifest.py"),
-                  max_processes=4096, scratch_mb=16384)
+# The worker's folder, shipped whole (with the shared modules it imports, followed statically).
+SUITE_WALL = Wall("suite", ("scraper/sandbox/inside.py", "scraper/worker/"), max_processes=4096, scratch_mb=16384)
 JOB = "/job"
 INSIDE = {"out": f"{JOB}/debug", "program": f"{JOB}/program.py", "result": f"{JOB}/result.json",
-          "problem": f"{JOB}/problem.py", "pairing": f"{JOB}/pairing.json"}
+          "problem": f"{JOB}/problem.py", "pairing": f"{JOB}/pairing.json", "job": f"{JOB}/job.json"}
 CUSTOM_WORKER = f"{CODE_ROOT}/custom_worker.py"
 _RUN_DIR = re.compile(r"run_[A-Za-z0-9_.-]+$")
 
@@ -33,7 +32,7 @@ def source_inside(source: Optional[Path]) -> Optional[str]:
 
 def worker_command(custom: Optional[Path]) -> list[str]:
     """The worker as launched inside: the real one as a module, or the --worker script copied in."""
-    return [CUSTOM_WORKER] if custom else ["-m", "scraper.suite.worker"]
+    return [CUSTOM_WORKER] if custom else ["-m", "scraper.worker"]
 
 
 def start(command: list[str], env: dict, folder: Path, source: Optional[Path], custom: Optional[Path],

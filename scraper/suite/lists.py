@@ -1,16 +1,14 @@
-"""Model lists (readable text files under scraper/suite/models/) and deterministic sharding."""
+"""Model lists (readable text files under scraper/suites/models/) and deterministic sharding."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-SUITES = ("timm", "huggingface", "modules", "torchbench")
-_SAFE = re.compile(r"[^A-Za-z0-9_-]+")
+from scraper.suites import MODELS_DIR, NAMES as SUITES  # noqa: F401  (re-exported)
+from scraper.suiterun import safe_name  # noqa: F401  (re-exported: one home, the contract)
 
 
 @dataclass(frozen=True)
@@ -21,18 +19,8 @@ class ModelSpec:
     batch_size: Optional[int] = None
 
 
-def safe_name(name: str, max_length: int = 120) -> str:
-    """`name` as a file/graph-folder name: runs of characters other than letters, digits, `_-` become `_`
-    (no dots: Inductor's graph folders are `<name>__<n>_inference_<a>.<b>`, parsed from the right). Longer
-    than `max_length`: cut, and 8 hex digits of the name's sha256 appended so that cut names stay distinct."""
-    safe = _SAFE.sub("_", name).strip("_") or "model"
-    if len(safe) <= max_length:
-        return safe
-    return f"{safe[: max_length - 9]}_{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
-
-
 def default_list_path(suite: str) -> Path:
-    """The default list file of `suite` (scraper/suite/models/<suite>.txt)."""
+    """The default list file of `suite` (scraper/suites/models/<suite>.txt)."""
     return MODELS_DIR / f"{suite}.txt"
 
 

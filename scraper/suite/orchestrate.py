@@ -4,7 +4,7 @@ Layout of -o/--output (the debug root, `torch_compile_debug` by default):
     run_<date>-pid_<pid>/torchinductor/<model>__0_inference_0.0/...   what TORCH_COMPILE_DEBUG=1 writes,
                                                                     one run_ folder per worker process
     suite/manifest.jsonl            one line per model attempt (the latest line of a model wins; the fields
-                                    are listed in scraper/suite/manifest.py)
+                                    are scraper.suiterun.ManifestEntry's)
     suite/stats.json, errors.csv    counts and failures of the last invocation
     suite/programs/<suite>/<mode>-<dtype>/<model>.py   the standalone PyTorch program of each model
                                     (status "skipped": a TorchBench model that needs a download or a package)
@@ -37,11 +37,12 @@ from scraper.stats import Stats
 from scraper.sandbox import Walled, clean_result, pipe, private_folder, take_out, worker_environment
 from scraper.suite import confined
 from scraper.suite.lists import ModelSpec, safe_name
-from scraper.suite.manifest import RESUME_KEYS, find_run_dir, latest_entries, resume_key, run_dir_contents
+from scraper.suites import get as get_suite
+from scraper.suiterun import ManifestEntry, find_run_dir, latest_entries, resume_key, run_dir_contents
+from scraper.worker.job import WorkerJob
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = {"timm": 8, "huggingface": 8, "modules": 4, "torchbench": None}  # None: the model's own
 
 
 @dataclass
@@ -68,7 +69,8 @@ class Settings:
     @property
     def walled(self) -> bool:
         """Whether workers run behind the wall: those of --suite modules, which execute scraped code."""
-        return self.suite == "modules" and not self.unsafe_no_sandbox
+        suite = get_suite(self.suite)
+        return suite is not None and suite.scraped and not self.unsafe_no_sandbox
 
     @property
     def suite_dir(self) -> Path:
@@ -91,7 +93,7 @@ class Job:
     class_name: Optional[str] = None
     meta: dict = field(default_factory=dict)
     code: Optional[str] = None  # a module's source text (its closure), written to `source` by run_job
-    hints: Optional[list] = None  # a module's calls in its repository's tests/examples (scraper.suite.usage)
+    hints: Optional[list] = None  # a module's calls in its repository's tests/examples (scraper.modules.usage)
     skip_reason: Optional[str] = None  # a module not run: it imports one that is not installed here
 
     @property
@@ -151,49 +153,42 @@ def job_paths(settings: Settings, job: Job) -> dict[str, Path]:
         "result": base / "results" / settings.suite / variant / f"{stem}.json",
         "problem": base / "problems" / settings.suite / variant / f"{stem}.py",
         "pairing": base / "pairing" / settings.suite / variant / f"{stem}.json",
+        "job": base / "results" / settings.suite / variant / f"{stem}.job.json",
     }
 
 
-def worker_argv(settings: Settings, job: Job, paths: dict[str, Path]) -> list[str]:
-    """The worker's command line for `job`."""
-    script = settings.worker or (Path(__file__).resolve().parent / "worker.py")
+def worker_argv(settings: Settings, job_file: Path) -> list[str]:
+    """The worker's command line: `python -m scraper.worker JOB.json` (or the --worker script on the job)."""
+    if settings.worker is not None:
+        return [sys.executable, str(settings.worker), str(job_file)]
+    return [sys.executable, "-m", "scraper.worker", str(job_file)]
+
+
+def worker_job(settings: Settings, job: Job, out: str, paths: dict, source: Optional[str]) -> WorkerJob:
+    """The WorkerJob of `job`, with the paths (program, result, problem, pairing) as the worker sees them."""
+    return WorkerJob(
+        suite=settings.suite, model=job.name, graph_name=safe_name(job.name), out=out, program=paths["program"],
+        result=paths["result"], problem=paths["problem"], pairing=paths["pairing"], mode=settings.mode,
+        dtype=settings.dtype, batch_size=batch_size(settings, job), seq_len=settings.seq_len,
+        hf_layers=settings.hf_layers, max_autotune=settings.max_autotune, backend=settings.backend,
+        device=settings.device, accuracy=settings.accuracy,
+        torchbench_dir=str(Path(settings.torchbench_dir).resolve()) if settings.torchbench_dir else None,
+        random_weights=settings.random_weights, source=source,
+        class_name=(job.class_name or job.name) if source is not None else None, hints=list(job.hints or []))
+
+
+def host_job(settings: Settings, job: Job, paths: dict[str, Path]) -> WorkerJob:
+    """The WorkerJob of `job` for a worker that runs on the host (paths as they are here)."""
     source = str(Path(job.source).resolve()) if job.source is not None else None
-    return [sys.executable, str(script), *worker_args(settings, job, str(settings.out.resolve()),
-                                                      {k: str(p.resolve()) for k, p in paths.items()}, source)]
-
-
-def worker_args(settings: Settings, job: Job, out: str, paths: dict, source: Optional[str]) -> list:
-    """The worker's arguments for `job`, with the paths (program, result, problem, pairing) as the worker sees
-    them."""
-    argv = ["--suite", settings.suite, "--model", job.name, "--graph-name", safe_name(job.name), "--out", out,
-            "--program", paths["program"], "--result", paths["result"], "--problem", paths["problem"],
-            "--pairing", paths["pairing"],
-            "--mode", settings.mode, "--dtype", settings.dtype,
-            "--seq-len", str(settings.seq_len), "--hf-layers", str(settings.hf_layers),
-            "--backend", settings.backend]
-    if batch_size(settings, job) is not None:
-        argv += ["--batch-size", str(batch_size(settings, job))]
-    if settings.max_autotune:
-        argv.append("--max-autotune")
-    if settings.torchbench_dir is not None:
-        argv += ["--torchbench-dir", str(Path(settings.torchbench_dir).resolve())]
-    if settings.random_weights:
-        argv.append("--random-weights")
-    if not settings.accuracy:
-        argv.append("--no-accuracy")
-    if settings.device:
-        argv += ["--device", settings.device]
-    if source is not None:
-        argv += ["--source", source, "--class-name", job.class_name or job.name]
-    if job.hints:
-        argv += ["--hints", json.dumps(job.hints)]
-    return argv
+    return worker_job(settings, job, str(settings.out.resolve()), {k: str(p.resolve()) for k, p in paths.items()},
+                      source)
 
 
 def batch_size(settings: Settings, job: Job) -> Optional[int]:
     """The model's batch size: from its list entry, else the suite's default (None for torchbench: the
     worker then uses PyTorch's batch size for the model, else TorchBench's own default)."""
-    return job.spec.batch_size or DEFAULT_BATCH.get(settings.suite, 8)
+    suite = get_suite(settings.suite)
+    return job.spec.batch_size or (suite.default_batch if suite is not None else 8)
 
 
 def worker_env(gpu: Optional[str], torchbench_dir: Optional[Path] = None) -> dict[str, str]:
@@ -220,7 +215,8 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
         if settings.walled:
             returncode, pid, run_dir = run_behind_wall(settings, job, gpu, paths, log_file)
         else:
-            returncode, pid = run_with_timeout(worker_argv(settings, job, paths),
+            job_file = host_job(settings, job, paths).write(paths["job"])
+            returncode, pid = run_with_timeout(worker_argv(settings, job_file),
                                                worker_env(gpu, settings.torchbench_dir), log_file, settings.timeout)
     entry = result_fields(paths, returncode, settings.timeout)
     base = base_entry(settings, job, gpu, started_at, time.monotonic() - started, returncode, paths)
@@ -255,8 +251,9 @@ def run_behind_wall(settings: Settings, job: Job, gpu: Optional[str], paths: dic
     the sandbox runs, move what it made into place. Returns (exit status or None, host pid, run folder)."""
     with private_folder(settings.suite_dir / "sandbox") as folder:
         inside = confined.INSIDE
-        command = confined.worker_command(settings.worker) + worker_args(
-            settings, job, inside["out"], inside, confined.source_inside(job.source))
+        worker_job(settings, job, inside["out"], inside, confined.source_inside(job.source)).write(
+            folder / Path(inside["job"]).name)
+        command = confined.worker_command(settings.worker) + [inside["job"]]
         process = confined.start(command, worker_env(gpu), folder, job.source, settings.worker, gpu, log_file)
         returncode, pid = wait_with_timeout(process, settings.timeout)
         process.kill()  # already over, or the namespace of a stopped run: gone before its files are read
@@ -408,10 +405,10 @@ def jobs_to_run(settings: Settings, jobs: Sequence[Job], redo: str, stats: Stats
     todo = []
     for job in jobs:
         entry = done.get(resume_key(job_identity(settings, job)))
-        if entry is None or (redo == "failed" and not entry.get("success")):
+        if entry is None or (redo == "failed" and not entry.success):
             todo.append(job)
         else:
-            stats.inc("skipped_done" if entry.get("success") else "skipped_failed_before")
+            stats.inc("skipped_done" if entry.success else "skipped_failed_before")
     return todo
 
 
@@ -453,7 +450,7 @@ def run_suite(settings: Settings, jobs: Sequence[Job], slots: Sequence[Optional[
             if stop.is_set():
                 return
             with lock:
-                append_jsonl(settings.manifest_path, entry)
+                append_jsonl(settings.manifest_path, ManifestEntry.from_dict(entry))
                 entries.append(entry)
                 count_entry(stats, entry)
                 statuses[entry["status"]] += 1
@@ -517,7 +514,7 @@ def record_skipped(settings: Settings, jobs: Sequence[Job], stats: Stats) -> lis
         entry = base_entry(settings, job, None, started_at, 0.0, None, job_paths(settings, job))
         entry.update(status="skipped", success=False, phase=None, error=job.skip_reason,
                      skip_reason=job.skip_reason, log=None, run_dir=None, graphs=[], kernels=0)
-        append_jsonl(settings.manifest_path, entry)
+        append_jsonl(settings.manifest_path, ManifestEntry.from_dict(entry))
         count_entry(stats, entry)
     return todo
 
@@ -526,7 +523,7 @@ def record_skipped(settings: Settings, jobs: Sequence[Job], stats: Stats) -> lis
 
 
 class PersistentWorker:
-    """One worker process that runs several models in turn (scraper.suite.serve), over JSON lines on its stdin
+    """One worker process that runs several models in turn (scraper.worker.serve), over JSON lines on its stdin
     and stdout: torch is imported once per process, not once per model. It is replaced by a fresh one after a
     model that did not succeed (a crash, a timeout, or a failure that may have left the process in a bad state)
     and after `reuse` models. It runs outside the wall (--unsafe-no-sandbox): behind it each module gets its own
@@ -541,7 +538,7 @@ class PersistentWorker:
     def launch(self, log_file) -> subprocess.Popen:
         """Start the worker process, its startup messages to `log_file` (the first model's log): the one place
         its command line and environment are made (a sandbox wraps this)."""
-        argv = [sys.executable, str(Path(__file__).resolve().parent / "serve.py")]
+        argv = [sys.executable, "-m", "scraper.worker.serve"]
         return subprocess.Popen(argv, env=worker_env(self.gpu, self.settings.torchbench_dir),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
                                 start_new_session=True)
@@ -559,8 +556,8 @@ class PersistentWorker:
         before = set(Path(self.settings.out).glob(f"run_*-pid_{pid}"))
         started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         started = time.monotonic()
-        argv = worker_argv(self.settings, job, paths)[2:]  # without the interpreter and the worker script
-        returncode = self.ask({"argv": argv, "log": str(paths["log"].resolve())})
+        worker_job = host_job(self.settings, job, paths).replace(log=str(paths["log"].resolve()))
+        returncode = self.ask(worker_job.to_dict())
         entry = result_fields(paths, returncode, self.settings.timeout)
         base = base_entry(self.settings, job, self.gpu, started_at, time.monotonic() - started, returncode, paths)
         if entry.get("batch_size") is not None:

@@ -8,6 +8,6 @@
     errors.py     a failed trial as the repairs read it
 
 Everything here runs in the worker process (it executes scraped code); the orchestrator never imports it. The
-worker imports `scraper.suite.infer.program` itself: the sandbox ships the modules a worker imports, followed
+worker imports `scraper.worker.infer.program` itself: the sandbox ships the modules a worker imports, followed
 file by file, and a package's __init__ is not one of them.
 """

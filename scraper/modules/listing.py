@@ -4,7 +4,7 @@ the generator's static dependency closure, listed by a pool of processes and cac
     listings = list_repositories(download_dir, cache_dir, jobs)   # [RepoListing], in archive order
 
 Two stages, both static (nothing is imported or executed): `discover` reads one archive and finds its candidate
-classes, how the repository's own tests and examples call them (scraper.suite.usage), the extensions its setup.py
+classes, how the repository's own tests and examples call them (scraper.modules.usage), the extensions its setup.py
 builds and its own packages; `cut_out` cuts a chunk of one archive's classes out with their closures, so the
 classes of one large repository are spread over the pool (each process keeps the index of the archives it has
 seen). A listing is cached under `cache_dir` as JSON, keyed by the archive's sha256 (a folder: its files' paths,
@@ -14,6 +14,7 @@ what it calls in scraper/suite and of scraper/generator), so a rerun, or another
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import hashlib
 import json
@@ -24,13 +25,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from scraper.modules.usage import dotted
 from scraper.records import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 CHUNK = 12  # classes per closure task: small enough to spread one big repository over the pool
 PREFILTER = ("forward", "Module")  # a file without both words defines no candidate class
-SUITE_CODE = ("listing.py", "modules.py", "usage.py", "needs.py")
+# What a listing depends on besides the generator: this package and the import checks it shares with the worker.
+LISTING_CODE = ("modules/listing.py", "modules/classes.py", "modules/usage.py", "modules/needs.py",
+                "worker/infer/guarded.py")
 INDEX_MEMO = 2  # archive indexes a pool process keeps (tasks arrive grouped by archive)
 
 
@@ -120,9 +124,8 @@ def discover(location: Path, manifest_line: Optional[dict]) -> dict:
     """One archive's provenance, candidate classes [(path, name, lineno, order)], their usages by the
     repository's own files, the extensions its setup.py builds and its own packages (a pool task)."""
     from scraper.generator import ArchiveError, parse_source, provenance_for, read_repository
-    from scraper.suite.modules import module_classes
-    from scraper.suite.needs import extension_names, own_packages
-    from scraper.suite.usage import repository_usages
+    from scraper.modules.needs import extension_names, own_packages
+    from scraper.modules.usage import repository_usages
 
     found = {"archive": location.name, "provenance": {"repo": location.name}, "classes": [], "usages": {},
              "extensions": [], "packages": [], "error": None}
@@ -156,7 +159,7 @@ def cut_out(location: Path, classes: list, key: str) -> tuple[list, int]:
     """Closures of `classes` [(path, name, lineno, order)] of one archive (whose cache key is `key`): (entries of
     the self-contained ones, how many were not). A pool task."""
     from scraper.generator import extract_closure
-    from scraper.suite.needs import required_imports
+    from scraper.modules.needs import required_imports
 
     index = archive_index(location, key)
     entries, dropped = [], 0
@@ -179,9 +182,9 @@ def archive_index(location: Path, key: str):
     """The RepoIndex of an archive (files parsed on demand), kept for the next chunks of the same archive (of
     the same content: `key`). Every
     library the repository imports from outside is allowed (kept as an import in the closures), not only the
-    generator's default list: whether it is installed is decided per run (scraper.suite.needs.skip_reason)."""
+    generator's default list: whether it is installed is decided per run (scraper.modules.needs.skip_reason)."""
     from scraper.generator import RepoIndex, read_repository
-    from scraper.suite.needs import external_imports
+    from scraper.modules.needs import external_imports
 
     if key not in _INDEXES:
         while len(_INDEXES) >= INDEX_MEMO:
@@ -216,11 +219,11 @@ _CODE_VERSION: list[str] = []
 
 
 def code_version() -> str:
-    """sha256 of the code a listing depends on: this module and its helpers in scraper/suite, and every module of
-    scraper/generator (its closures)."""
+    """sha256 of the code a listing depends on: this package and the worker's import checks (LISTING_CODE), and
+    every module of scraper/generator (its closures)."""
     if not _CODE_VERSION:
-        suite = Path(__file__).resolve().parent
-        files = [suite / name for name in SUITE_CODE] + sorted((suite.parent / "generator").rglob("*.py"))
+        package = Path(__file__).resolve().parent.parent
+        files = [package / name for name in LISTING_CODE] + sorted((package / "generator").rglob("*.py"))
         digest = hashlib.sha256()
         for path in files:
             digest.update(path.read_bytes())
@@ -254,3 +257,23 @@ def write_cached(cache_dir: Optional[Path], location: Path, key: str, listing: R
         if stale != path:
             stale.unlink(missing_ok=True)
     atomic_write_text(path, json.dumps(asdict(listing)))
+
+
+def module_classes(tree: ast.Module) -> list[ast.ClassDef]:
+    """Top-level classes of a file that subclass torch.nn.Module (`nn.Module`, `torch.nn.Module`, `Module`, or
+    another such class of the same file) and define or inherit a `forward` from one of those."""
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    modules: dict[str, bool] = {}  # name -> has forward (own or inherited within the file)
+    changed = True
+    while changed:  # fixed point over same-file base classes, whatever their order in the file
+        changed = False
+        for name, node in classes.items():
+            if name in modules:
+                continue
+            bases = [dotted(base) for base in node.bases]
+            if any(b in ("nn.Module", "torch.nn.Module", "Module") or b in modules for b in bases):
+                own = any(isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == "forward"
+                          for item in node.body)
+                modules[name] = own or any(modules.get(b, False) for b in bases)
+                changed = True
+    return [classes[name] for name in classes if modules.get(name)]

@@ -8,7 +8,7 @@ import re
 import traceback
 from dataclasses import dataclass, field
 
-from scraper.suite.phases import describe
+from scraper.phases import describe
 
 IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 
@@ -20,7 +20,7 @@ class Failure:
     kind: str  # exception type name
     message: str  # str(exception), bounded
     lines: list = field(default_factory=list)  # source lines of the module's frames, innermost first
-    text: str = ""  # `Kind: first line` (scraper.suite.phases.describe)
+    text: str = ""  # `Kind: first line` (scraper.phases.describe)
     functions: list = field(default_factory=list)  # names of the module's functions in the traceback
 
     @property

@@ -3,7 +3,7 @@ benchmarks and examples, found statically (`ast` only; nothing is imported or ex
 
     usages = repository_usages(files, candidates)     # {(path, class name): [usage, ...]}
 
-A usage is plain JSON, handed to the worker as a hint (scraper.suite.infer tries it before its own guesses):
+A usage is plain JSON, handed to the worker as a hint (scraper.worker.infer tries it before its own guesses):
 
     {"where": "test/test_rms_norm.py:166",
      "init": {"args": ["64"], "kwargs": {"eps": "1e-06"}},        # Python expressions; null: not known statically

@@ -1,8 +1,8 @@
 """The program of one scraped module: its closure executed, the class constructed, inputs found, the program's
-text written with what worked (scraper.suite.programs.module_program).
+text written with what worked (scraper.worker.programs.module_program).
 
-The search: each model the constructor starts build (scraper.suite.infer.construct), best start first, gets an
-input search (scraper.suite.infer.inputs); the first model whose forward accepts inputs wins. What was tried is
+The search: each model the constructor starts build (scraper.worker.infer.construct), best start first, gets an
+input search (scraper.worker.infer.inputs); the first model whose forward accepts inputs wins. What was tried is
 recorded in the result's `inference`: the path that succeeded for the constructor (`usage <file:line>`,
 `defaults`, `signature`) and for the inputs (`usage <file:line>`, `docstring`, `model`, `generic`), the trial
 counts, and the first errors. A failure (the last model's: the one that got furthest) is raised as the phase's
@@ -12,9 +12,8 @@ same details.
 
 from __future__ import annotations
 
-import argparse
+
 import inspect
-import json
 import re
 import sys
 import time
@@ -22,14 +21,14 @@ import types
 from pathlib import Path
 from typing import Any
 
-from scraper.suite import programs
-from scraper.suite.infer import setup
-from scraper.suite.infer.construct import Constructor
-from scraper.suite.infer.errors import failure_of
-from scraper.suite.infer.inputs import InputSearch
-from scraper.suite.infer.source import SourceFacts
-from scraper.suite.needs import guarded_missing
-from scraper.suite.phases import PhaseError, phase
+from scraper.worker import programs
+from scraper.worker.infer import setup
+from scraper.worker.infer.construct import Constructor
+from scraper.worker.infer.errors import failure_of
+from scraper.worker.infer.inputs import InputSearch
+from scraper.worker.infer.source import SourceFacts
+from scraper.worker.infer.guarded import guarded_missing
+from scraper.phases import PhaseError, phase
 
 MODULE_NAME = "suite_module"  # the scraped closure's name in sys.modules while the worker runs it
 MAX_MODELS = 4  # constructed models an input search is tried on before giving up
@@ -37,7 +36,7 @@ SEARCH_SECONDS = 60  # for the whole search (constructor and inputs): a model th
 MAX_ERRORS = 4  # trial errors kept per phase in the result
 
 
-def module_program(args: argparse.Namespace, device: str, training: bool) -> tuple[str, dict]:
+def module_program(args, device: str, training: bool) -> tuple[str, dict]:
     """Load a scraped module's source, infer constructor arguments and inputs by trial, and return its program
     (the source plus a build() holding what was inferred) and the manifest fields of the inference."""
     import torch
@@ -49,7 +48,7 @@ def module_program(args: argparse.Namespace, device: str, training: bool) -> tup
     cls = namespace.get(args.class_name)
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         raise PhaseError("import", f"{args.class_name} is not an nn.Module class of {args.source}")
-    hints = json.loads(args.hints) if getattr(args, "hints", None) else []
+    hints = list(getattr(args, "hints", None) or [])
     found = search(cls, namespace, SourceFacts(source, args.class_name), hints, args.source, device,
                    getattr(torch, args.dtype))
     dtype = (found["dtype"] or f"torch.{args.dtype}").removeprefix("torch.")
@@ -125,7 +124,7 @@ WANTS_IMPORT = (r"^NameError|'NoneType' object (is not callable|has no attribute
 
 def with_skip(fields: dict, obstacle, cls, namespace: dict, source: str, filename: str) -> dict:
     """`fields`, with a `skip_reason` ("missing package X") when the module failed in code that uses a name
-    bound by a try-import of a module not installed here (scraper.suite.needs.guarded_missing) and says so:
+    bound by a try-import of a module not installed here (scraper.worker.infer.guarded.guarded_missing) and says so:
     kernl's `with nvtx.annotate(...)` after `try: import nvtx except ImportError: ...`, lmdeploy's
     `if awq_inference_engine is None: raise RuntimeError("... install the kernel ...")`."""
     if not isinstance(obstacle, BaseException):

@@ -4,7 +4,7 @@ Each required parameter of forward gets a role from its type hint and name: a fl
 `layout`, the shape being searched), token ids (integers below the model's vocabulary), an optional mask or
 state (None first), a plain number, a tuple or dict of tensors. Layouts are tried from these starts, in order
 (recorded as the module's `inputs` path):
-    usage <file:line>   the tensors the repository's own tests or examples pass (scraper.suite.usage)
+    usage <file:line>   the tensors the repository's own tests or examples pass (scraper.modules.usage)
     docstring           shapes the class or forward docstring gives (`x: (B, L, D)`), sizes from the model
     model               from the model itself: its first layer (Linear in_features, Conv channels and rank, norm
                         sizes) and size attributes (dim, hidden_size, num_heads, head_dim ...), ranks 2 to 4
@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
-from scraper.suite.infer import setup
-from scraper.suite.infer.errors import Failure, failure_of, first_new_repair
-from scraper.suite.infer.values import BATCH, HEADS, HEAD_DIM, HIDDEN, VOCAB, annotation_text, strip_optional, \
+from scraper.worker.infer import setup
+from scraper.worker.infer.errors import Failure, failure_of, first_new_repair
+from scraper.worker.infer.values import BATCH, HEADS, HEAD_DIM, HIDDEN, VOCAB, annotation_text, strip_optional, \
     tensor_expression
 
 LENGTH, SIDE = 64, 32

@@ -1,24 +1,26 @@
 """The per-model worker: ONE model per process, started by the orchestrator with TORCH_COMPILE_DEBUG=1.
 
-    python -m scraper.suite.worker --suite timm --model resnet18 --out DEBUG_ROOT \\
-        --program PROGRAM.py --result RESULT.json [--mode inference|training] [--dtype float32] ...
+    python -m scraper.worker JOB.json          # a WorkerJob (scraper/worker/job.py), written by the orchestrator
 
-It writes the model's standalone program (scraper.suite.programs), builds the model BY RUNNING that program,
+It writes the model's standalone program (scraper.worker.programs), builds the model BY RUNNING that program,
 names the graphs after the model (`torch._functorch.aot_autograd.set_model_name`, as PyTorch's
 benchmarks/dynamo runner does), compiles and runs it once, checks the compiled outputs against eager
-(scraper.suite.accuracy; --no-accuracy skips it), and writes RESULT.json: success, the phase that failed
-(program / import / init / inputs / build / compile), the error, timings, versions, the debug run folder and its
-graphs and kernel count, accuracy, and where it wrote the model's KernelBench problem (scraper.suite.problems) and
-its pairing record (what each graph's `call(args)` takes and returns, scraper.suite.recording). Scraped code
-(--suite modules) and TorchBench's models (--suite torchbench) are executed here, in this throw-away process,
-never in the orchestrator. A TorchBench model that cannot be built because it needs a download, a package that is
-not installed, or that TorchBench does not implement is reported as skipped (`skip_reason`), not failed. The exit
-status is 0 on success, 1 on a recorded failure or skip.
+(scraper.accuracy; `accuracy: false` skips it), and writes the job's result (a WorkerResult): success, the phase
+that failed (program / import / init / inputs / build / compile), the error, timings, versions, the debug run
+folder and its graphs and kernel count, accuracy, and where it wrote the model's KernelBench problem
+(scraper.kernelbench) and its pairing record (what each graph's `call(args)` takes and returns,
+scraper.worker.recording). Scraped code (--suite modules) and TorchBench's models (--suite torchbench) are executed
+here, in this throw-away process (behind the wall for modules), never in the orchestrator. A TorchBench model that
+cannot be built because it needs a download, a package that is not installed, or that TorchBench does not
+implement is reported as skipped (`skip_reason`), not failed. The exit status is 0 on success, 1 on a recorded
+failure or skip.
+
+This folder (scraper/worker/) is what the wall ships: it imports nothing of the host side (scraper.suite,
+scraper.modules), only the shared modules (scraper.records, scraper.accuracy, scraper.kernelbench, ...).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -30,83 +32,52 @@ from typing import Any, Optional
 if __package__ in (None, ""):  # run as a file path: make `scraper` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from scraper import accuracy, kernelbench  # noqa: E402
+from scraper.phases import PhaseError, describe, phase  # noqa: E402
 from scraper.records import atomic_write_json, atomic_write_text  # noqa: E402
-from scraper.suite import accuracy, problems, programs, recording, torchbench  # noqa: E402
-from scraper.suite.infer.program import module_program  # noqa: E402
-from scraper.suite.manifest import run_dir_contents  # noqa: E402
-from scraper.suite.phases import PhaseError, describe, phase  # noqa: E402
+from scraper.suiterun import run_dir_contents  # noqa: E402
+from scraper.suites import get as get_suite, torchbench  # noqa: E402
+from scraper.worker import programs, recording  # noqa: E402
+from scraper.worker.infer.program import module_program  # noqa: E402
+from scraper.worker.job import WorkerJob, WorkerResult, read_job  # noqa: E402
 
-log = logging.getLogger("scraper.suite.worker")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of the worker (set by the orchestrator; see scraper.suite.orchestrate.worker_argv)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", required=True, choices=("timm", "huggingface", "modules", "torchbench"))
-    parser.add_argument("--model", required=True, help="timm name, transformers class, module id, or "
-                        "TorchBench model")
-    parser.add_argument("--graph-name", help="name given to the graphs (default: --model)")
-    parser.add_argument("--out", required=True, help="debug root: run_*/ folders are created here")
-    parser.add_argument("--program", required=True, help="where to write the model's standalone program")
-    parser.add_argument("--result", required=True, help="where to write the result JSON")
-    parser.add_argument("--problem", help="where to write the model's KernelBench problem (none without)")
-    parser.add_argument("--pairing", help="where to write the pairing record (none without)")
-    parser.add_argument("--mode", choices=("inference", "training"), default="inference")
-    parser.add_argument("--dtype", choices=programs.DTYPES, default="float32")
-    parser.add_argument("--batch-size", type=int, help="default: 8; torchbench: the model's own")
-    parser.add_argument("--seq-len", type=int, default=512, help="huggingface: tokens per sequence (capped by "
-                        "the config's max_position_embeddings)")
-    parser.add_argument("--hf-layers", type=int, default=2, help="huggingface: max layers per stack; 0 = all")
-    parser.add_argument("--max-autotune", action="store_true", help="mode='max-autotune-no-cudagraphs'")
-    parser.add_argument("--backend", default="inductor", help="torch.compile backend; none = run eagerly, "
-                        "without torch.compile (a dry run of the program)")
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="do not compare the "
-                        "compiled model's outputs (and, in training, loss and gradients) with eager")
-    parser.add_argument("--cache", action="store_true", help="keep Inductor's FX-graph/autograd caches on "
-                        "(off by default: a cache hit can skip writing the debug files)")
-    parser.add_argument("--source", help="modules: the module's source file (its dependency closure)")
-    parser.add_argument("--class-name", help="modules: the nn.Module class to build")
-    parser.add_argument("--hints", help="modules: JSON list of the class's calls in its repository (usages)")
-    parser.add_argument("--torchbench-dir", help="torchbench: the checkout of pytorch/benchmark (default: "
-                        "$TORCHBENCH_DIR)")
-    parser.add_argument("--random-weights", action="store_true", help="torchbench: keep the random "
-                        "initialization where a model would fetch a pretrained checkpoint")
-    return parser
+log = logging.getLogger("scraper.worker")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Run one model; always writes --result (unless killed), returns 0 on success."""
-    args = build_parser().parse_args(argv)
+def main(argv: Optional[list[str]] = None, job: Optional[WorkerJob] = None) -> int:
+    """Run one model (`job`, else the job file of `argv`); always writes the job's result (unless killed),
+    returns 0 on success."""
+    args = job if job is not None else read_job(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s worker: %(message)s")
     os.environ.setdefault("TORCH_COMPILE_DEBUG", "1")  # read by torch at import: set before importing it
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    result: dict[str, Any] = {"suite": args.suite, "model": args.model, "success": False, "phase": None,
-                              "error": None, "pid": os.getpid()}
+    result = WorkerResult(suite=args.suite, model=args.model, pid=os.getpid())
+    info: dict[str, Any] = {}
     started = time.monotonic()
     try:
-        run(args, result)
-        result["success"] = True
+        run(args, info)
+        result.success = True
     except PhaseError as exc:
-        result.update(exc.details)
-        result["phase"], result["error"] = exc.phase, describe(exc.error)
-        if args.suite == "torchbench" and exc.phase == "build" and isinstance(exc.error, BaseException):
-            note_skip(result, exc.error, args)
+        info.update(exc.details)
+        result.phase, result.error = exc.phase, describe(exc.error)
+        if args.suite == torchbench.SUITE.name and exc.phase == "build" and isinstance(exc.error, BaseException):
+            note_skip(info, exc.error, args)
         traceback.print_exception(exc.error if isinstance(exc.error, BaseException) else exc, file=sys.stderr)
     except Exception as exc:  # anything unforeseen is still a recorded failure, not a lost model
-        result["phase"], result["error"] = "worker", describe(exc)
+        result.phase, result.error = "worker", describe(exc)
         traceback.print_exc()
     finally:
-        result.pop("_program", None)
-        result["seconds"] = round(time.monotonic() - started, 3)
+        info.pop("_program", None)
+        result.update(info)
+        result.seconds = round(time.monotonic() - started, 3)
         result.update(collect_debug_output(args.out))
-        result["versions"] = versions(args.suite)
-        atomic_write_json(args.result, result)
-    return 0 if result["success"] else 1
+        result.versions = versions(args.suite)
+        atomic_write_json(args.result, result.to_dict())
+    return 0 if result.success else 1
 
 
-def run(args: argparse.Namespace, info: dict) -> None:
+def run(args: WorkerJob, info: dict) -> None:
     """Write the program, build the model from it, compile and run once, check accuracy; fills `info` as it goes
     (so a failure still reports what was inferred before it)."""
     import torch
@@ -132,7 +103,7 @@ def run(args: argparse.Namespace, info: dict) -> None:
     compile_and_check(args, info, model, call_args, call_kwargs, grad)
 
 
-def compile_and_check(args: argparse.Namespace, info: dict, model, call_args, call_kwargs, grad: bool) -> None:
+def compile_and_check(args: WorkerJob, info: dict, model, call_args, call_kwargs, grad: bool) -> None:
     """Compile and run once (recording what each graph's call takes), then check accuracy against eager on
     copies made before compiling; fills `info`."""
     copies = accuracy_copies(model) if args.accuracy else None
@@ -147,7 +118,7 @@ def compile_and_check(args: argparse.Namespace, info: dict, model, call_args, ca
         info.update(check_accuracy(copies, result, call_args, call_kwargs, args, grad))
 
 
-def configure_torch(args: argparse.Namespace) -> None:
+def configure_torch(args: WorkerJob) -> None:
     """Debug root, graph names, and no caches that could hide the debug output."""
     import torch
     import torch._dynamo.config
@@ -167,9 +138,9 @@ def configure_torch(args: argparse.Namespace) -> None:
         torch._inductor.config.fallback_random = args.mode == "training"
 
 
-def program_text(args: argparse.Namespace, device: str, training: bool) -> tuple[str, dict]:
+def program_text(args: WorkerJob, device: str, training: bool) -> tuple[str, dict]:
     """The standalone program of this model, and what was inferred to write it."""
-    if args.suite == "timm":
+    if args.suite == "timm":  # scraper.suites: one program builder per suite
         return programs.timm_program(args.model, args.batch_size or 8, args.dtype, training), {}
     if args.suite == "huggingface":
         return programs.huggingface_program(args.model, args.batch_size or 8, args.dtype, training,
@@ -190,7 +161,7 @@ def load_program(path: str):
     return module
 
 
-def compile_and_run(model, call_args, call_kwargs, training: bool, args: argparse.Namespace, recorder,
+def compile_and_run(model, call_args, call_kwargs, training: bool, args: WorkerJob, recorder,
                     grad: bool = False):
     """torch.compile the model (through `recorder` when there is one) and run it once: forward (inference) or
     forward + backward (training); `grad`: the forward runs with autograd on (default: only when training).
@@ -212,7 +183,7 @@ def compile_and_run(model, call_args, call_kwargs, training: bool, args: argpars
     return output, result
 
 
-def make_recorder(args: argparse.Namespace) -> Optional[recording.GraphRecorder]:
+def make_recorder(args: WorkerJob) -> Optional[recording.GraphRecorder]:
     """The recording backend around --backend (None without compiling)."""
     import torch._dynamo.utils
 
@@ -231,7 +202,7 @@ def accuracy_copies(model):
         return describe(exc)
 
 
-def check_accuracy(copies, result: dict, call_args, call_kwargs, args: argparse.Namespace, grad: bool) -> dict:
+def check_accuracy(copies, result: dict, call_args, call_kwargs, args: WorkerJob, grad: bool) -> dict:
     """Eager (and float64) runs of the copies, compared with the compiled run; the manifest's accuracy fields.
     A failure here is the check's, not the model's: it is recorded as skipped with the reason."""
     if not isinstance(copies, tuple):
@@ -251,17 +222,17 @@ def check_accuracy(copies, result: dict, call_args, call_kwargs, args: argparse.
         return accuracy.skipped(f"eager run failed: {describe(exc)}")
 
 
-def write_problem(args: argparse.Namespace, program: str) -> None:
+def write_problem(args: WorkerJob, program: str) -> None:
     """The model's KernelBench problem at --problem (the orchestrator names it, beside the program)."""
-    text = problems.problem_text(program, args.model)
+    text = kernelbench.problem_text(program, args.model)
     if text is None or not args.problem:
         return
     atomic_write_text(args.problem, text)
     os.chmod(args.problem, 0o644)
 
 
-def write_pairing(args: argparse.Namespace, pairing: dict) -> None:
-    """The pairing record (scraper.suite.recording) with the launch configurations of the Triton kernels, at
+def write_pairing(args: WorkerJob, pairing: dict) -> None:
+    """The pairing record (scraper.worker.recording) with the launch configurations of the Triton kernels, at
     --pairing."""
     if args.pairing:
         pairing["kernels"] = recording.kernel_configs()
@@ -298,7 +269,7 @@ def float_tensors(value):
 # ------------------------------------------------------------------------------------------ torchbench suite
 
 
-def torchbench_program(args: argparse.Namespace, training: bool) -> tuple[str, dict]:
+def torchbench_program(args: WorkerJob, training: bool) -> tuple[str, dict]:
     """The program that builds TorchBench model --model through the checkout (--torchbench-dir), with
     PyTorch's batch size for it unless one was given."""
     try:
@@ -313,7 +284,7 @@ def torchbench_program(args: argparse.Namespace, training: bool) -> tuple[str, d
                   "random_weights": bool(args.random_weights)}
 
 
-def note_skip(result: dict, error: BaseException, args: argparse.Namespace) -> None:
+def note_skip(result: dict, error: BaseException, args: WorkerJob) -> None:
     """Mark a TorchBench model that could not be built as skipped, with the reason (torchbench.skip_reason),
     and list the network accesses its program refused."""
     program = result.get("_program")
@@ -364,8 +335,8 @@ def versions(suite: str) -> dict:
             found["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
         except Exception:
             found["gpu"] = None
-    libraries = {"timm": ("timm",), "huggingface": ("transformers",),
-                 "torchbench": ("torchvision", "transformers", "timm")}.get(suite, ())
+    known = get_suite(suite)
+    libraries = known.packages if known is not None else ()
     for name in ("triton", *libraries):
         module = sys.modules.get(name)
         if module is not None:

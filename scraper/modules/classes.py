@@ -1,35 +1,52 @@
-"""--suite modules: torch.nn.Module classes found in scraped repositories, each with its dependency closure.
+"""--suite modules, discovery: torch.nn.Module classes found in scraped repositories, each with its dependency
+closure, as `Candidate`s the suite's host side turns into jobs (scraper.suite.command).
 
 A modules file is JSONL, one module per line:
     {"class_name": "ResBlock", "source_file": "path/to/closure.py"}          # or "code": "<module text>"
     optional: "name" (the id used for graphs, programs, logs; default "<repo>/<path>:<class_name>" or the
     class name), "repo", "path", "commit", "license", "kind" (kept in the manifest as provenance), "hints" (how
-    the repository calls the class: scraper.suite.usage).
+    the repository calls the class: scraper.modules.usage).
 Without --modules-file the list is built from the downloaded repositories (the GitHub stage's download folder,
 zips or folders): every top-level nn.Module subclass with a forward, cut out with the generator's dependency
-closure (`modules_from_repositories`, listed by scraper.suite.listing), those needing a module that is not
-installed marked with a `skip_reason` (scraper.suite.needs) and, with --per-repo, library code chosen first
-(`choose`). Nothing here imports or executes the scraped code: the worker does, in its own process.
+closure (`modules_from_repositories`, listed by scraper.modules.listing), those needing a module that is not
+installed marked with a `skip_reason` (scraper.modules.needs) and, with --per-repo, library code chosen first
+(`choose`). Nothing here imports or executes the scraped code: the worker does, in its own process, behind the
+wall. This package imports nothing of the suite's host side (scraper.suite) nor of the worker's, but the static
+import checks they share (scraper.worker.infer.guarded).
 """
 
 from __future__ import annotations
 
-import ast
 import logging
 from pathlib import Path
 from typing import Optional
 
+from dataclasses import dataclass, field
+
 from scraper.fileio import iter_jsonl
 from scraper.paths import DEFAULT_DOWNLOAD_DIR
-from scraper.suite.lists import ModelSpec, safe_name
-from scraper.suite.orchestrate import Job
-from scraper.suite.usage import dotted
+from scraper.suiterun import safe_name
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REPOS = DEFAULT_DOWNLOAD_DIR
 PROVENANCE_KEYS = ("repo", "path", "commit", "license", "stars", "lineno", "kind")
-LISTING_CACHE = "listing"  # under suite/: the cached listing of each archive (scraper.suite.listing)
+LISTING_CACHE = "listing"  # under suite/: the cached listing of each archive (scraper.modules.listing)
+
+
+@dataclass
+class Candidate:
+    """One module to run: its id, its source (a file, or `code` written there when the job runs), the class to
+    build, its provenance, the repository's own calls of it, and why it is not run (a missing package)."""
+
+    name: str
+    source: Path
+    class_name: str
+    meta: dict = field(default_factory=dict)
+    code: Optional[str] = None
+    hints: Optional[list] = None
+    skip_reason: Optional[str] = None
+    batch_size: Optional[int] = None
 
 
 def module_name(entry: dict) -> str:
@@ -41,9 +58,9 @@ def module_name(entry: dict) -> str:
     return str(entry["class_name"])
 
 
-def load_module_jobs(modules_file: Optional[Path], repos: Path, suite_dir: Path, only: Optional[str] = None,
-                     per_repo: Optional[int] = None, list_jobs: Optional[int] = None) -> list[Job]:
-    """Jobs for the modules of `modules_file` (or found in the repositories of `repos` by `list_jobs`
+def load_candidates(modules_file: Optional[Path], repos: Path, suite_dir: Path, only: Optional[str] = None,
+                    per_repo: Optional[int] = None, list_jobs: Optional[int] = None) -> list[Candidate]:
+    """The candidates of `modules_file` (or found in the repositories of `repos` by `list_jobs`
     processes, the listing cached in suite/listing/), optionally only the names in `only` (a --models string).
     Inline "code" is written to suite/sources/<name>.py when the job runs."""
     if modules_file is not None:
@@ -52,25 +69,25 @@ def load_module_jobs(modules_file: Optional[Path], repos: Path, suite_dir: Path,
         entries = modules_from_repositories(repos, per_repo, suite_dir / LISTING_CACHE, list_jobs)
     # Module names hold a colon (`repo/path.py:Class`): --models is a plain comma-separated list here.
     wanted = {name.strip() for name in only.split(",") if name.strip()} if only else None
-    jobs, seen = [], set()
+    candidates, seen = [], set()
     for number, entry in enumerate(entries, start=1):
-        job = entry_job(entry, suite_dir, f"{modules_file or repos}:{number}")
-        if job is None or job.name in seen or (wanted is not None and job.name not in wanted):
+        candidate = entry_candidate(entry, suite_dir, f"{modules_file or repos}:{number}")
+        if candidate is None or candidate.name in seen or (wanted is not None and candidate.name not in wanted):
             continue
-        seen.add(job.name)
-        jobs.append(job)
+        seen.add(candidate.name)
+        candidates.append(candidate)
     missing = sorted((wanted or set()) - seen)
     if missing:  # a name the listing no longer offers (a test file, no self-contained closure): say which
         log.warning("%d of the --models names are not candidates of %s (not listed, or without a self-contained "
                     "closure): %s", len(missing), modules_file or repos, ", ".join(missing[:10])
                     + (f" and {len(missing) - 10} more" if len(missing) > 10 else ""))
-    if not jobs:
+    if not candidates:
         raise ValueError(f"no modules to run from {modules_file or repos}")
-    return jobs
+    return candidates
 
 
-def entry_job(entry: dict, suite_dir: Path, where: str) -> Optional[Job]:
-    """A Job for one modules-file entry, or None (with a warning) when the entry is unusable."""
+def entry_candidate(entry: dict, suite_dir: Path, where: str) -> Optional[Candidate]:
+    """The candidate of one modules-file entry, or None (with a warning) when the entry is unusable."""
     if not entry.get("class_name") or not (entry.get("source_file") or entry.get("code")):
         log.warning("%s: a module needs class_name and source_file or code; skipped", where)
         return None
@@ -79,19 +96,19 @@ def entry_job(entry: dict, suite_dir: Path, where: str) -> Optional[Job]:
     source = suite_dir / "sources" / f"{safe_name(name)}.py" if code is not None else Path(entry["source_file"])
     meta = {key: entry[key] for key in PROVENANCE_KEYS if entry.get(key) is not None}
     meta["class_name"] = entry["class_name"]
-    return Job(ModelSpec(name, entry.get("batch_size")), source=source, class_name=entry["class_name"], meta=meta,
-               code=code, hints=entry.get("hints"), skip_reason=entry.get("skip_reason"))
+    return Candidate(name, source, entry["class_name"], meta, code, entry.get("hints"), entry.get("skip_reason"),
+                     entry.get("batch_size"))
 
 
 def modules_from_repositories(download_dir: Path, per_repo: Optional[int] = None,
                               cache_dir: Optional[Path] = None, jobs: Optional[int] = None) -> list[dict]:
     """Module entries for the nn.Module classes of every repository (zip or folder) in `download_dir`, cut out
-    with the generator's static dependency closure (scraper.suite.listing: in parallel, cached in `cache_dir`);
+    with the generator's static dependency closure (scraper.modules.listing: in parallel, cached in `cache_dir`);
     only closures the generator reports self-contained are kept. Each entry carries its `kind` (library, example,
-    benchmark, test, vendored), the repository's own `hints` (scraper.suite.usage) and, when a module it imports
+    benchmark, test, vendored), the repository's own `hints` (scraper.modules.usage) and, when a module it imports
     is not installed here, a `skip_reason`. With `per_repo`, at most that many per repository, chosen by
     `choose`. Static analysis only: nothing is imported or executed."""
-    from scraper.suite.listing import list_repositories
+    from scraper.modules.listing import list_repositories
 
     entries = []
     for listing in list_repositories(download_dir, cache_dir, jobs):
@@ -108,7 +125,7 @@ def modules_from_repositories(download_dir: Path, per_repo: Optional[int] = None
 
 def repository_entry(entry: dict, listing) -> dict:
     """A modules-file entry for one cached candidate: provenance, kind, hints and skip reason."""
-    from scraper.suite.needs import skip_reason
+    from scraper.modules.needs import skip_reason
 
     found = {key: value for key, value in entry.items() if key != "imports"}
     found.update(listing.provenance, kind=source_kind(entry["path"]))
@@ -166,23 +183,3 @@ def choice_summary(found: list[dict], chosen: list[dict]) -> str:
     skipped = sum(bool(entry.get("skip_reason")) for entry in chosen)
     return (f"chose {len(chosen)} of {len(found)}: {counts(chosen)}" + (f"; left out: {counts(left)}" if left else "")
             + (f"; {skipped} of the chosen need a module not installed here" if skipped else ""))
-
-
-def module_classes(tree: ast.Module) -> list[ast.ClassDef]:
-    """Top-level classes of a file that subclass torch.nn.Module (`nn.Module`, `torch.nn.Module`, `Module`, or
-    another such class of the same file) and define or inherit a `forward` from one of those."""
-    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
-    modules: dict[str, bool] = {}  # name -> has forward (own or inherited within the file)
-    changed = True
-    while changed:  # fixed point over same-file base classes, whatever their order in the file
-        changed = False
-        for name, node in classes.items():
-            if name in modules:
-                continue
-            bases = [dotted(base) for base in node.bases]
-            if any(b in ("nn.Module", "torch.nn.Module", "Module") or b in modules for b in bases):
-                own = any(isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == "forward"
-                          for item in node.body)
-                modules[name] = own or any(modules.get(b, False) for b in bases)
-                changed = True
-    return [classes[name] for name in classes if modules.get(name)]

@@ -1,11 +1,11 @@
 """A worker process that runs several models in turn, so that torch (and Inductor's compile workers) start once
 per process instead of once per model. The orchestrator (scraper.suite.orchestrate.PersistentWorker) writes one
-JSON line per model on stdin and reads one answer line per model:
+JSON line per model on stdin, the same WorkerJob record a one-model worker gets (scraper/worker/job.py; its
+`log` names the model's log file), and reads one answer line per model:
 
-    {"argv": [worker arguments, as for scraper/suite/worker.py], "log": "<the model's log file>"}
-    -> {"returncode": 0}
+    {"suite": ..., "model": ..., "result": ..., "log": "<the model's log file>", ...}  ->  {"returncode": 0}
 
-Each model runs exactly as `python worker.py ARGV` would (scraper.suite.worker.main), its stdout and stderr (file
+Each model runs exactly as `python -m scraper.worker JOB.json` would (scraper.worker.run.main), its stdout and stderr (file
 descriptors 1 and 2, so compile subprocesses and crashes land there too) in its own log file. Between models
 the process is reset: torch._dynamo.reset(), a fresh TORCH_COMPILE_DEBUG run folder for the next model, the
 scraped module's namespace dropped, torch's global defaults restored, CUDA memory released. It exits at the
@@ -26,8 +26,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file path: make `scraper` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scraper.suite import worker  # noqa: E402
-from scraper.suite.infer.program import MODULE_NAME  # noqa: E402
+from scraper.worker import run as worker  # noqa: E402
+from scraper.worker.job import WorkerJob  # noqa: E402
+from scraper.worker.infer.program import MODULE_NAME  # noqa: E402
 
 # What a model leaves in sys.modules: the closure (infer.program) and the program (worker.load_program).
 SCRAPED_MODULES = (MODULE_NAME, "suite_program_")
@@ -40,9 +41,9 @@ def main() -> int:
     quiet = os.open(os.devnull, os.O_WRONLY)
     os.dup2(quiet, 1)  # nothing but answers on the answer channel, whatever a model prints between jobs
     for line in sys.stdin:
-        job = json.loads(line)
-        with output_to(job["log"], quiet):
-            returncode = worker.main(job["argv"])
+        job = WorkerJob.from_dict(json.loads(line))
+        with output_to(job.log, quiet):
+            returncode = worker.main(job=job)
         reset()
         answers.write(json.dumps({"returncode": returncode}) + "\n")
         answers.flush()
@@ -91,7 +92,7 @@ def reset() -> None:
 
 
 def leave_process_group(torch) -> None:
-    """Destroy the one-rank process group a module's set-up made (scraper.suite.infer.setup): the next module
+    """Destroy the one-rank process group a module's set-up made (scraper.worker.infer.setup): the next module
     starts without one, as in a fresh process (a module may check dist.is_initialized())."""
     distributed = getattr(torch, "distributed", None)
     if distributed is not None and distributed.is_available() and distributed.is_initialized():

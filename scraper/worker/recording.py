@@ -14,7 +14,7 @@ call's argument i is Dynamo's placeholder i whenever the two counts agree (`veri
 After the compiled run, `finish(model, args, kwargs, output)` resolves each source against the real objects:
 a parameter or buffer of the model (by identity, under its state-dict name) or one of the inputs (its position in
 `[*args, *kwargs.values()]`, the order of the problem's get_inputs()); and it finds each tensor of the model's
-output (scraper.suite.accuracy.flat_tensors order) among the graph's outputs by identity. `kernel_configs()` reads
+output (scraper.accuracy.flat_tensors order) among the graph's outputs by identity. `kernel_configs()` reads
 the launch configuration Inductor's autotuner kept for each Triton kernel (by kernel file and name).
 
 The result (`pairing`) is saved as JSON beside the program; scraper.pairs turns it into ModelNew.
@@ -29,7 +29,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from scraper.suite.accuracy import flat_tensors
+from scraper.accuracy import flat_tensors
 
 log = logging.getLogger(__name__)
 

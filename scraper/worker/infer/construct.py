@@ -2,9 +2,9 @@
 
 Starts, in order (each is recorded as the `init` path of the module that gets built from it):
     usage <file:line>   a call of the class in the repository's own tests, benchmarks or examples
-                        (scraper.suite.usage), unknown values filled in by the guesses below
+                        (scraper.modules.usage), unknown values filled in by the guesses below
     defaults            no arguments, when every parameter has a default
-    signature           a guess for each required parameter (scraper.suite.infer.values: type hint, name,
+    signature           a guess for each required parameter (scraper.worker.infer.values: type hint, name,
                         what the module reads from a config object, strings it compares a parameter with)
 A start that fails is repaired from the error and tried again (REPAIRS, in order): a keyword it does not take is
 dropped, a missing one added, and the parameter the error or the failing line names gets a value of the kind the
@@ -25,8 +25,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
-from scraper.suite.infer.errors import Failure, failure_of, first_new_repair
-from scraper.suite.infer.values import HIDDEN, attribute_guess, by_name, init_guess, module_expression, \
+from scraper.worker.infer.errors import Failure, failure_of, first_new_repair
+from scraper.worker.infer.values import HIDDEN, attribute_guess, by_name, init_guess, module_expression, \
     namespace_expression, tensor_expression
 
 MAX_INIT_TRIALS = 48

@@ -1,6 +1,6 @@
 """KernelBench-form reference problems from the suite's programs.
 
-Every program the suite writes defines `build(device) -> (model, args, kwargs)` (scraper.suite.programs; TorchBench's
+Every program the suite writes defines `build(device) -> (model, args, kwargs)` (scraper.worker.programs; TorchBench's
 builder too). `problem_text(program)` appends the KernelBench interface to it:
 
     class Model(nn.Module)   # Model(*get_init_inputs()): the model build() makes, random weights, on the CPU
@@ -20,14 +20,14 @@ import ast
 import inspect
 from typing import Optional
 
-from scraper.suite.accuracy import flat_tensors
+from scraper.accuracy import flat_tensors
 
 INTERFACE_NAMES = ("Model", "ModelNew", "get_inputs", "get_init_inputs")
 MARKER = "# " + "-" * 105 + "\n# KernelBench interface, added by triton-data"
 
 _INTERFACE = '''
 
-''' + MARKER + ''' (scraper/suite/problems.py): Model(*get_init_inputs()) and get_inputs()
+''' + MARKER + ''' (scraper/kernelbench.py): Model(*get_init_inputs()) and get_inputs()
 # build the model and its inputs as build() above does (random weights, the shapes that were compiled), on the CPU;
 # move both to a GPU with .to(device). Model's forward returns the model's output tensors: one, or a tuple.
 import copy as _copy  # noqa: E402

@@ -6,7 +6,6 @@ skipped before it takes a GPU worker (`missing extension flash_attn_2_cuda`, `mi
     own_packages(paths)                         # the repository's own top-level packages
     external_imports(files)                     # what it imports from outside (the closures keep those imports)
     skip_reason(imports, extensions, packages)  # "missing extension X" / "missing package X" / None
-    guarded_missing(code)                       # names bound by try-imports of what is not installed here
 
 Imports inside try blocks at module level, and imports of other libraries inside functions, are not required: a
 module that falls back when `selective_scan_cuda` is absent still runs. Imports inside if/else blocks are required
@@ -19,11 +18,10 @@ Availability is checked with importlib.util.find_spec on the top-level name only
 from __future__ import annotations
 
 import ast
-import functools
-import importlib.util
 import re
-import sys
 from typing import Iterable, Optional
+
+from scraper.worker.infer.guarded import builder_name, catches_import_error, installed  # noqa: F401
 
 # Import names of compiled extensions: torch's `_C` convention and the `*_cuda` / `*_ext` / `*_cpp` names that
 # CUDAExtension builds carry (flash_attn_2_cuda, selective_scan_cuda, causal_conv1d_cuda, fused_dense_lib ...).
@@ -101,11 +99,6 @@ def extension_names(files: Iterable) -> set[str]:
     return names
 
 
-def builder_name(func: ast.expr) -> str:
-    """`CUDAExtension` of `CUDAExtension` / `cpp_extension.CUDAExtension`."""
-    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-
-
 def extension_argument(call: ast.Call) -> Optional[str]:
     """The string literal given as `name=` or first argument of an extension builder call."""
     candidates = [kw.value for kw in call.keywords if kw.arg == "name"] + call.args[:1]
@@ -167,45 +160,3 @@ def own_packages(paths: Iterable[str]) -> set[str]:
     return names
 
 
-IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
-
-
-def guarded_missing(code: str) -> dict[str, str]:
-    """{name: top-level module} for the names module-level imports inside try blocks bind (`try: import nvtx`,
-    `from quack.linear import ce`, caught as ImportError) when that module is not installed here. Such a module
-    is optional for the listing (it may fall back); when it fails in code that uses one of these names it is
-    skipped as missing that package, not failed (scraper.suite.infer.program)."""
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError, RecursionError):
-        return {}
-    found = {}
-    for block in ast.walk(tree):
-        if not (isinstance(block, ast.Try) and any(catches_import_error(h) for h in block.handlers)):
-            continue
-        for node in block.body:
-            if isinstance(node, ast.Import):
-                pairs = [((alias.asname or alias.name).split(".")[0], alias.name) for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                pairs = [(alias.asname or alias.name, node.module) for alias in node.names if alias.name != "*"]
-            else:
-                continue
-            found.update((name, module.split(".")[0]) for name, module in pairs if not installed(module.split(".")[0]))
-    return found
-
-
-def catches_import_error(handler: ast.ExceptHandler) -> bool:
-    """Whether an except clause catches a failed import (bare, ImportError, ModuleNotFoundError, Exception)."""
-    kinds = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
-    return handler.type is None or any(builder_name(kind) in IMPORT_ERRORS for kind in kinds if kind is not None)
-
-
-@functools.lru_cache(maxsize=None)
-def installed(top: str) -> bool:
-    """Whether a top-level module can be imported here (builtin, or found on sys.path); imports nothing."""
-    if top in sys.builtin_module_names:
-        return True
-    try:
-        return importlib.util.find_spec(top) is not None
-    except (ImportError, ValueError):
-        return False

@@ -1,4 +1,4 @@
-"""Statements a scraped module needs run before its forward, found from its errors (scraper.suite.infer.inputs
+"""Statements a scraped module needs run before its forward, found from its errors (scraper.worker.infer.inputs
 repairs), tried in the worker and written into the program's build() as they are:
 
     single_process_group()                            # "Default process group has not been initialized"
@@ -17,7 +17,7 @@ import inspect
 import re
 from typing import Optional
 
-from scraper.suite.infer.values import BATCH, MAX_LEN
+from scraper.worker.infer.values import BATCH, MAX_LEN
 
 PROCESS_GROUP_CALL = "single_process_group()"
 PROCESS_GROUP_HELPER = '''
@@ -81,7 +81,7 @@ def cache_arguments(method) -> Optional[str]:
 def carried(prepare: tuple) -> tuple:
     """`prepare` with the process group first when one is up in this worker: an earlier trial set it up and a
     later one (of a rebuilt model, which starts its own search) succeeded with it; the program must too. The
-    worker starts each module without one (scraper.suite.serve.reset)."""
+    worker starts each module without one (scraper.worker.serve.reset)."""
     import torch.distributed as dist
 
     if PROCESS_GROUP_CALL in prepare or not (dist.is_available() and dist.is_initialized()):
