@@ -256,3 +256,24 @@ def test_answers_of_the_wrong_shape_are_errors_not_crashes(tmp_path):
     assert [e["full_name"] for e in lines(out / "manifest.jsonl")] == ["o/ok"]  # size "big" counted as unknown
     errors = (tmp_path / "d2" / "errors.csv").read_text()
     assert "without a valid owner/name" in errors and "not a commit SHA" in errors and listed == 1
+
+
+# ------------------------------------------------------------------------------------------------ search bound
+
+@pytest.mark.timeout(300, method="thread")
+def test_a_billion_results_stop_splitting_early_and_keep_what_was_found(tmp_path, caplog):
+    """Every query claiming 10**9 results: the search split its query 2000 times. The halves of a split cannot
+    hold more than the whole; once they claim to, that part is not split again, and the search ends soon."""
+    repos = [kernel_repo(f"o{i}/triton-{i}", stars=100 + 7 * i) for i in range(30)]
+    out = tmp_path / "dl"
+    with FakeGitHub(repos) as fake:
+        fake.fault("^/search/", "huge_total", times=10**9)
+        status = run(Options(out, search="repo", query="triton", discover_only=True), client_for(fake))
+        sent = len(fake.requests)
+    assert sent <= 100, f"{sent} search requests"
+    assert set((out / "candidates.txt").read_text().split()) == {r.full_name for r in repos}
+    counts = json.loads((out / "stats.json").read_text())["counts"]
+    assert counts["repo_search_inconsistent_parts"] >= 1 and counts["repo_search_queries"] == sent
+    assert "claim more results" in caplog.text
+    assert status == 0
+

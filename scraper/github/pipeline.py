@@ -209,6 +209,7 @@ class Stage:
         self.stats.inc(f"{prefix}_queries", report.queries)
         self.stats.inc(f"{prefix}_parts", report.parts)
         for key, value in (("truncated_parts", report.truncated_parts), ("skipped_parts", report.skipped_parts),
+                           ("inconsistent_parts", report.inconsistent_parts),
                            ("incomplete_pages", report.incomplete_results), ("invalid_items", report.invalid_items)):
             if value:
                 self.stats.inc(f"{prefix}_{key}", value)
