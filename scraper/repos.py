@@ -5,7 +5,9 @@ are worth reading. One home for each of these facts; both stages (and the module
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Optional
 
@@ -79,33 +81,52 @@ def list_archives(download_dir: str | Path) -> list[Path]:
     return found
 
 
-def git_head(folder: str | Path) -> Optional[str]:
-    """The commit checked out in a git clone, read from its files (HEAD, the loose ref, else packed-refs), never by
-    running git: a scraped clone's config could make git run commands. None when it is not a clone or the commit
-    cannot be told."""
-    git = Path(folder) / ".git"
+MAX_REF_FILE = 4096  # HEAD or a loose ref: one line
+MAX_PACKED_REFS = 64 << 20  # packed-refs of a repository with a few hundred thousand tags
+
+
+def read_regular(path: str | Path, limit: int) -> Optional[bytes]:
+    """At most `limit` + 1 bytes of a regular file (the caller tells "too large" by the length); None when `path`
+    is missing, a symbolic link, a FIFO, a device or a folder. A scraped tree's files are read this way: a FIFO
+    would block forever, `/dev/zero` never ends, a link could point anywhere."""
     try:
-        head = (git / "HEAD").read_text(errors="replace").strip()
-        if head.startswith("ref: "):
-            head = _resolve_ref(git, head[5:].strip())
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        return handle.read(limit + 1)
+
+
+def _read_text(path: Path, limit: int) -> str:
+    """A small regular file's text ("" when it is not one or is over `limit`)."""
+    data = read_regular(path, limit)
+    return data.decode("utf-8", errors="replace") if data is not None and len(data) <= limit else ""
+
+
+def git_head(folder: str | Path) -> Optional[str]:
+    """The commit checked out in a git clone, read from its files (HEAD, the loose ref, else packed-refs, each a
+    regular file within a cap), never by running git: a scraped clone's config could make git run commands. None
+    when it is not a clone or the commit cannot be told."""
+    git = Path(folder) / ".git"
+    head = _read_text(git / "HEAD", MAX_REF_FILE).strip()
+    if head.startswith("ref: "):
+        head = _resolve_ref(git, head[5:].strip())
     return head if head and COMMIT_SHA.fullmatch(head) else None
 
 
 def _resolve_ref(git: Path, ref: str) -> str:
     """The SHA a ref names: its loose file, else its line in packed-refs; "" when neither has it."""
-    if ".." in ref or ref.startswith("/"):
+    if ".." in ref or ref.startswith("/") or "\0" in ref:
         return ""
-    loose = git / ref
-    if loose.is_file():
-        return loose.read_text(errors="replace").strip()
-    packed = git / "packed-refs"
-    if packed.is_file():
-        for line in packed.read_text(errors="replace").splitlines():
-            sha, _, name = line.partition(" ")
-            if name.strip() == ref:
-                return sha.strip()
+    loose = _read_text(git / ref, MAX_REF_FILE).strip()
+    if loose:
+        return loose
+    for line in _read_text(git / "packed-refs", MAX_PACKED_REFS).splitlines():
+        sha, _, name = line.partition(" ")
+        if name.strip() == ref:
+            return sha.strip()
     return ""
 
 

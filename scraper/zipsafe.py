@@ -13,9 +13,11 @@ limits. Scraped archives are hostile input, and `zipfile` trusts them where this
   multiplies one member by the number of entries): here each member's data must end before the next member's
   header, and an archive where they overlap is refused whole.
 
-Member names are checked by `safe_member_path` (absolute paths, drive letters, `..`). A member whose bytes were
-read whole is checked against its CRC and size; one read only in part (over its cap) is not, since that would
-mean decompressing it all.
+Member names are checked by `safe_member_path` (absolute paths, drive letters, `..`, and control or
+direction-changing characters, which would reach a terminal or an editor as escape sequences when a name is
+printed). A member whose bytes were read whole is checked against its CRC and size; one read only in part (over
+its cap) is not, since that would mean decompressing it all. `printable` escapes such characters in any text
+before it goes into a log line or an error message.
 """
 
 from __future__ import annotations
@@ -72,10 +74,28 @@ class MemberRefused(Exception):
         self.reason = reason
 
 
+# C0 and C1 controls, DEL, bidirectional overrides and isolates, zero-width and line/paragraph separators, BOM,
+# and lone surrogates (undecodable bytes kept by `surrogateescape`, which a UTF-8 log stream cannot even encode)
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]")
+
+
+def printable(text: object) -> str:
+    """`str(text)` with every control, direction-changing or invisible character written as a `\\xNN` /
+    `\\uNNNN` escape, so text from a server or an archive cannot move the cursor, retitle a terminal, forge a
+    log line or hide what it says when printed."""
+    return _UNPRINTABLE.sub(_escape, str(text))
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def safe_member_path(name: str) -> Optional[str]:
-    """The normalized relative POSIX path of an archive entry, or None when it is absolute or escapes with `..`."""
+    """The normalized relative POSIX path of an archive entry, or None when it is absolute, escapes with `..` or
+    holds a character `printable` would escape (a name is printed, and becomes a file name)."""
     name = name.replace("\\", "/")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or _UNPRINTABLE.search(name):
         return None
     parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
     if any(p == ".." for p in parts) or not parts:
@@ -148,15 +168,15 @@ class SafeZip:
                         break
                     chunk = self._file.read(min(CHUNK, left))
                     if not chunk:
-                        raise zipfile.BadZipFile(f"{info.filename}: data cut short")
+                        raise zipfile.BadZipFile(f"{printable(info.filename)}: data cut short")
                     left -= len(chunk)
                 out += decoder.decompress(chunk, limit + 1 - len(out))
         except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
-            raise zipfile.BadZipFile(f"{info.filename}: damaged data ({exc})") from None
+            raise zipfile.BadZipFile(f"{printable(info.filename)}: damaged data ({exc})") from None
         finally:
             self.budget -= len(out)
         if len(out) <= limit and (len(out) != info.file_size or zlib.crc32(out) != info.CRC):
-            raise zipfile.BadZipFile(f"{info.filename}: CRC or size does not match")
+            raise zipfile.BadZipFile(f"{printable(info.filename)}: CRC or size does not match")
         return bytes(out)
 
     def _data_start(self, info: zipfile.ZipInfo) -> int:
@@ -164,11 +184,11 @@ class SafeZip:
         self._file.seek(info.header_offset)
         header = self._file.read(_LOCAL.size)
         if len(header) != _LOCAL.size or header[:4] != b"PK\x03\x04":
-            raise zipfile.BadZipFile(f"{info.filename}: bad local header")
+            raise zipfile.BadZipFile(f"{printable(info.filename)}: bad local header")
         name_length, extra_length = _LOCAL.unpack(header)[-2:]
         start = info.header_offset + _LOCAL.size + name_length + extra_length
         if start + info.compress_size > self._ends[info.header_offset]:
-            raise UnsafeArchive(f"{info.filename}: member data overlaps the next member")
+            raise UnsafeArchive(f"{printable(info.filename)}: member data overlaps the next member")
         return start
 
 
@@ -183,7 +203,7 @@ def _open_zip(handle, limits: Limits) -> zipfile.ZipFile:
     except zipfile.BadZipFile:
         raise
     except (OSError, EOFError, ValueError, struct.error, NotImplementedError) as exc:  # what odd headers raise
-        raise zipfile.BadZipFile(f"not a readable zip: {type(exc).__name__}: {exc}") from None
+        raise zipfile.BadZipFile(f"not a readable zip: {type(exc).__name__}: {printable(exc)}") from None
 
 
 def _directory_size(handle) -> int:
@@ -300,11 +320,11 @@ def _lzma1_filter(properties: bytes) -> dict:
 def _decoder(info: zipfile.ZipInfo):
     """A fresh decompressor for the member's method; MemberRefused for encrypted members and other methods."""
     if info.flag_bits & _ENCRYPTED:
-        raise MemberRefused("unsupported", f"{info.filename}: encrypted")
+        raise MemberRefused("unsupported", f"{printable(info.filename)}: encrypted")
     if info.compress_type == zipfile.ZIP_STORED:
         return _Stored(info.compress_size)
     makers = {zipfile.ZIP_DEFLATED: _Deflate, zipfile.ZIP_BZIP2: bz2.BZ2Decompressor, zipfile.ZIP_LZMA: _Lzma}
     if info.compress_type not in makers:
-        raise MemberRefused("unsupported", f"{info.filename}: compression method {info.compress_type}")
+        raise MemberRefused("unsupported", f"{printable(info.filename)}: compression method {info.compress_type}")
     return makers[info.compress_type]()
 

@@ -115,7 +115,8 @@ class Fault:
     echo_auth (403 whose message holds the Authorization header) | echo_body (200 whose body is that header) |
     big_body (200 JSON of `value` MiB of spaces) | gzip_bomb (200, Content-Encoding gzip, `value` MiB of zeros) |
     json (200 whose body is `text`, JSON of any shape) | header_trickle (the status line and headers one byte every
-    `value` s, never ending)."""
+    `value` s, never ending) | echo_fields (a normal 200 repository or search answer whose license `spdx_id`,
+    `html_url` and `description` hold the Authorization header's token) | message (403 whose message is `text`)."""
 
     path: str
     kind: str
@@ -185,7 +186,7 @@ class FakeGitHub:
 
 # faults that change a normal answer (the others replace it)
 _ROUTED = frozenset({"quota_spent", "cut", "stall", "corrupt", "trickle", "redirect_trickle", "link_loop",
-                     "huge_total", "item_name"})
+                     "huge_total", "item_name", "echo_fields"})
 
 
 def _in_range(value, spec: str, parse) -> bool:
@@ -272,6 +273,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_json(502, {"message": "Server Error"})
         elif fault.kind == "forbidden":
             self.send_json(403, {"message": "Repository access blocked"})
+        elif fault.kind == "message":
+            self.send_json(403, {"message": fault.text})
         elif fault.kind == "echo_auth":
             self.send_json(403, {"message": f"Bad credentials: {self.headers.get('Authorization')}"})
         elif fault.kind == "echo_body":
@@ -348,6 +351,8 @@ class _Handler(BaseHTTPRequestHandler):
             answer = repo.api(self.fake.url)
             if fault and fault.kind == "item_name":
                 answer["full_name"] = fault.text
+            if fault and fault.kind == "echo_fields":
+                self.echo_token(answer)
             return self.send_json(200, answer, rate)
         if match[4] not in (repo.default_branch, repo.sha):
             return self.send_json(422, {"message": f"No commit found for SHA: {match[4]}"}, rate)
@@ -425,7 +430,17 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "item_name":
             for item in data["items"]:
                 item.get("repository", item)["full_name"] = fault.text
+        if kind == "echo_fields":
+            for item in data["items"]:
+                self.echo_token(item.get("repository", item))
         self.send_json(200, data, headers)
+
+    def echo_token(self, answer: dict) -> None:
+        """Put the request's token (the Authorization header without `Bearer `) into fields a scraper keeps."""
+        token = str(self.headers.get("Authorization", "")).removeprefix("Bearer ")
+        answer["license"] = {"key": "other", "name": token, "spdx_id": token, "url": token}
+        answer["html_url"] = f"https://github.com/{answer.get('full_name')}?{token}"
+        answer["description"] = token
 
     def search_repositories(self, query: dict, rate: dict, fault: Optional[Fault] = None) -> None:
         terms, qualifiers = parse_query(query.get("q", ""))

@@ -78,14 +78,15 @@ def test_a_billion_results_everywhere_end_at_the_depth_bound_and_the_query_budge
 
 @pytest.mark.timeout(60, method="thread")
 def test_archive_trickled_a_byte_at_a_time_hits_the_whole_download_deadline(tmp_path):
+    """The deadline is the download's, every attempt together: a trickling archive is not fetched again."""
     with FakeGitHub([kernel_repo("o/slow")]) as fake:
         fake.fault("^/_codeload/", "trickle", times=3, value=0.2)  # each byte well within the read timeout
         status = run(Options(tmp_path / "dl", repos_file=listing(tmp_path, "o/slow"), jobs=1, download_deadline=1),
                      client_for(fake, timeout=5))
         attempts = len(fake.paths("^/_codeload/"))
     [reject] = lines(tmp_path / "dl" / "rejects.jsonl")
-    assert reject["reason"] == "bad_archive" and "not complete after 1 s" in reject["message"]
-    assert attempts == 3 and status == 1
+    assert reject["reason"] == "download_timeout" and "not complete after 1 s" in reject["message"]
+    assert attempts == 1 and status == 1
     assert not list((tmp_path / "dl").glob("*.zip")) and not list((tmp_path / "dl").glob(".*.part"))
 
 
@@ -256,3 +257,148 @@ def test_answers_of_the_wrong_shape_are_errors_not_crashes(tmp_path):
     assert [e["full_name"] for e in lines(out / "manifest.jsonl")] == ["o/ok"]  # size "big" counted as unknown
     errors = (tmp_path / "d2" / "errors.csv").read_text()
     assert "without a valid owner/name" in errors and "not a commit SHA" in errors and listed == 1
+
+
+# ------------------------------------------------------------------------------------------------ fields of answers
+
+def files_text(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_token_in_fields_of_a_successful_answer_never_reaches_the_manifest(monkeypatch, tmp_path):
+    """A 200 answer (a repository, a search item) that puts the Authorization header's token in `license.spdx_id`
+    and `html_url`: those went to manifest.jsonl as they came, and from there to the dataset's license column."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    outs = {"repos": tmp_path / "by-name", "search": tmp_path / "by-search"}
+    with FakeGitHub([kernel_repo("o/r1"), kernel_repo("o/triton-r2", stars=300)]) as fake:
+        monkeypatch.setenv("GITHUB_API_URL", fake.url)
+        fake.fault("^/repos/o/r1$", "echo_fields")
+        assert scrape_github.main(["--repos", str(listing(tmp_path, "o/r1")), "-o", str(outs["repos"])]) == 0
+        fake.fault("^/search/repositories$", "echo_fields")
+        assert scrape_github.main(["--search", "repo", "--query", "triton", "-o", str(outs["search"])]) == 0
+    for out, expected in ((outs["repos"], ["o/r1"]), (outs["search"], ["o/triton-r2", "o/r1"])):
+        entries = lines(out / "manifest.jsonl")
+        assert sorted(e["full_name"] for e in entries) == sorted(expected)
+        for entry in entries:
+            assert entry["license"] is None and entry["html_url"] is None, entry  # not GitHub's shape: unknown
+            assert entry["commit_sha"] and entry["triton_files"] == 1  # the repository itself is fine
+        for name, data in files_text(out).items():
+            assert TOKEN.encode() not in data, name
+
+
+def test_every_string_of_a_manifest_line_is_masked_where_it_is_written(tmp_path):
+    """The last guard, behind the answers' own masking: the one writer of manifest lines masks every string."""
+    from scraper.github.manifest import append_entry
+
+    client = GitHubClient("http://127.0.0.1:9", TOKEN)
+    append_entry(tmp_path, {"full_name": "o/r", "license": f"x{TOKEN}", "nested": {"list": [TOKEN, 3]}},
+                 mask=client.mask)
+    [entry] = lines(tmp_path / "manifest.jsonl")
+    assert entry == {"full_name": "o/r", "license": "x***", "nested": {"list": ["***", 3]}}
+
+
+def test_api_fields_are_validated_where_they_are_parsed(tmp_path):
+    """Fields of the wrong shape are unknown (None), a default branch that is no ref name is refused before it
+    becomes a request, GitHub's NOASSERTION license is unknown."""
+    odd = {"full_name": "o/odd", "default_branch": "main", "stargazers_count": -5, "size": -1,
+           "license": {"spdx_id": "NOASSERTION"}, "html_url": "https://evil.example/o/odd"}
+    spaced = {"full_name": "o/spaced", "default_branch": "main", "stargazers_count": 3, "size": 1,
+              "license": {"spdx_id": "MIT; rm -rf /"}, "html_url": "https://github.com/o/spaced"}
+    branch = {"full_name": "o/branch", "default_branch": "../../x", "stargazers_count": 3, "size": 1}
+    out = tmp_path / "dl"
+    with FakeGitHub([kernel_repo("o/odd"), kernel_repo("o/spaced"), kernel_repo("o/branch")]) as fake:
+        for data in (odd, spaced, branch):
+            fake.fault(f"^/repos/{data['full_name']}$", "json", text=json.dumps(data))
+        run(Options(out, repos_file=listing(tmp_path, "o/odd", "o/spaced", "o/branch"), jobs=1), client_for(fake))
+        branch_requests = fake.paths("^/repos/o/branch/")
+    entries = {e["full_name"]: e for e in lines(out / "manifest.jsonl")}
+    assert set(entries) == {"o/odd", "o/spaced"}
+    odd_entry = entries["o/odd"]
+    assert (odd_entry["stars"], odd_entry["size_kb"], odd_entry["license"], odd_entry["html_url"]) == (
+        None, None, None, None)
+    assert entries["o/spaced"]["license"] is None and entries["o/spaced"]["html_url"] == "https://github.com/o/spaced"
+    assert branch_requests == []  # no commit lookup for a branch name git would refuse
+    [reject] = lines(out / "rejects.jsonl")
+    assert (reject["full_name"], reject["reason"]) == ("o/branch", "invalid_metadata")
+
+
+# ------------------------------------------------------------------------------------------------ deadlines
+
+@pytest.mark.timeout(60, method="thread")
+def test_trickled_archive_fails_on_its_stall_deadline_from_timeout_and_the_run_goes_on(monkeypatch, tmp_path):
+    """One byte every 0.2 s is within any per-read timeout: with --timeout 1 the download went on for minutes.
+    The body must make progress every --timeout seconds; a trickle fails, counted, and the next repository is
+    fetched."""
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    out, result = tmp_path / "dl", {}
+    with FakeGitHub([kernel_repo("o/slow"), kernel_repo("o/ok")]) as fake:
+        monkeypatch.setenv("GITHUB_API_URL", fake.url)
+        fake.fault("^/_codeload/o/slow/", "trickle", times=10**6, value=0.2)
+        argv = ["--repos", str(listing(tmp_path, "o/slow", "o/ok")), "-o", str(out), "--timeout", "1", "-j", "1"]
+        worker = threading.Thread(target=lambda: result.update(status=scrape_github.main(argv)), daemon=True)
+        started = time.monotonic()
+        worker.start()
+        worker.join(15)
+        seconds = time.monotonic() - started
+        fake.release.set()  # frees a trickling handler (and the scraper) if the deadline did not
+        worker.join(30)
+    assert seconds < 10, f"still downloading after {seconds:.0f} s"
+    assert result["status"] == 0  # one of two failed
+    [reject] = lines(out / "rejects.jsonl")
+    assert (reject["full_name"], reject["reason"]) == ("o/slow", "download_stalled")
+    counts = json.loads((out / "stats.json").read_text())["counts"]
+    assert counts["dropped_download_stalled"] == 1 and counts["repos_failed"] == 1 and counts["downloaded"] == 1
+    assert [e["full_name"] for e in lines(out / "manifest.jsonl")] == ["o/ok"]
+    assert not list(out.glob(".*.part"))
+
+
+# ------------------------------------------------------------------------------------------------ search bound
+
+@pytest.mark.timeout(300, method="thread")
+def test_a_billion_results_stop_splitting_early_and_keep_what_was_found(tmp_path, caplog):
+    """Every query claiming 10**9 results: the search split its query 2000 times. The halves of a split cannot
+    hold more than the whole; once they claim to, that part is not split again, and the search ends soon."""
+    repos = [kernel_repo(f"o{i}/triton-{i}", stars=100 + 7 * i) for i in range(30)]
+    out = tmp_path / "dl"
+    with FakeGitHub(repos) as fake:
+        fake.fault("^/search/", "huge_total", times=10**9)
+        status = run(Options(out, search="repo", query="triton", discover_only=True), client_for(fake))
+        sent = len(fake.requests)
+    assert sent <= 100, f"{sent} search requests"
+    assert set((out / "candidates.txt").read_text().split()) == {r.full_name for r in repos}
+    counts = json.loads((out / "stats.json").read_text())["counts"]
+    assert counts["repo_search_inconsistent_parts"] >= 1 and counts["repo_search_queries"] == sent
+    assert "claim more results" in caplog.text
+    assert status == 0
+
+
+# ------------------------------------------------------------------------------------------------ control characters
+
+ESCAPES = "\x1b]0;owned\x07\x1b[2J\x9b1m\r"
+
+
+def test_control_characters_from_the_server_or_member_names_never_reach_the_terminal(monkeypatch, tmp_path, capsys):
+    """A server's error message and a zipball member's name with escape sequences were printed raw in log lines
+    (a terminal title set, the screen cleared); member names with control characters are refused like `..`."""
+    odd = kernel_repo("o/names", files={f"pkg/{ESCAPES}kernel.py": KERNEL * 40})
+    out = tmp_path / "dl"
+    monkeypatch.chdir(tmp_path)
+    with FakeGitHub([kernel_repo("o/msg"), odd]) as fake:
+        monkeypatch.setenv("GITHUB_API_URL", fake.url)
+        fake.fault("^/repos/o/msg$", "message", text=f"blocked {ESCAPES} here")
+        fake.fault("^/_codeload/o/names/", "corrupt", times=3)  # a damaged member is named in the log
+        scrape_github.main(["--repos", str(listing(tmp_path, "o/msg", "o/names")), "-o", str(out), "-v"])
+    printed = capsys.readouterr()
+    written = [data.decode() for name, data in files_text(out).items() if not name.endswith(".zip")]
+    for text in (printed.out, printed.err, *written):
+        assert not any(c in text for c in "\x1b\x07\x9b"), text
+    assert "blocked \\x1b]0;owned\\x07" in printed.err  # escaped, still readable
+    assert [(r["full_name"], r["reason"]) for r in lines(out / "rejects.jsonl")] == [("o/names", "unsafe_archive")]
+    from scraper.zipsafe import printable, safe_member_path
+
+    assert safe_member_path(f"a/{ESCAPES}b.py") is None and safe_member_path("a/\u202eb.py") is None
+    assert printable("a\x1bb\u202ec\n") == "a\\x1bb\\u202ec\\x0a"

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -184,3 +185,148 @@ except Exception as exc:
     growth, printed = peak_growth_mib(setup, action)
     assert printed.startswith("LocalError") and "too_large" in printed
     assert growth < 200  # MiB: nowhere near the member's 1 GiB
+
+
+# ------------------------------------------------------------------------------------------------ no git run
+
+def committed_blobs(clone: Path) -> list[str]:
+    """Oracle: the regular files of HEAD's tree, as git itself lists them (what a zipball of HEAD holds)."""
+    listing = git(clone, "ls-tree", "-r", "-z", "HEAD")
+    return sorted(line.split("\t", 1)[1] for line in listing.split("\0")
+                  if line and line.split(" ", 1)[0] in ("100644", "100755"))
+
+
+def booby_trapped_clone(tmp_path: Path, index_version: int) -> tuple[Path, Path]:
+    """A clone whose .git/config runs a command (`core.fsmonitor`, a hooks folder, `core.sshCommand`,
+    `diff.external`) each time git looks at it; returns (clone, the marker file those commands would write)."""
+    marker = tmp_path / "git-ran-a-command"
+    script = tmp_path / "payload.sh"
+    script.write_text(f"#!/bin/sh\necho \"$0 $*\" >> {marker}\nexit 1\n")
+    script.chmod(0o755)
+    clone = tmp_path / "trapped"
+    (clone / "pkg" / "deep").mkdir(parents=True)
+    (clone / "pkg" / "softmax.py").write_bytes(
+        (EXAMPLES / "kernelsmith/softmax-triton/softmax_triton/softmax.py").read_bytes())
+    for i in range(12):  # paths sharing long prefixes: version 4 compresses them
+        (clone / "pkg" / "deep" / f"module_{i:02d}.py").write_text(f"x = {i}\n")
+    (clone / "run.sh").write_text("#!/bin/sh\n")
+    (clone / "run.sh").chmod(0o755)
+    os.symlink("pkg/softmax.py", clone / "alias.py")  # committed as a link: left out, as before
+    git(clone, "init", "-q", "-b", "feature/x")
+    git(clone, "add", ".")
+    git(clone, "commit", "-q", "-m", "first")
+    (clone / "later.py").write_text("y = 2\n")
+    git(clone, "add", "-N", "later.py")  # intent to add: an index entry that is not committed
+    git(clone, "update-index", "--index-version", str(index_version))
+    for key, value in (("core.fsmonitor", script), ("core.hooksPath", tmp_path), ("core.sshCommand", script),
+                       ("diff.external", script), ("core.pager", script)):
+        git(clone, "config", key, str(value))
+    for hook in ("post-checkout", "post-index-change", "reference-transaction"):
+        os.symlink(script, tmp_path / hook)
+    return clone, marker
+
+
+@pytest.mark.parametrize("index_version", [2, 3, 4])
+def test_a_clone_whose_git_config_runs_commands_is_read_without_running_git(tmp_path, monkeypatch, index_version):
+    """`--local` ran `git ls-files` and `git symbolic-ref` in the scraped tree, and its config's core.fsmonitor ran
+    as the user. Now the commit, the branch and the committed files are read from .git's files."""
+    clone, marker = booby_trapped_clone(tmp_path, index_version)
+    head, expected = git(clone, "rev-parse", "HEAD"), committed_blobs(clone)
+    marker.unlink(missing_ok=True)  # building the fixture with git may already have run it
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    real_git = shutil.which("git")
+    (shim / "git").write_text(f"#!/bin/sh\necho \"git $*\" >> {marker}\nexec {real_git} \"$@\"\n")  # any git: fails
+    (shim / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")
+
+    out = tmp_path / "dl"
+    assert scrape_github.main(["--local", f"{clone}=acme/trapped", "-o", str(out), "-q"]) == 0
+    assert not marker.exists(), marker.read_text()
+    [entry] = manifest(out)
+    assert entry["commit_sha"] == head and entry["default_branch"] == "feature/x"
+    top = f"acme-trapped-{head[:7]}/"
+    assert members(out / "acme__trapped.zip") == [top] + [top + name for name in expected]
+    assert "later.py" not in expected and "alias.py" not in expected and "run.sh" in expected
+
+
+def write_index(path: Path, names: list[str]) -> None:
+    """A version-2 `.git/index` listing `names` as regular files (what a hostile tree may hold instead of git's)."""
+    import struct
+
+    body = b"DIRC" + struct.pack(">II", 2, len(names))
+    for name in sorted(n.encode() for n in names):
+        entry = struct.pack(">10I", 0, 0, 0, 0, 0, 0, 0o100644, 0, 0, 0) + bytes(20)
+        entry += struct.pack(">H", min(len(name), 0xFFF)) + name
+        body += entry + b"\0" * (8 - len(entry) % 8)
+    path.write_bytes(body + hashlib.sha1(body).digest())
+
+
+def test_a_hostile_index_cannot_pack_files_from_outside_the_tree(tmp_path):
+    """The index is the scraped tree's own file: its paths may climb out, go through a linked folder or name .git."""
+    secret = tmp_path / "home"
+    secret.mkdir()
+    (secret / "id_rsa").write_text("PRIVATE KEY\n")
+    clone = tmp_path / "clone"
+    (clone / "pkg").mkdir(parents=True)
+    (clone / "pkg" / "ok.py").write_text("import triton\n")
+    git(clone, "init", "-q", "-b", "main")
+    git(clone, "add", ".")
+    git(clone, "commit", "-q", "-m", "first")
+    os.symlink(secret, clone / "linked")
+    write_index(clone / ".git" / "index", ["../home/id_rsa", "linked/id_rsa", ".git/config", "pkg/ok.py",
+                                           "pkg/\x1b[2Jclear.py"])
+    (clone / "pkg" / "\x1b[2Jclear.py").write_text("x = 1\n")
+    out = tmp_path / "dl"
+    assert scrape_github.main(["--local", f"{clone}=acme/clone", "-o", str(out), "-q"]) == 0
+    top = f"acme-clone-{git(clone, 'rev-parse', 'HEAD')[:7]}/"
+    assert members(out / "acme__clone.zip") == [top, f"{top}pkg/ok.py"]
+
+
+def test_a_folder_is_walked_without_git_and_odd_names_are_left_out(tmp_path, capsys):
+    """A plain folder (here inside a git work tree) is walked: every file but caches, links and names with control
+    characters, which would reach terminals as escape sequences."""
+    outer = tmp_path / "outer"
+    folder = outer / "tree"
+    (folder / "sub").mkdir(parents=True)
+    git(outer, "init", "-q")
+    (folder / "k.py").write_text("import triton\n")
+    (folder / "sub" / "u.py").write_text("x = 1\n")
+    (folder / "sub" / "notes.log").write_text("kept: the folder is walked\n")
+    (folder / "\x1b]0;owned\x07.py").write_text("y = 2\n")
+    (folder / "__pycache__").mkdir()
+    (folder / "__pycache__" / "k.cpython-311.pyc").write_bytes(b"\0")
+    out = tmp_path / "dl"
+    assert scrape_github.main(["--local", str(folder), "-o", str(out)]) == 0
+    top = "local-tree-nocommit/"
+    assert members(out / "local__tree.zip") == [top, f"{top}k.py", f"{top}sub/notes.log", f"{top}sub/u.py"]
+    assert "\x1b" not in capsys.readouterr().err
+
+
+def test_git_files_that_are_fifos_or_links_are_not_read(tmp_path):
+    """A scraped `.git/HEAD` that is a FIFO held `--local` forever; a LICENSE linking to a file outside the tree
+    named the tree's license after that file."""
+    import threading
+
+    clone = tmp_path / "clone"
+    (clone / ".git").mkdir(parents=True)
+    (clone / "k.py").write_text("import triton\n")
+    os.mkfifo(clone / ".git" / "HEAD")
+    outside = tmp_path / "someone-elses-LICENSE"
+    outside.write_bytes((EXAMPLES / "lumen-ai/fastnorm/LICENSE").read_bytes())
+    os.symlink(outside, clone / "LICENSE")
+    out, result = tmp_path / "dl", {}
+    worker = threading.Thread(target=lambda: result.update(
+        status=scrape_github.main(["--local", f"{clone}=acme/fifo", "-o", str(out), "-q"])), daemon=True)
+    worker.start()
+    worker.join(10)
+    blocked = worker.is_alive()
+    if blocked:
+        with open(clone / ".git" / "HEAD", "w"):  # let the blocked reader go
+            pass
+        worker.join(20)
+    assert not blocked, "blocked reading .git/HEAD"
+    assert result["status"] == 0
+    [entry] = manifest(out)
+    assert entry["commit_sha"] is None and entry["license"] is None
+    assert members(out / "acme__fifo.zip") == ["acme-fifo-nocommit/", "acme-fifo-nocommit/k.py"]

@@ -1,7 +1,8 @@
 """GitHub stage: find repositories with Triton kernels, download them pinned to a commit, keep a manifest.
 
 Modules: client (HTTP session, retries, rate limits), search (partitioned search), download (one repository),
-manifest (the download folder's manifest.jsonl), local (--local ingest), pipeline (the whole stage).
+manifest (the download folder's manifest.jsonl), local (--local ingest), gitindex (a clone's branch and files read
+from `.git`, never by running git), pipeline (the whole stage).
 """
 
 from scraper.github.client import DEFAULT_API_URL, GitHubClient, GitHubError, RateLimitTooLong

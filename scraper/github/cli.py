@@ -20,12 +20,17 @@ from scraper.cli import (EXIT_MISSING_INPUT, EXIT_OK, EXIT_USAGE, add_keep_going
                          setup_logging)
 from scraper.fileio import claim_output
 from scraper.github import DEFAULT_API_URL, GitHubClient, Options, run
+from scraper.github.client import STALL_BYTES
 from scraper.github.local import parse_local_arg
 from scraper.github.manifest import DOWNLOAD_MANIFEST, NO_TRITON
 from scraper.paths import DEFAULT_DOWNLOAD_DIR as DEFAULT_DIR
 from scraper.stats import ERRORS, REJECTS, STATS
 
 OUTPUT_FILES = (DOWNLOAD_MANIFEST, NO_TRITON, "candidates.txt", STATS, REJECTS, ERRORS)
+# The deadlines follow --timeout: the default 60 s gives 120 s for an API answer's headers and body and 1800 s for
+# one archive (every attempt), the values these had as constants.
+ANSWER_TIMEOUTS = 2
+DOWNLOAD_TIMEOUTS = 30
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "one stops the run (rerun to resume) (default: %(default)s)")
     parser.add_argument("--retries", type=int, default=5, help="retries on 5xx and dropped connections "
                         "(default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP read (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP read; also a body must bring "
+                        f"{STALL_BYTES // 1024} KiB every TIMEOUT s, an API answer come within {ANSWER_TIMEOUTS} x "
+                        f"TIMEOUT and an archive within {DOWNLOAD_TIMEOUTS} x TIMEOUT (default: %(default)s)")
     add_keep_going(parser)
     add_logging_args(parser)
     return parser
@@ -83,7 +90,8 @@ def main(argv=None) -> int:
         logging.getLogger("urllib3").setLevel(logging.ERROR)
     load_dotenv(find_dotenv(usecwd=True), override=False)  # the environment wins over .env
     client = GitHubClient(os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL, os.environ.get("GITHUB_TOKEN"),
-                          timeout=args.timeout, retries=args.retries, max_wait=args.max_wait)
+                          timeout=args.timeout, deadline=ANSWER_TIMEOUTS * args.timeout, retries=args.retries,
+                          max_wait=args.max_wait)
     if args.search == "code" and not (args.repos or args.local) and not client.has_token:
         print("error: code search needs a token: set GITHUB_TOKEN (environment or .env)", file=sys.stderr)
         return EXIT_USAGE
@@ -96,7 +104,8 @@ def main(argv=None) -> int:
     options = Options(download_dir=args.output, query=args.query, code_query=args.code_query,
                       min_stars=args.min_stars, search=args.search, repos_file=args.repos, local=args.local,
                       max_size_mb=args.max_size_mb or None, max_repos=args.max_repos, jobs=args.jobs,
-                      refresh=args.refresh, confirm=args.confirm, discover_only=args.discover_only)
+                      refresh=args.refresh, confirm=args.confirm, discover_only=args.discover_only,
+                      download_deadline=DOWNLOAD_TIMEOUTS * args.timeout)
     status = run(options, client)
     missing = [arg for arg in args.local if not parse_local_arg(arg)[0].exists()]
     if status == EXIT_OK and missing and not args.keep_going:

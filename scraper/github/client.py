@@ -12,15 +12,18 @@ Two layers, each doing what it is good at:
   through a clock object so tests can replace it.
 
 Server answers are hostile input too. Every body is streamed and read one socket read at a time against a
-deadline for the whole body (a per-read timeout alone lets a server trickle one byte every few seconds forever)
-and a size cap; the status line and headers have a deadline of their own (HeaderDeadline); bodies are asked for and read without content encoding (no gzip bomb). Redirects are followed
-here, not by requests (which reads a redirect's whole body into memory first), at most `MAX_REDIRECTS` hops.
-`Link` pagination stops at a URL it has already read. `full_name`s are checked elsewhere (download.py) before
-they become paths.
+deadline for the whole body and a stall deadline (at least `STALL_BYTES` every `timeout` seconds: a per-read
+timeout alone lets a server trickle one byte every few seconds forever), and a size cap; the status line and
+headers have a deadline of their own (HeaderDeadline); bodies are asked for and read without content encoding
+(no gzip bomb). Redirects are followed here, not by requests (which reads a redirect's whole body into memory
+first), at most `MAX_REDIRECTS` hops. `Link` pagination stops at a URL it has already read. `full_name`s and the
+other fields kept are checked where they are parsed (download.py, search.py).
 
 The token only ever travels in the `Authorization` header of requests to URLs under the API base (so not to
 codeload.github.com after the zipball redirect); it is never logged (`repr` hides it), and `mask` removes its
-value from every error message the client makes, in case a server echoes it back.
+value from every error message the client makes and from every string of every JSON answer it decodes, in case a
+server echoes it back. Error messages are also passed through `printable`: a server's text cannot put escape
+sequences into a terminal or forge a log line.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
+from scraper.zipsafe import printable
+
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.github.com"
@@ -53,6 +58,9 @@ MAX_REDIRECTS = 5
 MAX_ANSWER_BYTES = 16 * 1024 * 1024  # an API answer (a search page of 100 items is about 600 KB)
 MESSAGE_BYTES = 4096  # what is read of an error answer to find its message
 CHUNK = 1 << 16
+# A body that delivers less than this in one `timeout` window has stalled (64 KiB in 60 s is 1 KiB/s; the
+# window's first bytes may arrive a read timeout late, so a stall is noticed within two windows).
+STALL_BYTES = 64 * 1024
 
 
 class HeaderDeadline:
@@ -108,6 +116,15 @@ class GitHubError(Exception):
 
 class RateLimitTooLong(GitHubError):
     """A rate-limit wait longer than the client's `max_wait` was asked for."""
+
+
+class BodyTooSlow(GitHubError):
+    """A body that stalled (`reason` "stalled": under STALL_BYTES in a `timeout` window) or was not complete by
+    its deadline (`reason` "deadline")."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Clock:
@@ -182,8 +199,9 @@ class GitHubClient:
     """GET requests against the GitHub REST API with auth, retries and rate-limit handling.
 
     `api_url`: the API base (GitHub Enterprise `https://host/api/v3`, or a local test server); `token`: a personal
-    access token or None; `timeout`: seconds for one socket read; `deadline`: seconds for a whole API answer's
-    body (downloads pass their own) and for the status line and headers of any answer; `max_wait`: the longest single rate-limit wait (seconds) before
+    access token or None; `timeout`: seconds for one socket read, and the window in which a body must deliver
+    STALL_BYTES; `deadline`: seconds for a whole API answer's body (downloads pass their own) and for the status
+    line and headers of any answer; `max_wait`: the longest single rate-limit wait (seconds) before
     `RateLimitTooLong`; `clock`: object with time()/sleep(); `retries`/`backoff`: urllib3 Retry settings for 5xx
     and network errors; `reset_margin`: seconds added to GitHub's reset time against clock skew;
     `max_answer_bytes`: the largest API answer read.
@@ -230,9 +248,26 @@ class GitHubClient:
         """`text` with the token's value replaced by `***` (a server may echo the Authorization header)."""
         return text.replace(self._token, "***") if self._token else text
 
+    def scrub(self, text: object) -> str:
+        """`text` fit for a log line or an error message: the token masked, control characters escaped."""
+        return printable(self.mask(str(text)))
+
     def error(self, message: str, status: Optional[int] = None) -> GitHubError:
-        """A GitHubError whose message is masked; every error the client makes goes through here."""
-        return GitHubError(self.mask(message), status)
+        """A GitHubError whose message is scrubbed; every error the client makes goes through here."""
+        return GitHubError(self.scrub(message), status)
+
+    def mask_strings(self, data: Any) -> Any:
+        """Decoded JSON with the token masked in every string value (lists and objects walked), so no field of an
+        answer can carry it into a file, whatever field a server chose."""
+        if not self._token:
+            return data
+        if isinstance(data, str):
+            return self.mask(data)
+        if isinstance(data, list):
+            return [self.mask_strings(item) for item in data]
+        if isinstance(data, dict):
+            return {key: self.mask_strings(value) for key, value in data.items()}
+        return data
 
     # ------------------------------------------------------------------------------------------ session
 
@@ -297,11 +332,17 @@ class GitHubClient:
         return self.json_of(self.get(path_or_url, params))
 
     def json_of(self, response: requests.Response) -> Any:
-        """The JSON of a response's body (read within the caps)."""
+        """The JSON of a response's body (read within the caps), the token masked in its strings."""
         try:
-            return json.loads(self.read(response))
+            data = json.loads(self.read(response))
         except ValueError as exc:
             raise self.error(f"invalid JSON from {self._path(response.url)}: {exc}") from None
+        except RecursionError:  # nesting deeper than the interpreter's stack
+            raise self.error(f"JSON from {self._path(response.url)} nested too deep") from None
+        try:
+            return self.mask_strings(data)
+        except RecursionError:
+            raise self.error(f"JSON from {self._path(response.url)} nested too deep") from None
 
     def paginate(self, path_or_url: str, params: Optional[dict] = None,
                  max_pages: Optional[int] = None) -> Iterator[Any]:
@@ -321,7 +362,7 @@ class GitHubClient:
             yield self.json_of(response)
 
     def _stop_pagination(self, url: str, pages: int) -> None:
-        log.warning("not following Link rel=next after %d pages: %s", pages, self.mask(url)[:200])
+        log.warning("not following Link rel=next after %d pages: %s", pages, self.scrub(url[:200]))
         with self.counts.lock:
             self.counts.pagination_stopped += 1
 
@@ -360,18 +401,20 @@ class GitHubClient:
 
     def chunks(self, response: requests.Response, seconds: Optional[float] = None) -> Iterator[bytes]:
         """The body of a streamed response as it arrives, one socket read at a time, so the whole body is bounded
-        in time: GitHubError once it has taken longer than `seconds` (default: the client's deadline)."""
+        in time: BodyTooSlow once it has taken longer than `seconds` (default: the client's deadline), or when a
+        `timeout` window went by with less than STALL_BYTES."""
         seconds = self.deadline if seconds is None else seconds
         encoding = response.headers.get("Content-Encoding", "identity").lower()
         if encoding != "identity":
             response.close()
             raise self.error(f"{self._path(response.url)}: unasked-for Content-Encoding {encoding[:40]!r}")
-        deadline = time.monotonic() + seconds
+        pace = _Pace(seconds, self.timeout)
         try:
             while chunk := response.raw.read1(CHUNK, decode_content=False):
-                if time.monotonic() > deadline:
+                late = pace.check(len(chunk))
+                if late:
                     response.close()
-                    raise self.error(f"{self._path(response.url)}: body not complete after {seconds:.0f} s")
+                    raise BodyTooSlow(self.scrub(f"{self._path(response.url)}: {late[1]}"), late[0])
                 yield chunk
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             response.close()
@@ -457,6 +500,28 @@ class GitHubClient:
             self.counts.rate_limit_waits += 1
             self.counts.rate_limit_wait_seconds += seconds
         self.clock.sleep(seconds)
+
+
+class _Pace:
+    """The two deadlines of a body: all of it within `seconds`, and STALL_BYTES in every `window` seconds."""
+
+    def __init__(self, seconds: float, window: float) -> None:
+        self.seconds, self.window = seconds, window
+        self.started = self.window_start = time.monotonic()
+        self.window_bytes = 0
+
+    def check(self, size: int) -> Optional[tuple[str, str]]:
+        """Count `size` bytes just read; (reason, message) when the body is too slow, else None."""
+        now = time.monotonic()
+        if now - self.started > self.seconds:
+            return "deadline", f"body not complete after {self.seconds:.0f} s"
+        if now - self.window_start > self.window:
+            if self.window_bytes < STALL_BYTES:
+                return "stalled", (f"body stalled: {self.window_bytes} bytes in {now - self.window_start:.1f} s "
+                                   f"(less than {STALL_BYTES // 1024} KiB per {self.window:g} s timeout)")
+            self.window_start, self.window_bytes = now, 0
+        self.window_bytes += size
+        return None
 
 
 def _short(exc: BaseException) -> str:

@@ -3,14 +3,20 @@
 Flow per repository: metadata (`/repos/{o}/{r}`, skipped when a search result already carried it), the default
 branch's head commit (`/repos/{o}/{r}/commits/{branch}`), then `/repos/{o}/{r}/zipball/{sha}`, whose 302 to
 codeload.github.com the client follows (without the token, since the host changes). The body streams into a
-hidden `.part` file in the download folder while its sha256 is computed, within a deadline for the whole body;
-only a complete archive is renamed to its final name: the byte count matches Content-Length when sent, the
+hidden `.part` file in the download folder while its sha256 is computed. One download (every attempt together)
+has a deadline, and its body must keep moving (the client's stall deadline); a download past either fails at once
+(`download_timeout`, `download_stalled`), since fetching again from a server that trickles costs as much again.
+Only a complete archive is renamed to its final name: the byte count matches Content-Length when sent, the
 archive passes `scraper.zipsafe`'s limits (safe member names, a bounded directory, no entries sharing data), and
 every member the pipeline will read (`.py` files up to the generator's cap) passes its CRC check. The same pass
 counts the Triton files. A connection cut mid-body or a damaged member is retried from the start a few times
 (urllib3 retries cannot cover a body that is already streaming); a hostile archive is refused at once.
 
-A `full_name` from the server becomes a file name: it is checked against GitHub's rules first.
+A `full_name` from the server becomes a file name: it is checked against GitHub's rules first. The other fields
+the manifest keeps are checked where they are parsed (`RepoInfo.from_api`): a license must look like an SPDX id
+(GitHub's `NOASSERTION` is unknown), `html_url` must be `https://github.com/<full_name>`, the default branch a
+name git would accept for a branch, stars and size non-negative integers; a field that is not is stored as
+unknown (None) and named in `RepoInfo.dropped`.
 """
 
 from __future__ import annotations
@@ -19,23 +25,27 @@ import hashlib
 import logging
 import os
 import re
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 from urllib.parse import quote
 
-from scraper.github.client import GitHubClient, GitHubError
+from scraper.github.client import BodyTooSlow, GitHubClient, GitHubError
+from scraper.github.gitindex import is_branch_name
 from scraper.github.manifest import PART_SUFFIX, archive_name, utc_now
 from scraper.repos import is_full_name
 from scraper.zipsafe import DEFAULT_LIMITS, MemberRefused, SafeZip, UnsafeArchive, safe_member_path
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_DEADLINE = 1800.0  # seconds for one archive's whole body (500 MiB at 0.3 MB/s)
+DOWNLOAD_DEADLINE = 1800.0  # seconds for one archive, every attempt (500 MiB at 0.3 MB/s); the CLI: 30 x --timeout
 _TRITON = re.compile(rb"\btriton\b")
 _JIT = re.compile(rb"\bjit\b")
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+SPDX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,63}")  # MIT, Apache-2.0, GPL-2.0-or-later, LicenseRef-x...
+UNKNOWN_LICENSES = frozenset({"NOASSERTION", "NONE"})  # GitHub's "a license file it could not name"
 
 
 class Skip(Exception):
@@ -46,9 +56,33 @@ class Skip(Exception):
         self.reason = reason
 
 
-def _typed(value, kind: type):
-    """`value` when it has the JSON type `kind` (a bool is not an int), else None."""
-    return value if type(value) is kind else None
+def spdx_of(spdx: object) -> Optional[str]:
+    """`spdx` (GitHub's `license.spdx_id`) when it looks like an SPDX id; None for NOASSERTION or any other text."""
+    if not isinstance(spdx, str) or spdx.upper() in UNKNOWN_LICENSES or not SPDX_ID.fullmatch(spdx):
+        return None
+    return spdx
+
+
+def _count(value: object) -> Optional[int]:
+    """A non-negative JSON integer (a bool is not one), else None."""
+    return value if type(value) is int and value >= 0 else None
+
+
+def _checked(data: dict, full_name: str) -> tuple[dict, list[str]]:
+    """The fields RepoInfo keeps, each valid or None, and the names of those the answer had but were refused."""
+    license_data = data.get("license")
+    spdx = license_data.get("spdx_id") if isinstance(license_data, dict) else license_data
+    raw = {"default_branch": data.get("default_branch"), "stars": data.get("stargazers_count"),
+           "license": None if str(spdx).upper() in UNKNOWN_LICENSES else spdx, "size_kb": data.get("size"),
+           "html_url": data.get("html_url")}
+    kept = {
+        "default_branch": raw["default_branch"] if is_branch_name(raw["default_branch"]) else None,
+        "stars": _count(raw["stars"]),
+        "license": spdx_of(raw["license"]) if isinstance(license_data, dict) else None,
+        "size_kb": _count(raw["size_kb"]),
+        "html_url": raw["html_url"] if raw["html_url"] == f"https://github.com/{full_name}" else None,
+    }
+    return kept, [key for key, value in kept.items() if value is None and raw[key] is not None]
 
 
 @dataclass
@@ -61,22 +95,17 @@ class RepoInfo:
     license: Optional[str]
     size_kb: Optional[int]
     html_url: Optional[str]
+    dropped: tuple = ()  # fields the answer had but that were refused (see the module)
 
     @classmethod
     def from_api(cls, data: dict) -> "RepoInfo":
-        """From GitHub's repository JSON (full or search item); license None when GitHub detected none. Fields
-        of the wrong type count as missing; GitHubError when `full_name` is not a valid owner/name."""
+        """From GitHub's repository JSON (full or search item); license None when GitHub detected none or could
+        not name it. Fields of the wrong type or shape count as missing (and are named in `dropped`); GitHubError
+        when `full_name` is not a valid owner/name."""
         if not isinstance(data, dict) or not is_full_name(data.get("full_name")):
             raise GitHubError("repository answer without a valid owner/name full_name")
-        license_data = data.get("license") if isinstance(data.get("license"), dict) else {}
-        return cls(
-            full_name=data["full_name"],
-            default_branch=_typed(data.get("default_branch"), str),
-            stars=_typed(data.get("stargazers_count"), int),
-            license=_typed(license_data.get("spdx_id"), str) or None,
-            size_kb=_typed(data.get("size"), int),
-            html_url=_typed(data.get("html_url"), str),
-        )
+        kept, dropped = _checked(data, data["full_name"])
+        return cls(full_name=data["full_name"], dropped=tuple(dropped), **kept)
 
     @property
     def complete(self) -> bool:
@@ -152,24 +181,32 @@ def download_archive(client: GitHubClient, full_name: str, sha: str, download_di
     """Download the zipball of `sha` to `<download_dir>/<owner>__<name>.zip`, verified (see the module).
 
     Raises Skip('too_large') past `max_bytes`, Skip('unsafe_archive') for an archive refused by zipsafe,
-    Skip('bad_archive') when no attempt gives a complete one (a cut, a damaged member, `deadline` passed)."""
+    Skip('download_timeout') when `deadline` seconds (all attempts) passed, Skip('download_stalled') for a body
+    that stopped moving, Skip('bad_archive') when no attempt gives a complete one (a cut, a damaged member)."""
     target = archive_path(download_dir, full_name)
     part = target.with_name(f".{target.name}{PART_SUFFIX}")
-    last_error = ""
+    last_error, ends = "", time.monotonic() + deadline
     for attempt in range(1, attempts + 1):
         try:
-            digest, size = _stream_to(client, f"{repo_path(full_name)}/zipball/{sha}", part, max_bytes, deadline)
+            left = ends - time.monotonic()
+            if left <= 0:
+                raise Skip("download_timeout", f"archive not complete after {deadline:.0f} s: {last_error}")
+            digest, size = _stream_to(client, f"{repo_path(full_name)}/zipball/{sha}", part, max_bytes, left)
             scan = scan_archive(part)
             if scan.damaged:
                 raise zipfile.BadZipFile(f"damaged member {scan.damaged[0]}")
         except UnsafeArchive as exc:
             part.unlink(missing_ok=True)
-            raise Skip("unsafe_archive", client.mask(str(exc))) from None
+            raise Skip("unsafe_archive", client.scrub(exc)) from None
+        except BodyTooSlow as exc:
+            part.unlink(missing_ok=True)
+            reason = "download_stalled" if exc.reason == "stalled" else "download_timeout"
+            raise Skip(reason, client.scrub(exc)) from None
         except (GitHubError, OSError, zipfile.BadZipFile) as exc:
             part.unlink(missing_ok=True)
             if isinstance(exc, GitHubError) and exc.status is not None:
                 raise
-            last_error = client.mask(f"{type(exc).__name__}: {exc}")
+            last_error = client.scrub(f"{type(exc).__name__}: {exc}")
             log.info("%s: archive attempt %d/%d failed: %s", full_name, attempt, attempts, last_error)
             continue
         except Skip:
@@ -211,7 +248,8 @@ def scan_archive(path: Path) -> ArchiveScan:
     with SafeZip(path, DEFAULT_LIMITS) as archive:
         unsafe = [info.filename for info in archive.members if safe_member_path(info.filename) is None]
         if unsafe:
-            raise UnsafeArchive(f"member name leaves the archive's folder: {unsafe[0][:200]!r}")
+            raise UnsafeArchive(f"unsafe member name (leaves the archive's folder or holds control characters): "
+                                f"{unsafe[0][:200]!r}")
         for info in archive.members:
             if info.is_dir() or not info.filename.endswith(".py"):
                 continue

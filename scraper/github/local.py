@@ -1,9 +1,13 @@
 """`--local PATH[=owner/name]`: ingest git clones, plain folders and zip archives as if downloaded.
 
-A folder becomes a zip in GitHub's zipball layout (one top folder `<owner>-<name>-<sha7>/`): for a git clone the
-committed files (`git ls-files`, what a zipball of HEAD holds) and the commit from `git rev-parse HEAD`; for a
-folder inside another git work tree its files that git does not ignore; for a plain folder every regular file
-except `.git/`, `__pycache__/` and other caches. Symbolic links are left out (they could point outside the tree).
+A folder becomes a zip in GitHub's zipball layout (one top folder `<owner>-<name>-<sha7>/`). Git is never run: a
+scraped clone's `.git/config` would run its commands (`core.fsmonitor`, hooks, ...) as the user. For a git clone
+(a `.git` folder whose HEAD names a commit) the files its index lists (`.git/index` read as a file by
+`scraper.github.gitindex`: what `git ls-files` would list, the committed files plus any staged since), the commit
+and branch from `.git`'s HEAD and refs; when the index cannot be read (missing, damaged, split, too large), and
+for any other folder, every regular file except `.git`, `__pycache__/` and other caches (so also files a
+`.gitignore` names). Left out: symbolic links and paths through one (they could point outside the tree), paths the
+index lists that climb out with `..`, name `.git` or hold control characters (`scraper.zipsafe.safe_member_path`).
 Members get a fixed timestamp so the same tree gives the same bytes and sha256, which keeps reruns idempotent.
 A zip is copied when it already has one top folder and safe member names, and re-packed under one otherwise.
 The name is `local/<folder or zip stem>` unless `=owner/name` is given; the license is guessed from a
@@ -16,14 +20,14 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import zipfile
 from pathlib import Path
 from typing import Iterator, Optional
 
-from scraper.repos import LICENSE_NAMES, git_head, is_full_name, license_from_text
+from scraper.repos import LICENSE_NAMES, git_head, is_full_name, license_from_text, read_regular
 from scraper.zipsafe import MemberRefused, SafeZip, safe_member_path
 from scraper.github.download import RepoInfo, count_triton_files, manifest_entry
+from scraper.github.gitindex import head_branch, index_paths
 from scraper.github.manifest import (
     PART_SUFFIX, append_entry, archive_name, is_finished, read_manifest, sha256_file, top_folder,
 )
@@ -31,6 +35,10 @@ from scraper.github.manifest import (
 log = logging.getLogger(__name__)
 
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+MAX_LICENSE_BYTES = 1 << 20
+NO_CAP = 1 << 62
+
+
 class LocalError(Exception):
     """A --local path that cannot be ingested (missing, not a zip, unsafe member names ...)."""
 
@@ -43,35 +51,11 @@ def parse_local_arg(arg: str) -> tuple[Path, Optional[str]]:
     return Path(arg), None
 
 
-
-
-def git_branch(folder: Path) -> Optional[str]:
-    """The checked-out branch of a clone (None when detached or unknown)."""
-    try:
-        out = subprocess.run(["git", "-C", str(folder), "symbolic-ref", "--short", "-q", "HEAD"],
-                             capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 _JUNK_DIRS = {".git", "__pycache__", ".pytest_cache", ".mypy_cache", ".ipynb_checkpoints", ".venv", "venv"}
 
 
-def _git_files(folder: Path, committed_only: bool) -> Optional[list[str]]:
-    """Files git knows under `folder` (committed ones for a clone; else also untracked, not ignored), or None
-    when `folder` is not inside a git work tree."""
-    command = ["git", "-C", str(folder), "ls-files", "-z", "--cached"]
-    if not committed_only:
-        command += ["--others", "--exclude-standard"]
-    try:
-        out = subprocess.run(command, capture_output=True, timeout=300, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return [n for n in out.stdout.decode("utf-8", "surrogateescape").split("\0") if n]
-
-
 def _walk_files(folder: Path) -> list[str]:
+    """Every file under `folder` (links to folders not followed), caches, `.git` and compiled Python aside."""
     names = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if d not in _JUNK_DIRS and not d.endswith(".egg-info")]
@@ -80,25 +64,38 @@ def _walk_files(folder: Path) -> list[str]:
     return names
 
 
-def tree_files(folder: Path, is_clone: bool) -> Iterator[str]:
-    """Relative POSIX paths of the regular files to pack, sorted: a clone's committed files; for a folder inside
-    a git work tree its tracked and untracked-but-not-ignored files; else every file but caches and `.git/`."""
-    names = _git_files(folder, committed_only=is_clone)
+def tree_files(folder: Path, sha: Optional[str]) -> Iterator[str]:
+    """Relative POSIX paths of the regular files to pack, sorted: for a clone (`sha`: its commit) the paths its
+    index lists; else, or when the index is not read, every file but caches and `.git`. Either way only the paths
+    `_packable` accepts."""
+    names = index_paths(folder, len(sha) // 2) if sha else None
     if names is None:
         names = _walk_files(folder)
+    root = os.path.realpath(folder)
     for name in sorted(set(names)):
-        path = folder / name
-        if path.is_file() and not path.is_symlink():
+        if _packable(folder, root, name):
             yield name
 
 
-def pack_folder(folder: Path, top: str, target: Path, max_bytes: Optional[int], is_clone: bool) -> None:
-    """Zip `folder`'s files under `top/` into `target` (deterministic bytes)."""
+def _packable(folder: Path, root: str, name: str) -> bool:
+    """True for a safe relative path (no `..`, no control characters, no `.git` part) of a regular file reached
+    without going through a symbolic link (an index can list `linked_folder/file`)."""
+    if safe_member_path(name) != name or ".git" in name.lower().split("/"):
+        return False
+    path = folder / name
+    return os.path.realpath(path) == os.path.join(root, name) and path.is_file() and not path.is_symlink()
+
+
+def pack_folder(folder: Path, top: str, target: Path, max_bytes: Optional[int], sha: Optional[str]) -> None:
+    """Zip `folder`'s files (`tree_files`) under `top/` into `target` (deterministic bytes)."""
     total = 0
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(zipfile.ZipInfo(f"{top}/", FIXED_TIME), b"")
-        for name in tree_files(folder, is_clone):
-            data = (folder / name).read_bytes()
+        for name in tree_files(folder, sha):
+            left = NO_CAP if max_bytes is None else max_bytes - total
+            data = read_regular(folder / name, max(left, 0))
+            if data is None:  # replaced by a link or a FIFO since it was listed
+                continue
             total += len(data)
             if max_bytes is not None and total > max_bytes:
                 raise LocalError(f"{folder}: more than {max_bytes / 2**20:.0f} MiB of files (--max-size-mb)")
@@ -120,7 +117,7 @@ def copy_zip(source: Path, top: str, target: Path, max_bytes: Optional[int]) -> 
             infos = archive.members
             unsafe = [i.filename for i in infos if safe_member_path(i.filename) is None or _is_symlink(i)]
             if unsafe:
-                raise LocalError(f"{source}: unsafe member name {unsafe[0]!r}")
+                raise LocalError(f"{source}: unsafe member name {unsafe[0]!r}")  # repr: escaped
             total = sum(i.file_size for i in infos)
             if max_bytes is not None and total > max_bytes:
                 raise LocalError(f"{source}: {total / 2**20:.0f} MiB uncompressed, over --max-size-mb")
@@ -144,15 +141,16 @@ def copy_zip(source: Path, top: str, target: Path, max_bytes: Optional[int]) -> 
 def license_of_folder(folder: Path) -> Optional[str]:
     """SPDX id guessed from the folder's LICENSE-like file (the generator's guesser: one place for that fact)."""
     for name in LICENSE_NAMES:
-        path = folder / name
-        if path.is_file():
-            return license_from_text(path.read_text("utf-8", errors="replace"))
+        data = read_regular(folder / name, MAX_LICENSE_BYTES)
+        if data is not None:
+            return license_from_text(data[:MAX_LICENSE_BYTES].decode("utf-8", errors="replace"))
     return None
 
 
-def ingest(arg: str, download_dir: Path, max_bytes: Optional[int]) -> tuple[str, dict]:
+def ingest(arg: str, download_dir: Path, max_bytes: Optional[int], mask=None) -> tuple[str, dict]:
     """Ingest one `--local` argument; returns (status, manifest entry) where status is "ingested" or
-    "unchanged" (same archive bytes as the manifest already lists). Raises LocalError for bad input."""
+    "unchanged" (same archive bytes as the manifest already lists). Raises LocalError for bad input. `mask`:
+    applied to the manifest line's strings (see `append_entry`)."""
     path, full_name = parse_local_arg(arg)
     if not path.exists():
         raise LocalError(f"{path}: no such file or folder")
@@ -163,25 +161,25 @@ def ingest(arg: str, download_dir: Path, max_bytes: Optional[int]) -> tuple[str,
     part = target.with_name(f".{target.name}{PART_SUFFIX}")
     try:
         if path.is_dir():
-            pack_folder(path, top_folder(full_name, sha), part, max_bytes, is_clone=sha is not None)
+            pack_folder(path, top_folder(full_name, sha), part, max_bytes, sha)
         else:
             copy_zip(path, top_folder(full_name, sha), part, max_bytes)
-        return _finish(path, full_name, sha, part, target, download_dir)
+        return _finish(path, full_name, sha, part, target, download_dir, mask)
     finally:
         part.unlink(missing_ok=True)
 
 
 def _finish(path: Path, full_name: str, sha: Optional[str], part: Path, target: Path,
-            download_dir: Path) -> tuple[str, dict]:
+            download_dir: Path, mask=None) -> tuple[str, dict]:
     digest = sha256_file(part)
     previous = read_manifest(download_dir).get(full_name.lower())
     if previous and previous.get("sha256") == digest and is_finished(download_dir, previous):
         return "unchanged", previous
     os.replace(part, target)
-    info = RepoInfo(full_name=full_name, default_branch=git_branch(path) if sha else None, stars=None,
+    info = RepoInfo(full_name=full_name, default_branch=head_branch(path) if sha else None, stars=None,
                     license=license_of_folder(path) if path.is_dir() else None,
                     size_kb=(target.stat().st_size + 1023) // 1024, html_url=None)
     entry = manifest_entry(info, sha, target, digest, target.stat().st_size, count_triton_files(target),
                            origin="local")
-    append_entry(download_dir, entry)
+    append_entry(download_dir, entry, mask=mask)
     return "ingested", entry

@@ -14,7 +14,7 @@ import logging
 import threading
 import zipfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from scraper.fileio import append_jsonl
 from scraper.repos import (  # noqa: F401  (re-exported: the GitHub stage's names for the shared facts)
@@ -35,12 +35,6 @@ PART_SUFFIX = ".part"
 _append_lock = threading.Lock()
 
 
-
-
-
-
-
-
 def utc_now() -> str:
     """Current time as ISO-8601 UTC with a Z, to the second."""
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -55,12 +49,26 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-
-
-def append_entry(download_dir: Path, entry: dict, file_name: str = DOWNLOAD_MANIFEST) -> None:
-    """Append one complete manifest line (thread-safe; a crash loses at most this line)."""
+def append_entry(download_dir: Path, entry: dict, file_name: str = DOWNLOAD_MANIFEST,
+                 mask: Optional[Callable[[str], str]] = None) -> None:
+    """Append one complete manifest line (thread-safe; a crash loses at most this line). Every line of the
+    manifest and of no_triton.jsonl is written here: `mask` (the client's, which hides the token) is applied to
+    every string in it, whatever field a server may have put the token in."""
+    if mask is not None:
+        entry = _masked(entry, mask)
     with _append_lock:
         append_jsonl(Path(download_dir) / file_name, entry)
+
+
+def _masked(value, mask: Callable[[str], str]):
+    """`value` with `mask` applied to each string in it (dict values and list items walked)."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {key: _masked(item, mask) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, mask) for item in value]
+    return value
 
 
 def archive_ok(path: Path, expected_bytes: Optional[int] = None) -> bool:

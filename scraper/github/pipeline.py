@@ -1,10 +1,11 @@
 """The GitHub stage end to end: pick repositories (search, --repos, or --local), download them in parallel,
 keep the manifest, count everything, print the summary.
 
-Whatever the stage records (stats.json, errors.csv, rejects.jsonl, log lines) passes through the client's `mask`,
-so a token a server echoes back is never written. `repos_failed` counts the repositories that ended in an error
-(network, server, a damaged or refused archive, a stop); a run in which every repository to fetch failed
-returns 1.
+Whatever the stage records (stats.json, errors.csv, rejects.jsonl, log lines) passes through the client's `scrub`
+(the token masked, control characters escaped), and every manifest line through its `mask`, so a token a server
+echoes back is never written and a server's text cannot drive the terminal. `repos_failed` counts the
+repositories that ended in an error (network, server, a damaged, refused, stalled or late archive, an answer
+whose default branch is no branch name, a stop); a run in which every repository to fetch failed returns 1.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ NO_TOKEN_WARNING = (
     "GITHUB_TOKEN is not set (environment or .env): unauthenticated clients get 60 API calls per hour and "
     "10 searches per minute, and code search is not available"
 )
-FAILED_REASONS = frozenset({"bad_archive", "unsafe_archive", "stopped"})  # Skips that are failures, not choices
+# Skips that are failures, not choices
+FAILED_REASONS = frozenset({"bad_archive", "unsafe_archive", "stopped", "download_stalled", "download_timeout",
+                            "invalid_metadata"})
 
 
 @dataclass
@@ -56,7 +59,7 @@ class Options:
     max_size_mb: Optional[float] = 500.0
     max_repos: Optional[int] = None
     jobs: int = 4
-    download_deadline: float = DOWNLOAD_DEADLINE  # seconds for one archive's whole body
+    download_deadline: float = DOWNLOAD_DEADLINE  # seconds for one archive, all attempts (CLI: 30 x --timeout)
     refresh: bool = False
     confirm: bool = True
     discover_only: bool = False
@@ -110,10 +113,10 @@ class Stage:
         """--local: ingest each path; no network."""
         for arg in progress(self.options.local, desc="local", unit="repo"):
             try:
-                status, entry = ingest(arg, self.dir, self.options.max_bytes)
+                status, entry = ingest(arg, self.dir, self.options.max_bytes, mask=self.client.mask)
             except (LocalError, OSError, zipfile.BadZipFile) as exc:  # BadZipFile: refused by zipsafe's counting pass
-                log.warning("skipped: %s", exc)
-                self.stats.error("local", arg, exc)
+                log.warning("skipped: %s", self.client.scrub(exc))
+                self.stats.error("local", self.client.scrub(arg), self.client.scrub(exc))
                 continue
             self.stats.inc(f"local_{status}")
             if entry.get("triton_files"):
@@ -209,13 +212,14 @@ class Stage:
         self.stats.inc(f"{prefix}_queries", report.queries)
         self.stats.inc(f"{prefix}_parts", report.parts)
         for key, value in (("truncated_parts", report.truncated_parts), ("skipped_parts", report.skipped_parts),
+                           ("inconsistent_parts", report.inconsistent_parts),
                            ("incomplete_pages", report.incomplete_results), ("invalid_items", report.invalid_items)):
             if value:
                 self.stats.inc(f"{prefix}_{key}", value)
 
     def describe(self, exc: BaseException) -> str:
-        """`Type: message` of an exception, masked (its text may hold what a server sent)."""
-        return self.client.mask(f"{type(exc).__name__}: {exc}")
+        """`Type: message` of an exception, scrubbed (its text may hold what a server sent)."""
+        return self.client.scrub(f"{type(exc).__name__}: {exc}")
 
     # ---------------------------------------------------------------------------------------- downloads
 
@@ -261,7 +265,7 @@ class Stage:
     def reject(self, name: str, skip: Skip) -> None:
         """Record a repository left out, with its reason; some reasons are failures."""
         with self.lock:
-            self.rejects.add(skip.reason, full_name=name, message=self.client.mask(str(skip)))
+            self.rejects.add(skip.reason, full_name=name, message=self.client.scrub(skip))
             if skip.reason in FAILED_REASONS:
                 self.stats.inc("repos_failed")
 
@@ -293,6 +297,7 @@ class Stage:
                 done = is_finished(self.dir, self.manifest.get(key))
                 if done and not self.options.refresh:
                     return "skipped_already_downloaded"
+        self.note_dropped(info)
         self.check_limits(candidate, info)
         sha = fetch_commit(self.client, info.full_name, info.default_branch)
         if done and self.manifest[key].get("commit_sha") == sha:
@@ -304,10 +309,10 @@ class Stage:
         if archive.triton_files == 0 and self.options.confirm:
             archive.path.unlink(missing_ok=True)
             append_entry(self.dir, {"full_name": info.full_name, "commit_sha": sha, "fetched_at": utc_now()},
-                         NO_TRITON)
+                         NO_TRITON, mask=self.client.mask)
             raise Skip("no_triton", f"no .py file mentions triton and jit at {sha[:7]}")
         append_entry(self.dir, manifest_entry(info, sha, archive.path, archive.sha256, archive.size,
-                                              archive.triton_files))
+                                              archive.triton_files), mask=self.client.mask)
         if archive.triton_files:
             self.stats_inc("confirmed")
         return "downloaded"
@@ -319,8 +324,16 @@ class Stage:
             raise Skip("below_min_stars", f"{info.stars} stars < --min-stars {self.options.min_stars}")
         if self.options.max_bytes and info.size_kb and info.size_kb * 1024 > self.options.max_bytes:
             raise Skip("too_large", f"repository is {info.size_kb / 1024:.0f} MiB on GitHub, over --max-size-mb")
+        if not info.default_branch and "default_branch" in info.dropped:
+            raise Skip("invalid_metadata", "the default branch the server named is not a branch name git accepts")
         if not info.default_branch:
             raise Skip("empty", "repository has no default branch")
+
+    def note_dropped(self, info: RepoInfo) -> None:
+        """Count (and name at debug level) the fields of a repository's answer that were refused as unknown."""
+        if info.dropped:
+            log.debug("%s: fields not of GitHub's shape, kept as unknown: %s", info.full_name, ", ".join(info.dropped))
+            self.stats_inc(*(f"invalid_field_{name}" for name in info.dropped))
 
 
 def run(options: Options, client: GitHubClient) -> int:

@@ -6,10 +6,15 @@ through `Link` headers. Repository search splits on `stars:` ranges, then on `cr
 count alone has more than 1000 repositories; code search splits on file `size:` ranges (bytes). Results are
 de-duplicated by full name, since live star counts can move a repository across a boundary between queries.
 
-A server is not trusted to make this end: a part deeper than `max_depth` splits is not split again, and once
-`max_queries` queries are spent the parts not yet searched are skipped; both are counted and named in a warning
-(`truncated_parts`, `skipped_parts`). Pages stop after the 10 that hold 1000 results. Answers that are not
-GitHub's shape raise GitHubError; items without a valid `owner/name` are dropped and counted (`invalid_items`).
+A server is not trusted to make this end. The parts of a split cannot hold more than the whole: once they claim
+more results than the query they were split from (less what their earlier siblings claimed, give or take 10 %
+for counts that move between queries), the counts cannot be trusted, and that part is not split again and only
+its first page is kept (`inconsistent_parts`). A server claiming 10**9 results for every query is so stopped
+after about two queries per level of one path down the tree. A part deeper than `max_depth` splits is not split
+again (`truncated_parts`), and once `max_queries` queries are spent the parts not yet searched are skipped
+(`skipped_parts`); each is counted and named in a warning, and what was found so far is kept. Pages stop after
+the 10 that hold 1000 results. Answers that are not GitHub's shape raise GitHubError; items without a valid
+`owner/name` are dropped and counted (`invalid_items`).
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ SEARCH_CAP = 1000
 PER_PAGE = 100
 MAX_PAGES = SEARCH_CAP // PER_PAGE
 # Stars from 100 to ~500 000 take 19 halvings, then creation dates since 2007 another 13; code search's file
-# sizes 19. A server claiming more than 1000 results everywhere would have every part split to the bottom.
+# sizes 19. (A server claiming more than 1000 results everywhere is stopped sooner: see _Share.)
 MAX_SPLIT_DEPTH = 40
-MAX_QUERIES = 2000  # per partitioned search: at GitHub's 30 searches a minute, about an hour
+# per partitioned search: enough for 90 000 results; at GitHub's 30 searches a minute half an hour (code search, at
+# 10 a minute, 100 minutes)
+MAX_QUERIES = 1000
 FIRST_DAY = dt.date(2007, 10, 1)  # GitHub's first repositories
 MAX_CODE_FILE_SIZE = 400_000  # code search indexes files under 384 KB
 
@@ -62,6 +69,19 @@ class Part:
 
 
 @dataclass
+class _Share:
+    """What the parts of one split may still claim: the total of the query they were split from (`whole`), less
+    what the parts searched so far claimed (`left`)."""
+
+    whole: int
+    left: int
+
+    def allows(self, total: int) -> bool:
+        """True when a part claiming `total` fits (10 % of the whole, and 100, allowed for moving counts)."""
+        return total <= self.left + self.whole // 10 + SEARCH_CAP // 10
+
+
+@dataclass
 class SearchReport:
     """What a partitioned search did: queries sent, parts it was split into, parts it could not get whole."""
 
@@ -69,6 +89,7 @@ class SearchReport:
     parts: int = 0
     truncated_parts: int = 0  # more than 1000 results but not split further: only the first 1000 read
     skipped_parts: int = 0  # not searched: the query budget was spent
+    inconsistent_parts: int = 0  # claimed more results than the part they were split from: not split further
     incomplete_results: int = 0
     invalid_items: int = 0  # items without a valid owner/name
 
@@ -121,19 +142,26 @@ def partitioned_search(client: GitHubClient, endpoint: str, query: str, first: P
     own qualifier into one on another qualifier); it returns None when there is nothing finer to try. A part
     `max_depth` splits deep is not split again; parts left when `max_queries` are spent are skipped.
     """
-    stack = [(first, "", 0)]
+    stack = [(first, "", 0, None)]
     while stack:
         if report.queries >= max_queries:
             _skip_rest(stack, query, report)
             return
-        part, outer, depth = stack.pop()
+        part, outer, depth, share = stack.pop()
         text = f"{query} {outer} {part.text()}".replace("  ", " ").strip()
         total, first_items, pages = search_pages(client, endpoint, text, report, sort)
+        if share is not None and not share.allows(total):
+            _inconsistent(text, total, share, report)
+            yield from first_items
+            continue
+        if share is not None:
+            share.left -= total
         if total > SEARCH_CAP:
             finer = _finer(part, outer, first_items, refine) if depth < max_depth else []
             if finer:
                 log.debug("%s: %d results, split", text, total)
-                stack.extend((child, child_outer, depth + 1) for child, child_outer in reversed(finer))
+                halves = _Share(total, total)
+                stack.extend((child, child_outer, depth + 1, halves) for child, child_outer in reversed(finer))
                 continue
             report.truncated_parts += 1
             log.warning("search %r has %d results and is not split further; only the first %d are reachable",
@@ -143,9 +171,19 @@ def partitioned_search(client: GitHubClient, endpoint: str, query: str, first: P
             yield from items
 
 
+def _inconsistent(text: str, total: int, share: _Share, report: SearchReport) -> None:
+    """Count a part whose claim does not fit its share; the first of a search is a warning, the others debug."""
+    report.inconsistent_parts += 1
+    report.parts += 1
+    level = logging.WARNING if report.inconsistent_parts == 1 else logging.DEBUG
+    log.log(level, "search %r: %d results, but the parts of a query with %d claim more results than that (%d "
+            "left for this one); the server's counts cannot be trusted: not split, only its first page kept "
+            "(further such parts are counted in *_inconsistent_parts)", text, total, share.whole, max(share.left, 0))
+
+
 def _skip_rest(stack: list, query: str, report: SearchReport) -> None:
     report.skipped_parts += len(stack)
-    names = ", ".join(f"{outer} {part.text()}".strip() for part, outer, _ in stack[-3:])
+    names = ", ".join(f"{outer} {part.text()}".strip() for part, outer, _, _ in stack[-3:])
     log.warning("search %r: %d queries spent, %d parts not searched (%s ...)", query, report.queries,
                 len(stack), names)
 
