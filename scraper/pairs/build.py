@@ -26,7 +26,8 @@ from scraper.pairs import modelnew
 from scraper.pairs.graph_problem import graph_problem
 from scraper.pairs.launch import PairError
 from scraper.pairs.record import PROBLEMS_DIR, PROBLEMS_INDEX, PairRecord
-from scraper.pairs.triton_code import host_code, module_text
+from scraper.pairs.kernel_pairs import KernelPairs
+from scraper.pairs.triton_code import host_code, module_text, parse_wrapper
 from scraper.records import KernelRecord, iter_jsonl, kernel_id
 from scraper.stats import Stats
 from scraper.suites import library_of
@@ -40,27 +41,51 @@ CHECK_FIELDS = ("pair_correct", "speedup", "check")
 class PairStep:
     """The pair step of the Inductor stage's chain (module docstring)."""
 
-    def __init__(self, inputs: list[Path], out_dir: Path, stats: Stats) -> None:
+    def __init__(self, inputs: list[Path], out_dir: Path, stats: Stats, kernel_level: bool = True) -> None:
         self.inputs, self.out_dir, self.stats = list(inputs), Path(out_dir), stats
-        self.graph_problems: list[tuple[str, str, dict]] = []  # this run's graph-level problems
+        self.graph_problems: list[tuple[str, str, dict]] = []  # this run's graph- and kernel-level problems
+        self.kernel_pairs = KernelPairs(stats) if kernel_level else None
 
     def __call__(self, unit):
-        """Build the pair of one graph's unit; returns the unit."""
+        """Build the pairs of one graph's unit (the graph or model level, and one per kernel); returns the unit."""
         if not unit.records:
             return unit
         try:
-            pair = self.build(unit)
+            parsed = parse_wrapper(unit.text)
         except PairError as exc:
-            log.info("%s: no pair: %s", unit.folder, exc)
-            self.stats.inc(f"dropped_pair_{exc.reason}")
-            unit.pair_rejects.append({"reason": f"pair_{exc.reason}", "folder": unit.folder,
-                                      "model": unit.records[0].model, "error": str(exc)})
+            self.reject(unit, exc)
             return unit
-        unit.pairs.append(pair)
-        self.count(pair)
-        if pair.pair_level == "graph":
-            self.graph_problems.append(graph_problem_entry(pair))
+        try:
+            pair = self.build(unit, parsed)
+        except PairError as exc:
+            self.reject(unit, exc)
+        else:
+            unit.pairs.append(pair)
+            self.count(pair)
+            if pair.pair_level == "graph":
+                self.graph_problems.append(graph_problem_entry(pair))
+        if self.kernel_pairs is not None:
+            self.add_kernel_pairs(unit, parsed)
         return unit
+
+    def reject(self, unit, exc: PairError) -> None:
+        log.info("%s: no pair: %s", unit.folder, exc)
+        self.stats.inc(f"dropped_pair_{exc.reason}")
+        unit.pair_rejects.append({"reason": f"pair_{exc.reason}", "folder": unit.folder,
+                                  "model": unit.records[0].model, "error": str(exc)})
+
+    def add_kernel_pairs(self, unit, parsed) -> None:
+        """The kernel-level pairs of the unit (scraper.pairs.kernel_pairs) and their problems."""
+        side = unit.side
+        pairing = side.pairing if side is not None else None
+        provenance = pair_provenance(unit.records[0], side, unit.folder)
+        pairs, rejects = self.kernel_pairs.pairs(unit, parsed, (pairing or {}).get("kernels"), provenance)
+        for pair in pairs:
+            pair.problem_file = f"{PROBLEMS_DIR}/kernels/{pair.id}.py"
+            unit.pairs.append(pair)
+            self.count(pair)
+            self.graph_problems.append(graph_problem_entry(pair))
+        unit.pair_rejects.extend(rejects)
 
     def count(self, pair: PairRecord) -> None:
         self.stats.inc("pairs")
@@ -70,14 +95,14 @@ class PairStep:
         for source, kernels in pair.launch_configs.items():
             self.stats.inc(f"pair_kernels_launch_{source}", kernels)
 
-    def build(self, unit) -> PairRecord:
-        """The pair of one graph; raises PairError."""
+    def build(self, unit, parsed) -> PairRecord:
+        """The graph- or model-level pair of one graph; raises PairError."""
         first, side = unit.records[0], unit.side
         pairing = side.pairing if side is not None else None
         graph, reason = model_level_graph(pairing)
         if graph is not None and not side.program:
             graph, reason = None, "program_missing"
-        host = host_code(unit.text, unit.records, (pairing or {}).get("kernels"))
+        host = host_code(parsed, unit.records, (pairing or {}).get("kernels"))
         pair = PairRecord(python_code="", triton_code="", **pair_provenance(first, side, unit.folder))
         if graph is not None:
             pair.pair_level, pair.problem_file = "model", model_problem_file(side)
@@ -91,13 +116,17 @@ class PairStep:
             pair.problem_file = f"{PROBLEMS_DIR}/graphs/{unit.folder}.py"
             model_new = modelnew.graph_level()
         pair.triton_code = module_text(triton_docstring(pair), host, model_new)
-        pair.id = kernel_id(pair.triton_code)
+        pair.original_triton_code = unit.text
+        pair.module_name = (side.module_provenance or {}).get("class_name") or side.model if side else first.model
+        pair.identify()
         pair.kernels = [kernel.record.name for kernel in host.kernels]
         pair.launch_configs = dict(host.config_sources)
         return pair
 
     def close(self) -> None:
         """Write problems/ (module docstring)."""
+        if self.kernel_pairs is not None:
+            self.kernel_pairs.close()
         problems = self.model_problems() + self.graph_problems
         write_problems(self.out_dir, problems, self.stats)
         log.info("%d problems", len(problems))
@@ -135,10 +164,18 @@ def pair_provenance(record: KernelRecord, side: Optional[PyTorchSide], folder: s
     if side.suite == "modules":
         repo, license = module.get("repo"), module.get("license")
     return {"repo_name": repo, "licenses": [license] if license else [], "stars": module.get("stars"),
-            "sha": module.get("commit"), "suite": side.suite, "model": side.model or record.model,
+            "sha": module.get("commit"), "repo_link": repo_link(repo, module.get("commit")),
+            "suite": side.suite, "model": side.model or record.model,
             "mode": side.mode, "dtype": side.dtype, "graph": record.graph, "folder": folder,
             "run_dir": record.run_dir, "path": module.get("path"), "versions": side.versions or None,
             "program_file": side.program_file, "accuracy": side.accuracy, "max_error": side.max_error}
+
+
+def repo_link(repo: Optional[str], commit: Optional[str]) -> Optional[str]:
+    """KernelBook's `repo_link`: the repository on GitHub, at its commit where known (None for local names)."""
+    if not repo or repo.startswith("local/") or repo.count("/") != 1:
+        return None
+    return f"https://github.com/{repo}" + (f"/tree/{commit}" if commit else "")
 
 
 def model_problem_file(side: PyTorchSide) -> str:
@@ -175,11 +212,12 @@ def problem_entry(side: PyTorchSide, level: str, accuracy: Optional[str] = None,
 
 
 def graph_problem_entry(pair: PairRecord) -> tuple[str, str, dict]:
-    """(file, text, index entry) of a graph-level pair's problem."""
+    """(file, text, index entry) of a graph- or kernel-level pair's problem."""
     side = PyTorchSide(suite=pair.suite, model=pair.model, mode=pair.mode, dtype=pair.dtype,
                        module_provenance={"repo": pair.repo_name, "path": pair.path, "commit": pair.sha,
                                           "license": (pair.licenses or [None])[0], "stars": pair.stars})
-    entry = problem_entry(side, "graph", pair.accuracy, graph=pair.graph)
+    entry = problem_entry(side, pair.pair_level, pair.accuracy, graph=pair.graph)
+    entry.update(kernel=pair.kernel, needs_cuda=pair.needs_cuda, reference_finite=pair.reference_finite)
     return pair.problem_file, pair.python_code, entry
 
 

@@ -45,6 +45,7 @@ log = logging.getLogger("scraper.pairs.check")
 
 CHECK_SUMMARY = "pairs_check.json"
 ENVIRONMENT_ERRORS = ("ModuleNotFoundError", "ImportError")  # the problem needs a library that is not here
+NOT_JUDGED = ("interpreter_libdevice",)  # a CPU dry run that could not run the kernel: no verdict on the pair
 PROBLEM, TRITON, RESULT = "problem.py", "triton_code.py", "result.json"
 
 
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=20, help="timed runs of each side (default: 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
     parser.add_argument("--limit", type=int, help="check only the first N pairs")
+    parser.add_argument("--batch", type=int, default=32, help="kernel-level pairs checked by one child process, in "
+                        "turn (default: 32; the others get a process each)")
     parser.add_argument("--time-budget", type=float, help="start no pair after this many seconds (the others stay "
                         "unchecked; a rerun checks them)")
     parser.add_argument("--recheck", action="store_true", help="check pairs that already have a result too")
@@ -107,47 +110,120 @@ def gpu_available() -> bool:
 
 
 def check_all(pairs: list[PairRecord], args: argparse.Namespace) -> dict:
-    """pair id -> the child's result, `--jobs` children at a time."""
+    """pair id -> the child's result, `--jobs` children at a time. Kernel-level pairs go `--batch` to a child (a
+    fused kernel compiles in about a second: a process per pair would cost more than the pairs), the others one
+    each."""
     deadline = time.monotonic() + args.time_budget if args.time_budget is not None else None
+    batches = make_batches(pairs, max(1, args.batch))
     with tempfile.TemporaryDirectory(prefix="pairs-check-") as scratch:
         lock = Path(scratch) / "gpu.lock"
         lock.touch()
 
-        def one(indexed):
-            index, pair = indexed
-            if deadline is not None and time.monotonic() > deadline:
-                return pair.id, None  # not started: stays unchecked
-            return pair.id, run_child(pair, Path(scratch) / f"pair{index}", lock, args)
+        def one(indexed) -> dict:
+            index, batch = indexed
+            return run_batch(batch, Path(scratch) / f"batch{index}", lock, args, deadline)
 
+        results: dict = {}
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            return {key: value for key, value in pool.map(one, enumerate(pairs)) if value is not None}
+            for found in pool.map(one, enumerate(batches)):
+                results.update(found)
+        return results
 
 
-def run_child(pair: PairRecord, folder: Path, lock: Path, args: argparse.Namespace) -> dict:
-    """Write the pair's two files and job, run the child with a timeout, read its result."""
+def make_batches(pairs: list[PairRecord], size: int) -> list[list[PairRecord]]:
+    """Kernel-level pairs in groups of `size`, every other pair alone, in their order."""
+    batches, current = [], []
+    for pair in pairs:
+        if pair.pair_level != "kernel":
+            batches.append([pair])
+            continue
+        current.append(pair)
+        if len(current) == size:
+            batches.append(current)
+            current = []
+    return batches + ([current] if current else [])
+
+
+def run_batch(batch: list[PairRecord], folder: Path, lock: Path, args: argparse.Namespace,
+              deadline: Optional[float]) -> dict:
+    """Check the pairs of one batch in a child, in order; a pair that crashes its child or runs past --timeout is
+    recorded so, and a fresh child goes on with the rest. No pair is started after the deadline."""
+    folders = [write_pair(pair, folder / f"pair{index}", args) for index, pair in enumerate(batch)]
+    results: dict = {}
+    todo = list(range(len(batch)))
+    while todo:
+        if deadline is not None and time.monotonic() > deadline:
+            break  # not started: stays unchecked
+        done, stopped = run_child(folders, todo, lock, args)
+        for index in todo[:len(done)]:
+            results[batch[index].id] = done[index]
+        todo = todo[len(done):]
+        if todo and stopped is not None:  # the pair the child was on when it died or ran out of time
+            results[batch[todo[0]].id] = stopped
+            todo = todo[1:]
+    return results
+
+
+def write_pair(pair: PairRecord, folder: Path, args: argparse.Namespace) -> Path:
+    """The pair's two files and its job in a folder of its own."""
     folder.mkdir(parents=True)
     (folder / PROBLEM).write_text(pair.python_code, encoding="utf-8")
     (folder / TRITON).write_text(pair.triton_code, encoding="utf-8")
     job = {"pair_level": pair.pair_level, "mode": pair.mode, "dtype": pair.dtype, "runs": args.runs,
            "warmup": args.warmup, "device": args.device}
     (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
-    argv = [sys.executable, "-m", "scraper.pairs.check", "--child", str(folder), "--lock", str(lock)]
+    return folder
+
+
+def run_child(folders: list[Path], todo: list[int], lock: Path, args: argparse.Namespace
+              ) -> tuple[dict, Optional[dict]]:
+    """One child over the pairs `todo` (indices into `folders`), in order. Returns ({index: result} of the pairs it
+    finished, the result of the pair it stopped on: a crash or a timeout; None when it finished them all)."""
+    listing = folders[todo[0]].parent / f"todo{todo[0]}.json"
+    listing.write_text(json.dumps([str(folders[i]) for i in todo]), encoding="utf-8")
+    argv = [sys.executable, "-m", "scraper.pairs.check", "--child", str(listing), "--lock", str(lock)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT),
                                                                       os.environ.get("PYTHONPATH")]))}
     if args.device == "cpu":
         env["TRITON_INTERPRET"] = "1"
+    log = open(listing.with_suffix(".log"), "w+b")
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=listing.parent,
+                               start_new_session=True)
+    done: dict = {}
     started = time.monotonic()
     try:
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=args.timeout,
-                              cwd=folder, start_new_session=True)
-    except subprocess.TimeoutExpired:
-        return {"ok": False, "phase": "timeout", "error": f"timed out after {args.timeout:g} s"}
-    result = read_json(folder / RESULT)
-    if result is None:
-        tail = (done.stderr or "").strip().splitlines()[-1:] or ["(no output)"]
-        return {"ok": False, "phase": "crashed", "error": f"exit status {done.returncode}: {tail[0][:300]}"}
-    result["seconds"] = round(time.monotonic() - started, 3)
-    return result
+        while True:
+            index = todo[len(done)] if len(done) < len(todo) else None
+            result = read_json(folders[index] / RESULT) if index is not None else None
+            if result is not None:
+                result["seconds"] = round(time.monotonic() - started, 3)
+                done[index], started = result, time.monotonic()
+                continue
+            if index is None or process.poll() is not None:
+                break
+            if time.monotonic() - started > args.timeout:
+                return done, {"ok": False, "phase": "timeout", "error": f"timed out after {args.timeout:g} s"}
+            time.sleep(0.05)
+        if len(done) == len(todo):
+            return done, None
+        log.seek(0)
+        tail = log.read().decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no output)"]
+        return done, {"ok": False, "phase": "crashed", "error": f"exit status {process.returncode}: {tail[0][:300]}"}
+    finally:
+        if process.poll() is None:
+            kill_group(process)
+        log.close()
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """Kill a child and everything it started (Triton's compile workers)."""
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    process.wait()
 
 
 def read_json(path: Path) -> Optional[dict]:
@@ -163,7 +239,7 @@ def apply_result(pair: PairRecord, result: Optional[dict]) -> None:
     if result is None:
         return
     environment = result.get("error_class") in ENVIRONMENT_ERRORS and result.get("phase") in ("import", "build")
-    pair.pair_correct = None if environment else bool(result.get("ok"))
+    pair.pair_correct = None if environment or result.get("phase") in NOT_JUDGED else bool(result.get("ok"))
     pair.speedup = result.get("speedup") if pair.pair_correct else None
     pair.check = result
 
@@ -213,16 +289,30 @@ def summary_text(summary: dict) -> str:
 
 
 def child_main(args: argparse.Namespace) -> int:
-    """Check the pair in args.child; always writes result.json (unless killed)."""
-    folder = args.child
-    job = json.loads((folder / "job.json").read_text(encoding="utf-8"))
-    result: dict = {"ok": False}
-    try:
-        result.update(check_pair(folder, args.lock, job))
-    except PhaseError as exc:
-        result.update(phase=exc.phase, error_class=type(exc.error).__name__, error=describe(exc.error))
-    (folder / RESULT).write_text(json.dumps(result, default=str), encoding="utf-8")
+    """Check the pairs of the folders args.child lists, in order; writes each one's result.json as it is done
+    (a pair that kills the process leaves the rest to the next child)."""
+    for number, name in enumerate(json.loads(args.child.read_text(encoding="utf-8"))):
+        folder = Path(name)
+        job = json.loads((folder / "job.json").read_text(encoding="utf-8"))
+        result: dict = {"ok": False}
+        try:
+            result.update(check_pair(folder, args.lock, job, number))
+        except PhaseError as exc:
+            result.update(phase=exc.phase, error_class=type(exc.error).__name__, error=describe(exc.error))
+            if job.get("device") == "cpu" and interpreter_cannot_run(folder, exc):
+                result["phase"] = "interpreter_libdevice"
+        temporary = folder / (RESULT + ".part")
+        temporary.write_text(json.dumps(result, default=str), encoding="utf-8")
+        os.replace(temporary, folder / RESULT)
     return 0
+
+
+def interpreter_cannot_run(folder: Path, exc: PhaseError) -> bool:
+    """A CPU dry run's failure that is Triton's interpreter's, not the pair's: it has no libdevice (`erf`, `tanh`,
+    ... of inductor's triton_helpers), so kernels that call it cannot run there."""
+    text = (folder / TRITON).read_text(encoding="utf-8")
+    return "libdevice." in text and exc.phase in ("triton_compile", "run") and \
+        "InterpreterError" in type(exc.error).__name__ + describe(exc.error)
 
 
 @contextlib.contextmanager
@@ -247,21 +337,21 @@ def load_module(path: Path, name: str):
     return module
 
 
-def check_pair(folder: Path, lock: Path, job: dict) -> dict:
+def check_pair(folder: Path, lock: Path, job: dict, number: int = 0) -> dict:
     """The child's work (module docstring)."""
     import torch
 
     from scraper import accuracy
 
     with phase("import"):
-        problem = load_module(folder / PROBLEM, "pair_problem")
+        problem = load_module(folder / PROBLEM, f"pair_problem_{number}")
     with phase("build"):
         torch.manual_seed(0)
         init = problem.get_init_inputs()
         model = problem.Model(*init).eval()
         inputs = problem.get_inputs()
     with phase("import_triton"):
-        triton_module = load_module(folder / TRITON, "pair_triton")
+        triton_module = load_module(folder / TRITON, f"pair_triton_{number}")
         new = triton_module.ModelNew(*init).eval()
     with phase("weights"):
         give_weights(new, model)
@@ -343,16 +433,31 @@ def judge_and_time(model, new, inputs: list, job: dict, accuracy) -> dict:
         if not reference:
             raise ValueError("Model returns no tensor: nothing to compare")
         verdict = accuracy.compare(reference, result, fp64, tol)
+        kernelbench = kernelbench_allclose(reference, result)
     timer = median_ms if job.get("device", "cuda") == "cuda" else median_wall_ms
     with phase("timing"), torch.no_grad():
         eager_ms = timer(lambda: model(*inputs), job["warmup"], job["runs"])
         triton_ms = timer(lambda: new(*inputs), job["warmup"], job["runs"])
     return {"ok": verdict.ok, "max_error": verdict.max_error, "tolerance": tol, "compared": verdict.compared,
-            "failures": verdict.failures, "float64_reference": fp64 is not None, "eager_ms": eager_ms,
+            "failures": verdict.failures, "float64_reference": fp64 is not None, "kernelbench_allclose": kernelbench,
+            "eager_ms": eager_ms,
             "triton_ms": triton_ms, "speedup": round(eager_ms / triton_ms, 4) if triton_ms else None,
             "phase": None if verdict.ok else "compare",
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__, "triton": triton_version()}
+
+
+def kernelbench_allclose(reference: dict, result: dict) -> Optional[bool]:
+    """KernelBench's own comparison (its eval's run_and_check_correctness): Model returns one tensor, and ModelNew's
+    has its shape and is allclose at atol = rtol = 1e-4 (fp32); None when Model returns several."""
+    import torch
+
+    if len(reference) != 1 or len(result) != 1:
+        return None
+    (expected,), (got,) = reference.values(), result.values()
+    if tuple(expected.shape) != tuple(got.shape):
+        return False
+    return bool(torch.allclose(expected.float(), got.float(), atol=1e-4, rtol=1e-4))
 
 
 def dtype_name(named: dict) -> str:

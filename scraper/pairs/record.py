@@ -8,6 +8,7 @@ lines into records and back (as scraper.records does for kernels); the file mech
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
@@ -17,7 +18,7 @@ from scraper.records import PAIRS, PAIRS_REJECTS, RecordFields, kernel_id  # noq
 PROBLEMS_DIR = "problems"  # ... and the reference problems, one .py file each
 PROBLEMS_INDEX = "problems.jsonl"  # inside PROBLEMS_DIR: one line per problem file
 ENTRY_POINT = "Model"  # the reference class; the Triton one is ENTRY_POINT + "New" (KernelBook's convention)
-LEVELS = ("model", "graph")
+LEVELS = ("kernel", "graph", "model")  # one fused kernel, one graph, one whole model
 
 
 @dataclass
@@ -42,13 +43,25 @@ class PairRecord(RecordFields):
     folder: Optional[str] = None  # <model>/<graph> in the Inductor stage's output
     run_dir: Optional[str] = None
     path: Optional[str] = None  # modules: the file of the class in its repository
-    pair_level: str = "graph"  # model: python_code is the suite's model; graph: the ATen graph Inductor compiled
+    pair_level: str = "graph"  # kernel: one Triton kernel and the FX nodes it fuses; graph: the ATen graph Inductor
+    #                            compiled; model: python_code is the suite's model
     level_reason: Optional[str] = None  # why a graph-level pair is not model-level (no_pairing, graph_breaks, ...)
     kernels: list = field(default_factory=list)  # names of the Triton kernels call() launches
     launch_configs: dict = field(default_factory=dict)  # recorded | heuristics | decorator -> kernels
     versions: Optional[dict] = None
     program_file: Optional[str] = None  # the suite program, relative to its debug root
     problem_file: Optional[str] = None  # python_code's file, relative to the output folder
+    # KernelBook's other columns
+    original_triton_code: Optional[str] = None  # what Inductor wrote: the kernel as embedded, or output_code.py
+    module_name: Optional[str] = None  # the nn.Module the PyTorch comes from (the model's class, the kernel)
+    uuid: Optional[str] = None  # a stable UUID of the pair (uuid5 of its id)
+    repo_link: Optional[str] = None  # https://github.com/<repo> (at its commit where known)
+    # the problem
+    kernel: Optional[str] = None  # kernel level: the kernel's name in its graph
+    ops: list = field(default_factory=list)  # kernel level: the ATen ops Model calls
+    needs_cuda: Optional[bool] = None  # Model calls an op without a CPU kernel (fused attention, ...)
+    packages: list = field(default_factory=list)  # what python_code imports besides torch (timm, transformers)
+    reference_finite: Optional[bool] = None  # Model's output on get_inputs() is finite (None: not run here)
     # checks
     accuracy: Optional[str] = None  # the suite model's accuracy check: pass | fail | skipped (None: not run)
     max_error: Optional[float] = None
@@ -62,6 +75,18 @@ class PairRecord(RecordFields):
             raise ValueError(f"pair_level must be one of {LEVELS}, got {self.pair_level!r}")
         if not self.id:
             self.id = kernel_id(self.triton_code)
+        if not self.uuid and self.triton_code:
+            self.uuid = pair_uuid(self.id)
+
+    def identify(self) -> None:
+        """id and uuid from the finished triton_code."""
+        self.id = kernel_id(self.triton_code)
+        self.uuid = pair_uuid(self.id)
+
+
+def pair_uuid(pair_id: str) -> str:
+    """The pair's UUID (KernelBook's `uuid` column): uuid5 of its id, so the same program has the same UUID."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"triton-data/pair/{pair_id}"))
 
 
 

@@ -80,14 +80,30 @@ def find_call(wrapper: ast.Module) -> ast.FunctionDef:
     raise PairError("no_call", "output_code.py defines no call(args)")
 
 
-def host_code(output_code: str, records: list[KernelRecord], recorded: Optional[dict]) -> HostCode:
-    """The rewritten `call` of one output_code.py (module docstring); raises PairError."""
+@dataclass
+class ParsedWrapper:
+    """An output_code.py's wrapper part (from `async_compile.wait(` on), parsed once for every pair of its graph:
+    the header before the kernels, the wrapper's text, lines and its `call` function."""
+
+    header: str
+    text: str
+    lines: list
+    function: ast.FunctionDef
+
+
+def parse_wrapper(output_code: str) -> ParsedWrapper:
+    """The ParsedWrapper of an output_code.py's text; raises PairError."""
     header, wrapper_text = split_output_code(output_code)
     try:
-        wrapper = ast.parse(wrapper_text)
-    except SyntaxError as exc:
+        tree = ast.parse(wrapper_text)
+    except (SyntaxError, ValueError, RecursionError) as exc:
         raise PairError("output_code_does_not_parse", str(exc)) from exc
-    function = find_call(wrapper)
+    return ParsedWrapper(header, wrapper_text, wrapper_text.split("\n"), find_call(tree))
+
+
+def host_code(parsed: ParsedWrapper, records: list[KernelRecord], recorded: Optional[dict]) -> HostCode:
+    """The rewritten `call` of one output_code.py (module docstring); raises PairError."""
+    header, wrapper_text, function = parsed.header, parsed.text, parsed.function
     by_variable = {r.extra.get("variable") or r.name: r for r in records}
     rewriter = CallRewriter(wrapper_text, by_variable, recorded)
     call = rewriter.rewrite(function)

@@ -1,0 +1,163 @@
+"""The kernel level of the pair step: every Triton kernel of one graph as a PairRecord (scraper.pairs.kernel_level),
+or a reject row with the reason it gives none.
+
+For each graph the kernels' pointers are named once over the whole call() (kernel_level.Mapper), each kernel that
+was named becomes a problem and a ModelNew, and the problem's reference is run on the CPU where its ops run there
+(scraper.pairs.reference; a reference that is not finite, or that fails, drops the pair with that reason; one that
+needs CUDA is marked `needs_cuda` and left to the GPU check). The same kernel seen again (the same id: many models
+share a fused kernel) reuses the first verdict.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Optional
+
+from scraper.pairs.emit import EmitError
+from scraper.pairs.fxgraph import GraphError, read_fx_graph
+from scraper.pairs.kernel_level import Chain, Mapped, Mapper, build_pair
+from scraper.pairs.launch import PairError, launch_config
+from scraper.pairs.record import PairRecord
+from scraper.pairs.reference import ReferenceRunner
+from scraper.pairs.triton_code import Kernel, ParsedWrapper, jit_function
+from scraper.pairs.wrapper import read_wrapper
+from scraper.records import KernelRecord
+from scraper.stats import Stats
+
+log = logging.getLogger(__name__)
+
+
+class KernelPairs:
+    """Builds the kernel-level pairs of each graph unit (module docstring)."""
+
+    def __init__(self, stats: Stats, runner: Optional[ReferenceRunner] = None) -> None:
+        self.stats = stats
+        self.runner = runner if runner is not None else ReferenceRunner()
+        self.verdicts: dict[str, dict] = {}  # pair id -> the reference's answer
+
+    def pairs(self, unit, parsed: ParsedWrapper, recorded: Optional[dict], provenance: dict) -> tuple[list, list]:
+        """(PairRecords, reject rows) of one graph's kernels."""
+        wrapper = read_wrapper(parsed.function, parsed.lines)
+        graph_nodes = graph_nodes_of(unit.fx_graph)
+        by_variable = {record.extra.get("variable") or record.name: record for record in unit.records}
+        results = Mapper(wrapper, by_variable, graph_nodes).run()
+        chains = chains_of(results)
+        finishing = {chain.members[-1].record.name for chain in chains.values() if len(chain.members) > 1}
+        pairs, rejects = [], []
+        for variable, record in by_variable.items():
+            result = results.get(variable) or PairError("not_launched", f"{record.name} is not launched by call()")
+            if record.name in finishing:
+                self.stats.inc("kernel_pairs_finishing_a_split_reduction")  # inside its first kernel's pair
+                continue
+            try:
+                if isinstance(result, PairError):
+                    raise result
+                pair = self.one(chains[variable], wrapper, recorded, provenance, graph_nodes, unit)
+            except (PairError, EmitError) as exc:
+                self.stats.inc(f"dropped_kernel_pair_{exc.reason}")
+                rejects.append({"reason": f"kernel_pair_{exc.reason}", "folder": unit.folder, "kernel": record.name,
+                                "model": record.model, "error": str(exc)[:500]})
+                continue
+            self.stats.inc("kernel_pairs")
+            pairs.append(pair)
+        return pairs, rejects
+
+    def one(self, chain: Chain, wrapper, recorded: Optional[dict], provenance: dict, graph_nodes: dict,
+            unit) -> PairRecord:
+        record = chain.records[0]
+        kernels = [kernel_of(member.record, recorded) for member in chain.members]
+        built = build_pair(chain, wrapper, kernels, description(chain.records, provenance), graph_nodes)
+        pair = PairRecord(python_code=built.python_code, triton_code=built.triton_code, **provenance)
+        pair.pair_level, pair.kernel, pair.kernels = "kernel", record.name, [r.name for r in chain.records]
+        pair.launch_configs = {}
+        for kernel in kernels:
+            pair.launch_configs[kernel.config.source] = pair.launch_configs.get(kernel.config.source, 0) + 1
+        pair.ops = built.ops
+        pair.original_triton_code = "\n\n".join(r.original or r.code for r in chain.records)
+        pair.module_name = record.name
+        pair.needs_cuda = any(needs_cuda(op) for op in built.ops)
+        pair.identify()
+        self.judge(pair)
+        return pair
+
+    def judge(self, pair: PairRecord) -> None:
+        """Run the reference where it runs on the CPU; PairError when it is not finite or fails."""
+        if pair.needs_cuda:
+            self.stats.inc("kernel_pairs_needs_cuda")
+            return
+        if pair.id not in self.verdicts:
+            self.verdicts[pair.id] = self.runner.check(pair.python_code)
+        verdict = self.verdicts[pair.id]
+        if verdict.get("error"):
+            raise PairError("reference_failed", verdict["error"])
+        if verdict.get("finite") is False:
+            raise PairError("reference_not_finite", "Model's output on get_inputs() holds NaN or Inf")
+        pair.reference_finite = verdict.get("finite")
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def kernel_of(record: KernelRecord, recorded: Optional[dict]) -> Kernel:
+    """The Kernel (jit function, parameters, launch configuration) of a record."""
+    function = jit_function(record)
+    return Kernel(record, function.name, [arg.arg for arg in function.args.args], launch_config(record, recorded))
+
+
+def chains_of(results: dict) -> dict:
+    """{kernel variable: the Chain its pair launches}: the kernel alone, or a split reduction's first kernel with the
+    first later kernel that reads its partial results (the one that finishes the reduction)."""
+    mapped = [result for result in results.values() if isinstance(result, Mapped)]
+    chains = {}
+    for variable, result in results.items():
+        if not isinstance(result, Mapped):
+            continue
+        chains[variable] = Chain([result])
+        if result.partial:
+            partial = {p.buffer for p in result.pointers if p.partial}
+            after = sorted((m for m in mapped if m.launch.index > result.launch.index), key=lambda m: m.launch.index)
+            finisher = next((m for m in after if any(p.buffer in partial and not p.written for p in m.pointers)),
+                            None)
+            if finisher is not None and not finisher.partial:
+                chains[variable] = Chain([result, finisher])
+    return chains
+
+
+def graph_nodes_of(fx_graph: Optional[str]) -> dict:
+    """The graph's nodes by name (empty when it has no readable fx_graph_readable.py)."""
+    if not fx_graph:
+        return {}
+    try:
+        return read_fx_graph(fx_graph).by_name
+    except GraphError as exc:
+        log.info("fx_graph_readable.py not read: %s", exc)
+        return {}
+
+
+def description(records: list, provenance: dict) -> str:
+    """The docstring of a kernel-level problem."""
+    first = records[0]
+    model = provenance.get("model") or first.model
+    suite = f" ({provenance['suite']} suite)" if provenance.get("suite") else ""
+    what = f"{first.name}: one Triton kernel" if len(records) == 1 else \
+        f"{' and '.join(r.name for r in records)}: a reduction Triton splits in two kernels"
+    return (f"{what} PyTorch Inductor generated for {model}{suite}, graph {first.graph}.\n"
+            "Model computes what it computes: the FX nodes it fuses, on the buffers it reads.")
+
+
+@functools.lru_cache(maxsize=None)
+def needs_cuda(op: str) -> bool:
+    """Whether an op (`torch.ops.aten.X.Y`) has no kernel that runs on the CPU (fused attention, cuDNN ...)."""
+    if not op.startswith("torch.ops."):
+        return False
+    import torch
+
+    try:
+        overload = functools.reduce(getattr, op.split(".")[1:], torch)
+        name = overload.name()
+    except (AttributeError, RuntimeError):
+        return False
+    keys = ("CPU", "CompositeImplicitAutograd", "CompositeExplicitAutograd",
+            "CompositeExplicitAutogradNonFunctional")
+    return not any(torch._C._dispatch_has_kernel_for_dispatch_key(name, key) for key in keys)
