@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Pairs on a GPU machine (issue #11): the timm and Hugging Face suites (inference, accuracy checked), their kernels,
-# pairs and problems, and the GPU check of every pair, within 9 minutes on one H200 (16 cores).
+# Pairs on a GPU machine (issues #11, #22): the timm and Hugging Face suites (inference, accuracy checked), their
+# kernels, pairs (kernel, graph and model level) and problems, the GPU check of the pairs (kernel-level first, many per
+# child), and KernelBench's own evaluator on the pairs that passed, within 9 minutes on one H100/H200 (16 cores).
 #
 #   bash benchmarks/gpu_pairs.sh          # from the repository root, on the GPU machine
 #
@@ -8,9 +9,12 @@
 #    scraper/suites/models/{timm,huggingface}.txt (those not started within BUDGET seconds are counted, not run);
 # 2. get_kernels_from_debug_info.py over both debug roots: kernels.jsonl, pairs.jsonl, problems/;
 # 3. python -m scraper.pairs.check on pairs.jsonl (no pair started after the time left allows);
-# 4. prints: models ok / failed, accuracy pass / fail / skipped, pairs built (model / graph level) and dropped by
-#    reason, launch configurations (recorded / heuristics), pairs passing the check (goal >= 95%), pairs per
-#    GPU-minute (passing pairs / minutes of the whole run) and the speedup distribution.
+# 4. benchmarks/kernelbench_eval.py on the pairs that passed (KernelBench's eval_kernel_against_ref, unchanged, from
+#    KERNELBENCH_SRC), while time is left;
+# 5. prints: models ok / failed, accuracy pass / fail / skipped, pairs built by level (built / distinct / passed /
+#    failed) and dropped by reason, launch configurations (recorded / heuristics), pairs passing the check (goal
+#    >= 95%), passing pairs per GPU-minute of the whole run (goal >= 100), the speedup distribution, and the share of
+#    our passing pairs that KernelBench's evaluator passes too (goal >= 90%).
 #
 # Settings (environment):
 #   OUT=gpu_pairs_out        where the result files go (6 files, each < 16 MB, below)
@@ -25,6 +29,8 @@
 #   SKIP_SUITE=1             reuse the debug roots already in $WORK (tcd_timm, tcd_hf)
 #   CHECK_DEVICE=cpu         the check's dry run (TRITON_INTERPRET=1), to try the script on a CPU machine
 #   EXTRA="..."              more run_inductor_suite.py options
+#   KERNELBENCH_SRC=.kb/src  KernelBench's src/ folder (a checkout of ScalingIntelligence/KernelBench); none: skipped
+#   KB_JOBS=8 KB_SHARE=60    KernelBench's evaluator: children at once, seconds it may take of the total
 #
 # Result files in $OUT: summary.txt (what is printed), summary.json (the same figures), pairs.jsonl.gz (every pair
 # with its check), manifest.jsonl (both suites' manifest lines), logs.tar.gz (the commands' logs, stats.json,
@@ -68,11 +74,23 @@ python3 get_kernels_from_debug_info.py "$WORK/tcd_timm" "$WORK/tcd_hf" -o "$WORK
 status=$?
 extract_s=$(elapsed)
 echo "extraction exit status $status after ${extract_s} s"
-check_budget=$(( TOTAL - extract_s - CHECK_TIMEOUT - 20 ))
+KB_SHARE=${KB_SHARE:-60}
+[ -z "${KERNELBENCH_SRC:-}" ] && [ -d .kb/src/kernelbench ] && KERNELBENCH_SRC=.kb/src
+[ -z "${KERNELBENCH_SRC:-}" ] && KB_SHARE=0
+check_budget=$(( TOTAL - extract_s - CHECK_TIMEOUT - KB_SHARE - 20 ))
 [ "$check_budget" -lt 0 ] && check_budget=0
 python3 -m scraper.pairs.check "$WORK/kernels/pairs.jsonl" --jobs "$CHECK_JOBS" --timeout "$CHECK_TIMEOUT" \
     --runs "$RUNS" --time-budget "$check_budget" --device "${CHECK_DEVICE:-cuda}" >"$WORK/check.log" 2>&1
 echo "check exit status $? after $(elapsed) s"  # 1 also when a pair failed: the summary says which
+check_s=$(elapsed)
+if [ -n "${KERNELBENCH_SRC:-}" ] && [ "${CHECK_DEVICE:-cuda}" = cuda ]; then
+    kb_budget=$(( TOTAL - check_s - 30 ))
+    [ "$kb_budget" -lt 1 ] && kb_budget=1
+    python3 benchmarks/kernelbench_eval.py "$WORK/kernels/pairs.jsonl" --kernelbench-src "$KERNELBENCH_SRC" \
+        --only-passed --jobs "${KB_JOBS:-8}" --time-budget "$kb_budget" --out "$OUT/kernelbench.json" \
+        >"$WORK/kernelbench.log" 2>&1
+    echo "kernelbench eval exit status $? after $(elapsed) s"
+fi
 
 python3 - "$WORK" "$OUT" "$suite_s" "$extract_s" "$(elapsed)" <<'EOF' | tee "$OUT/summary.txt"
 """The run's figures from its manifests, stats and pairs (plain json: no project code)."""
@@ -150,21 +168,53 @@ for phase, count in phases.most_common():
     detail = (example.get("check") or {}).get("error") or (example.get("check") or {}).get("failures")
     print(f"  {phase}: {count} (e.g. {example['model']}: {str(detail)[:160]})")
 print(f"pairs per GPU-minute: {summary['pairs']['pairs_per_gpu_minute']} ({len(passed)} passing pairs in "
-      f"{total_s / 60:.1f} min of the whole run)")
+      f"{total_s / 60:.1f} min of the whole run; goal >= 100)")
+by_level = {}
+for level in ("kernel", "graph", "model"):
+    rows = [p for p in pairs if p["pair_level"] == level]
+    ids = {p["id"] for p in rows}
+    ok = {p["id"] for p in rows if p["pair_correct"] is True}
+    bad = {p["id"] for p in rows if p["pair_correct"] is False}
+    by_level[level] = {"built": len(rows), "distinct": len(ids), "passed": len(ok), "failed": len(bad),
+                       "unchecked": len(ids - ok - bad), "pass_rate": round(len(ok) / max(1, len(ok) + len(bad)), 4),
+                       "passing_per_gpu_minute": round(len(ok) / max(total_s / 60, 1e-9), 2)}
+summary["levels"] = by_level
+print("by level (distinct programs):")
+for level, row in by_level.items():
+    print(f"  {level:6} built {row['built']}, distinct {row['distinct']}, passed {row['passed']}, failed "
+          f"{row['failed']}, unchecked {row['unchecked']}, pass rate {row['pass_rate']:.1%}, passing per GPU-minute "
+          f"{row['passing_per_gpu_minute']}")
+kernels_total = kernels.get("kernels") or 0
+covered = len({k for p in pairs if p["pair_level"] == "kernel" for k in p.get("kernels") or []})
+print(f"kernel-level coverage: kernels in a kernel pair {kernels.get('kernel_pairs', 0)} pairs over "
+      f"{kernels_total} kernels (distinct kernel names covered {covered})")
+kb_path = os.path.join(out, "kernelbench.json")
+if os.path.exists(kb_path):
+    kb = json.load(open(kb_path))["summary"]
+    summary["kernelbench"] = kb
+    for level, row in sorted(kb.items()):
+        print(f"KernelBench eval_kernel_against_ref ({level}): evaluated {row.get('evaluated', 0)}, compiled "
+              f"{row.get('compiled', 0)}, correct {row.get('correct', 0)}; of our passing pairs "
+              f"{row.get('passed_both', 0)}/{row.get('passed_our_check', 0)} = {row.get('kernelbench_share_of_our_passed')} "
+              f"(goal >= 0.9), not started {row.get('not_started', 0)}")
 if speedups:
     q = statistics.quantiles(speedups, n=4) if len(speedups) > 1 else [speedups[0]] * 3
     summary["speedup"] = {"min": speedups[0], "q1": round(q[0], 3), "median": round(q[1], 3), "q3": round(q[2], 3),
                           "max": speedups[-1], "n": len(speedups)}
     print(f"speedup over eager (Triton program / eager model, {len(speedups)} pairs): median {q[1]:.2f}x, "
           f"quartiles {q[0]:.2f}x / {q[2]:.2f}x, range {speedups[0]:.2f}x - {speedups[-1]:.2f}x")
-print(f"seconds: suites {suite_s}, extraction {extract_s - suite_s}, check {total_s - extract_s}, total {total_s}")
+print(f"seconds: suites {suite_s}, extraction {extract_s - suite_s}, check and evaluation {total_s - extract_s}, "
+      f"total {total_s}")
 json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=2, sort_keys=True)
 EOF
 
 gzip -c "$WORK/kernels/pairs.jsonl" >"$OUT/pairs.jsonl.gz" 2>/dev/null
 cat "$WORK"/tcd_timm/suite/manifest*.jsonl "$WORK"/tcd_hf/suite/manifest*.jsonl >"$OUT/manifest.jsonl" 2>/dev/null
 (cd "$WORK" && tar czf "$OUT/logs.tar.gz" --ignore-failed-read suite_timm.log suite_hf.log extract.log check.log \
-    kernels/stats.json kernels/pairs_rejects.jsonl kernels/pairs_check.json 2>/dev/null)
+    kernelbench.log kernels/stats.json kernels/pairs_rejects.jsonl kernels/pairs_check.json 2>/dev/null)
+# Every graph's output_code.py and fx_graph_readable.py with the suite files: the whole run as a CPU fixture.
+(cd "$WORK" && find tcd_timm tcd_hf \( -name output_code.py -o -name fx_graph_readable.py -o -path '*/suite/*' \) \
+    -type f ! -name '*.log' | tar czf "$OUT/debug_roots.tar.gz" -T - 2>/dev/null)
 python3 - "$WORK" "$OUT/fixture_pairs.tar.gz" <<'EOF'
 """A small test fixture: the three ok models of each suite with the fewest kernels, their suite/ files and their
 graph folders' output_code.py and fx_graph_readable.py (plain tarfile: no project code)."""

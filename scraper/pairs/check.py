@@ -90,8 +90,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"no GPU: {len(todo)} pairs left unchecked (pair_correct stays None)", file=sys.stderr)
         return 1
     started = time.monotonic()
-    results = check_all(todo, args)
-    for pair in todo:
+    results = check_all(distinct(todo), args)
+    for pair in todo:  # the same program (a kernel many models share) is checked once
         apply_result(pair, results.get(pair.id))
     write_jsonl(path, pairs)
     summary = summarize(todo, time.monotonic() - started)
@@ -128,6 +128,17 @@ def check_all(pairs: list[PairRecord], args: argparse.Namespace) -> dict:
             for found in pool.map(one, enumerate(batches)):
                 results.update(found)
         return results
+
+
+LEVEL_ORDER = {"kernel": 0, "graph": 1, "model": 2}  # the quick ones first: a time budget ends with the slow ones
+
+
+def distinct(pairs: list[PairRecord]) -> list[PairRecord]:
+    """One pair per id, kernel level first, then graph, then model level (the order a time budget cuts)."""
+    unique = {}
+    for pair in pairs:
+        unique.setdefault(pair.id, pair)
+    return sorted(unique.values(), key=lambda pair: LEVEL_ORDER.get(pair.pair_level, 3))
 
 
 def make_batches(pairs: list[PairRecord], size: int) -> list[list[PairRecord]]:

@@ -34,7 +34,9 @@ without a name, or a value the fused nodes do not compute from the inputs, gives
 from __future__ import annotations
 
 import ast
+import itertools
 import math
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -171,7 +173,7 @@ class Mapper:
             try:
                 fragment = parse_fragment(record.graph_fragment) if record.graph_fragment else \
                     copy_fragment(pointers, self.wrapper)
-                self.name_inputs(fragment, pointers)
+                self.name_inputs(fragment, pointers, launch.index)
                 self.name_outputs(fragment, pointers)
                 mapped = Mapped(record, fragment, pointers, launch)
                 self.results[launch.kernel] = mapped
@@ -194,18 +196,18 @@ class Mapper:
             name = buffer.base if buffer is not None and buffer.kind == "alias" else None
         return None
 
-    def name_inputs(self, fragment: Fragment, pointers: list[Pointer]) -> None:
+    def name_inputs(self, fragment: Fragment, pointers: list[Pointer], index: int) -> None:
         """The fragment read each input pointer holds; PairError("reads_unmatched"). An in_ptr is always read;
         an in_out_ptr is read when its buffer holds data from before (a read is left for it)."""
         reads = [name for name in fragment.reads if name not in fragment.writes]
         groups = pointer_groups(pointers)
         for group in groups:  # by what an earlier launch left there, or a graph input's own name
             known = self.known(group[0].buffer) if group[0].view is None else None
-            if known in reads and (group_reads(group) or self.wrapper.written_before(group[0].buffer, -1)):
+            if known in reads and (group_reads(group) or self.wrapper.written_before(group[0].buffer, index)):
                 set_entry(group, known)
                 reads.remove(known)
         for group in [g for g in groups if group_reads(g) and g[0].entry is None]:  # the in_ptrs left, in order
-            match = next((name for name in reads if fits(fragment.reads[name], group[0], self.wrapper)), None)
+            match = self.first_fit(reads, fragment, group[0])
             if match is None:
                 raise PairError("reads_unmatched", f"{group[0].param} ({group[0].buffer}) matches no read")
             set_entry(group, match)
@@ -213,47 +215,99 @@ class Mapper:
         for group in [g for g in groups if not group_reads(g) and g[0].entry is None]:  # in place: maybe read
             if not reads or not group[0].param.startswith("in_out"):
                 continue
-            match = next((name for name in reads if fits(fragment.reads[name], group[0], self.wrapper)), None)
+            match = self.first_fit(reads, fragment, group[0])
             if match is not None:
                 set_entry(group, match)
                 reads.remove(match)
         if reads:
             raise PairError("reads_unmatched", f"read {reads[0]} matches no pointer")
 
+    def first_fit(self, reads: list, fragment: Fragment, pointer: Pointer) -> Optional[str]:
+        """The first read whose layout is exactly the pointer's, else the first it may be seen through (a view of
+        as many elements)."""
+        for strict in (True, False):
+            match = next((name for name in reads if fits(fragment.reads[name], pointer, self.wrapper, strict)), None)
+            if match is not None:
+                return match
+        return None
+
     def name_outputs(self, fragment: Fragment, pointers: list[Pointer]) -> None:
-        """What each written pointer holds when the kernel ends; PairError("writes_unmatched"). Writes that fit
-        no pointer were buffers the kernel kept to itself (a reduction's mean inside a layer norm)."""
+        """What each written pointer holds when the kernel ends; PairError("writes_unmatched").
+
+        Inductor numbers a kernel's outputs by its writes: `out_ptrK` is the K-th write that is not stored in
+        place (writes into an `in_out_ptr` are not numbered; numbers of buffers it kept to itself, a layer norm's
+        mean, are skipped in the signature). So the writes stored in place are the smallest set (those named after
+        an in-place buffer included) that leaves, for every `out_ptrK`, a K-th remaining write that fits it, and
+        gives every in-place pointer a write that fits it; its last one is what that pointer holds."""
         outputs = [p for p in pointers if p.written]
-        held: dict[int, list[str]] = {id(p): [] for p in outputs}
-        writes = []
-        for name in fragment.writes:
-            owner = next((p for p in outputs if name in self.aliases(p)), None)
-            if owner is not None:  # a write named after its buffer: an intermediate stored in place
-                held[id(owner)].append(name)
-            elif self.is_value(fragment, name):
-                writes.append(name)
-            # else: a name of Inductor's own (a mutation's buffer): it repeats the write before it
-        for pointer in [p for p in outputs if not p.param.startswith("in_out")]:  # stores, in order
-            if held[id(pointer)]:
-                continue
-            match = next((w for w in writes if written_fits(self.layout(fragment, w), pointer, self.wrapper)), None)
-            if match is None:
-                raise PairError("writes_unmatched", f"{pointer.param} matches no write")
-            held[id(pointer)].append(match)
-            writes = writes[writes.index(match) + 1:] + [w for w in writes[:writes.index(match)]]
-        for name in writes:  # the rest were stored in place or kept inside: the in-place pointer they fit
-            owner = next((p for p in outputs if p.param.startswith("in_out")
-                          and written_fits(self.layout(fragment, name), p, self.wrapper)), None)
-            if owner is not None:
-                held[id(owner)].append(name)
-        for pointer in outputs:
-            names = [name for name in held[id(pointer)] if self.is_value(fragment, name)]
-            if not names and not self.pointwise and held[id(pointer)]:
-                pointer.partial = True  # a split reduction's partial sums: no node computes them (see Chain)
-                continue
-            if not names:
-                names = [self.copied(fragment, pointers, pointer)]
-            pointer.exit = names[-1]
+        in_place = [p for p in outputs if p.param.startswith("in_out")]
+        numbered = {int(p.param[7:]): p for p in outputs if re.fullmatch(r"out_ptr\d+", p.param)}
+        others = [p for p in outputs if p not in in_place and p not in numbered.values()]
+        if others:  # a user kernel's mutated argument: no numbering to go by
+            raise PairError("writes_unmatched", f"{others[0].param}: an output without Inductor's numbering")
+        writes = list(fragment.writes)
+        stored = self.in_place_writes(fragment, writes, numbered, in_place)
+        if stored is None:
+            raise PairError("writes_unmatched", "no way to match the writes to the pointers")
+        rest = [w for w in writes if w not in stored]
+        for number, pointer in numbered.items():
+            pointer.exit = self.value_of(fragment, pointers, pointer, rest[number], writes)
+        for pointer in in_place:
+            mine = [w for w in stored if self.stores_into(fragment, w, pointer, writes)]
+            values = [w for w in mine if self.is_value(fragment, w) and w not in self.aliases(pointer)]
+            pointer.exit = values[-1] if values else self.value_of(fragment, pointers, pointer, mine[-1], writes)
+
+    def in_place_writes(self, fragment: Fragment, writes: list, numbered: dict, in_place: list) -> Optional[list]:
+        """The writes stored in place (name_outputs), or None when no set fits."""
+        fixed = [w for w in writes if any(w in self.aliases(p) for p in in_place)]
+        free = [w for w in writes if w not in fixed and not any(w in self.aliases(p) for p in numbered.values())]
+        if not in_place:
+            free = []
+        if len(free) > 12:
+            raise PairError("writes_unmatched", f"{len(writes)} writes: too many to match")
+        for size in range(len(free), -1, -1):  # the most: a value stored in place, then again in place, ends there
+            for extra in itertools.combinations(free, size):
+                stored = [w for w in writes if w in fixed or w in extra]
+                if self.consistent(fragment, writes, stored, numbered, in_place):
+                    return stored
+        return None
+
+    def consistent(self, fragment: Fragment, writes: list, stored: list, numbered: dict, in_place: list) -> bool:
+        rest = [w for w in writes if w not in stored]
+        for number, pointer in numbered.items():
+            if number >= len(rest) or not self.stores_into(fragment, rest[number], pointer, writes):
+                return False
+        if any(not any(self.stores_into(fragment, w, p, writes) for p in in_place) for w in stored):
+            return False
+        return all(any(self.stores_into(fragment, w, p, writes) for w in stored) for p in in_place)
+
+    def stores_into(self, fragment: Fragment, name: str, pointer: Pointer, writes: list) -> bool:
+        """Whether write `name` can be what the kernel stores through `pointer`: named after its buffer, a value of
+        its dtype and numel, or a name of Inductor's own (a mutation's buffer) right after a value that fits (what
+        the mutation copies)."""
+        if name in self.aliases(pointer):
+            return True
+        if self.is_value(fragment, name):
+            return written_fits(self.layout(fragment, name), pointer, self.wrapper)
+        before = writes[: writes.index(name)]
+        return bool(before) and self.is_value(fragment, before[-1]) and written_fits(
+            self.layout(fragment, before[-1]), pointer, self.wrapper)
+
+    def value_of(self, fragment: Fragment, pointers: list, pointer: Pointer, name: str, writes: list) -> Optional[str]:
+        """The value a pointer holds when its write is `name`: the value itself; for a name of Inductor's own the
+        value written just before it (what the mutation copies); for a write named after its own buffer, the
+        realized argument (copied) or, in a reduction, partial sums (pointer.partial, no value)."""
+        if self.is_value(fragment, name):
+            return name
+        if name not in self.aliases(pointer):
+            before = [w for w in writes[:writes.index(name)] if self.is_value(fragment, w)
+                      and written_fits(self.layout(fragment, w), pointer, self.wrapper)]
+            if before:
+                return before[-1]
+        if not self.pointwise:
+            pointer.partial = True  # a split reduction's partial sums: no node computes them (see Chain)
+            return None
+        return self.copied(fragment, pointers, pointer)
 
     def is_value(self, fragment: Fragment, name: str) -> bool:
         """Whether a write names a value some node computes (the fragment's, or the graph's) or a read."""
@@ -445,7 +499,7 @@ def argument_buffer(argument: ast.expr) -> tuple[str, Optional[tuple]]:
     raise PairError("unknown_argument", ast.unparse(argument)[:60])
 
 
-def fits(layout: Optional[Layout], pointer: Pointer, wrapper: Wrapper) -> bool:
+def fits(layout: Optional[Layout], pointer: Pointer, wrapper: Wrapper, strict: bool = False) -> bool:
     """Whether a read's buffer layout can be what the pointer passes: the same dtype, and a layout call() gives
     the name, its storage or its view that agrees (same size and stride, or the same elements seen another way)."""
     if layout is None:
@@ -463,6 +517,8 @@ def fits(layout: Optional[Layout], pointer: Pointer, wrapper: Wrapper) -> bool:
         return True
     if any((tuple(size), tuple(stride or ())) == (layout.size, layout.stride) for size, stride in known):
         return True
+    if strict:
+        return False
     viewed = pointer.view is not None or (wrapper.buffers.get(pointer.buffer) or root).kind == "view"
     return viewed and any(math.prod(size) == math.prod(layout.size) for size, _ in known)
 
@@ -556,9 +612,10 @@ def build_pair(chain: Chain, wrapper: Wrapper, kernels: list, description: str,
     kinds = rules.input_kinds(nodes, layouts, all_layouts)
     check_size(layouts, chain, wrapper)
     device = uses_device(nodes)
-    model = model_text(names, layouts, body, outputs, device, variable)
-    problem = problem_text(description, model, names, layouts, kinds, len(outputs) > 1, rules.MAKE_INPUT)
-    new = model_new_text(chain, wrapper, kernels, names, layouts)
+    packed = must_pack(chain)
+    model = model_text(names, layouts, body, outputs, device, variable, packed)
+    problem = problem_text(description, model, names, layouts, kinds, packed, rules.MAKE_INPUT)
+    new = model_new_text(chain, wrapper, kernels, names, layouts, packed)
     ops = sorted({node.op for node in nodes})
     sources = sorted({kernel.config.source for kernel in kernels})
     return KernelPair(problem, new, names, kinds, outputs, ops, "+".join(sources),
@@ -627,15 +684,29 @@ def forward_head(names: list, layouts: dict, variable) -> list[str]:
     return lines
 
 
-def model_text(names: list, layouts: dict, body: list, outputs: list, device: bool, variable) -> str:
+FLOATING = ("float32", "float16", "bfloat16", "float64")
+
+
+def must_pack(chain: Chain) -> bool:
+    """Whether the pair returns pack(...): several outputs, or one that is not floating point (KernelBench's
+    allclose takes floats)."""
+    outputs = chain.outputs
+    return len(outputs) > 1 or any(p.dtype not in FLOATING for p in outputs)
+
+
+def returns(values: list, packed: bool) -> str:
+    """The forward's return statement."""
+    return f"return pack({', '.join(values)})" if packed else f"return {values[0]}"
+
+
+def model_text(names: list, layouts: dict, body: list, outputs: list, device: bool, variable, packed: bool) -> str:
     """class Model."""
     arguments = ", ".join(["self"] + [variable(n) for n in names])
     lines = forward_head(names, layouts, variable)
     if device:
         lines.append(f"device = {variable(names[0])}.device" if names else "device = self.anchor.device")
     lines += body
-    returned = [variable(o) for o in outputs]
-    lines.append(f"return {returned[0]}" if len(returned) == 1 else f"return pack({', '.join(returned)})")
+    lines.append(returns([variable(o) for o in outputs], packed))
     init = ("    def __init__(self):\n        super().__init__()\n"
             "        self.register_buffer(\"anchor\", torch.empty(0), persistent=False)  # where the model is\n\n"
             if device and not names else "")
@@ -662,7 +733,7 @@ def problem_text(description: str, model: str, names: list, layouts: dict, kinds
     return "\n\n".join(part.rstrip("\n") for part in parts) + "\n"
 
 
-def model_new_text(chain: Chain, wrapper: Wrapper, kernels: list, names: list, layouts: dict) -> str:
+def model_new_text(chain: Chain, wrapper: Wrapper, kernels: list, names: list, layouts: dict, packed: bool) -> str:
     """class ModelNew (module docstring): the inputs in the kernels' layouts, the outputs allocated as call() did,
     the launches in order (a buffer one kernel writes is the one the next reads), what Model returns."""
     from scraper.pairs.emit import variable
@@ -686,15 +757,14 @@ def model_new_text(chain: Chain, wrapper: Wrapper, kernels: list, names: list, l
         call_text = f"{member.launch.kernel}.run({', '.join(arguments)}, stream=stream0)"
         call = ast.parse(call_text).body[0].value
         lines.append(launch_text(kernel, call, [call_text]))
-    returned = [returned_value(pointer, chain, locals_) for pointer in chain.outputs]
-    lines.append(f"return {returned[0]}" if len(returned) == 1 else f"return pack({', '.join(returned)})")
+    lines.append(returns([returned_value(pointer, chain, locals_) for pointer in chain.outputs], packed))
     init = ("    def __init__(self):\n        super().__init__()\n"
             "        self.register_buffer(\"anchor\", torch.empty(0), persistent=False)  # where the model is\n\n"
             if not names else "")
     arguments_text = ", ".join(["self"] + [variable(n) for n in names])
     model_new = ("class ModelNew(nn.Module):\n" + init + f"    def forward({arguments_text}):\n"
                  + "".join(f"        {line}\n" for line in lines))
-    return module_text(chain, kernels, model_new, len(returned) > 1)
+    return module_text(chain, kernels, model_new, packed)
 
 
 def launch_params(record: KernelRecord) -> list:

@@ -19,7 +19,7 @@ from scraper.pairs.fxgraph import GraphError, read_fx_graph
 from scraper.pairs.kernel_level import Chain, Mapped, Mapper, build_pair
 from scraper.pairs.launch import PairError, launch_config
 from scraper.pairs.record import PairRecord
-from scraper.pairs.reference import ReferenceRunner
+from scraper.pairs.reference import ReferencePool
 from scraper.pairs.triton_code import Kernel, ParsedWrapper, jit_function
 from scraper.pairs.wrapper import read_wrapper
 from scraper.records import KernelRecord
@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 class KernelPairs:
     """Builds the kernel-level pairs of each graph unit (module docstring)."""
 
-    def __init__(self, stats: Stats, runner: Optional[ReferenceRunner] = None) -> None:
+    def __init__(self, stats: Stats, runner: Optional[ReferencePool] = None) -> None:
         self.stats = stats
-        self.runner = runner if runner is not None else ReferenceRunner()
+        self.runner = runner if runner is not None else ReferencePool()
         self.verdicts: dict[str, dict] = {}  # pair id -> the reference's answer
 
     def pairs(self, unit, parsed: ParsedWrapper, recorded: Optional[dict], provenance: dict) -> tuple[list, list]:
@@ -44,7 +44,7 @@ class KernelPairs:
         results = Mapper(wrapper, by_variable, graph_nodes).run()
         chains = chains_of(results)
         finishing = {chain.members[-1].record.name for chain in chains.values() if len(chain.members) > 1}
-        pairs, rejects = [], []
+        built, rejects = [], []
         for variable, record in by_variable.items():
             result = results.get(variable) or PairError("not_launched", f"{record.name} is not launched by call()")
             if record.name in finishing:
@@ -53,15 +53,32 @@ class KernelPairs:
             try:
                 if isinstance(result, PairError):
                     raise result
-                pair = self.one(chains[variable], wrapper, recorded, provenance, graph_nodes, unit)
+                built.append(self.one(chains[variable], wrapper, recorded, provenance, graph_nodes, unit))
             except (PairError, EmitError) as exc:
-                self.stats.inc(f"dropped_kernel_pair_{exc.reason}")
-                rejects.append({"reason": f"kernel_pair_{exc.reason}", "folder": unit.folder, "kernel": record.name,
-                                "model": record.model, "error": str(exc)[:500]})
+                rejects.append(self.reject(exc, unit, record))
+        self.run_references(built)
+        pairs = []
+        for pair in built:
+            try:
+                self.judge(pair)
+            except PairError as exc:
+                rejects.append(self.reject(exc, unit, pair))
                 continue
             self.stats.inc("kernel_pairs")
             pairs.append(pair)
         return pairs, rejects
+
+    def reject(self, exc, unit, what) -> dict:
+        self.stats.inc(f"dropped_kernel_pair_{exc.reason}")
+        kernel = getattr(what, "kernel", None) or what.name
+        return {"reason": f"kernel_pair_{exc.reason}", "folder": unit.folder, "kernel": kernel,
+                "model": what.model, "error": str(exc)[:500]}
+
+    def run_references(self, pairs: list) -> None:
+        """Run, in parallel, the references not run yet of the pairs that run on the CPU."""
+        todo = {pair.id: pair.python_code for pair in pairs if not pair.needs_cuda and pair.id not in self.verdicts}
+        for pair_id, verdict in zip(todo, self.runner.check_many(list(todo.values()))):
+            self.verdicts[pair_id] = verdict
 
     def one(self, chain: Chain, wrapper, recorded: Optional[dict], provenance: dict, graph_nodes: dict,
             unit) -> PairRecord:
@@ -78,7 +95,6 @@ class KernelPairs:
         pair.module_name = record.name
         pair.needs_cuda = any(needs_cuda(op) for op in built.ops)
         pair.identify()
-        self.judge(pair)
         return pair
 
     def judge(self, pair: PairRecord) -> None:

@@ -92,6 +92,40 @@ class ReferenceRunner:
         self.close()
 
 
+class ReferencePool:
+    """Several ReferenceRunners, for the problems of one graph at once (their children run in parallel)."""
+
+    def __init__(self, jobs: Optional[int] = None, timeout: float = TIMEOUT, limit_mb: int = LIMIT_MB) -> None:
+        self.jobs = max(1, jobs or min(8, os.cpu_count() or 1))
+        self.idle = [ReferenceRunner(timeout, limit_mb) for _ in range(self.jobs)]
+
+    def check_many(self, codes: list[str]) -> list[dict]:
+        """The verdicts of several problems, in their order."""
+        from concurrent.futures import ThreadPoolExecutor
+        import queue
+
+        runners: queue.Queue = queue.Queue()
+        for runner in self.idle:
+            runners.put(runner)
+
+        def one(code: str) -> dict:
+            runner = runners.get()
+            try:
+                return runner.check(code)
+            finally:
+                runners.put(runner)
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            return list(pool.map(one, codes))
+
+    def check(self, code: str) -> dict:
+        return self.check_many([code])[0]
+
+    def close(self) -> None:
+        for runner in self.idle:
+            runner.close()
+
+
 # ------------------------------------------------------------------------------------------------ the child
 
 
