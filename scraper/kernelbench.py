@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import ast
 import inspect
+import sys
 from typing import Optional
 
 from scraper.accuracy import flat_tensors
 
 INTERFACE_NAMES = ("Model", "ModelNew", "get_inputs", "get_init_inputs")
 MARKER = "# " + "-" * 105 + "\n# KernelBench interface, added by triton-data"
+INTERFACE_VERSION = "KernelBench interface version 2"  # in every problem this version writes (older: rewritten)
 
 _INTERFACE = '''
 
 ''' + MARKER + ''' (scraper/kernelbench.py): Model(*get_init_inputs()) and get_inputs()
 # build the model and its inputs as build() above does (random weights, the shapes that were compiled), on the CPU;
-# move both to a GPU with .to(device). Model's forward returns the model's output tensors: one, or a tuple.
+# move both to a GPU with .to(device). Model's forward returns the model's output: its one tensor, or pack() of its
+# tensors (one tensor: what KernelBench's evaluator compares). Inputs come back to build()'s dtypes first (the
+# evaluator casts every input to float32, token ids too). {version}.
 import copy as _copy  # noqa: E402
 
 import torch  # noqa: E402
@@ -47,8 +51,23 @@ def _build_once():
 
 {flat_tensors}
 
+def _kb_pack(*outputs):
+    """Several output tensors as one (KernelBench's evaluator compares one): each flattened, as float32, in order."""
+    return torch.cat([output.reshape(-1).to(torch.float32) for output in outputs])
+
+
+def _kb_dtypes(args, kwargs):
+    """The dtype of each input tensor of build() (None for what is not a tensor)."""
+    return [value.dtype if isinstance(value, torch.Tensor) else None for value in (*args, *kwargs.values())]
+
+
+def _kb_restore(inputs, dtypes):
+    """The inputs in build()'s dtypes again (a harness may have cast them)."""
+    return [x.to(d) if d is not None and isinstance(x, torch.Tensor) else x for x, d in zip(inputs, dtypes)]
+
+
 class Model(torch.nn.Module):
-    """{name} as compiled: forward(*get_inputs()) returns its output tensors."""
+    """{name} as compiled: forward(*get_inputs()) returns its output tensor (several: packed into one)."""
 
     def __init__(self):
         super().__init__()
@@ -56,11 +75,13 @@ class Model(torch.nn.Module):
         self.model = _copy.deepcopy(model)
         self.positional = len(args)
         self.keywords = list(kwargs)
+        self.dtypes = _kb_dtypes(args, kwargs)
 
     def forward(self, *inputs):
+        inputs = _kb_restore(inputs, self.dtypes)
         named = dict(zip(self.keywords, inputs[self.positional:]))
-        tensors = flat_tensors(self.model(*inputs[: self.positional], **named))
-        return tensors[0] if len(tensors) == 1 else tuple(tensors)
+        tensors = _kb_flat_tensors(self.model(*inputs[: self.positional], **named))
+        return tensors[0] if len(tensors) == 1 and tensors[0].is_floating_point() else _kb_pack(*tensors)
 
 
 def get_inputs():
@@ -108,6 +129,27 @@ def defines_build(program: str) -> bool:
     return "build" in top_level_names(program)
 
 
+def packages(program: Optional[str]) -> list:
+    """The packages a program imports at its top level besides torch and the standard library (timm,
+    transformers, ...): what a problem needs installed."""
+    try:
+        tree = ast.parse(program or "")
+    except (SyntaxError, ValueError, RecursionError):
+        return []
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return sorted(names - set(sys.stdlib_module_names) - {"torch", "__future__"})
+
+
+def current(problem: Optional[str]) -> bool:
+    """Whether a problem a worker wrote has this version's interface (an older one is made again)."""
+    return bool(problem) and INTERFACE_VERSION in problem
+
+
 def problem_text(program: str, name: str) -> Optional[str]:
     """The KernelBench problem of a suite program (the program, then the interface); None when the program has
     no build()."""
@@ -115,6 +157,6 @@ def problem_text(program: str, name: str) -> Optional[str]:
         return None
     clashes = sorted(set(INTERFACE_NAMES) & top_level_names(program))
     binding = _SNAPSHOT_BINDING.format(names=", ".join(clashes)) if clashes else "_build = build\n"
-    interface = _INTERFACE.format(name=name, build_binding=binding,
-                                  flat_tensors=inspect.getsource(flat_tensors))
+    helper = inspect.getsource(flat_tensors).replace("flat_tensors(", "_kb_flat_tensors(")
+    interface = _INTERFACE.format(name=name, build_binding=binding, version=INTERFACE_VERSION, flat_tensors=helper)
     return program.rstrip("\n") + "\n" + interface

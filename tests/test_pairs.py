@@ -28,7 +28,12 @@ INTERPRETABLE = re.compile(r"libdevice\.")
 
 
 def pairs_of(out: Path) -> list[dict]:
-    return read_lines(out / "pairs.jsonl")
+    """The graph- and model-level pairs (tests/test_kernel_pairs.py has the kernel-level ones)."""
+    return [pair for pair in read_lines(out / "pairs.jsonl") if pair["pair_level"] != "kernel"]
+
+
+def graph_rejects(out: Path) -> list[dict]:
+    return [row for row in read_lines(out / "pairs_rejects.jsonl") if not row["reason"].startswith("kernel_pair_")]
 
 
 def graphs_with_triton_kernels(roots: list[Path]) -> int:
@@ -43,7 +48,7 @@ def call_body(text: str) -> str:
 
 def test_old_debug_roots_give_a_graph_level_pair_per_graph(old_pairs, tcd_roots, suite_roots):
     pairs = pairs_of(old_pairs)
-    rejected = read_lines(old_pairs / "pairs_rejects.jsonl")
+    rejected = graph_rejects(old_pairs)
     roots = [*tcd_roots.values(), *suite_roots.values()]
     assert len(pairs) + len(rejected) == graphs_with_triton_kernels(roots) == 24
     assert [(r["reason"], r["folder"]) for r in rejected] == [
@@ -54,7 +59,7 @@ def test_old_debug_roots_give_a_graph_level_pair_per_graph(old_pairs, tcd_roots,
         assert pair["level_reason"] == ("no_pairing" if pair["suite"] else "no_suite")
         assert pair["entry_point"] == "Model" and pair["pair_correct"] is None
     stats = json.loads((old_pairs / "stats.json").read_text())["counts"]
-    assert stats["pairs"] == len(pairs) and stats["dropped_pair_graph_has_user_kernels"] == 1
+    assert stats["pairs_graph_level"] == len(pairs) and stats["dropped_pair_graph_has_user_kernels"] == 1
 
 
 def test_every_triton_code_defines_model_new_and_launches_every_kernel(old_pairs):
@@ -170,10 +175,10 @@ RUN_PAIRS = textwrap.dedent("""
     for number, (problem_file, triton_file, program_file) in enumerate(json.loads(sys.argv[1])):
         problem, new = load(problem_file, f"problem{number}"), load(triton_file, f"triton{number}")
         new.empty_strided_cuda = lambda size, stride, dtype: torch.empty_strided(size, stride, dtype=dtype)
+        torch.manual_seed(0)  # as KernelBench's evaluator: each side built under the same seed, no weights copied
         model = problem.Model(*problem.get_init_inputs())
+        torch.manual_seed(0)
         model_new = new.ModelNew(*problem.get_init_inputs())
-        if program_file:  # model level: Model's weights, by name
-            model_new.load_state_dict({**model.state_dict(), **dict(model.named_buffers())}, strict=False)
         inputs = problem.get_inputs()
         with torch.no_grad():
             want = model(*[x.clone() for x in inputs])
@@ -183,9 +188,9 @@ RUN_PAIRS = textwrap.dedent("""
             built, args, kwargs = load(program_file, f"program{number}").build("cpu")
             with torch.no_grad():
                 program_output = built(*args, **kwargs)
-            if isinstance(program_output, torch.Tensor):
-                program_output = (program_output,)
-            torch.testing.assert_close(tuple(program_output), want)
+            if not isinstance(program_output, torch.Tensor):  # several outputs: Model packs them into one
+                program_output = torch.cat([t.reshape(-1).float() for t in program_output])
+            torch.testing.assert_close((program_output,), want)
         report.append([float((a - b).abs().max()) for a, b in zip(want, got)])
     print(json.dumps(report))
 """)
@@ -200,9 +205,9 @@ def write_pair(folder: Path, pair: dict) -> tuple[str, str]:
 
 
 def test_pairs_compute_what_their_problems_compute(recorded_pairs, recorded_root, old_pairs, tmp_path):
-    """Under TRITON_INTERPRET=1: model-level ModelNew (Model's weights loaded by name) equals Model equals the
-    program; graph-level ModelNew equals the ATen graph. Kernels that call libdevice are left out (the
-    interpreter has no libdevice)."""
+    """Under TRITON_INTERPRET=1: model-level ModelNew (built as KernelBench's evaluator builds it: the same seed,
+    nothing loaded) equals Model equals the program; graph-level ModelNew equals the ATen graph. Kernels that call
+    libdevice are left out (the interpreter has no libdevice)."""
     model_level = [p for p in pairs_of(recorded_pairs) if not INTERPRETABLE.search(p["triton_code"])]
     graph_level = [p for p in pairs_of(old_pairs) if p["suite"] == "modules"
                    and not INTERPRETABLE.search(p["triton_code"])]

@@ -43,12 +43,11 @@ COMPARE = textwrap.dedent("""
         got = problem.Model(*problem.get_init_inputs())(*problem.get_inputs())
         model, args, kwargs = program.build("cpu")
         want = model(*args, **kwargs)
-    got = got if isinstance(got, tuple) else (got,)
-    if isinstance(want, torch.Tensor):
-        want = (want,)
-    elif not isinstance(want, tuple):  # the stand-in transformers model returns a namespace
-        want = (want.logits,)
-    print(json.dumps([len(got), all(torch.equal(a, b) for a, b in zip(got, want)), len(got) == len(want)]))
+    if not isinstance(want, (torch.Tensor, tuple)):  # the stand-in transformers model returns a namespace
+        want = want.logits
+    if isinstance(want, tuple):  # several tensors: the problem returns them as one (KernelBench compares one)
+        want = torch.cat([t.reshape(-1).to(torch.float32) for t in want])
+    print(json.dumps([int(isinstance(got, torch.Tensor)), torch.equal(got, want), got.shape == want.shape]))
 """)
 
 
@@ -99,4 +98,4 @@ def test_a_scraped_class_called_model_keeps_its_name_for_build(tmp_path):
     assert list(row["init_kwargs"]) == ["width"] and int(row["init_kwargs"]["width"]) > 0
     text = (out / row["problem"]).read_text()
     assert "The program defines Model, get_inputs itself" in text
-    assert compare(out, row, str(Path(run_inductor_suite.__file__).resolve().parent)) == [2, True, True]
+    assert compare(out, row, str(Path(run_inductor_suite.__file__).resolve().parent)) == [1, True, True]

@@ -69,7 +69,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--license", default="any",
                         help="'any' (default), 'permissive' (an SPDX allowlist; unknown license is not "
                              "permissive) or a comma-separated list of SPDX ids")
-    parser.add_argument("--max-tokens", type=int, help="drop kernels whose row text has more tokens than this")
+    parser.add_argument("--max-tokens", type=int,
+                        help="drop rows whose text has more tokens than this (default: no limit; --task pairs: "
+                             f"{tasks.DEFAULT_MAX_TOKENS} for python_code + triton_code)")
+    parser.add_argument("--pair-level", default=",".join(tasks.DEFAULT_PAIR_LEVELS), metavar="LEVELS",
+                        help="--task pairs: the levels to export, comma-separated: kernel (one fused Triton kernel "
+                             "and the FX nodes it fuses), module (a scraped nn.Module and the Triton of its graph), "
+                             "model (any suite model: library ones build timm/transformers models, so their "
+                             "python_code holds no computation; module included), graph (the ATen graph); "
+                             f"default: {','.join(tasks.DEFAULT_PAIR_LEVELS)}")
+    parser.add_argument("--include-unchecked", action="store_true",
+                        help="--task pairs: export pairs the GPU check has not passed yet too (pair_correct null; "
+                             "default: only pair_correct true; a failed check is never exported)")
     parser.add_argument("--min-lines", type=int, help="drop kernels with fewer non-blank lines than this")
     parser.add_argument("--tokenizer", help="tokenizer.json (Hugging Face tokenizers) for token counts; "
                                             "default: an estimate of one token per 4 characters")
@@ -98,6 +109,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--max-tokens must be at least 1")
     if args.min_lines is not None and args.min_lines < 0:
         parser.error("--min-lines must not be negative")
+    levels = tuple(level.strip() for level in args.pair_level.split(",") if level.strip())
+    unknown = sorted(set(levels) - set(tasks.PAIR_LEVELS))
+    if unknown or not levels:
+        parser.error(f"--pair-level: {', '.join(unknown) or 'none given'}; choose from {', '.join(tasks.PAIR_LEVELS)}")
+    args.pair_levels = levels
+    if args.max_tokens is None and args.task == "pairs":
+        args.max_tokens = tasks.DEFAULT_MAX_TOKENS
     if args.column in write.METADATA:  # the metadata column would overwrite the text
         parser.error(f"--column {args.column!r} is a metadata column; choose another name (e.g. text, input)")
     if not 0 <= args.val_fraction <= 1:
@@ -132,14 +150,19 @@ def main_task(args: argparse.Namespace) -> int:
     """--task pairs / problems: build, print the counts and (pairs) the torchtune snippet."""
     try:
         result = tasks.build_task(args.task, args.inputs, args.output, args.fmt, args.license, args.max_tokens,
-                                  args.tokenizer, args.val_fraction)
+                                  args.tokenizer, args.val_fraction, args.pair_levels, args.include_unchecked)
     except (OSError, tokens.TokenizerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(result.stats.summary(), file=sys.stderr)
     print(f"wrote {len(result.rows)} rows to {result.output}", file=sys.stderr)
+    if args.task == "pairs":
+        print(tasks.left_out_line(result.stats.counts), file=sys.stderr)
     if not result.rows:
         print(f"error: no {args.task} row is left (see the stats and rejects beside the output)", file=sys.stderr)
+        if args.task == "pairs" and result.stats.counts.get("dropped_unchecked"):
+            print("  (pairs are exported once the GPU check passed them: python -m scraper.pairs.check "
+                  "<pairs.jsonl> on a GPU machine; --include-unchecked exports them unchecked)", file=sys.stderr)
         return EXIT_NOTHING
     train = result.split_files["train"]
     print(f'# datasets: load_dataset("json", data_files="{train}", split="train")', file=sys.stderr)

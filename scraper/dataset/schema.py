@@ -22,12 +22,16 @@ PAIR_COLUMNS = {
     "stars": INT, "sha": STRING, "id": STRING, "suite": STRING, "model": STRING, "mode": STRING, "dtype": STRING,
     "graph": STRING, "pair_level": STRING, "kernels": STRINGS, "accuracy": STRING, "max_error": FLOAT,
     "pair_correct": BOOL, "speedup": FLOAT, "n_tokens": INT, "cluster_size": INT, "split": STRING,
+    # KernelBook's other columns, then the problem's
+    "original_triton_code": STRING, "module_name": STRING, "uuid": STRING, "repo_link": STRING,
+    "kernel": STRING, "ops": STRINGS, "needs_cuda": BOOL, "packages": STRINGS, "reference_finite": BOOL,
 }
 # --task problems: the KernelBench problem and where it comes from.
 PROBLEM_COLUMNS = {
     "python_code": STRING, "entry_point": STRING, "id": STRING, "name": STRING, "level": STRING, "suite": STRING,
     "model": STRING, "mode": STRING, "dtype": STRING, "graph": STRING, "repo_name": STRING, "licenses": STRINGS,
     "stars": INT, "sha": STRING, "accuracy": STRING, "n_tokens": INT, "cluster_size": INT, "split": STRING,
+    "kernel": STRING, "needs_cuda": BOOL, "packages": STRINGS, "reference_finite": BOOL,
 }
 
 

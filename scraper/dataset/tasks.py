@@ -1,8 +1,15 @@
 """The dataset tasks beside text completion: `pairs` (PyTorch -> Triton, KernelBook's columns) and `problems`
 (the KernelBench-form reference problems alone), built from the Inductor stage's pairs.jsonl and problems/.
 
-    pairs:    load -> filter (license, tokens, failed checks) -> dedup on the normalized Triton program -> split
+    pairs:    load -> filter (level, check, license, tokens) -> dedup on the normalized Triton program -> split
     problems: load -> filter (license, tokens) -> dedup on the normalized problem -> split
+
+What a pair row is for is training "this PyTorch -> this Triton", so by default (docs/pairs.md) only pairs the GPU
+check passed are exported (`include_unchecked`: those not checked too; a failed check never), of the levels whose
+python_code carries the computation (kernel: the FX nodes one kernel fuses; module: a scraped nn.Module's own
+source), within DEFAULT_MAX_TOKENS for python_code + triton_code. Library models' model-level pairs (python_code
+builds `timm.create_model(...)`) and graph-level pairs are there on request (`pair_levels`); the library models stay
+reference problems for RL in the `problems` task.
 
 Splits are by group as for completion (scraper.dataset.split): a scraped module's repository, else the model, so a
 repository or a model never straddles train and validation. Every drop is in <stem>.rejects.jsonl with its
@@ -27,6 +34,9 @@ log = logging.getLogger(__name__)
 DEFAULT_STEMS = {"pairs": "triton_pairs", "problems": "triton_problems"}
 COLUMNS = {"pairs": schema.PAIR_COLUMNS, "problems": schema.PROBLEM_COLUMNS}  # {column: type}, in order
 LIBRARY_SUITES = ("timm", "huggingface", "torchbench")  # their repository is the library: group by model
+PAIR_LEVELS = ("kernel", "module", "model", "graph")  # module: model level of a scraped nn.Module; model: any
+DEFAULT_PAIR_LEVELS = ("kernel", "module")
+DEFAULT_MAX_TOKENS = 8192  # pairs: python_code + triton_code (a context that holds both, and the answer)
 
 
 @dataclass
@@ -57,8 +67,10 @@ def output_path(task: str, output: Optional[Path], fmt: str) -> Path:
 
 def build_task(task: str, inputs: list, output: Optional[Path], fmt: str = "json", license: str = "any",
                max_tokens: Optional[int] = None, tokenizer: Optional[str] = None,
-               val_fraction: float = 0.05) -> TaskResult:
-    """Build the `pairs` or `problems` dataset and write it (every row, one file per split, stats, rejects)."""
+               val_fraction: float = 0.05, pair_levels: tuple = DEFAULT_PAIR_LEVELS,
+               include_unchecked: bool = False) -> TaskResult:
+    """Build the `pairs` or `problems` dataset and write it (every row, one file per split, stats, rejects).
+    Pairs: only `pair_levels` (PAIR_LEVELS), only checked ones unless `include_unchecked` (module docstring)."""
     path = output_path(task, output, fmt)
     counter = tokens.TokenCounter(tokenizer)
     splits = [write.split_path(path, name).name for name in (split.TRAIN, split.VALIDATION)]
@@ -71,6 +83,8 @@ def build_task(task: str, inputs: list, output: Optional[Path], fmt: str = "json
     texts = [row_text(task, item.row) for item in items]
     for item, count in zip(items, counter.count(texts)):
         item.n_tokens = count
+    if task == "pairs":
+        items = [item for item in items if keep_pair(item, pair_levels, include_unchecked, rejects)]
     items = [item for item in items if keep(item, license, max_tokens, rejects)]
     items = deduplicate(items, rejects)
     groups = split.assign_splits(items, val_fraction, key=group_of)
@@ -135,13 +149,18 @@ def load_problems(inputs: list, stats: Stats) -> list[TaskItem]:
 
 
 def problem_item(entry: dict, text: str) -> TaskItem:
-    name = entry.get("model") if entry.get("level") == "model" else f"{entry.get('model')}/{entry.get('graph')}"
+    name = entry.get("model") if entry.get("level") == "model" else f"{entry.get('model')}/{entry.get('graph')}" + (
+        f"/{entry['kernel']}" if entry.get("level") == "kernel" and entry.get("kernel") else "")
     row = {"python_code": text, "entry_point": "Model", "id": kernel_id(text), "name": name,
            "level": entry.get("level"), "suite": entry.get("suite"), "model": entry.get("model"),
            "mode": entry.get("mode"), "dtype": entry.get("dtype"), "graph": entry.get("graph"),
            "repo_name": entry.get("repo"), "licenses": [entry["license"]] if entry.get("license") else [],
            "stars": entry.get("stars") if isinstance(entry.get("stars"), int) else None,
-           "sha": entry.get("commit"), "accuracy": entry.get("accuracy")}
+           "sha": entry.get("commit"), "accuracy": entry.get("accuracy"), "kernel": entry.get("kernel"),
+           "needs_cuda": entry.get("needs_cuda") if isinstance(entry.get("needs_cuda"), bool) else None,
+           "packages": [p for p in entry.get("packages") or [] if isinstance(p, str)],
+           "reference_finite": entry.get("reference_finite") if isinstance(entry.get("reference_finite"), bool)
+           else None}
     return TaskItem(row, group_repo=entry.get("repo") if entry.get("suite") not in LIBRARY_SUITES else None)
 
 
@@ -150,16 +169,37 @@ def row_text(task: str, row: dict) -> str:
     return row["python_code"] if task == "problems" else row["python_code"] + "\n" + row["triton_code"]
 
 
+def level_of(row: dict) -> str:
+    """A pair's level as --pair-level names it: kernel, module (a scraped nn.Module's model level), model, graph."""
+    if row.get("pair_level") == "model" and row.get("suite") == "modules":
+        return "module"
+    return row.get("pair_level") or "graph"
+
+
+def keep_pair(item: TaskItem, levels: tuple, include_unchecked: bool, rejects: Rejects) -> bool:
+    """The pair filters: a level asked for (module pairs are model pairs too), and a check that passed (or none,
+    with include_unchecked)."""
+    row, reason = item.row, None
+    level = level_of(row)
+    if level not in levels and not (level == "module" and "model" in levels):
+        reason = f"pair_level_{level}"
+    elif row.get("pair_correct") is None and not include_unchecked:
+        reason = "unchecked"
+    if reason:
+        rejects.add(reason, id=row["id"], model=row.get("model"), graph=row.get("graph"))
+    return reason is None
+
+
 def keep(item: TaskItem, license: str, max_tokens: Optional[int], rejects: Rejects) -> bool:
     """The filters: license allowlist, token limit, pairs whose GPU check or whose model's accuracy failed."""
     row, allowed = item.row, filters.license_allowlist(license)
     reason = None
-    if allowed is not None and not any(str(l).lower() in {a.lower() for a in allowed} for l in row["licenses"]):
+    if row.get("pair_correct") is False:
+        reason = "failed_check"
+    elif allowed is not None and not any(str(l).lower() in {a.lower() for a in allowed} for l in row["licenses"]):
         reason = "license"
     elif max_tokens and (item.n_tokens or 0) > max_tokens:
         reason = "too_many_tokens"
-    elif row.get("pair_correct") is False:
-        reason = "failed_check"
     elif row.get("accuracy") == "fail":
         reason = "model_inaccurate"
     if reason:
@@ -211,6 +251,14 @@ def write_split_files(path: Path, rows: list, fmt: str, columns: dict) -> dict:
         files[name] = write.split_path(path, name)
         write.write_rows(files[name], [row for row in rows if row["split"] == name], fmt, columns)
     return files
+
+
+def left_out_line(counts: dict) -> str:
+    """One line: how many pairs were left out, by reason (the level, the check, the filters, duplicates)."""
+    reasons = {key[len("dropped_"):]: value for key, value in counts.items() if key.startswith("dropped_") and value}
+    total = sum(reasons.values())
+    detail = ", ".join(f"{reason} {count}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return f"pairs left out: {total}" + (f" ({detail})" if detail else "")
 
 
 def torchtune_pairs_snippet(train_file: Path, fmt: str) -> str:

@@ -9,24 +9,28 @@ graph-level problems of this run's graph-level pairs, with `problems/problems.js
 kernels.jsonl is never touched.
 
 A pair is model level when the suite recorded the model's one inference graph (scraper.suiterun.Pairing
-.model_level): python_code is the model's problem, ModelNew maps its weights and inputs to `call`. Otherwise (an
-older debug root, a plain TORCH_COMPILE_DEBUG run, graph breaks, training graphs) it is graph level: python_code is
-the ATen graph (scraper.pairs.graph_problem), ModelNew(*args) = call(list(args)); `level_reason` says why.
+.model_level): python_code is the model's problem, triton_code starts with the same program (ModelNew builds the
+model with its build(), so KernelBench's evaluator, which builds both sides with the same seed, gives both the same
+weights) and ModelNew maps its weights and inputs to `call`. Otherwise (an older debug root, a plain
+TORCH_COMPILE_DEBUG run, graph breaks, training graphs, a program that defines a name the kernels' code does) it is
+graph level: python_code is the ATen graph written again from its FX nodes (scraper.pairs.graph_problem), ModelNew
+lays its arguments out as call() asserts; `level_reason` says why. Both return one tensor (several: packed).
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 from pathlib import Path
 from typing import Optional
 
 from scraper.fileio import atomic_write_text, write_jsonl
-from scraper.kernelbench import problem_text
+from scraper.kernelbench import current, packages, problem_text, top_level_names
 from scraper.pairs import modelnew
 from scraper.pairs.graph_problem import graph_problem
 from scraper.pairs.launch import PairError
 from scraper.pairs.record import PROBLEMS_DIR, PROBLEMS_INDEX, PairRecord
-from scraper.pairs.kernel_pairs import KernelPairs
+from scraper.pairs.kernel_pairs import KernelPairs, needs_cuda
 from scraper.pairs.triton_code import host_code, module_text, parse_wrapper
 from scraper.records import KernelRecord, iter_jsonl, kernel_id
 from scraper.stats import Stats
@@ -104,18 +108,29 @@ class PairStep:
             graph, reason = None, "program_missing"
         host = host_code(parsed, unit.records, (pairing or {}).get("kernels"))
         pair = PairRecord(python_code="", triton_code="", **pair_provenance(first, side, unit.folder))
+        program = None
+        if graph is not None:
+            model_new = modelnew.model_level(side.model, graph, pairing["state"], graph.aot[0].output_offset)
+            program = side.program
+            clashes = program_clashes(program, module_text("", host, model_new))
+            if clashes:  # the kernels' or call()'s names would replace the program's own
+                graph, reason = None, "program_name_clash"
+                log.info("%s: the program defines %s, as the triton_code does", unit.folder, ", ".join(clashes))
         if graph is not None:
             pair.pair_level, pair.problem_file = "model", model_problem_file(side)
             pair.python_code = model_problem(side)
-            model_new = modelnew.model_level(side.model, graph, pairing["state"], graph.aot[0].output_offset)
+            pair.packages = packages(program)
         else:
+            program = None
             pair.level_reason = reason if side is not None else "no_suite"
             if unit.fx_graph is None:
                 raise PairError("no_fx_graph", f"{unit.folder} has no fx_graph_readable.py")
-            pair.python_code = graph_problem(unit.fx_graph, unit.text, graph_description(first, side))
+            problem = graph_problem(unit.fx_graph, unit.text, graph_description(first, side))
+            pair.python_code = problem.text
             pair.problem_file = f"{PROBLEMS_DIR}/graphs/{unit.folder}.py"
-            model_new = modelnew.graph_level()
-        pair.triton_code = module_text(triton_docstring(pair), host, model_new)
+            model_new = modelnew.graph_level(problem.layouts, problem.outputs)
+            pair.ops, pair.needs_cuda = problem.ops, any(needs_cuda(op) for op in problem.ops)
+        pair.triton_code = module_text(triton_docstring(pair), host, model_new, program)
         pair.original_triton_code = unit.text
         pair.module_name = (side.module_provenance or {}).get("class_name") or side.model if side else first.model
         pair.identify()
@@ -144,13 +159,31 @@ class PairStep:
                 if text is None:
                     self.stats.inc("problems_without_program")
                     continue
-                found.append((model_problem_file(side), text, problem_entry(side, "model", entry.accuracy)))
+                found.append((model_problem_file(side), text, {**problem_entry(side, "model", entry.accuracy),
+                                                               "packages": packages(side.program)}))
         return found
 
 
+def program_clashes(program: str, triton_code: str) -> list:
+    """The names the program defines that the rest of a model-level triton_code defines again (imports aside)."""
+    rest = top_level_names(triton_code) - imported_names(triton_code)
+    return sorted((top_level_names(program) - imported_names(program)) & rest)
+
+
+def imported_names(text: str) -> set:
+    """The names a module's top-level imports bind."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return set()
+    return {(alias.asname or alias.name).split(".")[0] for node in tree.body
+            if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+
+
 def model_problem(side: PyTorchSide) -> Optional[str]:
-    """A model's KernelBench problem: the one its worker wrote, else one made from its program (older runs)."""
-    if side.problem:
+    """A model's KernelBench problem: the one its worker wrote when it has this version's interface, else one made
+    from its program (older runs)."""
+    if current(side.problem):
         return side.problem
     return problem_text(side.program, side.model) if side.program else None
 
@@ -197,7 +230,7 @@ def triton_docstring(pair: PairRecord) -> str:
     what = f"{pair.model} ({pair.suite}, {pair.mode}, {pair.dtype})" if pair.pair_level == "model" else \
         f"Graph {pair.graph} of {pair.model}"
     interface = "ModelNew has Model's interface." if pair.pair_level == "model" else \
-        "ModelNew(*args) runs call(list(args))."
+        "ModelNew(*args) runs call() on the arguments laid out as it asserts."
     return (f"{what} as Triton: the kernels PyTorch Inductor generated for it and call(args), which launches\n"
             f"them. {interface}\n")
 
@@ -217,7 +250,8 @@ def graph_problem_entry(pair: PairRecord) -> tuple[str, str, dict]:
                        module_provenance={"repo": pair.repo_name, "path": pair.path, "commit": pair.sha,
                                           "license": (pair.licenses or [None])[0], "stars": pair.stars})
     entry = problem_entry(side, pair.pair_level, pair.accuracy, graph=pair.graph)
-    entry.update(kernel=pair.kernel, needs_cuda=pair.needs_cuda, reference_finite=pair.reference_finite)
+    entry.update(kernel=pair.kernel, needs_cuda=pair.needs_cuda, packages=pair.packages,
+                 reference_finite=pair.reference_finite)
     return pair.problem_file, pair.python_code, entry
 
 

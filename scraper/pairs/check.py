@@ -4,9 +4,9 @@
 
 For each pair a child process (a fresh interpreter: the code is generated, and a kernel can crash the process)
 imports python_code and triton_code from files, builds `Model(*get_init_inputs())` and `ModelNew(...)`, gives
-ModelNew Model's weights (model level: `load_state_dict` with Model's state dict and non-persistent buffers; every
-weight ModelNew holds must be provided), moves both and `get_inputs()` to the GPU, runs ModelNew once (Triton
-compiles its kernels), then, holding a lock on the GPU so that no other child's kernels overlap: runs both under
+ModelNew under the same seed (as KernelBench's evaluator does; a model-level ModelNew builds its weights with the
+program's build(), and every weight it holds must equal Model's of that name, else the pair fails), moves both and
+`get_inputs()` to the GPU, runs ModelNew once (Triton compiles its kernels), then, holding a lock on the GPU so that no other child's kernels overlap: runs both under
 no_grad, compares their outputs (scraper.accuracy.compare: the suite's tolerances, with a float64 run of
 Model as the reference where it runs in float64) and times both (CUDA events, median of --runs after --warmup).
 
@@ -45,7 +45,9 @@ log = logging.getLogger("scraper.pairs.check")
 
 CHECK_SUMMARY = "pairs_check.json"
 ENVIRONMENT_ERRORS = ("ModuleNotFoundError", "ImportError")  # the problem needs a library that is not here
-NOT_JUDGED = ("interpreter_libdevice",)  # a CPU dry run that could not run the kernel: no verdict on the pair
+# A CPU dry run that could not run the kernel (the interpreter has no libdevice) or whose problem needs CUDA (fused
+# attention): no verdict on the pair.
+NOT_JUDGED = ("interpreter_libdevice", "needs_cuda")
 PROBLEM, TRITON, RESULT = "problem.py", "triton_code.py", "result.json"
 
 
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=8, help="pairs prepared at once (compiling their kernels is "
                         "CPU work; GPU runs and timing take turns under a lock; default: 8)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per pair (default: 300)")
-    parser.add_argument("--runs", type=int, default=20, help="timed runs of each side (default: 20)")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs of each side (default: 20; 0: no timing)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
     parser.add_argument("--limit", type=int, help="check only the first N pairs")
     parser.add_argument("--batch", type=int, default=32, help="kernel-level pairs checked by one child process, in "
@@ -114,6 +116,13 @@ def check_all(pairs: list[PairRecord], args: argparse.Namespace) -> dict:
     fused kernel compiles in about a second: a process per pair would cost more than the pairs), the others one
     each."""
     deadline = time.monotonic() + args.time_budget if args.time_budget is not None else None
+    results: dict = {}
+    if args.device == "cpu":  # what has no CPU kernel is left to the GPU check
+        for pair in pairs:
+            if pair.needs_cuda:
+                results[pair.id] = {"ok": False, "phase": "needs_cuda", "error": "an op of the problem has no CPU "
+                                    "kernel (ops: see the pair's `ops`)"}
+        pairs = [pair for pair in pairs if pair.id not in results]
     batches = make_batches(pairs, max(1, args.batch))
     with tempfile.TemporaryDirectory(prefix="pairs-check-") as scratch:
         lock = Path(scratch) / "gpu.lock"
@@ -123,7 +132,6 @@ def check_all(pairs: list[PairRecord], args: argparse.Namespace) -> dict:
             index, batch = indexed
             return run_batch(batch, Path(scratch) / f"batch{index}", lock, args, deadline)
 
-        results: dict = {}
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             for found in pool.map(one, enumerate(batches)):
                 results.update(found)
@@ -363,32 +371,35 @@ def check_pair(folder: Path, lock: Path, job: dict, number: int = 0) -> dict:
         inputs = problem.get_inputs()
     with phase("import_triton"):
         triton_module = load_module(folder / TRITON, f"pair_triton_{number}")
+        torch.manual_seed(0)
         new = triton_module.ModelNew(*init).eval()
     with phase("weights"):
-        give_weights(new, model)
+        same_weights(new, model)
     device = torch.device(job.get("device") or "cuda")
     if device.type == "cpu":  # the dry run: Inductor's host code allocates with _empty_strided_cuda
         triton_module.empty_strided_cuda = cpu_empty_strided
     with phase("to_gpu"):
         model, new = model.to(device), new.to(device)
         inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]
-    with phase("triton_compile"), torch.no_grad():
-        new(*clones(inputs))  # the first run JIT-compiles the kernels: CPU work, outside the GPU lock
-        synchronize()
+    if device.type == "cuda":  # the interpreter compiles nothing: a dry run goes straight to the comparison
+        with phase("triton_compile"), torch.no_grad():
+            new(*clones(inputs))  # the first run JIT-compiles the kernels: CPU work, outside the GPU lock
+            synchronize()
     with gpu_lock(lock):
         return judge_and_time(model, new, inputs, job, accuracy)
 
 
-def give_weights(new, model) -> None:
-    """Copy Model's weights into ModelNew by name; every weight ModelNew holds must be provided."""
-    names = dict(new.named_buffers())
-    if not names:
-        return
+def same_weights(new, model) -> None:
+    """Every weight ModelNew holds is Model's of that name (KernelBench's evaluator copies none: ModelNew must build
+    them itself)."""
+    import torch
+
     source = {**model.state_dict(), **dict(model.named_buffers())}
-    missing = sorted(set(names) - set(source))
-    if missing:
-        raise KeyError(f"Model has no weight named {missing[0]} ({len(missing)} missing)")
-    new.load_state_dict({name: source[name] for name in names}, strict=False)
+    for name, tensor in new.named_buffers():
+        if name not in source:
+            raise KeyError(f"Model has no weight named {name}")
+        if source[name].shape != tensor.shape or not torch.equal(source[name].to(tensor.dtype), tensor):
+            raise ValueError(f"ModelNew's {name} is not Model's")
 
 
 def cpu_empty_strided(size, stride, dtype):
@@ -446,9 +457,11 @@ def judge_and_time(model, new, inputs: list, job: dict, accuracy) -> dict:
         verdict = accuracy.compare(reference, result, fp64, tol)
         kernelbench = kernelbench_allclose(reference, result)
     timer = median_ms if job.get("device", "cuda") == "cuda" else median_wall_ms
-    with phase("timing"), torch.no_grad():
-        eager_ms = timer(lambda: model(*inputs), job["warmup"], job["runs"])
-        triton_ms = timer(lambda: new(*inputs), job["warmup"], job["runs"])
+    eager_ms = triton_ms = None
+    if job["runs"] > 0:  # --runs 0: no timing (a dry run's interpreted kernels say nothing about speed)
+        with phase("timing"), torch.no_grad():
+            eager_ms = timer(lambda: model(*inputs), job["warmup"], job["runs"])
+            triton_ms = timer(lambda: new(*inputs), job["warmup"], job["runs"])
     return {"ok": verdict.ok, "max_error": verdict.max_error, "tolerance": tol, "compared": verdict.compared,
             "failures": verdict.failures, "float64_reference": fp64 is not None, "kernelbench_allclose": kernelbench,
             "eager_ms": eager_ms,

@@ -4,117 +4,79 @@ training graphs).
 
 `fx_graph_readable.py` is the graph Inductor received: `class <lambda>(torch.nn.Module): def forward(self, arg0_1:
 "f32[4, 3, 64, 64]", ...)` whose arguments are exactly those of output_code.py's `call(args)` and whose return value
-is `call`'s. Its body is kept as written (the `# File: ...` comments say which line of the model each op comes
-from); only the header becomes `class Model(torch.nn.Module):` and the device literals of the compiling machine
-(`device=device(type='cuda', index=0)`) become the device of the first input, so the problem runs on any device
-where its ops exist (the device is read from the first input before the graph frees it). Graphs that use
-Inductor's own prims (`torch.ops.prims._low_memory_max_pool_with_offsets`, ...) import the module that registers
-them. Inputs: size, stride and dtype of each argument from output_code.py's `get_args()`, filled as
-`torch._dynamo.testing.rand_strided` does (normal floats; integers and bools zero, which any index accepts).
+is `call`'s. It comes from a debug folder (hostile input): it is read as FX nodes (scraper.pairs.fxgraph, never run)
+and the forward is written again from them (scraper.pairs.emit: checked names, ATen targets, literals; device
+literals become the first input's device; in-place ops their functional form), as the kernel-level problems are.
+Inputs: size, stride and dtype of each argument from output_code.py's `get_args()`, their values by what the graph
+does with them (scraper.pairs.inputs: positive for a sqrt, in range for an index). The forward returns its one
+floating-point output, else pack() of its outputs (KernelBench's evaluator compares one tensor), and casts its
+inputs back to the graph's dtypes first (the evaluator casts every input to float32).
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
 import re
+from dataclasses import dataclass
 
+from scraper.pairs.emit import EmitError, needed, statements, uses_device, variable
+from scraper.pairs.fragment import Layout
+from scraper.pairs.fxgraph import GraphError, read_fx_graph
 from scraper.pairs.launch import PairError
 
-_CLASS_HEADER = re.compile(r"^class [^\n]*?\(torch\.nn\.Module\):[ \t]*$", re.MULTILINE)
-_DEVICE_LITERAL = re.compile(r"device\(type='\w+'(?:, index=\d+)?\)")
 _DTYPE = re.compile(r"^torch\.\w+$")
-ALLOWED_NAMES = {"torch", "inf", "nan"}
-INDUCTOR_PRIMS = ("import torch._inductor.inductor_prims  # noqa: F401,E402  (registers Inductor's prims the graph "
-                  "uses)\n")
-
-_TEMPLATE = '''"""{description}"""
-from math import inf, nan  # noqa: F401  (the graph writes -inf and nan as names)
-
-import torch
-{prims}
-
-{model}
+FLOATING = ("float32", "float16", "bfloat16", "float64")
+MAX_GRAPH_STATEMENTS = 20_000  # a graph-level problem larger than this is no training example (and no context)
 
 
-# Size, stride and dtype of each forward argument, as Inductor compiled the graph.
-INPUTS = [
-{inputs}]
+@dataclass
+class GraphProblem:
+    """A graph-level problem and what its ModelNew needs to match it."""
+
+    text: str
+    layouts: list  # (size, stride, dtype source) of each call() argument
+    ops: list  # the ATen ops Model calls
+    outputs: list  # which of call()'s outputs the forward returns (the tensors: a backward's Nones are left out)
 
 
-def rand_strided(size, stride, dtype):
-    """A tensor of this size and stride: normal floats; zeros for integers and bools."""
-    needed = sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else 0
-    storage = torch.randn(needed) if dtype.is_floating_point else torch.zeros(needed)
-    return torch.as_strided(storage.to(dtype), size, stride)
+def graph_problem(fx_graph: str, output_code: str, description: str) -> GraphProblem:
+    """The problem of one graph (module docstring); raises PairError when the graph cannot stand alone."""
+    from scraper.pairs.kernel_level import model_text, problem_text
+    from scraper.pairs.inputs import MAKE_INPUT, input_kinds
 
-
-def get_inputs():
-    return [rand_strided(size, stride, dtype) for size, stride, dtype in INPUTS]
-
-
-def get_init_inputs():
-    return []
-'''
-
-
-def graph_problem(fx_graph: str, output_code: str, description: str) -> str:
-    """The problem text of one graph (module docstring); raises PairError when the graph cannot stand alone."""
-    model, forward = model_class(fx_graph)
-    inputs = input_specs(output_code)
-    arguments = [a.arg for a in forward.args.args[1:]]
-    if len(arguments) != len(inputs):
-        raise PairError("graph_inputs_unknown", f"{len(arguments)} forward arguments, {len(inputs)} in get_args()")
-    if arguments and _DEVICE_LITERAL.search(model):
-        model = with_input_device(_DEVICE_LITERAL.sub("inputs_device", model), forward, arguments[0])
-    prims = INDUCTOR_PRIMS if "torch.ops.prims." in model else ""
-    rows = "".join(f"    ({size!r}, {stride!r}, {dtype}),\n" for size, stride, dtype in inputs)
-    return _TEMPLATE.format(description=description, model=model.rstrip("\n"), inputs=rows, prims=prims)
-
-
-def with_input_device(model: str, forward: ast.FunctionDef, first_argument: str) -> str:
-    """`inputs_device = <first argument>.device` as the forward's first statement (the substitution before
-    changed no line, so the forward's line numbers still hold)."""
-    lines = model.split("\n")
-    first = forward.body[0]
-    indent = lines[first.lineno - 1][: first.col_offset]
-    lines.insert(first.lineno - 1, f"{indent}inputs_device = {first_argument}.device  # the graph's device literals")
-    return "\n".join(lines)
-
-
-def model_class(fx_graph: str) -> tuple[str, ast.FunctionDef]:
-    """The graph module of fx_graph_readable.py as `class Model(torch.nn.Module)` with only a forward that
-    reads nothing but its arguments, torch, inf and nan; and that forward's tree."""
-    header = _CLASS_HEADER.search(fx_graph)
-    if header is None:
-        raise PairError("graph_not_readable", "fx_graph_readable.py has no graph module class")
-    text = "class Model(torch.nn.Module):" + fx_graph[header.end():]
-    try:
-        tree = ast.parse(text)
-    except SyntaxError as exc:
-        raise PairError("graph_not_readable", str(exc)) from exc
-    classes = [node for node in tree.body if isinstance(node, ast.ClassDef)]
-    members = [node for node in classes[0].body if not isinstance(node, ast.Expr)] if classes else []
-    if len(classes) != 1 or [getattr(m, "name", None) for m in members] != ["forward"]:
-        raise PairError("graph_has_subgraphs", "more than a forward (nested graph modules, attributes)")
-    check_names(members[0])
-    if "torch.ops.higher_order." in text:
+    if "torch.ops.higher_order." in fx_graph:
         raise PairError("graph_has_user_kernels", "higher-order ops (user Triton kernels, subgraphs) need their "
                         "side tables")
-    return text, members[0]
-
-
-def check_names(forward: ast.FunctionDef) -> None:
-    """Raise PairError when the forward reads `self.<attribute>` or a name it does not define."""
-    if any(isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
-           for n in ast.walk(forward)):
-        raise PairError("graph_uses_attributes", "the graph reads attributes of its module (constants, subgraphs)")
-    bound = {a.arg for a in forward.args.args} | {n.id for n in ast.walk(forward)
-                                                   if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    read = {n.id for n in ast.walk(forward) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    unknown = sorted(read - bound - ALLOWED_NAMES - set(dir(builtins)) - {"device"})
-    if unknown:
-        raise PairError("unresolved_name", ", ".join(unknown[:5]))
+    try:
+        graph = read_fx_graph(fx_graph)
+    except GraphError as exc:
+        raise PairError("graph_not_readable", str(exc)) from None
+    specs = input_specs(output_code)
+    names = list(graph.inputs)
+    if len(names) != len(specs):
+        raise PairError("graph_inputs_unknown", f"{len(names)} forward arguments, {len(specs)} in get_args()")
+    returned = [index for index, output in enumerate(graph.outputs) if output is not None]
+    if not returned:  # a backward graph returns None for the gradients nothing asked for: those are left out
+        raise PairError("graph_outputs_unknown", "the graph returns no tensor it computes")
+    layouts = {name: Layout(dtype[6:], size, stride) for name, (size, stride, dtype) in zip(names, specs)}
+    outputs = [graph.outputs[index].name for index in returned]
+    try:
+        nodes = needed(graph.nodes, set(names), outputs)
+        body = statements(nodes)
+        arguments = [variable(name) for name in names]
+    except EmitError as exc:
+        raise PairError(f"graph_{exc.reason}", str(exc)) from None
+    if len(set(arguments)) != len(arguments):
+        raise PairError("graph_not_readable", "two arguments of one name")
+    if len(body) > MAX_GRAPH_STATEMENTS:
+        raise PairError("graph_too_large", f"{len(body)} statements")
+    known = {**{node.name: node.layout for node in graph.nodes if node.layout is not None}, **layouts}
+    kinds = input_kinds(nodes, layouts, known)
+    packed = len(outputs) > 1 or any(known.get(name) is None or known[name].dtype not in FLOATING
+                                     for name in outputs)
+    model = model_text(names, layouts, body, outputs, uses_device(nodes), variable, packed)
+    text = problem_text(description, model, names, layouts, kinds, packed, MAKE_INPUT)
+    return GraphProblem(text, specs, sorted({node.op for node in nodes}), returned)
 
 
 def input_specs(output_code: str) -> list[tuple]:
@@ -125,8 +87,8 @@ def input_specs(output_code: str) -> list[tuple]:
     end = output_code.find("\n\n\n", start + 1)
     try:
         function = ast.parse(output_code[start + 1: end if end > 0 else None]).body[0]
-    except (SyntaxError, IndexError) as exc:
-        raise PairError("graph_inputs_unknown", f"get_args() does not parse: {exc}") from exc
+    except (SyntaxError, IndexError, ValueError, RecursionError) as exc:
+        raise PairError("graph_inputs_unknown", f"get_args() does not parse: {exc}") from None
     specs = {}
     for node in function.body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
@@ -146,6 +108,9 @@ def rand_strided_spec(call: ast.expr) -> tuple:
         size, stride = ast.literal_eval(call.args[0]), ast.literal_eval(call.args[1])
     except ValueError as exc:  # symbolic sizes
         raise PairError("graph_inputs_unknown", "symbolic sizes") from exc
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in size + stride)):
+        raise PairError("graph_inputs_unknown", "size and stride are not tuples of integers")
     dtype = next((ast.unparse(kw.value) for kw in call.keywords if kw.arg == "dtype"), "torch.float32")
     if not _DTYPE.match(dtype):
         raise PairError("graph_inputs_unknown", f"dtype {dtype}")

@@ -326,11 +326,29 @@ def kernel_sources(kernels: list[Kernel]) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(imports)), list(dict.fromkeys(definitions))
 
 
-def module_text(docstring: str, host: HostCode, model_new: str) -> str:
-    """The whole triton_code module."""
+_FUTURE = re.compile(r"^from __future__ import [\w, ()]+$")
+
+# After a model-level pair's program: its build() keeps the program's own names (the kernels and call() come next).
+PROGRAM_BUILD = ("import types as _types  # noqa: E402\n\n"
+                 "# build() as the program defines it, bound to the program's names (taken before the kernels').\n"
+                 "_program_build = _types.FunctionType(build.__code__, dict(globals()), \"build\",\n"
+                 "                                     build.__defaults__)\n")
+
+
+def module_text(docstring: str, host: HostCode, model_new: str, program: Optional[str] = None) -> str:
+    """The whole triton_code module; a model-level one starts with the suite's program (ModelNew builds the model
+    with its build(), as the problem does)."""
     imports, definitions = kernel_sources(host.kernels)
     imports = [line for line in imports if line + "\n" not in PROLOGUE]
-    parts = [f'"""{docstring}"""\n', PROLOGUE + "".join(line + "\n" for line in imports)]
+    parts = [f'"""{docstring}"""\n']
+    if program is not None:
+        futures = [line for line in program.split("\n") if _FUTURE.match(line)]
+        if futures:  # `from __future__` must come first
+            parts.append("\n".join(futures) + "\n")
+            program = "\n".join(line for line in program.split("\n") if not _FUTURE.match(line))
+        parts += ["# " + "-" * 40 + " the model's program (the problem's own)\n" + program, PROGRAM_BUILD,
+                  "# " + "-" * 40 + " the kernels PyTorch Inductor generated for it, and call()\n"]
+    parts.append(PROLOGUE + "".join(line + "\n" for line in imports))
     if host.helpers:
         parts.append("".join(text + "\n" for text in host.helpers))
     parts += [definition + "\n" for definition in definitions]

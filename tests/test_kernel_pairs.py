@@ -1,0 +1,188 @@
+"""Kernel-level pairs (scraper.pairs.kernel_level, kernel_pairs) on the real debug folders: the shared fixtures
+(tests/fixtures/torch_compile_debug: 312 kernels in 18 graphs, made on an H100) and the H200 suite run
+(tests/fixtures/suite_run/pairs_h200.tar.gz: three timm and three Hugging Face models).
+
+Oracles from the fixtures, not from the code under test: the kernels of each graph are counted as its
+`async_compile.triton(` calls; what a kernel computes is checked by running its Triton kernel (TRITON_INTERPRET=1)
+against the PyTorch the pair says it computes."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import get_kernels_from_debug_info
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+H200 = REPO_ROOT / "tests" / "fixtures" / "suite_run" / "pairs_h200.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def h200_root(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("h200")
+    with tarfile.open(H200) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+@pytest.fixture(scope="module")
+def stage(tcd_roots, h200_root, tmp_path_factory) -> Path:
+    """Stage 1 over both fixtures into one output folder."""
+    out = tmp_path_factory.mktemp("kernel_pairs") / "out"
+    inputs = [*map(str, tcd_roots.values()), str(h200_root / "tcd_timm"), str(h200_root / "tcd_hf")]
+    assert get_kernels_from_debug_info.main([*inputs, "-o", str(out), "-q"]) == 0
+    return out
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def kernel_pairs(out: Path) -> list[dict]:
+    return [pair for pair in lines(out / "pairs.jsonl") if pair["pair_level"] == "kernel"]
+
+
+def fixture_kernels(tcd_roots, h200_root) -> dict[str, int]:
+    """Triton kernels per graph folder name, counted in the fixtures' own output_code.py files."""
+    counts: dict[str, int] = {}
+    roots = [*tcd_roots.values(), h200_root]
+    for path in (p for root in roots for p in Path(root).rglob("output_code.py")):
+        counts[f"{path.parents[2].name}/{path.parent.name}"] = path.read_text().count("async_compile.triton(")
+    return counts
+
+
+def test_every_kernel_has_a_pair_or_a_named_reason(stage, tcd_roots, h200_root):
+    expected = fixture_kernels(tcd_roots, h200_root)
+    assert sum(expected.values()) == 312 + 39
+    pairs = kernel_pairs(stage)
+    covered = [kernel for pair in pairs for kernel in pair["kernels"]]
+    dropped = [row for row in lines(stage / "pairs_rejects.jsonl") if row["reason"].startswith("kernel_pair_")]
+    # every kernel is in exactly one pair or one reject row (a pair of a split reduction holds two kernels)
+    per_graph: dict[str, int] = {}
+    for pair in pairs:
+        per_graph[pair["folder"]] = per_graph.get(pair["folder"], 0) + len(pair["kernels"])
+    for row in dropped:
+        per_graph[row["folder"]] = per_graph.get(row["folder"], 0) + 1
+    assert sum(per_graph.values()) == len(covered) + len(dropped) == 312 + 39
+    assert all(re.fullmatch(r"kernel_pair_[a-z_]+", row["reason"]) and row["error"] for row in dropped)
+    counts = json.loads((stage / "stats.json").read_text())["counts"]
+    assert sum(v for k, v in counts.items() if k.startswith("dropped_kernel_pair_")) == len(dropped)
+    share = len(covered) / (312 + 39)
+    assert share >= 0.83, f"kernel-level pairs cover {share:.1%} of the kernels"
+
+
+def test_kernel_problems_are_kernelbench_problems_with_finite_references(stage):
+    pairs = kernel_pairs(stage)
+    assert pairs
+    for pair in pairs:
+        code = pair["python_code"]
+        compile(code, pair["kernel"], "exec")
+        assert "class Model(nn.Module):" in code and "def get_inputs():" in code and "def get_init_inputs():" in code
+        assert "class ModelNew(nn.Module):" in pair["triton_code"] and "@triton.jit" in pair["triton_code"]
+        assert pair["needs_cuda"] or pair["reference_finite"] is True
+        assert pair["ops"] == sorted(pair["ops"]) and pair["original_triton_code"]
+        assert pair["uuid"] and pair["id"] and pair["kernel"] == pair["kernels"][0]
+
+
+def test_problems_run_on_their_own_and_return_one_finite_tensor(stage, tmp_path):
+    """A fresh interpreter runs a spread of the problems as KernelBench does (seed, Model(*init), inputs cast to
+    float32 first, as its evaluator casts them): one finite tensor each."""
+    pairs = [p for p in kernel_pairs(stage) if not p["needs_cuda"]][::7]
+    assert len(pairs) >= 20
+    for index, pair in enumerate(pairs):
+        (tmp_path / f"p{index}.py").write_text(pair["python_code"])
+    script = f'''
+import importlib.util, math, sys, torch
+for index in range({len(pairs)}):
+    spec = importlib.util.spec_from_file_location(f"p{{index}}", r"{tmp_path}/p" + str(index) + ".py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(42)
+    model = module.Model(*module.get_init_inputs())
+    inputs = [x.to(torch.float32) for x in module.get_inputs()]
+    out = model(*inputs)
+    assert isinstance(out, torch.Tensor) and out.is_floating_point(), index
+    assert bool(torch.isfinite(out).all()), index
+print("ok")
+'''
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_triton_code_of_a_kernel_pair_fits_a_context(stage):
+    pairs = kernel_pairs(stage)
+    median = statistics.median(len(p["triton_code"]) for p in pairs)
+    assert median <= 4000, median
+    graph_level = [p for p in lines(stage / "pairs.jsonl") if p["pair_level"] != "kernel"]
+    assert statistics.median(len(p["triton_code"]) for p in graph_level) > 4 * median
+
+
+def inputs_of(code: str) -> dict:
+    """{input name: values} of a problem's INPUTS table."""
+    return {m[1]: m[2] for m in re.finditer(r"^\s+\('(\w+)', \([^)]*\), \([^)]*\), torch\.\w+, '([^']+)'\),$", code,
+                                              re.M)}
+
+
+def test_inputs_hold_values_that_make_the_reference_meaningful(stage):
+    pairs = kernel_pairs(stage)
+    # resnet18's first batch norm: sqrt(var + eps) of its running variance, arg3_1 in the graph
+    bn = next(p for p in pairs if p["model"] == "resnet18" and p["graph"] == "resnet18__0_inference_0.0"
+              and "batch_norm_legit_no_training_relu_2" in p["kernel"])
+    assert inputs_of(bn["python_code"])["arg3_1"] == "positive"
+    assert inputs_of(bn["python_code"])["arg2_1"] == "normal"  # the running mean may be anything
+    # BERT's embeddings: token ids index the 30522-row table
+    bert = next(p for p in pairs if p["model"] == "BertForMaskedLM" and "embedding" in p["kernel"])
+    assert inputs_of(bert["python_code"])["arg0_1"] == "index 30522"
+
+
+def test_the_same_fused_kernel_in_two_graphs_is_one_id(stage):
+    """GPT2LMHeadModel's graph is in two fixture archives (plain and max-autotune): kernels they share have the same
+    program, so the same id (the dataset keeps one row and counts its copies)."""
+    pairs = [p for p in kernel_pairs(stage) if p["model"] == "GPT2LMHeadModel"]
+    by_folder: dict = {}
+    for pair in pairs:
+        by_folder.setdefault(pair["folder"], set()).add(pair["id"])
+    assert len(by_folder) == 2
+    first, second = by_folder.values()
+    assert first & second
+
+
+def distinct_cpu_pairs(stage: Path) -> list[dict]:
+    seen, found = set(), []
+    for pair in kernel_pairs(stage):
+        if pair["id"] not in seen and not pair["needs_cuda"]:
+            seen.add(pair["id"])
+            found.append(pair)
+    return found
+
+
+@pytest.mark.slow
+def test_the_cpu_check_passes_the_kernel_pairs_the_interpreter_can_run(stage, tmp_path):
+    """`python -m scraper.pairs.check --device cpu` (TRITON_INTERPRET=1) over every distinct kernel pair: Model
+    against the Triton kernel itself. Kernels calling libdevice (erf, tanh, rsqrt ...) cannot run in the
+    interpreter: counted, never hidden."""
+    from scraper.pairs import check
+
+    pairs = distinct_cpu_pairs(stage)
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    check.main([str(path), "--device", "cpu", "--jobs", "2", "--runs", "0", "--warmup", "0", "--timeout", "240",
+                "-q"])
+    checked = lines(path)
+    libdevice = [p for p in checked if "libdevice." in p["triton_code"]]
+    not_judged = [p for p in checked if (p["check"] or {}).get("phase") == "interpreter_libdevice"]
+    assert {p["id"] for p in not_judged} <= {p["id"] for p in libdevice}
+    judged = [p for p in checked if p["pair_correct"] is not None]
+    passed = [p for p in judged if p["pair_correct"]]
+    assert len(judged) + len(not_judged) == len(checked)
+    assert len(judged) >= 150 and len(passed) / len(judged) >= 0.95, (len(passed), len(judged))
+    assert all(p["check"]["kernelbench_allclose"] for p in passed)
+    summary = json.loads((tmp_path / "pairs_check.json").read_text())
+    assert summary["not_passed_by_phase"].get("interpreter_libdevice") == len(not_judged)
