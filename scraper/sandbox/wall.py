@@ -149,6 +149,14 @@ def python_paths() -> list[str]:
     return kept
 
 
+def visible_inside(path: str) -> bool:
+    """Whether a host path is one every sandbox shows at the same place, read-only: /usr, the /bin and /lib*
+    links or folders, the Python installation."""
+    path = os.path.normpath(path)
+    roots = ["/usr", *_SYSTEM_LINKS, *python_paths()]
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
 def gpu_devices(dev: str = "/dev") -> list[str]:
     """The NVIDIA device nodes CUDA needs (nvidiactl, nvidia-uvm, nvidiaN, nvidia-caps/* for MIG) present
     under `dev`; [] on a machine without them."""

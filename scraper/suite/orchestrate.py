@@ -32,9 +32,10 @@ from typing import Callable, Optional, Sequence
 
 from scraper.paths import PACKAGE_PARENT
 from scraper.progress import progress
-from scraper.records import append_jsonl, atomic_write_text
+from scraper.records import append_jsonl, atomic_write_json, atomic_write_text
 from scraper.stats import Stats
-from scraper.sandbox import Walled, clean_result, pipe, private_folder, take_out, worker_environment
+from scraper.sandbox import (Walled, clean_result, pipe, private_folder, take_out, trusted_environment,
+                             worker_environment)
 from scraper.suite import confined
 from scraper.suite.lists import ModelSpec, safe_name
 from scraper.suites import get as get_suite
@@ -67,10 +68,15 @@ class Settings:
     unsafe_no_sandbox: bool = False  # run --suite modules workers without the bubblewrap wall
 
     @property
+    def scraped(self) -> bool:
+        """Whether workers execute scraped code (--suite modules)."""
+        suite = get_suite(self.suite)
+        return suite is not None and suite.scraped
+
+    @property
     def walled(self) -> bool:
         """Whether workers run behind the wall: those of --suite modules, which execute scraped code."""
-        suite = get_suite(self.suite)
-        return suite is not None and suite.scraped and not self.unsafe_no_sandbox
+        return self.scraped and not self.unsafe_no_sandbox
 
     @property
     def suite_dir(self) -> Path:
@@ -191,11 +197,12 @@ def batch_size(settings: Settings, job: Job) -> Optional[int]:
     return job.spec.batch_size or (suite.default_batch if suite is not None else 8)
 
 
-def worker_env(gpu: Optional[str], torchbench_dir: Optional[Path] = None) -> dict[str, str]:
-    """The worker's environment: debug on, nothing downloaded, this one GPU, `scraper` importable; no variable
-    that looks like a secret (GITHUB_TOKEN, ...), since `--suite modules` runs scraped code there. With
-    `torchbench_dir`, TORCHBENCH_DIR names it (the programs read it before their own default)."""
-    env = worker_environment()
+def worker_env(gpu: Optional[str], torchbench_dir: Optional[Path] = None, scraped: bool = True) -> dict[str, str]:
+    """The worker's environment: debug on, nothing downloaded, this one GPU, `scraper` importable. A worker that
+    runs scraped code (`scraped`: --suite modules) gets only the sandbox's allow-list of this process's variables
+    (scraper.sandbox.worker_environment), the others everything but what looks like a secret (GITHUB_TOKEN, ...).
+    With `torchbench_dir`, TORCHBENCH_DIR names it (the programs read it before their own default)."""
+    env = worker_environment() if scraped else trusted_environment()
     env.update(TORCH_COMPILE_DEBUG="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     if gpu is not None:
@@ -217,7 +224,10 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
         else:
             job_file = host_job(settings, job, paths).write(paths["job"])
             returncode, pid = run_with_timeout(worker_argv(settings, job_file),
-                                               worker_env(gpu, settings.torchbench_dir), log_file, settings.timeout)
+                                               worker_env(gpu, settings.torchbench_dir, settings.scraped), log_file,
+                                               settings.timeout)
+    if settings.scraped:
+        clean_result_file(paths["result"])
     entry = result_fields(paths, returncode, settings.timeout)
     base = base_entry(settings, job, gpu, started_at, time.monotonic() - started, returncode, paths)
     if not settings.walled and entry.get("batch_size") is not None:
@@ -363,6 +373,17 @@ def result_fields(paths: dict[str, Path], returncode: Optional[int], timeout: fl
 MAX_RESULT_BYTES = 1024 * 1024  # a worker's result is a few KB; anything larger is not one
 
 
+def clean_result_file(path: Path) -> None:
+    """Replace the result a worker that ran scraped code wrote with its cleaned form (clean_result: valid UTF-8,
+    finite numbers, capped, secrets masked), so the file kept beside the manifest is strict JSON too; remove it
+    when it is not a result at all."""
+    result = read_result(path)
+    if result is not None:
+        atomic_write_json(path, clean_result(result))
+    else:
+        path.unlink(missing_ok=True)
+
+
 def read_result(path: Path) -> Optional[dict]:
     """The worker's result JSON, or None when it wrote none (crash, kill), too much, or garbage."""
     import json
@@ -371,7 +392,7 @@ def read_result(path: Path) -> Optional[dict]:
         if path.stat().st_size > MAX_RESULT_BYTES:
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep to read
         return None
     return data if isinstance(data, dict) else None
 
@@ -539,7 +560,7 @@ class PersistentWorker:
         """Start the worker process, its startup messages to `log_file` (the first model's log): the one place
         its command line and environment are made (a sandbox wraps this)."""
         argv = [sys.executable, "-m", "scraper.worker.serve"]
-        return subprocess.Popen(argv, env=worker_env(self.gpu, self.settings.torchbench_dir),
+        return subprocess.Popen(argv, env=worker_env(self.gpu, self.settings.torchbench_dir, self.settings.scraped),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
                                 start_new_session=True)
 
@@ -558,6 +579,7 @@ class PersistentWorker:
         started = time.monotonic()
         worker_job = host_job(self.settings, job, paths).replace(log=str(paths["log"].resolve()))
         returncode = self.ask(worker_job.to_dict())
+        clean_result_file(paths["result"])  # the persistent workers are those of --suite modules
         entry = result_fields(paths, returncode, self.settings.timeout)
         base = base_entry(self.settings, job, self.gpu, started_at, time.monotonic() - started, returncode, paths)
         if entry.get("batch_size") is not None:

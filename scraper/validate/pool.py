@@ -114,7 +114,7 @@ class Worker:
         object, or another "seq") kills the worker and fails the job."""
         try:
             answer = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep to read
             answer = None
         if not isinstance(answer, dict) or answer.pop("seq", None) != self.seq:
             self.kill()
