@@ -34,6 +34,7 @@ from scraper.paths import PACKAGE_PARENT
 from scraper.progress import progress
 from scraper.records import append_jsonl, atomic_write_json, atomic_write_text
 from scraper.stats import Stats
+from scraper.zipsafe import printable
 from scraper.sandbox import (Walled, clean_result, pipe, private_folder, take_out, trusted_environment,
                              worker_environment)
 from scraper.suite import confined
@@ -66,6 +67,8 @@ class Settings:
     random_weights: bool = False  # --suite torchbench: no pretrained checkpoints, the random initialization
     accuracy: bool = True  # compare compiled outputs with eager (the worker's --no-accuracy turns it off)
     unsafe_no_sandbox: bool = False  # run --suite modules workers without the bubblewrap wall
+    worker_memory_mb: int = confined.DEFAULT_MEMORY_MB  # behind the wall: what each worker process may map
+    worker_disk_mb: int = confined.DEFAULT_DISK_MB  # behind the wall: its job folder and largest file
 
     @property
     def scraped(self) -> bool:
@@ -220,7 +223,7 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
     started = time.monotonic()
     with open(paths["log"], "wb") as log_file:
         if settings.walled:
-            returncode, pid, run_dir = run_behind_wall(settings, job, gpu, paths, log_file)
+            returncode, pid, run_dir, refused = run_behind_wall(settings, job, gpu, paths, log_file)
         else:
             job_file = host_job(settings, job, paths).write(paths["job"])
             returncode, pid = run_with_timeout(worker_argv(settings, job_file),
@@ -236,6 +239,8 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
     entry.update(base)
     if settings.walled:  # what is on disk, not what the worker said
         entry.update(output_fields(run_dir))
+        if refused:
+            entry.update(status="failed", success=False, phase="sandbox", error=refused)
     elif entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
         entry.update(leftover_output(settings.out, pid))
     return entry
@@ -256,19 +261,25 @@ def prepare_job(settings: Settings, job: Job) -> dict[str, Path]:
 
 
 def run_behind_wall(settings: Settings, job: Job, gpu: Optional[str], paths: dict[str, Path],
-                    log_file) -> tuple[Optional[int], int, Optional[Path]]:
+                    log_file) -> tuple[Optional[int], int, Optional[Path], Optional[str]]:
     """Run the worker of `job` in a bubblewrap sandbox (scraper.suite.confined) with a timeout; once nothing of
-    the sandbox runs, move what it made into place. Returns (exit status or None, host pid, run folder)."""
+    the sandbox runs, make its job folder safe and, when it is within its bound, move what it made into place.
+    Returns (exit status or None, host pid, run folder, why nothing was kept or None)."""
     with private_folder(settings.suite_dir / "sandbox") as folder:
         inside = confined.INSIDE
         worker_job(settings, job, inside["out"], inside, confined.source_inside(job.source)).write(
             folder / Path(inside["job"]).name)
         command = confined.worker_command(settings.worker) + [inside["job"]]
-        process = confined.start(command, worker_env(gpu), folder, job.source, settings.worker, gpu, log_file)
+        wall = confined.suite_wall(settings.worker_memory_mb, settings.worker_disk_mb, gpu)
+        process = confined.start(command, worker_env(gpu), folder, job.source, settings.worker, gpu, log_file, wall)
         returncode, pid = wait_with_timeout(process, settings.timeout)
         process.kill()  # already over, or the namespace of a stopped run: gone before its files are read
-        take_out(folder)
-        return returncode, pid, confined.move_out(folder, paths, settings.out, pid)
+        bounds = confined.job_bounds(settings.worker_disk_mb)
+        over = take_out(folder, bounds)
+        if over:
+            return returncode, pid, None, (f"the job folder is over its bound ({bounds.describe()}): {over}; "
+                                           "nothing of it was kept")
+        return returncode, pid, confined.move_out(folder, paths, settings.out, pid), None
 
 
 def leftover_output(debug_root: Path, pid: int) -> dict:
@@ -459,6 +470,19 @@ def run_suite(settings: Settings, jobs: Sequence[Job], slots: Sequence[Optional[
     bar = progress(total=len(jobs), desc=f"{settings.suite} models", unit="model")
     statuses: Counter = Counter()
 
+    def record(job: Job, entry: dict) -> None:
+        missing = [key for key in ENTRY_KEYS if key not in entry]
+        if missing:
+            raise ValueError(f"an entry without {', '.join(missing)}")
+        append_jsonl(settings.manifest_path, ManifestEntry.from_dict(entry))
+        entries.append(entry)
+        count_entry(stats, entry)
+        statuses[entry["status"]] += 1
+        bar.set_postfix(outcomes(statuses))  # before update: a line off a terminal says the new counts
+        bar.update(1)
+        log.info("%s: %s in %.0f s%s", printable(job.name), entry["status"], entry["seconds"],
+                 f" ({printable(entry['error'])})" if entry.get("error") else "")
+
     def drive(slot: Optional[str]) -> None:
         while not stop.is_set():
             if deadline is not None and time.monotonic() > deadline:
@@ -467,18 +491,18 @@ def run_suite(settings: Settings, jobs: Sequence[Job], slots: Sequence[Optional[
                 job = todo.get_nowait()
             except queue.Empty:
                 return
-            entry = run_one(settings, job, slot)
+            entry = run_guarded(run_one, settings, job, slot)
             if stop.is_set():
                 return
             with lock:
-                append_jsonl(settings.manifest_path, ManifestEntry.from_dict(entry))
-                entries.append(entry)
-                count_entry(stats, entry)
-                statuses[entry["status"]] += 1
-                bar.set_postfix(outcomes(statuses))  # before update: a line off a terminal says the new counts
-                bar.update(1)
-                log.info("%s: %s in %.0f s%s", job.name, entry["status"], entry["seconds"],
-                         f" ({entry['error']})" if entry.get("error") else "")
+                try:
+                    record(job, entry)
+                except Exception as exc:  # an entry that cannot be written costs its job, not the pool thread
+                    try:
+                        record(job, run_guarded(failing, settings, job, slot, exc))
+                    except Exception as again:  # not even that (the manifest cannot be written): not run
+                        log.error("%s: not recorded: %s", printable(job.name), printable(f"{type(again).__name__}: {again}"))
+                        stats.inc("not_run")
 
     threads = [threading.Thread(target=drive, args=(slot,), daemon=True) for slot in slots[: max(1, len(jobs))]]
     for thread in threads:
@@ -494,8 +518,38 @@ def run_suite(settings: Settings, jobs: Sequence[Job], slots: Sequence[Optional[
         raise
     finally:
         bar.close()
-    stats.inc("not_started", todo.qsize())
+    count_left(stats, todo.qsize(), deadline is not None and time.monotonic() > deadline)
     return entries
+
+
+ENTRY_KEYS = ("suite", "model", "status", "seconds")  # what recording an entry needs
+
+
+def run_guarded(run_one: Callable[..., dict], settings: Settings, job: Job, slot: Optional[str], *more) -> dict:
+    """`run_one(settings, job, slot, *more)`; when it raises (a bug meeting a hostile job), that job's failed
+    entry: one job lost, never the pool thread and the jobs after it."""
+    started = time.monotonic()
+    try:
+        return run_one(settings, job, slot, *more)
+    except Exception as exc:
+        log.debug("%s: internal error", job.name, exc_info=True)
+        return {**job_identity(settings, job), "gpu": slot, "status": "crashed", "success": False,
+                "phase": "orchestrator", "error": printable(f"internal error: {type(exc).__name__}: {exc}")[:500],
+                "seconds": round(time.monotonic() - started, 3), "run_dir": None, "graphs": [], "kernels": 0,
+                **({"module": job.meta} if job.meta else {})}
+
+
+def failing(settings: Settings, job: Job, slot: Optional[str], exc: Exception) -> dict:
+    """A `run_one` for run_guarded that raises `exc`: the entry of a job whose own entry could not be recorded."""
+    raise RuntimeError(f"its entry could not be recorded: {type(exc).__name__}: {exc}")
+
+
+def count_left(stats: Stats, left: int, budget_spent: bool) -> None:
+    """Count the jobs no thread took: `not_started` when the time budget was spent (a rerun takes them up, as
+    asked), else `not_run` (a failure of the run)."""
+    stats.inc("not_started", left if budget_spent else 0)
+    if left and not budget_spent:
+        stats.inc("not_run", left)
 
 
 def outcomes(statuses: Counter) -> dict:
