@@ -72,6 +72,22 @@ def take_out(folder: Path, bounds: Optional[Bounds] = None) -> Optional[str]:
     return None
 
 
+def measure(folder: Path, bounds: Bounds) -> Optional[str]:
+    """Why `folder` is over `bounds` (None: it is within them, or could not be measured now: a sandbox writing
+    it may move things about). Reads only, and stops at the bound, so a huge folder costs little."""
+    size = entries = 0
+    try:
+        for entry in walk_tree(folder):
+            entries += 1
+            size += entry.stat.st_size if stat.S_ISREG(entry.stat.st_mode) else 0
+            over = _over(bounds, entry.depth, entries, size)
+            if over:
+                return over
+    except OSError:
+        return None
+    return None
+
+
 def _over(bounds: Optional[Bounds], depth: int, entries: int, size: int) -> Optional[str]:
     """Why a folder that reached `depth`, `entries` and `size` bytes so far is over `bounds` (None: it is not)."""
     if bounds is None:

@@ -37,6 +37,7 @@ from scraper.stats import Stats
 from scraper.zipsafe import printable
 from scraper.sandbox import (Walled, clean_result, pipe, private_folder, take_out, trusted_environment,
                              worker_environment)
+from scraper.sandbox.folders import measure
 from scraper.suite import confined
 from scraper.suite.lists import ModelSpec, safe_name
 from scraper.suites import get as get_suite
@@ -272,9 +273,9 @@ def run_behind_wall(settings: Settings, job: Job, gpu: Optional[str], paths: dic
         command = confined.worker_command(settings.worker) + [inside["job"]]
         wall = confined.suite_wall(settings.worker_memory_mb, settings.worker_disk_mb, gpu)
         process = confined.start(command, worker_env(gpu), folder, job.source, settings.worker, gpu, log_file, wall)
-        returncode, pid = wait_with_timeout(process, settings.timeout)
-        process.kill()  # already over, or the namespace of a stopped run: gone before its files are read
         bounds = confined.job_bounds(settings.worker_disk_mb)
+        returncode, pid = wait_with_timeout(process, settings.timeout, lambda: measure(folder, bounds))
+        process.kill()  # already over, or the namespace of a stopped run: gone before its files are read
         over = take_out(folder, bounds)
         if over:
             return returncode, pid, None, (f"the job folder is over its bound ({bounds.describe()}): {over}; "
@@ -306,16 +307,26 @@ def run_with_timeout(argv: list[str], env: dict, log_file, timeout: float) -> tu
     return wait_with_timeout(process, timeout)
 
 
-def wait_with_timeout(process, timeout: float) -> tuple[Optional[int], int]:
-    """Wait for a worker (a Popen leading its process group, or a Walled sandbox); kill it all at the timeout.
-    Returns (exit status or None after a timeout, pid)."""
+WATCH_SECONDS = 5.0  # how often a sandboxed worker's job folder is measured while it runs
+
+
+def wait_with_timeout(process, timeout: float, over: Optional[Callable[[], Optional[str]]] = None
+                      ) -> tuple[Optional[int], int]:
+    """Wait for a worker (a Popen leading its process group, or a Walled sandbox); kill it all at the timeout,
+    or as soon as `over()` (asked every WATCH_SECONDS) names a reason. Returns (exit status or None after a
+    timeout or a kill, pid)."""
     with _RUNNING_LOCK:
         _RUNNING.add(process)
+    deadline = time.monotonic() + timeout
     try:
-        return process.wait(timeout=timeout), process.pid
-    except subprocess.TimeoutExpired:
-        kill_group(process)
-        return None, process.pid
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return process.wait(timeout=max(0.0, min(left, WATCH_SECONDS if over else left))), process.pid
+            except subprocess.TimeoutExpired:
+                if left <= WATCH_SECONDS or over is None or over():
+                    kill_group(process)
+                    return None, process.pid
     finally:
         with _RUNNING_LOCK:
             _RUNNING.discard(process)
