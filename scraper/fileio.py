@@ -286,14 +286,15 @@ class TreeEntry(NamedTuple):
     path: str
 
 
-def walk_tree(root: str | os.PathLike) -> Iterator[TreeEntry]:
-    """Every entry under `root`, each folder's entries before what its subfolders hold, never following a link.
-    A folder the caller removes or replaces meanwhile is skipped; OSError when `root` is no folder, or when a
-    folder above moved while the walk was below it."""
+def walk_tree(root: str | os.PathLike, enter: Optional[Callable[[TreeEntry], bool]] = None) -> Iterator[TreeEntry]:
+    """Every entry under `root`, each folder's entries before what its subfolders hold, never following a link;
+    with `enter`, only the subfolders for which it is true are walked into. A folder the caller removes or
+    replaces meanwhile is skipped; OSError when `root` is no folder, or when a folder above moved while the walk
+    was below it."""
     fd = _open_folder(os.fspath(root))
     levels = [_Level("", _identity(fd), [])]
     try:
-        yield from _list_level(fd, levels)
+        yield from _list_level(fd, levels, enter)
         while levels:
             if levels[-1].todo:
                 name = levels[-1].todo.pop()
@@ -304,7 +305,7 @@ def walk_tree(root: str | os.PathLike) -> Iterator[TreeEntry]:
                 fd = child
                 path = f"{levels[-1].path}/{name}" if levels[-1].path else name
                 levels.append(_Level(path, _identity(fd), []))
-                yield from _list_level(fd, levels)
+                yield from _list_level(fd, levels, enter)
             else:
                 levels.pop()
                 if levels:
@@ -386,17 +387,21 @@ def _climb(fd: int, expected: tuple) -> int:
     return parent
 
 
-def _list_level(fd: int, levels: list) -> Iterator[TreeEntry]:
-    """The entries of the folder `fd` (the deepest of `levels`); its subfolders go to that level's todo list."""
+def _list_level(fd: int, levels: list, enter: Optional[Callable[[TreeEntry], bool]]) -> Iterator[TreeEntry]:
+    """The entries of the folder `fd` (the deepest of `levels`), in name order; the subfolders to walk into go
+    to that level's todo list (in reverse: popped in name order)."""
     level, depth = levels[-1], len(levels)
-    for name in sorted(os.listdir(fd), reverse=True):
+    subfolders = []
+    for name in sorted(os.listdir(fd)):
         try:
             info = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             continue
-        yield TreeEntry(fd, name, info, depth, f"{level.path}/{name}" if level.path else name)
-        if stat.S_ISDIR(info.st_mode):
-            level.todo.append(name)
+        entry = TreeEntry(fd, name, info, depth, f"{level.path}/{name}" if level.path else name)
+        yield entry
+        if stat.S_ISDIR(info.st_mode) and (enter is None or enter(entry)):
+            subfolders.append(name)
+    level.todo.extend(reversed(subfolders))
 
 
 def _remove_folder(path: str) -> None:

@@ -15,7 +15,7 @@ import gc
 import logging
 import multiprocessing
 import os
-import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -32,7 +32,7 @@ from scraper.generator.write import duplicate_qualnames, module_relpath, unique_
 from scraper.records import KERNELS, KernelRecord, append_jsonl, append_records, iter_jsonl, iter_records, write_jsonl
 from scraper.repos import SKIP_DIRS
 from scraper.stats import ERRORS, REJECTS, STATS, Rejects, Stats
-from scraper.fileio import OutputFolder, claim_output, first_object
+from scraper.fileio import OutputFolder, claim_output, first_object, remove_tree, walk_tree
 from scraper.validate.api import LEVELS, VALIDATE_CACHE
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,17 @@ def no_cyclic_gc():
 
 
 def process_repository(task: Task) -> RepoResult:
-    """Read one repository and extract every kernel of it (runs in a worker; never raises for bad input)."""
+    """Read one repository and extract every kernel of it (runs in a worker; never raises for bad input: a
+    repository that breaks something is that repository's counted error, and the others go on)."""
     with no_cyclic_gc():
-        return _process_repository(task)
+        try:
+            return _process_repository(task)
+        except Exception as exc:  # a bug meeting a hostile tree, or memory running out: this repository only
+            result = RepoResult(task.location, Path(task.location).name, ok=False)
+            result.stats.error("archive", result.archive, exc)
+            result.rejects.append({"reason": "internal_error", "archive": result.archive,
+                                   "message": f"{type(exc).__name__}: {exc}"})
+            return result
 
 
 def _process_repository(task: Task) -> RepoResult:
@@ -251,21 +259,20 @@ def _record(kernel, closure, provenance: Provenance, relpath: str, archive: str,
 def archive_fingerprint(location: Path) -> dict:
     """Size and mtime of an archive, to tell a changed one. For a directory (a local clone, edited in place: its
     top entry's mtime does not move when a nested file changes): the number of .py files, their total size and
-    the newest mtime of them and of the folders (a deleted or renamed file moves its folder's mtime)."""
+    the newest mtime of them and of the folders (a deleted or renamed file moves its folder's mtime), walked at
+    any depth without following links; one that cannot be walked gets an `error` (and counts as changed)."""
     info = location.stat()
     if not location.is_dir():
         return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
     files, size, newest = 0, 0, info.st_mtime_ns
-    for directory, subdirs, names in os.walk(location):
-        subdirs[:] = [d for d in subdirs if d not in SKIP_DIRS]
-        newest = max(newest, os.stat(directory).st_mtime_ns)
-        for name in names:
-            if name.endswith(".py"):
-                try:
-                    stat = os.stat(os.path.join(directory, name))
-                except OSError:
-                    continue
-                files, size, newest = files + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
+    try:
+        for entry in walk_tree(location, enter=lambda folder: folder.name not in SKIP_DIRS):
+            if stat.S_ISDIR(entry.stat.st_mode) or entry.name.endswith(".py"):
+                newest = max(newest, entry.stat.st_mtime_ns)
+            if entry.name.endswith(".py") and not stat.S_ISDIR(entry.stat.st_mode):
+                files, size = files + 1, size + entry.stat.st_size
+    except OSError as exc:
+        return {"size": size, "mtime_ns": newest, "py_files": files, "error": f"{type(exc).__name__}: {exc}"}
     return {"size": size, "mtime_ns": newest, "py_files": files}
 
 
@@ -404,4 +411,4 @@ def clean_output(out_dir: Path) -> None:
         entry = Path(out_dir) / name
         if stage != STAGE or name == "README.md" or not entry.exists():
             continue
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        remove_tree(entry)  # at any depth: what an older version wrote may be deeper than Python recurses

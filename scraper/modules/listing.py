@@ -262,19 +262,25 @@ def archive_index(location: Path, key: str, externals: list = ()):
 
 
 def cache_key(location: Path, manifest_line: Optional[dict]) -> str:
-    """sha256 of the archive's content (a folder: its files' paths, sizes and mtimes), its manifest line and
-    the code version."""
+    """sha256 of the archive's content (a folder: its .py entries' paths, sizes and mtimes, links not followed,
+    at any depth), its manifest line and the code version. A repository that cannot be read gets a key of its
+    error (its listing then says what is wrong with it): never an exception that stops the others."""
+    from scraper.fileio import walk_tree
+
     digest = hashlib.sha256()
     digest.update(code_version().encode())
     digest.update(json.dumps(manifest_line, sort_keys=True, default=str).encode())
-    if location.is_file():
-        with open(location, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    else:
-        for path in sorted(location.rglob("*.py")):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(location)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    try:
+        if location.is_file():
+            with open(location, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        else:
+            for entry in walk_tree(location):
+                if entry.name.endswith(".py"):
+                    digest.update(f"{entry.path}\0{entry.stat.st_size}\0{entry.stat.st_mtime_ns}\n".encode())
+    except OSError as exc:
+        digest.update(f"unreadable: {type(exc).__name__}: {exc}".encode())
     return digest.hexdigest()
 
 
