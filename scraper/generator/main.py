@@ -29,6 +29,7 @@ from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS  # noqa: E402
 from scraper.generator.provenance import load_manifest  # noqa: E402
 from scraper.generator.run import STAGE, clean_output, output_folder, run  # noqa: E402
 from scraper.repos import list_archives  # noqa: E402
+from scraper.sandbox import SandboxUnavailable  # noqa: E402
 from scraper.stats import STATS, Stats  # noqa: E402
 from scraper.validate import VALIDATE_CACHE, add_validate_args, validator_from_args  # noqa: E402
 
@@ -104,6 +105,9 @@ def main(argv=None) -> int:
     try:
         run(locations, args.output, manifest, args.jobs, force=args.force, allowed_imports=allowed,
             steps=[validator.run] if validator else [], stats=stats, validated=args.validate)
+    except SandboxUnavailable as exc:  # the validate workers cannot start: a failure of the run, not of kernels
+        log.error("%s", exc)
+        return EXIT_USAGE
     finally:
         validator is not None and validator.close()
     if validator is not None:

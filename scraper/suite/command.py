@@ -42,6 +42,7 @@ from scraper.modules import classes as modules
 from scraper.suite import confined, lists
 from scraper.suites import torchbench
 from scraper.suiterun import latest_entries
+from scraper.zipsafe import printable
 from scraper.suite.orchestrate import Job, Settings, jobs_to_run, run_suite, visible_gpus, worker_slots
 from scraper.suite.orchestrate import PersistentWorkers, record_skipped, run_job
 
@@ -321,6 +322,9 @@ def run(settings: Settings, jobs: list[Job], args: argparse.Namespace) -> int:
     save_stats(settings, stats)
     print(stats.summary(), file=sys.stderr)
     print(f"{manifest_totals(settings)}\nmanifest: {settings.manifest_path}", file=sys.stderr)
+    if entries and all(entry.get("status") == "crashed" for entry in entries):
+        log.error("every worker of this run died without a result, e.g. %s: %s", printable(entries[0]["model"]),
+                  printable(entries[0].get("error")))
     return run_status(entries, args.keep_going, stats.counts["not_run"])
 
 
