@@ -23,7 +23,7 @@ from typing import Optional
 
 from scraper.fileio import walk_tree
 from scraper.repos import LICENSE_NAMES, SKIP_DIRS
-from scraper.zipsafe import DEFAULT_LIMITS, Limits, MemberRefused, SafeZip, UnsafeArchive, safe_member_path
+from scraper.zipsafe import DEFAULT_LIMITS, Limits, MemberRefused, SafeZip, UnsafeArchive, printable, safe_member_path
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,9 @@ def _read_capped(handle, cap: int) -> Optional[bytes]:
 def _read_dir_file(root: Path, entry, real_root: str, source, max_file_bytes, budget) -> int:
     """Read one .py entry of a directory into `source` (its bytes), or list why it was not read (0)."""
     relative = entry.path
+    if printable(relative) != relative:  # as for a zip member: the name is printed, and becomes a file name
+        source.problems.append(FileProblem(relative, "unsafe_path", "control characters in the file name"))
+        return 0
     if budget <= 0:
         source.problems.append(FileProblem(relative, "archive_cap", "repository size cap reached"))
         return 0

@@ -162,7 +162,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.error("%s", exc)
         return EXIT_USAGE
     if listed is not None:
-        print("\n".join(listed))
+        print("\n".join(printable(line) for line in listed))  # names from scraped repositories
         return EXIT_OK
     return run(settings, jobs, args)
 
