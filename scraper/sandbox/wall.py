@@ -135,12 +135,20 @@ def require_wall(unsafe_no_sandbox: bool = False) -> bool:
                     "Landlock, seccomp and an audit hook inside the worker): it can read your files")
         return False
     try:
-        check_wall()
+        bwrap = find_bwrap()
     except SandboxUnavailable as exc:
         raise SandboxUnavailable(
             f"scraped code runs only inside a bubblewrap sandbox, and none can be made here: {exc}. Install "
             f"it (apt-get install bubblewrap; `make install` does it as root), point {BWRAP_ENV} at a bwrap "
             "binary, or pass --unsafe-no-sandbox to run it without the wall (it could then read your files)"
+        ) from None
+    try:
+        check_wall()
+    except SandboxUnavailable as exc:  # bwrap is there: say what stopped it, not to install it
+        raise SandboxUnavailable(
+            f"scraped code runs only inside a bubblewrap sandbox, and {bwrap} could not make one here: {exc}. "
+            "Fix that cause (user namespaces disabled, a seccomp or AppArmor policy, a container without "
+            "them...), or pass --unsafe-no-sandbox to run it without the wall (it could then read your files)"
         ) from None
     return True
 
