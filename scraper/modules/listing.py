@@ -251,7 +251,7 @@ def archive_index(location: Path, key: str, externals: list = ()):
 
     if key not in _INDEXES:
         while len(_INDEXES) >= INDEX_MEMO:
-            _INDEXES.pop(next(iter(_INDEXES)))
+            _INDEXES.pop(next(iter(_INDEXES))).drop()  # its trees go now, not at a cyclic collection
         source = read_repository(location)
         allowed = RepoIndex({}).allowed_imports | set(externals)  # the generator's list and more
         _INDEXES[key] = RepoIndex.from_source(source, allowed_imports=allowed)
