@@ -156,6 +156,11 @@ def require_wall(unsafe_no_sandbox: bool = False) -> bool:
 def python_paths() -> list[str]:
     """The Python installation: prefixes and site-packages (user site too), outermost first, without any folder
     inside another or inside /usr (bound whole)."""
+    return list(_python_paths())
+
+
+@functools.lru_cache(maxsize=1)
+def _python_paths() -> tuple[str, ...]:  # the installation does not move during a run: worked out once
     candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *site.getsitepackages()}
     if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
         candidates.add(site.getusersitepackages())
@@ -165,7 +170,7 @@ def python_paths() -> list[str]:
     for path in sorted(p for p in candidates if os.path.isdir(p)):
         if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in ["/usr", *kept]):
             kept.append(path)
-    return kept
+    return tuple(kept)
 
 
 def visible_inside(path: str) -> bool:
