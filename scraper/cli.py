@@ -17,6 +17,7 @@ import sys
 from importlib import metadata
 
 from scraper.progress import TqdmHandler
+from scraper.zipsafe import printable
 
 EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_MISSING_INPUT = 0, 1, 2, 3
 log = logging.getLogger("scraper.cli")
@@ -51,8 +52,23 @@ def setup_logging(args=None) -> None:
     elif args is not None and getattr(args, "quiet", False):
         level = "WARNING"
     handler = TqdmHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines with every control, direction-changing or invisible character escaped (scraper.zipsafe's
+    `printable`, line by line): a kernel's error text, an archive member's name or a server's message can then
+    neither move the cursor, erase lines nor print a fake "all passed"."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_lines(super().format(record))
+
+
+def escape_lines(text: str) -> str:
+    """`text` with each of its lines passed through `printable` (the line breaks kept): the one formatter for
+    what the stages print from scraped or server text (log lines, summaries, listings)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 def exit_status(produced: bool, missing_inputs: int, keep_going: bool = False) -> int:

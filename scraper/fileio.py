@@ -1,9 +1,15 @@
-"""Files that never end up half-written: atomic whole-file writes, and JSON Lines read and appended line by line.
+"""Files that never end up half-written: atomic whole-file writes, and JSON Lines read and appended line by line;
+and trees of files walked and removed at any depth.
 
 Whole files go to a temporary name in the same folder and are then renamed over the target (`os.replace` is
 atomic on POSIX). Appends write one complete line at a time; a line torn by a crash is skipped by the reader
 (and reported) and cut off before the next append, so it never glues itself to the next line. Temporary files a
 killed run left behind are removed by `remove_stale_temporaries`.
+
+Scraped repositories and what sandboxed code leaves are hostile trees: 1,200 nested folders, links to /etc/shadow,
+loops, names that make paths longer than PATH_MAX. `walk_tree` and `remove_tree` never recurse (os.walk,
+shutil.rmtree and Path.rglob raise RecursionError there), never follow a link, and work through descriptors
+(one open at a time, climbing back with `..` checked against the folder it came from), so depth costs nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional
@@ -260,3 +267,187 @@ def claim_output(folder: str | os.PathLike, stage: str, names: Iterable[str],
     owned.refuse_foreign(names)
     owned.claim(names)
     return owned
+
+
+# ------------------------------------------------------------------------------------------------ trees
+
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class TreeEntry(NamedTuple):
+    """One entry of a tree: `folder_fd` is an open descriptor of the folder holding it (valid until the walk
+    moves on: act on the entry with `dir_fd=folder_fd`), `stat` its lstat, `depth` 1 for what the root holds;
+    `path` its path below the root, parts joined with "/"."""
+
+    folder_fd: int
+    name: str
+    stat: os.stat_result
+    depth: int
+    path: str
+
+
+def walk_tree(root: str | os.PathLike, enter: Optional[Callable[[TreeEntry], bool]] = None) -> Iterator[TreeEntry]:
+    """Every entry under `root`, each folder's entries before what its subfolders hold, never following a link;
+    with `enter`, only the subfolders for which it is true are walked into. A folder the caller removes or
+    replaces meanwhile is skipped; OSError when `root` is no folder, or when a folder above moved while the walk
+    was below it."""
+    fd = _open_folder(os.fspath(root))
+    levels = [_Level("", _identity(fd), [])]
+    try:
+        yield from _list_level(fd, levels, enter)
+        while levels:
+            if levels[-1].todo:
+                name = levels[-1].todo.pop()
+                child = _open_child(fd, name)
+                if child is None:
+                    continue
+                os.close(fd)
+                fd = child
+                path = f"{levels[-1].path}/{name}" if levels[-1].path else name
+                levels.append(_Level(path, _identity(fd), []))
+                yield from _list_level(fd, levels, enter)
+            else:
+                levels.pop()
+                if levels:
+                    fd = _climb(fd, levels[-1].identity)
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: str | os.PathLike, ignore_errors: bool = False) -> None:
+    """Remove `path` and everything under it (a file or a link: just it), at any depth, never following a link;
+    folders whose mode forbids listing them are opened up first. Nothing to do when it does not exist."""
+    path = os.fspath(path)
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+            return
+        _remove_folder(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        if not ignore_errors:
+            raise
+
+
+class _Level(NamedTuple):
+    path: str
+    identity: tuple
+    todo: list  # subfolder names not entered yet
+
+
+def _identity(fd: int) -> tuple:
+    info = os.fstat(fd)
+    return info.st_dev, info.st_ino
+
+
+def _open_folder(path: str, dir_fd: Optional[int] = None) -> int:
+    """A descriptor of the folder `path` (not a link to one); a folder whose mode keeps this process out (what
+    sandboxed code can leave) is opened up for its owner first, through a descriptor: never through a link."""
+    try:
+        return os.open(path, _FOLDER_FLAGS, dir_fd=dir_fd)
+    except PermissionError:
+        handle = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            if not stat.S_ISDIR(os.fstat(handle).st_mode):
+                raise NotADirectoryError(path) from None
+            _open_up(handle)
+        finally:
+            os.close(handle)
+        return os.open(path, _FOLDER_FLAGS, dir_fd=dir_fd)
+
+
+def _open_up(fd: int) -> None:
+    """chmod 0700 the folder open as `fd` (the inode itself, by its /proc/self/fd entry), when allowed."""
+    try:
+        os.chmod(f"/proc/self/fd/{fd}", 0o700)
+    except OSError:
+        pass
+
+
+def _open_child(fd: int, name: str) -> Optional[int]:
+    """The subfolder `name` of the folder `fd`, or None when it is gone or no longer a folder."""
+    try:
+        return _open_folder(name, dir_fd=fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: replaced by a link
+            return None
+        raise
+
+
+def _climb(fd: int, expected: tuple) -> int:
+    """The parent of the folder `fd` (then closed), which must be the folder the walk came from."""
+    parent = os.open("..", _FOLDER_FLAGS, dir_fd=fd)
+    if _identity(parent) != expected:
+        os.close(parent)
+        raise OSError(f"a folder moved during the walk (expected {expected})")
+    os.close(fd)
+    return parent
+
+
+def _list_level(fd: int, levels: list, enter: Optional[Callable[[TreeEntry], bool]]) -> Iterator[TreeEntry]:
+    """The entries of the folder `fd` (the deepest of `levels`), in name order; the subfolders to walk into go
+    to that level's todo list (in reverse: popped in name order)."""
+    level, depth = levels[-1], len(levels)
+    subfolders = []
+    for name in sorted(os.listdir(fd)):
+        try:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        entry = TreeEntry(fd, name, info, depth, f"{level.path}/{name}" if level.path else name)
+        yield entry
+        if stat.S_ISDIR(info.st_mode) and (enter is None or enter(entry)):
+            subfolders.append(name)
+    level.todo.extend(reversed(subfolders))
+
+
+def _remove_folder(path: str) -> None:
+    """remove_tree of a folder: empty each folder on the way down, remove it on the way back up."""
+    fd = _open_folder(path)
+    levels = [(None, _identity(fd), _empty(fd))]
+    try:
+        while levels:
+            name, identity, todo = levels[-1]
+            if todo:
+                child_name = todo.pop()
+                child = _open_child(fd, child_name)
+                if child is None:
+                    _unlink_quietly(fd, child_name)
+                    continue
+                os.close(fd)
+                fd = child
+                levels.append((child_name, _identity(fd), _empty(fd)))
+                continue
+            levels.pop()
+            if levels:
+                fd = _climb(fd, levels[-1][1])
+                os.rmdir(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def _empty(fd: int) -> list:
+    """Unlink everything but folders in the folder `fd` (opened up first: a 0500 folder keeps what it holds);
+    returns its subfolders' names."""
+    _open_up(fd)
+    folders = []
+    for name in os.listdir(fd):
+        try:
+            if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                folders.append(name)
+            else:
+                os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+    return folders
+
+
+def _unlink_quietly(fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=fd)
+    except OSError:
+        pass

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from scraper.fileio import JsonlAppender, atomic_write_json, atomic_write_text, iter_jsonl, write_jsonl
+from scraper.zipsafe import printable
 
 STATS = "stats.json"
 REJECTS = "rejects.jsonl"
@@ -96,7 +97,8 @@ class Stats:
         atomic_write_text(path, buffer.getvalue())
 
     def summary(self, top_errors: int = 5) -> str:
-        """Human-readable end-of-run summary: every counter, then the top error groups of each phase."""
+        """Human-readable end-of-run summary: every counter, then the top error groups of each phase; every
+        control character escaped (scraper.zipsafe.printable)."""
         lines = [f"== {self.stage} summary =="]
         width = max((len(k) for k in self.counts), default=0)
         lines += [f"  {key:<{width}}  {value}" for key, value in sorted(self.counts.items())]
@@ -106,7 +108,7 @@ class Stats:
                 lines.append(f"    {count:>5} × {self.examples.get((phase, group), group)}")
         for key, value in sorted(self.extra.items()):
             lines.append(f"  {key}: {print_json(value)}")
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)  # examples and groups hold scraped text
 
 
 def read_errors_csv(path: str | Path) -> list[list]:

@@ -14,14 +14,16 @@ import io
 import logging
 import os
 import re
+import stat
 import tokenize
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from scraper.fileio import walk_tree
 from scraper.repos import LICENSE_NAMES, SKIP_DIRS
-from scraper.zipsafe import DEFAULT_LIMITS, Limits, MemberRefused, SafeZip, UnsafeArchive, safe_member_path
+from scraper.zipsafe import DEFAULT_LIMITS, Limits, MemberRefused, SafeZip, UnsafeArchive, printable, safe_member_path
 
 log = logging.getLogger(__name__)
 
@@ -167,23 +169,26 @@ def _commit_from_top(top: Optional[str]) -> Optional[str]:
 
 
 def read_directory(root: Path, max_file_bytes: int = MAX_FILE_BYTES, max_total: int = MAX_ARCHIVE_BYTES) -> RepoSource:
-    """Every .py under `root` (a local clone); symlinks leaving the tree are refused."""
+    """Every .py under `root` (a local clone), at any depth (an iterative walk that never follows a folder
+    link: scraper.fileio.walk_tree); a link to a file is followed only when it stays in the tree, and a dangling
+    link, a loop or a file that cannot be opened is that file's problem, never the repository's."""
     if not root.is_dir():
         raise ArchiveError(f"not a directory: {root}")
-    real_root = root.resolve()
+    real_root = os.path.realpath(root)
     source = RepoSource(location=str(root), name=root.name)
     total = 0
-    for directory, subdirs, names in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if d not in SKIP_DIRS)
-        for name in sorted(names):
-            full = Path(directory, name)
-            relative = full.relative_to(root).as_posix()
-            if not name.endswith(".py"):
-                source.other_files += 1
-                if relative in LICENSE_NAMES and full.is_file():
-                    source.license_text = _file_license(full)
+    try:
+        for entry in walk_tree(root, enter=lambda folder: folder.name not in SKIP_DIRS):
+            if stat.S_ISDIR(entry.stat.st_mode):
                 continue
-            total += _read_dir_file(full, relative, real_root, source, max_file_bytes, max_total - total)
+            if not entry.name.endswith(".py"):
+                source.other_files += 1
+                if entry.path in LICENSE_NAMES and stat.S_ISREG(entry.stat.st_mode):
+                    source.license_text = _entry_head(entry, LICENSE_BYTES)
+                continue
+            total += _read_dir_file(root, entry, real_root, source, max_file_bytes, max_total - total)
+    except OSError as exc:  # a folder moved while it was read: what was read so far, and why not the rest
+        source.problems.append(FileProblem(root.name, "read_error", f"{type(exc).__name__}: {exc}"))
     return source
 
 
@@ -192,24 +197,52 @@ def _read_capped(handle, cap: int) -> Optional[bytes]:
     return None if len(data) > cap else data
 
 
-def _read_dir_file(full: Path, relative, real_root, source, max_file_bytes, budget) -> int:
+def _read_dir_file(root: Path, entry, real_root: str, source, max_file_bytes, budget) -> int:
+    """Read one .py entry of a directory into `source` (its bytes), or list why it was not read (0)."""
+    relative = entry.path
+    if printable(relative) != relative:  # as for a zip member: the name is printed, and becomes a file name
+        source.problems.append(FileProblem(relative, "unsafe_path", "control characters in the file name"))
+        return 0
+    if budget <= 0:
+        source.problems.append(FileProblem(relative, "archive_cap", "repository size cap reached"))
+        return 0
     try:
-        resolved = full.resolve()
-        if real_root not in resolved.parents:
-            source.problems.append(FileProblem(relative, "unsafe_path", "symlink leaves the repository"))
-            return 0
-        if not resolved.is_file():
+        if stat.S_ISLNK(entry.stat.st_mode):
+            return _read_linked_file(root, entry, real_root, source, max_file_bytes, budget)
+        if not stat.S_ISREG(entry.stat.st_mode):
             source.problems.append(FileProblem(relative, "not_a_file", "not a regular file"))
             return 0
-        if budget <= 0:
-            source.problems.append(FileProblem(relative, "archive_cap", "repository size cap reached"))
-            return 0
-        with open(resolved, "rb") as handle:
+        fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=entry.folder_fd)
+        with os.fdopen(fd, "rb") as handle:
             data = _read_capped(handle, min(max_file_bytes, budget))
     except OSError as exc:
         source.problems.append(FileProblem(relative, "read_error", f"{type(exc).__name__}: {exc}"))
         return 0
     return _add_file(source, relative, data, max_file_bytes)
+
+
+def _read_linked_file(root: Path, entry, real_root: str, source, max_file_bytes, budget) -> int:
+    """A .py that is a link: read only when it leads to a regular file inside the repository (a dangling link
+    or a loop raises OSError: the caller lists it)."""
+    resolved = os.path.realpath(os.path.join(root, entry.path))
+    if not resolved.startswith(real_root.rstrip("/") + "/"):
+        source.problems.append(FileProblem(entry.path, "unsafe_path", "symlink leaves the repository"))
+        return 0
+    if not stat.S_ISREG(os.stat(resolved).st_mode):
+        source.problems.append(FileProblem(entry.path, "not_a_file", "not a regular file"))
+        return 0
+    with open(resolved, "rb") as handle:
+        return _add_file(source, entry.path, _read_capped(handle, min(max_file_bytes, budget)), max_file_bytes)
+
+
+def _entry_head(entry, size: int) -> Optional[str]:
+    """The first `size` bytes of a regular file of a walk, as text (None when it cannot be read)."""
+    try:
+        fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=entry.folder_fd)
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read(size).decode("utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def _add_file(source, relative: str, data: Optional[bytes], max_file_bytes: int) -> int:
@@ -220,14 +253,6 @@ def _add_file(source, relative: str, data: Optional[bytes], max_file_bytes: int)
     text, error = decode_source(data)
     source.files.append(SourceFile(relative, text, error))
     return len(data)
-
-
-def _file_license(path: Path) -> Optional[str]:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(LICENSE_BYTES).decode("utf-8", errors="replace")
-    except OSError:
-        return None
 
 
 def read_repository(location: str | os.PathLike, **caps) -> RepoSource:

@@ -60,6 +60,9 @@ class ClosureResult:
         return [line for line in self.code.splitlines() if line.startswith(("import ", "from "))]
 
 
+MAX_BINDINGS = 256  # top-level statements binding one name that a closure follows (the cost is their square)
+
+
 class _Closure:
     """Accumulates the statements, imports and aliases of one closure."""
 
@@ -121,7 +124,9 @@ class _Closure:
             self.reasons.setdefault(name, "too_deep")
             return
         bindings = module.bindings.get(name)
-        if bindings:
+        if bindings and len(bindings) > MAX_BINDINGS:  # `x=1` 20,000 times: each copy looks at all before it
+            self.reasons.setdefault(name, "too_many_bindings")
+        elif bindings:
             self._use_binding(module, name, bindings, depth)
         elif module.parent is not None:
             if name in module.params:
@@ -243,6 +248,9 @@ class _Closure:
             self.future[statement_text(module.text, future)] = None
         binds = _statement_binds(node)
         for name in sorted(binds):  # `X = 0` before `if c: X = 1`, also when the block came for another name
+            if len(module.bindings.get(name, [])) > MAX_BINDINGS:
+                self.reasons.setdefault(name, "too_many_bindings")
+                continue
             earlier = self._earlier_bindings(module.bindings.get(name, []), node)
             if earlier:
                 self._use_binding(module, name, earlier, depth + 1)

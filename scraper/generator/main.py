@@ -27,8 +27,9 @@ from scraper.cli import (  # noqa: E402
 from scraper.paths import DEFAULT_DOWNLOAD_DIR, DEFAULT_GENERATED_DIR  # noqa: E402
 from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS  # noqa: E402
 from scraper.generator.provenance import load_manifest  # noqa: E402
-from scraper.generator.run import STAGE, clean_output, output_folder, run  # noqa: E402
+from scraper.generator.run import STAGE, WORKER_MEMORY_MB, clean_output, output_folder, run  # noqa: E402
 from scraper.repos import list_archives  # noqa: E402
+from scraper.sandbox import SandboxUnavailable  # noqa: E402
 from scraper.stats import STATS, Stats  # noqa: E402
 from scraper.validate import VALIDATE_CACHE, add_validate_args, validator_from_args  # noqa: E402
 
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     deprecated_alias(parser, "--tests-dir", "-o/--output", "output", type=Path)
     parser.add_argument("--jobs", type=int, default=default_jobs(),
                         help="worker processes, one repository each (default: cores = %(default)s)")
+    parser.add_argument("--worker-memory-mb", type=int, default=WORKER_MEMORY_MB, metavar="MB",
+                        help="memory each worker process may map beyond what it starts with (RLIMIT_AS; a "
+                             "repository past it is its own counted error; 0: no limit; default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="process at most N archives (after sorting by name)")
     parser.add_argument("--force", action="store_true", help="redo archives already done")
     parser.add_argument("--clean", action="store_true", help="delete earlier output (README.md kept) first")
@@ -103,7 +107,11 @@ def main(argv=None) -> int:
     validator = validator_from_args(args, stats, default_cache=str(args.output / VALIDATE_CACHE))
     try:
         run(locations, args.output, manifest, args.jobs, force=args.force, allowed_imports=allowed,
-            steps=[validator.run] if validator else [], stats=stats, validated=args.validate)
+            steps=[validator.run] if validator else [], stats=stats, validated=args.validate,
+            memory_mb=args.worker_memory_mb)
+    except SandboxUnavailable as exc:  # the validate workers cannot start: a failure of the run, not of kernels
+        log.error("%s", exc)
+        return EXIT_USAGE
     finally:
         validator is not None and validator.close()
     if validator is not None:

@@ -4,6 +4,11 @@ Real repositories hold files the running Python cannot parse: 3.12-only f-string
 (`print "x"`), a half-edited file. Losing the whole file would lose every kernel in it, so on a syntax error the
 text is cut into top-level blocks (a line at column 0 starts a block; decorators stay with their def/class) and
 each block is parsed on its own, its line numbers shifted back to the file's. Nothing is ever executed.
+
+What is parsed is bounded before `ast.parse` sees it: a syntax tree costs ~200 bytes a token for real code and
+~400 for `x=1` lines (a 1 MiB file of them: ~350 MB), so a file of more than MAX_PARSE_LINES lines or
+MAX_PARSE_TOKENS tokens is not parsed (`skipped` says why; its tree is empty), and a caller may give a smaller
+token budget (what is left of a repository's).
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ _CONTINUATION = re.compile(r"(?:[)\]}]|(?:else|elif|except|finally|case)\b)")
 # When a block does not parse alone, it is retried joined with up to this many following blocks (a string or a
 # bracket spanning column-0 lines), so one bad block never costs more than this many retries.
 _MAX_JOIN = 8
+MAX_PARSE_LINES = 50_000  # torch/_inductor/ir.py, among the largest real files: 11,000
+MAX_PARSE_TOKENS = 250_000  # ir.py: 73,000; at most ~100 MB of syntax tree
+_TOKEN = re.compile(r"\w+|[^\w\s]")  # a word or one other character: an upper bound of Python's tokens
 
 
 @dataclass
@@ -34,6 +42,8 @@ class ParsedModule:
     salvaged: bool = False  # True when the file as a whole did not parse
     errors: list = field(default_factory=list)  # one message per block (or file) that did not parse
     blocks_lost: int = 0
+    tokens: int = 0  # what parsing it cost (tokens_of)
+    skipped: Optional[str] = None  # too_many_lines | too_many_tokens | over_budget: not parsed (`tree` is empty)
 
 
 def _parse(text: str, filename: str) -> ast.Module:
@@ -43,14 +53,38 @@ def _parse(text: str, filename: str) -> ast.Module:
         return ast.parse(text, filename=filename)
 
 
-def parse_source(text: str, path: str = "") -> ParsedModule:
-    """Parse `text`; on a syntax error fall back to `salvage_blocks`. Never raises for bad source."""
+def parse_source(text: str, path: str = "", max_tokens: int = MAX_PARSE_TOKENS) -> ParsedModule:
+    """Parse `text`; on a syntax error fall back to `salvage_blocks`. A file over MAX_PARSE_LINES lines or
+    `max_tokens` tokens is not parsed (`skipped`, an empty tree). Never raises for bad source."""
+    tokens = tokens_of(text)
+    skipped = oversized(text, tokens, max_tokens)
+    if skipped:
+        return ParsedModule(text, ast.Module(body=[], type_ignores=[]), errors=[f"not parsed: {skipped}"],
+                            tokens=0, skipped=skipped.split(" (")[0])
     try:
-        return ParsedModule(text, _parse(text, path or "<unknown>"))
+        return ParsedModule(text, _parse(text, path or "<unknown>"), tokens=tokens)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         first_error = f"{type(exc).__name__}: {exc}"
     tree, errors, lost = salvage_blocks(text, path)
-    return ParsedModule(text, tree, salvaged=True, errors=[first_error] + errors, blocks_lost=lost)
+    return ParsedModule(text, tree, salvaged=True, errors=[first_error] + errors, blocks_lost=lost, tokens=tokens)
+
+
+def tokens_of(text: str) -> int:
+    """An upper bound of the tokens of `text`: its words and other characters, counted without a list."""
+    return sum(1 for _ in _TOKEN.finditer(text))
+
+
+def oversized(text: str, tokens: int, max_tokens: int) -> Optional[str]:
+    """Why `text` is too large to parse (`too_many_lines (N)`, `too_many_tokens (N)`, `over_budget (N)`: more
+    tokens than a caller's budget has left), or None."""
+    lines = text.count("\n") + 1
+    if lines > MAX_PARSE_LINES:
+        return f"too_many_lines ({lines} > {MAX_PARSE_LINES})"
+    if tokens > MAX_PARSE_TOKENS:
+        return f"too_many_tokens ({tokens} > {MAX_PARSE_TOKENS})"
+    if tokens > max_tokens:
+        return f"over_budget ({tokens} tokens, {max(0, max_tokens)} left)"
+    return None
 
 
 def block_starts(lines: list[str]) -> list[int]:

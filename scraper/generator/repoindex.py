@@ -21,6 +21,9 @@ from scraper.generator.parse import ParsedModule, parse_source
 # (`packaging`: kernels pick code paths by `version.parse(triton.__version__)`; it is in every pip environment).
 DEFAULT_ALLOWED_IMPORTS = frozenset(sys.stdlib_module_names) | {"torch", "triton", "numpy", "typing_extensions",
                                                                  "packaging"}
+# Tokens of one repository's files parsed at most (parse.tokens_of): ~1 GB of syntax trees for real code. A file
+# past it is not parsed (counted): an archive's 512 MiB budget would otherwise mean ~180 GiB of trees.
+REPOSITORY_TOKENS = 5_000_000
 
 
 def module_dotted_name(path: str) -> str:
@@ -42,6 +45,8 @@ class RepoIndex:
         self.aliases = RepoAliases(self)
         self._modules: dict[str, ModuleIndex] = {}
         self._kernels: dict[str, list] = {}
+        self.tokens_left = REPOSITORY_TOKENS  # what is left of the repository's parse budget
+        self.skipped: dict[str, str] = {}  # path -> why it was not parsed (too large, over the budget)
         self.cache: dict = {}  # analyses of the whole repository, built on first use (launchers.repo_launches)
         # folders holding Python files but no __init__.py are namespace packages: `pkg/__init__.py` stands for
         # such a folder (an empty module) so `from pkg import mod` and `from . import mod` resolve
@@ -71,13 +76,25 @@ class RepoIndex:
             text = self.texts.get(path, "" if path in self.namespaces else None)
             if text is None:
                 return None
-            self._modules[path] = index_module(path, parse_source(text, path), self.imports_from_repo)
+            self.add_parsed(path, parse_source(text, path, max_tokens=self.tokens_left))
         return self._modules[path]
 
     def add_parsed(self, path: str, parsed: ParsedModule) -> ModuleIndex:
-        """Register a module already parsed by the caller (saves parsing it twice)."""
+        """Register a module already parsed by the caller (saves parsing it twice); its tokens count against the
+        repository's budget."""
+        self.tokens_left -= parsed.tokens
+        if parsed.skipped:
+            self.skipped[path] = parsed.errors[0]
         self._modules[path] = index_module(path, parsed, self.imports_from_repo)
         return self._modules[path]
+
+    def drop(self) -> None:
+        """Let go of every tree and analysis (the index refers to itself through its aliases: without this, a
+        repository's trees stay alive until the cyclic GC, which the generator keeps off, finds them)."""
+        self._modules.clear()
+        self._kernels.clear()
+        self.cache.clear()
+        self.aliases = RepoAliases(self)
 
     def triton_aliases(self, path: str) -> dict[str, str]:
         """Aliases of triton's decorators file `path` imports from the repository (detect.RepoAliases)."""

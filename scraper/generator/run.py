@@ -15,7 +15,8 @@ import gc
 import logging
 import multiprocessing
 import os
-import shutil
+import resource
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -32,12 +33,13 @@ from scraper.generator.write import duplicate_qualnames, module_relpath, unique_
 from scraper.records import KERNELS, KernelRecord, append_jsonl, append_records, iter_jsonl, iter_records, write_jsonl
 from scraper.repos import SKIP_DIRS
 from scraper.stats import ERRORS, REJECTS, STATS, Rejects, Stats
-from scraper.fileio import OutputFolder, claim_output, first_object
+from scraper.fileio import OutputFolder, claim_output, first_object, remove_tree, walk_tree
 from scraper.validate.api import LEVELS, VALIDATE_CACHE
 
 log = logging.getLogger(__name__)
 
 STAGE = "generator"
+WORKER_MEMORY_MB = 4096  # what each worker process may map beyond what it inherits (--worker-memory-mb)
 DONE_NAME = "archives.jsonl"
 OUTPUT_FILES = (KERNELS, STATS, REJECTS, ERRORS, DONE_NAME, VALIDATE_CACHE)
 Step = Callable[[list[KernelRecord]], list[KernelRecord]]
@@ -88,9 +90,17 @@ def no_cyclic_gc():
 
 
 def process_repository(task: Task) -> RepoResult:
-    """Read one repository and extract every kernel of it (runs in a worker; never raises for bad input)."""
+    """Read one repository and extract every kernel of it (runs in a worker; never raises for bad input: a
+    repository that breaks something is that repository's counted error, and the others go on)."""
     with no_cyclic_gc():
-        return _process_repository(task)
+        try:
+            return _process_repository(task)
+        except Exception as exc:  # a bug meeting a hostile tree, or memory running out: this repository only
+            result = RepoResult(task.location, Path(task.location).name, ok=False)
+            result.stats.error("archive", result.archive, exc)
+            result.rejects.append({"reason": "internal_error", "archive": result.archive,
+                                   "message": f"{type(exc).__name__}: {exc}"})
+            return result
 
 
 def _process_repository(task: Task) -> RepoResult:
@@ -109,18 +119,38 @@ def _process_repository(task: Task) -> RepoResult:
         stats.error("read", f"{result.archive}:{problem.path}", f"{problem.reason}: {problem.message}")
         result.rejects.append({"reason": problem.reason, "archive": result.archive, "path": problem.path})
     index = RepoIndex.from_source(source, allowed_imports=task.allowed_imports)
+    try:
+        _extract_all(source, index, provenance, Path(task.out_dir), result)
+        _count_not_parsed(index, result)
+    finally:
+        index.drop()  # every tree of the repository goes now, not at the next cyclic collection
+    return result
+
+
+def _extract_all(source, index: RepoIndex, provenance: Provenance, out_dir: Path, result: RepoResult) -> None:
+    """Every kernel of the repository's files: those mentioning triton, then those that use one of its
+    decorators through a repository alias."""
     quiet = []  # files that do not mention triton: kernels there only through a repository alias
     for file in source.files:
-        if _guarded(_read_file, file, index, provenance, Path(task.out_dir), result):
+        if _guarded(_read_file, file, index, provenance, out_dir, result):
             quiet.append(file)
     quiet = [(file, decorator_roots(file.text)) for file in quiet]
     quiet = [(file, roots) for file, roots in quiet if roots]
     alias_names = _repository_alias_names(index, source.files) if quiet else set()
     for file, roots in quiet:
         if not alias_names.isdisjoint(roots):
-            stats.inc("files_scanned_for_repo_alias")
-            _guarded(_process_file, file, index, provenance, Path(task.out_dir), result)
-    return result
+            result.stats.inc("files_scanned_for_repo_alias")
+            _guarded(_process_file, file, index, provenance, out_dir, result)
+
+
+def _count_not_parsed(index: RepoIndex, result: RepoResult) -> None:
+    """Count (files_not_parsed_<reason>) and reject every file that was too large to parse, or past the
+    repository's parse budget (scraper.generator.parse)."""
+    for path, message in sorted(index.skipped.items()):
+        reason = index.module(path).parsed.skipped
+        result.stats.inc(f"files_not_parsed_{reason}")
+        result.stats.error("parse", f"{result.archive}:{path}", message)
+        result.rejects.append({"reason": "not_parsed", "archive": result.archive, "path": path, "message": message})
 
 
 def _guarded(function, file, index, provenance, out_dir, result):
@@ -251,21 +281,20 @@ def _record(kernel, closure, provenance: Provenance, relpath: str, archive: str,
 def archive_fingerprint(location: Path) -> dict:
     """Size and mtime of an archive, to tell a changed one. For a directory (a local clone, edited in place: its
     top entry's mtime does not move when a nested file changes): the number of .py files, their total size and
-    the newest mtime of them and of the folders (a deleted or renamed file moves its folder's mtime)."""
+    the newest mtime of them and of the folders (a deleted or renamed file moves its folder's mtime), walked at
+    any depth without following links; one that cannot be walked gets an `error` (and counts as changed)."""
     info = location.stat()
     if not location.is_dir():
         return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
     files, size, newest = 0, 0, info.st_mtime_ns
-    for directory, subdirs, names in os.walk(location):
-        subdirs[:] = [d for d in subdirs if d not in SKIP_DIRS]
-        newest = max(newest, os.stat(directory).st_mtime_ns)
-        for name in names:
-            if name.endswith(".py"):
-                try:
-                    stat = os.stat(os.path.join(directory, name))
-                except OSError:
-                    continue
-                files, size, newest = files + 1, size + stat.st_size, max(newest, stat.st_mtime_ns)
+    try:
+        for entry in walk_tree(location, enter=lambda folder: folder.name not in SKIP_DIRS):
+            if stat.S_ISDIR(entry.stat.st_mode) or entry.name.endswith(".py"):
+                newest = max(newest, entry.stat.st_mtime_ns)
+            if entry.name.endswith(".py") and not stat.S_ISDIR(entry.stat.st_mode):
+                files, size = files + 1, size + entry.stat.st_size
+    except OSError as exc:
+        return {"size": size, "mtime_ns": newest, "py_files": files, "error": f"{type(exc).__name__}: {exc}"}
     return {"size": size, "mtime_ns": newest, "py_files": files}
 
 
@@ -328,10 +357,11 @@ def checked_far_enough(entry: dict, level: str | None) -> bool:
 
 def run(locations: list[Path], out_dir: Path, manifest: dict, jobs: int, force: bool = False,
         allowed_imports: frozenset = DEFAULT_ALLOWED_IMPORTS, steps: Sequence[Step] = (),
-        stats: Stats | None = None, validated: str | None = None) -> Stats:
+        stats: Stats | None = None, validated: str | None = None, memory_mb: int = WORKER_MEMORY_MB) -> Stats:
     """Process every location into out_dir, each repository's records through `steps` (`step(records) ->
     records`, e.g. validation up to level `validated`) before they are appended; returns the merged Stats (also
-    saved as stats.json, errors.csv)."""
+    saved as stats.json, errors.csv). With `jobs` > 1 each worker process may map `memory_mb` more than it
+    inherits."""
     owned = output_folder(out_dir)
     stats = stats or Stats(STAGE)
     todo = plan(locations, out_dir, force, stats, validated)
@@ -340,7 +370,7 @@ def run(locations: list[Path], out_dir: Path, manifest: dict, jobs: int, force: 
     rejects.reset(keep=lambda row: row.get("archive") not in redo)
     tasks = [Task(str(location), str(out_dir), manifest, allowed_imports) for location in todo]
     with progress(total=len(tasks), unit="repo", desc="repositories") as bar, no_cyclic_gc():
-        for result in _results(tasks, jobs):
+        for result in _results(tasks, jobs, memory_mb):
             owned.claim(sorted({record.file.split("/")[0] for record in result.records if record.file}))
             _collect(result, out_dir, steps, stats, rejects, validated)
             bar.update(1)
@@ -354,14 +384,25 @@ def archive_of_where(where: list) -> str:
     return where[0].split(":", 1)[0] if where else ""
 
 
-def _results(tasks: list[Task], jobs: int):
+def _results(tasks: list[Task], jobs: int, memory_mb: int = WORKER_MEMORY_MB):
     if jobs <= 1 or len(tasks) <= 1:
         yield from map(process_repository, tasks)
         return
     # fork: workers inherit the imported modules (no torch here), so start-up costs milliseconds
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(min(jobs, len(tasks))) as pool:
+    with context.Pool(min(jobs, len(tasks)), initializer=limit_memory, initargs=(memory_mb,)) as pool:
         yield from pool.imap_unordered(process_repository, tasks, chunksize=1)
+
+
+def limit_memory(memory_mb: int) -> None:
+    """RLIMIT_AS for a worker process: what it maps now plus `memory_mb` (0: no limit). Past it an allocation
+    fails with MemoryError, which costs the repository being read (process_repository), not the machine."""
+    if memory_mb <= 0:
+        return
+    with open("/proc/self/status") as status:
+        mapped = next((int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:")), 0)
+    limit = mapped + memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def _collect(result: RepoResult, out_dir: Path, steps: Sequence[Step], stats: Stats, rejects: Rejects,
@@ -404,4 +445,4 @@ def clean_output(out_dir: Path) -> None:
         entry = Path(out_dir) / name
         if stage != STAGE or name == "README.md" or not entry.exists():
             continue
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        remove_tree(entry)  # at any depth: what an older version wrote may be deeper than Python recurses

@@ -17,11 +17,19 @@ def safe_component(text: str) -> str:
     return cleaned[:120]
 
 
+MAX_FOLDERS = 8  # folders kept of a kernel's path in its repository; deeper ones are folded into a hash
+
+
 def module_relpath(slug: str, path_in_repo: str, qualname: str, lineno: int, duplicate: bool) -> str:
     """`<slug>/<path in repo without .py>/<qualname>.py`: two files (or two same-named defs in one file, by
-    line number) never collide."""
+    line number) never collide. A path more than MAX_FOLDERS deep keeps its first and last folders around a
+    hash of the whole path (`deep_<sha>`): a kernel 1,800 folders down is not written 1,800 folders down."""
     stem = path_in_repo[:-3] if path_in_repo.endswith(".py") else path_in_repo
     folders = [safe_component(part) for part in stem.split("/") if part]
+    if len(folders) > MAX_FOLDERS:
+        digest = hashlib.sha256(path_in_repo.encode("utf-8")).hexdigest()[:12]
+        half = (MAX_FOLDERS - 1) // 2
+        folders = folders[:half] + [f"deep_{digest}"] + folders[-half:]
     name = safe_component(qualname.replace(".<locals>.", "__").replace(".", "__"))
     if duplicate:
         name = f"{name}_L{lineno}"

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from scraper.fileio import iter_jsonl
 from scraper.paths import DEFAULT_DOWNLOAD_DIR
 from scraper.suiterun import safe_name
+from scraper.zipsafe import printable
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +111,20 @@ def modules_from_repositories(download_dir: Path, per_repo: Optional[int] = None
     `choose`. Static analysis only: nothing is imported or executed."""
     from scraper.modules.listing import list_repositories
 
-    entries = []
-    for listing in list_repositories(download_dir, cache_dir, jobs):
-        if listing.error:
-            log.warning("%s: %s", listing.archive, listing.error)
+    entries, errors = [], 0
+    listings = list_repositories(download_dir, cache_dir, jobs)
+    for listing in listings:
+        if listing.error:  # that repository's error; the others go on
+            errors += 1
+            log.warning("%s: not listed: %s", printable(listing.archive), printable(listing.error))
             continue
         found = [repository_entry(entry, listing) for entry in listing.entries]
         chosen = choose(found, per_repo)
-        log.info("%s: %d nn.Module classes with a self-contained closure, %d without; %s", listing.provenance["repo"],
-                 len(found), listing.dropped, choice_summary(found, chosen))
+        log.info("%s: %d nn.Module classes with a self-contained closure, %d without; %s",
+                 printable(listing.provenance["repo"]), len(found), listing.dropped, choice_summary(found, chosen))
         entries.extend(chosen)
+    if errors:
+        log.warning("%d of %d repositories could not be listed (above)", errors, len(listings))
     return entries
 
 

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from scraper.modules.usage import dotted
 from scraper.records import atomic_write_text
@@ -36,6 +39,7 @@ PREFILTER = ("forward", "Module")  # a file without both words defines no candid
 LISTING_CODE = ("modules/listing.py", "modules/classes.py", "modules/usage.py", "modules/needs.py",
                 "worker/infer/guarded.py")
 INDEX_MEMO = 2  # archive indexes a pool process keeps (tasks arrive grouped by archive)
+LIST_SECONDS = 600.0  # the most one step of one repository's listing may take (its discovery, a chunk of closures)
 
 
 @dataclass
@@ -51,10 +55,11 @@ class RepoListing:
     error: Optional[str] = None  # the archive could not be read
 
 
-def list_repositories(download_dir: Path, cache_dir: Optional[Path] = None, jobs: Optional[int] = None) \
-        -> list[RepoListing]:
+def list_repositories(download_dir: Path, cache_dir: Optional[Path] = None, jobs: Optional[int] = None,
+                      seconds: Optional[float] = LIST_SECONDS) -> list[RepoListing]:
     """The listing of every archive/folder of `download_dir` (cached ones read back, the others made by `jobs`
-    processes: default every available core; 1 = in this process)."""
+    processes: default every available core; 1 = in this process). A repository that cannot be read or listed
+    within `seconds` (per step) has its `error`; the others are listed all the same."""
     from scraper.generator import load_manifest
     from scraper.repos import list_archives
 
@@ -67,7 +72,7 @@ def list_repositories(download_dir: Path, cache_dir: Optional[Path] = None, jobs
     todo = [location for location, listing in listings.items() if listing is None]
     if todo:
         log.info("listing %d of %d repositories (%d from the cache)", len(todo), len(keys), len(keys) - len(todo))
-        listings.update(make_listings(todo, manifest, keys, jobs or available_cores()))
+        listings.update(make_listings(todo, manifest, keys, jobs or available_cores(), seconds))
         for location in todo:
             write_cached(cache_dir, location, keys[location], listings[location])
     return [listings[location] for location in keys]
@@ -81,35 +86,43 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def make_listings(locations: list[Path], manifest: dict, keys: dict, jobs: int) -> dict[Path, RepoListing]:
+def make_listings(locations: list[Path], manifest: dict, keys: dict, jobs: int,
+                  seconds: Optional[float] = LIST_SECONDS) -> dict[Path, RepoListing]:
     """Discover every archive, then cut the classes out in chunks; with a pool of `jobs` processes (spawned:
-    the orchestrator may hold threads) unless jobs is 1. `keys`: each archive's cache key (its version)."""
+    the orchestrator may hold threads) unless jobs is 1. `keys`: each archive's cache key (its version);
+    `seconds`: the time limit of each step of one archive (its discovery, each chunk of its closures)."""
+    lines = [manifest.get(location.name) for location in locations]
     if jobs <= 1:
-        found = {location: discover(location, manifest.get(location.name)) for location in locations}
-        return {location: listing_of(found[location], cut_out(location, found[location]["classes"], keys[location]))
+        found = dict(zip(locations, map(discover, locations, lines, [seconds] * len(locations))))
+        return {location: listing_of(found[location], cut_out(location, found[location]["classes"], keys[location],
+                                                              found[location]["externals"], seconds))
                 for location in locations}
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        found = dict(zip(locations, pool.map(discover, locations, [manifest.get(l.name) for l in locations])))
+        found = dict(zip(locations, pool.map(discover, locations, lines, [seconds] * len(locations))))
         chunks = [(location, found[location]["classes"][start:start + CHUNK]) for location in
                   sorted(locations, key=lambda l: -len(found[l]["classes"]))
                   for start in range(0, len(found[location]["classes"]), CHUNK)]
-        pieces = pool.map(cut_out, [c[0] for c in chunks], [c[1] for c in chunks], [keys[c[0]] for c in chunks])
+        pieces = pool.map(cut_out, [c[0] for c in chunks], [c[1] for c in chunks], [keys[c[0]] for c in chunks],
+                          [found[c[0]]["externals"] for c in chunks], [seconds] * len(chunks))
         cut: dict[Path, list] = {location: [] for location in locations}
         for (location, _), piece in zip(chunks, pieces):
             cut[location].append(piece)
     return {location: listing_of(found[location], merge_pieces(cut[location])) for location in locations}
 
 
-def merge_pieces(pieces: list[tuple[list, int]]) -> tuple[list, int]:
-    """Entries and dropped counts of several chunks of one archive, entries back in file order."""
+def merge_pieces(pieces: list[tuple]) -> tuple[list, int, Optional[str]]:
+    """Entries, dropped counts and the first error of several chunks of one archive, entries back in file
+    order."""
     entries = [entry for piece in pieces for entry in piece[0]]
-    return sorted(entries, key=lambda e: e["order"]), sum(piece[1] for piece in pieces)
+    errors = [piece[2] for piece in pieces if piece[2]]
+    return sorted(entries, key=lambda e: e["order"]), sum(piece[1] for piece in pieces), \
+        errors[0] if errors else None
 
 
-def listing_of(found: dict, cut: tuple[list, int]) -> RepoListing:
+def listing_of(found: dict, cut: tuple) -> RepoListing:
     """The RepoListing of one archive from its discovery and its closures; usages joined to their entries."""
-    entries, dropped = cut
+    entries, dropped, error = cut
     for entry in entries:
         usages = found["usages"].get(f"{entry['path']}:{entry['class_name']}")
         if usages:
@@ -117,34 +130,69 @@ def listing_of(found: dict, cut: tuple[list, int]) -> RepoListing:
         del entry["order"]
     return RepoListing(archive=found["archive"], provenance=found["provenance"], entries=entries,
                        dropped=dropped, extensions=found["extensions"],
-                       packages=found["packages"], error=found["error"])
+                       packages=found["packages"], error=found["error"] or error)
 
 
-def discover(location: Path, manifest_line: Optional[dict]) -> dict:
+def discover(location: Path, manifest_line: Optional[dict], seconds: Optional[float] = LIST_SECONDS) -> dict:
     """One archive's provenance, candidate classes [(path, name, lineno, order)], their usages by the
-    repository's own files, the extensions its setup.py builds and its own packages (a pool task)."""
-    from scraper.generator import ArchiveError, parse_source, provenance_for, read_repository
-    from scraper.modules.needs import extension_names, own_packages
+    repository's own files, the extensions its setup.py builds, its own packages and the libraries it imports
+    (a pool task). A repository that cannot be read, or whose discovery takes longer than `seconds`, is an
+    `error` of its own: the others go on."""
+    found = {"archive": location.name, "provenance": {"repo": location.name}, "classes": [], "usages": {},
+             "extensions": [], "packages": [], "externals": [], "error": None}
+    try:
+        with time_limit(seconds, f"listing {location.name}"):
+            _discover(location, manifest_line, found)
+    except Exception as exc:  # ArchiveError, the time limit, or a bug meeting odd code: this repository's error
+        found.update(classes=[], error=f"{type(exc).__name__}: {exc}")
+    return found
+
+
+def _discover(location: Path, manifest_line: Optional[dict], found: dict) -> None:
+    from scraper.generator import parse_source, provenance_for, read_repository
+    from scraper.modules.needs import ImportNames, extension_names, own_packages
     from scraper.modules.usage import repository_usages
 
-    found = {"archive": location.name, "provenance": {"repo": location.name}, "classes": [], "usages": {},
-             "extensions": [], "packages": [], "error": None}
-    try:
-        source = read_repository(location)
-    except ArchiveError as exc:
-        found["error"] = str(exc)
-        return found
+    source = read_repository(location)
     found["provenance"] = provenance_fields(provenance_for(source, {location.name: manifest_line}
                                                            if manifest_line else {}))
+    imports = ImportNames()
     for file in source.files:
+        tree = parse_source(file.text, file.path).tree
+        imports.add(tree)
         if all(word in file.text for word in PREFILTER):
-            for node in module_classes(parse_source(file.text, file.path).tree):
+            for node in module_classes(tree):
                 found["classes"].append((file.path, node.name, node.lineno, len(found["classes"])))
+        del tree  # one file's tree at a time
     usages = repository_usages(source.files, [(path, name) for path, name, _, _ in found["classes"]])
     found["usages"] = {f"{path}:{name}": value for (path, name), value in usages.items()}
     found["extensions"] = sorted(extension_names(source.files))
     found["packages"] = sorted(own_packages(file.path for file in source.files))
-    return found
+    found["externals"] = sorted(imports.external(file.path for file in source.files))
+
+
+class ListingTimeout(Exception):
+    """One repository's listing took longer than its time limit."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: Optional[float], what: str) -> Iterator[None]:
+    """Raise ListingTimeout in the block after `seconds` (SIGALRM: the main thread of a process only, as pool
+    tasks run; elsewhere, or with None, no limit)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise ListingTimeout(f"{what} took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def provenance_fields(provenance) -> dict:
@@ -155,42 +203,57 @@ def provenance_fields(provenance) -> dict:
 _INDEXES: dict[str, object] = {}  # this process's archive indexes by cache key, most recent last
 
 
-def cut_out(location: Path, classes: list, key: str) -> tuple[list, int]:
-    """Closures of `classes` [(path, name, lineno, order)] of one archive (whose cache key is `key`): (entries of
-    the self-contained ones, how many were not). A pool task."""
+def cut_out(location: Path, classes: list, key: str, externals: list = (), seconds: Optional[float] = LIST_SECONDS
+            ) -> tuple[list, int, Optional[str]]:
+    """Closures of `classes` [(path, name, lineno, order)] of one archive (whose cache key is `key`, importing the
+    libraries `externals`): (entries of the self-contained ones, how many were not, None or why the chunk was
+    given up: past `seconds`, or the archive could not be read). A pool task."""
+    entries, dropped = [], 0
+    try:
+        with time_limit(seconds, f"listing {location.name}"):
+            index = archive_index(location, key, externals)
+            for path, name, lineno, order in classes:
+                entry = cut_one(index, path, name, lineno)
+                if entry is None:
+                    dropped += 1
+                else:
+                    entries.append({**entry, "order": order})
+    except Exception as exc:  # the time limit, an unreadable archive or a bug: this chunk's classes are lost
+        return entries, len(classes) - len(entries), f"{type(exc).__name__}: {exc}"
+    return entries, dropped, None
+
+
+def cut_one(index, path: str, name: str, lineno: int) -> Optional[dict]:
+    """The entry of one class with its closure, or None when the closure is not self-contained (or cannot be
+    cut out)."""
     from scraper.generator import extract_closure
     from scraper.modules.needs import required_imports
 
-    index = archive_index(location, key)
-    entries, dropped = [], 0
-    for path, name, lineno, order in classes:
-        try:
-            closure = extract_closure(index, path, name, lineno)
-        except (KeyError, RecursionError) as exc:
-            log.debug("%s:%s: %s", path, name, exc)
-            dropped += 1
-            continue
-        if not closure.self_contained:
-            dropped += 1
-            continue
-        entries.append({"class_name": name, "code": closure.code, "path": path, "lineno": lineno,
-                        "imports": required_imports(closure.code), "order": order})
-    return entries, dropped
+    try:
+        closure = extract_closure(index, path, name, lineno)
+    except ListingTimeout:
+        raise
+    except Exception as exc:  # KeyError, RecursionError on absurd code, or a bug meeting odd code: one class
+        log.debug("%s:%s: %s", path, name, exc)
+        return None
+    if not closure.self_contained:
+        return None
+    return {"class_name": name, "code": closure.code, "path": path, "lineno": lineno,
+            "imports": required_imports(closure.code)}
 
 
-def archive_index(location: Path, key: str):
+def archive_index(location: Path, key: str, externals: list = ()):
     """The RepoIndex of an archive (files parsed on demand), kept for the next chunks of the same archive (of
-    the same content: `key`). Every
-    library the repository imports from outside is allowed (kept as an import in the closures), not only the
-    generator's default list: whether it is installed is decided per run (scraper.modules.needs.skip_reason)."""
+    the same content: `key`). Every library the repository imports from outside (`externals`, found by
+    `discover`) is allowed (kept as an import in the closures), not only the generator's default list: whether
+    it is installed is decided per run (scraper.modules.needs.skip_reason)."""
     from scraper.generator import RepoIndex, read_repository
-    from scraper.modules.needs import external_imports
 
     if key not in _INDEXES:
         while len(_INDEXES) >= INDEX_MEMO:
-            _INDEXES.pop(next(iter(_INDEXES)))
+            _INDEXES.pop(next(iter(_INDEXES))).drop()  # its trees go now, not at a cyclic collection
         source = read_repository(location)
-        allowed = RepoIndex({}).allowed_imports | external_imports(source.files)  # the generator's list and more
+        allowed = RepoIndex({}).allowed_imports | set(externals)  # the generator's list and more
         _INDEXES[key] = RepoIndex.from_source(source, allowed_imports=allowed)
     return _INDEXES[key]
 
@@ -199,19 +262,25 @@ def archive_index(location: Path, key: str):
 
 
 def cache_key(location: Path, manifest_line: Optional[dict]) -> str:
-    """sha256 of the archive's content (a folder: its files' paths, sizes and mtimes), its manifest line and
-    the code version."""
+    """sha256 of the archive's content (a folder: its .py entries' paths, sizes and mtimes, links not followed,
+    at any depth), its manifest line and the code version. A repository that cannot be read gets a key of its
+    error (its listing then says what is wrong with it): never an exception that stops the others."""
+    from scraper.fileio import walk_tree
+
     digest = hashlib.sha256()
     digest.update(code_version().encode())
     digest.update(json.dumps(manifest_line, sort_keys=True, default=str).encode())
-    if location.is_file():
-        with open(location, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    else:
-        for path in sorted(location.rglob("*.py")):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(location)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    try:
+        if location.is_file():
+            with open(location, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        else:
+            for entry in walk_tree(location):
+                if entry.name.endswith(".py"):
+                    digest.update(f"{entry.path}\0{entry.stat.st_size}\0{entry.stat.st_mtime_ns}\n".encode())
+    except OSError as exc:
+        digest.update(f"unreadable: {type(exc).__name__}: {exc}".encode())
     return digest.hexdigest()
 
 
@@ -261,19 +330,36 @@ def write_cached(cache_dir: Optional[Path], location: Path, key: str, listing: R
 
 def module_classes(tree: ast.Module) -> list[ast.ClassDef]:
     """Top-level classes of a file that subclass torch.nn.Module (`nn.Module`, `torch.nn.Module`, `Module`, or
-    another such class of the same file) and define or inherit a `forward` from one of those."""
+    another such class of the same file) and define or inherit a `forward` from one of those. Each class is
+    decided once, after its same-file bases (an explicit stack: a chain of 20,000 classes costs no more than
+    20,000 classes)."""
     classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
-    modules: dict[str, bool] = {}  # name -> has forward (own or inherited within the file)
-    changed = True
-    while changed:  # fixed point over same-file base classes, whatever their order in the file
-        changed = False
-        for name, node in classes.items():
-            if name in modules:
+    bases = {name: [dotted(base) for base in node.bases] for name, node in classes.items()}
+    decided: dict[str, Optional[bool]] = {}  # name -> None (no module), else whether it has a forward
+    for start in classes:
+        stack, on_stack = [start], {start}
+        while stack:
+            name = stack[-1]
+            waiting = [b for b in bases[name] if b in classes and b not in decided and b not in on_stack]
+            if waiting and name not in decided:
+                stack += waiting
+                on_stack.update(waiting)
                 continue
-            bases = [dotted(base) for base in node.bases]
-            if any(b in ("nn.Module", "torch.nn.Module", "Module") or b in modules for b in bases):
-                own = any(isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == "forward"
-                          for item in node.body)
-                modules[name] = own or any(modules.get(b, False) for b in bases)
-                changed = True
-    return [classes[name] for name in classes if modules.get(name)]
+            stack.pop()
+            on_stack.discard(name)
+            if name not in decided:
+                decided[name] = module_forward(classes[name], bases[name], decided)
+    return [classes[name] for name in classes if decided.get(name)]
+
+
+MODULE_BASES = ("nn.Module", "torch.nn.Module", "Module")
+
+
+def module_forward(node: ast.ClassDef, bases: list, decided: dict) -> Optional[bool]:
+    """None when the class is no nn.Module (none of its bases is one, as far as `decided` knows), else whether
+    it defines or inherits a forward."""
+    if not any(base in MODULE_BASES or decided.get(base) is not None for base in bases):
+        return None
+    own = any(isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == "forward"
+              for item in node.body)
+    return own or any(bool(decided.get(base)) for base in bases)

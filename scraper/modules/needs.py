@@ -128,24 +128,56 @@ def skip_reason(imports: dict, extensions: Iterable[str] = (), own_packages: Ite
     return None
 
 
-IMPORT_LINE = re.compile(r"^([ \t]*)(?:from[ \t]+([A-Za-z_]\w*)[\w.]*[ \t]+import\b|import[ \t]+([^#\n]+))", re.M)
-
-
-def external_imports(files: Iterable) -> set[str]:
+def external_imports(files: Iterable, trees: Optional[dict] = None) -> set[str]:
     """Top-level names a repository imports at the top of its files and never in an indented block, that none of
     its own folders or files is called (einops, flash_attn_2_cuda, transformers ...): the closures keep such
     imports (`skip_reason` then tells whether they are installed here) instead of counting them as unresolved.
     A name the repository also imports inside a try, an if or a function is left out: the generator copies such
-    a block whole, fallback included, only while the name is not an allowed import."""
+    a block whole, fallback included, only while the name is not an allowed import. Read from each file's syntax
+    tree (`trees`: {path: ast.Module} already parsed; the others are parsed here), never by a pattern over its
+    text (one 150 KB `from aaaa...` line made a regular expression backtrack for minutes)."""
+    from scraper.generator import parse_source
+
     files = list(files)
-    own = {part.removesuffix(".py") for file in files for part in file.path.split("/")}
-    top, indented = set(), set()
+    found = ImportNames()
     for file in files:
-        for indent, from_name, import_list in IMPORT_LINE.findall(file.text):
-            names = [from_name] if from_name else [item.split()[0] for item in import_list.split(",") if item.split()]
-            tops = {name.split(".")[0] for name in names if name.split(".")[0].isidentifier()}
-            (indented if indent else top).update(tops)
-    return top - indented - own
+        tree = (trees or {}).get(file.path)
+        found.add(tree if tree is not None else parse_source(file.text, file.path).tree)
+    return found.external([file.path for file in files])
+
+
+class ImportNames:
+    """The top-level names a repository's files import, split by where: at the top of a file, or indented
+    (inside a def, class, if, try, with, loop or match)."""
+
+    def __init__(self) -> None:
+        self.top: set[str] = set()
+        self.indented: set[str] = set()
+
+    def add(self, tree: ast.Module) -> None:
+        """Fold in the import statements of one file's tree (statements only are walked, iteratively)."""
+        todo = [(statement, False) for statement in tree.body]
+        while todo:
+            node, nested = todo.pop()
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                (self.indented if nested else self.top).update(imported_tops(node))
+                continue
+            for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+                todo += [(child, True) for child in getattr(node, field, ()) if isinstance(child, ast.AST)]
+
+    def external(self, paths: Iterable[str]) -> set[str]:
+        """The names imported only at the top, that no folder or file among `paths` is called."""
+        own = {part.removesuffix(".py") for path in paths for part in path.split("/")}
+        return self.top - self.indented - own
+
+
+def imported_tops(node: ast.stmt) -> set[str]:
+    """The top-level module names an import statement names (none for a relative import)."""
+    if isinstance(node, ast.ImportFrom):
+        names = [node.module] if node.module and not node.level else []
+    else:
+        names = [alias.name for alias in node.names]
+    return {name.split(".")[0] for name in names if name.split(".")[0].isidentifier()}
 
 
 def own_packages(paths: Iterable[str]) -> set[str]:

@@ -1,8 +1,9 @@
 """The first code that runs inside the wall, and the limits a worker applies there (standard library only).
 
-scraper.sandbox.wall starts `python -I -B -u -c BOOT MAX_PROCESSES -m MODULE ARGS...` in a bubblewrap sandbox;
-`main` makes sure the process is the unprivileged sandbox user with no capabilities, sets the process-count limit
-and runs the worker module. The validate worker also uses `forbid_dumping` and `forbid_new_processes` for each check.
+scraper.sandbox.wall starts `python -I -B -u -c BOOT LIMITS -m MODULE ARGS...` in a bubblewrap sandbox (LIMITS:
+`nproc=N,as=BYTES,data=BYTES,fsize=BYTES`, 0 for none); `main` makes sure the process is the unprivileged
+sandbox user with no capabilities, sets the process-count, memory and file-size limits and runs the worker
+module. The validate worker also uses `forbid_dumping` and `forbid_new_processes` for each check.
 `--describe` (the launcher's probe) prints what the sandbox looks like from inside, as JSON.
 """
 
@@ -37,12 +38,16 @@ _ARCHES = {"x86_64": (0xC000003E, {"clone": 56, "fork": 57, "vfork": 58}),
            "aarch64": (0xC00000B7, {"clone": 220})}
 
 
+_RLIMITS = {"nproc": resource.RLIMIT_NPROC, "as": resource.RLIMIT_AS, "data": resource.RLIMIT_DATA,
+            "fsize": resource.RLIMIT_FSIZE}
+
+
 def main(argv: list[str]) -> None:
-    """argv: MAX_PROCESSES, then `-m MODULE ARGS...`, `SCRIPT ARGS...` or `--describe` (the launcher's probe:
-    print `describe_inside()` as JSON)."""
-    limit, *target = argv
+    """argv: LIMITS, then `-m MODULE ARGS...`, `SCRIPT ARGS...` or `--describe` (the launcher's probe: print
+    `describe_inside()` as JSON)."""
+    limits, *target = argv
     become_sandbox_user()
-    resource.setrlimit(resource.RLIMIT_NPROC, (int(limit), int(limit)))
+    set_limits(limits)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if target == ["--describe"]:
         print(json.dumps(describe_inside()))
@@ -55,6 +60,15 @@ def main(argv: list[str]) -> None:
     else:
         sys.argv = target
         runpy.run_path(target[0], run_name="__main__")
+
+
+def set_limits(limits: str) -> None:
+    """Apply `name=value,...` (names of _RLIMITS; a bare number is the process count, 0 means no limit) as hard
+    and soft limits of this process and all it starts."""
+    for item in limits.split(","):
+        name, _, value = item.rpartition("=")
+        if int(value) > 0:
+            resource.setrlimit(_RLIMITS[name or "nproc"], (int(value), int(value)))
 
 
 def become_sandbox_user() -> None:
@@ -146,4 +160,5 @@ def describe_inside() -> dict:
     """What a process sees in the sandbox: uid, capabilities, network interfaces, whether $HOME exists."""
     return {"uid": os.getuid(), "capabilities": capabilities(), "pid": os.getpid(),
             "interfaces": sorted(name for _, name in socket.if_nameindex()), "wall": os.environ.get(WALL_ENV),
-            "max_processes": resource.getrlimit(resource.RLIMIT_NPROC)[0]}
+            "max_processes": resource.getrlimit(resource.RLIMIT_NPROC)[0],
+            "limits": {name: resource.getrlimit(number)[0] for name, number in _RLIMITS.items()}}

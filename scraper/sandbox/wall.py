@@ -56,12 +56,23 @@ class SandboxUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class Wall:
     """One kind of sandboxed worker: the repository files it imports (shown read-only under CODE_ROOT), how many
-    processes (threads included) it may have, and the size of its /tmp."""
+    processes (threads included) it may have, the size of its /tmp (its /dev/shm: a quarter of it), and, for
+    each of its processes, the memory it may map (`memory_mb`, as RLIMIT_AS, or RLIMIT_DATA with
+    `memory_limit="data"`: CUDA reserves address space far beyond what it uses) and the largest file it may
+    write (`file_mb`, RLIMIT_FSIZE; its log included); 0: no such bound."""
 
     name: str
     modules: tuple[str, ...]
     max_processes: int
     scratch_mb: int
+    memory_mb: int = 0
+    memory_limit: str = "as"
+    file_mb: int = 0
+
+    def limits(self) -> str:
+        """The limits argument of inside.main: `nproc=N,as=BYTES,fsize=BYTES` (0: none)."""
+        memory = self.memory_mb * 1024 * 1024
+        return f"nproc={self.max_processes},{self.memory_limit}={memory},fsize={self.file_mb * 1024 * 1024}"
 
 
 PROBE_WALL = Wall("probe", ("scraper/sandbox/inside.py",), max_processes=16, scratch_mb=16)
@@ -124,12 +135,20 @@ def require_wall(unsafe_no_sandbox: bool = False) -> bool:
                     "Landlock, seccomp and an audit hook inside the worker): it can read your files")
         return False
     try:
-        check_wall()
+        bwrap = find_bwrap()
     except SandboxUnavailable as exc:
         raise SandboxUnavailable(
             f"scraped code runs only inside a bubblewrap sandbox, and none can be made here: {exc}. Install "
             f"it (apt-get install bubblewrap; `make install` does it as root), point {BWRAP_ENV} at a bwrap "
             "binary, or pass --unsafe-no-sandbox to run it without the wall (it could then read your files)"
+        ) from None
+    try:
+        check_wall()
+    except SandboxUnavailable as exc:  # bwrap is there: say what stopped it, not to install it
+        raise SandboxUnavailable(
+            f"scraped code runs only inside a bubblewrap sandbox, and {bwrap} could not make one here: {exc}. "
+            "Fix that cause (user namespaces disabled, a seccomp or AppArmor policy, a container without "
+            "them...), or pass --unsafe-no-sandbox to run it without the wall (it could then read your files)"
         ) from None
     return True
 
@@ -137,6 +156,11 @@ def require_wall(unsafe_no_sandbox: bool = False) -> bool:
 def python_paths() -> list[str]:
     """The Python installation: prefixes and site-packages (user site too), outermost first, without any folder
     inside another or inside /usr (bound whole)."""
+    return list(_python_paths())
+
+
+@functools.lru_cache(maxsize=1)
+def _python_paths() -> tuple[str, ...]:  # the installation does not move during a run: worked out once
     candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *site.getsitepackages()}
     if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
         candidates.add(site.getusersitepackages())
@@ -146,7 +170,15 @@ def python_paths() -> list[str]:
     for path in sorted(p for p in candidates if os.path.isdir(p)):
         if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in ["/usr", *kept]):
             kept.append(path)
-    return kept
+    return tuple(kept)
+
+
+def visible_inside(path: str) -> bool:
+    """Whether a host path is one every sandbox shows at the same place, read-only: /usr, the /bin and /lib*
+    links or folders, the Python installation."""
+    path = os.path.normpath(path)
+    roots = ["/usr", *_SYSTEM_LINKS, *python_paths()]
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
 def gpu_devices(dev: str = "/dev") -> list[str]:
@@ -159,9 +191,9 @@ def gpu_devices(dev: str = "/dev") -> list[str]:
     return found
 
 
-def system_args() -> list[str]:
+def system_args(wall: Wall) -> list[str]:
     """bwrap arguments for the system: /usr, the /lib* and /bin links (or folders), the few /etc files the
-    dynamic linker and a C compiler need, the Python installation, /proc, /dev and the scratch tmpfs."""
+    dynamic linker and a C compiler need, /proc, /dev and its /dev/shm tmpfs (a quarter of the scratch's size)."""
     args = ["--ro-bind", "/usr", "/usr"]
     for path in _SYSTEM_LINKS:
         if os.path.islink(path):
@@ -170,15 +202,28 @@ def system_args() -> list[str]:
             args += ["--ro-bind", path, path]
     for path in _ETC:
         args += ["--ro-bind-try", path, path]
+    shm = max(1, wall.scratch_mb // 4) * 1024 * 1024
+    return args + ["--proc", "/proc", "--dev", "/dev", "--size", str(shm), "--perms", "1777", "--tmpfs", "/dev/shm"]
+
+
+def scratch_args(wall: Wall) -> list[str]:
+    """The scratch tmpfs (SCRATCH, of wall.scratch_mb), the one writable place besides the caller's binds."""
+    return ["--size", str(wall.scratch_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", SCRATCH]
+
+
+def python_args() -> list[str]:
+    """The Python installation, read-only at its own paths. They come after the scratch tmpfs: an interpreter
+    or a venv under /tmp is then mounted on top of it instead of hidden by it."""
+    args = []
     for path in python_paths():
         args += [*parent_dirs([path]), "--ro-bind", path, path]
-    return args + ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]
+    return args
 
 
 def parent_dirs(paths: Iterable[str]) -> list[str]:
     """--dir (mode 0755) for every folder above `paths`: bwrap would make them 0700, owned by uid 0 when
     launched by root, which the sandbox user could not then traverse."""
-    parents = {str(parent) for path in paths for parent in Path(path).parents if str(parent) != "/"}
+    parents = {str(parent) for path in paths for parent in Path(path).parents if str(parent) not in ("/", SCRATCH)}
     args = []
     for parent in sorted(parents, key=lambda p: (p.count("/"), p)):
         args += ["--perms", "0755", "--dir", parent]
@@ -307,13 +352,12 @@ def launch(wall: Wall, command: list[str], *, env: Mapping[str, str], binds: Map
     block_r, block_w = os.pipe() if as_root else (-1, -1)
     data: list[int] = []
     try:
-        args = [*namespace_args(as_root, info_w, block_r), *system_args(),
+        args = [*namespace_args(as_root, info_w, block_r), *system_args(wall), *scratch_args(wall), *python_args(),
                 *file_args({**code_files(wall.modules), **files}, data), *bind_args(binds, devices),
-                "--size", str(wall.scratch_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", SCRATCH,
                 "--remount-ro", "/", "--chdir", SCRATCH]
         # -I: no PYTHON* variables, no user site, no folder of the command on sys.path (BOOT sets it); -B: the
         # code folders are read-only anyway; -u: a worker's output reaches its log even when it is killed.
-        argv = [bwrap, *args, "--", sys.executable, "-I", "-B", "-u", "-c", BOOT, str(wall.max_processes), *command]
+        argv = [bwrap, *args, "--", sys.executable, "-I", "-B", "-u", "-c", BOOT, wall.limits(), *command]
         keep = [fd for fd in (info_w, block_r, *data) if fd >= 0]
         proc = subprocess.Popen(argv, env=sandbox_environment(env), pass_fds=keep, **popen)
     finally:

@@ -39,9 +39,10 @@ from scraper.fileio import claim_output, first_object
 from scraper.sandbox import SandboxUnavailable, require_wall
 from scraper.stats import Stats
 from scraper.modules import classes as modules
-from scraper.suite import lists
+from scraper.suite import confined, lists
 from scraper.suites import torchbench
 from scraper.suiterun import latest_entries
+from scraper.zipsafe import printable
 from scraper.suite.orchestrate import Job, Settings, jobs_to_run, run_suite, visible_gpus, worker_slots
 from scraper.suite.orchestrate import PersistentWorkers, record_skipped, run_job
 
@@ -124,6 +125,13 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     run.add_argument("--worker", type=Path, help="a replacement worker script, called as `SCRIPT JOB.json` with the "
                      "job record the real worker gets (scraper/worker/job.py: read it with read_job; custom "
                      "compile steps; the tests use a fake one)")
+    run.add_argument("--worker-memory-mb", type=int, default=confined.DEFAULT_MEMORY_MB, metavar="MB",
+                     help="modules: memory each process of a sandboxed worker may map (RLIMIT_AS; RLIMIT_DATA with "
+                          "a GPU, where CUDA reserves far more address space than it uses; default: %(default)s)")
+    run.add_argument("--worker-disk-mb", type=int, default=confined.DEFAULT_DISK_MB, metavar="MB",
+                     help="modules: what a sandboxed worker's job folder may hold, and its largest file "
+                          "(RLIMIT_FSIZE, its log included); a job over it fails and nothing of it is kept "
+                          "(default: %(default)s)")
     run.add_argument("--unsafe-no-sandbox", action="store_true",
                      help="modules: run the workers (which execute scraped code) even where the bubblewrap "
                           "sandbox cannot run; they could then read your files. Without it, such a run is refused")
@@ -154,7 +162,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.error("%s", exc)
         return EXIT_USAGE
     if listed is not None:
-        print("\n".join(listed))
+        print("\n".join(printable(line) for line in listed))  # names from scraped repositories
         return EXIT_OK
     return run(settings, jobs, args)
 
@@ -221,6 +229,8 @@ def make_settings(args: argparse.Namespace) -> Settings:
     """Settings from the parsed arguments (validates --shard and the numbers)."""
     if args.timeout <= 0 or args.workers_per_gpu < 1 or (args.limit is not None and args.limit < 1):
         raise ValueError("--timeout must be > 0, --workers-per-gpu and --limit >= 1")
+    if args.worker_memory_mb < 256 or args.worker_disk_mb < 1:
+        raise ValueError("--worker-memory-mb must be >= 256 and --worker-disk-mb >= 1")
     return Settings(
         suite=args.suite, out=args.output, mode=args.mode, dtype=args.dtype, max_autotune=args.max_autotune,
         timeout=args.timeout, seq_len=args.seq_len, hf_layers=args.hf_layers, backend=args.backend,
@@ -228,7 +238,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
         torchbench_dir=torchbench.find_checkout(args.torchbench_dir) if args.suite == "torchbench" else None,
         random_weights=args.random_weights,
         unsafe_no_sandbox=args.unsafe_no_sandbox,
-        accuracy=args.accuracy,
+        accuracy=args.accuracy, worker_memory_mb=args.worker_memory_mb, worker_disk_mb=args.worker_disk_mb,
     )
 
 
@@ -312,13 +322,17 @@ def run(settings: Settings, jobs: list[Job], args: argparse.Namespace) -> int:
     save_stats(settings, stats)
     print(stats.summary(), file=sys.stderr)
     print(f"{manifest_totals(settings)}\nmanifest: {settings.manifest_path}", file=sys.stderr)
-    return run_status(entries, args.keep_going)
+    if entries and all(entry.get("status") == "crashed" for entry in entries):
+        log.error("every worker of this run died without a result, e.g. %s: %s", printable(entries[0]["model"]),
+                  printable(entries[0].get("error")))
+    return run_status(entries, args.keep_going, stats.counts["not_run"])
 
 
-def run_status(entries: list[dict], keep_going: bool = False) -> int:
+def run_status(entries: list[dict], keep_going: bool = False, not_run: int = 0) -> int:
     """0 when every model this run started compiled or was skipped (a TorchBench model needing a download or a
-    package: not a failure of the run), else 1; with `keep_going` also 0 when at least one of them compiled."""
-    if all(entry.get("success") or entry.get("status") == "skipped" for entry in entries):
+    package: not a failure of the run), else 1; with `keep_going` also 0 when at least one of them compiled.
+    `not_run` jobs (neither run nor left for a rerun by the time budget) count as failures."""
+    if not not_run and all(entry.get("success") or entry.get("status") == "skipped" for entry in entries):
         return EXIT_OK
     return EXIT_OK if keep_going and any(entry.get("success") for entry in entries) else EXIT_SOME_FAILED
 

@@ -1,12 +1,15 @@
 """--suite modules behind the wall: each worker (scraper/worker/, or a --worker script) runs in a
 bubblewrap sandbox (scraper.sandbox) that sees the Python installation, the module's source (read-only, at /src)
-and one private job folder (/job, read-write), nothing of --out, the checkout or $HOME. What it leaves in /job is
-made safe (`scraper.sandbox.take_out`) and moved to its place by the orchestrator: the program, the result and
-the debug run folder, renamed after the sandbox's host pid (inside, every worker is pid 2).
+and one private job folder (/job, read-write), nothing of --out, the checkout or $HOME. Each of its processes may
+map --worker-memory-mb and write no file larger than --worker-disk-mb; its /tmp is a 4 GiB tmpfs. What it leaves
+in /job is made safe (`scraper.sandbox.take_out`), and checked against its bound (--worker-disk-mb, 50,000
+entries, 32 levels: over it, nothing is kept and the job fails), then moved to its place by the orchestrator: the
+program, the result and the debug run folder, renamed after the sandbox's host pid (inside, every worker is pid 2).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -14,10 +17,14 @@ from pathlib import Path
 from typing import Optional
 
 from scraper.sandbox import Wall, Walled, gpu_devices, launch
+from scraper.sandbox.folders import Bounds
 from scraper.sandbox.inside import CODE_ROOT
 
+DEFAULT_MEMORY_MB = 8192  # what each process of a worker may map (--worker-memory-mb)
+DEFAULT_DISK_MB = 2048  # what its job folder may hold, and its largest file (--worker-disk-mb)
 # The worker's folder, shipped whole (with the shared modules it imports, followed statically).
-SUITE_WALL = Wall("suite", ("scraper/sandbox/inside.py", "scraper/worker/"), max_processes=4096, scratch_mb=16384)
+SUITE_WALL = Wall("suite", ("scraper/sandbox/inside.py", "scraper/worker/"), max_processes=4096, scratch_mb=4096,
+                  memory_mb=DEFAULT_MEMORY_MB, file_mb=DEFAULT_DISK_MB)
 JOB = "/job"
 INSIDE = {"out": f"{JOB}/debug", "program": f"{JOB}/program.py", "result": f"{JOB}/result.json",
           "problem": f"{JOB}/problem.py", "pairing": f"{JOB}/pairing.json", "job": f"{JOB}/job.json"}
@@ -35,16 +42,30 @@ def worker_command(custom: Optional[Path]) -> list[str]:
     return [CUSTOM_WORKER] if custom else ["-m", "scraper.worker"]
 
 
+def suite_wall(memory_mb: int, disk_mb: int, gpu: Optional[str]) -> Wall:
+    """SUITE_WALL with these bounds per process: `memory_mb` as RLIMIT_AS, or as RLIMIT_DATA with a GPU (CUDA
+    reserves address space far beyond what it uses: an address-space limit would stop CUDA itself), `disk_mb` as
+    the largest file (RLIMIT_FSIZE)."""
+    return dataclasses.replace(SUITE_WALL, memory_mb=memory_mb, file_mb=disk_mb,
+                               memory_limit="data" if gpu is not None else "as")
+
+
+def job_bounds(disk_mb: int) -> Bounds:
+    """What a job folder may hold when the worker is gone: `disk_mb` of files, at most 50,000 entries and 32
+    levels (a debug run folder holds a few hundred files, 6 levels deep)."""
+    return Bounds(bytes=disk_mb * 1024 * 1024)
+
+
 def start(command: list[str], env: dict, folder: Path, source: Optional[Path], custom: Optional[Path],
-          gpu: Optional[str], log_file) -> Walled:
-    """Launch one worker: `folder` as /job, the source and a custom worker copied in, and, with a GPU slot, the
-    NVIDIA devices; stdout and stderr to `log_file`."""
+          gpu: Optional[str], log_file, wall: Wall = SUITE_WALL) -> Walled:
+    """Launch one worker behind `wall`: `folder` as /job, the source and a custom worker copied in, and, with a
+    GPU slot, the NVIDIA devices; stdout and stderr to `log_file`."""
     files = {}
     if source is not None and Path(source).is_file():  # else the worker cannot read it: its failure, recorded
         files[source_inside(source)] = str(source)
     if custom is not None:
         files[CUSTOM_WORKER] = str(custom)
-    return launch(SUITE_WALL, command, env=env, binds={str(folder): JOB}, files=files,
+    return launch(wall, command, env=env, binds={str(folder): JOB}, files=files,
                   devices=gpu_devices() if gpu is not None else (), stdout=log_file, stderr=subprocess.STDOUT,
                   start_new_session=True)
 

@@ -32,9 +32,12 @@ from typing import Callable, Optional, Sequence
 
 from scraper.paths import PACKAGE_PARENT
 from scraper.progress import progress
-from scraper.records import append_jsonl, atomic_write_text
+from scraper.records import append_jsonl, atomic_write_json, atomic_write_text
 from scraper.stats import Stats
-from scraper.sandbox import Walled, clean_result, pipe, private_folder, take_out, worker_environment
+from scraper.zipsafe import printable
+from scraper.sandbox import (Walled, clean_result, pipe, private_folder, take_out, trusted_environment,
+                             worker_environment)
+from scraper.sandbox.folders import measure
 from scraper.suite import confined
 from scraper.suite.lists import ModelSpec, safe_name
 from scraper.suites import get as get_suite
@@ -65,12 +68,19 @@ class Settings:
     random_weights: bool = False  # --suite torchbench: no pretrained checkpoints, the random initialization
     accuracy: bool = True  # compare compiled outputs with eager (the worker's --no-accuracy turns it off)
     unsafe_no_sandbox: bool = False  # run --suite modules workers without the bubblewrap wall
+    worker_memory_mb: int = confined.DEFAULT_MEMORY_MB  # behind the wall: what each worker process may map
+    worker_disk_mb: int = confined.DEFAULT_DISK_MB  # behind the wall: its job folder and largest file
+
+    @property
+    def scraped(self) -> bool:
+        """Whether workers execute scraped code (--suite modules)."""
+        suite = get_suite(self.suite)
+        return suite is not None and suite.scraped
 
     @property
     def walled(self) -> bool:
         """Whether workers run behind the wall: those of --suite modules, which execute scraped code."""
-        suite = get_suite(self.suite)
-        return suite is not None and suite.scraped and not self.unsafe_no_sandbox
+        return self.scraped and not self.unsafe_no_sandbox
 
     @property
     def suite_dir(self) -> Path:
@@ -191,11 +201,12 @@ def batch_size(settings: Settings, job: Job) -> Optional[int]:
     return job.spec.batch_size or (suite.default_batch if suite is not None else 8)
 
 
-def worker_env(gpu: Optional[str], torchbench_dir: Optional[Path] = None) -> dict[str, str]:
-    """The worker's environment: debug on, nothing downloaded, this one GPU, `scraper` importable; no variable
-    that looks like a secret (GITHUB_TOKEN, ...), since `--suite modules` runs scraped code there. With
-    `torchbench_dir`, TORCHBENCH_DIR names it (the programs read it before their own default)."""
-    env = worker_environment()
+def worker_env(gpu: Optional[str], torchbench_dir: Optional[Path] = None, scraped: bool = True) -> dict[str, str]:
+    """The worker's environment: debug on, nothing downloaded, this one GPU, `scraper` importable. A worker that
+    runs scraped code (`scraped`: --suite modules) gets only the sandbox's allow-list of this process's variables
+    (scraper.sandbox.worker_environment), the others everything but what looks like a secret (GITHUB_TOKEN, ...).
+    With `torchbench_dir`, TORCHBENCH_DIR names it (the programs read it before their own default)."""
+    env = worker_environment() if scraped else trusted_environment()
     env.update(TORCH_COMPILE_DEBUG="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     if gpu is not None:
@@ -213,11 +224,14 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
     started = time.monotonic()
     with open(paths["log"], "wb") as log_file:
         if settings.walled:
-            returncode, pid, run_dir = run_behind_wall(settings, job, gpu, paths, log_file)
+            returncode, pid, run_dir, refused = run_behind_wall(settings, job, gpu, paths, log_file)
         else:
             job_file = host_job(settings, job, paths).write(paths["job"])
             returncode, pid = run_with_timeout(worker_argv(settings, job_file),
-                                               worker_env(gpu, settings.torchbench_dir), log_file, settings.timeout)
+                                               worker_env(gpu, settings.torchbench_dir, settings.scraped), log_file,
+                                               settings.timeout)
+    if settings.scraped:
+        clean_result_file(paths["result"])
     entry = result_fields(paths, returncode, settings.timeout)
     base = base_entry(settings, job, gpu, started_at, time.monotonic() - started, returncode, paths)
     if not settings.walled and entry.get("batch_size") is not None:
@@ -226,6 +240,8 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
     entry.update(base)
     if settings.walled:  # what is on disk, not what the worker said
         entry.update(output_fields(run_dir))
+        if refused:
+            entry.update(status="failed", success=False, phase="sandbox", error=refused)
     elif entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
         entry.update(leftover_output(settings.out, pid))
     return entry
@@ -246,19 +262,25 @@ def prepare_job(settings: Settings, job: Job) -> dict[str, Path]:
 
 
 def run_behind_wall(settings: Settings, job: Job, gpu: Optional[str], paths: dict[str, Path],
-                    log_file) -> tuple[Optional[int], int, Optional[Path]]:
+                    log_file) -> tuple[Optional[int], int, Optional[Path], Optional[str]]:
     """Run the worker of `job` in a bubblewrap sandbox (scraper.suite.confined) with a timeout; once nothing of
-    the sandbox runs, move what it made into place. Returns (exit status or None, host pid, run folder)."""
+    the sandbox runs, make its job folder safe and, when it is within its bound, move what it made into place.
+    Returns (exit status or None, host pid, run folder, why nothing was kept or None)."""
     with private_folder(settings.suite_dir / "sandbox") as folder:
         inside = confined.INSIDE
         worker_job(settings, job, inside["out"], inside, confined.source_inside(job.source)).write(
             folder / Path(inside["job"]).name)
         command = confined.worker_command(settings.worker) + [inside["job"]]
-        process = confined.start(command, worker_env(gpu), folder, job.source, settings.worker, gpu, log_file)
-        returncode, pid = wait_with_timeout(process, settings.timeout)
+        wall = confined.suite_wall(settings.worker_memory_mb, settings.worker_disk_mb, gpu)
+        process = confined.start(command, worker_env(gpu), folder, job.source, settings.worker, gpu, log_file, wall)
+        bounds = confined.job_bounds(settings.worker_disk_mb)
+        returncode, pid = wait_with_timeout(process, settings.timeout, lambda: measure(folder, bounds))
         process.kill()  # already over, or the namespace of a stopped run: gone before its files are read
-        take_out(folder)
-        return returncode, pid, confined.move_out(folder, paths, settings.out, pid)
+        over = take_out(folder, bounds)
+        if over:
+            return returncode, pid, None, (f"the job folder is over its bound ({bounds.describe()}): {over}; "
+                                           "nothing of it was kept")
+        return returncode, pid, confined.move_out(folder, paths, settings.out, pid), None
 
 
 def leftover_output(debug_root: Path, pid: int) -> dict:
@@ -285,16 +307,26 @@ def run_with_timeout(argv: list[str], env: dict, log_file, timeout: float) -> tu
     return wait_with_timeout(process, timeout)
 
 
-def wait_with_timeout(process, timeout: float) -> tuple[Optional[int], int]:
-    """Wait for a worker (a Popen leading its process group, or a Walled sandbox); kill it all at the timeout.
-    Returns (exit status or None after a timeout, pid)."""
+WATCH_SECONDS = 5.0  # how often a sandboxed worker's job folder is measured while it runs
+
+
+def wait_with_timeout(process, timeout: float, over: Optional[Callable[[], Optional[str]]] = None
+                      ) -> tuple[Optional[int], int]:
+    """Wait for a worker (a Popen leading its process group, or a Walled sandbox); kill it all at the timeout,
+    or as soon as `over()` (asked every WATCH_SECONDS) names a reason. Returns (exit status or None after a
+    timeout or a kill, pid)."""
     with _RUNNING_LOCK:
         _RUNNING.add(process)
+    deadline = time.monotonic() + timeout
     try:
-        return process.wait(timeout=timeout), process.pid
-    except subprocess.TimeoutExpired:
-        kill_group(process)
-        return None, process.pid
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return process.wait(timeout=max(0.0, min(left, WATCH_SECONDS if over else left))), process.pid
+            except subprocess.TimeoutExpired:
+                if left <= WATCH_SECONDS or over is None or over():
+                    kill_group(process)
+                    return None, process.pid
     finally:
         with _RUNNING_LOCK:
             _RUNNING.discard(process)
@@ -363,6 +395,17 @@ def result_fields(paths: dict[str, Path], returncode: Optional[int], timeout: fl
 MAX_RESULT_BYTES = 1024 * 1024  # a worker's result is a few KB; anything larger is not one
 
 
+def clean_result_file(path: Path) -> None:
+    """Replace the result a worker that ran scraped code wrote with its cleaned form (clean_result: valid UTF-8,
+    finite numbers, capped, secrets masked), so the file kept beside the manifest is strict JSON too; remove it
+    when it is not a result at all."""
+    result = read_result(path)
+    if result is not None:
+        atomic_write_json(path, clean_result(result))
+    else:
+        path.unlink(missing_ok=True)
+
+
 def read_result(path: Path) -> Optional[dict]:
     """The worker's result JSON, or None when it wrote none (crash, kill), too much, or garbage."""
     import json
@@ -371,7 +414,7 @@ def read_result(path: Path) -> Optional[dict]:
         if path.stat().st_size > MAX_RESULT_BYTES:
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deep to read
         return None
     return data if isinstance(data, dict) else None
 
@@ -438,6 +481,19 @@ def run_suite(settings: Settings, jobs: Sequence[Job], slots: Sequence[Optional[
     bar = progress(total=len(jobs), desc=f"{settings.suite} models", unit="model")
     statuses: Counter = Counter()
 
+    def record(job: Job, entry: dict) -> None:
+        missing = [key for key in ENTRY_KEYS if key not in entry]
+        if missing:
+            raise ValueError(f"an entry without {', '.join(missing)}")
+        append_jsonl(settings.manifest_path, ManifestEntry.from_dict(entry))
+        entries.append(entry)
+        count_entry(stats, entry)
+        statuses[entry["status"]] += 1
+        bar.set_postfix(outcomes(statuses))  # before update: a line off a terminal says the new counts
+        bar.update(1)
+        log.info("%s: %s in %.0f s%s", printable(job.name), entry["status"], entry["seconds"],
+                 f" ({printable(entry['error'])})" if entry.get("error") else "")
+
     def drive(slot: Optional[str]) -> None:
         while not stop.is_set():
             if deadline is not None and time.monotonic() > deadline:
@@ -446,18 +502,18 @@ def run_suite(settings: Settings, jobs: Sequence[Job], slots: Sequence[Optional[
                 job = todo.get_nowait()
             except queue.Empty:
                 return
-            entry = run_one(settings, job, slot)
+            entry = run_guarded(run_one, settings, job, slot)
             if stop.is_set():
                 return
             with lock:
-                append_jsonl(settings.manifest_path, ManifestEntry.from_dict(entry))
-                entries.append(entry)
-                count_entry(stats, entry)
-                statuses[entry["status"]] += 1
-                bar.set_postfix(outcomes(statuses))  # before update: a line off a terminal says the new counts
-                bar.update(1)
-                log.info("%s: %s in %.0f s%s", job.name, entry["status"], entry["seconds"],
-                         f" ({entry['error']})" if entry.get("error") else "")
+                try:
+                    record(job, entry)
+                except Exception as exc:  # an entry that cannot be written costs its job, not the pool thread
+                    try:
+                        record(job, run_guarded(failing, settings, job, slot, exc))
+                    except Exception as again:  # not even that (the manifest cannot be written): not run
+                        log.error("%s: not recorded: %s", printable(job.name), printable(f"{type(again).__name__}: {again}"))
+                        stats.inc("not_run")
 
     threads = [threading.Thread(target=drive, args=(slot,), daemon=True) for slot in slots[: max(1, len(jobs))]]
     for thread in threads:
@@ -473,8 +529,38 @@ def run_suite(settings: Settings, jobs: Sequence[Job], slots: Sequence[Optional[
         raise
     finally:
         bar.close()
-    stats.inc("not_started", todo.qsize())
+    count_left(stats, todo.qsize(), deadline is not None and time.monotonic() > deadline)
     return entries
+
+
+ENTRY_KEYS = ("suite", "model", "status", "seconds")  # what recording an entry needs
+
+
+def run_guarded(run_one: Callable[..., dict], settings: Settings, job: Job, slot: Optional[str], *more) -> dict:
+    """`run_one(settings, job, slot, *more)`; when it raises (a bug meeting a hostile job), that job's failed
+    entry: one job lost, never the pool thread and the jobs after it."""
+    started = time.monotonic()
+    try:
+        return run_one(settings, job, slot, *more)
+    except Exception as exc:
+        log.debug("%s: internal error", job.name, exc_info=True)
+        return {**job_identity(settings, job), "gpu": slot, "status": "crashed", "success": False,
+                "phase": "orchestrator", "error": printable(f"internal error: {type(exc).__name__}: {exc}")[:500],
+                "seconds": round(time.monotonic() - started, 3), "run_dir": None, "graphs": [], "kernels": 0,
+                **({"module": job.meta} if job.meta else {})}
+
+
+def failing(settings: Settings, job: Job, slot: Optional[str], exc: Exception) -> dict:
+    """A `run_one` for run_guarded that raises `exc`: the entry of a job whose own entry could not be recorded."""
+    raise RuntimeError(f"its entry could not be recorded: {type(exc).__name__}: {exc}")
+
+
+def count_left(stats: Stats, left: int, budget_spent: bool) -> None:
+    """Count the jobs no thread took: `not_started` when the time budget was spent (a rerun takes them up, as
+    asked), else `not_run` (a failure of the run)."""
+    stats.inc("not_started", left if budget_spent else 0)
+    if left and not budget_spent:
+        stats.inc("not_run", left)
 
 
 def outcomes(statuses: Counter) -> dict:
@@ -539,7 +625,7 @@ class PersistentWorker:
         """Start the worker process, its startup messages to `log_file` (the first model's log): the one place
         its command line and environment are made (a sandbox wraps this)."""
         argv = [sys.executable, "-m", "scraper.worker.serve"]
-        return subprocess.Popen(argv, env=worker_env(self.gpu, self.settings.torchbench_dir),
+        return subprocess.Popen(argv, env=worker_env(self.gpu, self.settings.torchbench_dir, self.settings.scraped),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file,
                                 start_new_session=True)
 
@@ -558,6 +644,7 @@ class PersistentWorker:
         started = time.monotonic()
         worker_job = host_job(self.settings, job, paths).replace(log=str(paths["log"].resolve()))
         returncode = self.ask(worker_job.to_dict())
+        clean_result_file(paths["result"])  # the persistent workers are those of --suite modules
         entry = result_fields(paths, returncode, self.settings.timeout)
         base = base_entry(self.settings, job, self.gpu, started_at, time.monotonic() - started, returncode, paths)
         if entry.get("batch_size") is not None:

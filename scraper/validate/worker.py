@@ -1,12 +1,17 @@
 """A long-lived validation worker: `python -m scraper.validate.worker` (started by scraper.validate.pool, inside
 the bubblewrap sandbox of scraper.sandbox unless --unsafe-no-sandbox).
 
-It imports torch, triton and Inductor's runtime helpers once, then reads one JSON job per line on stdin
-({"seq", "level": "imports"|"compiles", "name", "code", "signature", "constants", "launch", "timeout",
-"memory_mb"}), runs each in a forked, confined child (scraper.validate.sandbox) and answers one JSON result per
-line, carrying the job's "seq", on its original stdout. Its own stdout is moved to stderr first, so nothing a
-library prints can corrupt the answers; the children close both channels and cannot reach them through /proc
-(this process is not dumpable).
+It imports torch, triton and Inductor's runtime helpers once and says `{"ready": true}`, then reads one JSON job
+per line on stdin ({"seq", "level": "imports"|"compiles", "name", "code", "signature", "constants", "launch",
+"timeout", "memory_mb"}), runs each in a forked, confined child (scraper.validate.sandbox) in a scratch folder of
+its own and answers one JSON result per line, carrying the job's "seq", on its original stdout. Its own stdout is
+moved to stderr first, so nothing a library prints can corrupt the answers; the children close both channels and
+cannot reach them through /proc (this process is not dumpable).
+
+After each job its scratch folder is removed (at any depth, whatever modes the kernel left) and the answer says
+whether the scratch is clean (`scratch_clean`: nothing left, most of it free); a worker whose scratch is not is
+replaced by the pool. `infrastructure: true` marks a failure of the worker itself (its scratch could not be made),
+never the kernel's.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ from __future__ import annotations
 import gc
 import json
 import os
-import shutil
 import sys
 import tempfile
 
-from scraper.sandbox.inside import forbid_dumping
+from scraper.fileio import remove_tree
+from scraper.sandbox.inside import WALL_ENV, forbid_dumping
 from scraper.validate.sandbox import run_confined
 
 CHECKS = ("imports", "compiles")
+WORKER_KEYS = ("infrastructure", "scratch_clean")  # what only the worker says, never a kernel's child
+MIN_FREE = 0.75  # the share of the scratch that must be free after a job
 
 
 def preload() -> None:
@@ -56,7 +63,7 @@ def warm_compiler(base: str) -> None:
     if not result.get("ok"):
         print(f"validate worker: compiler warm-up failed: {result.get('error')}", file=sys.stderr)
     sys.modules.pop("kernel_module", None)
-    shutil.rmtree(scratch, ignore_errors=True)
+    remove_tree(scratch, ignore_errors=True)
 
 
 WARMUP_KERNEL = """
@@ -72,7 +79,8 @@ def warmup(x_ptr, n, BLOCK: tl.constexpr):
 
 
 def run_job(job: dict, base: str, channels: tuple[int, ...] = ()) -> dict:
-    """One job in a fresh scratch directory, removed afterwards; `channels`: descriptors the child closes."""
+    """One job in a fresh scratch folder under `base`, removed afterwards; `channels`: descriptors the child
+    closes. A scratch folder that cannot be made is an infrastructure failure, not the kernel's."""
     from scraper.validate.compiles import check_compiles
     from scraper.validate.imports import check_imports, write_module
 
@@ -80,22 +88,45 @@ def run_job(job: dict, base: str, channels: tuple[int, ...] = ()) -> dict:
     if level not in CHECKS:
         return {"ok": False, "error_class": "ValueError", "error": f"ValueError: unknown level {level!r}"}
     check = check_imports if level == "imports" else check_compiles
-    scratch = tempfile.mkdtemp(prefix="k", dir=base)
     try:
+        scratch = tempfile.mkdtemp(prefix="k", dir=base)
         write_module(scratch, job["code"])
-        return run_confined(lambda where: check(job, where), scratch, timeout=float(job["timeout"]),
-                            memory_mb=int(job["memory_mb"]), channels=channels)
+    except OSError as exc:
+        return {"ok": False, "error_class": "SandboxError", "infrastructure": True,
+                "error": f"SandboxError: no scratch for the check: {type(exc).__name__}: {exc}"}
+    try:
+        result = run_confined(lambda where: check(job, where), scratch, timeout=float(job["timeout"]),
+                              memory_mb=int(job["memory_mb"]), channels=channels)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch, ignore_errors=True)
+    for key in WORKER_KEYS:  # the child's result is the kernel's: it cannot speak for the worker
+        result.pop(key, None)
+    return result
+
+
+def scratch_clean(base: str) -> bool:
+    """Whether the jobs' scratch folder is as a fresh worker's: nothing left in it and, behind the wall (where
+    it is the sandbox's own tmpfs), most of its space free."""
+    try:
+        if os.listdir(base):
+            return False
+        space = os.statvfs(base)
+        return os.environ.get(WALL_ENV) != "bwrap" or space.f_bavail >= MIN_FREE * space.f_blocks
+    except OSError:
+        return False
 
 
 def main() -> int:
-    """Serve jobs from stdin until it closes."""
+    """Say ready, then serve jobs from stdin until it closes."""
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     forbid_dumping()
     preload()
-    base = os.environ.get("TRITON_VALIDATE_SCRATCH") or tempfile.mkdtemp(prefix="triton-validate-")
+    root = os.environ.get("TRITON_VALIDATE_SCRATCH") or tempfile.mkdtemp(prefix="triton-validate-")
+    base = os.path.join(root, "jobs")  # the jobs' folders, and nothing else
+    os.makedirs(base, exist_ok=True)
+    answers.write(json.dumps({"ready": True}) + "\n")
+    answers.flush()
     warmed = False
     try:
         for line in sys.stdin:
@@ -107,11 +138,12 @@ def main() -> int:
                 gc.freeze()
                 warmed = True
             result = run_job(job, base, channels=(answers.fileno(),))
+            result["scratch_clean"] = scratch_clean(base)
             answers.write(json.dumps({**result, "seq": job.get("seq")}, default=str) + "\n")
             answers.flush()
     finally:
         if not os.environ.get("TRITON_VALIDATE_SCRATCH"):
-            shutil.rmtree(base, ignore_errors=True)
+            remove_tree(root, ignore_errors=True)
     return 0
 
 
