@@ -425,3 +425,37 @@ def test_relative_path_from_inside_a_run_folder_keeps_the_run(tcd_roots, tmp_pat
     records = read_records(tmp_path / "out" / "kernels.jsonl")
     assert len(records) == 2
     assert {r.run_dir for r in records} == {run_folder.name}
+
+
+AMPLIFY = textwrap.dedent("""
+    import resource, sys
+    import get_kernels_from_debug_info
+    code = get_kernels_from_debug_info.main([sys.argv[1], "-o", sys.argv[2], "-q"])
+    print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+""")
+
+
+def test_a_file_of_tiny_statements_is_not_parsed_and_the_run_goes_on(tmp_path):
+    """#23 route 7, stage 1: 6 MiB of `x = 1` lines between the kernels (a syntax tree costs ~130 bytes per token:
+    parsed, it took this stage to gigabytes) is refused by its code, while a good graph beside it is extracted; the
+    kernels' own source, in strings, does not count."""
+    import subprocess
+    import sys
+
+    good = output_code(triton_block("triton_poi_good_0"))
+    graph(tmp_path / "in", "good__0_inference_0.0", good)
+    evil = output_code(triton_block("triton_poi_evil_0"), tail="x = 1\n" * 1_000_000 + "del async_compile\n")
+    graph(tmp_path / "in", "evil__0_inference_0.0", evil)
+    # the same number of characters in a kernel's string is read as any kernel is
+    long_string = output_code(triton_block("triton_poi_long_0", KERNEL.replace("NAME", "triton_poi_long_0")
+                                           + "# x = 1\n" * 700_000))
+    graph(tmp_path / "in", "long__0_inference_0.0", long_string)
+    done = subprocess.run([sys.executable, "-c", AMPLIFY, str(tmp_path / "in"), str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parent.parent)
+    code, peak_mb = map(int, done.stdout.split()[-2:])
+    assert code == 0, done.stderr[-2000:]
+    assert peak_mb < 1200, f"stage 1 peaked at {peak_mb} MB"
+    out = tmp_path / "out"
+    assert sorted(row["name"] for row in load_manifest(out)) == ["triton_poi_good_0", "triton_poi_long_0"]
+    assert [r["reason"] for r in rejects_of(out)] == ["too_large_to_parse"]
+    assert stats_of(out)["counts"]["graphs_too_large_to_parse"] == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
@@ -44,6 +45,12 @@ from scraper.stats import REJECTS, STATS, Rejects, Stats
 log = logging.getLogger(__name__)
 # An output_code.py larger than this is not one Inductor wrote (the largest real ones are a few MB).
 MAX_OUTPUT_CODE_BYTES = 256 * 1024 * 1024
+# ... and what is parsed is bounded by its code, not its bytes: a syntax tree costs ~130 bytes per token (a 4 MiB
+# file of `x = 1` lines took stage 1 to 2.5 GiB), while the kernels' source, most of a real output_code.py, sits
+# in string constants that cost nothing. The largest of the fixtures (botnet26t, resnet18 backward) have ~70,000.
+MAX_CODE_TOKENS = 1_000_000
+_TRIPLE_QUOTED = re.compile(r"'''.*?'''|\"\"\".*?\"\"\"", re.DOTALL)  # linear: a failed opener has no closer
+_CODE_TOKEN = re.compile(r"\w+|[^\w\s]")
 CHECK_FIELDS = ("pair_correct", "speedup", "check")  # what the GPU check writes on a pair
 PROGRAM = "program.py"  # in a graph folder of a suite run: the model's program (scraper.suiterun)
 
@@ -243,13 +250,33 @@ def read_text(path: Path, stats: Optional[Stats], rejects: Optional[Rejects]) ->
             stats.error("read", str(path), exc)
             rejects.add("unreadable", output_code=str(path), error=str(exc))
         return None, b"", False
+    lossy = False
     try:
-        return content.decode("utf-8-sig"), content, False  # -sig: an editor's byte-order mark is not code
+        text = content.decode("utf-8-sig")  # -sig: an editor's byte-order mark is not code
     except UnicodeDecodeError as exc:
         if stats is not None:
             log.warning("%s is not UTF-8 (%s); reading it with the bad bytes replaced", path, exc)
             stats.error("decode", str(path), f"not UTF-8: {exc.reason} at byte {exc.start}")
-        return content.decode("utf-8-sig", errors="replace"), content, True
+        text, lossy = content.decode("utf-8-sig", errors="replace"), True
+    tokens = code_tokens(text)
+    if tokens > MAX_CODE_TOKENS:
+        if stats is not None:
+            log.error("%s: not parsed: %d code tokens (at most %d)", path, tokens, MAX_CODE_TOKENS)
+            stats.inc("graphs_too_large_to_parse")
+            rejects.add("too_large_to_parse", output_code=str(path), error=f"{tokens} code tokens")
+        return None, b"", False
+    return text, content, lossy
+
+
+def code_tokens(text: str, limit: int = MAX_CODE_TOKENS) -> int:
+    """How many tokens of `text` lie outside triple-quoted strings (counted up to just past `limit`): what
+    parsing it costs."""
+    code = _TRIPLE_QUOTED.sub("''", text)
+    count = 0
+    for count, _ in enumerate(_CODE_TOKEN.finditer(code), 1):
+        if count > limit:
+            break
+    return count
 
 
 def copy_fx_graph(graph: Graph, target: Path, stats: Stats) -> Optional[str]:
@@ -262,6 +289,9 @@ def copy_fx_graph(graph: Graph, target: Path, stats: Stats) -> Optional[str]:
         content = path.read_bytes()
     except OSError:
         stats.inc("graphs_without_fx_graph")
+        return None
+    if code_tokens(content.decode("utf-8", errors="replace")) > MAX_CODE_TOKENS:  # see MAX_CODE_TOKENS
+        stats.inc("graphs_fx_graph_too_large_to_parse")
         return None
     write_if_changed(target / FX_GRAPH, content)
     return content.decode("utf-8", errors="replace")
