@@ -640,13 +640,19 @@ def with_extern_results(fragment: Fragment, names: list) -> list:
 
     used = {ref for node in fragment.nodes for ref in refs(node.args) + refs(node.kwargs)}
     unnamed = [name for name in names if name.startswith("buf") and name not in used]
+    # The fragment may list earlier convolutions of the same shape too (their results reached this kernel through
+    # a buffer it reads): the extern result is the latest convolution's, so they are matched from the end.
+    results = {}
+    for node in reversed(fragment.nodes):
+        result = next((name for name in unnamed if same_shape(fragment.reads.get(name), node.layout)), None)
+        if op_name(node) == "convolution" and result is not None and not all(
+                isinstance(a, Ref) and a.name in names for a in node.args[:2]):
+            unnamed.remove(result)
+            results[node.name] = result
     nodes = []
     for node in fragment.nodes:
-        result = next((name for name in unnamed if same_shape(fragment.reads.get(name), node.layout)), None)
-        args = node.args
-        if op_name(node) == "convolution" and result is not None and not all(
-                isinstance(a, Ref) and a.name in names for a in args[:2]):
-            unnamed.remove(result)
+        result, args = results.get(node.name), node.args
+        if result is not None:
             bias = args[2] if len(args) > 2 else None
             if isinstance(bias, Ref) and node.layout is not None and node.layout.size:
                 shape = [1, node.layout.size[1]] + [1] * (len(node.layout.size) - 2)
