@@ -214,3 +214,17 @@ def test_secrets_in_the_environment_do_not_reach_kernel_modules(monkeypatch):
     validate_records([leak], levels=("imports",), jobs=1, timeout=20)
     error = leak.validation["imports"]["error"]
     assert error.startswith("RuntimeError: absent absent absent /"), error  # PATH is kept
+
+
+def test_a_folder_above_the_python_installation_is_not_masked_in_error_text(monkeypatch):
+    """CI's pyenv sets PYENV_ROOT=/root/.pyenv, the folder above the interpreter: its name is in every path the
+    worker prints (PATH, tracebacks), so masking it as a secret mangled them to '[redacted]/versions/...'."""
+    import sys
+
+    from scraper.sandbox.secrets import known_secrets, scrub
+    above = os.path.dirname(os.path.realpath(sys.base_prefix))
+    monkeypatch.setenv("TOOL_ROOT", above)
+    monkeypatch.setenv("SOME_OTHER_FOLDER", "/srv/not-shown/folder")  # a host folder the wall hides is masked
+    text = f"File \"{os.path.realpath(sys.base_prefix)}/lib/x.py\", /srv/not-shown/folder"
+    assert above not in known_secrets()
+    assert scrub(text, 500) == text.replace("/srv/not-shown/folder", "[redacted]")

@@ -18,7 +18,7 @@ import os
 import re
 from pathlib import Path
 
-from scraper.sandbox.wall import SCRATCH, visible_inside
+from scraper.sandbox.wall import SCRATCH, visible_inside, visible_roots
 
 REDACTED = "[redacted]"
 TEXT_LIMITS = {"error": 500, "output_tail": 400}  # characters kept of these result fields
@@ -97,9 +97,18 @@ def known_secrets() -> list[str]:
 
 
 def _shown_path(value: str) -> bool:
-    """True for a value made only of paths a sandbox shows (the Python installation, /usr/bin/...): sandboxed
-    code sees those by itself, and masking them would only mangle its tracebacks."""
-    return visible_value(value) == value and value.startswith("/")
+    """True for a value made only of paths a sandbox shows (the Python installation, /usr/bin/...) or folders
+    above one (PYENV_ROOT=/root/.pyenv above /root/.pyenv/versions/3.11.7): sandboxed code sees those names by
+    itself, in sys.executable and every traceback, and masking them would only mangle its error text."""
+    parts = value.split(os.pathsep)
+    return value.startswith("/") and all(part.startswith("/") and (visible_inside(part) or _above_shown(part))
+                                         for part in parts)
+
+
+def _above_shown(path: str) -> bool:
+    """True for a folder that holds one a sandbox shows."""
+    path = os.path.normpath(path).rstrip("/") + "/"
+    return any(root.startswith(path) for root in visible_roots())
 
 
 def _dotenv_values(path: Path) -> list[str]:

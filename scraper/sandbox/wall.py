@@ -177,8 +177,12 @@ def visible_inside(path: str) -> bool:
     """Whether a host path is one every sandbox shows at the same place, read-only: /usr, the /bin and /lib*
     links or folders, the Python installation."""
     path = os.path.normpath(path)
-    roots = ["/usr", *_SYSTEM_LINKS, *python_paths()]
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in visible_roots())
+
+
+def visible_roots() -> list[str]:
+    """The host folders every sandbox shows at the same place (`visible_inside` is what lies under them)."""
+    return ["/usr", *_SYSTEM_LINKS, *python_paths()]
 
 
 def gpu_devices(dev: str = "/dev") -> list[str]:
