@@ -11,8 +11,8 @@ atol = rtol = 1e-4. Nothing of KernelBench is part of this repository. Prints, p
 compiled, correct, and among the pairs our own check passed (pair_correct: true), the share KernelBench passes
 too (the goal: >= 90%); writes the same as JSON to --out.
 
-On a machine without a GPU KernelBench's eval refuses to run (it asserts CUDA); tests/test_kernelbench.py runs its
-loaders and run_and_check_correctness on the CPU instead. Its utils module imports LLM clients (openai, litellm)
+On a machine without a GPU KernelBench's eval refuses to run (it asserts CUDA): `--device cpu` runs its loaders and
+run_and_check_correctness on the CPU instead (TRITON_INTERPRET=1), as tests/test_kernelbench.py does. Its utils module imports LLM clients (openai, litellm)
 and dotenv that the eval never uses: where they are missing, the child registers empty stand-ins for them.
 """
 
@@ -39,12 +39,27 @@ for name, attribute, value in (("openai", "OpenAI", object), ("litellm", "comple
     if importlib.util.find_spec(name) is None:
         module = sys.modules[name] = types.ModuleType(name)
         setattr(module, attribute, value)
-from kernelbench.eval import eval_kernel_against_ref
+from kernelbench import eval as kb
 job = json.load(open(sys.argv[2]))
 import torch
-result = eval_kernel_against_ref(job["python_code"], job["triton_code"], seed_num=42,
-                                 num_correct_trials=job["trials"], measure_performance=False, verbose=False,
-                                 device=torch.device("cuda", 0), backend="triton")
+if job["device"] == "cuda":
+    result = kb.eval_kernel_against_ref(job["python_code"], job["triton_code"], seed_num=42,
+                                        num_correct_trials=job["trials"], measure_performance=False, verbose=False,
+                                        device=torch.device("cuda", 0), backend="triton")
+else:  # the CPU run (TRITON_INTERPRET=1): eval_kernel_against_ref's own steps, its functions, no CUDA
+    torch.cuda.synchronize = lambda *args, **kwargs: None
+    Model, get_init_inputs, get_inputs = kb.load_original_model_and_inputs(job["python_code"], {})
+    with torch.no_grad():
+        kb.set_seed(42)
+        model = Model(*get_init_inputs())
+    ModelNew, _ = kb.load_custom_model_with_tempfile(job["triton_code"], entry_point="ModelNew")
+    ModelNew.forward.__globals__["empty_strided_cuda"] = (
+        lambda size, stride, dtype: torch.empty_strided(size, stride, dtype=dtype))
+    with torch.no_grad():
+        kb.set_seed(42)
+        new = ModelNew(*get_init_inputs())
+    result = kb.run_and_check_correctness(model, new, get_inputs, {}, job["trials"], seed=42,
+                                          device=torch.device("cpu"), backend="triton", precision=torch.float32)
 out = {"compiled": None, "correctness": None} if result is None else {
     "compiled": bool(result.compiled), "correctness": bool(result.correctness),
     "metadata": {k: str(v)[:300] for k, v in (result.metadata or {}).items()}}
@@ -65,6 +80,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--time-budget", type=float, help="start no pair after this many seconds")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="cpu: without a GPU, under TRITON_INTERPRET=1, eval_kernel_against_ref's own steps with "
+                             "its functions (load_original_model_and_inputs, load_custom_model_with_tempfile, "
+                             "run_and_check_correctness); pairs calling libdevice or needing CUDA are left out")
     return parser.parse_args(argv)
 
 
@@ -108,6 +127,8 @@ def chosen(args: argparse.Namespace) -> list[dict]:
             continue
         if args.only_passed and row.get("pair_correct") is not True:
             continue
+        if args.device == "cpu" and (row.get("needs_cuda") or "libdevice." in row["triton_code"]):
+            continue  # the interpreter has no libdevice; the reference needs CUDA
         seen.add(row["id"])
         pairs.append(row)
     return pairs[: args.limit]
@@ -118,11 +139,12 @@ def evaluate(pair: dict, folder: Path, child: Path, args: argparse.Namespace) ->
     folder.mkdir()
     job = folder / "job.json"
     job.write_text(json.dumps({"python_code": pair["python_code"], "triton_code": pair["triton_code"],
-                               "trials": args.trials}), encoding="utf-8")
+                               "trials": args.trials, "device": args.device}), encoding="utf-8")
     result = folder / "result.json"
     try:
+        env = {**os.environ, **({"TRITON_INTERPRET": "1"} if args.device == "cpu" else {})}
         done = subprocess.run([sys.executable, str(child), str(args.kernelbench_src), str(job), str(result)],
-                              capture_output=True, text=True, timeout=args.timeout, cwd=folder)
+                              capture_output=True, text=True, timeout=args.timeout, cwd=folder, env=env)
     except subprocess.TimeoutExpired:
         return {"compiled": None, "correctness": False, "error": "timeout"}
     try:
