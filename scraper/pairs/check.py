@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -67,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "unchecked; a rerun checks them)")
     parser.add_argument("--recheck", action="store_true", help="check pairs that already have a result too")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: a dry run for tests, "
-                        "kernels interpreted (TRITON_INTERPRET=1), Inductor's CUDA allocations made on the CPU, "
-                        "wall-clock timing; its results are written like a GPU run's (default: cuda)")
+                        "kernels interpreted (TRITON_INTERPRET=1; libdevice's rsqrt, sqrt, exp, log, erf ... by "
+                        "triton.language's, a kernel calling another libdevice function not judged), Inductor's CUDA "
+                        "allocations made on the CPU, wall-clock timing; its results are written like a GPU run's "
+                        "(default: cuda)")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # a child's work folder (internal)
     parser.add_argument("--lock", type=Path, help=argparse.SUPPRESS)
     add_logging_args(parser)
@@ -276,6 +279,8 @@ def summarize(pairs: list[PairRecord], seconds: float) -> dict:
             "failed": len(failed), "unchecked": len(pairs) - len(passed) - len(failed),
             "pass_rate": round(len(passed) / max(1, len(passed) + len(failed)), 4),
             "not_passed_by_phase": phases, "seconds": round(seconds, 1),
+            "judged_with_libdevice_stand_ins": sum(bool((p.check or {}).get("libdevice_stand_ins"))
+                                                   for p in passed + failed),
             "speedup": quartiles(speedups)}
 
 
@@ -295,6 +300,9 @@ def summary_text(summary: dict) -> str:
     lines = [f"pairs checked {summary['checked']} of {summary['pairs']}: passed {summary['passed']}, failed "
              f"{summary['failed']}, unchecked {summary['unchecked']} (pass rate {summary['pass_rate']:.1%}) "
              f"in {summary['seconds']} s"]
+    if summary.get("judged_with_libdevice_stand_ins"):
+        lines.append(f"judged on the CPU with triton.language stand-ins for libdevice ({', '.join(LIBDEVICE_IN_TL)}): "
+                     f"{summary['judged_with_libdevice_stand_ins']}")
     if summary["not_passed_by_phase"]:
         lines.append("not passed, by phase: " + json.dumps(summary["not_passed_by_phase"], sort_keys=True))
     if summary["speedup"]:
@@ -376,8 +384,10 @@ def check_pair(folder: Path, lock: Path, job: dict, number: int = 0) -> dict:
     with phase("weights"):
         same_weights(new, model)
     device = torch.device(job.get("device") or "cuda")
+    stand_ins = []
     if device.type == "cpu":  # the dry run: Inductor's host code allocates with _empty_strided_cuda
         triton_module.empty_strided_cuda = cpu_empty_strided
+        stand_ins = use_libdevice_stand_in(triton_module, (folder / TRITON).read_text(encoding="utf-8"))
     with phase("to_gpu"):
         model, new = model.to(device), new.to(device)
         inputs = [x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs]
@@ -386,7 +396,35 @@ def check_pair(folder: Path, lock: Path, job: dict, number: int = 0) -> dict:
             new(*clones(inputs))  # the first run JIT-compiles the kernels: CPU work, outside the GPU lock
             synchronize()
     with gpu_lock(lock):
-        return judge_and_time(model, new, inputs, job, accuracy)
+        result = judge_and_time(model, new, inputs, job, accuracy)
+    if stand_ins:
+        result["libdevice_stand_ins"] = stand_ins
+    return result
+
+
+# libdevice functions triton.language has with the same meaning: the interpreter runs those (it has no libdevice).
+LIBDEVICE_IN_TL = ("rsqrt", "sqrt", "exp", "exp2", "log", "log2", "erf", "floor", "ceil", "sin", "cos", "abs")
+
+
+class InterpreterLibdevice:
+    """`libdevice` for a CPU dry run: LIBDEVICE_IN_TL as triton.language's; any other function fails, and the pair
+    is counted as interpreter_libdevice, not judged."""
+
+    def __getattr__(self, name: str):
+        import triton.language as tl
+
+        if name in LIBDEVICE_IN_TL:
+            return getattr(tl, name)
+        raise AttributeError(f"libdevice.{name} has no stand-in in Triton's interpreter")
+
+
+def use_libdevice_stand_in(module, text: str) -> list:
+    """Give the kernels of a dry run's module InterpreterLibdevice; the libdevice functions they call that it
+    stands in for (recorded with the result: the pair was judged with them)."""
+    if not hasattr(module, "libdevice"):
+        return []
+    module.libdevice = InterpreterLibdevice()
+    return sorted(name for name in set(re.findall(r"\blibdevice\.(\w+)\(", text)) if name in LIBDEVICE_IN_TL)
 
 
 def same_weights(new, model) -> None:

@@ -46,6 +46,8 @@ from scraper.pairs.wrapper import Launch, Wrapper, note_writes
 from scraper.records import KernelRecord
 
 WRITE_PREFIXES = ("out_ptr", "in_out_ptr")
+INDUCTOR_READ = re.compile(r"in_ptr\d+")
+INTERNAL_BUFFER = re.compile(r"buf\d+")  # a buffer Inductor named, not an FX node
 SIGNATURE_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp64": "float64", "i64": "int64",
                     "i32": "int32", "i16": "int16", "i8": "int8", "u8": "uint8", "i1": "bool", "u32": "uint32",
                     "u16": "uint16", "u64": "uint64", "fp8e4nv": "float8_e4m3fn", "fp8e5": "float8_e5m2"}
@@ -76,8 +78,11 @@ class Mapped:
 
     @property
     def partial(self) -> bool:
-        """Some output holds partial results: a pair needs the kernel that finishes them (Chain)."""
-        return any(pointer.partial for pointer in self.pointers)
+        """It leaves partial results and no value: a pair needs the kernel that finishes them (Chain). (A kernel
+        that also stores a value, a BatchNorm's mean beside its Welford M2 that only a later kernel reads, is a
+        pair of its own: what holds no value is left out of its outputs.)"""
+        written = [pointer for pointer in self.pointers if pointer.written]
+        return any(p.partial for p in written) and all(p.exit is None for p in written)
 
 
 class Chain:
@@ -171,7 +176,7 @@ class Mapper:
         self.pointwise = record.kind == "pointwise"
         if first:
             try:
-                fragment = parse_fragment(record.graph_fragment) if record.graph_fragment else \
+                fragment = mutated_reads(parse_fragment(record.graph_fragment)) if record.graph_fragment else \
                     copy_fragment(pointers, self.wrapper)
                 self.name_inputs(fragment, pointers, launch.index)
                 self.name_outputs(fragment, pointers)
@@ -296,8 +301,12 @@ class Mapper:
     def value_of(self, fragment: Fragment, pointers: list, pointer: Pointer, name: str, writes: list) -> Optional[str]:
         """The value a pointer holds when its write is `name`: the value itself; for a name of Inductor's own the
         value written just before it (what the mutation copies); for a write named after its own buffer, the
-        realized argument (copied) or, in a reduction, partial sums (pointer.partial, no value)."""
-        if self.is_value(fragment, name):
+        realized argument (copied) or, in a reduction, partial sums (pointer.partial, no value). (A reduction's
+        fragment lists such a buffer among its placeholders too, `%buf37 = PlaceHolder[target=buf37]`: a Welford
+        M2 no FX node computes.)"""
+        internal = not self.pointwise and name in self.aliases(pointer) and fragment.node(name) is None \
+            and name not in self.graph_nodes
+        if self.is_value(fragment, name) and not internal:
             return name
         if name not in self.aliases(pointer):
             before = [w for w in writes[:writes.index(name)] if self.is_value(fragment, w)
@@ -440,6 +449,23 @@ def extern_arguments(fragment: Fragment) -> set:
     return found
 
 
+def mutated_reads(fragment: Fragment) -> Fragment:
+    """The fragment with a read named after a `copy_` node it holds renamed to what that node copies into:
+    Inductor names the buffer a mutation writes after the mutation (`%copy__4 = PlaceHolder[target=copy__4]`
+    for `copy__4 = copy_(primals_10, add_7)`), while the nodes read its value before it as `primals_10`."""
+    renamed = {}
+    for name, layout in fragment.reads.items():
+        node = fragment.node(name)
+        target = node.args[0] if node is not None and node.op.endswith(".copy_.default") and node.args else None
+        target = getattr(target, "name", None)
+        if target is not None and target not in fragment.reads and fragment.node(target) is None:
+            renamed[target] = layout
+        else:
+            renamed[name] = layout
+    fragment.reads = renamed
+    return fragment
+
+
 def copy_fragment(pointers: list[Pointer], wrapper: Wrapper) -> Fragment:
     """The fragment of a kernel Inductor wrote none for (no FX node is its origin: it only copies a graph input
     into the layout an extern op wants, a weight turned channels-last): its input read under its own name, in the
@@ -478,7 +504,9 @@ def pointers_of(launch: Launch, record: KernelRecord) -> list[Pointer]:
         kind = signature.get(param)
         if isinstance(kind, str) and kind.startswith("*"):
             buffer, view = argument_buffer(argument)
-            written = param.startswith(WRITE_PREFIXES) or param in mutated
+            # Inductor stores only through out_ptr / in_out_ptr: an in_ptr it lists as mutated shares its buffer
+            # with an out_ptr (a BatchNorm's running mean: read, then written back), and is read, never written.
+            written = param.startswith(WRITE_PREFIXES) or (param in mutated and not INDUCTOR_READ.fullmatch(param))
             found.append(Pointer(param, signature_dtype(kind), buffer, view, written))
     return found
 
@@ -605,6 +633,7 @@ def build_pair(chain: Chain, wrapper: Wrapper, kernels: list, description: str,
     if not outputs:
         raise PairError("writes_unmatched", "the kernel leaves no value")
     nodes = needed(with_extern_results(fragment, names), set(names), outputs, graph_nodes)
+    unused_internal(names, nodes, outputs)
     body = statements(nodes)
     all_layouts = {**{n.name: n.layout for n in graph_nodes.values() if n.layout is not None}, **{
         n.name: n.layout for n in fragment.nodes if n.layout is not None}, **layouts} if graph_nodes else {
@@ -620,6 +649,18 @@ def build_pair(chain: Chain, wrapper: Wrapper, kernels: list, description: str,
     sources = sorted({kernel.config.source for kernel in kernels})
     return KernelPair(problem, new, names, kinds, outputs, ops, "+".join(sources),
                       copy=not nodes and all(o in names for o in outputs))
+
+
+def unused_internal(names: list, nodes: list, outputs: list) -> None:
+    """PairError("reads_internal") when the kernel reads a buffer of Inductor's own (`bufN`: a Welford M2, partial
+    sums) that Model never uses: the nodes recompute its value from other inputs, so random inputs would make the
+    two sides disagree; the kernel that writes it belongs in the pair (chains_of), and was not found."""
+    from scraper.pairs.fragment import refs
+
+    used = {ref for node in nodes for ref in refs(node.args) + refs(node.kwargs)} | set(outputs)
+    unused = [name for name in names if INTERNAL_BUFFER.fullmatch(name) and name not in used]
+    if unused:
+        raise PairError("reads_internal", f"{unused[0]}: a buffer of Inductor's own that Model does not use")
 
 
 def call_layout(chain: Chain, name: str, wrapper: Wrapper) -> Optional[Layout]:

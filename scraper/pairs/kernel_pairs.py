@@ -43,11 +43,11 @@ class KernelPairs:
         by_variable = {record.extra.get("variable") or record.name: record for record in unit.records}
         results = Mapper(wrapper, by_variable, graph_nodes).run()
         chains = chains_of(results)
-        finishing = {chain.members[-1].record.name for chain in chains.values() if len(chain.members) > 1}
+        finishers = {member.record.name for chain in chains.values() for member in chain.members[1:]}
         built, rejects = [], []
         for variable, record in by_variable.items():
             result = results.get(variable) or PairError("not_launched", f"{record.name} is not launched by call()")
-            if record.name in finishing:
+            if record.name in finishers:
                 self.stats.inc("kernel_pairs_finishing_a_split_reduction")  # inside its first kernel's pair
                 continue
             try:
@@ -121,23 +121,40 @@ def kernel_of(record: KernelRecord, recorded: Optional[dict]) -> Kernel:
     return Kernel(record, function.name, [arg.arg for arg in function.args.args], launch_config(record, recorded))
 
 
+MAX_CHAIN = 4  # kernels of one pair: resnet18's first training BatchNorm is 3 (a split Welford) + its normalize
+
+
 def chains_of(results: dict) -> dict:
-    """{kernel variable: the Chain its pair launches}: the kernel alone, or a split reduction's first kernel with the
-    first later kernel that reads its partial results (the one that finishes the reduction)."""
+    """{kernel variable: the Chain its pair launches}: the kernel alone, or, when it leaves what no FX node names (a
+    split reduction's partial sums, a Welford M2), that kernel and the later ones that read it, in order: the
+    first that reads such a buffer of the chain, then again (at most MAX_CHAIN kernels). A chain whose last kernel
+    still leaves only partial sums is the first kernel alone (its pair is dropped: partial_result)."""
     mapped = [result for result in results.values() if isinstance(result, Mapped)]
     chains = {}
     for variable, result in results.items():
         if not isinstance(result, Mapped):
             continue
-        chains[variable] = Chain([result])
-        if result.partial:
-            partial = {p.buffer for p in result.pointers if p.partial}
-            after = sorted((m for m in mapped if m.launch.index > result.launch.index), key=lambda m: m.launch.index)
-            finisher = next((m for m in after if any(p.buffer in partial and not p.written for p in m.pointers)),
-                            None)
-            if finisher is not None and not finisher.partial:
-                chains[variable] = Chain([result, finisher])
+        members = [result]
+        while len(members) < MAX_CHAIN:
+            reader = next_reader(members, mapped)
+            if reader is None:
+                break
+            members.append(reader)
+        chains[variable] = Chain(members if not members[-1].partial else [result])
     return chains
+
+
+def next_reader(members: list, mapped: list) -> Optional[Mapped]:
+    """The first kernel launched after the chain's last that reads a buffer a kernel of the chain left without a
+    value (Pointer.exit None), before anything else writes it."""
+    unnamed = {p.buffer for m in members for p in m.pointers if p.written and p.exit is None}
+    after = sorted((m for m in mapped if m.launch.index > members[-1].launch.index and m not in members),
+                   key=lambda m: m.launch.index)
+    for kernel in after:
+        if any(p.buffer in unnamed and not p.written for p in kernel.pointers):
+            return kernel
+        unnamed -= {p.buffer for p in kernel.pointers if p.written}
+    return None
 
 
 def graph_nodes_of(fx_graph: Optional[str]) -> dict:
@@ -157,7 +174,7 @@ def description(records: list, provenance: dict) -> str:
     model = provenance.get("model") or first.model
     suite = f" ({provenance['suite']} suite)" if provenance.get("suite") else ""
     what = f"{first.name}: one Triton kernel" if len(records) == 1 else \
-        f"{' and '.join(r.name for r in records)}: a reduction Triton splits in two kernels"
+        f"{' and '.join(r.name for r in records)}: a reduction Inductor splits in {len(records)} kernels"
     return (f"{what} PyTorch Inductor generated for {model}{suite}, graph {first.graph}.\n"
             "Model computes what it computes: the FX nodes it fuses, on the buffers it reads.")
 
