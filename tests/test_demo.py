@@ -239,18 +239,47 @@ def test_example_kernels_compile_for_a_gpu_target():
 # ------------------------------------------------------------------------------------------------- demo.sh
 
 
-def copy_checkout(dest: Path) -> Path:
-    """Copy the repository's files (tracked, plus untracked ones git does not ignore) to `dest`; no outputs."""
+def checkout_files(root: Path) -> list[str]:
+    """The files git would commit in `root` (tracked, plus untracked ones it does not ignore), without any virtual
+    environment (a folder with a pyvenv.cfg) that .gitignore misses: a venv in the checkout is GBs, not code."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT, capture_output=True, check=True,
+        cwd=root, capture_output=True, check=True,
     ).stdout.decode("utf-8")
-    for rel in filter(None, listed.split("\0")):
-        source = REPO_ROOT / rel
-        if source.is_file():  # skip files deleted in the working tree but still in the index
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / rel)
+    files = [rel for rel in listed.split("\0") if rel]
+    venvs = [rel.removesuffix("pyvenv.cfg") for rel in files if rel == "pyvenv.cfg" or rel.endswith("/pyvenv.cfg")]
+    # skip files deleted in the working tree but still in the index
+    return [rel for rel in files if not any(rel.startswith(v) for v in venvs) and (root / rel).is_file()]
+
+
+def copy_checkout(dest: Path, root: Path = REPO_ROOT) -> Path:
+    """Copy the checkout's files (`checkout_files`) to `dest`; no outputs, no virtual environment."""
+    for rel in checkout_files(root):
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, dest / rel)
     return dest
+
+
+def test_the_copied_checkout_is_what_git_would_commit(tmp_path):
+    """The README's `.venv` (and `venv`) are ignored; a venv by another name is skipped; outputs are not copied."""
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    root = tmp_path / "checkout"
+    files = {"tracked.py": "", "untracked.py": "", "datasets/triton_functions.json": "[]",
+             ".venv/pyvenv.cfg": "", ".venv/lib/site.py": "", "venv/pyvenv.cfg": "", "venv/bin/python": "",
+             "myenv/pyvenv.cfg": "", "myenv/lib/big.py": "", "docs/pyvenv.md": ""}
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    shutil.copy2(REPO_ROOT / ".gitignore", root / ".gitignore")
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "tracked.py", ".gitignore"], cwd=root, check=True)
+    copied = copy_checkout(tmp_path / "copy", root)
+    assert sorted(str(p.relative_to(copied)) for p in copied.rglob("*") if p.is_file()) == [
+        ".gitignore", "docs/pyvenv.md", "tracked.py", "untracked.py"]
+    ignored = subprocess.run(["git", "check-ignore", ".venv/lib/site.py", "venv/bin/python"], cwd=root,
+                             capture_output=True, text=True)
+    assert ignored.stdout.split() == [".venv/lib/site.py", "venv/bin/python"]  # git status stays clean too
 
 
 @pytest.fixture(scope="module")
