@@ -21,13 +21,21 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+_NOT_SOURCES = shutil.ignore_patterns(".git", ".gpu", ".whl", "build", "*.egg-info", "__pycache__", ".cache")
+
+
+def without_outputs(folder: str, names: list) -> set:
+    """What the copy leaves out: git, build and cache folders, and any virtual environment (a folder with a
+    pyvenv.cfg, such as the README's .venv: GBs)."""
+    return set(_NOT_SOURCES(folder, names)) | {name for name in names if Path(folder, name, "pyvenv.cfg").is_file()}
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
     # built from a copy: setuptools writes build/ and *.egg-info next to the sources it builds
     source = tmp_path_factory.mktemp("source") / "triton-data"
-    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".gpu", ".whl", "build", "*.egg-info", "__pycache__", ".cache"))
+    shutil.copytree(REPO_ROOT, source, ignore=without_outputs)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
                     str(source)], check=True, capture_output=True, text=True, timeout=300)
     return zipfile.ZipFile(next(out.glob("triton_data-*.whl")))
