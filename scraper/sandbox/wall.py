@@ -3,7 +3,8 @@
 The sandbox has its own user, PID, network, IPC, UTS and cgroup namespaces (no network at all, no other process
 visible), no capabilities, no way to make user namespaces, a process-count limit, and a file system of:
   /usr, /lib* (read-only: the system and its C libraries), /etc/ld.so.*, /etc/alternatives, /etc/localtime;
-  the Python installation and its site-packages, read-only, at their own paths;
+  the Python installation and its site-packages, read-only, at their own paths (never the checkout or a folder
+  above it: a venv made at the checkout's root is shown as its bin/, lib/, include/ and pyvenv.cfg);
   CODE_ROOT: copies of the few pipeline modules the worker imports (read-only; packages with empty __init__);
   /tmp (and /dev/shm): a fresh tmpfs, the only writable places, plus what the caller binds (a job folder);
   /proc of its own PID namespace, a minimal /dev (null, zero, random, ...) and the GPU devices asked for.
