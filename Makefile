@@ -2,15 +2,35 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install install-dev test demo bubblewrap
+.PHONY: install install-dev test demo bubblewrap torch
 
-# torch first, pinned, when none is installed: that takes the CPU build instead of several GB of CUDA packages.
-# A torch you already have (a CUDA build on a GPU machine) is kept.
+# torch first, pinned, when none is installed. A torch you already have (a CUDA build on a GPU machine) is kept.
+# The package registry's torch for Linux x86_64 is the CUDA build (with ~22 nvidia-* packages, GBs), so the CPU
+# build comes from PyTorch's own index (TORCH_INDEX) when that answers within TORCH_PROBE_S seconds; else, as on a
+# machine that reaches only the registry, the registry's pin (the CPU build only where a local wheel provides
+# it). TORCH_INDEX= (empty) skips the index; TORCH_INDEX=URL names a mirror of it.
 TORCH_PIN ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PROBE_S ?= 5
 
 install: bubblewrap
-	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIN)
+	$(PYTHON) -c "import torch" 2>/dev/null || $(MAKE) --no-print-directory torch
 	$(PIP) install -q -r requirements.txt
+
+# Install TORCH_PIN: from TORCH_INDEX when it is reachable (falling back to the registry if that install fails),
+# else from the package registry, saying which.
+torch:
+	@if [ -n "$(TORCH_INDEX)" ] && $(PYTHON) -c "import sys, urllib.request; \
+	        urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])).close()" \
+	        "$(TORCH_INDEX)/" "$(TORCH_PROBE_S)" 2>/dev/null; then \
+		echo "torch: $(TORCH_PIN) from $(TORCH_INDEX)" >&2; \
+		$(PIP) install -q "$(TORCH_PIN)" --index-url "$(TORCH_INDEX)" && exit 0; \
+		echo "torch: installing from $(TORCH_INDEX) failed; trying the package registry" >&2; \
+	else \
+		echo "torch: $(if $(TORCH_INDEX),$(TORCH_INDEX) is not reachable,TORCH_INDEX is empty): $(TORCH_PIN) from the package" \
+		     "registry (the CUDA build on Linux x86_64 unless a local wheel gives the CPU one)" >&2; \
+	fi; \
+	$(PIP) install -q "$(TORCH_PIN)"
 
 install-dev: install
 	$(PIP) install -q -r requirements-dev.txt

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import scraper.validate.__main__ as validate_cli
 from scraper.records import KernelRecord, write_jsonl
 from scraper.sandbox import SandboxUnavailable, clean_result, launch, take_out, worker_environment
 from scraper.sandbox.inside import SANDBOX_ID, forbid_new_processes
-from scraper.sandbox.wall import BWRAP_ENV, OUTSIDE_ID, PROBE_WALL, Wall, bind_args, gpu_devices, python_paths
+from scraper.sandbox.wall import BWRAP_ENV, check_wall, OUTSIDE_ID, PROBE_WALL, Wall, bind_args, gpu_devices, python_paths
 from scraper.validate import validate_records
 from test_sandbox_attacks import KERNEL, processes_named
 
@@ -182,12 +184,58 @@ def test_gpu_devices_are_the_ones_cuda_opens(tmp_path):
     assert gpu_devices(str(tmp_path / "nvidia-caps")) == []
 
 
-def test_python_paths_are_the_installation_only():
-    paths = python_paths()
-    repo = str(Path(__file__).resolve().parent.parent)
-    assert not any(p == repo or p.startswith(repo + "/") or repo.startswith(p + "/") for p in paths)
-    assert not any(a != b and b.startswith(a + "/") for a in paths for b in paths)  # nothing bound twice
+def assert_installation_only(paths: list[str], repo: str) -> None:
+    """Nothing bound twice, nothing inside /usr (bound whole), never the repository or a folder above it, and
+    under the repository only a virtual environment's own folders (a venv may live in the checkout)."""
+    assert not any(a != b and b.startswith(a + "/") for a in paths for b in paths)
     assert all(not p.startswith("/usr/") for p in paths)
+    assert not any(p == repo or repo.startswith(p + "/") for p in paths), paths
+    for path in (p for p in paths if p.startswith(repo + "/")):
+        assert any((parent / "pyvenv.cfg").is_file() for parent in [Path(path), *Path(path).parents]), path
+
+
+def test_python_paths_are_the_installation_only():
+    assert_installation_only(python_paths(), str(REPO_ROOT.resolve()))
+
+
+@pytest.mark.parametrize("venv", [".venv", "."])
+def test_python_paths_of_a_venv_inside_the_checkout(tmp_path, venv):
+    """The README's `python3 -m venv .venv` in the checkout (and a venv made at its root): the sandbox gets the
+    venv, not the repository beside it."""
+    checkout = tmp_path / "triton-data"
+    shutil.copytree(REPO_ROOT / "scraper", checkout / "scraper", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(REPO_ROOT / "pyproject.toml", checkout / "pyproject.toml")
+    prefix = checkout / venv
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    code = "import json; from scraper.sandbox.wall import python_paths; print(json.dumps(python_paths()))"
+    seen = subprocess.run([str(prefix / "bin" / "python"), "-c", code], cwd=checkout, capture_output=True,
+                          text=True, check=True)
+    paths = json.loads(seen.stdout)
+    assert_installation_only(paths, str(checkout.resolve()))
+    assert str((prefix / "lib").resolve()) in paths or str(prefix.resolve()) in paths  # the venv's packages
+    try:
+        check_wall()
+    except SandboxUnavailable as exc:
+        pytest.skip(f"no sandbox here: {exc}")
+    script = tmp_path / "list.py"
+    script.write_text("import json, os, sys\n"
+                      "print(json.dumps({'checkout': sorted(os.listdir(sys.argv[1])), 'prefix': sys.prefix}))\n")
+    inside = subprocess.run([str(prefix / "bin" / "python"), "-c", LIST_CHECKOUT, str(checkout), str(script)],
+                            cwd=checkout, capture_output=True, text=True, check=True)
+    venv_files = ["bin", "include", "lib", "pyvenv.cfg"]  # what `python -m venv` makes (lib64 is a link to lib)
+    assert json.loads(inside.stdout) == {"checkout": venv_files if venv == "." else [venv],
+                                         "prefix": str(prefix.resolve())}
+
+
+# Run by a venv's python: a sandbox started from it lists the checkout (argv[1]) with a script (argv[2]).
+LIST_CHECKOUT = """
+import subprocess, sys
+from scraper.sandbox.wall import PROBE_WALL, launch
+walled = launch(PROBE_WALL, ["/opt/list.py", sys.argv[1]], env={"PATH": "/usr/bin:/bin"},
+                files={"/opt/list.py": sys.argv[2]}, stdout=subprocess.PIPE)
+print(walled.proc.communicate(timeout=60)[0].decode())
+walled.kill()
+"""
 
 
 def test_a_check_may_start_threads_but_no_process():

@@ -171,3 +171,55 @@ def test_off_a_terminal_progress_is_a_few_lines_with_the_counts(tmp_path, fake_w
     assert counts == [("1", "1", "0"), ("2", "1", "1"), ("3", "2", "1")]
     assert run_inductor_suite.main([*argv, "-o", str(tmp_path / "quiet"), "-q"]) == 1
     assert "scraper.progress" not in capsys.readouterr().err  # -q: warnings and errors only
+
+
+# ------------------------------------------------------------------------ what a suite needs, before any worker
+
+SUITE_PACKAGES = {"timm": "timm", "huggingface": "transformers"}  # what their programs import (docs/suite.md)
+
+
+@pytest.mark.parametrize("suite_name", sorted(SUITE_PACKAGES))
+def test_a_suite_whose_package_is_not_installed_stops_before_any_worker(tmp_path, suite_name):
+    """The real worker, the real interpreter: where the package is missing here, one line with the pip command and
+    exit 2 at once, nothing written (each worker would fail its model with ModuleNotFoundError after ~17 s)."""
+    import importlib.util
+    import subprocess
+    import sys
+    import time
+
+    package = SUITE_PACKAGES[suite_name]
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(command_script()), "--suite", suite_name, "--models", "m1,m2",
+                           "-o", str(tmp_path / "out"), "--gpus", "none"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert time.monotonic() - started < 15  # no worker started (one imports torch first)
+    lines = [line for line in done.stderr.splitlines() if f"pip install {package}" in line]
+    assert len(lines) == 1 and f"--suite {suite_name} needs {package}" in lines[0], done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def command_script() -> Path:
+    return Path(run_inductor_suite.__file__).resolve()
+
+
+def test_the_check_names_what_is_missing_and_spares_list_and_replacement_workers(tmp_path, monkeypatch, capsys,
+                                                                                  fake_worker):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name in ("timm", "transformers") else real(name, *rest))
+    for suite_name, package in SUITE_PACKAGES.items():
+        assert run_inductor_suite.main(["--suite", suite_name, "-o", str(tmp_path / suite_name), "--gpus", "none",
+                                        "--models", "m1"]) == 2
+        assert f"needs {package}, which" in capsys.readouterr().err and not (tmp_path / suite_name).exists()
+    from scraper import suites
+
+    assert suites.missing_packages("torchbench") == []  # each TorchBench model its own: skipped when missing
+    # --list starts no worker, a replacement worker has its own steps: neither needs the suite's packages
+    assert run_inductor_suite.main(["--suite", "timm", "--models", "m1,m2", "--list", "-o", str(tmp_path / "l")]) == 0
+    assert capsys.readouterr().out.split() == ["m1", "m2"]
+    assert suite(tmp_path / "fake", fake_worker, "--models", "ok1") == 0

@@ -61,6 +61,7 @@ def card_text(rows: list, split_files: dict, stats: dict, token_counter: str, hi
             "deduplicated (exact and MinHash near-duplicates) and split by repository / model.", "",
             f"Rows: {len(rows)}. Token counts: `{token_counter}`.", ""]
     body += _table("split", Counter(row["split"] for row in rows))
+    body += [f"Note: {note}." for note in stats.get("split_notes", [])] + ([""] if stats.get("split_notes") else [])
     body += _table("source", Counter(row["source"] for row in rows))
     body += _table("kind", Counter(row["kind"] or "unknown" for row in rows))
     body += _table("license", Counter(row["license"] or "unknown" for row in rows))

@@ -95,8 +95,7 @@ def build_dataset(options: Options) -> BuildResult:
     if options.validate is not None:
         options.validate([item.record for item in items], stats)
     items = filters.apply_filters(items, options.require_checks, rejects)
-    groups = split.assign_splits(items, options.val_fraction)
-    stats.counts.update({f"groups_{name}": count for name, count in groups.items()})
+    split.assign_splits(items, options.val_fraction).record(stats)
 
     items = sorted(items, key=_row_order)
     rows = [write.to_row(item, options.column, options.text_style()) for item in items]

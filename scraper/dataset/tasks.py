@@ -12,7 +12,8 @@ builds `timm.create_model(...)`) and graph-level pairs are there on request (`pa
 reference problems for RL in the `problems` task.
 
 Splits are by group as for completion (scraper.dataset.split): a scraped module's repository, else the model, so a
-repository or a model never straddles train and validation. Every drop is in <stem>.rejects.jsonl with its
+repository or a model never straddles train and validation; every suite with three groups or more has one in
+validation. Every drop is in <stem>.rejects.jsonl with its
 reason and counted in <stem>.stats.json (`dropped_<reason>`).
 """
 
@@ -87,8 +88,7 @@ def build_task(task: str, inputs: list, output: Optional[Path], fmt: str = "json
         items = [item for item in items if keep_pair(item, pair_levels, include_unchecked, rejects)]
     items = [item for item in items if keep(item, license, max_tokens, rejects)]
     items = deduplicate(items, rejects)
-    groups = split.assign_splits(items, val_fraction, key=group_of)
-    stats.counts.update({f"groups_{name}": count for name, count in groups.items()})
+    split.assign_splits(items, val_fraction, key=group_of, source=suite_of).record(stats)
     items.sort(key=lambda item: (item.split != split.TRAIN, item.group, item.row["id"]))
     rows = [finish_row(task, item) for item in items]
     split_files = write_split_files(path, rows, fmt, COLUMNS[task])
@@ -235,6 +235,11 @@ def deduplicate(items: list[TaskItem], rejects: Rejects) -> list[TaskItem]:
 def group_of(item: TaskItem) -> str:
     """The split group: a scraped module's repository, else the model."""
     return f"repo:{item.group_repo}" if item.group_repo else f"model:{item.row.get('model')}"
+
+
+def suite_of(item: TaskItem) -> str:
+    """The source a split represents in validation: the suite (timm, huggingface, modules, torchbench)."""
+    return item.row.get("suite") or "unknown"
 
 
 def finish_row(task: str, item: TaskItem) -> dict:

@@ -3,7 +3,8 @@
 The sandbox has its own user, PID, network, IPC, UTS and cgroup namespaces (no network at all, no other process
 visible), no capabilities, no way to make user namespaces, a process-count limit, and a file system of:
   /usr, /lib* (read-only: the system and its C libraries), /etc/ld.so.*, /etc/alternatives, /etc/localtime;
-  the Python installation and its site-packages, read-only, at their own paths;
+  the Python installation and its site-packages, read-only, at their own paths (never the checkout or a folder
+  above it: a venv made at the checkout's root is shown as its bin/, lib/, include/ and pyvenv.cfg);
   CODE_ROOT: copies of the few pipeline modules the worker imports (read-only; packages with empty __init__);
   /tmp (and /dev/shm): a fresh tmpfs, the only writable places, plus what the caller binds (a job folder);
   /proc of its own PID namespace, a minimal /dev (null, zero, random, ...) and the GPU devices asked for.
@@ -153,9 +154,14 @@ def require_wall(unsafe_no_sandbox: bool = False) -> bool:
     return True
 
 
+# What a prefix (a venv's or an installation's) holds for Python; bound one by one instead of the prefix when the
+# prefix holds the checkout (`python -m venv .` in it, or a checkout inside a venv folder).
+_PREFIX_PARTS = ("bin", "include", "lib", "lib32", "lib64", "share", "pyvenv.cfg")
+
+
 def python_paths() -> list[str]:
     """The Python installation: prefixes and site-packages (user site too), outermost first, without any folder
-    inside another or inside /usr (bound whole)."""
+    inside another or inside /usr (bound whole), and never the checkout or a folder above it."""
     return list(_python_paths())
 
 
@@ -164,13 +170,36 @@ def _python_paths() -> tuple[str, ...]:  # the installation does not move during
     candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *site.getsitepackages()}
     if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
         candidates.add(site.getusersitepackages())
-    for path in list(candidates):
-        candidates.add(os.path.realpath(path))
+    return tuple(installation_paths(candidates, str(PACKAGE_PARENT)))
+
+
+def installation_paths(candidates: Iterable[str], checkout: str) -> list[str]:
+    """The paths to bind for the installation folders `candidates` (and their real paths), outermost first, none
+    inside another or inside /usr. A candidate that is the checkout or above it is replaced by its Python parts
+    (_PREFIX_PARTS): a venv inside the repository shows the sandbox itself, never the repository's files."""
+    checkout = os.path.realpath(checkout)
+    found = set()
+    for path in candidates:
+        found |= {os.path.normpath(path), os.path.realpath(path)}
+    parts = set()
+    for path in found:
+        parts |= set(_prefix_parts(path)) if _holds(path, checkout) else {path}
     kept: list[str] = []
-    for path in sorted(p for p in candidates if os.path.isdir(p)):
-        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in ["/usr", *kept]):
+    for path in sorted(p for p in parts if os.path.exists(p) and not _holds(p, checkout)):
+        if not any(_holds(k, path) for k in ["/usr", *kept]):
             kept.append(path)
-    return tuple(kept)
+    return kept
+
+
+def _prefix_parts(prefix: str) -> list[str]:
+    """The Python parts of `prefix` there, as real paths (a lib64 -> lib link is then lib)."""
+    return [os.path.realpath(os.path.join(prefix, part)) for part in _PREFIX_PARTS
+            if os.path.exists(os.path.join(prefix, part))]
+
+
+def _holds(outer: str, path: str) -> bool:
+    """Whether `path` is `outer` or lies inside it."""
+    return path == outer or path.startswith(outer.rstrip("/") + "/")
 
 
 def visible_inside(path: str) -> bool:

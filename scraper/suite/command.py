@@ -17,7 +17,9 @@ The output folder's suite/ is this command's (recorded in its .triton-data.json)
 folder whose suite/ another program wrote is refused. Exit status: 0 when every model of this run compiled or
 was skipped (or none was left to run); 1 when some model failed, crashed or timed out (0 with --keep-going when
 another one compiled); 2 on bad usage, an output folder it may not write or no sandbox for --suite modules; 3
-when a models file, modules file, --repos folder or TorchBench checkout named is missing; 130 when interrupted.
+when a models file, modules file, --repos folder or TorchBench checkout named is missing; 2 also, before any
+worker starts, when a package every model of the suite imports is not installed (timm, transformers: pip install
+-r requirements-gpu.txt); 130 when interrupted.
 See docs/suite.md.
 """
 
@@ -40,6 +42,7 @@ from scraper.sandbox import SandboxUnavailable, require_wall
 from scraper.stats import Stats
 from scraper.modules import classes as modules
 from scraper.suite import confined, lists
+from scraper import suites
 from scraper.suites import torchbench
 from scraper.suiterun import latest_entries
 from scraper.zipsafe import printable
@@ -148,6 +151,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if missing:
         log.error("%s", missing)
         return EXIT_MISSING_INPUT
+    unmet = unmet_requirement(args)
+    if unmet:  # before any worker starts: each would fail its model with ModuleNotFoundError
+        log.error("%s", unmet)
+        return EXIT_USAGE
     try:
         settings = make_settings(args)
         if lists_repositories(args):  # the listing is cached in suite/listing/: claim the folder before that
@@ -181,6 +188,20 @@ def missing_input(args: argparse.Namespace) -> Optional[str]:
         if path and not Path(path).expanduser().exists():
             return f"{flag} {path}: no such file or folder"
     return None
+
+
+def unmet_requirement(args: argparse.Namespace) -> Optional[str]:
+    """One line naming the packages the suite's workers import that this Python lacks, with the pip command to
+    get them; None when all are there, for --list (no worker starts) and for a replacement --worker (its own
+    steps)."""
+    if args.list or args.worker is not None:
+        return None
+    missing = suites.missing_packages(args.suite)
+    if not missing:
+        return None
+    also = " (or pip install -r requirements-gpu.txt, the GPU suites' packages)" if "torch" not in missing else ""
+    return (f"--suite {args.suite} needs {', '.join(missing)}, which {sys.executable} cannot import: "
+            f"pip install {' '.join(missing)}{also}")
 
 
 def lists_repositories(args: argparse.Namespace) -> bool:

@@ -8,12 +8,13 @@ what the host, the worker and stage 1 need to know about a suite, in one place a
 
 Each defines `SUITE`, a `Suite`: its name, its models file (scraper/suites/models/<name>.txt), its default batch
 size, the library its models come from and its license (KernelBook's `repo_name` and `licenses`), the packages
-its programs import, whether it runs scraped code (then only behind the wall), and its program template
+its programs import (checked before any worker starts: `missing_packages`), whether it runs scraped code (then only behind the wall), and its program template
 (scraper/worker/templates/<name>.py). `get(name)` gives the suite of a name.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Optional
 
 from scraper.suites import huggingface, modules, timm, torchbench
@@ -33,3 +34,11 @@ def library_of(name: Optional[str]) -> tuple[Optional[str], Optional[str]]:
     unknown suites."""
     suite = get(name)
     return (suite.library, suite.license) if suite is not None else (None, None)
+
+
+def missing_packages(name: Optional[str]) -> list[str]:
+    """The packages every worker of suite `name` imports (torch, and the suite's own where each model needs them)
+    that this Python cannot import; found without importing them."""
+    suite = get(name)
+    needed = ["torch", *(suite.packages if suite is not None and suite.packages_required else ())]
+    return [package for package in needed if importlib.util.find_spec(package) is None]

@@ -18,6 +18,9 @@ class Suite:
     library: Optional[str] = None  # owner/name of the repository its models come from (None: their own)
     license: Optional[str] = None  # SPDX id of that library
     packages: tuple = ()  # what its programs import besides torch
+    # Whether every model needs all of `packages`: then the host checks them before any worker starts.
+    # TorchBench: each model its own (one whose package is missing is recorded skipped).
+    packages_required: bool = True
     scraped: bool = False  # its programs run code scraped from GitHub: only behind the wall
     model_list: bool = True  # its models come from a models file (modules: from the repositories)
     extra: dict = field(default_factory=dict)

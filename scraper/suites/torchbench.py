@@ -34,7 +34,7 @@ from scraper.suites.base import Suite
 log = logging.getLogger(__name__)
 
 SUITE = Suite("torchbench", default_batch=None, library="pytorch/benchmark", license=None,
-              packages=("torchvision", "transformers", "timm"))
+              packages=("torchvision", "transformers", "timm"), packages_required=False)
 CHECKOUT_ENV = "TORCHBENCH_DIR"
 
 # From PyTorch's benchmarks/dynamo/torchbench.yaml (`batch_size`, `dont_change_batch_size`): the batch sizes its
