@@ -206,7 +206,13 @@ class Mapper:
         an in_out_ptr is read when its buffer holds data from before (a read is left for it)."""
         reads = [name for name in fragment.reads if name not in fragment.writes]
         groups = pointer_groups(pointers)
-        for group in groups:  # by what an earlier launch left there, or a graph input's own name
+        for group in groups:  # a read named after the storage itself (an extern result `buf107`, passed as a view)
+            own = next((name for name in reads if name in self.aliases(group[0])), None)
+            if own is not None:
+                set_entry(group, own)
+                reads.remove(own)
+        for group in [g for g in groups if g[0].entry is None]:  # by what an earlier launch left there, or a graph
+            # input's own name
             known = self.known(group[0].buffer) if group[0].view is None else None
             if known in reads and (group_reads(group) or self.wrapper.written_before(group[0].buffer, index)):
                 set_entry(group, known)
@@ -848,13 +854,13 @@ def pointer_argument(pointer: Pointer, chain: Chain, index: int, wrapper: Wrappe
             copy = ", copy=True" if any(p.written for p in group) else ""
             lines.append(f"{pointer.param} = strided({variable(entry)}, {layout.size!r}, {layout.stride!r}, "
                          f"torch.{layout.dtype}{copy})")
-            locals_[key] = (local_name(pointer, index), layout.size)
+            locals_[key] = (local_name(pointer, index), layout.size, layout.stride)
             lines[-1] = lines[-1].replace(f"{pointer.param} =", f"{local_name(pointer, index)} =", 1)
         else:
             size, stride, dtype = allocation(pointer, wrapper)
             lines.append(f"{local_name(pointer, index)} = torch.empty_strided({size!r}, {stride!r}, "
                          f"dtype=torch.{dtype}, device={device})")
-            locals_[key] = (local_name(pointer, index), size)
+            locals_[key] = (local_name(pointer, index), size, stride)
     local = locals_[key][0]
     if pointer.view is not None:
         size, stride, offset = pointer.view
@@ -882,18 +888,23 @@ def allocation(pointer: Pointer, wrapper: Wrapper) -> tuple:
 
 def returned_value(pointer: Pointer, chain: Chain, locals_: dict) -> str:
     """What ModelNew returns for one output: its local (or the view call() passed), in the node's shape when the
-    buffer was allocated in another shape with as many elements."""
-    local, size = locals_[storage_key(pointer)]
+    buffer was allocated in another shape with as many elements: the node's own strides where they are the
+    buffer's, dims relabelled (a LayerNorm over channels stored in place into a channels-last convolution's buffer
+    is that buffer permuted, not reshaped), else reshaped."""
+    local, size, stride = locals_[storage_key(pointer)]
     if pointer.view is not None:
         size, stride, offset = pointer.view
         local = f"torch.as_strided({local}, {tuple(size)!r}, {tuple(stride)!r}, {offset!r})"
     fragment = chain.fragment()
     node = fragment.node(pointer.exit)
     layout = node.layout if node is not None else fragment.reads.get(pointer.exit)
-    if layout is not None and layout.size is not None and size is not None and tuple(size) != layout.size \
-            and math.prod(size) == math.prod(layout.size):
-        return f"{local}.reshape({layout.size!r})"
-    return local
+    if layout is None or layout.size is None or size is None or tuple(size) == layout.size \
+            or math.prod(size) != math.prod(layout.size):
+        return local
+    if layout.stride is not None and stride is not None and pointer.view is None \
+            and sorted(zip(stride, size)) == sorted(zip(layout.stride, layout.size)):
+        return f"torch.as_strided({local}, {layout.size!r}, {layout.stride!r})"
+    return f"{local}.reshape({layout.size!r})"
 
 
 def module_text(chain: Chain, kernels: list, model_new: str, packed: bool) -> str:
