@@ -6,11 +6,13 @@ Exit statuses (the same for every stage; README "Exit statuses"):
     2  it could not run: bad arguments, an output it may not write, no sandbox for scraped code
     3  an input it was given is missing or unreadable (the others were processed); --keep-going makes that 0
        when something was produced
+  130  interrupted (Ctrl-C): one line says so, no traceback; finished work is kept and a rerun resumes
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -19,7 +21,8 @@ from importlib import metadata
 from scraper.progress import TqdmHandler
 from scraper.zipsafe import printable
 
-EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_MISSING_INPUT = 0, 1, 2, 3
+EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_MISSING_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+INTERRUPTED = "interrupted; finished work is kept, rerun to resume"
 log = logging.getLogger("scraper.cli")
 
 
@@ -73,10 +76,34 @@ def escape_lines(text: str) -> str:
 
 def exit_status(produced: bool, missing_inputs: int, keep_going: bool = False) -> int:
     """The exit status of a run that produced something or nothing, with `missing_inputs` inputs it could not
-    read (see the table above)."""
-    if not produced:
-        return EXIT_NOTHING
-    return EXIT_MISSING_INPUT if missing_inputs and not keep_going else EXIT_OK
+    read (see the table above). A missing input outranks "nothing produced": it is the likelier reason, and
+    --keep-going forgives it only when something was produced."""
+    if missing_inputs and not (keep_going and produced):
+        return EXIT_MISSING_INPUT
+    return EXIT_OK if produced else EXIT_NOTHING
+
+
+def interruptible(main):
+    """Wrap a command's `main(argv)`: Ctrl-C prints one line (INTERRUPTED) to stderr instead of a traceback and
+    gives EXIT_INTERRUPTED. Each stage writes atomically and appends whole lines, so what finished is kept."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            print(f"\n{INTERRUPTED}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return wrapper
+
+
+def ignore_interrupts() -> None:
+    """In a worker process: leave Ctrl-C to the parent (a terminal sends SIGINT to every process of the
+    group, and each worker would print its own traceback); the parent stops the workers."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class _Deprecated(argparse.Action):
