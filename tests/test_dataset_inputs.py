@@ -45,13 +45,23 @@ def test_bad_inputs_are_counted_and_the_run_goes_on(tmp_path):
     assert "does not exist" in messages and "malformed JSON line" in messages and "no kernels.jsonl" in messages
 
 
-def test_no_input_at_all_writes_an_empty_dataset_and_fails(tmp_path, capsys):
+def test_an_input_with_no_kernel_writes_an_empty_dataset_and_fails(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
     out = tmp_path / "ds.json"
-    assert create_json.main([str(tmp_path / "missing"), "-o", str(out), "-q"]) == 1
+    assert create_json.main([str(tmp_path / "empty"), "-o", str(out), "-q"]) == 1
     assert json.loads(out.read_text()) == []  # no stale rows of an earlier run stay behind
     assert json.loads((tmp_path / "stats.json").read_text())["counts"]["out_rows"] == 0
     captured = capsys.readouterr()
     assert "no kernel is left" in captured.err and "torchtune" not in captured.out
+    assert str(tmp_path / "empty") in captured.err  # the message names where it looked
+
+
+def test_a_missing_input_alone_exits_3_and_writes_nothing(tmp_path, capsys):
+    """README's table: a missing input given is 3 (was 1), and an earlier dataset is not replaced by an empty one."""
+    out = tmp_path / "ds"
+    assert create_json.main([str(tmp_path / "missing"), "-o", f"{out}/", "-q"]) == 3
+    assert not out.exists()
+    assert str(tmp_path / "missing") in capsys.readouterr().err
 
 
 def test_folder_without_manifest_is_scanned_with_the_generator_detector(tmp_path):

@@ -78,10 +78,19 @@ def test_missing_path_and_folder_without_output_code_are_reported_and_the_run_go
 
 
 def test_nothing_found_exits_nonzero_with_stats(tmp_path):
+    (tmp_path / "empty").mkdir()
     out = tmp_path / "out"
-    assert run_extraction([tmp_path / "nope"], out) == 1
+    assert run_extraction([tmp_path / "empty"], out) == 1  # read, but no output_code.py: nothing produced
     assert stats_of(out)["counts"]["errors_input"] == 1
     assert (out / "kernels.jsonl").read_text() == ""
+
+
+def test_a_missing_input_alone_exits_3_and_writes_nothing(tmp_path, capfd):
+    """README's table: an input given that is missing is 3, not 1; and no empty manifests appear in -o."""
+    out = tmp_path / "out"
+    assert run_extraction([tmp_path / "nope"], out) == 3
+    assert not out.exists()
+    assert "nope" in capfd.readouterr().err
 
 
 def test_truncated_inside_a_kernel_keeps_the_kernels_before_it(tcd_roots, tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 
-from scraper.cli import EXIT_NOTHING, EXIT_OK, exit_status
+from scraper.cli import EXIT_NOTHING, EXIT_OK, INTERRUPTED, exit_status
 from scraper.progress import progress
 from scraper.github.client import GitHubClient, GitHubError, RateLimitTooLong
 from scraper.github.download import (
@@ -106,7 +106,7 @@ class Stage:
         try:
             status = self.run_local() if self.options.local else self.run_remote()
         except KeyboardInterrupt:
-            log.error("interrupted: finished archives and manifest lines are kept; rerun to resume")
+            log.error("%s (finished archives and manifest lines)", INTERRUPTED)
             status = 130
         self.finish()
         return status
