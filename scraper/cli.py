@@ -12,10 +12,13 @@ Exit statuses (the same for every stage; README "Exit statuses"):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 from importlib import metadata
 
 from scraper.progress import TqdmHandler
@@ -98,12 +101,20 @@ def interruptible(main):
     return wrapper
 
 
-def ignore_interrupts() -> None:
-    """In a worker process: leave Ctrl-C to the parent (a terminal sends SIGINT to every process of the
-    group, and each worker would print its own traceback); the parent stops the workers."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+@contextlib.contextmanager
+def workers_leave_interrupts_to_us():
+    """Around starting worker processes: they are born ignoring Ctrl-C, which stays the parent's to handle (it
+    stops them). A terminal sends SIGINT to every process of the group: a worker that took it would print its own
+    traceback, and a pool would wait forever for the task it dropped. Ignored in the parent meanwhile, so a forked
+    child never runs a moment with Python's handler (a pool initializer runs too late for that)."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Deprecated(argparse.Action):

@@ -56,14 +56,6 @@ def test_an_input_with_no_kernel_writes_an_empty_dataset_and_fails(tmp_path, cap
     assert str(tmp_path / "empty") in captured.err  # the message names where it looked
 
 
-def test_a_missing_input_alone_exits_3_and_writes_nothing(tmp_path, capsys):
-    """README's table: a missing input given is 3 (was 1), and an earlier dataset is not replaced by an empty one."""
-    out = tmp_path / "ds"
-    assert create_json.main([str(tmp_path / "missing"), "-o", f"{out}/", "-q"]) == 3
-    assert not out.exists()
-    assert str(tmp_path / "missing") in capsys.readouterr().err
-
-
 def test_folder_without_manifest_is_scanned_with_the_generator_detector(tmp_path):
     # the bundled example repositories as plain folders: every @triton.jit function becomes a row
     repos = tmp_path / "repos"
@@ -117,7 +109,6 @@ def test_scan_of_real_repository_code(tmp_path):
     assert len(rows) + exact_copies == stats["counts"]["scanned_kernels"]
     for row in rows:  # each row is the kernel's exact text in its file
         assert row["text"].removeprefix("```python\n").removesuffix("\n```") in (corpus / row["path"]).read_text()
-
 
 
 def test_output_folder_that_cannot_be_made_is_a_clear_error(tmp_path, capsys):

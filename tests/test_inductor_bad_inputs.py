@@ -85,14 +85,6 @@ def test_nothing_found_exits_nonzero_with_stats(tmp_path):
     assert (out / "kernels.jsonl").read_text() == ""
 
 
-def test_a_missing_input_alone_exits_3_and_writes_nothing(tmp_path, capfd):
-    """README's table: an input given that is missing is 3, not 1; and no empty manifests appear in -o."""
-    out = tmp_path / "out"
-    assert run_extraction([tmp_path / "nope"], out) == 3
-    assert not out.exists()
-    assert "nope" in capfd.readouterr().err
-
-
 def test_truncated_inside_a_kernel_keeps_the_kernels_before_it(tcd_roots, tmp_path):
     source = next(tcd_roots["tcd_userkernel"].rglob("output_code.py")).read_text()
     cut = source.index("tmp2 = triton_helpers.maximum")  # inside the second (last) kernel's string

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 
-from scraper.cli import ignore_interrupts
+from scraper.cli import workers_leave_interrupts_to_us
 from scraper.progress import progress
 from scraper.generator.archives import ArchiveError, read_repository
 from scraper.generator.closure import extract_closure
@@ -391,14 +391,10 @@ def _results(tasks: list[Task], jobs: int, memory_mb: int = WORKER_MEMORY_MB):
         return
     # fork: workers inherit the imported modules (no torch here), so start-up costs milliseconds
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(min(jobs, len(tasks)), initializer=start_worker, initargs=(memory_mb,)) as pool:
+    with workers_leave_interrupts_to_us():
+        pool = context.Pool(min(jobs, len(tasks)), initializer=limit_memory, initargs=(memory_mb,))
+    with pool:
         yield from pool.imap_unordered(process_repository, tasks, chunksize=1)
-
-
-def start_worker(memory_mb: int) -> None:
-    """A worker process's set-up: Ctrl-C is the parent's to handle (it stops the pool), then the memory cap."""
-    ignore_interrupts()
-    limit_memory(memory_mb)
 
 
 def limit_memory(memory_mb: int) -> None:
