@@ -38,7 +38,7 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
                "else's, a name whose extension is not the format's); 3 when an input is missing (unless\n"
                "--keep-going; when every input is missing nothing is written); 130 when interrupted.\n"
                f"Default folders: {DEFAULTS_RULE}. See docs/dataset.md.")
-    parser.add_argument("inputs", nargs="*", default=None,
+    parser.add_argument("inputs", nargs="*",
                         help="folders with a kernels.jsonl (or kernels.jsonl files); a folder without one is "
                              "scanned for @triton.jit kernels in its .py files "
                              f"(default: {' '.join(DEFAULT_INPUTS)})")
@@ -113,8 +113,10 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
     mismatch = outputs.format_mismatch(args.output, args.fmt)
     if mismatch:
         parser.error(mismatch)
-    args.defaulted = args.inputs is None  # the default folders may not all exist: that is no missing input
-    args.inputs = DEFAULT_INPUTS if args.inputs is None else args.inputs
+    # argparse gives [] (not the default) for an absent nargs="*" positional: no input named means the defaults,
+    # which may not all exist (that is no missing input)
+    args.defaulted = not args.inputs
+    args.inputs = DEFAULT_INPUTS if args.defaulted else args.inputs
     if args.require and not args.validate:
         args.validate = args.require
     if args.max_tokens is not None and args.max_tokens < 1:
