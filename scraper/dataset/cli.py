@@ -37,7 +37,7 @@ def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
                "no kernel is left (an empty dataset); 2 on an unusable --tokenizer or output (a file of someone\n"
                "else's, a name whose extension is not the format's); 3 when an input is missing (unless\n"
                "--keep-going; when every input is missing nothing is written); 130 when interrupted.\n"
-               f"Default folders: {DEFAULTS_RULE}. See docs/dataset.md.")
+               f"{DEFAULTS_RULE.capitalize()}. See docs/dataset.md.")
     parser.add_argument("inputs", nargs="*",
                         help="folders with a kernels.jsonl (or kernels.jsonl files); a folder without one is "
                              "scanned for @triton.jit kernels in its .py files "

@@ -25,7 +25,7 @@ if str(REPO_ROOT) not in sys.path:  # runnable as `cd scraper/generator && pytho
 from scraper.cli import (  # noqa: E402
     EXIT_MISSING_INPUT, EXIT_NOTHING, EXIT_USAGE, add_keep_going, add_logging_args, default_jobs, deprecated_alias, exit_status,
     interruptible, setup_logging)
-from scraper.paths import DEFAULT_DOWNLOAD_DIR, DEFAULT_GENERATED_DIR  # noqa: E402
+from scraper.paths import DEFAULT_DOWNLOAD_DIR, DEFAULT_GENERATED_DIR, DEFAULTS_RULE  # noqa: E402
 from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS  # noqa: E402
 from scraper.generator.provenance import load_manifest  # noqa: E402
 from scraper.generator.run import (  # noqa: E402
@@ -53,7 +53,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--download-dir", type=Path, default=DEFAULT_DOWNLOAD_DIR,
                         help="archives from scrape_github.py, with manifest.jsonl (default: %(default)s)")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_GENERATED_DIR,
-                        help="output folder for modules and kernels.jsonl (default: %(default)s)")
+                        help=f"output folder for modules and kernels.jsonl (default: %(default)s; {DEFAULTS_RULE})")
     deprecated_alias(parser, "--tests-dir", "-o/--output", "output", type=Path)
     parser.add_argument("--jobs", type=int, default=default_jobs(),
                         help="worker processes, one repository each (default: cores = %(default)s)")

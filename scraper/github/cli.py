@@ -24,7 +24,7 @@ from scraper.github import DEFAULT_API_URL, GitHubClient, Options, run
 from scraper.github.client import STALL_BYTES
 from scraper.github.local import parse_local_arg
 from scraper.github.manifest import DOWNLOAD_MANIFEST, NO_TRITON
-from scraper.paths import DEFAULT_DOWNLOAD_DIR as DEFAULT_DIR
+from scraper.paths import DEFAULT_DOWNLOAD_DIR as DEFAULT_DIR, DEFAULTS_RULE
 from scraper.stats import ERRORS, REJECTS, STATS
 
 OUTPUT_FILES = (DOWNLOAD_MANIFEST, NO_TRITON, "candidates.txt", STATS, REJECTS, ERRORS)
@@ -48,7 +48,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     source.add_argument("--local", nargs="+", metavar="PATH[=OWNER/NAME]", default=[],
                         help="offline: ingest git clones, folders or zip archives into the download folder")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_DIR, help="the download folder: where archives "
-                        "and manifest.jsonl go (default: %(default)s)")
+                        f"and manifest.jsonl go (default: %(default)s; {DEFAULTS_RULE})")
     deprecated_alias(parser, "--download-dir", "-o/--output", "output", type=Path)
     parser.add_argument("--search", choices=("repo", "code", "both"), default=defaults.search,
                         help="discovery: repository search, code search (needs a token), or both (default)")
