@@ -14,8 +14,8 @@ from typing import Optional
 
 import dataclasses
 
-from scraper.cli import (EXIT_MISSING_INPUT, EXIT_NOTHING, EXIT_USAGE, add_keep_going, add_logging_args, exit_status, interruptible,
-                         setup_logging)
+from scraper.cli import (EXIT_MISSING_INPUT, EXIT_NOTHING, EXIT_USAGE, add_keep_going, add_logging_args, exit_status,
+                         interruptible, setup_logging)
 from scraper.dataset import decontam, dedup, filters, outputs, tasks, tokens, write
 from scraper.dataset.pipeline import Options, build_dataset, torchtune_snippet
 from scraper.paths import DEFAULT_GENERATED_DIR, DEFAULT_INDUCTOR_DIR, DEFAULTS_RULE

@@ -3,8 +3,8 @@
 `-o` names the main file, or a folder (a trailing `/`, or a folder that exists) that gets the default file name.
 Beside the main file go the per-split files and the side files (kernels.jsonl, stats, rejects, the card). A run
 replaces only files the dataset stage wrote before (scraper.fileio.OutputFolder): a main, per-split or side file
-of anyone else's is an error before any work is done (so is a file name whose extension is not the format's), and a README.md that is not this stage's card is left alone
-(the card is then not written, and the run says so)."""
+of anyone else's is an error before any work is done (so is a file name whose extension is not the format's), and
+a README.md that is not this stage's card is left alone (the card is then not written, and the run says so)."""
 
 from __future__ import annotations
 

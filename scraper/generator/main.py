@@ -23,8 +23,8 @@ if str(REPO_ROOT) not in sys.path:  # runnable as `cd scraper/generator && pytho
     sys.path.insert(0, str(REPO_ROOT))
 
 from scraper.cli import (  # noqa: E402
-    EXIT_MISSING_INPUT, EXIT_NOTHING, EXIT_USAGE, add_keep_going, add_logging_args, default_jobs, deprecated_alias, exit_status,
-    interruptible, setup_logging)
+    EXIT_MISSING_INPUT, EXIT_NOTHING, EXIT_USAGE, add_keep_going, add_logging_args, default_jobs, deprecated_alias,
+    exit_status, interruptible, setup_logging)
 from scraper.paths import DEFAULT_DOWNLOAD_DIR, DEFAULT_GENERATED_DIR, DEFAULTS_RULE  # noqa: E402
 from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS  # noqa: E402
 from scraper.generator.provenance import load_manifest  # noqa: E402

@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from scraper.cli import EXIT_MISSING_INPUT, EXIT_USAGE, add_keep_going, add_logging_args, exit_status, interruptible, setup_logging
+from scraper.cli import (EXIT_MISSING_INPUT, EXIT_USAGE, add_keep_going, add_logging_args, exit_status, interruptible,
+                         setup_logging)
 from scraper.fileio import claim_output, first_object
 from scraper.inductor.attach import AttachStep
 from scraper.inductor.layout import OUTPUT_CODE
