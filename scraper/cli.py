@@ -6,20 +6,26 @@ Exit statuses (the same for every stage; README "Exit statuses"):
     2  it could not run: bad arguments, an output it may not write, no sandbox for scraped code
     3  an input it was given is missing or unreadable (the others were processed); --keep-going makes that 0
        when something was produced
+  130  interrupted (Ctrl-C): one line says so, no traceback; finished work is kept and a rerun resumes
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import logging
 import os
+import signal
 import sys
+import threading
 from importlib import metadata
 
 from scraper.progress import TqdmHandler
 from scraper.zipsafe import printable
 
-EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_MISSING_INPUT = 0, 1, 2, 3
+EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_MISSING_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+INTERRUPTED = "interrupted; finished work is kept, rerun to resume"
 log = logging.getLogger("scraper.cli")
 
 
@@ -73,10 +79,42 @@ def escape_lines(text: str) -> str:
 
 def exit_status(produced: bool, missing_inputs: int, keep_going: bool = False) -> int:
     """The exit status of a run that produced something or nothing, with `missing_inputs` inputs it could not
-    read (see the table above)."""
-    if not produced:
-        return EXIT_NOTHING
-    return EXIT_MISSING_INPUT if missing_inputs and not keep_going else EXIT_OK
+    read (see the table above). A missing input outranks "nothing produced": it is the likelier reason, and
+    --keep-going forgives it only when something was produced."""
+    if missing_inputs and not (keep_going and produced):
+        return EXIT_MISSING_INPUT
+    return EXIT_OK if produced else EXIT_NOTHING
+
+
+def interruptible(main):
+    """Wrap a command's `main(argv)`: Ctrl-C prints one line (INTERRUPTED) to stderr instead of a traceback and
+    gives EXIT_INTERRUPTED. Each stage writes atomically and appends whole lines, so what finished is kept."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except KeyboardInterrupt:
+            print(f"\n{INTERRUPTED}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def workers_leave_interrupts_to_us():
+    """Around starting worker processes: they are born ignoring Ctrl-C, which stays the parent's to handle (it
+    stops them). A terminal sends SIGINT to every process of the group: a worker that took it would print its own
+    traceback, and a pool would wait forever for the task it dropped. Ignored in the parent meanwhile, so a forked
+    child never runs a moment with Python's handler (a pool initializer runs too late for that)."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Deprecated(argparse.Action):

@@ -30,7 +30,7 @@ COMMANDS = {  # subcommand -> (module holding its main(argv), what it does)
 def usage() -> str:
     """The list of subcommands."""
     width = max(map(len, COMMANDS))
-    lines = [f"usage: triton-data <command> [options]   (triton-data <command> --help)", "", "commands:"]
+    lines = ["usage: triton-data <command> [options]   (triton-data <command> --help)", "", "commands:"]
     lines += [f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()]
     return "\n".join(lines + ["", "  --version  the installed version"])
 
@@ -48,7 +48,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"triton-data: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return EXIT_USAGE
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:])
+    # prog: --help and usage errors name the command typed (`triton-data dataset`), not the script's file name
+    return module.main(argv[1:], prog=f"triton-data {argv[0]}")
 
 
 if __name__ == "__main__":

@@ -45,13 +45,15 @@ def test_bad_inputs_are_counted_and_the_run_goes_on(tmp_path):
     assert "does not exist" in messages and "malformed JSON line" in messages and "no kernels.jsonl" in messages
 
 
-def test_no_input_at_all_writes_an_empty_dataset_and_fails(tmp_path, capsys):
+def test_an_input_with_no_kernel_writes_an_empty_dataset_and_fails(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
     out = tmp_path / "ds.json"
-    assert create_json.main([str(tmp_path / "missing"), "-o", str(out), "-q"]) == 1
+    assert create_json.main([str(tmp_path / "empty"), "-o", str(out), "-q"]) == 1
     assert json.loads(out.read_text()) == []  # no stale rows of an earlier run stay behind
     assert json.loads((tmp_path / "stats.json").read_text())["counts"]["out_rows"] == 0
     captured = capsys.readouterr()
     assert "no kernel is left" in captured.err and "torchtune" not in captured.out
+    assert str(tmp_path / "empty") in captured.err  # the message names where it looked
 
 
 def test_folder_without_manifest_is_scanned_with_the_generator_detector(tmp_path):
@@ -107,7 +109,6 @@ def test_scan_of_real_repository_code(tmp_path):
     assert len(rows) + exact_copies == stats["counts"]["scanned_kernels"]
     for row in rows:  # each row is the kernel's exact text in its file
         assert row["text"].removeprefix("```python\n").removesuffix("\n```") in (corpus / row["path"]).read_text()
-
 
 
 def test_output_folder_that_cannot_be_made_is_a_clear_error(tmp_path, capsys):

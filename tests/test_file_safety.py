@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 import create_json
 from dataset_helpers import ADD_KERNEL, SOFTMAX_KERNEL, github_record
 
@@ -57,7 +59,8 @@ def test_the_output_folder_of_another_stage_is_refused(tmp_path):
 
     source = inputs(tmp_path)
     stage1 = tmp_path / "stage1"
-    assert get_kernels_from_debug_info.main([str(tmp_path / "no-such-debug-folder"), "-o", str(stage1), "-q"]) == 1
+    (tmp_path / "empty-debug-folder").mkdir()  # read, nothing found (exit 1): stage 1 still writes its files
+    assert get_kernels_from_debug_info.main([str(tmp_path / "empty-debug-folder"), "-o", str(stage1), "-q"]) == 1
     before = (stage1 / "kernels.jsonl").read_bytes()
     assert create_json.main([str(source), "-o", f"{stage1}/", "-q"]) == 2
     assert (stage1 / "kernels.jsonl").read_bytes() == before
@@ -86,3 +89,50 @@ def test_generator_keeps_to_its_own_folder_and_clean_removes_only_its_files(tmp_
     argv = ["--generate-one", str(tmp_path / "gone"), "--generate-one", str(repo), "-o", str(out), "--jobs", "1"]
     assert generator_main.main(argv + ["-q"]) == 3  # a missing archive: exit 3
     assert generator_main.main(argv + ["-q", "--keep-going"]) == 0
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_an_output_file_of_the_users_is_refused_and_nothing_is_written_beside_it(tmp_path, capsys):
+    """The bug: `-o mine/data.json` replaced the user's data.json and wrote a card, stats, splits beside it."""
+    source = inputs(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "data.json").write_text('{"mine": true}\n')
+    (mine / "notes.md").write_text("my notes\n")
+    before = listing(mine)
+    assert create_json.main([str(source), "-o", str(mine / "data.json"), "-q"]) == 2
+    assert listing(mine) == before
+    assert "data.json" in capsys.readouterr().err
+
+
+def test_rerunning_into_its_own_file_replaces_it(tmp_path):
+    source = inputs(tmp_path)
+    out = tmp_path / "fresh" / "data.json"
+    for _ in range(2):
+        assert create_json.main([str(source), "-o", str(out), "-q", "--near-threshold", "0"]) == 0
+    assert len(json.loads(out.read_text())) == 2
+
+
+@pytest.mark.parametrize("name, extra", [("notes.txt", []), ("data.json", ["--format", "parquet"]),
+                                         ("data.jsonl", ["--format", "json"]), ("data", [])])
+def test_a_file_name_that_is_not_the_formats_is_refused_before_anything_is_written(tmp_path, name, extra, capsys):
+    source = inputs(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        create_json.main([str(source), "-o", str(out / name), "-q", *extra])
+    assert stop.value.code == 2
+    assert not out.exists()
+    assert f"-o {out / name}" in capsys.readouterr().err
+
+
+def test_the_file_names_extension_picks_the_format(tmp_path):
+    pyarrow_parquet = pytest.importorskip("pyarrow.parquet")
+    source = inputs(tmp_path)
+    out = tmp_path / "out" / "data.parquet"
+    assert create_json.main([str(source), "-o", str(out), "-q", "--near-threshold", "0"]) == 0
+    assert out.read_bytes()[:4] == b"PAR1"  # Parquet's magic number, not JSON
+    table = pyarrow_parquet.read_table(out)
+    assert sorted(table.column("kernel_name").to_pylist()) == ["add_kernel", "softmax_kernel"]

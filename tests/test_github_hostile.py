@@ -170,7 +170,8 @@ def test_invalid_full_names_from_search_never_become_requests_or_paths(monkeypat
         paths = fake.paths()
     assert paths == ["/search/repositories"]
     counts = json.loads((out / "stats.json").read_text())["counts"]
-    assert counts["repo_search_invalid_items"] == 2 and counts["candidates"] == 0 and status == 0
+    # no candidate left: nothing downloaded, exit 1 (README's exit statuses)
+    assert counts["repo_search_invalid_items"] == 2 and counts["candidates"] == 0 and status == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dl"]
 
 

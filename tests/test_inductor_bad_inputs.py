@@ -78,8 +78,9 @@ def test_missing_path_and_folder_without_output_code_are_reported_and_the_run_go
 
 
 def test_nothing_found_exits_nonzero_with_stats(tmp_path):
+    (tmp_path / "empty").mkdir()
     out = tmp_path / "out"
-    assert run_extraction([tmp_path / "nope"], out) == 1
+    assert run_extraction([tmp_path / "empty"], out) == 1  # read, but no output_code.py: nothing produced
     assert stats_of(out)["counts"]["errors_input"] == 1
     assert (out / "kernels.jsonl").read_text() == ""
 

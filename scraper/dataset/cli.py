@@ -10,40 +10,48 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Optional
 
 import dataclasses
 
-from scraper.cli import EXIT_NOTHING, EXIT_USAGE, add_keep_going, add_logging_args, exit_status, setup_logging
-from scraper.dataset import decontam, dedup, filters, tasks, tokens, write
+from scraper.cli import (EXIT_MISSING_INPUT, EXIT_NOTHING, EXIT_USAGE, add_keep_going, add_logging_args, exit_status,
+                         interruptible, setup_logging)
+from scraper.dataset import decontam, dedup, filters, outputs, tasks, tokens, write
 from scraper.dataset.pipeline import Options, build_dataset, torchtune_snippet
+from scraper.paths import DEFAULT_GENERATED_DIR, DEFAULT_INDUCTOR_DIR, DEFAULTS_RULE
 from scraper.validate import add_validate_args, level_fractions, meets, validate_from_args
 
 
-DEFAULT_INPUTS = ["inductor_kernels", "scraper/generator/generated"]
+DEFAULT_INPUTS = [str(DEFAULT_INDUCTOR_DIR), str(DEFAULT_GENERATED_DIR)]  # stage 1's and stage 2b's defaults
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    """The command line (see --help)."""
+def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
+    """The command line (see --help); `prog`: the command's name in usage lines (default: the script's)."""
     parser = argparse.ArgumentParser(
-        prog="create_json.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog or "create_json.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Writes beside the output: <name>.train.<ext> and <name>.validation.<ext> (one file per split),\n"
                "kernels.jsonl (kept records with full provenance), stats.json, rejects.jsonl (every dropped kernel\n"
                "with its reason; duplicates with the id they duplicate), README.md (dataset card), token_lengths.png.\n"
                "A run replaces only files create_json.py wrote; a README.md of anyone else's is left alone.\n"
                "Counts go to stderr; the torchtune config for the training split to stdout. Exit status: 0; 1 when\n"
-               "no kernel is left (an empty dataset); 2 on an unusable --tokenizer or output; 3 when an input is\n"
-               "missing (unless --keep-going). See docs/dataset.md.")
-    parser.add_argument("inputs", nargs="*", default=None,
+               "no kernel is left (an empty dataset); 2 on an unusable --tokenizer or output (a file of someone\n"
+               "else's, a name whose extension is not the format's); 3 when an input is missing (unless\n"
+               "--keep-going; when every input is missing nothing is written); 130 when interrupted.\n"
+               f"{DEFAULTS_RULE.capitalize()}. See docs/dataset.md.")
+    parser.add_argument("inputs", nargs="*",
                         help="folders with a kernels.jsonl (or kernels.jsonl files); a folder without one is "
                              "scanned for @triton.jit kernels in its .py files "
-                             "(default: inductor_kernels scraper/generator/generated)")
+                             f"(default: {' '.join(DEFAULT_INPUTS)})")
     parser.add_argument("-o", "--output", type=str,
-                        help="the output file, or a folder (a trailing '/', or one that exists) to write "
-                             "triton_functions.<format> into (default: datasets/triton_functions.<format>); it is "
-                             "created, and a run replaces only files create_json.py wrote there")
-    parser.add_argument("--format", dest="fmt", choices=write.FORMATS, default="json",
-                        help="json: one JSON array (torchtune's local-file example, default); jsonl: one row per "
-                             "line (for large sets: the JSON loader reads a whole array into memory); parquet")
+                        help="the output file (its extension the format's: .json, .jsonl, .parquet), or a folder "
+                             "(a trailing '/', or one that exists) to write triton_functions.<format> into "
+                             f"(default: {outputs.DEFAULT_FOLDER}/triton_functions.<format>); it is created, and a "
+                             "run replaces only files create_json.py wrote there: a file of anyone else's is refused "
+                             "(exit 2)")
+    parser.add_argument("--format", dest="fmt", choices=write.FORMATS, default=None,
+                        help="json: one JSON array (torchtune's local-file example); jsonl: one row per line (for "
+                             "large sets: the JSON loader reads a whole array into memory); parquet. Default: the "
+                             "extension of the -o file, else json")
     parser.add_argument("--task", choices=("completion", "pairs", "problems"), default="completion",
                         help="completion: kernel text rows (default); pairs: python_code -> triton_code rows from "
                              "the inputs' pairs.jsonl (KernelBook's columns, for torchtune's instruct dataset); "
@@ -101,8 +109,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_keep_going(parser)
     add_logging_args(parser)
     args = parser.parse_args(argv)
-    args.defaulted = args.inputs is None  # the default folders may not all exist: that is no missing input
-    args.inputs = DEFAULT_INPUTS if args.inputs is None else args.inputs
+    args.fmt = args.fmt or outputs.format_of(args.output, write.FORMATS) or "json"
+    mismatch = outputs.format_mismatch(args.output, args.fmt)
+    if mismatch:
+        parser.error(mismatch)
+    # argparse gives [] (not the default) for an absent nargs="*" positional: no input named means the defaults,
+    # which may not all exist (that is no missing input)
+    args.defaulted = not args.inputs
+    args.inputs = DEFAULT_INPUTS if args.defaulted else args.inputs
     if args.require and not args.validate:
         args.validate = args.require
     if args.max_tokens is not None and args.max_tokens < 1:
@@ -159,11 +173,12 @@ def main_task(args: argparse.Namespace) -> int:
     if args.task == "pairs":
         print(tasks.left_out_line(result.stats.counts), file=sys.stderr)
     if not result.rows:
-        print(f"error: no {args.task} row is left (see the stats and rejects beside the output)", file=sys.stderr)
+        print(f"error: no {args.task} row is left of {looked_in(args)} (see the stats and rejects beside the "
+              "output)", file=sys.stderr)
         if args.task == "pairs" and result.stats.counts.get("dropped_unchecked"):
             print("  (pairs are exported once the GPU check passed them: python -m scraper.pairs.check "
                   "<pairs.jsonl> on a GPU machine; --include-unchecked exports them unchecked)", file=sys.stderr)
-        return EXIT_NOTHING
+        return exit_status(False, missing_inputs(args), args.keep_going)
     train = result.split_files["train"]
     print(f'# datasets: load_dataset("json", data_files="{train}", split="train")', file=sys.stderr)
     if args.task == "pairs":
@@ -172,10 +187,14 @@ def main_task(args: argparse.Namespace) -> int:
     return exit_status(True, missing_inputs(args), args.keep_going)
 
 
-def main(argv=None) -> int:
+@interruptible
+def main(argv=None, prog: Optional[str] = None) -> int:
     """Build the dataset of --task; returns the exit status."""
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     setup_logging(args)
+    refused = no_input_status(args)
+    if refused is not None:
+        return refused
     if args.task != "completion":
         return main_task(args)
     known = {f.name for f in dataclasses.fields(Options)}
@@ -195,12 +214,31 @@ def main(argv=None) -> int:
     print(headline(result.stats.counts, result.stats.extra.get("out", {})), file=sys.stderr)
     print(f"wrote {len(result.rows)} rows to {result.output}", file=sys.stderr)
     if not result.rows:  # an empty file loads in neither torchtune nor `datasets`: say so rather than a snippet
-        print("error: no kernel is left: nothing to train on (see stats.json and rejects.jsonl beside the output)",
-              file=sys.stderr)
-        return EXIT_NOTHING
+        print(f"error: no kernel is left of {looked_in(args)}: nothing to train on (see stats.json and "
+              "rejects.jsonl beside the output)", file=sys.stderr)
+        return exit_status(False, missing_inputs(args), args.keep_going)
     print("\n# torchtune config for the training split:", file=sys.stderr)
     print(torchtune_snippet(result.split_files["train"], args.fmt, args.column))
     return exit_status(True, missing_inputs(args), args.keep_going)
+
+
+def looked_in(args: argparse.Namespace) -> str:
+    """The inputs read, for a "nothing found" message: `the default inputs A, B` or `A, B`."""
+    return ("the default inputs " if args.defaulted else "") + ", ".join(map(str, args.inputs))
+
+
+def no_input_status(args: argparse.Namespace) -> Optional[int]:
+    """The exit status when no input exists, before anything is written (an empty dataset and its card over an
+    earlier one would only hide the mistake); None when there is something to read. Given inputs: 3; the
+    defaults: 1 (nothing was produced upstream yet)."""
+    if any(Path(path).exists() for path in args.inputs):
+        return None
+    if args.defaulted:
+        print(f"error: no input given, and none of the default inputs exists: {', '.join(args.inputs)} (run "
+              "stages 1 and 2 first, or name folders holding a kernels.jsonl)", file=sys.stderr)
+        return EXIT_NOTHING
+    print(f"error: no input exists: {', '.join(map(str, args.inputs))} (nothing written)", file=sys.stderr)
+    return EXIT_MISSING_INPUT
 
 
 def missing_inputs(args: argparse.Namespace) -> int:

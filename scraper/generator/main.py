@@ -16,18 +16,20 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Optional
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 if str(REPO_ROOT) not in sys.path:  # runnable as `cd scraper/generator && python main.py`
     sys.path.insert(0, str(REPO_ROOT))
 
 from scraper.cli import (  # noqa: E402
-    EXIT_MISSING_INPUT, EXIT_USAGE, add_keep_going, add_logging_args, default_jobs, deprecated_alias, exit_status,
-    setup_logging)
-from scraper.paths import DEFAULT_DOWNLOAD_DIR, DEFAULT_GENERATED_DIR  # noqa: E402
+    EXIT_MISSING_INPUT, EXIT_NOTHING, EXIT_USAGE, add_keep_going, add_logging_args, default_jobs, deprecated_alias,
+    exit_status, interruptible, setup_logging)
+from scraper.paths import DEFAULT_DOWNLOAD_DIR, DEFAULT_GENERATED_DIR, DEFAULTS_RULE  # noqa: E402
 from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS  # noqa: E402
 from scraper.generator.provenance import load_manifest  # noqa: E402
-from scraper.generator.run import STAGE, WORKER_MEMORY_MB, clean_output, output_folder, run  # noqa: E402
+from scraper.generator.run import (  # noqa: E402
+    STAGE, WORKER_MEMORY_MB, clean_output, load_done, output_folder, run)
 from scraper.repos import list_archives  # noqa: E402
 from scraper.sandbox import SandboxUnavailable  # noqa: E402
 from scraper.stats import STATS, Stats  # noqa: E402
@@ -36,9 +38,10 @@ from scraper.validate import VALIDATE_CACHE, add_validate_args, validator_from_a
 log = logging.getLogger("scraper.generator.main")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line (see --help)."""
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line (see --help); `prog`: the command's name in usage lines (default: the script's)."""
     parser = argparse.ArgumentParser(
+        prog=prog,
         description=__doc__.split("\n\n")[0],
         epilog="Without --generate-all or --generate-one nothing is done. Reruns skip archives already in "
                "archives.jsonl (same size and mtime); --force redoes them, --clean starts from an empty output.",
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--download-dir", type=Path, default=DEFAULT_DOWNLOAD_DIR,
                         help="archives from scrape_github.py, with manifest.jsonl (default: %(default)s)")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_GENERATED_DIR,
-                        help="output folder for modules and kernels.jsonl (default: %(default)s)")
+                        help=f"output folder for modules and kernels.jsonl (default: %(default)s; {DEFAULTS_RULE})")
     deprecated_alias(parser, "--tests-dir", "-o/--output", "output", type=Path)
     parser.add_argument("--jobs", type=int, default=default_jobs(),
                         help="worker processes, one repository each (default: cores = %(default)s)")
@@ -69,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
-    """Run the generator; returns the exit status (README: 1 when nothing could be read, 2 on bad arguments or an
+@interruptible
+def main(argv=None, prog: Optional[str] = None) -> int:
+    """Run the generator; returns the exit status (README: 1 when no kernel was found, 2 on bad arguments or an
     output folder of someone else's, 3 when an archive given with --generate-one is missing)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     setup_logging(args)
     if args.jobs < 1 or (args.limit is not None and args.limit < 0):
         log.error("--jobs must be >= 1 and --limit >= 0")
@@ -93,6 +97,12 @@ def main(argv=None) -> int:
     for location in missing:
         log.error("%s does not exist", location)
     locations = [location for location in locations if location.exists()]
+    if missing and not locations:  # nothing to read: leave the output folder as it is
+        log.error("no archive or folder to read exists (nothing written)")
+        return EXIT_MISSING_INPUT
+    if not locations:
+        log.error("no archive or folder in %s (run scrape_github.py first)", args.download_dir)
+        return EXIT_NOTHING
     try:
         if args.clean:
             clean_output(args.output)
@@ -119,8 +129,19 @@ def main(argv=None) -> int:
         stats.save(args.output / STATS)  # now with the fraction at each level
     print(stats.summary(), file=sys.stderr)
     log.info("output in %s", args.output)
-    produced = bool(stats.counts.get("repositories") or stats.counts.get("repositories_skipped_done"))
+    produced = produced_kernels(stats, args.output, locations)
+    if not produced:
+        log.error("no kernel found in %s", ", ".join(map(str, locations)))
     return exit_status(produced, len(missing), args.keep_going)
+
+
+def produced_kernels(stats: Stats, output: Path, locations: list[Path]) -> bool:
+    """Whether the archives of this run have kernels in the output: cut out now, or by an earlier run of an
+    archive skipped as done (a repository without a jit kernel is read fine but gives nothing: exit 1)."""
+    if stats.counts.get("kernels_extracted"):
+        return True
+    done = load_done(output)
+    return any(done.get(location.name, {}).get("kernels") for location in locations)
 
 
 if __name__ == "__main__":

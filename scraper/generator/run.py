@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 
+from scraper.cli import workers_leave_interrupts_to_us
 from scraper.progress import progress
 from scraper.generator.archives import ArchiveError, read_repository
 from scraper.generator.closure import extract_closure
@@ -390,7 +391,9 @@ def _results(tasks: list[Task], jobs: int, memory_mb: int = WORKER_MEMORY_MB):
         return
     # fork: workers inherit the imported modules (no torch here), so start-up costs milliseconds
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with context.Pool(min(jobs, len(tasks)), initializer=limit_memory, initargs=(memory_mb,)) as pool:
+    with workers_leave_interrupts_to_us():
+        pool = context.Pool(min(jobs, len(tasks)), initializer=limit_memory, initargs=(memory_mb,))
+    with pool:
         yield from pool.imap_unordered(process_repository, tasks, chunksize=1)
 
 

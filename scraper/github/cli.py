@@ -13,17 +13,18 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 from dotenv import find_dotenv, load_dotenv
 
-from scraper.cli import (EXIT_MISSING_INPUT, EXIT_OK, EXIT_USAGE, add_keep_going, add_logging_args, deprecated_alias,
-                         setup_logging)
+from scraper.cli import (EXIT_MISSING_INPUT, EXIT_USAGE, add_keep_going, add_logging_args, deprecated_alias,
+                         interruptible, setup_logging)
 from scraper.fileio import claim_output
 from scraper.github import DEFAULT_API_URL, GitHubClient, Options, run
 from scraper.github.client import STALL_BYTES
 from scraper.github.local import parse_local_arg
 from scraper.github.manifest import DOWNLOAD_MANIFEST, NO_TRITON
-from scraper.paths import DEFAULT_DOWNLOAD_DIR as DEFAULT_DIR
+from scraper.paths import DEFAULT_DOWNLOAD_DIR as DEFAULT_DIR, DEFAULTS_RULE
 from scraper.stats import ERRORS, REJECTS, STATS
 
 OUTPUT_FILES = (DOWNLOAD_MANIFEST, NO_TRITON, "candidates.txt", STATS, REJECTS, ERRORS)
@@ -33,11 +34,11 @@ ANSWER_TIMEOUTS = 2
 DOWNLOAD_TIMEOUTS = 30
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line (see docs/github.md)."""
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line (see docs/github.md); `prog`: the command's name in usage lines (default: the script's)."""
     defaults = Options(download_dir=DEFAULT_DIR)
     parser = argparse.ArgumentParser(
-        prog="scrape_github.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog or "scrape_github.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Environment: GITHUB_TOKEN (or a .env file) for auth; GITHUB_API_URL for GitHub Enterprise or a "
                f"test server (default {DEFAULT_API_URL}). Outputs in the download folder: <owner>__<name>.zip, "
                "manifest.jsonl, candidates.txt, stats.json, rejects.jsonl, errors.csv, no_triton.jsonl.")
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--local", nargs="+", metavar="PATH[=OWNER/NAME]", default=[],
                         help="offline: ingest git clones, folders or zip archives into the download folder")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_DIR, help="the download folder: where archives "
-                        "and manifest.jsonl go (default: %(default)s)")
+                        f"and manifest.jsonl go (default: %(default)s; {DEFAULTS_RULE})")
     deprecated_alias(parser, "--download-dir", "-o/--output", "output", type=Path)
     parser.add_argument("--search", choices=("repo", "code", "both"), default=defaults.search,
                         help="discovery: repository search, code search (needs a token), or both (default)")
@@ -79,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+@interruptible
+def main(argv=None, prog: Optional[str] = None) -> int:
     """Parse arguments, build the client from the environment, run the stage."""
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.repos and not args.repos.is_file():
         parser.error(f"--repos {args.repos}: no such file")
@@ -95,6 +97,10 @@ def main(argv=None) -> int:
     if args.search == "code" and not (args.repos or args.local) and not client.has_token:
         print("error: code search needs a token: set GITHUB_TOKEN (environment or .env)", file=sys.stderr)
         return EXIT_USAGE
+    missing = [arg for arg in args.local if not parse_local_arg(arg)[0].exists()]
+    if args.local and len(missing) == len(args.local):  # nothing to ingest: leave the download folder as it is
+        print(f"error: no --local path exists: {', '.join(missing)} (nothing written)", file=sys.stderr)
+        return EXIT_MISSING_INPUT
     try:
         claim_output(args.output, "scrape_github", OUTPUT_FILES,
                      adopt=lambda folder: (folder / DOWNLOAD_MANIFEST).is_file())
@@ -105,9 +111,5 @@ def main(argv=None) -> int:
                       min_stars=args.min_stars, search=args.search, repos_file=args.repos, local=args.local,
                       max_size_mb=args.max_size_mb or None, max_repos=args.max_repos, jobs=args.jobs,
                       refresh=args.refresh, confirm=args.confirm, discover_only=args.discover_only,
-                      download_deadline=DOWNLOAD_TIMEOUTS * args.timeout)
-    status = run(options, client)
-    missing = [arg for arg in args.local if not parse_local_arg(arg)[0].exists()]
-    if status == EXIT_OK and missing and not args.keep_going:
-        return EXIT_MISSING_INPUT
-    return status
+                      download_deadline=DOWNLOAD_TIMEOUTS * args.timeout, keep_going=args.keep_going)
+    return run(options, client)

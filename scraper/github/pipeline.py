@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 
+from scraper.cli import EXIT_NOTHING, EXIT_OK, INTERRUPTED, exit_status
 from scraper.progress import progress
 from scraper.github.client import GitHubClient, GitHubError, RateLimitTooLong
 from scraper.github.download import (
@@ -63,6 +64,7 @@ class Options:
     refresh: bool = False
     confirm: bool = True
     discover_only: bool = False
+    keep_going: bool = False  # --local: an input that cannot be ingested does not fail a run that ingested others
 
     @property
     def max_bytes(self) -> Optional[int]:
@@ -104,24 +106,28 @@ class Stage:
         try:
             status = self.run_local() if self.options.local else self.run_remote()
         except KeyboardInterrupt:
-            log.error("interrupted: finished archives and manifest lines are kept; rerun to resume")
+            log.error("%s (finished archives and manifest lines)", INTERRUPTED)
             status = 130
         self.finish()
         return status
 
     def run_local(self) -> int:
-        """--local: ingest each path; no network."""
+        """--local: ingest each path; no network. Exit status 3 when a path is missing or cannot be ingested (a
+        damaged or refused zip, a file that is no zip), 1 when nothing was ingested (scraper.cli.exit_status)."""
+        failed = 0
         for arg in progress(self.options.local, desc="local", unit="repo"):
             try:
                 status, entry = ingest(arg, self.dir, self.options.max_bytes, mask=self.client.mask)
             except (LocalError, OSError, zipfile.BadZipFile) as exc:  # BadZipFile: refused by zipsafe's counting pass
-                log.warning("skipped: %s", self.client.scrub(exc))
+                log.error("skipped: %s", self.client.scrub(exc))
                 self.stats.error("local", self.client.scrub(arg), self.client.scrub(exc))
+                failed += 1
                 continue
             self.stats.inc(f"local_{status}")
             if entry.get("triton_files"):
                 self.stats.inc("confirmed")
-        return 0
+        ingested = self.stats.counts["local_ingested"] + self.stats.counts["local_unchanged"]
+        return exit_status(bool(ingested), failed, self.options.keep_going)
 
     def run_remote(self) -> int:
         if not self.client.has_token:
@@ -132,11 +138,14 @@ class Stage:
             candidates = candidates[: self.options.max_repos]
         atomic_write_text(self.dir / "candidates.txt", "".join(f"{c.full_name}\n" for c in candidates))
         self.stats.inc("candidates", len(candidates))
+        if not candidates:  # a failed search (no network) or one that found nothing: nothing to download
+            log.error("no repository to download (%s)", "the search failed" if self.search_failed else "none found")
+            return EXIT_NOTHING
         if self.options.discover_only:
-            return 0
+            return EXIT_NOTHING if self.search_failed else EXIT_OK
         self.download_all(candidates)
-        all_failed = bool(candidates) and self.stats.counts["repos_failed"] == len(candidates)
-        return 1 if self.stop.is_set() or self.search_failed or all_failed else 0
+        all_failed = self.stats.counts["repos_failed"] == len(candidates)
+        return EXIT_NOTHING if self.stop.is_set() or self.search_failed or all_failed else EXIT_OK
 
     def finish(self) -> None:
         """Copy the client's counters into the stats, save stats.json / errors.csv, print the summary."""

@@ -14,19 +14,24 @@ KernelBench-form problem; triton_code, the kernels, call(args) and class ModelNe
 reference problem in problems/ (docs/pairs.md).
 Rerunning on the same input gives the same output; a graph whose name another run already holds goes to
 <graph>-<hash>. Exit status (README): 0; 1 when no output_code.py was found; 2 when the output cannot be
-written; 3 when an input does not exist (unless --keep-going). See docs/inductor.md.
+written; 3 when an input does not exist (unless --keep-going; when none exists nothing is written); 130 when
+interrupted. See docs/inductor.md.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Optional
 
-from scraper.cli import EXIT_USAGE, add_keep_going, add_logging_args, exit_status, setup_logging
+from scraper.cli import (EXIT_MISSING_INPUT, EXIT_USAGE, add_keep_going, add_logging_args, exit_status, interruptible,
+                         setup_logging)
 from scraper.fileio import claim_output, first_object
 from scraper.inductor.attach import AttachStep
+from scraper.inductor.layout import OUTPUT_CODE
 from scraper.inductor.unit import records_step
 from scraper.pairs.build import PairStep
+from scraper.paths import DEFAULT_INDUCTOR_DIR, DEFAULTS_RULE
 from scraper.pairs.record import PROBLEMS_DIR
 from scraper.records import KERNELS, PAIRS, PAIRS_REJECTS
 from scraper.stats import REJECTS, STATS
@@ -43,28 +48,33 @@ def earlier_inductor_output(folder: Path) -> bool:
     return first is not None and first.get("source") == "inductor"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    """The command line (see --help)."""
-    parser = argparse.ArgumentParser(prog="get_kernels_from_debug_info.py", description=__doc__,
+def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
+    """The command line (see --help); `prog`: the command's name in usage lines (default: the script's)."""
+    parser = argparse.ArgumentParser(prog=prog or "get_kernels_from_debug_info.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", type=Path, metavar="torch_compile_debug",
                         help="debug folder(s) or output_code.py file(s); every output_code.py below is read")
-    parser.add_argument("-o", "--output", type=Path, default=Path("inductor_kernels"),
-                        help="output folder (default: inductor_kernels)")
+    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_INDUCTOR_DIR,
+                        help=f"output folder (default: %(default)s; {DEFAULTS_RULE})")
     add_validate_args(parser)
     add_keep_going(parser)
     add_logging_args(parser)
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+@interruptible
+def main(argv=None, prog: Optional[str] = None) -> int:
     """Run the Inductor stage; returns the exit status."""
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     setup_logging(args)
     from scraper.inductor import extract_kernels
     from scraper.stats import Stats
 
     stats = Stats("inductor")
+    missing = missing_inputs(args.inputs)
+    if len(missing) == len(args.inputs):  # nothing to read: leave the output folder as it is
+        print(f"error: no input exists: {', '.join(map(str, missing))} (nothing written)", file=sys.stderr)
+        return EXIT_MISSING_INPUT
     try:
         claim_output(args.output, "inductor", OUTPUT_FILES, adopt=earlier_inductor_output)
     except (FileExistsError, OSError) as exc:
@@ -89,4 +99,12 @@ def main(argv=None) -> int:
         stats.extra["validation"] = validator.fractions()
     stats.save(args.output / STATS)
     print(stats.summary(), file=sys.stderr)
-    return exit_status(bool(stats.counts["graphs"]), stats.counts["errors_input"], args.keep_going)
+    if not stats.counts["graphs"]:
+        print(f"error: no {OUTPUT_CODE} found below {', '.join(map(str, args.inputs))}", file=sys.stderr)
+    return exit_status(bool(stats.counts["graphs"]), len(missing), args.keep_going)
+
+
+def missing_inputs(inputs: list[Path]) -> list[Path]:
+    """The inputs that cannot be read as debug folders: they do not exist, or are files other than an
+    output_code.py (exit status 3; an existing folder without output_code.py is "nothing found", 1)."""
+    return [path for path in inputs if not path.exists() or (path.is_file() and path.name != OUTPUT_CODE)]

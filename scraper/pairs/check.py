@@ -36,7 +36,7 @@ from typing import Optional
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scraper.cli import add_logging_args, setup_logging  # noqa: E402
+from scraper.cli import add_logging_args, interruptible, setup_logging  # noqa: E402
 from scraper.fileio import atomic_write_json, write_jsonl  # noqa: E402
 from scraper.paths import PACKAGE_PARENT  # noqa: E402
 from scraper.pairs.record import PairRecord, read_pairs  # noqa: E402
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@interruptible
 def main(argv: Optional[list[str]] = None) -> int:
     """Check the pairs of a pairs.jsonl; 0 when every checked pair passed, 1 when some failed or nothing could
     be checked (no GPU), 2 on bad usage."""

@@ -36,7 +36,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional
 
-from scraper.cli import EXIT_MISSING_INPUT, EXIT_OK, EXIT_USAGE, add_logging_args, deprecated_alias, setup_logging
+from scraper.cli import (EXIT_MISSING_INPUT, EXIT_OK, EXIT_USAGE, INTERRUPTED, add_logging_args, deprecated_alias,
+                         interruptible, setup_logging)
 from scraper.fileio import claim_output, first_object
 from scraper.sandbox import SandboxUnavailable, require_wall
 from scraper.stats import Stats
@@ -57,9 +58,10 @@ EXIT_SOME_FAILED = 1  # scraper.cli's EXIT_NOTHING: for the suite, a model faile
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, as a shell reports a process that SIGINT ended
 
 
-def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
-    """The command line of run_inductor_suite.py (`description`: the script's docstring)."""
-    parser = argparse.ArgumentParser(prog="run_inductor_suite.py", description=description,
+def build_parser(description: Optional[str] = None, prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """The command line of run_inductor_suite.py (`description`: the script's docstring; `prog`: the command's
+    name in usage lines, default the script's)."""
+    parser = argparse.ArgumentParser(prog=prog or "run_inductor_suite.py", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_argument_group("what to compile")
     what.add_argument("--suite", required=True, choices=lists.SUITES,
@@ -142,9 +144,10 @@ def build_parser(description: Optional[str] = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+@interruptible
+def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     """Run the suite; returns the exit status (the module docstring and docs/suite.md say which)."""
-    parser = build_parser(__doc__)
+    parser = build_parser(__doc__, prog)
     args = parser.parse_args(argv)
     setup_logging(args)
     missing = missing_input(args)
@@ -333,7 +336,7 @@ def run(settings: Settings, jobs: list[Job], args: argparse.Namespace) -> int:
         entries = run_suite(settings, todo, slots, stats, run_one=runner, budget=args.time_budget) if todo else []
     except KeyboardInterrupt:
         save_stats(settings, stats)
-        print(stats.summary(), file=sys.stderr)
+        print(f"{stats.summary()}\n{INTERRUPTED}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if isinstance(runner, PersistentWorkers):

@@ -13,8 +13,9 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Optional
 
-from scraper.cli import add_logging_args, deprecated_alias, setup_logging
+from scraper.cli import add_logging_args, deprecated_alias, interruptible, setup_logging
 from scraper.records import atomic_write_json
 from scraper.sandbox import SandboxUnavailable
 from scraper.stats import Stats
@@ -23,11 +24,11 @@ from scraper.validate.api import LEVELS, VALIDATE_CACHE, add_validate_args, opti
 log = logging.getLogger("scraper.validate")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None, prog: Optional[str] = None) -> argparse.Namespace:
     """Command-line options: the stages' validate flags (--validate LEVEL, --validate-jobs, ...), the older
     names of this command (--level, --jobs, --timeout, --memory-mb, --cache) kept as deprecated aliases."""
     parser = argparse.ArgumentParser(
-        prog="python -m scraper.validate",
+        prog=prog or "python -m scraper.validate",
         description="Check every kernel of a kernels.jsonl manifest: parses (ast), imports (runs the module in a "
                     "sandboxed process, TRITON_INTERPRET=1, time/memory limits, no network, scratch dir) and "
                     "compiles (triton.compile to PTX for sm_90 on the CPU, for kernels with a known signature). "
@@ -50,10 +51,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> int:
+@interruptible
+def main(argv=None, prog: Optional[str] = None) -> int:
     """Validate one manifest in place. Exit status 0 when it was processed (failed kernels are results), 2 when
     the manifest cannot be read or the sandbox cannot run (without --unsafe-no-sandbox)."""
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     setup_logging(args)
     if not args.manifest.is_file():
         log.error("no such manifest: %s", args.manifest)
