@@ -49,3 +49,29 @@ def test_json_split_files_load_together_with_the_schemas_features(tmp_path):
     ds = load_dataset("json", data_files=[str(files["validation"]), str(files["train"])], split="train",
                       features=schema.features(COLUMNS))
     assert ds.num_rows == 3 and ds["aten_ops"] == [None, ["aten.add"], None]
+
+
+def test_the_readmes_load_dataset_snippet_gets_the_declared_types(tmp_path, monkeypatch):
+    """The README's Hugging Face snippet, run as it is on an output folder whose rows have no GitHub kernel: no
+    column comes out typed null (a plain JSON load infers `repo`, `stars` ... as null)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("Hugging Face `datasets`:"):]
+    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    folder = tmp_path / "datasets"
+    folder.mkdir()
+    inductor_only = [row("train", model="m1"), row("train", model="m2"), row("validation", model="m3")]
+    files = {}
+    for split in ("train", "validation"):
+        files[split] = folder / f"triton_functions.{split}.json"
+        write.write_rows(files[split], [r for r in inductor_only if r["split"] == split], "json", COLUMNS)
+    card.write_card(folder, inductor_only, {s: p.name for s, p in files.items()}, {"counts": {}}, "estimate",
+                    COLUMNS)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(snippet.replace("print(", "(lambda *a: None)("), scope)
+    ds = scope["ds"]
+    assert ds.num_rows == 2
+    assert not [name for name, feature in ds.features.items() if str(getattr(feature, "dtype", "")) == "null"]
