@@ -14,7 +14,9 @@ its programs import (checked before any worker starts: `missing_packages`), whet
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
+import os
 from typing import Optional
 
 from scraper.suites import huggingface, modules, timm, torchbench
@@ -38,7 +40,16 @@ def library_of(name: Optional[str]) -> tuple[Optional[str], Optional[str]]:
 
 def missing_packages(name: Optional[str]) -> list[str]:
     """The packages every worker of suite `name` imports (torch, and the suite's own where each model needs them)
-    that this Python cannot import; found without importing them."""
+    that this Python cannot import; found without importing them, on this process's path and on the PYTHONPATH
+    the workers start with (they inherit this environment: a folder set there after this process started counts)."""
     suite = get(name)
     needed = ["torch", *(suite.packages if suite is not None and suite.packages_required else ())]
-    return [package for package in needed if importlib.util.find_spec(package) is None]
+    return [package for package in needed if not importable(package)]
+
+
+def importable(package: str) -> bool:
+    """Whether a worker started from this environment can import `package`."""
+    if importlib.util.find_spec(package) is not None:
+        return True
+    extra = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    return bool(extra) and importlib.machinery.PathFinder.find_spec(package, extra) is not None
