@@ -149,6 +149,7 @@ class Rejects:
         self.path = Path(path)
         self.stats = stats
         self._appender = JsonlAppender(self.path)
+        self.added: list[dict] = []  # this run's rows, in order (a stage keeps each unit's rows for a rerun)
 
     def reset(self, keep: Optional[Callable[[dict], bool]] = None) -> None:
         """Start a fresh rejects file; with `keep`, the earlier rows for which it is true stay (a rerun that
@@ -160,9 +161,16 @@ class Rejects:
 
     def add(self, reason: str, **details: Any) -> None:
         """Record one rejected item; also counts `dropped_<reason>` on the attached Stats."""
-        self._appender.append({"reason": reason, **details})
+        row = {"reason": reason, **details}
+        self._appender.append(row)
+        self.added.append(row)
         if self.stats is not None:
             self.stats.inc(f"dropped_{reason}")
+
+
+    def keep(self, row: dict) -> None:
+        """Write again a row an earlier run added for work this run keeps (counted by that run: not again)."""
+        self._appender.append(row)
 
 
 def print_json(data: Any) -> str:
