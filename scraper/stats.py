@@ -46,6 +46,19 @@ class Stats:
         self.examples: dict[tuple[str, str], str] = {}  # (phase, group) -> first "where: message"
         self.error_rows: list[tuple[str, str, str]] = []  # (phase, where, message) for errors.csv
         self.extra: dict[str, Any] = {}  # structured results saved beside the counters (e.g. "validation")
+        # counts of what earlier runs left in the output and this run kept (a resumed run): stats.json then
+        # describes the whole output, with this run's own part under "this_run"
+        self.earlier: Counter = Counter()
+        self.earlier_units = 0
+
+    def carry_earlier(self, counts: dict, units: int = 1) -> None:
+        """Add the counts of output an earlier run made and this run keeps (e.g. one archive skipped as done)."""
+        self.earlier.update(counts)
+        self.earlier_units += units
+
+    def output_counts(self) -> Counter:
+        """The counters of the whole output: what earlier runs left and this run kept, plus this run."""
+        return self.earlier + self.counts
 
     def inc(self, key: str, amount: int = 1) -> None:
         """Add `amount` to the counter `key`."""
@@ -80,7 +93,10 @@ class Stats:
             ]
             for phase, groups in sorted(self.errors.items())
         }
-        return {"stage": self.stage, "counts": dict(sorted(self.counts.items())), "errors": errors, **self.extra}
+        summary = {"stage": self.stage, "counts": dict(sorted(self.output_counts().items())), "errors": errors}
+        if self.earlier_units:
+            summary["this_run"] = {"counts": dict(sorted(self.counts.items())), "earlier_units_kept": self.earlier_units}
+        return {**summary, **self.extra}
 
     def save(self, path: str | Path) -> None:
         """Write stats.json atomically."""
@@ -100,8 +116,13 @@ class Stats:
         """Human-readable end-of-run summary: every counter, then the top error groups of each phase; every
         control character escaped (scraper.zipsafe.printable)."""
         lines = [f"== {self.stage} summary =="]
-        width = max((len(k) for k in self.counts), default=0)
-        lines += [f"  {key:<{width}}  {value}" for key, value in sorted(self.counts.items())]
+        whole = self.output_counts()
+        if self.earlier_units:
+            lines.append(f"  (the whole output, {self.earlier_units} units kept from earlier runs; this run's own "
+                         "count in brackets where it differs)")
+        width = max((len(k) for k in whole), default=0)
+        lines += [f"  {key:<{width}}  {value}" + (f"  ({self.counts[key]})" if self.counts[key] != value else "")
+                  for key, value in sorted(whole.items())]
         for phase, groups in sorted(self.errors.items()):
             lines.append(f"  errors in {phase}: {sum(groups.values())} ({len(groups)} kinds)")
             for group, count in groups.most_common(top_errors):
@@ -128,6 +149,7 @@ class Rejects:
         self.path = Path(path)
         self.stats = stats
         self._appender = JsonlAppender(self.path)
+        self.added: list[dict] = []  # this run's rows, in order (a stage keeps each unit's rows for a rerun)
 
     def reset(self, keep: Optional[Callable[[dict], bool]] = None) -> None:
         """Start a fresh rejects file; with `keep`, the earlier rows for which it is true stay (a rerun that
@@ -139,9 +161,16 @@ class Rejects:
 
     def add(self, reason: str, **details: Any) -> None:
         """Record one rejected item; also counts `dropped_<reason>` on the attached Stats."""
-        self._appender.append({"reason": reason, **details})
+        row = {"reason": reason, **details}
+        self._appender.append(row)
+        self.added.append(row)
         if self.stats is not None:
             self.stats.inc(f"dropped_{reason}")
+
+
+    def keep(self, row: dict) -> None:
+        """Write again a row an earlier run added for work this run keeps (counted by that run: not again)."""
+        self._appender.append(row)
 
 
 def print_json(data: Any) -> str:

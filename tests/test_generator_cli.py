@@ -205,3 +205,33 @@ def test_a_folder_edited_below_its_top_level_is_redone(tmp_path):
     assert generator_main.main(argv) == 0  # unchanged now: skipped, nothing duplicated
     assert [r.name for r in read_records(out / "kernels.jsonl")] == ["new_name"]
     assert json.loads((out / "stats.json").read_text())["counts"]["repositories_skipped_done"] == 1
+
+
+def test_stats_of_a_resumed_run_describe_the_whole_output(tmp_path):
+    """Issue #26 item 5: a rerun that skips finished archives used to save only its own counts (586 of 880
+    kernels). The oracle is the kernels written by hand in the fixtures, not the generator's output."""
+    other = tmp_path / "downloads" / "me__two"
+    (other / "pkg").mkdir(parents=True)
+    (other / "pkg" / "ops.py").write_text(
+        "import triton\n\n\n@triton.jit\ndef one(x):\n    pass\n\n\n@triton.jit\ndef two(x):\n    pass\n")
+    out = tmp_path / "gen"
+    first = ["--generate-one", str(FIXTURE_REPO), "-o", str(out), "--jobs", "1", "-q"]
+    assert generator_main.main(first) == 0
+    # the resumed run: acme is finished (skipped), me__two is new
+    assert generator_main.main(first + ["--generate-one", str(other)]) == 0
+    saved = json.loads((out / "stats.json").read_text())
+    assert saved["counts"]["kernels_extracted"] == EXPECTED_COUNT + 2 == len(read_records(out / "kernels.jsonl"))
+    assert saved["counts"]["kernels_found"] == EXPECTED_COUNT + 2 and saved["counts"]["repositories"] == 2
+    assert saved["this_run"]["counts"]["kernels_extracted"] == 2
+    assert saved["this_run"]["counts"]["repositories_skipped_done"] == 1
+    # a third run skips both: the whole output still counted, nothing of it done now
+    assert generator_main.main(first + ["--generate-one", str(other)]) == 0
+    saved = json.loads((out / "stats.json").read_text())
+    assert saved["counts"]["kernels_extracted"] == EXPECTED_COUNT + 2
+    assert "kernels_extracted" not in saved["this_run"]["counts"]
+    # archives.jsonl of an older version (entries without counts): the kept kernels are counted from the manifest
+    entries = [json.loads(line) for line in (out / "archives.jsonl").read_text().splitlines()]
+    (out / "archives.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in entry.items() if k != "counts"}) + "\n" for entry in entries))
+    assert generator_main.main(first + ["--generate-one", str(other)]) == 0
+    assert json.loads((out / "stats.json").read_text())["counts"]["kernels_extracted"] == EXPECTED_COUNT + 2

@@ -222,3 +222,35 @@ def test_the_same_records_as_before_the_graph_became_the_unit(extracted):
         row["extra"].pop("input_output_code", None)
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
     assert (len(rows), digest) == (312, KERNELS_BEFORE_THE_GRAPH_UNIT)
+
+
+THIS_RUN_ONLY = {"manifest_records_changed", "graphs_kept_done_earlier"}  # facts of one run, not of the output
+
+
+def test_a_rerun_keeps_finished_graphs_and_redoes_a_changed_one(extracted, tcd_roots, tmp_path, monkeypatch):
+    """Issue #26 item 5: a rerun into the same folder used to extract and pair every graph again (~25 s on the
+    shared fixtures). Unchanged graphs are kept as written; the files and counts are those of the fresh run."""
+    import scraper.inductor.stage as stage
+
+    out, _ = extracted
+    copy, inputs = tmp_path / "out", tmp_path / "tcd"
+    shutil.copytree(out, copy)
+    shutil.copytree(tcd_roots["tcd_userkernel"], inputs / "tcd_userkernel")
+    roots = [tcd_roots[name] for name in tcd_roots if name != "tcd_userkernel"] + [inputs / "tcd_userkernel"]
+    assert run_extraction(roots, copy) == 0  # the userkernel graphs come from another path now: redone
+    fresh = snapshot(copy)
+    fresh_counts = json.loads((copy / "stats.json").read_text())["counts"]
+    done = []
+    real = stage.extract_graph
+    monkeypatch.setattr(stage, "extract_graph", lambda item, *rest: done.append(item.folder) or real(item, *rest))
+    assert run_extraction(roots, copy) == 0
+    assert done == [] and snapshot(copy) == fresh
+    counts = json.loads((copy / "stats.json").read_text())["counts"]
+    assert {k: v for k, v in counts.items() if k not in THIS_RUN_ONLY} == \
+        {k: v for k, v in fresh_counts.items() if k not in THIS_RUN_ONLY}
+    assert counts["graphs_kept_done_earlier"] == 18  # README of the fixtures: 18 graphs
+    # one input edited: that graph alone is done again, and its copy in the output is the edited one
+    edited = next((inputs / "tcd_userkernel").rglob("output_code.py"))
+    edited.write_text(edited.read_text() + "\n# edited\n")
+    assert run_extraction(roots, copy) == 0
+    assert len(done) == 1 and (copy / done[0] / "output_code.py").read_text().endswith("# edited\n")

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import resource
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -365,8 +366,10 @@ def run(locations: list[Path], out_dir: Path, manifest: dict, jobs: int, force: 
     inherits."""
     owned = output_folder(out_dir)
     stats = stats or Stats(STAGE)
+    earlier = load_done(out_dir)  # read before the plan drops records: what the kept archives' entries say
     todo = plan(locations, out_dir, force, stats, validated)
     redo = {location.name for location in todo}
+    carry_kept_archives(stats, out_dir, earlier, redo)
     rejects = Rejects(out_dir / REJECTS, stats)
     rejects.reset(keep=lambda row: row.get("archive") not in redo)
     tasks = [Task(str(location), str(out_dir), manifest, allowed_imports) for location in todo]
@@ -378,6 +381,30 @@ def run(locations: list[Path], out_dir: Path, manifest: dict, jobs: int, force: 
     stats.save(out_dir / STATS)
     stats.save_errors_csv(out_dir / ERRORS, keep_earlier=lambda row: archive_of_where(row[1:2]) not in redo)
     return stats
+
+
+def carry_kept_archives(stats: Stats, out_dir: Path, done: dict[str, dict], redo: set[str]) -> None:
+    """Carry into `stats` the counts of every finished archive this run keeps (its records stay in kernels.jsonl),
+    so stats.json describes the whole output, not only the archives this run did."""
+    recount = None  # an entry of an older version has no counts: its records are counted from the manifest
+    for name, entry in done.items():
+        if name in redo:
+            continue
+        counts = entry.get("counts")
+        if not isinstance(counts, dict):
+            recount = recount if recount is not None else records_by_archive(out_dir)
+            counts = {"repositories": 1, "kernels_extracted": recount.get(name, 0)} if entry.get("ok", True) else {}
+        stats.carry_earlier(counts)
+
+
+def records_by_archive(out_dir: Path) -> dict[str, int]:
+    """How many records of kernels.jsonl belong to each archive."""
+    path = out_dir / KERNELS
+    found: dict[str, int] = {}
+    for record in iter_records(path) if path.is_file() else []:
+        archive = record.extra.get("archive")
+        found[archive] = found.get(archive, 0) + 1
+    return found
 
 
 def archive_of_where(where: list) -> str:
@@ -411,7 +438,9 @@ def limit_memory(memory_mb: int) -> None:
 def _collect(result: RepoResult, out_dir: Path, steps: Sequence[Step], stats: Stats, rejects: Rejects,
              validated: str | None) -> None:
     """Pass one repository's records through the steps, append them and its rejects, then mark it done (in that
-    order: crash-safe)."""
+    order: crash-safe). The entry keeps what the repository added to the counters, for the stats of a rerun that
+    skips it."""
+    before = Counter(stats.counts)
     stats.merge(result.stats)
     records = result.records
     for step in steps:
@@ -422,7 +451,8 @@ def _collect(result: RepoResult, out_dir: Path, steps: Sequence[Step], stats: St
     location = Path(result.location)
     if location.exists():
         entry = {"archive": result.archive, "location": str(location), "kernels": len(records),
-                 "validated": validated, "ok": result.ok, **archive_fingerprint(location)}
+                 "validated": validated, "ok": result.ok, **archive_fingerprint(location),
+                 "counts": dict(stats.counts - before)}
         append_jsonl(out_dir / DONE_NAME, entry)
 
 

@@ -29,6 +29,7 @@ from scraper.cli import (EXIT_MISSING_INPUT, EXIT_USAGE, add_keep_going, add_log
 from scraper.fileio import claim_output, first_object
 from scraper.inductor.attach import AttachStep
 from scraper.inductor.layout import OUTPUT_CODE
+from scraper.inductor.stage import GRAPHS_DONE
 from scraper.inductor.unit import records_step
 from scraper.pairs.build import PairStep
 from scraper.paths import DEFAULT_INDUCTOR_DIR, DEFAULTS_RULE
@@ -38,7 +39,7 @@ from scraper.stats import REJECTS, STATS
 from scraper.validate import VALIDATE_CACHE, add_validate_args, validator_from_args
 
 # What this stage writes directly in its output folder (graph folders are claimed by their provenance.json).
-OUTPUT_FILES = (KERNELS, STATS, REJECTS, PAIRS, PAIRS_REJECTS, PROBLEMS_DIR, VALIDATE_CACHE)
+OUTPUT_FILES = (KERNELS, STATS, REJECTS, PAIRS, PAIRS_REJECTS, PROBLEMS_DIR, VALIDATE_CACHE, GRAPHS_DONE)
 
 
 def earlier_inductor_output(folder: Path) -> bool:
@@ -88,7 +89,8 @@ def main(argv=None, prog: Optional[str] = None) -> int:
     try:
         if validator is not None:
             steps.append(records_step(validator.run))
-        extract_kernels(args.inputs, args.output, stats, steps)
+        # a graph finished earlier is kept only when it was checked to the same level
+        extract_kernels(args.inputs, args.output, stats, steps, options=f"validate={args.validate}")
         pairs.close()
     except OSError as exc:  # the output folder cannot be made or written
         print(f"error: {exc}", file=sys.stderr)
@@ -99,9 +101,10 @@ def main(argv=None, prog: Optional[str] = None) -> int:
         stats.extra["validation"] = validator.fractions()
     stats.save(args.output / STATS)
     print(stats.summary(), file=sys.stderr)
-    if not stats.counts["graphs"]:
+    graphs = stats.output_counts()["graphs"]  # done now or kept as an earlier run finished them
+    if not graphs:
         print(f"error: no {OUTPUT_CODE} found below {', '.join(map(str, args.inputs))}", file=sys.stderr)
-    return exit_status(bool(stats.counts["graphs"]), len(missing), args.keep_going)
+    return exit_status(bool(graphs), len(missing), args.keep_going)
 
 
 def missing_inputs(inputs: list[Path]) -> list[Path]:

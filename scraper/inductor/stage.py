@@ -10,14 +10,20 @@ Reruns: the manifests are keyed by graph folder. A rerun re-extracts the graphs 
 records and pairs and keeps those of other graphs (from earlier runs on other inputs), in folder order, so the
 same input always gives the same kernels.jsonl, and several debug folders can be added one run at a time. A pair
 made again with the same id keeps the GPU check an earlier run wrote on it.
+
+A graph an earlier finished run did is not done again: graphs_done.jsonl keeps, per graph folder, a fingerprint of
+its input (the output_code.py's path and bytes, its fx_graph_readable.py, the run's options) with the counts and
+rejects it added; a rerun whose graph has the same fingerprint keeps its records, pairs and rejects as they are
+and carries its counts, so the files and counts are those of a fresh run (pairing is ~90% of the stage's time).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
@@ -37,7 +43,7 @@ from scraper.inductor.layout import (
 )
 from scraper.inductor.output_code import EmbeddedKernel, parse_comment, read_fallback_source, read_output_code
 from scraper.inductor.unit import GraphUnit, Step
-from scraper.fileio import iter_jsonl_lines
+from scraper.fileio import iter_jsonl, iter_jsonl_lines
 from scraper.records import KERNELS, PAIRS, PAIRS_REJECTS, KernelRecord, ManifestWriter, atomic_write_bytes, \
     iter_records
 from scraper.stats import REJECTS, STATS, Rejects, Stats
@@ -53,17 +59,20 @@ _TRIPLE_QUOTED = re.compile(r"'''.*?'''|\"\"\".*?\"\"\"", re.DOTALL)  # linear: 
 _CODE_TOKEN = re.compile(r"\w+|[^\w\s]")
 CHECK_FIELDS = ("pair_correct", "speedup", "check")  # what the GPU check writes on a pair
 PROGRAM = "program.py"  # in a graph folder of a suite run: the model's program (scraper.suiterun)
+GRAPHS_DONE = "graphs_done.jsonl"  # per finished graph folder: its input's fingerprint, counts and rejects
 
 
 def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = None,
-                    steps: Sequence[Step] = ()) -> Stats:
+                    steps: Sequence[Step] = (), options: str = "") -> Stats:
     """Extract every Triton kernel below `inputs` into `out_dir`; returns the run's Stats (also saved as
     stats.json). Bad inputs are reported, counted and skipped; the run goes on.
 
     Each graph is extracted, passed through `steps` (each `step(unit) -> unit`, scraper.inductor.unit) and
     written as it streams, in the order of the graph folders, together with what other runs put there: its
     kernel records to kernels.jsonl, its pairs to pairs.jsonl and what gave none to pairs_rejects.jsonl (each
-    written once: the file replaces the old one when the run ends)."""
+    written once: the file replaces the old one when the run ends). A graph whose input and `options` (what
+    else changes the steps' output, e.g. the validation level) are those of a graph an earlier run finished is
+    kept as that run wrote it, not done again."""
     stats = stats or Stats("inductor")
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"output {out_dir} exists and is not a folder")
@@ -75,20 +84,38 @@ def extract_kernels(inputs: list[Path], out_dir: Path, stats: Optional[Stats] = 
         log.error("input %s %s", root, reason)
         stats.error("input", str(root), f"input {reason}")
     earlier = EarlierOutput(out_dir, stats)
-    planned = plan_graphs(paths, FolderAllocator(out_dir), stats, rejects)
+    planned = plan_graphs(paths, FolderAllocator(out_dir), stats, rejects, options)
     with StageWriter(out_dir) as writer:
         for folder in progress(sorted(set(planned) | earlier.folders()), desc="graphs", unit="graph"):
-            if folder in planned:
-                unit = run_chain(planned[folder], out_dir, steps, stats, rejects)
-                earlier.keep_checks(unit)
-                if unit.records != earlier.records.get(folder):
-                    stats.inc("manifest_records_changed", len(unit.records))
-                writer.write_unit(unit)
-            else:
+            if folder not in planned:
                 writer.write_earlier(earlier, folder)
+            elif earlier.finished(planned[folder]):
+                writer.write_kept(earlier, folder, stats, rejects)
+            else:
+                run_and_write(planned[folder], out_dir, steps, stats, rejects, earlier, writer)
     stats.inc("manifest_records", writer.kernels.count)
     stats.save(out_dir / STATS)
     return stats
+
+
+def run_and_write(item: "PlannedGraph", out_dir: Path, steps: Sequence[Step], stats: Stats, rejects: Rejects,
+                  earlier: "EarlierOutput", writer: "StageWriter") -> None:
+    """Do one graph and write it, with its entry in graphs_done.jsonl: what it added to the counters and rejects."""
+    before, first_reject = Counter(stats.counts), len(rejects.added)
+    unit = run_chain(item, out_dir, steps, stats, rejects)
+    earlier.keep_checks(unit)
+    writer.write_unit(unit)
+    counts = stats.counts - before
+    # problems are counted when problems/ is written at the end, for this run's graphs only
+    counts.update(f"problems_{pair.pair_level}_level" for pair in unit.pairs if pair.pair_level in PROBLEM_LEVELS)
+    writer.done.write_line(json.dumps({"folder": item.folder, "fingerprint": item.fingerprint,
+                                       "records": len(unit.records), "counts": dict(counts),
+                                       "rejects": rejects.added[first_reject:]}, default=str))
+    if unit.records != earlier.records.get(item.folder):  # after the entry: a fact of this run, not the graph's
+        stats.inc("manifest_records_changed", len(unit.records))
+
+
+PROBLEM_LEVELS = ("graph", "kernel")  # the pair levels that get a problem file (scraper.pairs.build)
 
 
 def run_chain(item: "PlannedGraph", out_dir: Path, steps: Sequence[Step], stats: Stats, rejects: Rejects
@@ -109,6 +136,7 @@ class StageWriter:
         self.kernels = ManifestWriter(out_dir / KERNELS)
         self.pairs = ManifestWriter(out_dir / PAIRS)
         self.pair_rejects = ManifestWriter(out_dir / PAIRS_REJECTS)
+        self.done = ManifestWriter(out_dir / GRAPHS_DONE)
 
     def write_unit(self, unit: GraphUnit) -> None:
         program = getattr(unit.side, "program", None)
@@ -130,12 +158,28 @@ class StageWriter:
             earlier.stats.inc("pairs_kept_from_earlier_run")
         for text in earlier.pair_rejects.get(folder, []):
             self.pair_rejects.write_line(text)
+        if folder in earlier.done:
+            self.done.write_line(json.dumps(earlier.done[folder], default=str))
+
+    def write_kept(self, earlier: "EarlierOutput", folder: str, stats: Stats, rejects: Rejects) -> None:
+        """A graph an earlier run finished from the same input: its output as written, its counts and rejects."""
+        entry = earlier.done[folder]
+        for record in earlier.records.get(folder, []):
+            self.kernels.write(record)
+        for name in ("pairs", "pair_rejects"):
+            for text in getattr(earlier, name).get(folder, []):
+                getattr(self, name).write_line(text)
+        stats.carry_earlier(entry.get("counts") or {})
+        for row in entry.get("rejects") or []:
+            rejects.keep(row)
+        self.done.write_line(json.dumps(entry, default=str))
+        stats.inc("graphs_kept_done_earlier")
 
     def __enter__(self) -> "StageWriter":
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
-        for writer in (self.kernels, self.pairs, self.pair_rejects):
+        for writer in (self.kernels, self.pairs, self.pair_rejects, self.done):
             writer.close(keep=kind is None)
 
 
@@ -148,6 +192,14 @@ class EarlierOutput:
         self.records = earlier_records(out_dir / KERNELS, stats)
         self.pairs = earlier_lines(out_dir / PAIRS, out_dir, stats)
         self.pair_rejects = earlier_lines(out_dir / PAIRS_REJECTS, out_dir, stats)
+        self.done = earlier_done(out_dir / GRAPHS_DONE)
+
+    def finished(self, item: "PlannedGraph") -> bool:
+        """Whether an earlier run finished this graph from the same input, and the manifest still holds all of
+        its records (what someone edited or a torn file lost is done again)."""
+        entry = self.done.get(item.folder)
+        return (entry is not None and entry.get("fingerprint") == item.fingerprint
+                and entry.get("records") == len(self.records.get(item.folder, [])))
 
     def folders(self) -> set:
         return set(self.records) | set(self.pairs) | set(self.pair_rejects)
@@ -179,15 +231,34 @@ def earlier_lines(path: Path, out_dir: Path, stats: Stats) -> dict[str, list[str
     return found
 
 
+def earlier_done(path: Path) -> dict[str, dict]:
+    """graphs_done.jsonl's entries by graph folder (a later line wins)."""
+    entries = iter_jsonl(path) if path.is_file() else []
+    return {entry["folder"]: entry for entry in entries if isinstance(entry.get("folder"), str)}
+
+
 class PlannedGraph(NamedTuple):
-    """One output_code.py with the folder it goes to."""
+    """One output_code.py with the folder it goes to and the fingerprint of what it is made from."""
 
     path: Path
     graph: Graph
     folder: str
+    fingerprint: str = ""
 
 
-def plan_graphs(paths: list[Path], allocator: FolderAllocator, stats: Stats, rejects: Rejects
+def input_fingerprint(path: Path, content: bytes, graph: Graph, options: str) -> str:
+    """sha256 of what a graph's output is made from: the output_code.py's path and bytes, its
+    fx_graph_readable.py's bytes (none: empty) and the run's options."""
+    digest = hashlib.sha256(f"{path}\0{options}\0".encode("utf-8", "surrogateescape"))
+    digest.update(hashlib.sha256(content).digest())
+    try:
+        digest.update(hashlib.sha256(graph.fx_graph.read_bytes()).digest())
+    except OSError:
+        digest.update(b"no fx graph")
+    return digest.hexdigest()
+
+
+def plan_graphs(paths: list[Path], allocator: FolderAllocator, stats: Stats, rejects: Rejects, options: str = ""
                 ) -> dict[str, PlannedGraph]:
     """The folder of every readable output_code.py (allocated in input order, so the first of two same-named
     graphs keeps the plain name), by folder."""
@@ -199,13 +270,13 @@ def plan_graphs(paths: list[Path], allocator: FolderAllocator, stats: Stats, rej
         graph = describe_graph(path, content)
         graph.lossy_text = lossy
         folder = allocator.folder_for(graph)
-        planned[folder] = PlannedGraph(path, graph, folder)
+        planned[folder] = PlannedGraph(path, graph, folder, input_fingerprint(path, content, graph, options))
     return planned
 
 
 def extract_graph(item: PlannedGraph, out_dir: Path, stats: Stats, rejects: Rejects) -> GraphUnit:
     """Extract one output_code.py into its graph folder; returns the graph's unit."""
-    path, graph, folder = item
+    path, graph, folder = item.path, item.graph, item.folder
     unit = GraphUnit(path=path, graph=graph, folder=folder)
     text, content, _ = read_text(path, None, None)  # read again: planning kept only the folder, not the bytes
     if text is None:
