@@ -58,7 +58,15 @@ class Stats:
 
     def output_counts(self) -> Counter:
         """The counters of the whole output: what earlier runs left and this run kept, plus this run."""
-        return self.earlier + self.counts
+        whole = Counter(self.counts)  # not `earlier + counts`: Counter's + drops the zero counters a stage set
+        whole.update(self.earlier)
+        return whole
+
+    def counts_since(self, before: Counter) -> Counter:
+        """What the counters gained since `before` (a copy of them), zero counters set meanwhile kept (Counter's `-`
+        would drop them, and a resumed run's stats.json would then lack what a fresh run's has)."""
+        return Counter({key: value - before.get(key, 0) for key, value in self.counts.items()
+                        if value != before.get(key, 0) or (value == 0 and key not in before)})
 
     def inc(self, key: str, amount: int = 1) -> None:
         """Add `amount` to the counter `key`."""

@@ -452,7 +452,7 @@ def _collect(result: RepoResult, out_dir: Path, steps: Sequence[Step], stats: St
     if location.exists():
         entry = {"archive": result.archive, "location": str(location), "kernels": len(records),
                  "validated": validated, "ok": result.ok, **archive_fingerprint(location),
-                 "counts": dict(stats.counts - before)}
+                 "counts": dict(stats.counts_since(before))}
         append_jsonl(out_dir / DONE_NAME, entry)
 
 

@@ -105,7 +105,7 @@ def run_and_write(item: "PlannedGraph", out_dir: Path, steps: Sequence[Step], st
     unit = run_chain(item, out_dir, steps, stats, rejects)
     earlier.keep_checks(unit)
     writer.write_unit(unit)
-    counts = stats.counts - before
+    counts = stats.counts_since(before)
     # problems are counted when problems/ is written at the end, for this run's graphs only
     counts.update(f"problems_{pair.pair_level}_level" for pair in unit.pairs if pair.pair_level in PROBLEM_LEVELS)
     writer.done.write_line(json.dumps({"folder": item.folder, "fingerprint": item.fingerprint,
