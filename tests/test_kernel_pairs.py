@@ -297,3 +297,70 @@ def test_a_kernel_reading_an_internal_buffer_without_its_writer_is_dropped_with_
     rejects = [r for r in lines(stage / "pairs_rejects.jsonl") if r.get("kernel") == name]
     assert [r["reason"] for r in rejects] == ["kernel_pair_reads_internal"] and args[2] in rejects[0]["error"]
     assert not any(name in p["kernels"] for p in kernel_pairs(stage))
+
+
+def graph_text(tcd_roots, graph: str) -> str:
+    """output_code.py of one graph of the shared fixtures."""
+    paths = [p for root in tcd_roots.values() for p in Path(root).rglob("output_code.py") if p.parent.name == graph]
+    assert len(paths) == 1
+    return paths[0].read_text()
+
+
+def returned(code: str, cls: str) -> list[str]:
+    """The names `cls.forward` returns (one, or those it packs), read with a regex."""
+    body = code.split(f"class {cls}(nn.Module):", 1)[1]
+    value = re.search(r"^        return (.*)$", body, re.MULTILINE).group(1)
+    packed = re.fullmatch(r"pack\((.*)\)", value)
+    return [v.strip() for v in packed.group(1).split(",")] if packed else [value.strip()]
+
+
+def check_on_cpu(pairs: list[dict], tmp_path: Path) -> list[dict]:
+    from scraper.pairs import check
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    check.main([str(path), "--device", "cpu", "--jobs", "2", "--runs", "0", "--warmup", "0", "-q"])
+    return lines(path)
+
+
+def test_a_buffer_an_extern_op_reads_next_holds_the_value_that_op_takes(stage, tcd_roots, tmp_path):
+    """resnet18's backward: a BatchNorm-backward kernel stores into the convolution's old buffer (`buf21 =
+    convolution_17 # reuse`), which the fragment lists only under Inductor's name (writes `sub_31, sub_35, buf21,
+    buf29`); call() then passes that buffer to `convolution_backward(buf21, relu_12, primals_104, ...)`, the
+    fragment's `convolution_backward_2(mul_165, relu_12, primals_104, ...)`: so the buffer holds mul_165, not
+    sub_35, the value listed before it. Oracle: those two lines of output_code.py, read with regexes; then the CPU
+    check (its Triton against its Model) passes each such kernel."""
+    text = graph_text(tcd_roots, "resnet18__0_backward_3.1")
+    nodes = dict(re.findall(r"%convolution_backward_\d+ : .*?convolution_backward\.default\]\(args = \(%(\w+), "
+                            r"(%\w+, %\w+)", text))  # fragment: taken value -> its graph inputs
+    taken = {inputs.replace("%", ""): value for value, inputs in nodes.items()}
+    calls = dict(re.findall(r"= torch\.ops\.aten\.convolution_backward\.default\((\w+), (\w+, \w+)", text))
+    expected = {}  # kernel -> the values its in_out pointers hold, in order
+    for name, args in launched(text):
+        held = [taken.get(calls.get(arg)) for arg in args[:2]]
+        if held[0] is not None:
+            expected[name] = [h for h in held if h is not None]
+    assert len(expected) >= 3
+    pairs = {p["kernel"]: p for p in kernel_pairs(stage) if p["folder"].endswith("resnet18__0_backward_3.1")}
+    for name, values in expected.items():
+        assert returned(pairs[name]["python_code"], "Model")[:len(values)] == values, name
+        assert returned(pairs[name]["triton_code"], "ModelNew")[:len(values)] == [f"in_out_ptr{i}" for i in
+                                                                                   range(len(values))]
+    checked = check_on_cpu([pairs[name] for name in expected], tmp_path)
+    assert [p["pair_correct"] for p in checked] == [True] * len(expected)
+
+
+def test_a_pointer_the_kernel_only_loads_is_read_not_returned(stage, tcd_roots, tmp_path):
+    """mobilenetv3's last block: Inductor passes the convolution's buffer as `in_out_ptr0` but the kernel only
+    loads it (what it would store there is dead: only the mean is used), so that pointer is an input and the pair
+    returns the mean alone; before, Model returned the BatchNorm's output while the buffer kept the convolution.
+    Oracle: the kernel's text in output_code.py (no `tl.store(in_out_ptr0`)."""
+    graph = "mobilenetv3_small_050__0_inference_0.0"
+    text = graph_text(tcd_roots, graph)
+    name = "triton_per_fused__native_batch_norm_legit_no_training_hardswish_mean_42"
+    source = text.split(f"def {name}(", 1)[1].split("''', device_str=", 1)[0]
+    assert "tl.load(in_out_ptr0" in source and "tl.store(in_out_ptr0" not in source
+    pair = next(p for p in kernel_pairs(stage) if p["folder"].endswith(graph) and p["kernel"] == name)
+    assert returned(pair["triton_code"], "ModelNew") == ["in_out_ptr1"]
+    assert len(returned(pair["python_code"], "Model")) == 1
+    assert [p["pair_correct"] for p in check_on_cpu([pair], tmp_path)] == [True]

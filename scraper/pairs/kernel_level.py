@@ -266,7 +266,12 @@ class Mapper:
         for pointer in in_place:
             mine = [w for w in stored if self.stores_into(fragment, w, pointer, writes)]
             values = [w for w in mine if self.is_value(fragment, w) and w not in self.aliases(pointer)]
-            pointer.exit = values[-1] if values else self.value_of(fragment, pointers, pointer, mine[-1], writes)
+            taken = self.extern_taken(fragment, pointer) if any(
+                w in self.aliases(pointer) and not self.is_value(fragment, w) for w in mine) else None
+            if taken is not None:  # what an extern op later reads from this buffer: the value stored last
+                pointer.exit = taken
+            else:
+                pointer.exit = values[-1] if values else self.value_of(fragment, pointers, pointer, mine[-1], writes)
 
     def in_place_writes(self, fragment: Fragment, writes: list, numbered: dict, in_place: list) -> Optional[list]:
         """The writes stored in place (name_outputs), or None when no set fits."""
@@ -323,6 +328,31 @@ class Mapper:
             pointer.partial = True  # a split reduction's partial sums: no node computes them (see Chain)
             return None
         return self.copied(fragment, pointers, pointer)
+
+    def extern_taken(self, fragment: Fragment, pointer: Pointer) -> Optional[str]:
+        """The fragment value an extern call of call() reads from the pointer's buffer, when the kernel stores
+        into it under Inductor's own name (`buf21`, then `convolution_backward(buf21, relu_12, primals_104, ...)`):
+        the argument at that position of the fragment's one node of that op on the same graph inputs
+        (`convolution_backward_2(mul_165, relu_12, primals_104, ...)`, while the kernel also lists `sub_31`, a
+        value before it). None when no such call, or not exactly one answer."""
+        from scraper.pairs.inputs import op_name
+
+        aliases = self.aliases(pointer)
+        found = set()
+        for buffer in self.wrapper.buffers.values():
+            positions = [i for i, name in enumerate(buffer.extern_args) if name in aliases]
+            if not buffer.extern_op or not positions:
+                continue
+            for node in fragment.nodes:
+                if op_name(node) != buffer.extern_op or tuple(sorted(node_inputs(
+                        node, self.graph_nodes, set(self.wrapper.inputs)))) != buffer.extern_inputs:
+                    continue
+                found.update(node.args[i].name for i in positions
+                             if i < len(node.args) and getattr(node.args[i], "name", None) is not None)
+        if len(found) != 1:
+            return None
+        name = found.pop()
+        return name if written_fits(self.layout(fragment, name), pointer, self.wrapper) else None
 
     def is_value(self, fragment: Fragment, name: str) -> bool:
         """Whether a write names a value some node computes (the fragment's, or the graph's) or a read."""
@@ -513,8 +543,21 @@ def pointers_of(launch: Launch, record: KernelRecord) -> list[Pointer]:
             # Inductor stores only through out_ptr / in_out_ptr: an in_ptr it lists as mutated shares its buffer
             # with an out_ptr (a BatchNorm's running mean: read, then written back), and is read, never written.
             written = param.startswith(WRITE_PREFIXES) or (param in mutated and not INDUCTOR_READ.fullmatch(param))
+            if written and param.startswith(WRITE_PREFIXES) and only_loaded(record, param):
+                written = False  # Inductor dropped the store (a value nothing uses later) but kept in_out_ptr
             found.append(Pointer(param, signature_dtype(kind), buffer, view, written))
     return found
+
+
+def only_loaded(record: KernelRecord, param: str) -> bool:
+    """Whether the kernel's body uses `param` only in `tl.load(param ...)`: no store or atomic goes through it
+    (mobilenetv3's `in_out_ptr0` holds a convolution the kernel reads, and keeps, since what it would store is
+    dead)."""
+    lines = (record.original or record.code or "").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("def ")), len(lines))
+    body = "\n".join(lines[start + 1:])  # a signature over several lines leaves its names here: not only loaded
+    uses = len(re.findall(rf"\b{param}\b", body))
+    return uses > 0 and uses == len(re.findall(rf"\btl\.load\(\s*{param}\b", body))
 
 
 def argument_buffer(argument: ast.expr) -> tuple[str, Optional[tuple]]:

@@ -36,6 +36,7 @@ class Buffer:
     written_by: list = field(default_factory=list)  # statement numbers of the launches / externs that wrote it
     extern_inputs: tuple = ()  # extern: the graph inputs its call reads (a convolution's weight, ...)
     extern_op: Optional[str] = None  # extern: the op (convolution, mm, ...)
+    extern_args: tuple = ()  # extern: the call() name of each positional argument (None: not a plain name)
 
 
 @dataclass
@@ -132,7 +133,7 @@ def assigned(name: str, value: ast.expr, index: int, wrapper: Wrapper) -> Buffer
         return Buffer(name, "alias", base.size, base.stride, base.dtype, base=value.id)
     if call is not None and callee is not None and is_extern(call):
         return Buffer(name, "extern", written_by=[index], extern_inputs=graph_inputs(call, wrapper),
-                      extern_op=callee)
+                      extern_op=extern_op_name(dotted(call.func)), extern_args=argument_names(call))
     return Buffer(name, "other")
 
 
@@ -153,13 +154,25 @@ def read_call(call: ast.Call, index: int, wrapper: Wrapper, lines: list[str]) ->
         buffer = wrapper.buffers[out.id]
         buffer.written_by.append(index)
         if is_extern(call):
-            buffer.extern_inputs, buffer.extern_op = graph_inputs(call, wrapper), callee
+            buffer.extern_inputs, buffer.extern_op = graph_inputs(call, wrapper), extern_op_name(dotted(call.func))
+            buffer.extern_args = argument_names(call)
 
 
 def graph_inputs(call: ast.Call, wrapper: Wrapper) -> tuple:
     """The graph inputs (call()'s own arguments) an extern call reads, directly or through reinterpret_tensor."""
     names = {node.id for node in ast.walk(call) if isinstance(node, ast.Name)}
     return tuple(sorted(name for name in names if name in wrapper.inputs))
+
+
+def argument_names(call: ast.Call) -> tuple:
+    """The name passed as each positional argument of a call (None for anything else)."""
+    return tuple(arg.id if isinstance(arg, ast.Name) else None for arg in call.args)
+
+
+def extern_op_name(call_text: str) -> str:
+    """`torch.ops.aten.convolution_backward.default` -> "convolution_backward", `extern_kernels.mm` -> "mm"."""
+    parts = call_text.split(".")
+    return parts[-2] if call_text.startswith("torch.ops.") and len(parts) >= 2 else parts[-1]
 
 
 def note_writes(wrapper: Wrapper, launch: Launch, written: list[str]) -> None:
