@@ -22,6 +22,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,14 @@ else:  # the CPU run (TRITON_INTERPRET=1): eval_kernel_against_ref's own steps, 
     ModelNew, _ = kb.load_custom_model_with_tempfile(job["triton_code"], entry_point="ModelNew")
     ModelNew.forward.__globals__["empty_strided_cuda"] = (
         lambda size, stride, dtype: torch.empty_strided(size, stride, dtype=dtype))
+    if "libdevice" in ModelNew.forward.__globals__:  # the interpreter has none: triton.language's same functions
+        class StandIn:  # looked up at each call: the interpreter patches triton.language while a kernel runs
+            def __getattr__(self, name):
+                import triton.language as tl
+                if name in job["stand_ins"]:
+                    return getattr(tl, name)
+                raise AttributeError(f"libdevice.{name} has no stand-in in Triton's interpreter")
+        ModelNew.forward.__globals__["libdevice"] = StandIn()
     with torch.no_grad():
         kb.set_seed(42)
         new = ModelNew(*get_init_inputs())
@@ -65,6 +74,15 @@ out = {"compiled": None, "correctness": None} if result is None else {
     "metadata": {k: str(v)[:300] for k, v in (result.metadata or {}).items()}}
 json.dump(out, open(sys.argv[3], "w"))
 '''
+
+
+# libdevice functions triton.language has with the same meaning (scraper.pairs.check.LIBDEVICE_IN_TL): on the CPU
+# the child gives the kernels those in libdevice's place, as our own dry run does.
+LIBDEVICE_IN_TL = ("rsqrt", "sqrt", "exp", "exp2", "log", "log2", "erf", "floor", "ceil", "sin", "cos", "abs")
+
+
+def libdevice_calls(pair: dict) -> set:
+    return set(re.findall(r"\blibdevice\.(\w+)\(", pair["triton_code"]))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -83,7 +101,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="cpu: without a GPU, under TRITON_INTERPRET=1, eval_kernel_against_ref's own steps with "
                              "its functions (load_original_model_and_inputs, load_custom_model_with_tempfile, "
-                             "run_and_check_correctness); pairs calling libdevice or needing CUDA are left out")
+                             "run_and_check_correctness), libdevice's rsqrt, exp, erf ... as triton.language's; "
+                             "pairs calling another libdevice function or needing CUDA are left out")
     return parser.parse_args(argv)
 
 
@@ -127,8 +146,8 @@ def chosen(args: argparse.Namespace) -> list[dict]:
             continue
         if args.only_passed and row.get("pair_correct") is not True:
             continue
-        if args.device == "cpu" and (row.get("needs_cuda") or "libdevice." in row["triton_code"]):
-            continue  # the interpreter has no libdevice; the reference needs CUDA
+        if args.device == "cpu" and (row.get("needs_cuda") or not libdevice_calls(row) <= set(LIBDEVICE_IN_TL)):
+            continue  # the reference needs CUDA; a libdevice function the interpreter has no stand-in for
         seen.add(row["id"])
         pairs.append(row)
     return pairs[: args.limit]
@@ -139,7 +158,8 @@ def evaluate(pair: dict, folder: Path, child: Path, args: argparse.Namespace) ->
     folder.mkdir()
     job = folder / "job.json"
     job.write_text(json.dumps({"python_code": pair["python_code"], "triton_code": pair["triton_code"],
-                               "trials": args.trials, "device": args.device}), encoding="utf-8")
+                               "trials": args.trials, "device": args.device,
+                               "stand_ins": sorted(libdevice_calls(pair))}), encoding="utf-8")
     result = folder / "result.json"
     try:
         env = {**os.environ, **({"TRITON_INTERPRET": "1"} if args.device == "cpu" else {})}
