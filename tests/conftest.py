@@ -32,3 +32,23 @@ def unpack_tcd(dest: Path) -> dict[str, Path]:
 def tcd_roots(tmp_path_factory) -> dict[str, Path]:
     """The real torch_compile_debug folders of tests/fixtures, unpacked once per session (read-only use)."""
     return unpack_tcd(tmp_path_factory.mktemp("tcd"))
+
+
+# Modules whose tests start sandboxed workers (bubblewrap, the wall, the suite's model workers): the `sandbox`
+# marker, so `pytest -m "not sandbox and not slow"` is a quick loop while CI runs everything (README). By module,
+# as the tests mirror the packages: scraper/wall, scraper/sandbox, scraper/validate, scraper/suite, the demo.
+SANDBOX_MODULES = ("test_sandbox_", "test_wall_", "test_validate_", "test_suite", "test_demo", "test_cli_interrupt")
+# Modules whose shared fixture alone takes tens of seconds (a stage-1 run over every fixture, a dataset build):
+# `slow` for each of their tests, beside the tests marked slow one by one.
+SLOW_MODULES = {"test_kernel_pairs", "test_pairs_h200", "test_pairs", "test_kernelbench", "test_inductor",
+                "test_dataset_e2e", "test_dataset_tasks", "test_torchtune", "test_dataset_splits",
+                "test_inductor_interpret", "test_default_folders"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.stem
+        if module.startswith(SANDBOX_MODULES):
+            item.add_marker(pytest.mark.sandbox)
+        if module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
