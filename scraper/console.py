@@ -6,6 +6,7 @@
     triton-data generate   ...   stage 2b, scraper/generator/main.py
     triton-data dataset    ...   stage 3, create_json.py
     triton-data validate   ...   python -m scraper.validate
+    triton-data pairs check ...  python -m scraper.pairs.check             (GPU machine; --device cpu: dry run)
 Each subcommand takes exactly the options of the script it names (`triton-data <command> --help`).
 """
 
@@ -24,6 +25,7 @@ COMMANDS = {  # subcommand -> (module holding its main(argv), what it does)
     "generate": ("scraper.generator.main", "cut every jit kernel out of downloaded repositories"),
     "dataset": ("scraper.dataset.cli", "merge, deduplicate and split into a torchtune dataset"),
     "validate": ("scraper.validate.__main__", "check the kernels of a kernels.jsonl in the sandbox"),
+    "pairs": ("scraper.pairs.command", "pairs check: each pair's Triton against its PyTorch (GPU), pair_correct"),
 }
 
 

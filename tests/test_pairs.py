@@ -248,6 +248,24 @@ def test_check_dry_run_on_cpu_passes_a_pair_and_catches_a_broken_one(recorded_pa
     assert summary["passed"] == 1 and summary["failed"] == 1
 
 
+def test_triton_data_pairs_check_is_the_check(recorded_pairs, tmp_path):
+    """`triton-data pairs check` (issue #25) runs the same check as `python -m scraper.pairs.check`, as a subprocess
+    the way a user types it; its --help and usage errors name that command."""
+    (eca,) = [p for p in pairs_of(recorded_pairs) if p["model"].endswith("EcaModule")]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(eca) + "\n", encoding="utf-8")
+    console = [sys.executable, "-m", "scraper.console", "pairs"]
+    done = subprocess.run([*console, "check", str(path), "--device", "cpu", "--runs", "0", "--warmup", "0", "-q"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert read_lines(path)[0]["pair_correct"] is True
+    assert json.loads((tmp_path / "pairs_check.json").read_text())["passed"] == 1
+    helped = subprocess.run([*console, "check", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: triton-data pairs check ")
+    wrong = subprocess.run([*console, "chek"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "unknown action 'chek'" in wrong.stderr and "check" in wrong.stderr
+
+
 def test_rerun_keeps_pairs_and_their_check(recorded_root, recorded_pairs, tmp_path):
     out = Path(shutil.copytree(recorded_pairs, tmp_path / "out"))
     pairs = pairs_of(out)

@@ -52,8 +52,8 @@ NOT_JUDGED = ("interpreter_libdevice", "needs_cuda")
 PROBLEM, TRITON, RESULT = "problem.py", "triton_code.py", "result.json"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scraper.pairs.check", description=__doc__,
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog or "python -m scraper.pairs.check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pairs", type=Path, nargs="?", help="a pairs.jsonl (or the folder holding it)")
     parser.add_argument("--jobs", type=int, default=8, help="pairs prepared at once (compiling their kernels is "
@@ -79,10 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @interruptible
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
     """Check the pairs of a pairs.jsonl; 0 when every checked pair passed, 1 when some failed or nothing could
     be checked (no GPU), 2 on bad usage."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     if args.child is not None:
         return child_main(args)
     setup_logging(args)
