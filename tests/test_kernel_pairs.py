@@ -182,7 +182,7 @@ def test_the_cpu_check_passes_the_kernel_pairs_the_interpreter_can_run(stage, tm
     judged = [p for p in checked if p["pair_correct"] is not None]
     passed = [p for p in judged if p["pair_correct"]]
     assert len(judged) + len(not_judged) == len(checked)
-    assert len(judged) >= 150 and len(passed) / len(judged) >= 0.95, (len(passed), len(judged))
+    assert len(judged) >= 180 and len(passed) / len(judged) >= 0.98, (len(passed), len(judged))  # 185 of 185 here
     assert all(p["check"]["kernelbench_allclose"] for p in passed)
 
 
