@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Optional
 
-from scraper.cli import EXIT_USAGE
+from scraper.cli import EXIT_USAGE, version
 
 ACTIONS = {"check": "run each pair's Triton against its PyTorch (GPU; --device cpu: a dry run), write pair_correct"}
 
@@ -24,6 +24,9 @@ def main(argv: Optional[list[str]] = None, prog: str = "triton-data pairs") -> i
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(prog))
         return 0 if argv else EXIT_USAGE
+    if argv[0] == "--version":  # as every subcommand's argparse answers it
+        print(f"triton-data {version()}")
+        raise SystemExit(0)
     if argv[0] not in ACTIONS:
         print(f"{prog}: unknown action {argv[0]!r}\n\n{usage(prog)}", file=sys.stderr)
         return EXIT_USAGE
