@@ -22,13 +22,17 @@ import argparse
 import collections
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+# On the CPU the child gives libdevice kernels triton.language's same functions, as our own dry run does.
+from scraper.pairs.check import LIBDEVICE_IN_TL, libdevice_calls  # noqa: E402
 
 CHILD = r'''
 import importlib.util, json, sys, types
@@ -56,14 +60,10 @@ else:  # the CPU run (TRITON_INTERPRET=1): eval_kernel_against_ref's own steps, 
     ModelNew, _ = kb.load_custom_model_with_tempfile(job["triton_code"], entry_point="ModelNew")
     ModelNew.forward.__globals__["empty_strided_cuda"] = (
         lambda size, stride, dtype: torch.empty_strided(size, stride, dtype=dtype))
-    if "libdevice" in ModelNew.forward.__globals__:  # the interpreter has none: triton.language's same functions
-        class StandIn:  # looked up at each call: the interpreter patches triton.language while a kernel runs
-            def __getattr__(self, name):
-                import triton.language as tl
-                if name in job["stand_ins"]:
-                    return getattr(tl, name)
-                raise AttributeError(f"libdevice.{name} has no stand-in in Triton's interpreter")
-        ModelNew.forward.__globals__["libdevice"] = StandIn()
+    if "libdevice" in ModelNew.forward.__globals__:  # the interpreter has none: our dry run's stand-in for it
+        sys.path.append(job["repo_root"])
+        from scraper.pairs.check import InterpreterLibdevice
+        ModelNew.forward.__globals__["libdevice"] = InterpreterLibdevice()
     with torch.no_grad():
         kb.set_seed(42)
         new = ModelNew(*get_init_inputs())
@@ -74,15 +74,6 @@ out = {"compiled": None, "correctness": None} if result is None else {
     "metadata": {k: str(v)[:300] for k, v in (result.metadata or {}).items()}}
 json.dump(out, open(sys.argv[3], "w"))
 '''
-
-
-# libdevice functions triton.language has with the same meaning (scraper.pairs.check.LIBDEVICE_IN_TL): on the CPU
-# the child gives the kernels those in libdevice's place, as our own dry run does.
-LIBDEVICE_IN_TL = ("rsqrt", "sqrt", "exp", "exp2", "log", "log2", "erf", "floor", "ceil", "sin", "cos", "abs")
-
-
-def libdevice_calls(pair: dict) -> set:
-    return set(re.findall(r"\blibdevice\.(\w+)\(", pair["triton_code"]))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -146,7 +137,8 @@ def chosen(args: argparse.Namespace) -> list[dict]:
             continue
         if args.only_passed and row.get("pair_correct") is not True:
             continue
-        if args.device == "cpu" and (row.get("needs_cuda") or not libdevice_calls(row) <= set(LIBDEVICE_IN_TL)):
+        if args.device == "cpu" and (row.get("needs_cuda")
+                                     or not libdevice_calls(row["triton_code"]) <= set(LIBDEVICE_IN_TL)):
             continue  # the reference needs CUDA; a libdevice function the interpreter has no stand-in for
         seen.add(row["id"])
         pairs.append(row)
@@ -158,8 +150,8 @@ def evaluate(pair: dict, folder: Path, child: Path, args: argparse.Namespace) ->
     folder.mkdir()
     job = folder / "job.json"
     job.write_text(json.dumps({"python_code": pair["python_code"], "triton_code": pair["triton_code"],
-                               "trials": args.trials, "device": args.device,
-                               "stand_ins": sorted(libdevice_calls(pair))}), encoding="utf-8")
+                               "trials": args.trials, "device": args.device, "repo_root": str(REPO_ROOT)}),
+                   encoding="utf-8")
     result = folder / "result.json"
     try:
         env = {**os.environ, **({"TRITON_INTERPRET": "1"} if args.device == "cpu" else {})}

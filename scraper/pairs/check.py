@@ -425,7 +425,12 @@ def use_libdevice_stand_in(module, text: str) -> list:
     if not hasattr(module, "libdevice"):
         return []
     module.libdevice = InterpreterLibdevice()
-    return sorted(name for name in set(re.findall(r"\blibdevice\.(\w+)\(", text)) if name in LIBDEVICE_IN_TL)
+    return sorted(name for name in libdevice_calls(text) if name in LIBDEVICE_IN_TL)
+
+
+def libdevice_calls(text: str) -> set:
+    """The libdevice functions a kernel module calls (`libdevice.rsqrt(` -> "rsqrt")."""
+    return set(re.findall(r"\blibdevice\.(\w+)\(", text))
 
 
 def same_weights(new, model) -> None:
