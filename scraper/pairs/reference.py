@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -70,6 +71,10 @@ class ReferenceRunner:
         env = {key: os.environ[key] for key in KEPT_ENVIRONMENT if key in os.environ}
         env["PYTHONPATH"] = str(PACKAGE_PARENT)
         env["REFERENCE_LIMIT_MB"] = str(self.limit_mb)
+        # the problems' files: made and removed here, as the child is killed, not asked to end (809 such
+        # folders were left in /tmp before)
+        self.folder = tempfile.mkdtemp(prefix="reference-")
+        env["REFERENCE_FOLDER"] = self.folder
         self.process = subprocess.Popen([sys.executable, "-m", "scraper.pairs.reference"], env=env,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                         cwd=tempfile.gettempdir(), start_new_session=True)
@@ -82,6 +87,7 @@ class ReferenceRunner:
             process.wait()
             for stream in (process.stdin, process.stdout):
                 stream.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     close = stop
 
@@ -136,7 +142,7 @@ def child_main() -> int:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # what a problem prints is not an answer
-    folder = Path(tempfile.mkdtemp(prefix="reference-"))
+    folder = Path(os.environ["REFERENCE_FOLDER"])  # the parent's, removed by it (the child is killed)
     for number, line in enumerate(sys.stdin):
         answers.write(json.dumps(run_one(json.loads(line)["code"], folder / f"problem_{number}.py")) + "\n")
         answers.flush()
