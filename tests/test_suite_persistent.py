@@ -1,7 +1,7 @@
 """--suite modules in persistent workers (scraper.worker.serve driven by orchestrate.PersistentWorker, outside the
 wall: --unsafe-no-sandbox): several modules per process, a fresh process after a failure, a crash or after
---modules-per-process modules, the same results as one process per module, and one sandboxed process per module
-behind the wall. The REAL worker on CPU; the oracles are the process ids the worker
+--modules-per-process modules, and the same results as one process per module (behind the wall:
+tests/test_suite_walled.py). The REAL worker on CPU; the oracles are the process ids the worker
 reports (its `pid`) and the one-process-per-module run of the same modules."""
 
 from __future__ import annotations
@@ -61,19 +61,6 @@ def runs(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("persistent")
     return {"persistent": run(base, "persistent"), "single": run(base, "single", "--modules-per-process", "1"),
             "reuse2": run(base, "reuse2", "--modules-per-process", "2")}
-
-
-def test_behind_the_wall_every_module_has_its_own_sandbox(tmp_path):
-    from scraper.sandbox.wall import SandboxUnavailable, check_wall
-
-    try:
-        check_wall()
-    except SandboxUnavailable as exc:
-        pytest.skip(f"no sandbox here: {exc}")
-    rows = run(tmp_path, "walled", "--modules-per-process", "20", unsafe=False)
-    # Inside its sandbox every worker is pid 2: each module ran in one, not in a shared process of the host.
-    assert {rows[name]["pid"] for name in ("first", "second", "float64", "third")} == {2}
-    assert rows["third"]["status"] == "ok"
 
 
 def test_several_modules_share_one_process(runs):

@@ -48,7 +48,8 @@ from scraper.suites import torchbench
 from scraper.suiterun import latest_entries
 from scraper.zipsafe import printable
 from scraper.suite.orchestrate import Job, Settings, jobs_to_run, run_suite, visible_gpus, worker_slots
-from scraper.suite.orchestrate import PersistentWorkers, record_skipped, run_job
+from scraper.suite.orchestrate import PersistentWorker, PersistentWorkers, record_skipped, run_job
+from scraper.suite.walled import WalledWorker
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ def build_parser(description: Optional[str] = None, prog: Optional[str] = None) 
     run.add_argument("--list", action="store_true", help="print the models this invocation would run, then exit; "
                      "torchbench: every model of the checkout, those left out followed by `# left out: reason`")
     run.add_argument("--modules-per-process", type=int, default=20, help="modules: models one worker process "
-                     "runs in turn before a fresh one starts (also after any failure); 1 = a process per model "
-                     "(default: %(default)s)")
+                     "(behind the wall: one sandbox) runs in turn before a fresh one starts (also after any "
+                     "failure, timeout or crash); 1 = a process (a sandbox) per model (default: %(default)s)")
     run.add_argument("--keep-going", action="store_true", help="exit 0 when some model of this run compiled even "
                      "if others failed, crashed or timed out (default: exit 1); the manifest keeps every failure")
     run.add_argument("--worker", type=Path, help="a replacement worker script, called as `SCRIPT JOB.json` with the "
@@ -362,13 +363,13 @@ def run_status(entries: list[dict], keep_going: bool = False, not_run: int = 0) 
 
 
 def job_runner(settings: Settings, args: argparse.Namespace):
-    """How run_suite runs a job: --suite modules outside the wall (--unsafe-no-sandbox) in persistent workers
-    (several models per process, torch imported once), unless a replacement --worker or --modules-per-process 1
-    asks for a process per model, as every other suite gets. Behind the wall every module has its own sandboxed
-    process: a sandbox's files are taken out only once nothing runs in it."""
-    if settings.suite == "modules" and not settings.walled and settings.worker is None and \
-            args.modules_per_process > 1:
-        return PersistentWorkers(settings, args.modules_per_process)
+    """How run_suite runs a job: --suite modules in persistent workers (several models per process, torch imported
+    once), behind the wall one sandbox per worker process (scraper.suite.walled), outside it with
+    --unsafe-no-sandbox; a replacement --worker or --modules-per-process 1 asks for a process per model (behind
+    the wall: a sandbox per model), as every other suite gets."""
+    if settings.suite == "modules" and settings.worker is None and args.modules_per_process > 1:
+        return PersistentWorkers(settings, args.modules_per_process, WalledWorker if settings.walled else
+                                 PersistentWorker)
     return run_job
 
 

@@ -70,6 +70,22 @@ def start(command: list[str], env: dict, folder: Path, source: Optional[Path], c
                   start_new_session=True)
 
 
+SERVE = ["-m", "scraper.worker.serve", "--walled"]
+SOURCES = "/tmp/src"  # a persistent walled worker's module sources: on its own tmpfs, sent in each job
+
+
+def start_server(env: dict, folder: Path, gpu: Optional[str], log_file, wall: Wall) -> Walled:
+    """Launch a persistent worker (scraper.worker.serve --walled) behind `wall`: `folder` as /job, jobs on its
+    stdin, answers and the files each model made on its stdout, everything it prints to `log_file`."""
+    return launch(wall, SERVE, env=env, binds={str(folder): JOB}, devices=gpu_devices() if gpu is not None else (),
+                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, start_new_session=True)
+
+
+def served_source(source: Optional[Path]) -> Optional[str]:
+    """Where a persistent walled worker writes the module's source."""
+    return None if source is None else f"{SOURCES}/{Path(source).name}"
+
+
 def move_out(folder: Path, paths: dict[str, Path], debug_root: Path, pid: int) -> Optional[Path]:
     """Move the program, the result, the problem and the pairing record from a made-safe job folder to their
     places and the debug run folder into `debug_root` as run_<...>-pid_<pid>; returns that folder (None when the

@@ -239,7 +239,7 @@ def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
     # The orchestrator's own fields win over anything a walled worker (which ran scraped code) claims.
     entry.update(base)
     if settings.walled:  # what is on disk, not what the worker said
-        entry.update(output_fields(run_dir))
+        entry.update(output_fields(run_dir), sandbox_pid=pid)  # the sandbox's host pid: which one ran it
         if refused:
             entry.update(status="failed", success=False, phase="sandbox", error=refused)
     elif entry.get("run_dir") is None:  # died without reporting: what did it leave behind?
@@ -612,8 +612,8 @@ class PersistentWorker:
     """One worker process that runs several models in turn (scraper.worker.serve), over JSON lines on its stdin
     and stdout: torch is imported once per process, not once per model. It is replaced by a fresh one after a
     model that did not succeed (a crash, a timeout, or a failure that may have left the process in a bad state)
-    and after `reuse` models. It runs outside the wall (--unsafe-no-sandbox): behind it each module gets its own
-    sandbox (run_behind_wall), whose files are taken out only once nothing in it runs."""
+    and after `reuse` models. This one runs outside the wall (--unsafe-no-sandbox); behind it, scraper.suite.walled
+    runs the same worker in a sandbox."""
 
     def __init__(self, settings: Settings, gpu: Optional[str], reuse: int) -> None:
         self.settings, self.gpu, self.reuse = settings, gpu, max(1, reuse)
@@ -722,10 +722,11 @@ def leftover_output_since(debug_root: Path, pid: int, before: set) -> dict:
 
 
 class PersistentWorkers:
-    """A `run_one` for run_suite: each pool thread drives its own PersistentWorker. close() ends them all."""
+    """A `run_one` for run_suite: each pool thread drives its own worker (a PersistentWorker, or the walled kind:
+    scraper.suite.walled.WalledWorker). close() ends them all."""
 
-    def __init__(self, settings: Settings, reuse: int) -> None:
-        self.settings, self.reuse = settings, reuse
+    def __init__(self, settings: Settings, reuse: int, kind: type = PersistentWorker) -> None:
+        self.settings, self.reuse, self.kind = settings, reuse, kind
         self.local = threading.local()
         self.workers: list[PersistentWorker] = []
         self.lock = threading.Lock()
@@ -733,7 +734,7 @@ class PersistentWorkers:
     def __call__(self, settings: Settings, job: Job, gpu: Optional[str]) -> dict:
         worker = getattr(self.local, "worker", None)
         if worker is None:
-            worker = self.local.worker = PersistentWorker(settings, gpu, self.reuse)
+            worker = self.local.worker = self.kind(settings, gpu, self.reuse)
             with self.lock:
                 self.workers.append(worker)
         return worker.run_job(job)

@@ -54,6 +54,7 @@ class WorkerJob(RecordFields):
     torchbench_dir: Optional[str] = None  # torchbench: the checkout of pytorch/benchmark ($TORCHBENCH_DIR)
     random_weights: bool = False  # torchbench: keep the random initialization where a checkpoint would be fetched
     log: Optional[str] = None  # a persistent worker: the file this model's output goes to
+    source_text: Optional[str] = None  # a persistent worker behind the wall: the source, written to `source`
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
