@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Stage 2a: GitHub repositories with Triton kernels, downloaded and pinned to a commit (see --help; the code is in
-scraper/github/cli.py; `triton-data scrape` is the same command)."""
+"""Stage 2a: GitHub repositories with Triton kernels (or, --discover pytorch, Python repositories using PyTorch),
+downloaded and pinned to a commit (see --help; the code is in scraper/github/cli.py; `triton-data scrape` is the same
+command)."""
 
 import sys
 

@@ -527,3 +527,25 @@ def kernel_repo(full_name: str, **kwargs) -> FakeRepo:
              "pkg/util.py": "def helper():\n    return 1\n"}
     files.update(kwargs.pop("files", {}))
     return FakeRepo(full_name, files, **kwargs)
+
+
+MODULE = """import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.linear(x))
+"""
+
+
+def module_repo(full_name: str, **kwargs) -> FakeRepo:
+    """A small PyTorch repository: a README naming PyTorch, one file with an nn.Module subclass, a plain file."""
+    files = {"README.md": f"# {full_name}\nA PyTorch model.\n", "model/__init__.py": "",
+             "model/block.py": MODULE, "model/util.py": "def helper():\n    return 1\n"}
+    files.update(kwargs.pop("files", {}))
+    return FakeRepo(full_name, files, **kwargs)

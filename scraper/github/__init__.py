@@ -1,6 +1,8 @@
-"""GitHub stage: find repositories with Triton kernels, download them pinned to a commit, keep a manifest.
+"""GitHub stage: find repositories with Triton kernels (or using PyTorch), download them pinned to a commit, keep a
+manifest.
 
-Modules: client (HTTP session, retries, rate limits), search (partitioned search), download (one repository),
+Modules: client (HTTP session, retries, rate limits), search (partitioned search), discovery (what each
+discovery searches for and the archive test that confirms it), download (one repository),
 manifest (the download folder's manifest.jsonl), local (--local ingest), gitindex (a clone's branch and files read
 from `.git`, never by running git), pipeline (the whole stage).
 """

@@ -1,7 +1,9 @@
-"""Find GitHub repositories with Triton kernels and download them, pinned to a commit, with a manifest.
+"""Find GitHub repositories with Triton kernels (or, --discover pytorch, Python repositories using PyTorch) and
+download them, pinned to a commit, with a manifest.
 
 Examples:
   GITHUB_TOKEN=... python scrape_github.py                     # search (repositories + code) and download
+  python scrape_github.py --discover pytorch --min-stars 100   # PyTorch repositories with an nn.Module subclass
   python scrape_github.py --repos repos.txt                    # these owner/name repositories only
   python scrape_github.py --local ~/src/flash-attention ~/x.zip=owner/name   # offline: clones / zips
 """
@@ -22,12 +24,13 @@ from scraper.cli import (EXIT_MISSING_INPUT, EXIT_USAGE, add_keep_going, add_log
 from scraper.fileio import claim_output
 from scraper.github import DEFAULT_API_URL, GitHubClient, Options, run
 from scraper.github.client import STALL_BYTES
+from scraper.github.discovery import DISCOVERIES, PYTORCH, TRITON
 from scraper.github.local import parse_local_arg
-from scraper.github.manifest import DOWNLOAD_MANIFEST, NO_TRITON
+from scraper.github.manifest import DOWNLOAD_MANIFEST, NO_NN_MODULE, NO_TRITON
 from scraper.paths import DEFAULT_DOWNLOAD_DIR as DEFAULT_DIR, DEFAULTS_RULE
 from scraper.stats import ERRORS, REJECTS, STATS
 
-OUTPUT_FILES = (DOWNLOAD_MANIFEST, NO_TRITON, "candidates.txt", STATS, REJECTS, ERRORS)
+OUTPUT_FILES = (DOWNLOAD_MANIFEST, NO_TRITON, NO_NN_MODULE, "candidates.txt", STATS, REJECTS, ERRORS)
 # The deadlines follow --timeout: the default 60 s gives 120 s for an API answer's headers and body and 1800 s for
 # one archive (every attempt), the values these had as constants.
 ANSWER_TIMEOUTS = 2
@@ -41,7 +44,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
         prog=prog or "scrape_github.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Environment: GITHUB_TOKEN (or a .env file) for auth; GITHUB_API_URL for GitHub Enterprise or a "
                f"test server (default {DEFAULT_API_URL}). Outputs in the download folder: <owner>__<name>.zip, "
-               "manifest.jsonl, candidates.txt, stats.json, rejects.jsonl, errors.csv, no_triton.jsonl.")
+               "manifest.jsonl, candidates.txt, stats.json, rejects.jsonl, errors.csv, no_triton.jsonl, "
+               "no_nn_module.jsonl.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--repos", type=Path, metavar="FILE", help="download the owner/name repositories listed in "
                         "FILE (one per line, # comments) instead of searching")
@@ -50,13 +54,19 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_DIR, help="the download folder: where archives "
                         f"and manifest.jsonl go (default: %(default)s; {DEFAULTS_RULE})")
     deprecated_alias(parser, "--download-dir", "-o/--output", "output", type=Path)
-    parser.add_argument("--search", choices=("repo", "code", "both"), default=defaults.search,
-                        help="discovery: repository search, code search (needs a token), or both (default)")
-    parser.add_argument("--query", default=defaults.query, help="repository search query, without stars: "
-                        "(default: %(default)r)")
-    parser.add_argument("--code-query", default=defaults.code_query, help="code search query, without size: "
-                        "(default: %(default)r)")
-    parser.add_argument("--min-stars", type=int, default=defaults.min_stars, help="(default: %(default)s)")
+    parser.add_argument("--discover", choices=tuple(DISCOVERIES), default=defaults.discovery,
+                        help="what to find: triton (repositories with Triton kernels, confirmed by a .py file "
+                        "mentioning triton and jit) or pytorch (Python repositories using PyTorch, confirmed by "
+                        "a torch.nn.Module subclass; repository search only) (default: %(default)s)")
+    parser.add_argument("--search", choices=("repo", "code", "both"),
+                        help="repository search, code search (needs a token), or both (default: both, repo for "
+                        "pytorch, which has no code query)")
+    parser.add_argument("--query", help=f"repository search query, without stars: (default: triton: "
+                        f"{TRITON.query!r}; pytorch: {PYTORCH.query!r})")
+    parser.add_argument("--code-query", help=f"code search query, without size: (default: triton: "
+                        f"{TRITON.code_query!r}; pytorch: none)")
+    parser.add_argument("--min-stars", type=int, default=defaults.min_stars, help="the fewest stars a repository "
+                        "may have, for either discovery (paritybench's crawler took over 100) (default: %(default)s)")
     parser.add_argument("--max-size-mb", type=float, default=defaults.max_size_mb,
                         help="skip repositories (GitHub size) and archives above this; 0 = no cap "
                         "(default: %(default)s)")
@@ -66,7 +76,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--refresh", action="store_true", help="re-check finished repositories and download again "
                         "those whose default branch moved")
     parser.add_argument("--no-confirm", dest="confirm", action="store_false",
-                        help="keep archives with no .py file mentioning triton and jit")
+                        help="keep archives that fail the discovery's test (triton: no .py file mentioning "
+                        "triton and jit; pytorch: no torch.nn.Module subclass)")
     parser.add_argument("--discover-only", action="store_true", help="search, write candidates.txt, download nothing")
     parser.add_argument("--max-wait", type=float, default=3700.0, help="longest rate-limit wait in seconds; a longer "
                         "one stops the run (rerun to resume) (default: %(default)s)")
@@ -94,7 +105,13 @@ def main(argv=None, prog: Optional[str] = None) -> int:
     client = GitHubClient(os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL, os.environ.get("GITHUB_TOKEN"),
                           timeout=args.timeout, deadline=ANSWER_TIMEOUTS * args.timeout, retries=args.retries,
                           max_wait=args.max_wait)
-    if args.search == "code" and not (args.repos or args.local) and not client.has_token:
+    searching = not (args.repos or args.local)
+    code_query = args.code_query or DISCOVERIES[args.discover].code_query
+    if searching and args.search in ("code", "both") and not code_query:
+        print(f"error: the {args.discover} discovery has no code search: give --code-query or use --search repo",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if searching and args.search == "code" and not client.has_token:
         print("error: code search needs a token: set GITHUB_TOKEN (environment or .env)", file=sys.stderr)
         return EXIT_USAGE
     missing = [arg for arg in args.local if not parse_local_arg(arg)[0].exists()]
@@ -107,7 +124,7 @@ def main(argv=None, prog: Optional[str] = None) -> int:
     except (FileExistsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    options = Options(download_dir=args.output, query=args.query, code_query=args.code_query,
+    options = Options(download_dir=args.output, discovery=args.discover, query=args.query, code_query=args.code_query,
                       min_stars=args.min_stars, search=args.search, repos_file=args.repos, local=args.local,
                       max_size_mb=args.max_size_mb or None, max_repos=args.max_repos, jobs=args.jobs,
                       refresh=args.refresh, confirm=args.confirm, discover_only=args.discover_only,

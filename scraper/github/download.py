@@ -1,4 +1,5 @@
-"""Download one repository pinned to a commit, verify it, and confirm that it holds Triton code.
+"""Download one repository pinned to a commit, verify it, and count the files that confirm it (Triton code, an
+nn.Module subclass: scraper.github.discovery).
 
 Flow per repository: metadata (`/repos/{o}/{r}`, skipped when a search result already carried it), the default
 branch's head commit (`/repos/{o}/{r}/commits/{branch}`), then `/repos/{o}/{r}/zipball/{sha}`, whose 302 to
@@ -9,8 +10,9 @@ has a deadline, and its body must keep moving (the client's stall deadline); a d
 Only a complete archive is renamed to its final name: the byte count matches Content-Length when sent, the
 archive passes `scraper.zipsafe`'s limits (safe member names, a bounded directory, no entries sharing data), and
 every member the pipeline will read (`.py` files up to the generator's cap) passes its CRC check. The same pass
-counts the Triton files. A connection cut mid-body or a damaged member is retried from the start a few times
-(urllib3 retries cannot cover a body that is already streaming); a hostile archive is refused at once.
+counts the files each discovery's test accepts. A connection cut mid-body or a damaged member is retried from the
+start a few times (urllib3 retries cannot cover a body that is already streaming); a hostile archive is refused at
+once.
 
 A `full_name` from the server becomes a file name: it is checked against GitHub's rules first. The other fields
 the manifest keeps are checked where they are parsed (`RepoInfo.from_api`): a license must look like an SPDX id
@@ -33,6 +35,7 @@ from typing import Optional
 from urllib.parse import quote
 
 from scraper.github.client import BodyTooSlow, GitHubClient, GitHubError
+from scraper.github.discovery import count_file, zero_counts
 from scraper.github.gitindex import is_branch_name
 from scraper.github.manifest import PART_SUFFIX, archive_name, utc_now
 from scraper.repos import is_full_name
@@ -41,8 +44,6 @@ from scraper.zipsafe import DEFAULT_LIMITS, MemberRefused, SafeZip, UnsafeArchiv
 log = logging.getLogger(__name__)
 
 DOWNLOAD_DEADLINE = 1800.0  # seconds for one archive, every attempt (500 MiB at 0.3 MB/s); the CLI: 30 x --timeout
-_TRITON = re.compile(rb"\btriton\b")
-_JIT = re.compile(rb"\bjit\b")
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 SPDX_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]{0,63}")  # MIT, Apache-2.0, GPL-2.0-or-later, LicenseRef-x...
 UNKNOWN_LICENSES = frozenset({"NOASSERTION", "NONE"})  # GitHub's "a license file it could not name"
@@ -115,9 +116,10 @@ class RepoInfo:
 
 @dataclass
 class ArchiveScan:
-    """What one pass over an archive found: Triton files, and members whose bytes fail their CRC or size."""
+    """What one pass over an archive found: {count_key: files} of each discovery's test (triton_files,
+    nn_module_files), and members whose bytes fail their CRC or size."""
 
-    triton_files: int = 0
+    counts: dict = field(default_factory=zero_counts)
     damaged: list = field(default_factory=list)
 
 
@@ -128,7 +130,7 @@ class Archive:
     path: Path
     sha256: str
     size: int
-    triton_files: int
+    counts: dict  # ArchiveScan.counts
 
 
 def repo_path(full_name: str) -> str:
@@ -213,7 +215,7 @@ def download_archive(client: GitHubClient, full_name: str, sha: str, download_di
             part.unlink(missing_ok=True)
             raise
         os.replace(part, target)
-        return Archive(target, digest, size, scan.triton_files)
+        return Archive(target, digest, size, scan.counts)
     raise Skip("bad_archive", f"no complete archive after {attempts} attempts ({last_error})")
 
 
@@ -239,8 +241,8 @@ def _stream_to(client: GitHubClient, path: str, part: Path, max_bytes: Optional[
 
 def scan_archive(path: Path) -> ArchiveScan:
     """One pass over an archive: the `.py` members the generator will read (up to its per-file cap, within its
-    per-archive budget) are read through zipsafe, checked against their CRC, and counted when they mention both
-    `triton` and `jit` as words (a cheap pre-filter: the generator does the real AST detection). Members the
+    per-archive budget) are read through zipsafe, checked against their CRC, and counted by each discovery's text
+    test (scraper.github.discovery: cheap pre-filters; the generator and the modules suite parse). Members the
     pipeline never reads (data, binaries, oversized files) are not decompressed: their damage would not matter.
     Raises UnsafeArchive (a member name leaving the folder, entries sharing data, a directory over its cap) and
     zipfile.BadZipFile (not a readable zip)."""
@@ -264,18 +266,14 @@ def scan_archive(path: Path) -> ArchiveScan:
             except zipfile.BadZipFile:
                 scan.damaged.append(info.filename)
                 continue
-            scan.triton_files += bool(_TRITON.search(data) and _JIT.search(data))
+            count_file(scan.counts, data)
     return scan
 
 
-def count_triton_files(path: Path) -> int:
-    """Number of `.py` members whose text mentions both `triton` and `jit` (see `scan_archive`)."""
-    return scan_archive(path).triton_files
-
-
 def manifest_entry(info: RepoInfo, sha: Optional[str], archive: Path, digest: str, size: int,
-                   triton_files: int, origin: str = "github") -> dict:
-    """One manifest line (the shared contract's keys, plus archive_bytes and triton_files)."""
+                   counts: dict, discovery: list, origin: str = "github") -> dict:
+    """One manifest line (the shared contract's keys, plus archive_bytes, the file counts of `scan_archive` and
+    the discoveries that found the repository)."""
     return {
         "full_name": info.full_name,
         "commit_sha": sha,
@@ -286,7 +284,8 @@ def manifest_entry(info: RepoInfo, sha: Optional[str], archive: Path, digest: st
         "archive": archive.name,
         "sha256": digest,
         "archive_bytes": size,
-        "triton_files": triton_files,
+        **counts,
+        "discovery": list(discovery),
         "fetched_at": utc_now(),
         "origin": origin,
         "html_url": info.html_url,

@@ -26,7 +26,7 @@ from typing import Iterator, Optional
 
 from scraper.repos import LICENSE_NAMES, git_head, is_full_name, license_from_text, read_regular
 from scraper.zipsafe import MemberRefused, SafeZip, safe_member_path
-from scraper.github.download import RepoInfo, count_triton_files, manifest_entry
+from scraper.github.download import RepoInfo, manifest_entry, scan_archive
 from scraper.github.gitindex import head_branch, index_paths
 from scraper.github.manifest import (
     PART_SUFFIX, append_entry, archive_name, is_finished, read_manifest, sha256_file, top_folder,
@@ -179,7 +179,8 @@ def _finish(path: Path, full_name: str, sha: Optional[str], part: Path, target: 
     info = RepoInfo(full_name=full_name, default_branch=head_branch(path) if sha else None, stars=None,
                     license=license_of_folder(path) if path.is_dir() else None,
                     size_kb=(target.stat().st_size + 1023) // 1024, html_url=None)
-    entry = manifest_entry(info, sha, target, digest, target.stat().st_size, count_triton_files(target),
+    # no search found it: `discovery` is [] (a line without the key would read as Triton's)
+    entry = manifest_entry(info, sha, target, digest, target.stat().st_size, scan_archive(target).counts, [],
                            origin="local")
     append_entry(download_dir, entry, mask=mask)
     return "ingested", entry

@@ -2,8 +2,11 @@
 
 Line format (shared contract with the generator): full_name, commit_sha, default_branch, stars, license (SPDX id
 or null), size_kb, archive (file name in the download folder), sha256, fetched_at (ISO-8601 UTC), origin
-("github" | "local"), html_url; plus `archive_bytes` and `triton_files` (count of .py files that mention triton
-and jit) which readers may ignore.
+("github" | "local"), html_url; plus keys readers may ignore: `archive_bytes`, `triton_files` (count of .py files
+that mention triton and jit), `nn_module_files` (count of .py files defining a torch.nn.Module subclass) and
+`discovery`, the discoveries that found the repository (`["triton"]`, `["pytorch"]`, `["triton", "pytorch"]` in
+the order they found it; `[]` for a --local input, which no search found). A line without `discovery` was written
+before there was more than one: it reads as Triton's (`discoveries_of`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from scraper.repos import (  # noqa: F401  (re-exported: the GitHub stage's name
 log = logging.getLogger(__name__)
 
 NO_TRITON = "no_triton.jsonl"  # repositories whose archive had no Triton code, so reruns skip them
+NO_NN_MODULE = "no_nn_module.jsonl"  # the same for the pytorch discovery: no nn.Module subclass
+EARLIER_DISCOVERY = "triton"  # what a line without `discovery` was found by: the only discovery there was
 PART_SUFFIX = ".part"
 
 _append_lock = threading.Lock()
@@ -69,6 +74,15 @@ def _masked(value, mask: Callable[[str], str]):
     if isinstance(value, list):
         return [_masked(item, mask) for item in value]
     return value
+
+
+def discoveries_of(entry: dict) -> list[str]:
+    """The discoveries a manifest line names (its `discovery` list; a single name is read as a list of one);
+    `[EARLIER_DISCOVERY]` for a line written before lines named them."""
+    found = entry.get("discovery", [EARLIER_DISCOVERY])
+    if isinstance(found, str):
+        found = [found]
+    return [name for name in found if isinstance(name, str)] if isinstance(found, list) else [EARLIER_DISCOVERY]
 
 
 def archive_ok(path: Path, expected_bytes: Optional[int] = None) -> bool:

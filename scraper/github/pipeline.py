@@ -6,6 +6,10 @@ Whatever the stage records (stats.json, errors.csv, rejects.jsonl, log lines) pa
 echoes back is never written and a server's text cannot drive the terminal. `repos_failed` counts the
 repositories that ended in an error (network, server, a damaged, refused, stalled or late archive, an answer
 whose default branch is no branch name, a stop); a run in which every repository to fetch failed returns 1.
+
+One run is one discovery (`Options.discovery`: scraper.github.discovery): its searches, its test on the archive,
+its file of rejected repositories. A repository another discovery already downloaded is not fetched again: its
+archive on disk is tested, and when it passes, a manifest line naming both discoveries is appended.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from typing import Iterable, Optional
 from scraper.cli import EXIT_NOTHING, EXIT_OK, INTERRUPTED, exit_status
 from scraper.progress import progress
 from scraper.github.client import GitHubClient, GitHubError, RateLimitTooLong
+from scraper.github.discovery import DEFAULT_DISCOVERY, DISCOVERIES, Discovery, still_confirmed
 from scraper.github.download import (
-    DOWNLOAD_DEADLINE, RepoInfo, Skip, download_archive, fetch_commit, fetch_info, manifest_entry,
+    DOWNLOAD_DEADLINE, Archive, RepoInfo, Skip, download_archive, fetch_commit, fetch_info, manifest_entry,
+    scan_archive,
 )
 from scraper.github.local import LocalError, ingest
 from scraper.github.manifest import (
-    NO_TRITON, append_entry, is_finished, read_latest, read_manifest, remove_partials, utc_now,
+    append_entry, discoveries_of, is_finished, read_latest, read_manifest, remove_partials, utc_now,
 )
 from scraper.github.search import SearchReport, search_code_repositories, search_repositories
 from scraper.records import atomic_write_text
@@ -51,10 +57,11 @@ class Options:
     """Everything the stage needs besides the client (the CLI fills it from argparse)."""
 
     download_dir: Path
-    query: str = "triton in:name,description,topics,readme language:python"
-    code_query: str = "triton.jit language:python"
+    discovery: str = DEFAULT_DISCOVERY  # triton | pytorch (scraper.github.discovery)
+    query: Optional[str] = None  # None: the discovery's
+    code_query: Optional[str] = None  # None: the discovery's (pytorch has none)
     min_stars: int = 100
-    search: str = "both"  # repo | code | both
+    search: Optional[str] = None  # repo | code | both; None: both, or repo when there is no code query
     repos_file: Optional[Path] = None
     local: list = field(default_factory=list)
     max_size_mb: Optional[float] = 500.0
@@ -69,6 +76,22 @@ class Options:
     @property
     def max_bytes(self) -> Optional[int]:
         return int(self.max_size_mb * 2**20) if self.max_size_mb else None
+
+    @property
+    def profile(self) -> Discovery:
+        return DISCOVERIES[self.discovery]
+
+    @property
+    def repo_query(self) -> str:
+        return self.query or self.profile.query
+
+    @property
+    def code_search_query(self) -> Optional[str]:
+        return self.code_query or self.profile.code_query
+
+    @property
+    def searches(self) -> str:
+        return self.search or ("both" if self.code_search_query else "repo")
 
 
 @dataclass
@@ -92,7 +115,7 @@ class Stage:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.manifest: dict[str, dict] = {}
-        self.no_triton: dict[str, dict] = {}
+        self.rejected: dict[str, dict] = {}  # this discovery's rejected repositories (no_triton.jsonl, ...)
         self.search_failed = False
 
     # ---------------------------------------------------------------------------------------- whole run
@@ -124,7 +147,7 @@ class Stage:
                 failed += 1
                 continue
             self.stats.inc(f"local_{status}")
-            if entry.get("triton_files"):
+            if self.options.profile.confirms(entry):
                 self.stats.inc("confirmed")
         ingested = self.stats.counts["local_ingested"] + self.stats.counts["local_unchanged"]
         return exit_status(bool(ingested), failed, self.options.keep_going)
@@ -182,10 +205,14 @@ class Stage:
         """Repository search and/or code search, merged (repository search first: its items carry metadata).
         A search that fails part-way keeps what it found; the error is counted and the exit status is 1."""
         found: dict[str, Candidate] = {}
-        if self.options.search in ("repo", "both"):
+        log.info("discovery: %s", self.options.discovery)
+        if self.options.searches in ("repo", "both"):
             self.guarded_search("repo_search", self.repo_search, found)
-        if self.options.search in ("code", "both"):
-            if self.client.has_token:
+        if self.options.searches in ("code", "both"):
+            if not self.options.code_search_query:  # the CLI refuses this; a caller of run() may not
+                log.warning("code search skipped: the %s discovery has no code query", self.options.discovery)
+                self.stats.inc("code_search_skipped_no_query")
+            elif self.client.has_token:
                 self.guarded_search("code_search", self.code_search, found)
             else:
                 log.warning("code search skipped: it needs a token (set GITHUB_TOKEN)")
@@ -204,13 +231,13 @@ class Stage:
         self.note_search(report, prefix)
 
     def repo_search(self, found: dict[str, Candidate], report: SearchReport) -> None:
-        items = search_repositories(self.client, self.options.query, self.options.min_stars, report)
+        items = search_repositories(self.client, self.options.repo_query, self.options.min_stars, report)
         for item in progress(items, desc="repo search", unit="repo"):
             found.setdefault(item["full_name"].lower(), Candidate(item["full_name"], RepoInfo.from_api(item)))
             self.stats.inc("found_repo_search")
 
     def code_search(self, found: dict[str, Candidate], report: SearchReport) -> None:
-        items = search_code_repositories(self.client, self.options.code_query, report)
+        items = search_code_repositories(self.client, self.options.code_search_query, report)
         for repo in progress(items, desc="code search", unit="repo"):
             self.stats.inc("found_code_search")
             if repo["full_name"].lower() not in found:
@@ -236,7 +263,7 @@ class Stage:
         """Fetch every candidate with `jobs` threads and one progress bar."""
         candidates = list(candidates)
         self.manifest = read_manifest(self.dir)
-        self.no_triton = read_latest(self.dir / NO_TRITON)
+        self.rejected = read_latest(self.dir / self.options.profile.rejected_file)
         with progress(total=len(candidates), desc="download", unit="repo") as bar, \
                 ThreadPoolExecutor(max_workers=max(1, self.options.jobs)) as pool:
             futures = [pool.submit(self.fetch_one, candidate) for candidate in candidates]
@@ -294,10 +321,11 @@ class Stage:
         key = candidate.full_name.lower()
         done = is_finished(self.dir, self.manifest.get(key))
         if done and not self.options.refresh:
-            return "skipped_already_downloaded"
-        known_empty = key in self.no_triton and self.options.confirm
+            return self.found_again(self.manifest[key], "skipped_already_downloaded")
+        reason = self.options.profile.reject_reason
+        known_empty = key in self.rejected and self.options.confirm
         if known_empty and not self.options.refresh:
-            return "skipped_known_no_triton"
+            return f"skipped_known_{reason}"
         info = candidate.info
         if info is None or not info.complete:
             info = fetch_info(self.client, candidate.full_name)
@@ -305,26 +333,73 @@ class Stage:
                 key = info.full_name.lower()
                 done = is_finished(self.dir, self.manifest.get(key))
                 if done and not self.options.refresh:
-                    return "skipped_already_downloaded"
+                    return self.found_again(self.manifest[key], "skipped_already_downloaded")
         self.note_dropped(info)
         self.check_limits(candidate, info)
         sha = fetch_commit(self.client, info.full_name, info.default_branch)
         if done and self.manifest[key].get("commit_sha") == sha:
-            return "unchanged"
-        if known_empty and self.no_triton[key].get("commit_sha") == sha:
-            return "unchanged_no_triton"
+            return self.found_again(self.manifest[key], "unchanged")
+        if known_empty and self.rejected.get(key, {}).get("commit_sha") == sha:
+            return f"unchanged_{reason}"
         archive = download_archive(self.client, info.full_name, sha, self.dir, self.options.max_bytes,
                                    self.options.download_deadline)
-        if archive.triton_files == 0 and self.options.confirm:
+        return self.keep(info, sha, archive, self.manifest.get(key))
+
+    def keep(self, info: RepoInfo, sha: str, archive: Archive, previous: Optional[dict]) -> str:
+        """Append the manifest line of a downloaded archive, naming the discoveries whose test it passes: this
+        run's, and those of the repository's previous line that still hold. An archive that no discovery keeps is
+        deleted; one this run's test rejects is recorded as rejected (Skip), even when another discovery keeps it."""
+        profile = self.options.profile
+        wanted = profile.confirms(archive.counts) or not self.options.confirm
+        found = still_confirmed(discoveries_of(previous), archive.counts) if previous else []
+        if wanted and profile.name not in found:
+            found.append(profile.name)
+        if found:
+            append_entry(self.dir, manifest_entry(info, sha, archive.path, archive.sha256, archive.size,
+                                                  archive.counts, found), mask=self.client.mask)
+        else:
             archive.path.unlink(missing_ok=True)
-            append_entry(self.dir, {"full_name": info.full_name, "commit_sha": sha, "fetched_at": utc_now()},
-                         NO_TRITON, mask=self.client.mask)
-            raise Skip("no_triton", f"no .py file mentions triton and jit at {sha[:7]}")
-        append_entry(self.dir, manifest_entry(info, sha, archive.path, archive.sha256, archive.size,
-                                              archive.triton_files), mask=self.client.mask)
-        if archive.triton_files:
+        if not wanted:
+            self.record_rejected(info.full_name, sha)
+        if profile.confirms(archive.counts):
             self.stats_inc("confirmed")
         return "downloaded"
+
+    def found_again(self, entry: dict, counter: str) -> str:
+        """A repository already downloaded: nothing is fetched; returns `counter` when this run's discovery is on
+        its line. Else its archive is tested on disk: when it passes, a copy of the line naming this discovery
+        too is appended (`added_discovery`); when not, it is recorded as rejected (Skip) and the archive stays."""
+        profile, found = self.options.profile, discoveries_of(entry)
+        if profile.name in found:
+            return counter
+        key = entry["full_name"].lower()
+        if self.options.confirm and key in self.rejected \
+                and self.rejected[key].get("commit_sha") == entry.get("commit_sha"):
+            return f"skipped_known_{profile.reject_reason}"
+        counts = self.counts_of(entry)
+        if self.options.confirm and not profile.confirms(counts):
+            self.record_rejected(entry["full_name"], entry.get("commit_sha"))
+        line = {**entry, **counts, "discovery": [*found, profile.name]}
+        append_entry(self.dir, line, mask=self.client.mask)
+        with self.lock:  # an old and a new name of a renamed repository may both come
+            self.manifest[key] = line
+        return "added_discovery"
+
+    def counts_of(self, entry: dict) -> dict:
+        """The file counts of a downloaded repository's line; its archive scanned again (on disk, no request)
+        when the line was written before one of them was counted."""
+        keys = [discovery.count_key for discovery in DISCOVERIES.values()]
+        if all(type(entry.get(key)) is int for key in keys):
+            return {key: entry[key] for key in keys}
+        return scan_archive(self.dir / entry["archive"]).counts
+
+    def record_rejected(self, full_name: str, sha: Optional[str]) -> None:
+        """Add a repository whose archive fails this run's test to the discovery's rejected file (reruns skip it
+        without a request) and raise Skip."""
+        profile = self.options.profile
+        append_entry(self.dir, {"full_name": full_name, "commit_sha": sha, "fetched_at": utc_now()},
+                     profile.rejected_file, mask=self.client.mask)
+        raise Skip(profile.reject_reason, f"{profile.missing}" + (f" at {sha[:7]}" if sha else ""))
 
     def check_limits(self, candidate: Candidate, info: RepoInfo) -> None:
         """Skip repositories below --min-stars (when found by code search) or over --max-size-mb (GitHub's size,
