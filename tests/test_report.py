@@ -122,6 +122,25 @@ def test_suite_accuracy_is_the_manifests(corpus, page):
     assert page["shown"]["suite.modules.failed_by_phase"] == ", ".join(f"{e['phase']} 1" for e in failed) != ""
 
 
+def test_accuracy_counts_each_models_latest_verdict(tmp_path, browser):
+    """Every verdict of the accuracy check, and a model run twice (a resumed suite run): its latest line counts."""
+    manifest = tmp_path / "corpus" / "suites" / "toy" / "suite" / "manifest.jsonl"
+    manifest.parent.mkdir(parents=True)
+    lines = [("a", "ok", "fail"), ("a", "ok", "pass"), ("b", "ok", "pass"), ("c", "ok", "fail"),
+             ("d", "ok", "skipped"), ("e", "failed", None), ("f", "ok", None)]
+    manifest.write_text("".join(json.dumps({"suite": "toy", "model": model, "status": status, "accuracy": verdict,
+                                            "phase": "compile" if status == "failed" else None}) + "\n"
+                                for model, status, verdict in lines))
+    assert report(tmp_path / "corpus").returncode == 0
+    shown = read_page(browser, tmp_path / "corpus" / "report.html")["shown"]
+    assert count(shown["suite.toy.models"]) == 6
+    verdicts = {"pass": 2, "fail": 1, "skipped": 1, "not checked": 2}
+    assert {v: count(shown[f"suite.toy.accuracy.{v}"]) for v in verdicts} == verdicts
+    assert shown["suite.toy.accuracy_rate"] == percent(2, 1)
+    assert shown["suite.toy.status"] == "failed 1, ok 5" and shown["suite.toy.failed_by_phase"] == "compile 1"
+    assert shown["stage.suite toy.state"] == "incomplete"  # a manifest, no stats.json
+
+
 def test_pair_check_pass_rate_is_the_pairs_and_its_summary(corpus, page):
     pairs = read_lines(corpus / "kernels" / "pairs.jsonl")
     passed = sum(p["pair_correct"] is True for p in pairs)
@@ -149,7 +168,8 @@ def test_validation_is_the_records_checked(corpus, page):
                 passed = sum(r[level] is True for r in mine)
                 assert (count(page["shown"][f"{key}.{level}.checked"]), count(page["shown"][f"{key}.{level}.passed"])) \
                     == (checked, passed), (key, level)
-                assert page["shown"][f"{key}.{level}.rate"] == (f"{100 * passed / checked:.1f}%" if checked else "\u2014")
+                rate = f"{100 * passed / checked:.1f}%" if checked else "\u2014"
+                assert page["shown"][f"{key}.{level}.rate"] == rate
     assert page["shown"]["validation.generated.github.parses.rate"] == "100.0%"  # the generator ran --validate parses
 
 
@@ -253,12 +273,18 @@ def test_hostile_text_stays_text(poisoned, browser):
     assert page["pwned"] is None and page["title"] == f"triton-data report: {poisoned}"
     assert not {"script", "img"} & set(page["elements"]) and len(page["styles"]) == 1
     assert page["links"] == [] and len(page["requests"]) == 1
-    assert page["text"].count(HOSTILE) >= 8  # shown, as text, wherever it was put
-    assert f"drop.inductor.{HOSTILE}" in page["shown"] and page["shown"][f"error.inductor.{HOSTILE}"] == "2"
-    assert BIDI not in page["text"] and "\\u202e" in page["text"]  # no reordering of what is around it
+    # shown, as text, wherever it was put
+    shown = page["shown"]
+    assert shown["build.field.plan"] == HOSTILE and shown[f"build.stage.{HOSTILE}"] == HOSTILE
+    assert HOSTILE in shown["suite.modules.status"] and HOSTILE in shown["suite.modules.failed_by_phase"]
+    assert HOSTILE in [found["text"] for found in page["figures"]["suite.modules.failed.model"]]
+    assert shown[f"drop.inductor.{HOSTILE}"] == "7" and shown[f"error.inductor.{HOSTILE}"] == "2"
+    (row,) = [s for s in page["samples"] if s["id"] == HOSTILE]
+    assert row["texts"]["text"] == HOSTILE + "\\u202e"  # the override escaped: nothing around it is reordered
+    assert BIDI not in page["text"]
     evil = [s for s in page["samples"] if "evil_kernel" in s["texts"].get("text", "")]
     assert len(evil) == 1 and HOSTILE in evil[0]["texts"]["text"]  # the generator's own hostile kernel
-    assert HOSTILE in json.loads((poisoned / "report.json").read_text())["build"]["fields"]["plan"]
+    assert f"{HOSTILE} \\u202egnp.exe" in evil[0]["texts"]["text"]
 
 
 # ------------------------------------------------------------------------------------------------ partial corpora
@@ -302,7 +328,8 @@ def test_malformed_files_are_named_and_the_rest_is_shown(corpus, tmp_path, brows
         assert any(note.startswith(f"{name}: ") for note in notes), (name, notes)
     assert any(note.startswith("kernels/pairs.jsonl: 2 line(s) left out") for note in notes)
     assert page["shown"]["stage.inductor.state"] == "unreadable" and page["shown"]["stage.build.state"] == "unreadable"
-    assert count(page["shown"]["counter.generate.repositories"]) == 5 and "counter.generate.kernels_found" not in page["shown"]
+    assert count(page["shown"]["counter.generate.repositories"]) == 5
+    assert "counter.generate.kernels_found" not in page["shown"]
     # the rest, as before
     assert count(page["shown"]["pairs.level.all"]) == len(read_lines(corpus / "kernels" / "pairs.jsonl"))
     assert count(page["shown"]["dataset.completion.split.all"]) == len(rows_of(corpus, "completion"))

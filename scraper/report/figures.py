@@ -26,6 +26,7 @@ from scraper.validate.api import LEVELS
 GENERATOR = "triton-data report"  # report.json's mark: a report.json without it is someone else's file
 SAMPLES = 3  # rows shown of each dataset
 SAMPLE_CHARS = 2000  # of each text column of a sample row
+FAILURES = 50  # failed models listed per suite (a whole suite run can fail hundreds: the counts say how many)
 # per dataset task: the column its samples are spread over, their text columns, the fields shown beside them
 SAMPLE_SPREAD = {"completion": "source", "pairs": "pair_level", "problems": "level"}
 SAMPLE_TEXTS = {"completion": ("text",), "pairs": ("python_code", "triton_code"), "problems": ("python_code",)}
@@ -185,11 +186,19 @@ def suite(folder: Path, notes: Notes) -> dict:
                 latest[entry.key] = entry
     entries = list(latest.values())
     accuracy = Counter(e.accuracy if e.accuracy in ("pass", "fail", "skipped") else "not checked" for e in entries)
+    failed = [e for e in entries if e.status not in ("ok", "skipped")]
     return {"models": len(entries), "status": dict(Counter(str(e.status) for e in entries)),
-            "failed_by_phase": dict(Counter(str(e.phase) for e in entries if e.status not in ("ok", "skipped"))),
+            "failed_by_phase": dict(Counter(str(e.phase) for e in failed)),
             "kernels": sum(e.kernels for e in entries if is_number(e.kernels)),
             "accuracy": {key: accuracy.get(key, 0) for key in ("pass", "fail", "skipped", "not checked")},
-            "accuracy_rate": rate(accuracy["pass"], accuracy["fail"])}
+            "accuracy_rate": rate(accuracy["pass"], accuracy["fail"]),
+            "failures": [failure(e) for e in failed[:FAILURES]], "failures_left_out": max(0, len(failed) - FAILURES)}
+
+
+def failure(entry) -> dict:
+    """A model that did not compile: its name, status, phase and the first line of its error."""
+    error = str(entry.error).strip().splitlines()[0][:300] if entry.error and str(entry.error).strip() else None
+    return {"model": entry.model, "status": entry.status, "phase": entry.phase, "error": error}
 
 
 def rate(passed: int, failed: int) -> Optional[float]:
@@ -258,7 +267,8 @@ def tally_pairs(records: Iterable) -> dict:
         verdicts[{True: "passed", False: "failed"}.get(pair.pair_correct, "unchecked")] += 1
         if pair.pair_correct is True and is_number(pair.speedup):
             speedups.append(pair.speedup)
-    return {"by_level": dict(levels), "verdicts": {key: verdicts.get(key, 0) for key in ("passed", "failed", "unchecked")},
+    return {"by_level": dict(levels),
+            "verdicts": {key: verdicts.get(key, 0) for key in ("passed", "failed", "unchecked")},
             "pass_rate": rate(verdicts["passed"], verdicts["failed"]), "speedup": histogram(speedups)}
 
 

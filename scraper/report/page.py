@@ -90,7 +90,8 @@ def notes(lines: list) -> str:
     if not lines:
         return ""
     items = "".join(f'<li data-figure="note">{text(line)}</li>' for line in lines)
-    return f'<div class=notes><strong>Files that could not be read (their figures are left out):</strong><ul>{items}</ul></div>'
+    return ("<div class=notes><strong>Files that could not be read (their figures are left out):</strong>"
+            f"<ul>{items}</ul></div>")
 
 
 def state_cell(key: str, state: str) -> Cell:
@@ -104,9 +105,12 @@ def stages(figures: dict) -> str:
     rows += [[key, entry["what"], state_cell(f"stage.{key}.state", entry["state"]), entry["file"]]
              for key, entry in figures["stages"].items()]
     parts = [table(["stage", "what", "state", "file"], rows)]
+    if build.get("fields"):
+        parts.append("<h3>build.json</h3>" + table(["field", "value"], [
+            [name, figure(f"build.field.{name}", value, text)] for name, value in build["fields"].items()]))
     if build.get("stages"):
         parts.append("<h3>Stages in build.json</h3>" + table(["stage", "state"], [
-            [name, figure(f"build.{name}", state, text)] for name, state in build["stages"].items()]))
+            [name, figure(f"build.stage.{name}", state, text)] for name, state in build["stages"].items()]))
     return section("Stages", *parts)
 
 
@@ -152,7 +156,18 @@ def accuracy(suites_: dict) -> str:
             + [figure(f"suite.{name}.accuracy.{v}", s["accuracy"][v]) for v in verdicts]
             + [figure(f"suite.{name}.accuracy_rate", s["accuracy_rate"], percent)] for name, s in suites_.items()]
     return ("<h3>Suite models against eager (accuracy)</h3>"
-            + table(["suite", "models", "status", "failed at"] + list(verdicts) + ["pass rate"], rows))
+            + table(["suite", "models", "status", "failed at"] + list(verdicts) + ["pass rate"], rows)
+            + failures(suites_))
+
+
+def failures(suites_: dict) -> str:
+    rows = [[name, figure(f"suite.{name}.failed.model", f["model"], text), f["status"], f["phase"], f["error"]]
+            for name, s in suites_.items() for f in s["failures"]]
+    left_out = sum(s["failures_left_out"] for s in suites_.values())
+    if not rows:
+        return ""
+    more = f"<p class=muted>{number(left_out)} more not listed</p>" if left_out else ""
+    return "<h3>Models that did not compile</h3>" + table(["suite", "model", "status", "phase", "error"], rows) + more
 
 
 def pair_check(found: dict) -> str:
@@ -235,13 +250,20 @@ def samples(found: dict) -> str:
 
 
 def sample(task: str, row: dict) -> str:
+    """One row: its fields, then each of its text columns."""
     fields = table(["field", "value"], [[name, value] for name, value in row["fields"].items()])
-    texts = "".join(
-        f'<p>{text(column)} ({number(t["chars"])} characters'
-        + (f', the first {number(len(t["shown"]))} shown: <span data-figure="sample.more">{t["chars"] - len(t["shown"])}'
-           "</span> more" if t["chars"] > len(t["shown"]) else "")
-        + f')</p><pre data-column="{text(column)}">{text(t["shown"])}</pre>' for column, t in row["texts"].items())
-    return f'<div class=sample data-sample="{text(task)}" data-id="{text(row["fields"].get("id"))}">{fields}{texts}</div>'
+    texts = "".join(text_column(column, shown) for column, shown in row["texts"].items())
+    marks = f'data-sample="{text(task)}" data-id="{text(row["fields"].get("id"))}"'
+    return f"<div class=sample {marks}>{fields}{texts}</div>"
+
+
+def text_column(column: str, part: dict) -> str:
+    """A text column as far as it is shown; a cut one says how many characters are left out."""
+    left = part["chars"] - len(part["shown"])
+    cut = (f', the first {number(len(part["shown"]))} shown: <span data-figure="sample.more">{left}</span> more'
+           if left else "")
+    return (f'<p>{text(column)} ({number(part["chars"])} characters{cut})</p>'
+            f'<pre data-column="{text(column)}">{text(part["shown"])}</pre>')
 
 
 def counters(entries: dict) -> str:
