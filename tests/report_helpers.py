@@ -129,7 +129,11 @@ def read_lines(path: Path) -> list[dict]:
 def chromium() -> str:
     """The Chromium to use (TRITON_DATA_CHROMIUM, else one on PATH); the test is skipped where there is none."""
     named = os.environ.get("TRITON_DATA_CHROMIUM")
-    found = named if named and os.access(named, os.X_OK) else next(filter(None, map(shutil.which, CHROMIUMS)), None)
+    if named:
+        if not (os.path.isfile(named) and os.access(named, os.X_OK)):
+            pytest.fail(f"TRITON_DATA_CHROMIUM={named} is not an executable file")
+        return named
+    found = next(filter(None, map(shutil.which, CHROMIUMS)), None)
     if found is None:
         pytest.skip("no Chromium to open the report in: apt-get install chromium (make test installs it when run "
                     "as root, as CI is), or set TRITON_DATA_CHROMIUM to a chromium binary")
