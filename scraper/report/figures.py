@@ -59,9 +59,10 @@ def collect(corpus: Path, samples: int = SAMPLES) -> dict:
 # ------------------------------------------------------------------------------------------------ stages
 
 
-def stage_files(corpus: Path) -> list[tuple[str, str, Path, Path]]:
-    """(key, what it is, its folder, its stats file) of every stage, in the pipeline's order."""
-    suites_dir, kernels, datasets_dir = corpus / layout.SUITES, corpus / layout.KERNELS, corpus / layout.DATASETS
+def stage_files(corpus: Path) -> list[tuple[str, str, Optional[Path], Path]]:
+    """(key, what it is, its own folder (None: a folder it shares), its stats file) of every stage, in the
+    pipeline's order."""
+    kernels, datasets_dir = corpus / layout.KERNELS, corpus / layout.DATASETS
     found = [(f"suite {s.name}", "0: compile models (run_inductor_suite.py)", s, s / SUITE_DIR / STATS)
              for s in suite_folders(corpus)]
     found += [("inductor", "1: Inductor kernels, pairs, problems", kernels, kernels / STATS),
