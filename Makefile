@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install install-dev test demo bubblewrap torch
+.PHONY: install install-dev test demo bubblewrap chromium torch
 
 # torch first, pinned, when none is installed. A torch you already have (a CUDA build on a GPU machine) is kept.
 # The package registry's torch for Linux x86_64 is the CUDA build (with ~22 nvidia-* packages, GBs), so the CPU
@@ -32,7 +32,7 @@ torch:
 	fi; \
 	$(PIP) install -q "$(TORCH_PIN)"
 
-install-dev: install
+install-dev: install chromium
 	$(PIP) install -q -r requirements-dev.txt
 
 test: install-dev
@@ -52,4 +52,18 @@ bubblewrap:
 	else \
 		echo "warning: bubblewrap (bwrap) is missing: install it (sudo apt-get install bubblewrap) or set" \
 		     "TRITON_DATA_BWRAP, else --validate imports/compiles and --suite modules are refused" >&2; \
+	fi
+
+# tests/test_report.py opens `triton-data report`'s page in a real headless browser: install Debian's chromium when
+# no Chromium is there and we are root (CI on a fresh machine); otherwise say that the test will be skipped.
+# TRITON_DATA_CHROMIUM (a path to a chromium binary) counts as installed. The names are the test's (CHROMIUMS).
+CHROMIUMS = chromium chromium-browser google-chrome google-chrome-stable chrome
+chromium:
+	@found=; for name in $(CHROMIUMS); do command -v $$name >/dev/null && found=$$name && break; done; \
+	if [ -n "$$found" ] || [ -x "$$TRITON_DATA_CHROMIUM" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "warning: no Chromium (chromium): tests/test_report.py, which opens the report in a browser, is" \
+		     "skipped; install it (sudo apt-get install chromium) or set TRITON_DATA_CHROMIUM" >&2; \
 	fi

@@ -152,3 +152,62 @@ def test_readme_and_makefile_name_the_same_pin_and_cpu_index():
     index = re.search(r"^TORCH_INDEX \?= (\S+)$", makefile, re.MULTILINE).group(1)
     assert index == "https://download.pytorch.org/whl/cpu"  # PyTorch's own CPU wheels (torch==X+cpu)
     assert f"pip install {pin} --index-url {index}" in readme
+
+
+# A stand-in for apt-get or a browser on a PATH of fakes only: it logs its name and arguments.
+FAKE_TOOL = '#!/bin/sh\necho "${0##*/} $*" >> "$FAKE_LOG"\n'
+
+
+def make_chromium(tmp_path, uid: int, tools: tuple = (), **env) -> tuple[list, str]:
+    """`make chromium` where PATH holds only fakes: `id -u` answers `uid`, apt-get and `tools` log their calls;
+    (the calls, make's stderr)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("needs make")
+    fakes, log = tmp_path / "bin", tmp_path / "calls.log"
+    fakes.mkdir()
+    (fakes / "id").write_text(f"#!/bin/sh\necho {uid}\n")
+    for name in ("apt-get", *tools):
+        (fakes / name).write_text(FAKE_TOOL)
+    for fake in fakes.iterdir():
+        fake.chmod(0o755)
+    done = subprocess.run([make, "--no-print-directory", "-C", str(REPO_ROOT), "chromium"],
+                          env={"PATH": str(fakes), "FAKE_LOG": str(log), **env}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return (log.read_text().splitlines() if log.exists() else []), done.stderr
+
+
+def test_make_installs_debians_chromium_as_root_where_none_is(tmp_path):
+    calls, _ = make_chromium(tmp_path, 0)
+    assert calls == ["apt-get update -qq", "apt-get install -y -qq chromium"]
+
+
+@pytest.mark.parametrize("name", ["chromium", "chromium-browser", "google-chrome"])
+def test_make_keeps_the_chromium_there_is(tmp_path, name):
+    calls, stderr = make_chromium(tmp_path, 0, tools=(name,))
+    assert calls == [] and stderr == ""
+
+
+def test_make_takes_triton_data_chromium_as_installed(tmp_path):
+    binary = tmp_path / "my-chromium"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    calls, stderr = make_chromium(tmp_path, 0, TRITON_DATA_CHROMIUM=str(binary))
+    assert calls == [] and stderr == ""
+
+
+def test_make_says_what_to_do_where_it_may_not_install_chromium(tmp_path):
+    calls, stderr = make_chromium(tmp_path, 1000)
+    assert calls == []
+    assert "tests/test_report.py" in stderr and "skipped" in stderr and "apt-get install chromium" in stderr
+    assert "TRITON_DATA_CHROMIUM" in stderr
+
+
+def test_make_test_installs_chromium_on_its_way():
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert re.search(r"^install-dev: .*\bchromium\b", makefile, re.MULTILINE)
+    assert re.search(r"^test: install-dev\b", makefile, re.MULTILINE)
+    from report_helpers import CHROMIUMS  # the names the test looks for are the ones make looks for
+
+    assert re.search(r"^CHROMIUMS = (.+)$", makefile, re.MULTILINE).group(1).split() == list(CHROMIUMS)
