@@ -8,6 +8,7 @@
     triton-data validate   ...   python -m scraper.validate
     triton-data pairs check ...  python -m scraper.pairs.check             (GPU machine; --device cpu: dry run)
     triton-data report CORPUS    python -m scraper.report.command          (CORPUS/report.html, report.json)
+    triton-data build -o CORPUS  every stage above in order, resumable       (scraper/builder/)
 Each subcommand takes exactly the options of the script it names (`triton-data <command> --help`).
 """
 
@@ -27,6 +28,7 @@ COMMANDS = {  # subcommand -> (module holding its main(argv), what it does)
     "dataset": ("scraper.dataset.cli", "merge, deduplicate and split into a torchtune dataset"),
     "validate": ("scraper.validate.__main__", "check the kernels of a kernels.jsonl in the sandbox"),
     "pairs": ("scraper.pairs.command", "pairs check: each pair's Triton against its PyTorch (GPU), pair_correct"),
+    "build": ("scraper.builder.command", "every stage in order into one corpus, resumable; --shard i/N, --merge"),
     "report": ("scraper.report.command", "one HTML page (and report.json) of a corpus's figures, stage by stage"),
 }
 

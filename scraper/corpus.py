@@ -2,7 +2,7 @@
 writes when run by hand with that folder as its output, so every stage's files keep their usual names and readers.
 
     CORPUS/
-      build.json               the build's plan and each stage's state (scraper/build/)
+      build.json               the build's plan and each stage's state (scraper/builder/)
       github/                  scrape_github.py --download-dir: archives + manifest.jsonl (a token or --repos)
       generated/               the generator's -o: modules, kernels.jsonl, stats.json
       suites/<suite>/          run_inductor_suite.py -o, one debug root per suite (suite/manifest.jsonl, stats)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SUBCOMMANDS = ("suite", "inductor", "scrape", "generate", "dataset", "validate", "pairs", "report")
+SUBCOMMANDS = ("suite", "inductor", "scrape", "generate", "dataset", "validate", "pairs", "report", "build")
 SCRIPTS = ("create_json.py", "run_inductor_suite.py", "scrape_github.py", "get_kernels_from_debug_info.py")
 
 

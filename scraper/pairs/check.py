@@ -61,7 +61,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per pair (default: 300)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs of each side (default: 20; 0: no timing)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default: 3)")
-    parser.add_argument("--limit", type=int, help="check only the first N pairs")
+    parser.add_argument("--limit", type=int, help="check only the first N pairs of the file (a "
+                        "rerun checks those of them still unchecked)")
     parser.add_argument("--batch", type=int, default=32, help="kernel-level pairs checked by one child process, in "
                         "turn (default: 32; the others get a process each)")
     parser.add_argument("--time-budget", type=float, help="start no pair after this many seconds (the others stay "
@@ -91,7 +92,8 @@ def main(argv: Optional[list[str]] = None, prog: Optional[str] = None) -> int:
         log.error("no pairs file: %s", args.pairs)
         return 2
     pairs = read_pairs(path)
-    todo = [p for p in pairs if args.recheck or p.pair_correct is None][: args.limit]
+    # the first N pairs of the file, whether checked before or not: a rerun of a killed check takes up the same ones
+    todo = [p for p in pairs[: args.limit] if args.recheck or p.pair_correct is None]
     if args.device == "cuda" and not gpu_available():
         print(f"no GPU: {len(todo)} pairs left unchecked (pair_correct stays None)", file=sys.stderr)
         return 1
