@@ -7,6 +7,7 @@ import linecache
 import re
 import traceback
 from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
 
 from scraper.phases import describe
 
@@ -58,16 +59,26 @@ def frame_text(frame: traceback.FrameSummary) -> str:
     return " ".join(line for line in lines if line) or frame.line or ""
 
 
-def first_new_repair(rules: list, search, attempt, failure: Failure):
-    """The first candidate some repair rule makes of `attempt` (a constructor call or an input trial) that
-    `search` has not tried yet, or None (also when a rule met a scraped value it cannot read: that is recorded
-    in `search.errors`, not a worker failure)."""
+class Repair(NamedTuple):
+    """One row of a repair table (scraper.worker.infer.repairs): the failure it recognises, a regex searched in
+    `Kind: message`, and the change it makes, `change(search, attempt, failure, match) -> candidates`."""
+
+    recognises: str
+    change: Callable
+
+
+def first_new_repair(rows: list, search, attempt, failure: Failure):
+    """The first candidate some row of the repair table makes of `attempt` (a constructor call or an input
+    trial), among the rows that recognise `failure`, that `search` has not tried yet; or None (also when a change
+    met a scraped value it cannot read: that is recorded in `search.errors`, not a worker failure)."""
     try:
-        for rule in rules:
-            for candidate in rule(search, attempt, failure) or []:
+        for row in rows:
+            match = failure.search(row.recognises)
+            if match is None:
+                continue
+            for candidate in row.change(search, attempt, failure, match) or []:
                 if candidate is not None and candidate.key() not in search.tried:
                     return candidate
     except Exception as exc:
         search.errors.append(f"repair: {type(exc).__name__}: {exc}")
     return None
-

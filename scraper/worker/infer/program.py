@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scraper.worker import programs
-from scraper.worker.infer import setup
+from scraper.worker.infer import repairs, setup
 from scraper.worker.infer.construct import Constructor
 from scraper.worker.infer.errors import failure_of
 from scraper.worker.infer.inputs import InputSearch
@@ -83,7 +83,7 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
     evaluate = lambda expression: eval(expression, env)  # noqa: E731,S307 - our own expressions
     run = lambda statement: exec(statement, env)  # noqa: E731,S102 - our own set-up statements (setup.py)
     deadline = time.monotonic() + SEARCH_SECONDS
-    constructor = Constructor(cls, evaluate, filename, facts, namespace, deadline)
+    constructor = Constructor(cls, evaluate, filename, facts, namespace, deadline, repairs.INIT)
     searches, paths = [], []
     models = constructor.models(hints)
     built = next(models, None)
@@ -92,7 +92,7 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
         env["DTYPE"] = dtype
         model = env["model"] = built.model  # set-up statements name it
         inputs = InputSearch(model, facts, filename, call_with(model, evaluate, run), cast_with(model, env, dtype),
-                             deadline)
+                             deadline, repairs.INPUTS)
         found = inputs.find(hints, lambda: (model.to(device=device, dtype=dtype), eval_mode(model)))
         searches.append(inputs)
         if found is not None:
