@@ -38,6 +38,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPOS_LIST = REPO_ROOT / "benchmarks" / "ordinary_repos.txt"
 TOP_ERRORS = 5  # first error lines shown per phase
+NEEDS_CUDA = r"not compiled with CUDA|0 active drivers|[Oo]nly support CUDA|[Nn]o CUDA GPUs|no NVIDIA driver"
 
 
 # ------------------------------------------------------------------------------------------ pack
@@ -193,6 +194,8 @@ def summary(args) -> int:
         print("  skipped: " + ", ".join(f"{reason} {n}" for reason, n in skips.most_common()))
     failed = Counter({name: n for name, n in outcomes.items() if name not in ("ok", "skipped")})
     print("  failures by phase: " + ", ".join(f"{name} {n}" for name, n in failed.most_common()))
+    cuda = sum(1 for entry in ran if outcome(entry) != "ok" and re.search(NEEDS_CUDA, entry.get("error") or ""))
+    print(f"  failures only for want of CUDA (a GPU run may pass them): {cuda}")
     for name, _ in failed.most_common():
         errors = Counter(first_line(entry) for entry in ran if outcome(entry) == name)
         for error, n in errors.most_common(TOP_ERRORS):
