@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 from scraper.worker.infer.errors import Failure, failure_of, first_new_repair
-from scraper.worker.infer.values import HIDDEN, attribute_guess, by_name, init_guess, module_expression, \
-    namespace_expression, tensor_expression
+from scraper.worker.infer.values import HIDDEN, ONLY_A_LAYERS, PASS_THROUGH, attribute_guess, by_name, init_guess, \
+    layer_with, module_expression, namespace_expression, tensor_expression
 
 MAX_INIT_TRIALS = 48
 SIZE_LADDER = ("64", "128", "256", "32", "16", "8", "4", "2", "1")
@@ -153,13 +153,36 @@ class Constructor:
         return None
 
     def culprits(self, call: Call, failure: Failure) -> list[str]:
-        """Constructor parameters the error names, then those the failing line uses (directly or as
-        self.<x>); also parameters the call leaves to their defaults."""
-        line = set(failure.names_in_line())
+        """Constructor parameters the error names, those passed on to the helper whose line failed as the
+        helper's parameters that line names (passed_on), those the failing line uses (directly or as self.<x>),
+        then those the lines around it use; also parameters the call leaves to their defaults."""
         names = list(dict.fromkeys([*call.kwargs, *self.params]))
         named = [name for name in names if re.search(rf"(?<![\w.]){re.escape(name)}\b", failure.message)]
-        used = [name for name in names if {holder.removeprefix("self.") for holder in self.facts.holders(name)} & line]
-        return list(dict.fromkeys(named + used))
+        return list(dict.fromkeys(named + self.used_in(names, self.passed_on(failure))
+                                  + self.used_in(names, failure.names_in_line())
+                                  + self.used_in(names, failure.names_around())))
+
+    def used_in(self, names: list, identifiers: list) -> list[str]:
+        """The parameters among `names` that `identifiers` (of a line) name, directly or as self.<x>."""
+        found = set(identifiers)
+        return [name for name in names if {holder.removeprefix("self.") for holder in self.facts.holders(name)} & found]
+
+    def passed_on(self, failure: Failure) -> list[str]:
+        """Identifiers of the arguments the line around the failing one passes to the helper that failed, as the
+        helper's parameters the failing line names: `self.mlp = MLP(embed_dim, mlp_dims)` around `for d in
+        embed_dims:` of `MLP(input_dim, embed_dims)` gives `mlp_dims` (the helper's own names may be those of
+        other parameters here: `embed_dim`)."""
+        if len(failure.lines) < 2:
+            return []
+        inner, found = set(failure.names_in_line()), []
+        for node in calls_in(failure.lines[1]):
+            signature = helper_signature(node.func, self.cls, self.namespace)
+            try:
+                bound = signature.bind_partial(*node.args, **{kw.arg: kw.value for kw in node.keywords if kw.arg})
+            except (TypeError, AttributeError):  # no signature, or not this call's
+                continue
+            found += [ast.unparse(value) for name, value in bound.arguments.items() if name in inner]
+        return re.findall(r"[A-Za-z_]\w*", " ".join(found))
 
     def current(self, call: Call, name: str) -> str:
         """The expression a parameter has in `call`: its own, else its default's (None when not a literal)."""
@@ -182,6 +205,36 @@ def constructor_params(cls) -> dict[str, inspect.Parameter]:
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {name: p.replace(annotation=hints.get(name, p.annotation)) for name, p in signature.parameters.items()
             if p.kind in kinds}
+
+
+def calls_in(line: str) -> list:
+    """The calls of a source line (a statement, or the head of one: `for x in f(y):`), [] when it does not
+    parse."""
+    text = line.strip()
+    for attempt in (text, text.rstrip(":") + ": pass", text.rstrip(":")):
+        try:
+            return [node for node in ast.walk(ast.parse(attempt)) if isinstance(node, ast.Call)]
+        except SyntaxError:
+            continue
+    return []
+
+
+def helper_signature(func: ast.expr, cls, namespace: dict):
+    """The signature of the helper a call names (a class or function of the module, or `self.method`, without
+    self); None when it is something else."""
+    if isinstance(func, ast.Name):
+        target = namespace.get(func.id)
+    elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self":
+        target = getattr(cls, func.attr, None)
+    else:
+        return None
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    params = list(signature.parameters.values())
+    method = isinstance(func, ast.Attribute) and params and params[0].name == "self"
+    return signature.replace(parameters=params[1:]) if method else signature
 
 
 # ------------------------------------------------------------------------------------------ changes
@@ -241,6 +294,13 @@ def tensor_for(self: Constructor, call: Call, names: list) -> list:
     return [call.with_value(name, tensor) for name in names if not self.current(call, name).startswith("torch.rand")]
 
 
+def parameter_for_tensor(self: Constructor, call: Call, failure: Failure, match):
+    """An nn.Parameter of the tensor given where the module ties it to a layer (`self.decoder.weight = weights`:
+    `cannot assign 'torch.FloatTensor' as parameter 'weight'`)."""
+    return [call.with_value(name, f"torch.nn.Parameter({call.kwargs[name]})") for name in self.culprits(call, failure)
+            if call.kwargs.get(name, "").startswith("torch.rand")]
+
+
 def vector_for_matrix(self: Constructor, call: Call, failure: Failure, match):
     """A vector where a tensor given to the constructor is flattened against the features (`scales.view(1, -1)`
     meets 64 features with the 4096 of a 64 x 64 guess): one of the size the broadcast wants."""
@@ -274,6 +334,58 @@ def config_for_value(self: Constructor, call: Call, failure: Failure, match):
             attributes[wanted] = attribute_guess(wanted)
             repaired.append(call.with_value(name, namespace_expression(attributes)))
     return repaired
+
+
+def layer_for_attribute(self: Constructor, call: Call, failure: Failure, match):
+    """A layer that has the attribute the module reads of what it was given: the module's own classes that
+    define it (ResNet(block, layers) reads `block.expansion`: its BasicBlock), then a torch layer that has it
+    (`base.in_features` of an Identity: a Linear), for a layer given, or a plain value lacking what only a layer
+    has. Config objects, dicts and tensors keep their kind (config_for_value adds what a config lacks)."""
+    attribute = match.group(2)
+    own = own_classes_with(self.namespace, attribute)
+    layer = layer_with(attribute)
+    candidates = []
+    for name in self.culprits(call, failure):
+        value = self.current(call, name)
+        if value.startswith(("types.SimpleNamespace(", "dict(", "torch.rand", "DTYPE", "device")):
+            continue
+        candidates += [call.with_value(name, cls) for cls in own]
+        if layer and (value.startswith("torch.nn.") or attribute in ONLY_A_LAYERS):
+            candidates.append(call.with_value(name, layer))
+    return candidates
+
+
+def own_classes_with(namespace: dict, attribute: str) -> list[str]:
+    """Names of the module's own nn.Module classes whose body defines `attribute` (`expansion = 4`)."""
+    import torch
+
+    return [name for name, value in namespace.items() if isinstance(value, type) and issubclass(value, torch.nn.Module)
+            and not value.__module__.startswith("torch") and attribute in vars(value)]
+
+
+LITERAL = r"-?\d+(\.\d+)?|'[^']*'|\"[^\"]*\"|True|False|None"
+
+
+def value_the_assert_lists(self: Constructor, call: Call, failure: Failure, match):
+    """Each value an assertion lists for a parameter (`assert n_bits in (2, 3, 8)`, `assert x in [...]`)."""
+    found = re.search(r"assert\s+(?:self\.)?(\w+)\s+in\s+[(\[{]([^)\]}]*)", failure.line)
+    if not found or found.group(1) not in self.params:
+        return []
+    values = [value.strip() for value in found.group(2).split(",")]
+    return [call.with_value(found.group(1), value) for value in values if re.fullmatch(LITERAL, value)]
+
+
+
+def list_for_isinstance(self: Constructor, call: Call, failure: Failure, match):
+    """A list where an assertion wants a parameter to be a list or a tuple (`assert isinstance(dims, (list,
+    tuple))`)."""
+    found = re.search(r"isinstance\(\s*(?:self\.)?(\w+)\s*,\s*\(?[^)]*\b(list|tuple|List|Tuple|Sequence)\b",
+                      failure.line)
+    if not found or found.group(1) not in self.params:
+        return []
+    value = self.current(call, found.group(1))
+    item = value if re.fullmatch(r"-?\d+(\.\d+)?", value) else str(HIDDEN)
+    return [call.with_value(found.group(1), f"[{item}, {item}]")]
 
 
 VALUE = r"(True|False|None|-?\d+(?:\.\d+)?|'[^']*'|\"[^\"]*\")"
@@ -330,10 +442,47 @@ def key_for_dict(self: Constructor, call: Call, failure: Failure, match):
 
 
 def list_for_int(self: Constructor, call: Call, failure: Failure, match):
-    """A list where the module iterates or indexes a single value (an int, or a layer it wants several of)."""
-    return [call.with_value(name, f"[{call.kwargs[name]}, {call.kwargs[name]}]") for name in
-            self.culprits(call, failure) or list(call.kwargs)
+    """A list where the module iterates or indexes a single value (an int, or a layer it wants several of);
+    first for the parameters the failing line iterates or indexes (`dropouts[0]` beside `embed_dim`)."""
+    names = self.culprits(call, failure) or list(call.kwargs)
+    iterated = set(self.used_in(names, [name for groups in ITERATED.findall(failure.line) for name in groups]))
+    return [call.with_value(name, f"[{call.kwargs[name]}, {call.kwargs[name]}]")
+            for name in sorted(names, key=lambda name: name not in iterated)
             if re.fullmatch(r"\d+|torch\.nn\.\w+\(.*\)", call.kwargs.get(name, ""))]
+
+
+# What a line iterates, indexes or unpacks: `x[`, `in x`, `sum(x)` (len, zip, ...), `*x`
+ITERATED = re.compile(r"(?:self\.)?(\w+)\s*\[|\bin\s+(?:self\.)?(\w+)|\b(?:sum|len|zip|list|tuple|enumerate|sorted|"
+                      r"reversed|max|min|iter)\(\s*(?:self\.)?(\w+)|\*\s*(?:self\.)?(\w+)")
+
+
+def int_for_list(self: Constructor, call: Call, failure: Failure, match):
+    """An item of a list where the module wants one number (a size): the list guessed for the wrong parameter,
+    or a list of sizes where one is read (paritybench's list fixors)."""
+    return [call.with_value(name, first_item(call.kwargs[name])) for name in self.culprits(call, failure)
+            if first_item(call.kwargs.get(name, ""))]
+
+
+def first_item(expression: str) -> str:
+    """`64` of a list or tuple literal `[64, 64]`; "" for anything else."""
+    found = re.fullmatch(r"[\[(]\s*(-?\d+(?:\.\d+)?)\s*(?:,.*)?[\])]", expression)
+    return found.group(1) if found else ""
+
+
+def probability_for_dropout(self: Constructor, call: Call, failure: Failure, match):
+    """A probability (0.1) where a dropout got a size (`dropouts=16`, or a list of them), as paritybench."""
+    got = re.escape(match.group(1))
+    names = [name for name in self.culprits(call, failure) + [n for n in call.kwargs if "drop" in n.lower()]
+             if re.search(rf"(?<![\w.]){got}(?![\w.])", call.kwargs.get(name, ""))]
+    return [call.with_value(name, re.sub(rf"(?<![\w.]){got}(?![\w.])", "0.1", call.kwargs[name]))
+            for name in dict.fromkeys(names)]
+
+
+def activation_taking_inplace(self: Constructor, call: Call, failure: Failure, match):
+    """A ReLU where the module makes its activation with `inplace=` (`nolinear(inplace=True)`) and the one given
+    takes no such argument."""
+    return [call.with_value(name, "torch.nn.ReLU") for name, value in call.kwargs.items()
+            if value in ("torch.nn.GELU", "torch.nn.Identity", "torch.nn.SiLU")]
 
 
 def list_length(self: Constructor, call: Call, failure: Failure, match):
@@ -443,7 +592,6 @@ def by_name_again(self: Constructor, call: Call, failure: Failure, match):
             if by_name(name) and by_name(name) != call.kwargs.get(name)]
 
 
-PASS_THROUGH = "lambda x, *args, **kwargs: x"
 PASS_THROUGH_CLASS = f"lambda *args, **kwargs: ({PASS_THROUGH})"
 
 

@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple
 from scraper.phases import describe
 
 IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+COMPOUND = re.compile(r"(async\s+)?(for|while|with)\b")
 
 
 @dataclass
@@ -32,6 +33,10 @@ class Failure:
     def names_in_line(self) -> list[str]:
         """Identifiers of the innermost module line, attribute names included, in order."""
         return list(dict.fromkeys(IDENTIFIER.findall(self.line)))
+
+    def names_around(self) -> list[str]:
+        """Identifiers of the module's outer frames' lines (the calls that led to the innermost one), in order."""
+        return list(dict.fromkeys(IDENTIFIER.findall(" ".join(self.lines[1:]))))
 
     def search(self, pattern: str):
         """re.search of `pattern` in `Kind: message`."""
@@ -56,7 +61,10 @@ def frame_text(frame: traceback.FrameSummary) -> str:
     if frame.lineno is None or last - frame.lineno > 20:
         return frame.line or ""
     lines = [linecache.getline(frame.filename, number).strip() for number in range(frame.lineno, last + 1)]
-    return " ".join(line for line in lines if line) or frame.line or ""
+    lines = [line for line in lines if line]
+    if lines and COMPOUND.match(lines[0]):  # a loop's iterable failed: its frame spans the body too
+        lines = lines[:next((i + 1 for i, line in enumerate(lines) if line.endswith(":")), len(lines))]
+    return " ".join(lines) or frame.line or ""
 
 
 class Repair(NamedTuple):

@@ -27,8 +27,8 @@ from typing import Callable, Optional
 
 from scraper.worker.infer import setup
 from scraper.worker.infer.errors import Failure, failure_of, first_new_repair
-from scraper.worker.infer.values import BATCH, HEADS, HEAD_DIM, HIDDEN, VOCAB, annotation_text, strip_optional, \
-    tensor_expression
+from scraper.worker.infer.values import BATCH, HEADS, HEAD_DIM, HIDDEN, PASS_THROUGH, VOCAB, annotation_text, \
+    strip_optional, tensor_expression
 
 LENGTH, SIDE = 64, 32
 MAX_INPUT_TRIALS = 60
@@ -40,6 +40,7 @@ IDS = re.compile(r"(.*_)?(ids|id|idx|index|indices|tokens?|labels?|targets?|posi
                  r"seq_idx|classes|y)")
 TARGETS = re.compile(r"(.*_)?(labels?|targets?|y|classes)")
 MASKS = re.compile(r"(.*_)?(mask|masks|bias|attn_mask|attention_mask|key_padding_mask|padding_mask)")
+LENGTHS = re.compile(r"(.*_)?(lengths|lens|lengths_\w+)|[io]lens")  # one per sequence (`length` alone: a number)
 STATES = re.compile(r"(.*_)?(cache|caches|past|past_key_values?|state|states|inference_params|kv_cache|"
                     r"layer_past|memory|hidden_state_prev|prev|conv_state|ssm_state|position_embeddings|"
                     r"cu_seqlens\w*|freqs_cis|rotary\w*|cos|sin)")
@@ -54,9 +55,9 @@ class Param:
     """One required parameter of forward and its role."""
 
     name: str
-    role: str  # tensor | ids | none | scalar | tuple | dict | namespace | bool
+    role: str  # tensor | ids | none | scalar | tuple | dict | namespace | bool | lengths
     keyword: bool = False  # keyword-only
-    detail: tuple = ()  # ids: (high,); tuple: (count,); dict/namespace: keys; scalar: (expression,)
+    detail: tuple = ()  # ids: (high,); tuple: (count,); dict/namespace: keys; scalar: (expression,); lengths: (device,)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,10 @@ class Trial:
             return param.detail[0]
         if param.role == "bool":
             return tensor_expression(layout[:2], "torch.bool")
+        if param.role == "lengths":  # every sequence of the batch full length (sorted, as packing wants)
+            length = layout[1] if len(layout) > 2 else LENGTH
+            place = param.detail[0] if param.detail else "device"
+            return f"torch.full(({layout[0]},), {length}, device={place}, dtype=torch.long)"
         if param.role == "tuple":
             return "(" + ", ".join([tensor_expression(layout)] * param.detail[0]) + ",)"
         if param.role in ("dict", "namespace"):
@@ -245,6 +250,8 @@ def first_role(name: str, annotation: str, keyword: bool, facts, vocab: int) -> 
         return Param(name, "none", keyword)
     if IDS.fullmatch(lowered):
         return Param(name, "ids", keyword, (vocab,))
+    if LENGTHS.fullmatch(lowered):
+        return Param(name, "lengths", keyword)
     return Param(name, "tensor", keyword)
 
 
@@ -543,6 +550,13 @@ def smaller_ids(self: InputSearch, trial: Trial, failure: Failure, match):
     return [trial.with_role(p.name, "ids", (2,)) for p in trial.params if p.role == "ids" and p.detail != (2,)]
 
 
+def tuple_for_tensor(self: InputSearch, trial: Trial, failure: Failure, match):
+    """A tuple of 2, 3 or 4 tensors where forward concatenates or stacks a parameter itself (`torch.cat(feats,
+    dim=1)`)."""
+    return [trial.with_role(name, "tuple", (count,)) for name in self.culprits(trial, failure) for count in (2, 3, 4)
+            if any(p.name == name and p.role == "tensor" for p in trial.params)]
+
+
 def tensor_for_none(self: InputSearch, trial: Trial, failure: Failure, match):
     """A tensor (float, or a boolean mask) where None was given and the module uses it."""
     nones = [p for p in trial.params if p.role == "none"]
@@ -649,4 +663,94 @@ def with_prepare(trial: Trial, statement: Optional[str]) -> Optional[Trial]:
     if statement is None or statement in trial.prepare:
         return None
     return replace(trial, prepare=trial.prepare + (statement,))
+
+
+def number_for_condition(self: InputSearch, trial: Trial, failure: Failure, match):
+    """A number (0, as paritybench) for a parameter a condition or a Python number is made of (`if t + start >=
+    self.max_step:` with a tensor for `start`); the first parameter last, as it is the input more often."""
+    named = set(self.culprits(trial, failure))
+    names = [p.name for p in trial.params if p.name in named and p.role in ("tensor", "ids", "lengths")]
+    names.sort(key=lambda name: name == trial.params[0].name)
+    return [trial.with_role(name, "scalar", ("0",)) for name in names]
+
+
+def tensor_for_number(self: InputSearch, trial: Trial, failure: Failure, match):
+    """A tensor where forward reads a tensor's attribute of a number or a bool it was given (a `bool` hint, a
+    repository's call passing `True`)."""
+    return [trial.with_role(name, "tensor") for name in self.culprits(trial, failure)
+            if any(p.name == name and p.role == "scalar" for p in trial.params)]
+
+
+def bigger_images(self: InputSearch, trial: Trial, failure: Failure, match):
+    """Larger spatial sizes (x2, x4, x8, up to 512) where a kernel or a pooling is larger than what is left of
+    the image: a deep encoder halves 32 x 32 to nothing."""
+    if len(trial.layout) < 3:
+        return []
+    return [relayout(trial, trial.layout[:2] + tuple(d * factor for d in trial.layout[2:])) for factor in (2, 4, 8)
+            if max(trial.layout[2:]) * factor <= 512]
+
+
+def rank_named(self: InputSearch, trial: Trial, failure: Failure, match):
+    """The number of dimensions the error names (each group of the row's match), features last."""
+    features = trial.layout[-1]
+    shapes = {1: (features,), 2: (BATCH, features), 3: (BATCH, LENGTH, features), 4: (BATCH, features, SIDE, SIDE),
+              5: (BATCH, features, 4, 8, 8)}
+    wanted = [int(n) for n in match.groups() if n and int(n) != len(trial.layout)]
+    return [relayout(trial, shapes[n]) for n in wanted if n in shapes]
+
+
+def matrix(self: InputSearch, trial: Trial, failure: Failure, match):
+    """Two dimensions (batch x features) where forward multiplies its input as a matrix (`torch.mm`)."""
+    return [relayout(trial, (BATCH, trial.layout[-1])), relayout(trial, trial.layout[-2:])]
+
+
+def fewer_dims(self: InputSearch, trial: Trial, failure: Failure, match):
+    """One dimension less (the last dropped), where forward repeats or expands its input into fewer (BERT's
+    `(x > 0).unsqueeze(1).repeat(1, L, 1)` of token ids)."""
+    return [relayout(trial, trial.layout[:-1])] if len(trial.layout) > 1 else []
+
+
+def lengths_for_packing(self: InputSearch, trial: Trial, failure: Failure, match):
+    """One length per sequence (int64) where forward packs a padded batch; on the CPU when the error says it
+    must be there (pack_padded_sequence keeps lengths on the CPU)."""
+    named = set(self.culprits(trial, failure)) | {p.name for p in trial.params if LENGTHS.fullmatch(p.name.lower())}
+    on_cpu = "cuda" in failure.message
+    params = sorted(trial.params, key=lambda p: p == trial.params[0])  # the first is the batch packed, most often
+    return [trial.with_role(p.name, "lengths", ("'cpu'",) if on_cpu else ()) for p in params
+            if p.name in named and (p.role != "lengths" or (on_cpu and not p.detail))]
+
+
+def targets_like_input(self: InputSearch, trial: Trial, failure: Failure, match):
+    """Targets of the input's own shape and dtype where a loss says so (BCE's `Target size (...) must be the
+    same as input size`), instead of class ids."""
+    return [trial.with_role(p.name, "tensor") for p in trial.params
+            if p.role == "ids" and TARGETS.fullmatch(p.name.lower())]
+
+
+def mask_that_broadcasts(self: InputSearch, trial: Trial, failure: Failure, match):
+    """A mask of its own shape where the failing line multiplies or fills with one that does not broadcast:
+    the input's with the channels one (glow-tts' `x * x_mask`, x_mask (B, 1, T)), or the features one."""
+    named = set(self.culprits(trial, failure))
+    masks = [p.name for p in trial.params if p.name in named and p.role == "bool" and p.name not in
+             dict(trial.overrides)]
+    layout = trial.layout
+    shapes = [(layout[0], 1) + layout[2:], layout[:-1] + (1,)] if len(layout) > 2 else [layout]
+    return [replace(trial, overrides=(*trial.overrides, (name, tensor_expression(shape, "torch.bool"))))
+            for name in masks for shape in shapes]
+
+
+def floats_for_ids(self: InputSearch, trial: Trial, failure: Failure, match):
+    """Float tensors where forward computes with what was given as integer ids (a discriminator's `y`, a
+    target a loss takes as probabilities); those the error or the failing line names first."""
+    named = set(self.culprits(trial, failure))
+    ids = sorted((p for p in trial.params if p.role == "ids"), key=lambda p: p.name not in named)
+    return [trial.with_role(p.name, "tensor") for p in ids]
+
+
+def layer_for_tensor(self: InputSearch, trial: Trial, failure: Failure, match):
+    """A function returning its first argument where forward calls a parameter (`sublayer(self.norm(x))`, as
+    paritybench's mock layer)."""
+    called = set(re.findall(r"(\w+)\s*\(", failure.line))
+    return [trial.with_role(p.name, "scalar", (PASS_THROUGH,)) for p in trial.params
+            if p.name in called and p.role != "scalar"]
 
