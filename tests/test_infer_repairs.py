@@ -432,3 +432,58 @@ class Loss(nn.Module):
 ''', "Loss", (2, 64, 64))
     assert args[1].shape == args[0].shape and args[1].is_floating_point()
     model(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ data files
+
+
+def test_a_data_file_the_constructor_opens_is_a_skip(searched):
+    assert skip_reason(searched, '''
+class PNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        weights = np.load("./pnet.npy", allow_pickle=True)
+        self.conv = nn.Conv2d(3, 10, 3)
+        self.conv.weight.data = torch.from_numpy(weights)
+    def forward(self, x):
+        return self.conv(x)
+''', "PNet") == "missing data file pnet.npy"
+
+
+def test_a_data_file_forward_opens_is_a_skip(searched):
+    assert skip_reason(searched, '''
+class Normalized(nn.Module):
+    def forward(self, x):
+        stats = torch.load("checkpoints/stats.pt")
+        return (x - stats["mean"]) / stats["std"]
+''', "Normalized") == "missing data file stats.pt"
+
+
+def test_a_data_file_read_on_import_is_a_skip(tmp_path):
+    path = tmp_path / "vocab_module.py"
+    path.write_text(HEADER + '''
+VOCAB = open("data/vocab.txt").read().split()
+
+class Embed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(len(VOCAB), 8)
+    def forward(self, ids):
+        return self.emb(ids)
+''', encoding="utf-8")
+    args = types.SimpleNamespace(source=str(path), class_name="Embed", hints=[], dtype="float32")
+    try:
+        with pytest.raises(PhaseError) as raised:
+            program.module_program(args, "cpu", False)
+    finally:
+        sys.modules.pop(program.MODULE_NAME, None)
+    assert raised.value.phase == "import" and raised.value.details == {"skip_reason": "missing data file vocab.txt"}
+
+
+def test_a_file_error_other_than_a_missing_file_is_no_skip(searched):
+    assert skip_reason(searched, '''
+class Misread(nn.Module):
+    def forward(self, x):
+        open(".").read()  # IsADirectoryError: the module's own mistake, not a file it lacks
+        return x
+''', "Misread") is None

@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple
 from scraper.phases import describe
 
 IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+MISSING_FILE = r"^(FileNotFoundError|OSError): \[Errno 2\]"
 COMPOUND = re.compile(r"(async\s+)?(for|while|with)\b")
 
 
@@ -78,7 +79,10 @@ class Repair(NamedTuple):
 def first_new_repair(rows: list, search, attempt, failure: Failure):
     """The first candidate some row of the repair table makes of `attempt` (a constructor call or an input
     trial), among the rows that recognise `failure`, that `search` has not tried yet; or None (also when a change
-    met a scraped value it cannot read: that is recorded in `search.errors`, not a worker failure)."""
+    met a scraped value it cannot read: that is recorded in `search.errors`, not a worker failure). A file that is
+    not there is beyond repair: no argument or input brings it (the module is skipped, program.data_file_skip)."""
+    if failure.search(MISSING_FILE):
+        return None
     try:
         for row in rows:
             match = failure.search(row.recognises)
