@@ -506,6 +506,15 @@ class Profiled(nn.Module):
         with surely_not_installed_profiler.annotate("fc"):  # NameError here: needs the package
             return self.fc(x)
 ''',
+    "data_file": '''
+class PNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 10, 3)
+        self.conv.weight.data = torch.load("./pnet.pt")  # a data file: the archive's, never the worker's
+    def forward(self, x):
+        return self.conv(x)
+''',
 }
 
 
@@ -534,7 +543,7 @@ def ok(rows: dict, name: str) -> dict:
     return row
 
 
-SKIPPED = {"optional_needed"}  # modules the suite must skip, not run
+SKIPPED = {"optional_needed", "data_file"}  # modules the suite must skip, not run
 
 
 @pytest.mark.parametrize("name", sorted(set(MODULES) - SKIPPED))
@@ -782,3 +791,11 @@ def test_failing_for_want_of_an_optional_import_is_a_skip(rows):
     row = rows["optional_needed"]
     assert row["status"] == "skipped" and row["skip_reason"] == "missing package surely_not_installed_profiler"
     assert row["error"].startswith("NameError: name 'surely_not_installed_profiler' is not defined")
+
+
+def test_a_data_file_the_module_opens_is_a_skip_not_a_failure(rows):
+    row = rows["data_file"]
+    assert row["status"] == "skipped" and row["skip_reason"] == "missing data file pnet.pt"
+    assert row["error"].startswith("FileNotFoundError: ")
+    stats = json.loads((row["_root"] / "suite" / "stats.json").read_text())["counts"]
+    assert stats["models_skipped_missing_data_file_pnet_pt"] == 1 and "errors_init" not in stats

@@ -3,6 +3,7 @@
     program.py    the module's program: execute its closure, construct it, infer its inputs (module_program)
     construct.py  constructor arguments: starts and repairs
     inputs.py     forward inputs: roles, layouts and repairs
+    repairs.py    the repair table: which failure calls for which change of a constructor call or of inputs
     values.py     a parameter's value from its type hint, name and what the source does with it
     source.py     what the closure's source says (config attributes read, strings compared, keys indexed)
     errors.py     a failed trial as the repairs read it

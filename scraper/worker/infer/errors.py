@@ -7,10 +7,13 @@ import linecache
 import re
 import traceback
 from dataclasses import dataclass, field
+from typing import Callable, NamedTuple
 
 from scraper.phases import describe
 
 IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+MISSING_FILE = r"^(FileNotFoundError|OSError): \[Errno 2\]"
+COMPOUND = re.compile(r"(async\s+)?(for|while|with)\b")
 
 
 @dataclass
@@ -31,6 +34,10 @@ class Failure:
     def names_in_line(self) -> list[str]:
         """Identifiers of the innermost module line, attribute names included, in order."""
         return list(dict.fromkeys(IDENTIFIER.findall(self.line)))
+
+    def names_around(self) -> list[str]:
+        """Identifiers of the module's outer frames' lines (the calls that led to the innermost one), in order."""
+        return list(dict.fromkeys(IDENTIFIER.findall(" ".join(self.lines[1:]))))
 
     def search(self, pattern: str):
         """re.search of `pattern` in `Kind: message`."""
@@ -55,19 +62,35 @@ def frame_text(frame: traceback.FrameSummary) -> str:
     if frame.lineno is None or last - frame.lineno > 20:
         return frame.line or ""
     lines = [linecache.getline(frame.filename, number).strip() for number in range(frame.lineno, last + 1)]
-    return " ".join(line for line in lines if line) or frame.line or ""
+    lines = [line for line in lines if line]
+    if lines and COMPOUND.match(lines[0]):  # a loop's iterable failed: its frame spans the body too
+        lines = lines[:next((i + 1 for i, line in enumerate(lines) if line.endswith(":")), len(lines))]
+    return " ".join(lines) or frame.line or ""
 
 
-def first_new_repair(rules: list, search, attempt, failure: Failure):
-    """The first candidate some repair rule makes of `attempt` (a constructor call or an input trial) that
-    `search` has not tried yet, or None (also when a rule met a scraped value it cannot read: that is recorded
-    in `search.errors`, not a worker failure)."""
+class Repair(NamedTuple):
+    """One row of a repair table (scraper.worker.infer.repairs): the failure it recognises, a regex searched in
+    `Kind: message`, and the change it makes, `change(search, attempt, failure, match) -> candidates`."""
+
+    recognises: str
+    change: Callable
+
+
+def first_new_repair(rows: list, search, attempt, failure: Failure):
+    """The first candidate some row of the repair table makes of `attempt` (a constructor call or an input
+    trial), among the rows that recognise `failure`, that `search` has not tried yet; or None (also when a change
+    met a scraped value it cannot read: that is recorded in `search.errors`, not a worker failure). A file that is
+    not there is beyond repair: no argument or input brings it (the module is skipped, program.data_file_skip)."""
+    if failure.search(MISSING_FILE):
+        return None
     try:
-        for rule in rules:
-            for candidate in rule(search, attempt, failure) or []:
+        for row in rows:
+            match = failure.search(row.recognises)
+            if match is None:
+                continue
+            for candidate in row.change(search, attempt, failure, match) or []:
                 if candidate is not None and candidate.key() not in search.tried:
                     return candidate
     except Exception as exc:
         search.errors.append(f"repair: {type(exc).__name__}: {exc}")
     return None
-

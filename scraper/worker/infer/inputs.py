@@ -9,10 +9,11 @@ state (None first), a plain number, a tuple or dict of tensors. Layouts are trie
     model               from the model itself: its first layer (Linear in_features, Conv channels and rank, norm
                         sizes) and size attributes (dim, hidden_size, num_heads, head_dim ...), ranks 2 to 4
     generic             a fixed list of common shapes
-and each failure is repaired from its message (REPAIRS): the features a matmul or norm wants, the channels a
-convolution wants, the rank it expects (4-D vs 3-D), a broadcast or view that does not fit, a tuple where forward
-unpacks its argument, a dict where it indexes it with strings, token ids where an index is expected, a tensor
-where None was given, bfloat16 where a kernel only takes half precision.
+and each failure is repaired from its message (the table scraper.worker.infer.repairs.INPUTS says which failure
+calls for which change; the changes are the functions at the end of this file): the features a matmul or norm
+wants, the channels a convolution wants, the rank it expects (4-D vs 3-D), a broadcast or view that does not fit,
+a tuple where forward unpacks its argument, a dict where it indexes it with strings, token ids where an index is
+expected, a tensor where None was given, bfloat16 where a kernel only takes half precision.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from typing import Callable, Optional
 
 from scraper.worker.infer import setup
 from scraper.worker.infer.errors import Failure, failure_of, first_new_repair
-from scraper.worker.infer.values import BATCH, HEADS, HEAD_DIM, HIDDEN, VOCAB, annotation_text, strip_optional, \
-    tensor_expression
+from scraper.worker.infer.values import BATCH, HEADS, HEAD_DIM, HIDDEN, PASS_THROUGH, VOCAB, annotation_text, \
+    strip_optional, tensor_expression
 
 LENGTH, SIDE = 64, 32
 MAX_INPUT_TRIALS = 60
@@ -39,6 +40,7 @@ IDS = re.compile(r"(.*_)?(ids|id|idx|index|indices|tokens?|labels?|targets?|posi
                  r"seq_idx|classes|y)")
 TARGETS = re.compile(r"(.*_)?(labels?|targets?|y|classes)")
 MASKS = re.compile(r"(.*_)?(mask|masks|bias|attn_mask|attention_mask|key_padding_mask|padding_mask)")
+LENGTHS = re.compile(r"(.*_)?(lengths|lens|lengths_\w+)|[io]lens")  # one per sequence (`length` alone: a number)
 STATES = re.compile(r"(.*_)?(cache|caches|past|past_key_values?|state|states|inference_params|kv_cache|"
                     r"layer_past|memory|hidden_state_prev|prev|conv_state|ssm_state|position_embeddings|"
                     r"cu_seqlens\w*|freqs_cis|rotary\w*|cos|sin)")
@@ -53,9 +55,9 @@ class Param:
     """One required parameter of forward and its role."""
 
     name: str
-    role: str  # tensor | ids | none | scalar | tuple | dict | namespace | bool
+    role: str  # tensor | ids | none | scalar | tuple | dict | namespace | bool | lengths
     keyword: bool = False  # keyword-only
-    detail: tuple = ()  # ids: (high,); tuple: (count,); dict/namespace: keys; scalar: (expression,)
+    detail: tuple = ()  # ids: (high,); tuple: (count,); dict/namespace: keys; scalar: (expression,); lengths: (device,)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,10 @@ class Trial:
             return param.detail[0]
         if param.role == "bool":
             return tensor_expression(layout[:2], "torch.bool")
+        if param.role == "lengths":  # every sequence of the batch full length (sorted, as packing wants)
+            length = layout[1] if len(layout) > 2 else LENGTH
+            place = param.detail[0] if param.detail else "device"
+            return f"torch.full(({layout[0]},), {length}, device={place}, dtype=torch.long)"
         if param.role == "tuple":
             return "(" + ", ".join([tensor_expression(layout)] * param.detail[0]) + ",)"
         if param.role in ("dict", "namespace"):
@@ -120,8 +126,10 @@ class Found:
 class InputSearch:
     """The search for one constructed model; `run(expression list)` calls forward with evaluated arguments."""
 
-    def __init__(self, model, facts, filename: str, call: Callable, cast: Callable, deadline: float) -> None:
+    def __init__(self, model, facts, filename: str, call: Callable, cast: Callable, deadline: float,
+                 repairs: list) -> None:
         self.model, self.facts, self.filename, self.call, self.cast = model, facts, filename, call, cast
+        self.repairs = repairs  # the repair table of inputs (scraper.worker.infer.repairs.INPUTS)
         self.sizes: dict = {}  # what the model tells about its sizes (model_sizes), once placed
         self.params: list[Param] = []  # forward's required parameters and their roles
         self.trials, self.tried, self.errors, self.texts = 0, set(), [], []
@@ -195,8 +203,8 @@ class InputSearch:
         return len(last) == REPEATED and len(set(last)) == 1 and ": " in last[0]
 
     def repair(self, trial: Trial, failure: Failure) -> Optional[Trial]:
-        """The first repair (REPAIRS, in order) that gives a trial not tried yet; None when there is none."""
-        return first_new_repair(REPAIRS, self, trial, failure)
+        """The first repair (the table's rows in order) that gives a trial not tried yet; None when there is none."""
+        return first_new_repair(self.repairs, self, trial, failure)
 
     def culprits(self, trial: Trial, failure: Failure) -> list[str]:
         """Parameters the error message or the failing line names."""
@@ -242,6 +250,8 @@ def first_role(name: str, annotation: str, keyword: bool, facts, vocab: int) -> 
         return Param(name, "none", keyword)
     if IDS.fullmatch(lowered):
         return Param(name, "ids", keyword, (vocab,))
+    if LENGTHS.fullmatch(lowered):
+        return Param(name, "lengths", keyword)
     return Param(name, "tensor", keyword)
 
 
@@ -431,7 +441,9 @@ def has_tensor(value, depth: int = 0) -> bool:
     return hasattr(value, "__dict__") and any(has_tensor(v, depth + 1) for v in vars(value).values())
 
 
-# ------------------------------------------------------------------------------------------ repairs
+# ------------------------------------------------------------------------------------------ changes
+# Each change: (search, trial, failure, match) -> candidate trials, best first. Which failure each is for is the
+# repair table's (scraper.worker.infer.repairs.INPUTS); `match` is that row's match of `Kind: message`.
 
 
 def relayout(trial: Trial, layout) -> Optional[Trial]:
@@ -441,32 +453,27 @@ def relayout(trial: Trial, layout) -> Optional[Trial]:
     return replace(trial, layout=layout, overrides=tuple(o for o in trial.overrides if "rand(" not in o[1]))
 
 
-def matmul_features(self: InputSearch, trial: Trial, failure: Failure):
-    match = failure.search(r"cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)")
-    if not match:
-        return []
+def matmul_features(self: InputSearch, trial: Trial, failure: Failure, match):
+    """The features the matmul wants, last."""
     wanted = int(match.group(3))
     return [relayout(trial, trial.layout[:-1] + (wanted,)), relayout(trial, (BATCH, wanted)),
             relayout(trial, (BATCH, LENGTH, wanted))]
 
 
-def norm_features(self: InputSearch, trial: Trial, failure: Failure):
-    match = failure.search(r"expected input with shape \[\*, ([\d, ]+)\]")
-    if not match:
-        return []
+def norm_features(self: InputSearch, trial: Trial, failure: Failure, match):
+    """The trailing shape the norm wants."""
     wanted = tuple(int(d) for d in match.group(1).split(","))
     return [relayout(trial, trial.layout[:-len(wanted)] + wanted), relayout(trial, (BATCH, LENGTH) + wanted)]
 
 
-def channels(self: InputSearch, trial: Trial, failure: Failure):
-    match = failure.search(r"to have (\d+) channels")
-    if not match or len(trial.layout) < 2:
+def channels(self: InputSearch, trial: Trial, failure: Failure, match):
+    """The channels the convolution wants, second."""
+    if len(trial.layout) < 2:
         return []
-    wanted = int(match.group(1))
-    return [relayout(trial, (trial.layout[0], wanted) + trial.layout[2:])]
+    return [relayout(trial, (trial.layout[0], int(match.group(1))) + trial.layout[2:])]
 
 
-def rank(self: InputSearch, trial: Trial, failure: Failure):
+def rank(self: InputSearch, trial: Trial, failure: Failure, match):
     """Another number of dimensions: what the error asks for (`Expected 4D input`, `expected 3D or 4D input`,
     unpacking x.shape into N names), keeping the features last."""
     wanted = [int(n) for n in re.findall(r"(\d)[D-](?:dimensional)?|<= ?(\d) dim|(\d) dimensions", failure.message)
@@ -484,24 +491,15 @@ def rank(self: InputSearch, trial: Trial, failure: Failure):
     return candidates + [relayout(trial, (BATCH, 8, 8, features))] if 4 in wanted else candidates
 
 
-def unpacked_tuple(self: InputSearch, trial: Trial, failure: Failure):
+def unpacked_tuple(self: InputSearch, trial: Trial, failure: Failure, match):
     """A tuple where forward unpacks a parameter itself (`a, b = x`)."""
-    unpack = failure.search(r"(?:not enough|too many) values to unpack \(expected (\d+)")
-    if not unpack:
-        return []
     names = re.findall(r"=\s*(\w+)\s*$", failure.line)
-    return [trial.with_role(name, "tuple", (int(unpack.group(1)),)) for name in names
+    return [trial.with_role(name, "tuple", (int(match.group(1)),)) for name in names
             if any(p.name == name and p.role != "tuple" for p in trial.params)]
 
 
-def broadcast(self: InputSearch, trial: Trial, failure: Failure):
+def broadcast(self: InputSearch, trial: Trial, failure: Failure, match):
     """The size a broadcast, an expand or a shape check wants at dimension d."""
-    match = failure.search(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\) at non-singleton "
-                           r"dimension (\d+)") or \
-        failure.search(r"expanded size of the tensor \((\d+)\) must match the existing size \((\d+)\) at "
-                       r"non-singleton dimension (\d+)")
-    if not match:
-        return []
     a, b, dim = (int(g) for g in match.groups())
     candidates = []
     for index in (dim, dim - 1, dim + 1, len(trial.layout) - 1):
@@ -512,11 +510,8 @@ def broadcast(self: InputSearch, trial: Trial, failure: Failure):
     return candidates
 
 
-def view_size(self: InputSearch, trial: Trial, failure: Failure):
+def view_size(self: InputSearch, trial: Trial, failure: Failure, match):
     """A last dimension that lets a view/reshape to the shape in the error work."""
-    match = failure.search(r"shape '\[([-\d, ]+)\]' is invalid for input of size (\d+)")
-    if not match:
-        return []
     target = [int(d) for d in match.group(1).split(",")]
     known = math.prod(d for d in target if d > 0)
     rest = math.prod(trial.layout[:-1]) or 1
@@ -543,62 +538,64 @@ def own_shape(trial: Trial, failure: Failure, target: list) -> list:
     return candidates
 
 
-def index_roles(self: InputSearch, trial: Trial, failure: Failure):
-    """Token ids where an integer index is expected; smaller ids when they are out of range."""
-    if failure.search(r"Long|Int[, ]|int64|int32|integer tensors|scalar type Long|indices.*Float|Float.*indices|"
-                      r"index.*dtype|dtype.*index|used as indices must be long"):
-        vocab = self.sizes.get("vocab", VOCAB)
-        return [trial.with_role(name, "ids", (vocab,)) for name in self.culprits(trial, failure) or
-                [p.name for p in trial.params] if any(p.name == name and p.role != "ids" for p in trial.params)]
-    if failure.search(r"index out of range|out of bounds|index \d+ is out of bounds"):
-        return [trial.with_role(p.name, "ids", (2,)) for p in trial.params if p.role == "ids" and p.detail != (2,)]
-    return []
+def ids_for_index(self: InputSearch, trial: Trial, failure: Failure, match):
+    """Token ids where an integer index is expected."""
+    vocab = self.sizes.get("vocab", VOCAB)
+    return [trial.with_role(name, "ids", (vocab,)) for name in self.culprits(trial, failure) or
+            [p.name for p in trial.params] if any(p.name == name and p.role != "ids" for p in trial.params)]
 
 
-def tensor_for_none(self: InputSearch, trial: Trial, failure: Failure):
+def smaller_ids(self: InputSearch, trial: Trial, failure: Failure, match):
+    """Smaller token ids where they are out of range."""
+    return [trial.with_role(p.name, "ids", (2,)) for p in trial.params if p.role == "ids" and p.detail != (2,)]
+
+
+def tuple_for_tensor(self: InputSearch, trial: Trial, failure: Failure, match):
+    """A tuple of 2, 3 or 4 tensors where forward concatenates or stacks a parameter itself (`torch.cat(feats,
+    dim=1)`)."""
+    return [trial.with_role(name, "tuple", (count,)) for name in self.culprits(trial, failure) for count in (2, 3, 4)
+            if any(p.name == name and p.role == "tensor" for p in trial.params)]
+
+
+def tensor_for_none(self: InputSearch, trial: Trial, failure: Failure, match):
     """A tensor (float, or a boolean mask) where None was given and the module uses it."""
-    if not failure.search(r"NoneType|must be Tensor, not None|None"):
-        return []
     nones = [p for p in trial.params if p.role == "none"]
     named = set(self.culprits(trial, failure))
     ordered = [p for p in nones if p.name in named] + [p for p in nones if p.name not in named]
     return [trial.with_role(p.name, "bool" if MASKS.fullmatch(p.name.lower()) else "tensor") for p in ordered]
 
 
-def dict_input(self: InputSearch, trial: Trial, failure: Failure):
-    """A dict of tensors where forward indexes a parameter with strings; an object with tensor attributes where
-    it reads attributes a tensor does not have."""
-    if failure.search(r"'Tensor' object has no attribute '(keys|items|values|get)'|only integers, slices|"
-                      r"too many indices|new\(\): invalid data type 'str'"):
-        return [trial.with_role(name, "dict", tuple(self.facts.keys(name)) or ("x",))
-                for name in self.culprits(trial, failure)]
-    match = failure.search(r"'Tensor' object has no attribute '(\w+)'")
-    if match:
-        return [trial.with_role(name, "namespace", tuple(dict.fromkeys([match.group(1),
-                                                                        *self.facts.attributes(name)])))
-                for name in self.culprits(trial, failure)]
-    return []
+def dict_for_tensor(self: InputSearch, trial: Trial, failure: Failure, match):
+    """A dict of tensors where forward indexes a parameter with strings."""
+    return [trial.with_role(name, "dict", tuple(self.facts.keys(name)) or ("x",))
+            for name in self.culprits(trial, failure)]
 
 
-def half_precision(self: InputSearch, trial: Trial, failure: Failure):
+def namespace_for_tensor(self: InputSearch, trial: Trial, failure: Failure, match):
+    """An object with tensor attributes where forward reads attributes a tensor does not have."""
+    if match.group(1) in ("keys", "items", "values", "get"):  # a dict's (dict_for_tensor)
+        return []
+    return [trial.with_role(name, "namespace", tuple(dict.fromkeys([match.group(1), *self.facts.attributes(name)])))
+            for name in self.culprits(trial, failure)]
+
+
+def half_precision(self: InputSearch, trial: Trial, failure: Failure, match):
     """bfloat16 (then float16) model and inputs where a kernel takes only half precision."""
-    if not failure.search(r"(fp16|bf16|half|float16|bfloat16|Half|BFloat16)") or \
-            failure.search(r"expected .*Float.* but .*(Half|BFloat16)"):
+    if failure.search(r"expected .*Float.* but .*(Half|BFloat16)"):
         return []
     return [replace(trial, dtype="torch.bfloat16"), replace(trial, dtype="torch.float16")]
 
 
-def divisible_layout(self: InputSearch, trial: Trial, failure: Failure):
+def divisible_layout(self: InputSearch, trial: Trial, failure: Failure, match):
     """Sizes rounded up to a multiple of what the error asks."""
-    match = failure.search(r"(?:divisible by|multiple of|divides?|% ?)\s*\(?(\d+)")
-    if not match or int(match.group(1)) < 2:
-        return []
     factor = int(match.group(1))
+    if factor < 2:
+        return []
     layout = tuple(d if i == 0 else factor * -(-d // factor) for i, d in enumerate(trial.layout))
     return [relayout(trial, layout)]
 
 
-def attribute_sizes(self: InputSearch, trial: Trial, failure: Failure):
+def attribute_sizes(self: InputSearch, trial: Trial, failure: Failure, match):
     """Sizes a failing assertion or check compares against: integer attributes of the model named in the
     failing line (`assert x.shape[-1] == self.dim`), as the last or the second dimension."""
     if not failure.line:
@@ -612,50 +609,37 @@ def attribute_sizes(self: InputSearch, trial: Trial, failure: Failure):
     return candidates
 
 
-def expected_size(self: InputSearch, trial: Trial, failure: Failure):
+def expected_size(self: InputSearch, trial: Trial, failure: Failure, match):
     """The size a check names (`Expected input size 256, but got 64`): in place of the one it got."""
-    match = failure.search(r"[Ee]xpected[^\d\n]{0,40}?(\d+)[^\d\n]{0,40}?got[^\d\n]{0,12}(\d+)")
-    if not match:
-        return []
     wanted, got = int(match.group(1)), int(match.group(2))
     return [relayout(trial, trial.layout[:i] + (wanted,) + trial.layout[i + 1:])
             for i in reversed(range(len(trial.layout))) if trial.layout[i] == got]
 
 
-def scalar_for_tensor(self: InputSearch, trial: Trial, failure: Failure):
+def scalar_for_tensor(self: InputSearch, trial: Trial, failure: Failure, match):
     """A number where forward uses a parameter as one (`torch.arange(n)`, `range(n)`, an index)."""
-    if not failure.search(r"only integer tensors of a single element can be converted to an index|'Tensor' object "
-                          r"cannot be interpreted as an integer|must be int, not Tensor|received an invalid "
-                          r"combination of arguments - got \(Tensor"):
-        return []
     return [trial.with_role(name, "scalar", (str(LENGTH),)) for name in self.culprits(trial, failure)
             if any(p.name == name and p.role != "scalar" for p in trial.params)]
 
 
-def process_group(self: InputSearch, trial: Trial, failure: Failure):
+def process_group(self: InputSearch, trial: Trial, failure: Failure, match):
     """A process group of one rank (this process) where forward calls torch.distributed collectives."""
-    if not failure.search(r"process group has not been initiali[sz]ed|init_process_group"):
-        return []
     return [with_prepare(trial, setup.PROCESS_GROUP_CALL)]
 
 
-def cache_setup(self: InputSearch, trial: Trial, failure: Failure):
+def cache_setup(self: InputSearch, trial: Trial, failure: Failure, match):
     """The model's own cache set-up (gpt-fast's `setup_caches(max_batch_size, max_seq_length)`) where forward
     says its caches are not set up."""
-    if not failure.search(setup.CACHES_NOT_SET_UP):
-        return []
     return [with_prepare(trial, call) for call in setup.cache_calls(self.model)]
 
 
 POSITIONS = re.compile(r"(input_|cache_)?(pos|positions?|position_ids)")
 
 
-def optional_positions(self: InputSearch, trial: Trial, failure: Failure):
+def optional_positions(self: InputSearch, trial: Trial, failure: Failure, match):
     """Positions 0..L-1 for forward's optional position parameter (gpt-fast's `input_pos=None`, which its cache
     and rotary tables are indexed with) once the model has failed without them; L is the ids' or the features'
     length."""
-    if failure.kind not in ("RuntimeError", "IndexError", "ValueError", "TypeError", "AssertionError"):
-        return []
     given = {p.name for p in trial.params}
     names = [name for name in optional_params(self.model) if POSITIONS.fullmatch(name.lower()) and name not in given]
     ids = [p for p in trial.params if p.role == "ids"]
@@ -681,6 +665,92 @@ def with_prepare(trial: Trial, statement: Optional[str]) -> Optional[Trial]:
     return replace(trial, prepare=trial.prepare + (statement,))
 
 
-REPAIRS = [process_group, cache_setup, matmul_features, norm_features, channels, unpacked_tuple, rank, broadcast,
-           view_size, expected_size, index_roles, optional_positions,
-           scalar_for_tensor, tensor_for_none, dict_input, half_precision, divisible_layout, attribute_sizes]
+def number_for_condition(self: InputSearch, trial: Trial, failure: Failure, match):
+    """A number (0, as paritybench) for a parameter a condition or a Python number is made of (`if t + start >=
+    self.max_step:` with a tensor for `start`); the first parameter last, as it is the input more often."""
+    named = set(self.culprits(trial, failure))
+    names = [p.name for p in trial.params if p.name in named and p.role in ("tensor", "ids", "lengths")]
+    names.sort(key=lambda name: name == trial.params[0].name)
+    return [trial.with_role(name, "scalar", ("0",)) for name in names]
+
+
+def tensor_for_number(self: InputSearch, trial: Trial, failure: Failure, match):
+    """A tensor where forward reads a tensor's attribute of a number or a bool it was given (a `bool` hint, a
+    repository's call passing `True`)."""
+    return [trial.with_role(name, "tensor") for name in self.culprits(trial, failure)
+            if any(p.name == name and p.role == "scalar" for p in trial.params)]
+
+
+def bigger_images(self: InputSearch, trial: Trial, failure: Failure, match):
+    """Larger spatial sizes (x2, x4, x8, up to 512) where a kernel or a pooling is larger than what is left of
+    the image: a deep encoder halves 32 x 32 to nothing."""
+    if len(trial.layout) < 3:
+        return []
+    return [relayout(trial, trial.layout[:2] + tuple(d * factor for d in trial.layout[2:])) for factor in (2, 4, 8)
+            if max(trial.layout[2:]) * factor <= 512]
+
+
+def rank_named(self: InputSearch, trial: Trial, failure: Failure, match):
+    """The number of dimensions the error names (each group of the row's match), features last."""
+    features = trial.layout[-1]
+    shapes = {1: (features,), 2: (BATCH, features), 3: (BATCH, LENGTH, features), 4: (BATCH, features, SIDE, SIDE),
+              5: (BATCH, features, 4, 8, 8)}
+    wanted = [int(n) for n in match.groups() if n and int(n) != len(trial.layout)]
+    return [relayout(trial, shapes[n]) for n in wanted if n in shapes]
+
+
+def matrix(self: InputSearch, trial: Trial, failure: Failure, match):
+    """Two dimensions (batch x features) where forward multiplies its input as a matrix (`torch.mm`)."""
+    return [relayout(trial, (BATCH, trial.layout[-1])), relayout(trial, trial.layout[-2:])]
+
+
+def fewer_dims(self: InputSearch, trial: Trial, failure: Failure, match):
+    """One dimension less (the last dropped), where forward repeats or expands its input into fewer (BERT's
+    `(x > 0).unsqueeze(1).repeat(1, L, 1)` of token ids)."""
+    return [relayout(trial, trial.layout[:-1])] if len(trial.layout) > 1 else []
+
+
+def lengths_for_packing(self: InputSearch, trial: Trial, failure: Failure, match):
+    """One length per sequence (int64) where forward packs a padded batch; on the CPU when the error says it
+    must be there (pack_padded_sequence keeps lengths on the CPU)."""
+    named = set(self.culprits(trial, failure)) | {p.name for p in trial.params if LENGTHS.fullmatch(p.name.lower())}
+    on_cpu = "cuda" in failure.message
+    params = sorted(trial.params, key=lambda p: p == trial.params[0])  # the first is the batch packed, most often
+    return [trial.with_role(p.name, "lengths", ("'cpu'",) if on_cpu else ()) for p in params
+            if p.name in named and (p.role != "lengths" or (on_cpu and not p.detail))]
+
+
+def targets_like_input(self: InputSearch, trial: Trial, failure: Failure, match):
+    """Targets of the input's own shape and dtype where a loss says so (BCE's `Target size (...) must be the
+    same as input size`), instead of class ids."""
+    return [trial.with_role(p.name, "tensor") for p in trial.params
+            if p.role == "ids" and TARGETS.fullmatch(p.name.lower())]
+
+
+def mask_that_broadcasts(self: InputSearch, trial: Trial, failure: Failure, match):
+    """A mask of its own shape where the failing line multiplies or fills with one that does not broadcast:
+    the input's with the channels one (glow-tts' `x * x_mask`, x_mask (B, 1, T)), or the features one."""
+    named = set(self.culprits(trial, failure))
+    masks = [p.name for p in trial.params if p.name in named and p.role == "bool" and p.name not in
+             dict(trial.overrides)]
+    layout = trial.layout
+    shapes = [(layout[0], 1) + layout[2:], layout[:-1] + (1,)] if len(layout) > 2 else [layout]
+    return [replace(trial, overrides=(*trial.overrides, (name, tensor_expression(shape, "torch.bool"))))
+            for name in masks for shape in shapes]
+
+
+def floats_for_ids(self: InputSearch, trial: Trial, failure: Failure, match):
+    """Float tensors where forward computes with what was given as integer ids (a discriminator's `y`, a
+    target a loss takes as probabilities); those the error or the failing line names first."""
+    named = set(self.culprits(trial, failure))
+    ids = sorted((p for p in trial.params if p.role == "ids"), key=lambda p: p.name not in named)
+    return [trial.with_role(p.name, "tensor") for p in ids]
+
+
+def layer_for_tensor(self: InputSearch, trial: Trial, failure: Failure, match):
+    """A function returning its first argument where forward calls a parameter (`sublayer(self.norm(x))`, as
+    paritybench's mock layer)."""
+    called = set(re.findall(r"(\w+)\s*\(", failure.line))
+    return [trial.with_role(p.name, "scalar", (PASS_THROUGH,)) for p in trial.params
+            if p.name in called and p.role != "scalar"]
+

@@ -13,7 +13,9 @@ same details.
 from __future__ import annotations
 
 
+import errno
 import inspect
+import os
 import re
 import sys
 import time
@@ -22,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from scraper.worker import programs
-from scraper.worker.infer import setup
+from scraper.worker.infer import repairs, setup
 from scraper.worker.infer.construct import Constructor
 from scraper.worker.infer.errors import failure_of
 from scraper.worker.infer.inputs import InputSearch
 from scraper.worker.infer.source import SourceFacts
 from scraper.worker.infer.guarded import guarded_missing
-from scraper.phases import PhaseError, phase
+from scraper.phases import PhaseError
 
 MODULE_NAME = "suite_module"  # the scraped closure's name in sys.modules while the worker runs it
 MAX_MODELS = 4  # constructed models an input search is tried on before giving up
@@ -44,7 +46,10 @@ def module_program(args, device: str, training: bool) -> tuple[str, dict]:
     if not args.source or not args.class_name:
         raise PhaseError("program", "--suite modules needs --source and --class-name")
     source = Path(args.source).read_text(encoding="utf-8")
-    namespace = phase("import", lambda: exec_source(source, args.source))
+    try:
+        namespace = exec_source(source, args.source)
+    except Exception as exc:  # scraped code
+        raise PhaseError("import", exc, data_file_skip(exc)) from exc
     cls = namespace.get(args.class_name)
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         raise PhaseError("import", f"{args.class_name} is not an nn.Module class of {args.source}")
@@ -83,7 +88,7 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
     evaluate = lambda expression: eval(expression, env)  # noqa: E731,S307 - our own expressions
     run = lambda statement: exec(statement, env)  # noqa: E731,S102 - our own set-up statements (setup.py)
     deadline = time.monotonic() + SEARCH_SECONDS
-    constructor = Constructor(cls, evaluate, filename, facts, namespace, deadline)
+    constructor = Constructor(cls, evaluate, filename, facts, namespace, deadline, repairs.INIT)
     searches, paths = [], []
     models = constructor.models(hints)
     built = next(models, None)
@@ -92,7 +97,7 @@ def search(cls, namespace: dict, facts: SourceFacts, hints: list, filename: str,
         env["DTYPE"] = dtype
         model = env["model"] = built.model  # set-up statements name it
         inputs = InputSearch(model, facts, filename, call_with(model, evaluate, run), cast_with(model, env, dtype),
-                             deadline)
+                             deadline, repairs.INPUTS)
         found = inputs.find(hints, lambda: (model.to(device=device, dtype=dtype), eval_mode(model)))
         searches.append(inputs)
         if found is not None:
@@ -129,6 +134,8 @@ def with_skip(fields: dict, obstacle, cls, namespace: dict, source: str, filenam
     `if awq_inference_engine is None: raise RuntimeError("... install the kernel ...")`."""
     if not isinstance(obstacle, BaseException):
         return fields
+    if data_file_skip(obstacle):
+        return {**fields, **data_file_skip(obstacle)}
     failure = failure_of(obstacle, filename)
     guarded = guarded_missing(source)
     if not guarded or not failure.search(WANTS_IMPORT):
@@ -138,6 +145,16 @@ def with_skip(fields: dict, obstacle, cls, namespace: dict, source: str, filenam
         if re.search(rf"\b{re.escape(name)}\b", text):
             return {**fields, "skip_reason": f"missing package {module}"}
     return fields
+
+
+def data_file_skip(error: BaseException) -> dict:
+    """{"skip_reason": "missing data file X"} where the module failed opening a file that is not there (a
+    checkpoint, a vocabulary, `np.load("./pnet.npy")`): the worker has the closure's source only, the
+    repository's other files never (and a `.py`-only archive has none). {} for any other error."""
+    if not isinstance(error, OSError) or error.errno != errno.ENOENT:
+        return {}
+    name = error.filename if isinstance(error.filename, str) else ""
+    return {"skip_reason": f"missing data file {os.path.basename(name.rstrip('/')) or name or '(unnamed)'}"}
 
 
 def own_source(cls, namespace: dict, name: str) -> str:

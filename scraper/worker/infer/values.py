@@ -134,6 +134,9 @@ def by_annotation(name: str, text: str, namespace: dict) -> Optional[str]:
             else f"[{items}]"
     if last in ("dict", "Dict", "Mapping") or text.startswith(("Dict[", "dict[", "Mapping[")):
         return "{}"
+    own = getattr(namespace.get(last), "__module__", "torch")  # a class of the module's own of that name: below
+    if last in LAYERS and "Type[" not in text and own.startswith("torch"):  # `base: nn.Linear`: not an Identity
+        return LAYERS[last]
     if re.search(r"Callable|Module|Type\[", text):
         return module_expression(name, instance="Type[" not in text)
     cls = namespace.get(last)
@@ -185,6 +188,38 @@ def typed_by_name(name: str, kind: str) -> str:
     if value and re.fullmatch(r"[\d.e+-]+", value):
         return str(max(1, int(float(value))))
     return UNKNOWN_INT
+
+
+# Layers a module may be given, with the usual sizes; and the attributes a module reads of a layer it was given
+# (`base.in_features`) that tell which one it wants. `weight` and `bias` are any layer's: a Linear's first.
+LAYERS = {
+    "Linear": f"torch.nn.Linear({HIDDEN}, {HIDDEN})",
+    "Conv1d": f"torch.nn.Conv1d({HIDDEN}, {HIDDEN}, 3, padding=1)",
+    "Conv2d": f"torch.nn.Conv2d({HIDDEN}, {HIDDEN}, 3, padding=1)",
+    "LayerNorm": f"torch.nn.LayerNorm({HIDDEN})",
+    "BatchNorm2d": f"torch.nn.BatchNorm2d({HIDDEN})",
+    "Embedding": f"torch.nn.Embedding({VOCAB}, {HIDDEN})",
+    "LSTM": f"torch.nn.LSTM({HIDDEN}, {HIDDEN}, batch_first=True)",
+}
+LAYER_ATTRIBUTES = {
+    "Linear": ("in_features", "out_features", "weight", "bias"),
+    "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+               "padding_mode"),
+    "LayerNorm": ("normalized_shape", "elementwise_affine", "eps"),
+    "BatchNorm2d": ("num_features", "running_mean", "running_var", "momentum", "track_running_stats"),
+    "Embedding": ("num_embeddings", "embedding_dim", "padding_idx"),
+    "LSTM": ("input_size", "hidden_size", "num_layers", "bidirectional", "batch_first"),
+}
+ONLY_A_LAYERS = {"in_features", "out_features", "in_channels", "out_channels", "kernel_size", "normalized_shape",
+                 "num_embeddings", "embedding_dim"}  # a plain value lacking one of these was meant to be a layer
+
+
+def layer_with(attribute: str) -> Optional[str]:
+    """The expression of the first layer of LAYER_ATTRIBUTES that has `attribute`; None when none has."""
+    return next((LAYERS[layer] for layer, names in LAYER_ATTRIBUTES.items() if attribute in names), None)
+
+
+PASS_THROUGH = "lambda x, *args, **kwargs: x"  # a layer that takes any arguments and gives back its input
 
 
 def module_expression(name: str, instance: bool = True) -> str:
