@@ -129,3 +129,23 @@ def test_a_stream_that_stalls_is_refused_at_the_deadline(tmp_path):
     with pytest.raises(StreamStalled):
         receive(tmp_path, frame("a", b"abcdef")[:-3], 1, close=False, seconds=1.0)
     assert time.monotonic() - started < 5
+
+
+def test_a_walled_gpu_worker_is_told_where_libcuda_is(monkeypatch):
+    """Behind the wall Triton's own `ldconfig -p` fails (146 of 188 modules failed to compile on an H200 before):
+    the host finds libcuda and passes its folder as TRITON_LIBCUDA_PATH."""
+    import subprocess as sp
+
+    from scraper.suite import orchestrate
+
+    listing = ("\tlibcudart.so.13 (libc6,x86-64) => /usr/local/cuda/lib/libcudart.so.13\n"
+               "\tlibcuda.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libcuda.so.1\n")
+    monkeypatch.delenv("TRITON_LIBCUDA_PATH", raising=False)
+    monkeypatch.setattr(orchestrate.subprocess, "run", lambda *a, **k: sp.CompletedProcess(a, 0, listing, ""))
+    orchestrate.libcuda_dir.cache_clear()
+    try:
+        assert orchestrate.worker_env("0", scraped=True)["TRITON_LIBCUDA_PATH"] == "/usr/lib/x86_64-linux-gnu"
+        assert "TRITON_LIBCUDA_PATH" not in orchestrate.worker_env(None, scraped=True)
+        assert "TRITON_LIBCUDA_PATH" not in orchestrate.worker_env("0", scraped=False)  # outside: Triton's own way
+    finally:
+        orchestrate.libcuda_dir.cache_clear()

@@ -15,6 +15,7 @@ This process never imports torch nor the scraped code: everything model-related 
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import os
@@ -211,9 +212,26 @@ def worker_env(gpu: Optional[str], torchbench_dir: Optional[Path] = None, scrape
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
+        libcuda = libcuda_dir()
+        if scraped and libcuda:  # Triton asks `/sbin/ldconfig -p` for libcuda, which fails behind the wall
+            env.setdefault("TRITON_LIBCUDA_PATH", libcuda)
     if torchbench_dir is not None:
         env["TORCHBENCH_DIR"] = str(Path(torchbench_dir).resolve())
     return env
+
+
+@functools.lru_cache(maxsize=1)
+def libcuda_dir() -> Optional[str]:
+    """The folder of this machine's libcuda.so.1, as Triton finds it (TRITON_LIBCUDA_PATH, else `ldconfig -p`),
+    found here, outside the wall; None without one."""
+    if os.environ.get("TRITON_LIBCUDA_PATH"):
+        return os.environ["TRITON_LIBCUDA_PATH"]
+    try:
+        listing = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = [line.split()[-1] for line in listing.splitlines() if "libcuda.so.1" in line and "=>" in line]
+    return os.path.dirname(found[0]) if found else None
 
 
 def run_job(settings: Settings, job: Job, gpu: Optional[str]) -> dict:
