@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from scraper.sandbox.folders import Bounds
-from scraper.sandbox.stream import MAX_HEADER, Reader, StreamEnded, StreamError, StreamStalled, receive_files
+from scraper.sandbox.stream import (MAX_HEADER, Reader, StreamEnded, StreamError, StreamOverBound, StreamStalled,
+                                    receive_files)
 
 BOUNDS = Bounds(bytes=1024 * 1024, entries=20, depth=6)
 
@@ -86,18 +87,18 @@ def test_a_count_outside_the_bound_is_refused(tmp_path, count):
 def test_more_bytes_than_the_bound_are_refused_before_they_are_read(tmp_path):
     small = Bounds(bytes=1000, entries=20, depth=6)
     stream = frame("a", b"x" * 600) + (json.dumps({"path": "b", "size": 10 ** 12}) + "\n").encode()
-    with pytest.raises(StreamError, match="MiB"):
+    with pytest.raises(StreamOverBound, match="MiB"):
         receive(tmp_path, stream, 2, small)
 
 
 def test_a_path_deeper_than_the_bound_is_refused(tmp_path):
-    with pytest.raises(StreamError, match="deeper"):
+    with pytest.raises(StreamOverBound, match="deeper"):
         receive(tmp_path, frame("/".join(["d"] * 7), b""), 1)
 
 
 def test_more_folders_than_the_bound_are_refused(tmp_path):
     stream = b"".join(frame(f"d{i}/f", b"") for i in range(20))
-    with pytest.raises(StreamError, match="entries"):
+    with pytest.raises(StreamOverBound, match="entries"):
         receive(tmp_path, stream, 20, Bounds(bytes=1000, entries=20, depth=6))
 
 

@@ -33,6 +33,14 @@ class StreamError(ValueError):
     """The stream is not what a worker sends (module docstring)."""
 
 
+class StreamOverBound(StreamError):
+    """More entries, bytes or levels than the bounds allow: `reason` says which, as take_out's bound check would."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class StreamEnded(StreamError):
     """The worker closed the pipe (it died, or exited)."""
 
@@ -82,16 +90,18 @@ def receive_files(reader: Reader, count, folder: Path, bounds: Bounds) -> int:
     """Write the `count` files of the stream under `folder` (which must be empty and the caller's own); returns
     the bytes written. StreamError when anything is off (module docstring): the caller removes `folder`."""
     if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= bounds.entries:
+        if isinstance(count, int) and not isinstance(count, bool) and count > bounds.entries:
+            raise StreamOverBound(f"it holds more than {bounds.entries} entries")
         raise StreamError(f"a file count of {count!r} (at most {bounds.entries})")
     total, made = 0, set()
     for number in range(1, count + 1):
         parts, size = header(reader.line(MAX_HEADER), bounds)
         total += size
         if total > bounds.bytes:
-            raise StreamError(f"more than {bounds.bytes // MIB} MiB of files")
+            raise StreamOverBound(f"it holds more than {bounds.bytes // MIB} MiB")
         make_parents(folder, parts, made)
         if number + len(made) > bounds.entries:  # files and folders, as take_out counts them
-            raise StreamError(f"more than {bounds.entries} entries")
+            raise StreamOverBound(f"it holds more than {bounds.entries} entries")
         write_file(folder.joinpath(*parts), reader.chunks(size))
     return total
 
@@ -109,7 +119,7 @@ def header(line: bytes, bounds: Bounds) -> tuple[list[str], int]:
         raise StreamError(f"a path of {path!r}")
     parts = path.split("/")
     if len(parts) > bounds.depth:
-        raise StreamError(f"a path deeper than {bounds.depth} levels")
+        raise StreamOverBound(f"it goes deeper than {bounds.depth} levels")
     for part in parts:
         if part in (".", "..") or not SAFE_PART.fullmatch(part):
             raise StreamError(f"a path with an unsafe part: {path[:120]!r}")

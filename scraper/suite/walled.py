@@ -31,7 +31,8 @@ from typing import Optional
 
 from scraper.sandbox import private_folder, take_out
 from scraper.sandbox.folders import measure
-from scraper.sandbox.stream import Reader, StreamEnded, StreamError, StreamStalled, receive_files
+from scraper.sandbox.stream import (Reader, StreamEnded, StreamError, StreamOverBound, StreamStalled,
+                                    receive_files)
 from scraper.suite import confined
 from scraper.suite.orchestrate import (_RUNNING, _RUNNING_LOCK, WATCH_SECONDS, Job, PersistentWorker, Settings,
                                        base_entry, clean_result_file, output_fields, prepare_job, result_fields,
@@ -137,8 +138,13 @@ class WalledWorker(PersistentWorker):
             return self.take_out_after(paths, pid, timed_out=False, malformed=str(exc))
         with tempfile.TemporaryDirectory(dir=self.settings.suite_dir / "sandbox", prefix=".received-") as name:
             reader = Reader(self.process.stdout.fileno(), self.buffer, time.monotonic() + STREAM_SECONDS)
+            bounds = confined.job_bounds(self.settings.worker_disk_mb)
             try:
-                receive_files(reader, answer["files"], Path(name), confined.job_bounds(self.settings.worker_disk_mb))
+                receive_files(reader, answer["files"], Path(name), bounds)
+            except StreamOverBound as exc:  # the same words as a job folder found over its bound on disk
+                self.end()
+                return None, None, (f"the job folder is over its bound ({bounds.describe()}): {exc.reason}; nothing "
+                                    "of it was kept"), None
             except StreamError as exc:
                 self.end()
                 return None, None, f"the worker's files were not well formed ({exc}); nothing of them was kept", None
