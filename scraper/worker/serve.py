@@ -89,22 +89,22 @@ def fresh_job_folder(job: WorkerJob) -> None:
 
 
 def send_outputs(answers, answer: dict, job: WorkerJob, why: Optional[str]) -> None:
-    """The answer line, then every regular file of the job folder (the source aside) with its size."""
+    """The answer line, then every regular file of the job folder with its size (the source is on /tmp)."""
     folder = Path(job.result).parent
-    files = job_files(folder, job.source)
+    files = job_files(folder)
     answers.write((json.dumps({**answer, "doubt": why, "files": len(files)}) + "\n").encode())
     for name, data in files:
         answers.write((json.dumps({"path": name, "size": len(data)}) + "\n").encode())
         answers.write(data)
 
 
-def job_files(folder: Path, source: Optional[str]) -> list[tuple[str, bytes]]:
+def job_files(folder: Path) -> list[tuple[str, bytes]]:
     """(path relative to `folder`, contents) of its regular files, links not followed."""
     found = []
     for root, dirs, names in os.walk(folder):
         for name in names:
             path = os.path.join(root, name)
-            if os.path.islink(path) or not os.path.isfile(path) or path == source:
+            if os.path.islink(path) or not os.path.isfile(path):
                 continue
             with open(path, "rb") as handle:
                 found.append((os.path.relpath(path, folder), handle.read()))
