@@ -42,7 +42,7 @@ SANDBOX_MODULES = ("test_sandbox_", "test_wall_", "test_validate_", "test_suite"
 # `slow` for each of their tests, beside the tests marked slow one by one.
 SLOW_MODULES = {"test_kernel_pairs", "test_pairs_h200", "test_pairs", "test_kernelbench", "test_inductor",
                 "test_dataset_e2e", "test_dataset_tasks", "test_torchtune", "test_dataset_splits",
-                "test_inductor_interpret", "test_default_folders", "test_build", "test_report"}
+                "test_inductor_interpret", "test_default_folders", "test_build", "test_report", "test_same_outputs"}
 
 
 def pytest_collection_modifyitems(config, items):

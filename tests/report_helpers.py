@@ -1,11 +1,4 @@
-"""The corpus and the browser of the report tests (tests/test_report.py).
-
-`build_corpus` fills scraper/corpus.py's layout by running each stage for real on the fixtures, as `triton-data
-build` would: the suite debug roots of a real H200 run (timm, huggingface, with accuracy and pairing records) and a
-part of a real --suite modules run (no stats.json: it was cut down), stage 1 over them and two plain debug folders
-(a training run, a user kernel), the pair check's results as that H200 run recorded them (pairs_h200_checked:
-pair_correct, speedup) with the summary the check writes, the bundled repositories plus one hostile repository
-through the scraper's offline path and the generator (with --validate parses), and create_json.py's three tasks.
+"""The browser of the report tests (tests/test_report.py); their corpus is tests/corpus_helpers.py's.
 
 `Browser` drives a real headless Chromium over its DevTools pipe (--remote-debugging-pipe: no Python browser
 package, no port): open a page, evaluate JavaScript in it, see which requests it made."""
@@ -13,13 +6,11 @@ package, no port): open a page, evaluate JavaScript in it, see which requests it
 from __future__ import annotations
 
 import fcntl
-import gzip
 import json
 import os
 import select
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -27,100 +18,9 @@ from typing import Any, Optional
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = REPO_ROOT / "tests" / "fixtures"
-SUITE_RUN = FIXTURES / "suite_run"
-TCD = FIXTURES / "torch_compile_debug"
-# What a scraped kernel may hold: markup that would end the page's <pre>, run a script, load an image, and a
-# right-to-left override that would reorder the text around it.
-HOSTILE = ('</pre></td></tr></table><script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
-           "<style>body { display: none }</style>")
-BIDI = "\u202e"
-EVIL_KERNEL = f'''import triton
-import triton.language as tl
+from corpus_helpers import BIDI, HOSTILE, REPO_ROOT, build_corpus, read_lines  # noqa: F401 (the report tests')
 
-
-@triton.jit
-def evil_kernel(x_ptr, n):
-    """{HOSTILE} {BIDI}gnp.exe"""
-    pid = tl.program_id(0)
-    tl.store(x_ptr + pid, tl.load(x_ptr + pid) * 2)
-'''
 CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-
-
-def unpack(archive: Path, dest: Path) -> Path:
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
-    return dest
-
-
-def build_corpus(root: Path) -> Path:
-    """A corpus with every stage run on the fixtures (see the module's docstring); returns its folder."""
-    corpus = root / "corpus"
-    suites = corpus / "suites"
-    unpacked = unpack(SUITE_RUN / "pairs_h200.tar.gz", root / "h200")
-    suites.mkdir(parents=True)
-    shutil.move(unpacked / "tcd_timm", suites / "timm")
-    shutil.move(unpacked / "tcd_hf", suites / "huggingface")
-    shutil.move(unpack(SUITE_RUN / "suite_modules.tar.gz", root / "modules") / "suite_modules", suites / "modules")
-    plain = [unpack(TCD / f"{name}.tar.gz", root / name) / "torch_compile_debug"
-             for name in ("tcd_training", "tcd_userkernel")]
-    run_main("get_kernels_from_debug_info", [*sorted(suites.iterdir()), *plain, "-o", corpus / "kernels"])
-    record_gpu_check(corpus / "kernels")
-    github_and_generator(root, corpus)
-    datasets(corpus)
-    return corpus
-
-
-def run_main(module: str, argv: list) -> None:
-    import importlib
-
-    done = importlib.import_module(module).main([*map(str, argv), "-q"])
-    assert done == 0, f"{module} {argv}: exit {done}"
-
-
-def record_gpu_check(kernels: Path) -> None:
-    """The H200's verdicts (pair_correct, speedup, check) on the model-level pairs of the same models, and the
-    pair check's summary of them, written as `triton-data pairs check` writes both."""
-    from scraper.pairs.check import CHECK_SUMMARY, summarize
-    from scraper.pairs.record import read_pairs
-    from scraper.fileio import atomic_write_json, write_jsonl
-
-    checked = {p["model"]: p for p in map(json.loads, gzip.open(SUITE_RUN / "pairs_h200_checked.jsonl.gz", "rt"))}
-    pairs = read_pairs(kernels / "pairs.jsonl")
-    judged = [p for p in pairs if p.pair_level == "model" and p.model in checked]
-    for pair in judged:
-        gpu = checked[pair.model]
-        pair.pair_correct, pair.speedup, pair.check = gpu["pair_correct"], gpu["speedup"], gpu["check"]
-    write_jsonl(kernels / "pairs.jsonl", pairs)
-    atomic_write_json(kernels / CHECK_SUMMARY, summarize(judged, 0.0))
-
-
-def github_and_generator(root: Path, corpus: Path) -> None:
-    evil = root / "repos" / "evil-kernels"
-    evil.mkdir(parents=True)
-    (evil / "evil.py").write_text(EVIL_KERNEL, encoding="utf-8")
-    local = [f"{repo}={repo.relative_to(REPO_ROOT / 'examples' / 'repos').as_posix()}"
-             for repo in sorted((REPO_ROOT / "examples" / "repos").glob("*/*")) if repo.is_dir()]
-    run_main("scrape_github", ["--local", *local, f"{evil}=mallory/evil-kernels", "-o", corpus / "github"])
-    from scraper.generator import main as generator
-
-    assert generator.main(["--generate-all", "--download-dir", str(corpus / "github"), "-o", str(corpus / "generated"),
-                           "--jobs", "1", "--validate", "parses", "-q"]) == 0
-
-
-def datasets(corpus: Path) -> None:
-    out = corpus / "datasets"
-    inputs = [corpus / "kernels", corpus / "generated"]
-    run_main("create_json", [*inputs, "-o", out / "triton_functions.json"])
-    run_main("create_json", [corpus / "kernels", "--task", "pairs", "--include-unchecked", "--pair-level",
-                             "kernel,module,model,graph", "-o", out / "triton_pairs.json"])
-    run_main("create_json", [corpus / "kernels", "--task", "problems", "-o", out / "triton_problems.json"])
-
-
-def read_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------------------------------ the browser

@@ -1,0 +1,33 @@
+"""The same inputs give the same outputs as before a change to the code's structure (issue #27's done-when).
+
+tests/fixtures/same_outputs.json is the digest (tests/corpus_helpers.corpus_digest: rows and a hash per file, what
+varies between runs taken out) of the corpus that tests/corpus_helpers.build_corpus makes from the fixtures and the
+bundled demo's inputs (every torch_compile_debug fixture, the suite runs, examples/repos through the offline path
+and the generator, the three datasets). It was written by the code as it stood before the dataset's three tasks
+became step lists over one item type (b7d4e53), with `python tests/corpus_helpers.py tests/fixtures/same_outputs.json`.
+
+A change that means to change what the stages write rewrites the file the same way and says so in its commit; any
+other difference is a regression, and the test names the files that differ.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from corpus_helpers import PLAIN_ALL, REPO_ROOT, build_corpus, corpus_digest
+
+BEFORE = REPO_ROOT / "tests" / "fixtures" / "same_outputs.json"
+
+
+def test_the_fixtures_and_the_demo_inputs_give_the_outputs_recorded_before(tmp_path):
+    before = json.loads(BEFORE.read_text(encoding="utf-8"))
+    now = corpus_digest(build_corpus(tmp_path, PLAIN_ALL), tmp_path)
+    assert sorted(set(before) - set(now)) == [], "files no longer written"
+    assert sorted(set(now) - set(before)) == [], "files written that were not before"
+    changed = {name: (before[name], now[name]) for name in before if before[name] != now[name]}
+    assert changed == {}, f"{len(changed)} files differ: {sorted(changed)[:20]}"
+    # what the comparison stands on: every stage wrote something
+    for part in ("kernels/kernels.jsonl", "kernels/pairs.jsonl", "generated/kernels.jsonl",
+                 "datasets/triton_functions.json", "datasets/triton_pairs.json", "datasets/triton_problems.json"):
+        assert now[part]["rows"] > 0, part
