@@ -1,6 +1,7 @@
 """Stage 3: merge kernel manifests into a torchtune text-completion dataset.
 
-The steps, one module each, run in this order by `scraper.dataset.pipeline.build_dataset`:
+The steps, one module each, run in this order by `scraper.dataset.pipeline.build` (the completion task; pairs
+and problems, scraper.dataset.tasks, share the runner, tokens, filters, dedup and split):
 
     load.py      kernels.jsonl of each input folder, or a scan of its .py files (scraper.generator.detect)
     tokens.py    token counts: a tokenizer.json the user names, or a clearly named estimate

@@ -17,7 +17,7 @@ import dataclasses
 from scraper.cli import (EXIT_MISSING_INPUT, EXIT_NOTHING, EXIT_USAGE, add_keep_going, add_logging_args, exit_status,
                          interruptible, setup_logging)
 from scraper.dataset import decontam, dedup, filters, outputs, tasks, tokens, write
-from scraper.dataset.pipeline import Options, build_dataset, torchtune_snippet
+from scraper.dataset.pipeline import BuildResult, Options, build, torchtune_snippet
 from scraper.paths import DEFAULT_GENERATED_DIR, DEFAULT_INDUCTOR_DIR, DEFAULTS_RULE
 from scraper.validate import add_validate_args, level_fractions, meets, validate_from_args
 
@@ -160,15 +160,53 @@ def validate_unchecked(records: list, args: argparse.Namespace, stats, folder: P
     stats.extra["validation"] = level_fractions(records)
 
 
-def main_task(args: argparse.Namespace) -> int:
-    """--task pairs / problems: build, print the counts and (pairs) the torchtune snippet."""
+def options_from(args: argparse.Namespace) -> Options:
+    """The build's options from the command line (--validate and --require as the completion task's steps)."""
+    known = {f.name for f in dataclasses.fields(Options)}
+    options = Options(**{k: v for k, v in vars(args).items() if k in known})
+    if args.task == "completion" and args.validate:
+        folder = options.output_path().parent
+        options.validate = lambda records, stats: validate_unchecked(records, args, stats, folder)
+    if args.task == "completion" and args.require:
+        options.require_checks = [filters.requirement_check(args.require, meets)]
+    return options
+
+
+@interruptible
+def main(argv=None, prog: Optional[str] = None) -> int:
+    """Build the dataset of --task; returns the exit status."""
+    args = parse_args(argv, prog)
+    setup_logging(args)
+    refused = no_input_status(args)
+    if refused is not None:
+        return refused
     try:
-        result = tasks.build_task(args.task, args.inputs, args.output, args.fmt, args.license, args.max_tokens,
-                                  args.tokenizer, args.val_fraction, args.pair_levels, args.include_unchecked)
+        result = build(tasks.TASKS[args.task], options_from(args))
+    # A --tokenizer path that is missing or unreadable, an output folder that cannot be made or written.
     except (OSError, tokens.TokenizerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(result.stats.summary(), file=sys.stderr)
+    if args.task == "completion":
+        return said_completion(args, result)
+    return said_task(args, result)
+
+
+def said_completion(args: argparse.Namespace, result: BuildResult) -> int:
+    """The completion build's counts, and the torchtune snippet; the exit status."""
+    print(headline(result.stats.counts, result.stats.extra.get("out", {})), file=sys.stderr)
+    print(f"wrote {len(result.rows)} rows to {result.output}", file=sys.stderr)
+    if not result.rows:  # an empty file loads in neither torchtune nor `datasets`: say so rather than a snippet
+        print(f"error: no kernel is left of {looked_in(args)}: nothing to train on (see stats.json and "
+              "rejects.jsonl beside the output)", file=sys.stderr)
+        return exit_status(False, missing_inputs(args), args.keep_going)
+    print("\n# torchtune config for the training split:", file=sys.stderr)
+    print(torchtune_snippet(result.split_files["train"], args.fmt, args.column))
+    return exit_status(True, missing_inputs(args), args.keep_going)
+
+
+def said_task(args: argparse.Namespace, result: BuildResult) -> int:
+    """--task pairs / problems: the counts and (pairs) the torchtune snippet; the exit status."""
     print(f"wrote {len(result.rows)} rows to {result.output}", file=sys.stderr)
     if args.task == "pairs":
         print(tasks.left_out_line(result.stats.counts), file=sys.stderr)
@@ -184,41 +222,6 @@ def main_task(args: argparse.Namespace) -> int:
     if args.task == "pairs":
         print("\n# torchtune config for the training split:", file=sys.stderr)
         print(tasks.torchtune_pairs_snippet(train, args.fmt))
-    return exit_status(True, missing_inputs(args), args.keep_going)
-
-
-@interruptible
-def main(argv=None, prog: Optional[str] = None) -> int:
-    """Build the dataset of --task; returns the exit status."""
-    args = parse_args(argv, prog)
-    setup_logging(args)
-    refused = no_input_status(args)
-    if refused is not None:
-        return refused
-    if args.task != "completion":
-        return main_task(args)
-    known = {f.name for f in dataclasses.fields(Options)}
-    options = Options(**{k: v for k, v in vars(args).items() if k in known})
-    if args.validate:
-        folder = options.output_path().parent
-        options.validate = lambda records, stats: validate_unchecked(records, args, stats, folder)
-    if args.require:
-        options.require_checks = [filters.requirement_check(args.require, meets)]
-    try:
-        result = build_dataset(options)
-    # A --tokenizer path that is missing or unreadable, an output folder that cannot be made or written.
-    except (OSError, tokens.TokenizerError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(result.stats.summary(), file=sys.stderr)
-    print(headline(result.stats.counts, result.stats.extra.get("out", {})), file=sys.stderr)
-    print(f"wrote {len(result.rows)} rows to {result.output}", file=sys.stderr)
-    if not result.rows:  # an empty file loads in neither torchtune nor `datasets`: say so rather than a snippet
-        print(f"error: no kernel is left of {looked_in(args)}: nothing to train on (see stats.json and "
-              "rejects.jsonl beside the output)", file=sys.stderr)
-        return exit_status(False, missing_inputs(args), args.keep_going)
-    print("\n# torchtune config for the training split:", file=sys.stderr)
-    print(torchtune_snippet(result.split_files["train"], args.fmt, args.column))
     return exit_status(True, missing_inputs(args), args.keep_going)
 
 

@@ -1,8 +1,8 @@
 """Filters: license, token length, line count, and verification requirements (`--require`).
 
-Each filter is a function `(item) -> reason or None`; `apply_filters` runs them in order, drops an item at the
-first reason, writes it to rejects.jsonl and counts `dropped_<reason>`. `--require imports|compiles` adds a
-`requirement_check` through `extra_checks`.
+Each filter is a check `(item) -> reason or None`; a scraper.pipeline.Filter made of them (the completion task's
+steps, scraper.dataset.pipeline) drops an item at the first reason, writes it to rejects.jsonl and counts
+`dropped_<reason>`. `--require imports|compiles` adds a `requirement_check` through `extra_checks`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Callable, Iterable, Optional
 
 from scraper.dataset.item import Item
 from scraper.records import KernelRecord
-from scraper.stats import Rejects
 
 Check = Callable[[Item], Optional[str]]
 
@@ -87,18 +86,6 @@ def build_checks(license: str = "any", max_tokens: Optional[int] = None, min_lin
     if max_tokens:
         checks.append(max_tokens_check(max_tokens))
     return checks + list(extra_checks)
-
-
-def apply_filters(items: list[Item], checks: list, rejects: Rejects) -> list[Item]:
-    """The items that pass every check; the others go to `rejects` with the first failing reason."""
-    kept = []
-    for item in items:
-        reason = next((r for r in (check(item) for check in checks) if r), None)
-        if reason is None:
-            kept.append(item)
-        else:
-            rejects.add(reason, **reject_details(item.record))
-    return kept
 
 
 def reject_details(record: KernelRecord) -> dict:

@@ -1,8 +1,12 @@
 """The dataset tasks beside text completion: `pairs` (PyTorch -> Triton, KernelBook's columns) and `problems`
 (the KernelBench-form reference problems alone), built from the Inductor stage's pairs.jsonl and problems/.
 
-    pairs:    load -> filter (level, check, license, tokens) -> dedup on the normalized Triton program -> split
-    problems: load -> filter (license, tokens) -> dedup on the normalized problem -> split
+    pairs:    load -> tokens -> filter (level, check) -> filter (check, license, tokens) -> dedup on the
+              normalized Triton program -> split
+    problems: load -> tokens -> filter (license, tokens) -> dedup on the normalized problem -> split
+
+Both are step lists over the build's one item type, run by scraper.dataset.pipeline.build as the completion task
+is; `TASKS` names all three.
 
 What a pair row is for is training "this PyTorch -> this Triton", so by default (docs/pairs.md) only pairs the GPU
 check passed are exported (`include_unchecked`: those not checked too; a failed check never), of the levels whose
@@ -20,13 +24,16 @@ reason and counted in <stem>.stats.json (`dropped_<reason>`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from scraper.dataset import filters, outputs, schema, split, tokens, write
-from scraper.fileio import atomic_write_json, atomic_write_text, iter_jsonl
+from scraper.dataset import filters, schema, split
+from scraper.dataset.item import Item
+from scraper.dataset.pipeline import COMPLETION, DEFAULT_PAIR_LEVELS, Options, Task, sort_step, split_step, \
+    token_step
+from scraper.fileio import iter_jsonl
 from scraper.pairs.record import PAIRS, PROBLEMS_DIR, PROBLEMS_INDEX, PairRecord, iter_pairs
+from scraper.pipeline import Filter, Run
 from scraper.records import kernel_id
 from scraper.stats import Rejects, Stats
 
@@ -36,69 +43,8 @@ DEFAULT_STEMS = {"pairs": "triton_pairs", "problems": "triton_problems"}
 COLUMNS = {"pairs": schema.PAIR_COLUMNS, "problems": schema.PROBLEM_COLUMNS}  # {column: type}, in order
 LIBRARY_SUITES = ("timm", "huggingface", "torchbench")  # their repository is the library: group by model
 PAIR_LEVELS = ("kernel", "module", "model", "graph")  # module: model level of a scraped nn.Module; model: any
-DEFAULT_PAIR_LEVELS = ("kernel", "module")
+assert set(DEFAULT_PAIR_LEVELS) <= set(PAIR_LEVELS)
 DEFAULT_MAX_TOKENS = 8192  # pairs: python_code + triton_code (a context that holds both, and the answer)
-
-
-@dataclass
-class TaskItem:
-    """One row in the making: its columns, and what the build learns about it."""
-
-    row: dict
-    group_repo: Optional[str] = None  # the repository that must not straddle splits (scraped modules)
-    n_tokens: Optional[int] = None
-    cluster_size: int = 1
-    split: Optional[str] = None
-    group: Optional[str] = None
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass
-class TaskResult:
-    rows: list
-    output: Path
-    split_files: dict
-    stats: Stats
-
-
-def output_path(task: str, output: Optional[Path], fmt: str) -> Path:
-    """The main file of a task (`-o DIR/` or an existing folder gets the default name inside)."""
-    return outputs.resolve(output, f"{DEFAULT_STEMS[task]}.{fmt}")
-
-
-def build_task(task: str, inputs: list, output: Optional[Path], fmt: str = "json", license: str = "any",
-               max_tokens: Optional[int] = None, tokenizer: Optional[str] = None,
-               val_fraction: float = 0.05, pair_levels: tuple = DEFAULT_PAIR_LEVELS,
-               include_unchecked: bool = False) -> TaskResult:
-    """Build the `pairs` or `problems` dataset and write it (every row, one file per split, stats, rejects).
-    Pairs: only `pair_levels` (PAIR_LEVELS), only checked ones unless `include_unchecked` (module docstring)."""
-    path = output_path(task, output, fmt)
-    counter = tokens.TokenCounter(tokenizer)
-    splits = [write.split_path(path, name).name for name in (split.TRAIN, split.VALIDATION)]
-    outputs.claim(path, splits + [f"{path.stem}.rejects.jsonl", f"{path.stem}.stats.json"])
-    stats = Stats(f"create_json --task {task}")
-    rejects = Rejects(path.with_name(f"{path.stem}.rejects.jsonl"), stats)
-    rejects.reset()
-    atomic_write_text(rejects.path, "")  # present even when nothing is dropped
-    items = load_pairs(inputs, stats) if task == "pairs" else load_problems(inputs, stats)
-    texts = [row_text(task, item.row) for item in items]
-    for item, count in zip(items, counter.count(texts)):
-        item.n_tokens = count
-    if task == "pairs":
-        items = [item for item in items if keep_pair(item, pair_levels, include_unchecked, rejects)]
-    items = [item for item in items if keep(item, license, max_tokens, rejects)]
-    items = deduplicate(items, rejects)
-    split.assign_splits(items, val_fraction, key=group_of, source=suite_of).record(stats)
-    items.sort(key=lambda item: (item.split != split.TRAIN, item.group, item.row["id"]))
-    rows = [finish_row(task, item) for item in items]
-    split_files = write_split_files(path, rows, fmt, COLUMNS[task])
-    stats.inc("out_rows", len(rows))
-    for row in rows:
-        stats.inc(f"out_{row['split']}")
-    data = stats.to_dict()
-    data["token_counter"] = counter.name
-    atomic_write_json(path.with_name(f"{path.stem}.stats.json"), data)
-    return TaskResult(rows, path, split_files, stats)
 
 
 def task_inputs(inputs: list, name: str, stats: Stats) -> list[Path]:
@@ -114,8 +60,8 @@ def task_inputs(inputs: list, name: str, stats: Stats) -> list[Path]:
     return found
 
 
-def load_pairs(inputs: list, stats: Stats) -> list[TaskItem]:
-    """A row for every pair of the inputs' pairs.jsonl."""
+def load_pairs(inputs: list, stats: Stats) -> list[Item]:
+    """An item for every pair of the inputs' pairs.jsonl."""
     items = []
     for path in task_inputs(inputs, PAIRS, stats):
         for pair in iter_pairs(path, on_error=lambda n, m: stats.error("load", f"{path}:{n}", m)):
@@ -124,16 +70,16 @@ def load_pairs(inputs: list, stats: Stats) -> list[TaskItem]:
     return items
 
 
-def pair_item(pair: PairRecord) -> TaskItem:
+def pair_item(pair: PairRecord) -> Item:
     data = pair.to_dict()
     row = {column: data.get(column) for column in schema.PAIR_COLUMNS if column in data}
     row["stars"] = row["stars"] if isinstance(row["stars"], int) else None
     repo = pair.repo_name if pair.suite not in LIBRARY_SUITES else None
-    return TaskItem(row, group_repo=repo)
+    return Item(row=row, group_repo=repo)
 
 
-def load_problems(inputs: list, stats: Stats) -> list[TaskItem]:
-    """A row for every problem of the inputs' problems/problems.jsonl whose file is there."""
+def load_problems(inputs: list, stats: Stats) -> list[Item]:
+    """An item for every problem of the inputs' problems/problems.jsonl whose file is there."""
     items = []
     for index in task_inputs(inputs, f"{PROBLEMS_DIR}/{PROBLEMS_INDEX}", stats):
         base = index.parent.parent  # the stage's output folder: entries' files are relative to it
@@ -148,7 +94,7 @@ def load_problems(inputs: list, stats: Stats) -> list[TaskItem]:
     return items
 
 
-def problem_item(entry: dict, text: str) -> TaskItem:
+def problem_item(entry: dict, text: str) -> Item:
     name = entry.get("model") if entry.get("level") == "model" else f"{entry.get('model')}/{entry.get('graph')}" + (
         f"/{entry['kernel']}" if entry.get("level") == "kernel" and entry.get("kernel") else "")
     row = {"python_code": text, "entry_point": "Model", "id": kernel_id(text), "name": name,
@@ -161,7 +107,7 @@ def problem_item(entry: dict, text: str) -> TaskItem:
            "packages": [p for p in entry.get("packages") or [] if isinstance(p, str)],
            "reference_finite": entry.get("reference_finite") if isinstance(entry.get("reference_finite"), bool)
            else None}
-    return TaskItem(row, group_repo=entry.get("repo") if entry.get("suite") not in LIBRARY_SUITES else None)
+    return Item(row=row, group_repo=entry.get("repo") if entry.get("suite") not in LIBRARY_SUITES else None)
 
 
 def row_text(task: str, row: dict) -> str:
@@ -176,38 +122,45 @@ def level_of(row: dict) -> str:
     return row.get("pair_level") or "graph"
 
 
-def keep_pair(item: TaskItem, levels: tuple, include_unchecked: bool, rejects: Rejects) -> bool:
-    """The pair filters: a level asked for (module pairs are model pairs too), and a check that passed (or none,
-    with include_unchecked)."""
-    row, reason = item.row, None
-    level = level_of(row)
-    if level not in levels and not (level == "module" and "model" in levels):
-        reason = f"pair_level_{level}"
-    elif row.get("pair_correct") is None and not include_unchecked:
-        reason = "unchecked"
-    if reason:
-        rejects.add(reason, id=row["id"], model=row.get("model"), graph=row.get("graph"))
-    return reason is None
+# ------------------------------------------------------------------------------------------------- the checks
+
+def level_check(levels: tuple):
+    """A level asked for (module pairs are model pairs too)."""
+
+    def check(item: Item) -> Optional[str]:
+        level = level_of(item.row)
+        return None if level in levels or (level == "module" and "model" in levels) else f"pair_level_{level}"
+
+    return check
 
 
-def keep(item: TaskItem, license: str, max_tokens: Optional[int], rejects: Rejects) -> bool:
-    """The filters: license allowlist, token limit, pairs whose GPU check or whose model's accuracy failed."""
-    row, allowed = item.row, filters.license_allowlist(license)
-    reason = None
-    if row.get("pair_correct") is False:
-        reason = "failed_check"
-    elif allowed is not None and not any(str(l).lower() in {a.lower() for a in allowed} for l in row["licenses"]):
-        reason = "license"
-    elif max_tokens and (item.n_tokens or 0) > max_tokens:
-        reason = "too_many_tokens"
-    elif row.get("accuracy") == "fail":
-        reason = "model_inaccurate"
-    if reason:
-        rejects.add(reason, id=row["id"], model=row.get("model"), graph=row.get("graph"))
-    return reason is None
+def checked_check(include_unchecked: bool):
+    """A check that passed, or none with include_unchecked (a failed one is dropped by `row_checks`)."""
+    return lambda item: "unchecked" if item.row.get("pair_correct") is None and not include_unchecked else None
 
 
-def rank(item: TaskItem) -> tuple:
+def row_checks(license: str, max_tokens: Optional[int]) -> list:
+    """The filters of both tasks, in order: pairs whose GPU check failed, the license allowlist, the token limit,
+    rows whose model's accuracy failed."""
+    allowed = filters.license_allowlist(license)
+    lowered = {a.lower() for a in allowed} if allowed is not None else None
+    return [
+        lambda item: "failed_check" if item.row.get("pair_correct") is False else None,
+        lambda item: "license" if lowered is not None and not any(str(lic).lower() in lowered
+                                                                  for lic in item.row["licenses"]) else None,
+        lambda item: "too_many_tokens" if max_tokens and (item.n_tokens or 0) > max_tokens else None,
+        lambda item: "model_inaccurate" if item.row.get("accuracy") == "fail" else None,
+    ]
+
+
+def row_details(item: Item) -> dict:
+    """What the rejects keep of a dropped row."""
+    return {"id": item.row["id"], "model": item.row.get("model"), "graph": item.row.get("graph")}
+
+
+# ------------------------------------------------------------------------------------------------ dedup, split
+
+def rank(item: Item) -> tuple:
     """Which copy of a duplicate to keep: checked and passed, model level, known license, more stars, then a
     deterministic tie-break."""
     row = item.row
@@ -216,46 +169,80 @@ def rank(item: TaskItem) -> tuple:
             str(row.get("model")), str(row.get("graph")))
 
 
-def deduplicate(items: list[TaskItem], rejects: Rejects) -> list[TaskItem]:
+def deduplicate(items: list[Item], rejects: Rejects) -> list[Item]:
     """One row per id (the normalized Triton program for pairs, the normalized problem for problems)."""
-    clusters: dict[str, list[TaskItem]] = {}
+    clusters: dict[str, list[Item]] = {}
     for item in items:
-        clusters.setdefault(item.row["id"], []).append(item)
+        clusters.setdefault(item.id, []).append(item)
     kept = []
     for members in clusters.values():
         members.sort(key=rank)
         members[0].cluster_size = len(members)
         kept.append(members[0])
         for duplicate in members[1:]:
-            rejects.add("exact_duplicate", id=duplicate.row["id"], model=duplicate.row.get("model"),
-                        graph=duplicate.row.get("graph"), duplicate_of=members[0].row["id"])
+            rejects.add("exact_duplicate", **row_details(duplicate), duplicate_of=members[0].id)
     return kept
 
 
-def group_of(item: TaskItem) -> str:
+def dedup_step(items: list, run: Run) -> list:
+    return deduplicate(items, run.rejects)
+
+
+def group_of(item: Item) -> str:
     """The split group: a scraped module's repository, else the model."""
     return f"repo:{item.group_repo}" if item.group_repo else f"model:{item.row.get('model')}"
 
 
-def suite_of(item: TaskItem) -> str:
+def suite_of(item: Item) -> str:
     """The source a split represents in validation: the suite (timm, huggingface, modules, torchbench)."""
     return item.row.get("suite") or "unknown"
 
 
-def finish_row(task: str, item: TaskItem) -> dict:
+def row_order(item: Item) -> tuple:
+    return (item.split != split.TRAIN, item.group, item.row["id"])
+
+
+# ------------------------------------------------------------------------------------------------- the tasks
+
+def pair_steps(options: Options, counter) -> list:
+    return [token_step(counter, lambda item: row_text("pairs", item.row)),
+            Filter([level_check(tuple(options.pair_levels)), checked_check(options.include_unchecked)], row_details),
+            Filter(row_checks(options.license, options.max_tokens), row_details),
+            dedup_step, split_step(options.val_fraction, group_of, suite_of), sort_step(row_order)]
+
+
+def problem_steps(options: Options, counter) -> list:
+    return [token_step(counter, lambda item: row_text("problems", item.row)),
+            Filter(row_checks(options.license, options.max_tokens), row_details),
+            dedup_step, split_step(options.val_fraction, group_of, suite_of), sort_step(row_order)]
+
+
+def finish_row(task: str, item: Item) -> dict:
     """The row with the build's columns filled, in the task's column order."""
     row = {**item.row, "n_tokens": item.n_tokens, "cluster_size": item.cluster_size, "split": item.split}
     return {column: row.get(column) for column in COLUMNS[task]}
 
 
-def write_split_files(path: Path, rows: list, fmt: str, columns: dict) -> dict:
-    """The main file and one per split (typed by `columns`); returns {split: path}."""
-    write.write_rows(path, rows, fmt, columns)
-    files = {}
-    for name in (split.TRAIN, split.VALIDATION):
-        files[name] = write.split_path(path, name)
-        write.write_rows(files[name], [row for row in rows if row["split"] == name], fmt, columns)
-    return files
+def own_side_files(output: Path) -> tuple:
+    """<stem>.rejects.jsonl and <stem>.stats.json beside the main file."""
+    return output.with_name(f"{output.stem}.rejects.jsonl"), output.with_name(f"{output.stem}.stats.json")
+
+
+def row_task(name: str, load, steps) -> Task:
+    return Task(name=name, stem=DEFAULT_STEMS[name], stage=f"create_json --task {name}",
+                load=lambda options, run: load(options.inputs, run.stats), steps=steps,
+                row=lambda item, options: finish_row(name, item), columns=lambda options: COLUMNS[name],
+                side_files=own_side_files, claims=lambda output: [path.name for path in own_side_files(output)])
+
+
+PAIRS_TASK = row_task("pairs", load_pairs, pair_steps)
+PROBLEMS_TASK = row_task("problems", load_problems, problem_steps)
+TASKS = {"completion": COMPLETION, "pairs": PAIRS_TASK, "problems": PROBLEMS_TASK}
+
+
+def output_path(task: str, output: Optional[Path], fmt: str) -> Path:
+    """The main file of a task (`-o DIR/` or an existing folder gets the default name inside)."""
+    return Options([], task=task, output=output, fmt=fmt).output_path(TASKS[task].stem)
 
 
 def left_out_line(counts: dict) -> str:

@@ -20,7 +20,7 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 
 from scraper.cli import workers_leave_interrupts_to_us
@@ -32,8 +32,9 @@ from scraper.generator.launchers import repo_launches
 from scraper.generator.provenance import Provenance, provenance_for
 from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS, RepoIndex
 from scraper.generator.write import duplicate_qualnames, module_relpath, unique_relpath, write_module
-from scraper.records import KERNELS, KernelRecord, append_jsonl, append_records, iter_jsonl, iter_records, write_jsonl
+from scraper.records import KERNELS, KernelRecord, append_jsonl, append_records, iter_records, write_jsonl
 from scraper.repos import SKIP_DIRS
+from scraper.pipeline import Done, Step, chain
 from scraper.stats import ERRORS, REJECTS, STATS, Rejects, Stats
 from scraper.fileio import OutputFolder, claim_output, first_object, remove_tree, walk_tree
 from scraper.validate.api import LEVELS, VALIDATE_CACHE
@@ -44,7 +45,7 @@ STAGE = "generator"
 WORKER_MEMORY_MB = 4096  # what each worker process may map beyond what it inherits (--worker-memory-mb)
 DONE_NAME = "archives.jsonl"
 OUTPUT_FILES = (KERNELS, STATS, REJECTS, ERRORS, DONE_NAME, VALIDATE_CACHE)
-Step = Callable[[list[KernelRecord]], list[KernelRecord]]
+# A step over one repository's records (e.g. validation) is a scraper.pipeline.Step: records -> records.
 
 
 @dataclass
@@ -302,8 +303,7 @@ def archive_fingerprint(location: Path) -> dict:
 
 def load_done(out_dir: Path) -> dict[str, dict]:
     """archives.jsonl entries by archive name (latest wins)."""
-    path = out_dir / DONE_NAME
-    return {entry["archive"]: entry for entry in iter_jsonl(path)} if path.is_file() else {}
+    return Done(out_dir / DONE_NAME, "archive").entries
 
 
 def drop_records_of(out_dir: Path, keep_archives: set[str], stale: set[str]) -> int:
@@ -442,9 +442,7 @@ def _collect(result: RepoResult, out_dir: Path, steps: Sequence[Step], stats: St
     skips it."""
     before = Counter(stats.counts)
     stats.merge(result.stats)
-    records = result.records
-    for step in steps:
-        records = step(records)
+    records = chain(result.records, steps)
     append_records(out_dir / KERNELS, records)
     for reject in result.rejects:
         rejects.add(reject.pop("reason"), **reject)

@@ -43,9 +43,10 @@ from scraper.inductor.layout import (
 )
 from scraper.inductor.output_code import EmbeddedKernel, parse_comment, read_fallback_source, read_output_code
 from scraper.inductor.unit import GraphUnit, Step
-from scraper.fileio import iter_jsonl, iter_jsonl_lines
+from scraper.fileio import iter_jsonl_lines
 from scraper.records import KERNELS, PAIRS, PAIRS_REJECTS, KernelRecord, ManifestWriter, atomic_write_bytes, \
     iter_records
+from scraper.pipeline import Done, chain
 from scraper.stats import REJECTS, STATS, Rejects, Stats
 
 log = logging.getLogger(__name__)
@@ -121,10 +122,7 @@ PROBLEM_LEVELS = ("graph", "kernel")  # the pair levels that get a problem file 
 def run_chain(item: "PlannedGraph", out_dir: Path, steps: Sequence[Step], stats: Stats, rejects: Rejects
               ) -> GraphUnit:
     """Extract one graph and pass its unit through the steps."""
-    unit = extract_graph(item, out_dir, stats, rejects)
-    for step in steps:
-        unit = step(unit)
-    return unit
+    return chain(extract_graph(item, out_dir, stats, rejects), steps)
 
 
 class StageWriter:
@@ -233,8 +231,7 @@ def earlier_lines(path: Path, out_dir: Path, stats: Stats) -> dict[str, list[str
 
 def earlier_done(path: Path) -> dict[str, dict]:
     """graphs_done.jsonl's entries by graph folder (a later line wins)."""
-    entries = iter_jsonl(path) if path.is_file() else []
-    return {entry["folder"]: entry for entry in entries if isinstance(entry.get("folder"), str)}
+    return Done(path, "folder").entries
 
 
 class PlannedGraph(NamedTuple):

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from scraper.inductor.layout import Graph
 from scraper.inductor.output_code import OutputCode
+from scraper import pipeline
 from scraper.records import KernelRecord
 
 
@@ -41,7 +42,7 @@ class GraphUnit:
         return self.records[0] if self.records else None
 
 
-Step = Callable[[GraphUnit], GraphUnit]
+Step = pipeline.Step  # here: GraphUnit -> GraphUnit
 
 
 def records_step(function: Callable[[list], list]) -> Step:
