@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from scraper.stats import Stats  # noqa: E402
-from scraper.suite.lists import ModelSpec  # noqa: E402
+from scraper.suite.model_lists import ModelSpec  # noqa: E402
 from scraper.suite.orchestrate import Job, Settings, run_suite  # noqa: E402
 
 NOOP_WORKER = '''

@@ -80,24 +80,38 @@ class Filter:
 
 
 class Done:
-    """The finished units of earlier runs, by key: one JSON object per line of `path`, keyed by its field `key`
-    (the latest line of a key wins; a line without the key, or not an object, is passed over)."""
+    """The finished units of earlier runs, by key, read from one ledger or several (a sharded run's): one JSON
+    object per line, the latest line of a key winning. `key` is the field that names a unit (a line without it as
+    a string is passed over) or a function of the unit; `parse` turns a line's object into the unit (a typed
+    record), None for a line that is not one."""
 
-    def __init__(self, path: Path, key: str) -> None:
-        self.path, self.key = Path(path), key
-        entries = iter_jsonl(self.path) if self.path.is_file() else []
-        self.entries: dict[str, dict] = {}
-        for entry in entries:
-            if isinstance(entry, dict) and isinstance(entry.get(key), str):
-                self.entries[entry[key]] = entry
+    def __init__(self, paths, key, parse: Optional[Callable[[Any], Any]] = None) -> None:
+        self.paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(path) for path in paths]
+        self.key = key
+        self.entries: dict = {}
+        for path in self.paths:
+            for data in iter_jsonl(path) if path.is_file() else []:
+                unit = parse(data) if parse is not None else data
+                name = self.key_of(unit)
+                if name is not None:
+                    self.entries[name] = unit
 
-    def get(self, name: str) -> Optional[dict]:
+    def key_of(self, unit: Any):
+        if unit is None:
+            return None
+        if callable(self.key):
+            return self.key(unit)
+        name = unit.get(self.key) if isinstance(unit, dict) else None
+        return name if isinstance(name, str) else None
+
+    def get(self, name) -> Optional[Any]:
         return self.entries.get(name)
 
-    def __contains__(self, name: str) -> bool:
+    def __contains__(self, name) -> bool:
         return name in self.entries
 
     def mark(self, entry: dict) -> None:
-        """Add one finished unit (appended as one whole line, so a crash loses at most the unit in progress)."""
-        append_jsonl(self.path, entry)
-        self.entries[entry[self.key]] = entry
+        """Add one finished unit to the (first) ledger, appended as one whole line, so a crash loses at most the
+        unit in progress."""
+        append_jsonl(self.paths[0], entry)
+        self.entries[self.key_of(entry)] = entry

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from scraper.fileio import iter_jsonl
+from scraper.pipeline import Done
 from scraper.records import RecordFields
 
 SUITE_DIR = "suite"
@@ -126,13 +126,7 @@ def manifest_files(debug_root: str | os.PathLike) -> list[Path]:
 
 def latest_entries(debug_root: str | os.PathLike) -> dict[tuple, ManifestEntry]:
     """The latest manifest entry per resume key, over every manifest file of the debug root."""
-    latest: dict[tuple, ManifestEntry] = {}
-    for path in manifest_files(debug_root):
-        for data in iter_jsonl(path):
-            entry = entry_of(data)
-            if entry is not None:
-                latest[entry.key] = entry
-    return latest
+    return Done(manifest_files(debug_root), key=lambda entry: entry.key, parse=entry_of).entries
 
 
 def entry_of(data: Any) -> Optional[ManifestEntry]:

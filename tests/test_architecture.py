@@ -155,3 +155,16 @@ def test_program_templates_are_real_programs(template):
                 "torchbench": lambda: programs.torchbench_program("m", 2, "bfloat16", True, "/ck")}[template]()
     assert "MODEL = 'm'" in rendered and "DTYPE = torch.bfloat16" in rendered and "# --- " not in rendered
     compile(rendered, "rendered", "exec")
+
+
+def test_renamed_modules_keep_their_old_import_paths():
+    """Renamed for reading (issue #27): the old path is the same module object, so what callers set on it holds."""
+    import scraper.suite.lists as old_lists
+    import scraper.suite.model_lists as model_lists
+    import scraper.validate.confine as confine
+    import scraper.validate.sandbox as old_sandbox
+
+    assert old_lists is model_lists and old_sandbox is confine
+    from scraper.suite.lists import ModelSpec
+    from scraper.validate.sandbox import run_confined
+    assert ModelSpec is model_lists.ModelSpec and run_confined is confine.run_confined

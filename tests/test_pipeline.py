@@ -59,6 +59,18 @@ def test_the_ledger_keeps_the_latest_line_of_a_key_and_passes_over_what_is_not_a
     assert Done(tmp_path / "missing.jsonl", "folder").entries == {}
 
 
+def test_a_ledger_of_several_files_with_a_key_of_its_own_keeps_the_units_it_parses(tmp_path):
+    """The suite's manifests (one per shard) are keyed by several fields, and a line is a typed entry."""
+    first, second = tmp_path / "manifest-0.jsonl", tmp_path / "manifest-1.jsonl"
+    first.write_text(json.dumps({"model": "a", "mode": "inference", "n": 1}) + "\n"
+                     + json.dumps({"mode": "inference"}) + "\n")
+    second.write_text(json.dumps({"model": "a", "mode": "training", "n": 2}) + "\n"
+                      + json.dumps({"model": "a", "mode": "inference", "n": 3}) + "\n")
+    parse = lambda data: data if "model" in data else None  # noqa: E731
+    done = Done([first, second], key=lambda unit: (unit["model"], unit["mode"]), parse=parse)
+    assert {key: unit["n"] for key, unit in done.entries.items()} == {("a", "inference"): 3, ("a", "training"): 2}
+
+
 def test_the_stages_take_the_shared_shape_instead_of_their_own():
     """One Step, one filter loop, one resume reader: none of the stages defines its own again."""
     own = {
@@ -67,6 +79,7 @@ def test_the_stages_take_the_shared_shape_instead_of_their_own():
         "scraper/dataset/filters.py": "def apply_filters(",
         "scraper/dataset/tasks.py": "class TaskItem",
         "scraper/inductor/stage.py": 'entry["folder"]: entry for entry in',
+        "scraper/suiterun.py": "latest[entry.key] = entry",
     }
     for name, text in own.items():
         assert text not in (ROOT / name).read_text(encoding="utf-8"), name

@@ -13,7 +13,6 @@ other difference is a regression, and the test names the files that differ.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from corpus_helpers import PLAIN_ALL, REPO_ROOT, build_corpus, corpus_digest
 

@@ -38,7 +38,7 @@ def kern(x_ptr, n, BLOCK: tl.constexpr):
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     tl.store(x_ptr + offsets, tl.load(x_ptr + offsets, mask=offsets < n), mask=offsets < n)
 '''
-HOOK_OFF = "import scraper.validate.sandbox as S\nS.REFUSED_EVENTS = frozenset()\nS.PATH_EVENTS = {}\n"
+HOOK_OFF = "import scraper.validate.confine as S\nS.REFUSED_EVENTS = frozenset()\nS.PATH_EVENTS = {}\n"
 
 # Walk up the frames to the worker's answer channel (any open text file in their locals) and write answers for
 # the next jobs; knowing the answer format, also the sequence numbers they will carry.

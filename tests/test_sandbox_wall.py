@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import run_inductor_suite
+from suite_helpers import run_modules
 import scraper.validate.__main__ as validate_cli
 from scraper.records import KernelRecord, write_jsonl
 from scraper.sandbox import SandboxUnavailable, clean_result, launch, take_out, worker_environment
@@ -152,23 +152,17 @@ def test_unsafe_no_sandbox_is_an_explicit_opt_in(no_bwrap, tmp_path, capfd):
 
 
 def test_the_modules_suite_is_refused_without_bwrap_unless_opted_out(no_bwrap, tmp_path):
-    modules = tmp_path / "modules.jsonl"
     code = "import torch\nfrom torch import nn\nclass Net(nn.Module):\n    def forward(self, x):\n        return x\n"
-    modules.write_text(json.dumps({"name": "net", "class_name": "Net", "code": code}) + "\n")
-    argv = ["--suite", "modules", "--modules-file", str(modules), "--out", str(tmp_path / "out"), "--gpus", "none",
-            "--device", "cpu", "--backend", "none", "-q"]
-    assert run_inductor_suite.main(argv) == 2
+    assert run_modules(tmp_path, {"net": code}, name="out").code == 2
     assert not (tmp_path / "out" / "suite" / "manifest.jsonl").exists()
-    assert run_inductor_suite.main([*argv, "--unsafe-no-sandbox"]) == 0
+    assert run_modules(tmp_path, {"net": code}, "--unsafe-no-sandbox", name="out").code == 0
 
 
 def test_a_missing_module_source_is_that_models_failure(tmp_path):
-    modules = tmp_path / "modules.jsonl"
-    modules.write_text(json.dumps({"name": "gone", "class_name": "Net", "source_file": str(tmp_path / "no.py")}))
-    out = tmp_path / "out"
-    assert run_inductor_suite.main(["--suite", "modules", "--modules-file", str(modules), "--out", str(out),
-                                    "--gpus", "none", "--device", "cpu", "--backend", "none", "-q"]) == 1
-    row = json.loads((out / "suite" / "manifest.jsonl").read_text())
+    done = run_modules(tmp_path, [{"name": "gone", "class_name": "Net", "source_file": str(tmp_path / "no.py")}],
+                       name="out")
+    assert done.code == 1
+    row = done.rows["gone"]
     assert row["status"] == "failed" and "FileNotFoundError" in row["error"] and "/src/no.py" in row["error"]
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import run_inductor_suite
-from scraper.suite import lists
+from scraper.suite import model_lists
 from scraper.suite.orchestrate import visible_gpus, worker_slots
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -105,8 +105,8 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("suite", ["timm", "huggingface"])
 def test_default_lists_are_readable_and_useful(suite):
-    path = lists.default_list_path(suite)
-    specs = lists.read_model_list(path)
+    path = model_lists.default_list_path(suite)
+    specs = model_lists.read_model_list(path)
     # Independent reading: every non-comment, non-blank line is one model, no name twice.
     lines = [l.split("#")[0].split() for l in path.read_text().splitlines() if l.split("#")[0].strip()]
     assert [spec.name for spec in specs] == [words[0] for words in lines]
@@ -115,20 +115,20 @@ def test_default_lists_are_readable_and_useful(suite):
 
 
 def test_safe_names():
-    assert lists.safe_name("owner/repo/pkg/mod.py:Block") == "owner_repo_pkg_mod_py_Block"
-    assert lists.safe_name("convnextv2_nano.fcmae_ft_in22k_in1k") == "convnextv2_nano_fcmae_ft_in22k_in1k"
+    assert model_lists.safe_name("owner/repo/pkg/mod.py:Block") == "owner_repo_pkg_mod_py_Block"
+    assert model_lists.safe_name("convnextv2_nano.fcmae_ft_in22k_in1k") == "convnextv2_nano_fcmae_ft_in22k_in1k"
     long_a, long_b = "a/" * 100 + "X", "a/" * 100 + "Y"
-    cut_a, cut_b = lists.safe_name(long_a), lists.safe_name(long_b)
+    cut_a, cut_b = model_lists.safe_name(long_a), model_lists.safe_name(long_b)
     assert len(cut_a) == len(cut_b) == 120 and cut_a != cut_b
 
 
 def test_list_lines_and_models_argument():
-    assert lists.parse_list_line("  resnet18 16  # a comment") == lists.ModelSpec("resnet18", 16)
-    assert lists.parse_list_line("# only a comment") is None
-    assert lists.parse_list_line("BertForMaskedLM,8") == lists.ModelSpec("BertForMaskedLM", 8)
+    assert model_lists.parse_list_line("  resnet18 16  # a comment") == model_lists.ModelSpec("resnet18", 16)
+    assert model_lists.parse_list_line("# only a comment") is None
+    assert model_lists.parse_list_line("BertForMaskedLM,8") == model_lists.ModelSpec("BertForMaskedLM", 8)
     with pytest.raises(ValueError, match="name \\[batch_size\\]"):
-        lists.parse_list_line("resnet18 sixteen", "f.txt:3")
-    assert lists.parse_models_arg("a, b:16,,a") == [lists.ModelSpec("a"), lists.ModelSpec("b", 16)]
+        model_lists.parse_list_line("resnet18 sixteen", "f.txt:3")
+    assert model_lists.parse_models_arg("a, b:16,,a") == [model_lists.ModelSpec("a"), model_lists.ModelSpec("b", 16)]
 
 
 def test_models_file_and_bad_lines(tmp_path, fake_worker, capsys):
@@ -147,14 +147,14 @@ def test_models_file_and_bad_lines(tmp_path, fake_worker, capsys):
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7])
 def test_shards_partition_the_list_deterministically(count, tmp_path, fake_worker, capsys):
-    names = [spec.name for spec in lists.read_model_list(lists.default_list_path("timm"))]
+    names = [spec.name for spec in model_lists.read_model_list(model_lists.default_list_path("timm"))]
     shards = []
     for index in range(count):
         assert run_suite_cli(tmp_path, fake_worker, "--suite", "timm", "--shard", f"{index}/{count}", "--list") == 0
         shards.append(capsys.readouterr().out.split())
     assert sorted(sum(shards, [])) == sorted(names)  # every model in exactly one shard
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
-    assert lists.shard(names, count - 1, count) == shards[-1]  # same answer again
+    assert model_lists.shard(names, count - 1, count) == shards[-1]  # same answer again
 
 
 @pytest.mark.parametrize("bad", ["4/4", "1", "-1/3", "a/b", "0/0"])

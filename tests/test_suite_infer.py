@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-import run_inductor_suite
+from suite_helpers import run_modules
 
 HEADER = "import dataclasses\nimport enum\nimport torch\nfrom torch import nn\n"
 
@@ -522,19 +521,7 @@ class PNet(nn.Module):
 def rows(tmp_path_factory) -> dict:
     """One suite run over every module above (persistent workers), its manifest by name."""
     base = tmp_path_factory.mktemp("infer")
-    entries = []
-    for name, code in MODULES.items():
-        class_name = code.split("class ")[-1].split("(")[0].split(":")[0]
-        entries.append({"name": name, "class_name": class_name, "code": HEADER + code})
-    modules_file = base / "modules.jsonl"
-    modules_file.write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
-    run_inductor_suite.main(["--suite", "modules", "--modules-file", str(modules_file), "--out", str(base / "tcd"),
-                             "--gpus", "none", "--device", "cpu", "--backend", "none", "-q", "--timeout", "300"])
-    lines = (base / "tcd" / "suite" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    found = {row["model"]: row for row in map(json.loads, lines)}
-    for row in found.values():
-        row["_root"] = base / "tcd"
-    return found
+    return run_modules(base, MODULES, "--timeout", "300", header=HEADER).rows
 
 
 def ok(rows: dict, name: str) -> dict:

@@ -6,12 +6,11 @@ reports (its `pid`) and the one-process-per-module run of the same modules."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-import run_inductor_suite
+from suite_helpers import run_modules
 
 HEADER = "import os\nimport signal\nimport torch\nfrom torch import nn\n"
 MODULES = [
@@ -44,16 +43,8 @@ COMPARED = ("status", "phase", "error", "init_kwargs", "inputs", "input_shapes",
 def run(tmp_path: Path, name: str, *extra: str, unsafe: bool = True) -> dict[str, dict]:
     """The modules above through the suite (one worker slot), its manifest by model name; outside the wall
     (where persistent workers run) unless `unsafe` is False."""
-    modules_file = tmp_path / "modules.jsonl"
-    modules_file.write_text("".join(json.dumps({"name": n, "class_name": code.split("class ")[1].split("(")[0],
-                                                "code": HEADER + code}) + "\n" for n, code in MODULES),
-                            encoding="utf-8")
-    out = tmp_path / name
-    run_inductor_suite.main(["--suite", "modules", "--modules-file", str(modules_file), "--out", str(out),
-                             "--gpus", "none", "--device", "cpu", "--backend", "none", "-q", "--timeout", "300",
-                             *(["--unsafe-no-sandbox"] if unsafe else []), *extra])
-    lines = (out / "suite" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    return {row["model"]: dict(row, _root=out) for row in map(json.loads, lines)}
+    return run_modules(tmp_path, MODULES, "--timeout", "300", *(["--unsafe-no-sandbox"] if unsafe else []), *extra,
+                       name=name, header=HEADER).rows
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-import run_inductor_suite
+from suite_helpers import run_modules
 from test_sandbox_attacks import UnixServer, processes_named
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -139,20 +139,17 @@ def suite_run(tmp_path_factory):
             marker=marker)},
         {"name": "good", "class_name": "Net", "code": NET},
     ]
-    (project / "modules.jsonl").write_text("".join(json.dumps(m) + "\n" for m in modules))
     patch = pytest.MonkeyPatch()
     patch.chdir(project)
     patch.setenv("HOME", str(home))
     patch.setenv("GITHUB_TOKEN", values["token"])
     try:
-        code = run_inductor_suite.main(["--suite", "modules", "--modules-file", str(project / "modules.jsonl"),
-                                        "--out", str(out), "--gpus", "none", "--device", "cpu", "--backend",
-                                        "none", "--workers-per-gpu", "2", "-q"])
+        done = run_modules(project, modules, "--workers-per-gpu", "2")
         time.sleep(0.5)
         tcp.close()
         unix.close()
         lines = (out / "suite" / "manifest.jsonl").read_text().splitlines()
-        yield {"code": code, "out": out, "outside": outside, "values": values, "tcp": tcp.accepted,
+        yield {"code": done.code, "out": out, "outside": outside, "values": values, "tcp": tcp.accepted,
                "unix": unix.accepted, "rows": [json.loads(line) for line in lines],
                "lingering": processes_named(marker)}
     finally:

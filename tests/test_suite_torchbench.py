@@ -18,7 +18,7 @@ import pytest
 import get_kernels_from_debug_info
 import run_inductor_suite
 from scraper.suites import torchbench
-from scraper.suite.lists import read_model_list
+from scraper.suite.model_lists import read_model_list
 from torchbench_helpers import MODELS, RUNNABLE, write_checkout
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -7,14 +7,13 @@ disk."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-import run_inductor_suite
+from suite_helpers import run_modules
 from tests.test_suite_persistent import COMPARED, HEADER, MODULES
 
 REPO = str(Path(__file__).resolve().parents[1])
@@ -60,15 +59,8 @@ def need_wall():
 
 def run(tmp_path: Path, name: str, modules, *extra: str) -> dict[str, dict]:
     """The modules through the suite behind the wall (one worker slot), its manifest by model name."""
-    modules_file = tmp_path / f"{name}.jsonl"
-    modules_file.write_text("".join(json.dumps({"name": n, "class_name": code.split("class ")[1].split("(")[0],
-                                                "code": HEADER + code}) + "\n" for n, code in modules),
-                            encoding="utf-8")
-    out = tmp_path / name
-    run_inductor_suite.main(["--suite", "modules", "--modules-file", str(modules_file), "--out", str(out),
-                             "--gpus", "none", "--device", "cpu", "-q", *extra])
-    lines = (out / "suite" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
-    return {row["model"]: dict(row, _root=out) for row in map(json.loads, lines)}
+    return run_modules(tmp_path, modules, *extra, name=name, header=HEADER, backend=None,
+                       listing=f"{name}.jsonl").rows
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 from scraper.records import KernelRecord
 from scraper.stats import Stats
 from scraper.validate import validate_records
-from scraper.validate.sandbox import landlock_abi
+from scraper.validate.confine import landlock_abi
 
 GOOD_KERNEL = '''
 import triton

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import run_inductor_suite
+import suite_helpers
 
 NET = "import torch\nfrom torch import nn\nclass Net(nn.Module):\n    def forward(self, x):\n        return x * 2\n"
 GREEDY = "block = bytearray(6 << 30)  # mapped, never touched: costs no memory where it is allowed\n" + NET
@@ -41,14 +41,9 @@ raise RuntimeError("LIMITS " + json.dumps({
 
 def run_modules(tmp_path: Path, modules: dict[str, str], *flags: str) -> tuple[int, dict, Path]:
     """--suite modules on `modules` ({name: code}), CPU only, nothing compiled; (exit status, rows, --out)."""
-    listing = tmp_path / "modules.jsonl"
-    listing.write_text("".join(json.dumps({"name": name, "class_name": "Net", "code": code}) + "\n"
-                               for name, code in modules.items()))
-    out = tmp_path / "tcd"
-    code = run_inductor_suite.main(["--suite", "modules", "--modules-file", str(listing), "--out", str(out),
-                                    "--gpus", "none", "--device", "cpu", "--backend", "none", "-q", *flags])
-    rows = {row["model"]: row for row in map(json.loads, (out / "suite" / "manifest.jsonl").read_text().splitlines())}
-    return code, rows, out
+    done = suite_helpers.run_modules(tmp_path, [{"name": name, "class_name": "Net", "code": code}
+                                                for name, code in modules.items()], *flags)
+    return done.code, done.rows, done.out
 
 
 def test_a_module_cannot_map_more_than_its_memory_bound(tmp_path):

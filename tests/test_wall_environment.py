@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import run_inductor_suite
+from suite_helpers import run_modules
 import scraper.validate.__main__ as validate_cli
 from scraper.records import KernelRecord, write_jsonl
 from scraper.sandbox import clean_result, worker_environment
@@ -73,13 +73,10 @@ def test_a_kernel_never_sees_nor_writes_the_pipelines_secrets(host_secrets, tmp_
 
 def test_a_module_never_sees_nor_writes_the_pipelines_secrets(host_secrets, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    modules = tmp_path / "modules.jsonl"
-    modules.write_text(json.dumps({"name": "teller", "class_name": "Net", "code": TELLER + NET}) + "\n")
-    out = tmp_path / "tcd"
-    code = run_inductor_suite.main(["--suite", "modules", "--modules-file", str(modules), "--out", str(out),
-                                    "--gpus", "none", "--device", "cpu", "--backend", "none", "-q"])
+    done = run_modules(tmp_path, [{"name": "teller", "class_name": "Net", "code": TELLER + NET}])
+    code, out = done.code, done.out
     assert code == 1  # the module failed: it raised what it saw
-    row = json.loads((out / "suite" / "manifest.jsonl").read_text())
+    row = done.rows["teller"]
     assert all(f"{name}=<unset>" in row["error"] for name in NAMES), row["error"]
     for path in Path(out).rglob("*"):  # manifest, stats, errors.csv, the worker's log, its result
         if path.is_file():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import time
 import zipfile
-from pathlib import Path
 from types import SimpleNamespace
 
 from scraper.modules import listing, needs

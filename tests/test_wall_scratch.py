@@ -8,11 +8,9 @@ no worker can start (every kernel was recorded imports=false and the run exited 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
-import pytest
 
 import scraper.validate.__main__ as validate_cli
 from scraper.records import KernelRecord, write_jsonl

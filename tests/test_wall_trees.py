@@ -14,7 +14,7 @@ from pathlib import Path
 import run_inductor_suite
 from scraper.stats import Stats
 from scraper.suite.command import run_status
-from scraper.suite.lists import ModelSpec
+from scraper.suite.model_lists import ModelSpec
 from scraper.suite.orchestrate import Job, Settings, run_suite
 
 # A replacement worker (it runs behind the wall as the real one does): "deep*" leaves the tree, the others

@@ -42,7 +42,7 @@ from scraper.fileio import claim_output, first_object
 from scraper.sandbox import SandboxUnavailable, require_wall
 from scraper.stats import Stats
 from scraper.modules import classes as modules
-from scraper.suite import confined, lists
+from scraper.suite import confined, model_lists
 from scraper import suites
 from scraper.suites import torchbench
 from scraper.suiterun import latest_entries
@@ -65,7 +65,7 @@ def build_parser(description: Optional[str] = None, prog: Optional[str] = None) 
     parser = argparse.ArgumentParser(prog=prog or "run_inductor_suite.py", description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_argument_group("what to compile")
-    what.add_argument("--suite", required=True, choices=lists.SUITES,
+    what.add_argument("--suite", required=True, choices=model_lists.SUITES,
                       help="timm (timm.create_model, pretrained=False), huggingface (transformers classes built "
                            "from their configs), modules (nn.Module classes found in scraped repositories), "
                            "torchbench (the models of a TorchBench checkout, built through its own API)")
@@ -259,7 +259,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
     return Settings(
         suite=args.suite, out=args.output, mode=args.mode, dtype=args.dtype, max_autotune=args.max_autotune,
         timeout=args.timeout, seq_len=args.seq_len, hf_layers=args.hf_layers, backend=args.backend,
-        device=args.device, worker=args.worker, shard=lists.parse_shard(args.shard) if args.shard else None,
+        device=args.device, worker=args.worker, shard=model_lists.parse_shard(args.shard) if args.shard else None,
         torchbench_dir=torchbench.find_checkout(args.torchbench_dir) if args.suite == "torchbench" else None,
         random_weights=args.random_weights,
         unsafe_no_sandbox=args.unsafe_no_sandbox,
@@ -269,7 +269,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
 
 def module_job(candidate: modules.Candidate) -> Job:
     """The job of one module found by scraper.modules."""
-    return Job(lists.ModelSpec(candidate.name, candidate.batch_size), source=candidate.source,
+    return Job(model_lists.ModelSpec(candidate.name, candidate.batch_size), source=candidate.source,
                class_name=candidate.class_name, meta=candidate.meta, code=candidate.code, hints=candidate.hints,
                skip_reason=candidate.skip_reason)
 
@@ -281,11 +281,11 @@ def load_jobs(args: argparse.Namespace, settings: Settings) -> list[Job]:
                                              args.per_repo, args.list_jobs)
         return [module_job(candidate) for candidate in candidates]
     if args.suite == "torchbench" and args.models and args.models.strip() == "all":
-        specs = [lists.ModelSpec(name) for name in torchbench.list_models(settings.torchbench_dir)]
+        specs = [model_lists.ModelSpec(name) for name in torchbench.list_models(settings.torchbench_dir)]
     elif args.models:
-        specs = lists.parse_models_arg(args.models)
+        specs = model_lists.parse_models_arg(args.models)
     else:
-        specs = lists.read_model_list(args.models_file or lists.default_list_path(args.suite))
+        specs = model_lists.read_model_list(args.models_file or model_lists.default_list_path(args.suite))
     if not specs:
         raise ValueError("no models to run (empty --models or list file)")
     return [Job(spec) for spec in specs]
@@ -299,7 +299,7 @@ def list_lines(args: argparse.Namespace, settings: Settings, jobs: list[Job]) ->
         return [module_line(job) for job in jobs]
     if args.suite != "torchbench":
         return [job.name for job in jobs]
-    models_file = args.models_file or lists.default_list_path("torchbench")
+    models_file = args.models_file or model_lists.default_list_path("torchbench")
     left_out = torchbench.read_left_out(models_file) if models_file.is_file() else {}
     return torchbench.listing(torchbench.list_models(settings.torchbench_dir), [job.name for job in jobs],
                               left_out)
@@ -315,7 +315,7 @@ def module_line(job: Job) -> str:
 def select(jobs: list[Job], shard: Optional[tuple[int, int]], limit: Optional[int]) -> list[Job]:
     """This shard's jobs, then the first `limit` of them."""
     if shard:
-        jobs = lists.shard(jobs, *shard)
+        jobs = model_lists.shard(jobs, *shard)
     return jobs[:limit] if limit else jobs
 
 

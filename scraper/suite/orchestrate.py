@@ -40,7 +40,7 @@ from scraper.sandbox import (Walled, clean_result, pipe, private_folder, take_ou
                              worker_environment)
 from scraper.sandbox.folders import measure
 from scraper.suite import confined
-from scraper.suite.lists import ModelSpec, safe_name
+from scraper.suite.model_lists import ModelSpec, safe_name
 from scraper.suites import get as get_suite
 from scraper.suiterun import ManifestEntry, find_run_dir, latest_entries, resume_key, run_dir_contents
 from scraper.worker.job import WorkerJob

@@ -20,7 +20,7 @@ import os
 import re
 
 from scraper.validate.imports import MODULE_FILE, find_kernel, load_module
-from scraper.validate.sandbox import describe_error
+from scraper.validate.confine import describe_error
 
 TARGET = ("cuda", 90, 32)
 HEURISTICS_WITH_CONFIGS = ("pointwise", "reduction", "persistent_reduction")

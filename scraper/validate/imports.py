@@ -1,6 +1,6 @@
 """The `imports` level, run inside the sandboxed child: execute the module, find the kernel, check its type.
 
-Only ever called by scraper.validate.worker in a forked, confined child (scraper.validate.sandbox).
+Only ever called by scraper.validate.worker in a forked, confined child (scraper.validate.confine).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from scraper.validate.sandbox import describe_error
+from scraper.validate.confine import describe_error
 
 MODULE_NAME = "kernel_module"
 MODULE_FILE = "kernel_module.py"

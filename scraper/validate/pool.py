@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 STARTUP_ALLOWANCE = 180.0  # seconds a fresh worker may take to import torch/triton (and warm the compiler)
 REPLY_ALLOWANCE = 30.0  # beyond the job's own timeout, before a worker counts as hung
 VALIDATE_WALL = Wall("validate", ("scraper/sandbox/inside.py", "scraper/validate/worker.py",
-                                  "scraper/validate/sandbox.py", "scraper/validate/imports.py",
+                                  "scraper/validate/confine.py", "scraper/validate/imports.py",
                                   "scraper/validate/compiles.py"),
                      max_processes=256, scratch_mb=4096)
 

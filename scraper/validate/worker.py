@@ -3,7 +3,7 @@ the bubblewrap sandbox of scraper.sandbox unless --unsafe-no-sandbox).
 
 It imports torch, triton and Inductor's runtime helpers once and says `{"ready": true}`, then reads one JSON job
 per line on stdin ({"seq", "level": "imports"|"compiles", "name", "code", "signature", "constants", "launch",
-"timeout", "memory_mb"}), runs each in a forked, confined child (scraper.validate.sandbox) in a scratch folder of
+"timeout", "memory_mb"}), runs each in a forked, confined child (scraper.validate.confine) in a scratch folder of
 its own and answers one JSON result per line, carrying the job's "seq", on its original stdout. Its own stdout is
 moved to stderr first, so nothing a library prints can corrupt the answers; the children close both channels and
 cannot reach them through /proc (this process is not dumpable).
@@ -24,7 +24,7 @@ import tempfile
 
 from scraper.fileio import remove_tree
 from scraper.sandbox.inside import WALL_ENV, forbid_dumping
-from scraper.validate.sandbox import run_confined
+from scraper.validate.confine import run_confined
 
 CHECKS = ("imports", "compiles")
 WORKER_KEYS = ("infrastructure", "scratch_clean")  # what only the worker says, never a kernel's child
