@@ -52,3 +52,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.sandbox)
         if module in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def fixture_corpus(tmp_path_factory):
+    """(root, corpus): one corpus built by the real stages on the fixtures for the whole session
+    (tests/corpus_helpers.py, every plain debug fixture). Read it as it is; a test that changes it copies it."""
+    from corpus_helpers import PLAIN_ALL, build_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    return root, build_corpus(root, PLAIN_ALL)

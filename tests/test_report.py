@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from report_helpers import BIDI, HOSTILE, REPO_ROOT, Browser, build_corpus, chromium, read_lines, read_page
+from report_helpers import BIDI, HOSTILE, REPO_ROOT, Browser, chromium, read_lines, read_page
 
 DATASET_FILES = {"completion": "triton_functions.json", "pairs": "triton_pairs.json",
                  "problems": "triton_problems.json"}
@@ -28,8 +28,9 @@ def report(corpus: Path, *flags: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return build_corpus(tmp_path_factory.mktemp("report"))
+def corpus(fixture_corpus, tmp_path_factory) -> Path:
+    """The session's corpus (conftest.fixture_corpus), copied: the report is written into it."""
+    return Path(shutil.copytree(fixture_corpus[1], tmp_path_factory.mktemp("report") / "corpus", symlinks=True))
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import json
 
-from corpus_helpers import PLAIN_ALL, REPO_ROOT, build_corpus, corpus_digest
+from corpus_helpers import REPO_ROOT, corpus_digest
 
 BEFORE = REPO_ROOT / "tests" / "fixtures" / "same_outputs.json"
 
 
-def test_the_fixtures_and_the_demo_inputs_give_the_outputs_recorded_before(tmp_path):
+def test_the_fixtures_and_the_demo_inputs_give_the_outputs_recorded_before(fixture_corpus):
     before = json.loads(BEFORE.read_text(encoding="utf-8"))
-    now = corpus_digest(build_corpus(tmp_path, PLAIN_ALL), tmp_path)
+    root, corpus = fixture_corpus  # conftest: build_corpus(root, PLAIN_ALL), shared with the report's tests
+    now = corpus_digest(corpus, root)
     assert sorted(set(before) - set(now)) == [], "files no longer written"
     assert sorted(set(now) - set(before)) == [], "files written that were not before"
     changed = {name: (before[name], now[name]) for name in before if before[name] != now[name]}
