@@ -451,3 +451,41 @@ def _unlink_quietly(fd: int, name: str) -> None:
         os.unlink(name, dir_fd=fd)
     except OSError:
         pass
+
+
+class Done:
+    """The finished units of earlier runs, by key, read from one ledger or several (a sharded run's): one JSON
+    object per line, the latest line of a key winning. `key` is the field that names a unit (a line without it as
+    a string is passed over) or a function of the unit; `parse` turns a line's object into the unit (a typed
+    record), None for a line that is not one."""
+
+    def __init__(self, paths, key, parse: Optional[Callable[[Any], Any]] = None) -> None:
+        self.paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(path) for path in paths]
+        self.key = key
+        self.entries: dict = {}
+        for path in self.paths:
+            for data in iter_jsonl(path) if path.is_file() else []:
+                unit = parse(data) if parse is not None else data
+                name = self.key_of(unit)
+                if name is not None:
+                    self.entries[name] = unit
+
+    def key_of(self, unit: Any):
+        if unit is None:
+            return None
+        if callable(self.key):
+            return self.key(unit)
+        name = unit.get(self.key) if isinstance(unit, dict) else None
+        return name if isinstance(name, str) else None
+
+    def get(self, name) -> Optional[Any]:
+        return self.entries.get(name)
+
+    def __contains__(self, name) -> bool:
+        return name in self.entries
+
+    def mark(self, entry: dict) -> None:
+        """Add one finished unit to the (first) ledger, appended as one whole line, so a crash loses at most the
+        unit in progress."""
+        append_jsonl(self.paths[0], entry)
+        self.entries[self.key_of(entry)] = entry

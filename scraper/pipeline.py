@@ -10,7 +10,8 @@ A `Step` takes one unit and returns it (or what it became); a `BatchStep` takes 
 stage's stats, its rejects and what the steps learn on the way) and returns the units that go on. A `Filter` is a
 batch step made of checks, each `check(unit) -> reason | None`: a unit is dropped at the first reason, written to
 the rejects with `details(unit)` and counted as `dropped_<reason>` (scraper.stats.Rejects). `Done` is the ledger a
-stage resumes by: one JSON line per finished unit, keyed by one of its fields, the latest line winning.
+stage resumes by (scraper.fileio.Done): one JSON line per finished unit, keyed by one of its fields or a function
+of it, the latest line winning.
 
 The stage itself claims its output files before it writes any (scraper.fileio.claim_output,
 scraper.dataset.outputs.claim) and turns what it produced into the exit status (scraper.cli.exit_status).
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
-from scraper.fileio import append_jsonl, iter_jsonl
+# The ledger lives with the JSONL files (low modules such as scraper.repos read theirs through it); it is part
+# of this shape.
+from scraper.fileio import Done  # noqa: F401
 from scraper.stats import Rejects, Stats
 
 log = logging.getLogger(__name__)
@@ -77,41 +79,3 @@ class Filter:
             else:
                 run.rejects.add(reason, **self.details(unit))
         return kept
-
-
-class Done:
-    """The finished units of earlier runs, by key, read from one ledger or several (a sharded run's): one JSON
-    object per line, the latest line of a key winning. `key` is the field that names a unit (a line without it as
-    a string is passed over) or a function of the unit; `parse` turns a line's object into the unit (a typed
-    record), None for a line that is not one."""
-
-    def __init__(self, paths, key, parse: Optional[Callable[[Any], Any]] = None) -> None:
-        self.paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(path) for path in paths]
-        self.key = key
-        self.entries: dict = {}
-        for path in self.paths:
-            for data in iter_jsonl(path) if path.is_file() else []:
-                unit = parse(data) if parse is not None else data
-                name = self.key_of(unit)
-                if name is not None:
-                    self.entries[name] = unit
-
-    def key_of(self, unit: Any):
-        if unit is None:
-            return None
-        if callable(self.key):
-            return self.key(unit)
-        name = unit.get(self.key) if isinstance(unit, dict) else None
-        return name if isinstance(name, str) else None
-
-    def get(self, name) -> Optional[Any]:
-        return self.entries.get(name)
-
-    def __contains__(self, name) -> bool:
-        return name in self.entries
-
-    def mark(self, entry: dict) -> None:
-        """Add one finished unit to the (first) ledger, appended as one whole line, so a crash loses at most the
-        unit in progress."""
-        append_jsonl(self.paths[0], entry)
-        self.entries[self.key_of(entry)] = entry

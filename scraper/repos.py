@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 from typing import Optional
 
-from scraper.fileio import iter_jsonl
+from scraper.fileio import Done
 
 DOWNLOAD_MANIFEST = "manifest.jsonl"  # the GitHub stage's record of each downloaded archive
 # GitHub's rules: an owner is 1-39 letters, digits or single hyphens; a repository name letters, digits, `._-`.
@@ -52,12 +52,8 @@ def top_folder(full_name: str, commit_sha: Optional[str]) -> str:
 
 def latest_by_full_name(path: str | Path) -> dict[str, dict]:
     """{full_name.lower(): its latest line} of a JSONL file keyed by full_name; {} when it does not exist."""
-    latest: dict[str, dict] = {}
-    if Path(path).is_file():
-        for entry in iter_jsonl(path):
-            if isinstance(entry.get("full_name"), str):
-                latest[entry["full_name"].lower()] = entry
-    return latest
+    return Done(path, key=lambda entry: entry["full_name"].lower() if isinstance(entry.get("full_name"), str)
+                else None).entries
 
 
 def read_download_manifest(download_dir: str | Path) -> dict[str, dict]:
