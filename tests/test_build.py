@@ -51,7 +51,7 @@ def inputs(tmp_path_factory) -> dict:
 def argv(inputs: dict, out: Path, *extra: str) -> list[str]:
     return ["build", "-o", str(out), "--repos", str(inputs["repos"]), "--suites", "modules", "--per-repo", "2",
             "--debug-root", str(inputs["debug"]), "--device", "cpu", "--backend", "none", "--gpus", "none",
-            "--check-limit", "3", "--check-timeout", "120", "-q", *extra]
+            "--check-limit", "3", "--check-timeout", "60", "-q", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +144,16 @@ def test_the_plan_says_what_runs_and_for_how_long(capsys, tmp_path):
     # 0.5 h: the suites share 60% (540 s each, plus half of that a model may take), the check 25% (450 s)
     assert "suite:timm           about 810 s" in said and "check                about 450 s" in said
     assert not (tmp_path / "c").exists()  # a plan touches nothing
+
+
+def test_a_cpu_build_checks_correctness_only(tmp_path):
+    """The interpreter's timings say nothing: a CPU build's check runs each side once, a GPU build's times them."""
+    from scraper.builder.plan import Options, make_plan
+
+    def check_argv(device):
+        stages = make_plan(Options(corpus=tmp_path / "c", suites=["timm"], device=device))
+        return next(stage.argv for stage in stages if stage.name == "check")
+
+    cpu, gpu = check_argv("cpu"), check_argv(None)
+    assert cpu[cpu.index("--runs") + 1] == "0" and cpu[cpu.index("--warmup") + 1] == "0"
+    assert "--runs" not in gpu and "--warmup" not in gpu

@@ -197,6 +197,9 @@ def check_stage(options: Options, total: Optional[float]) -> Stage:
         seconds = total * CHECK_SHARE
         argv += ["--time-budget", f"{seconds:.0f}"]
     argv += ["--device", options.device] if options.device else []
+    # On the CPU the kernels are interpreted: their timing says nothing (speedups of 0.0x) and 20 runs of each side
+    # made a kernel pair take 40-80 s instead of a few; the dry run judges correctness only.
+    argv += ["--runs", "0", "--warmup", "0"] if options.device == "cpu" else []
     argv += ["--limit", str(options.check_limit)] if options.check_limit else []
     argv += ["--timeout", f"{options.check_timeout:.0f}"] if options.check_timeout else []
     return Stage("check", argv, after=["inductor"], seconds=seconds, done_with=(0, 1))
