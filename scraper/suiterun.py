@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from scraper.pipeline import Done
+from scraper.fileio import Done
 from scraper.records import RecordFields
 
 SUITE_DIR = "suite"
