@@ -461,7 +461,7 @@ class Done:
 
     def __init__(self, paths, key, parse: Optional[Callable[[Any], Any]] = None) -> None:
         self.paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(path) for path in paths]
-        self.key = key
+        self.key, self.parse = key, parse
         self.entries: dict = {}
         for path in self.paths:
             for data in iter_jsonl(path) if path.is_file() else []:
@@ -486,6 +486,10 @@ class Done:
 
     def mark(self, entry: dict) -> None:
         """Add one finished unit to the (first) ledger, appended as one whole line, so a crash loses at most the
-        unit in progress."""
+        unit in progress; it is kept as a line read back would be (parsed, by its key)."""
+        unit = self.parse(entry) if self.parse is not None else entry
+        name = self.key_of(unit)
+        if name is None or not self.paths:
+            raise ValueError(f"not a unit of this ledger (key {self.key!r}): {entry!r:.200}")
         append_jsonl(self.paths[0], entry)
-        self.entries[self.key_of(entry)] = entry
+        self.entries[name] = unit

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from scraper.pipeline import Done, Filter, Run, chain, run_batch
 from scraper.stats import Rejects, Stats
 
@@ -69,6 +71,11 @@ def test_a_ledger_of_several_files_with_a_key_of_its_own_keeps_the_units_it_pars
     parse = lambda data: data if "model" in data else None  # noqa: E731
     done = Done([first, second], key=lambda unit: (unit["model"], unit["mode"]), parse=parse)
     assert {key: unit["n"] for key, unit in done.entries.items()} == {("a", "inference"): 3, ("a", "training"): 2}
+    done.mark({"model": "b", "mode": "inference", "n": 4})  # kept as a line read back would be
+    assert Done([first, second], key=lambda unit: (unit["model"], unit["mode"]), parse=parse).entries == done.entries
+    with pytest.raises(ValueError):
+        done.mark({"mode": "inference"})  # parse says it is no unit: nothing is written
+    assert len(first.read_text().splitlines()) == 3
 
 
 def test_the_stages_take_the_shared_shape_instead_of_their_own():

@@ -1,7 +1,7 @@
 """`triton-data report CORPUS` (issue #25): one self-contained HTML page and report.json about a corpus, opened
 here in a real headless Chromium. Every expected figure is computed by the test from the corpus's files (lines
 counted, rows read, reasons tallied), never taken from the report's own output; the corpus is made by the real
-stages on the fixtures (tests/report_helpers.py)."""
+stages on the fixtures (tests/corpus_helpers.py, the session's corpus: conftest.fixture_corpus)."""
 
 from __future__ import annotations
 

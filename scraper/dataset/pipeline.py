@@ -43,8 +43,7 @@ class Options:
     """Everything `create_json.py` can ask for (see its --help); each task reads the options that concern it."""
 
     inputs: list
-    task: str = "completion"  # completion | pairs | problems (scraper.dataset.tasks.TASKS)
-    output: Optional[Path] = None  # default datasets/<the task's stem>.<format>
+    output: Optional[Path] = None  # default datasets/<the task's stem>.<format> (the task: build's argument)
     fmt: str = "json"
     column: str = "text"
     fenced: bool = True

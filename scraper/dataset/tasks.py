@@ -242,7 +242,7 @@ TASKS = {"completion": COMPLETION, "pairs": PAIRS_TASK, "problems": PROBLEMS_TAS
 
 def output_path(task: str, output: Optional[Path], fmt: str) -> Path:
     """The main file of a task (`-o DIR/` or an existing folder gets the default name inside)."""
-    return Options([], task=task, output=output, fmt=fmt).output_path(TASKS[task].stem)
+    return Options([], output=output, fmt=fmt).output_path(TASKS[task].stem)
 
 
 def left_out_line(counts: dict) -> str:

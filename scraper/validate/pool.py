@@ -36,6 +36,7 @@ STARTUP_ALLOWANCE = 180.0  # seconds a fresh worker may take to import torch/tri
 REPLY_ALLOWANCE = 30.0  # beyond the job's own timeout, before a worker counts as hung
 VALIDATE_WALL = Wall("validate", ("scraper/sandbox/inside.py", "scraper/validate/worker.py",
                                   "scraper/validate/confine.py", "scraper/validate/imports.py",
+                                  "scraper/validate/sandbox.py",  # confine's old name, for code that imports it
                                   "scraper/validate/compiles.py"),
                      max_processes=256, scratch_mb=4096)
 
