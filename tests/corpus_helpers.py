@@ -129,9 +129,9 @@ VOLATILE_KEYS = frozenset({"seconds", "elapsed_s", "wall_s", "started", "finishe
 
 
 def corpus_digest(corpus: Path, root: Path) -> dict:
-    """{relative path: {"rows": n, "sha256": ...}} of every file a build left in `corpus`, each read as the
-    tools that use it read it: JSON and JSON Lines as values (volatile keys dropped, `root` written as "<root>"),
-    other files as text with `root` replaced, or bytes."""
+    """{relative path: {"rows": n, "sha256": ...}} of every file a build left in `corpus`, as text with `root`
+    written as "<root>" (byte for byte where nothing in it varies); a JSON or JSON Lines file that holds volatile
+    keys as its values without them (keys sorted), a file that is not UTF-8 as its bytes."""
     digest = {}
     for path in sorted(p for p in corpus.rglob("*") if p.is_file()):
         name = path.relative_to(corpus).as_posix()
@@ -150,10 +150,13 @@ def normalized(path: Path, root: str) -> tuple[int, str]:
     text = text.replace(root, "<root>")
     if path.suffix == ".jsonl":
         values = [json.loads(line) for line in text.splitlines() if line.strip()]
+        if all(stable(value) == value for value in values):  # nothing varies: the text itself, byte for byte
+            return len(values), text
         return len(values), "\n".join(json.dumps(stable(value), sort_keys=True) for value in values)
     if path.suffix == ".json":
-        value = stable(json.loads(text))
-        return (len(value) if isinstance(value, list) else 1), json.dumps(value, sort_keys=True)
+        value = json.loads(text)
+        count = len(value) if isinstance(value, list) else 1
+        return count, text if stable(value) == value else json.dumps(stable(value), sort_keys=True)
     return text.count("\n"), text
 
 

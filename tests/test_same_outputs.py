@@ -4,7 +4,9 @@ tests/fixtures/same_outputs.json is the digest (tests/corpus_helpers.corpus_dige
 varies between runs taken out) of the corpus that tests/corpus_helpers.build_corpus makes from the fixtures and the
 bundled demo's inputs (every torch_compile_debug fixture, the suite runs, examples/repos through the offline path
 and the generator, the three datasets). It was written by the code as it stood before the dataset's three tasks
-became step lists over one item type (b7d4e53), with `python tests/corpus_helpers.py tests/fixtures/same_outputs.json`.
+became step lists over one item type (b7d4e53): this helper copied into a worktree of that commit, then
+`python tests/corpus_helpers.py tests/fixtures/same_outputs.json` there. Files in which nothing varies (the
+datasets, pairs.jsonl, kernels.jsonl, ...) are compared as their text, byte for byte.
 
 A change that means to change what the stages write rewrites the file the same way and says so in its commit; any
 other difference is a regression, and the test names the files that differ.
