@@ -240,11 +240,6 @@ PROBLEMS_TASK = row_task("problems", load_problems, problem_steps)
 TASKS = {"completion": COMPLETION, "pairs": PAIRS_TASK, "problems": PROBLEMS_TASK}
 
 
-def output_path(task: str, output: Optional[Path], fmt: str) -> Path:
-    """The main file of a task (`-o DIR/` or an existing folder gets the default name inside)."""
-    return Options([], output=output, fmt=fmt).output_path(TASKS[task].stem)
-
-
 def left_out_line(counts: dict) -> str:
     """One line: how many pairs were left out, by reason (the level, the check, the filters, duplicates)."""
     reasons = {key[len("dropped_"):]: value for key, value in counts.items() if key.startswith("dropped_") and value}

@@ -32,7 +32,7 @@ from scraper.generator.launchers import repo_launches
 from scraper.generator.provenance import Provenance, provenance_for
 from scraper.generator.repoindex import DEFAULT_ALLOWED_IMPORTS, RepoIndex
 from scraper.generator.write import duplicate_qualnames, module_relpath, unique_relpath, write_module
-from scraper.records import KERNELS, KernelRecord, append_jsonl, append_records, iter_records, write_jsonl
+from scraper.records import KERNELS, KernelRecord, append_records, iter_records, write_jsonl
 from scraper.repos import SKIP_DIRS
 from scraper.pipeline import Done, Step, chain
 from scraper.stats import ERRORS, REJECTS, STATS, Rejects, Stats
@@ -366,7 +366,8 @@ def run(locations: list[Path], out_dir: Path, manifest: dict, jobs: int, force: 
     inherits."""
     owned = output_folder(out_dir)
     stats = stats or Stats(STAGE)
-    earlier = load_done(out_dir)  # read before the plan drops records: what the kept archives' entries say
+    ledger = Done(out_dir / DONE_NAME, "archive")
+    earlier = dict(ledger.entries)  # read before the plan drops records: what the kept archives' entries say
     todo = plan(locations, out_dir, force, stats, validated)
     redo = {location.name for location in todo}
     carry_kept_archives(stats, out_dir, earlier, redo)
@@ -376,7 +377,7 @@ def run(locations: list[Path], out_dir: Path, manifest: dict, jobs: int, force: 
     with progress(total=len(tasks), unit="repo", desc="repositories") as bar, no_cyclic_gc():
         for result in _results(tasks, jobs, memory_mb):
             owned.claim(sorted({record.file.split("/")[0] for record in result.records if record.file}))
-            _collect(result, out_dir, steps, stats, rejects, validated)
+            _collect(result, out_dir, steps, stats, rejects, validated, ledger)
             bar.update(1)
     stats.save(out_dir / STATS)
     stats.save_errors_csv(out_dir / ERRORS, keep_earlier=lambda row: archive_of_where(row[1:2]) not in redo)
@@ -436,7 +437,7 @@ def limit_memory(memory_mb: int) -> None:
 
 
 def _collect(result: RepoResult, out_dir: Path, steps: Sequence[Step], stats: Stats, rejects: Rejects,
-             validated: str | None) -> None:
+             validated: str | None, ledger: Done) -> None:
     """Pass one repository's records through the steps, append them and its rejects, then mark it done (in that
     order: crash-safe). The entry keeps what the repository added to the counters, for the stats of a rerun that
     skips it."""
@@ -451,7 +452,7 @@ def _collect(result: RepoResult, out_dir: Path, steps: Sequence[Step], stats: St
         entry = {"archive": result.archive, "location": str(location), "kernels": len(records),
                  "validated": validated, "ok": result.ok, **archive_fingerprint(location),
                  "counts": dict(stats.counts_since(before))}
-        append_jsonl(out_dir / DONE_NAME, entry)
+        ledger.mark(entry)
 
 
 def output_folder(out_dir: Path) -> OutputFolder:
